@@ -1,0 +1,50 @@
+# gaussmix: `make demo` runs the main job, `make test` runs the test suite.
+# Each sets up .venv by itself (Python >= 3.12, pinned by constraints.txt).
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format venv constraints clean bench
+
+demo: $(STAMP)
+	$(PY) -m gaussmix.cli demo --out demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/find_python.sh
+	@python=$$(scripts/find_python.sh) || exit 1; \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+		rm -rf $(VENV); echo "creating $(VENV) with $$python"; "$$python" -m venv $(VENV) || exit 1; \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# Refresh constraints.txt to the newest releases that resolve; run `make test` after it
+# and commit both together only when the suite passes.
+constraints:
+	@python=$$(scripts/find_python.sh) || exit 1; \
+	rm -rf .venv-refresh && "$$python" -m venv .venv-refresh && \
+	.venv-refresh/bin/python -m pip install --quiet --upgrade pip && \
+	.venv-refresh/bin/python -m pip install --quiet '.[dev]' && \
+	.venv-refresh/bin/python -m pip freeze --exclude gaussmix > constraints.txt && \
+	rm -rf .venv-refresh && echo "constraints.txt refreshed; now run make test"
+
+bench: $(STAMP)
+	$(PY) benchmarks/em.py
+
+clean:
+	rm -rf $(VENV) demo build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,24 @@
+"""gaussmix: Gaussian mixtures and peak fits as NumPyro programs.
+
+Models live in :mod:`gaussmix.models`, back ends in :mod:`gaussmix.inference`; this
+package is the user-facing layer. Importing it does not import matplotlib and does not
+change JAX's configuration (enable float64 yourself with
+``jax.config.update("jax_enable_x64", True)``).
+"""
+
+import importlib
+
+from gaussmix import datasets
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it, imported on first use.
+_LAZY = {}
+
+__all__ = ["__version__", "datasets", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gaussmix' has no attribute {name!r}")

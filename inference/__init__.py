@@ -1,0 +1,1 @@
+"""Back ends that fit gaussmix models: EM/MAP, NUTS, relabeling, diagnostics."""

@@ -1,0 +1,1 @@
+"""Gaussian mixture and peak models as NumPyro programs."""

@@ -1,0 +1,278 @@
+"""The Gaussian mixture as one NumPyro program.
+
+Every back end (EM/MAP in :mod:`gaussmix.inference.em`, NUTS in
+:mod:`gaussmix.inference.mcmc`) reads this program. The observed site ``x`` has the
+component index summed out, so its pointwise log-likelihood is the marginal one that
+PSIS-LOO needs:
+
+.. math::
+
+    \\log p(x_n \\mid \\theta) = \\log \\sum_{k=1}^{K} \\pi_k\\,
+        \\mathcal{N}(x_n \\mid \\mu_k, \\Sigma_k).
+
+Covariance types and their sites (D features, K components):
+
+==========  =====================  ==========================================
+type        site (shape)           :math:`\\Sigma_k`
+==========  =====================  ==========================================
+full        ``covariances`` (K,D,D)  :math:`\\Sigma_k`
+tied        ``covariance`` (D, D)    :math:`\\Sigma` shared by all components
+diag        ``variances`` (K, D)     :math:`\\mathrm{diag}(\\sigma^2_{k\\cdot})`
+spherical   ``variances`` (K,)       :math:`\\sigma^2_k I`
+==========  =====================  ==========================================
+
+The default prior (see :mod:`gaussmix.models.priors`) is conjugate:
+
+.. math::
+
+    \\pi \\sim \\mathrm{Dirichlet}(\\alpha \\mathbf{1}_K),\\quad
+    \\Sigma_k \\sim \\mathcal{W}^{-1}(\\nu_0, \\Psi_0),\\quad
+    \\mu_k \\mid \\Sigma_k \\sim \\mathcal{N}(m_0, \\Sigma_k/\\kappa_0),
+
+and for diag / spherical variances
+:math:`\\sigma^2 \\sim \\mathrm{InvGamma}(\\nu_0/2, \\psi_0/2)` with
+:math:`\\mu \\mid \\sigma^2 \\sim \\mathcal{N}(m_0, \\sigma^2/\\kappa_0)` per feature.
+"""
+
+import contextlib
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.typing import ArrayLike
+from numpyro import handlers
+
+from gaussmix.models.priors import (
+    COVARIANCE_SITES,
+    MixturePriorParameters,
+    check_covariance_type,
+    default_prior_parameters,
+)
+
+__all__ = [
+    "COVARIANCE_SITES",
+    "component_distribution",
+    "gaussian_mixture",
+    "prior_site_names",
+]
+
+
+def prior_site_names(covariance_type: str) -> tuple[str, ...]:
+    """Site names a user may give in ``priors`` for this covariance type."""
+    check_covariance_type(covariance_type)
+    names = ["weights", "means", COVARIANCE_SITES[covariance_type]]
+    if covariance_type in ("diag", "spherical"):
+        names.append("scales")
+    return tuple(names)
+
+
+def component_distribution(
+    means: jax.Array, covariance: jax.Array, covariance_type: str
+) -> dist.Distribution:
+    """The K Gaussian components as one distribution of batch shape (K,), event (D,).
+
+    Args:
+        means: (K, D).
+        covariance: the covariance site's value: (K, D, D) full, (D, D) tied,
+            (K, D) diag, (K,) spherical.
+        covariance_type: "full", "tied", "diag" or "spherical".
+    """
+    if covariance_type in ("full", "tied"):
+        scale_tril = jnp.linalg.cholesky(covariance)
+        if covariance_type == "tied":
+            scale_tril = jnp.broadcast_to(scale_tril, means.shape[:-1] + scale_tril.shape)
+        return dist.MultivariateNormal(loc=means, scale_tril=scale_tril)
+    if covariance_type == "diag":
+        scale = jnp.sqrt(covariance)
+    else:
+        scale = jnp.broadcast_to(jnp.sqrt(covariance)[..., None], means.shape)
+    return dist.Normal(means, scale).to_event(1)
+
+
+def _is_concrete(value) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _per_component(distribution: dist.Distribution, event_shape: tuple, site: str):
+    """Adapt a user's prior to one component's value of shape ``event_shape``."""
+    if not isinstance(distribution, dist.Distribution):
+        raise ValueError(
+            f"priors[{site!r}] must be a numpyro distribution, got {type(distribution).__name__}."
+        )
+    if tuple(distribution.event_shape) == tuple(event_shape):
+        return distribution
+    if distribution.event_shape == () and distribution.batch_shape in ((), tuple(event_shape)):
+        return distribution.expand(event_shape).to_event(len(event_shape))
+    raise ValueError(
+        f"priors[{site!r}] has event shape {tuple(distribution.event_shape)} and batch shape "
+        f"{tuple(distribution.batch_shape)}; it must describe one component's value of shape "
+        f"{tuple(event_shape)} (a scalar distribution is expanded to that shape)."
+    )
+
+
+def _check_priors(priors, covariance_type: str) -> dict:
+    if priors is None:
+        return {}
+    if not isinstance(priors, Mapping):
+        raise ValueError(
+            "priors must be a dict mapping a site name to a numpyro distribution, "
+            f"got {type(priors).__name__}."
+        )
+    allowed = prior_site_names(covariance_type)
+    unknown = sorted(set(priors) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Unknown prior site(s) {unknown} for covariance_type={covariance_type!r}; "
+            f"allowed: {list(allowed)}."
+        )
+    site = COVARIANCE_SITES[covariance_type]
+    if "scales" in priors and site in priors:
+        raise ValueError(f"Give a prior for either 'scales' or {site!r}, not both.")
+    return dict(priors)
+
+
+def _check_sample_weight(sample_weight, n_samples: int) -> jax.Array | None:
+    if sample_weight is None:
+        return None
+    weight = jnp.asarray(sample_weight)
+    if weight.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight has shape {weight.shape}; expected ({n_samples},), one weight per point."
+        )
+    if _is_concrete(weight) and (
+        not np.all(np.isfinite(np.asarray(weight))) or np.any(np.asarray(weight) < 0)
+    ):
+        raise ValueError("sample_weight must be finite and non-negative.")
+    return weight
+
+
+@contextlib.contextmanager
+def _weighting(weight: jax.Array | None):
+    """Multiply each point's log-likelihood by its weight inside this context."""
+    if weight is None:
+        yield
+        return
+    # numpyro's scale handler refuses zeros: mask points of zero weight instead.
+    positive = weight > 0
+    with handlers.scale(scale=jnp.where(positive, weight, 1.0)), handlers.mask(mask=positive):
+        yield
+
+
+def gaussian_mixture(
+    x: ArrayLike | None = None,
+    *,
+    n_components: int,
+    covariance_type: str = "full",
+    priors: Mapping[str, dist.Distribution] | None = None,
+    sample_weight: ArrayLike | None = None,
+    prior_parameters: MixturePriorParameters | None = None,
+    n_samples: int | None = None,
+    n_features: int | None = None,
+) -> None:
+    """Gaussian mixture model as a NumPyro program.
+
+    Args:
+        x: observations (N, D); (N,) is read as D = 1. ``None`` simulates data from the
+            prior (give ``n_samples`` and ``n_features``).
+        n_components: K >= 1.
+        covariance_type: "full", "tied", "diag" or "spherical".
+        priors: ``{site: distribution}`` replacing default priors. ``weights`` takes a
+            distribution on the K-simplex; ``means``, ``covariances``, ``variances`` and
+            ``scales`` (standard deviations, diag / spherical only, in place of
+            ``variances``) take one component's prior, scalar ones are expanded; the tied
+            ``covariance`` takes a (D, D) distribution.
+        sample_weight: (N,) non-negative weights multiplying each point's log-likelihood.
+        prior_parameters: hyperparameters of the default prior; by default scaled from
+            ``x`` (:func:`gaussmix.models.priors.default_prior_parameters`).
+        n_samples, n_features: data shape for prior-predictive simulation.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from numpyro.infer import Predictive
+        >>> x = np.random.default_rng(0).normal(size=(50, 2))
+        >>> prior = Predictive(gaussian_mixture, num_samples=3)(
+        ...     jax.random.key(0), n_components=2, n_samples=50, n_features=2)
+        >>> prior["x"].shape, prior["covariances"].shape
+        ((3, 50, 2), (3, 2, 2, 2))
+    """
+    check_covariance_type(covariance_type)
+    if not isinstance(n_components, int | np.integer) or n_components < 1:
+        raise ValueError(f"Invalid value for 'n_components': {n_components}; it must be >= 1.")
+    user_priors = _check_priors(priors, covariance_type)
+    if x is not None:
+        x = jnp.asarray(x)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.ndim != 2:
+            raise ValueError(f"x must have shape (N, D) or (N,), got shape {x.shape}.")
+        if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+            raise ValueError("x contains NaN or infinity; remove or impute those rows first.")
+        n_samples, n_features = x.shape
+    elif n_samples is None or n_features is None:
+        raise ValueError("Without data x, give n_samples and n_features to simulate data.")
+    sample_weight = _check_sample_weight(sample_weight, n_samples)
+    if prior_parameters is None:
+        prior_parameters = default_prior_parameters(x, covariance_type, n_features=n_features)
+    p = prior_parameters
+    K, D = n_components, n_features
+    site = COVARIANCE_SITES[covariance_type]
+
+    weights = numpyro.sample(
+        "weights",
+        user_priors.get("weights", dist.Dirichlet(jnp.full((K,), p.weight_concentration))),
+    )
+    if covariance_type == "tied":
+        covariance = numpyro.sample(
+            "covariance",
+            user_priors.get(
+                "covariance", dist.InverseWishart(p.degrees_of_freedom, p.covariance_prior)
+            ),
+        )
+    with numpyro.plate("components", K):
+        if covariance_type == "full":
+            covariance = numpyro.sample(
+                "covariances",
+                _per_component(
+                    user_priors.get(
+                        "covariances",
+                        dist.InverseWishart(p.degrees_of_freedom, p.covariance_prior),
+                    ),
+                    (D, D),
+                    "covariances",
+                ),
+            )
+        elif covariance_type in ("diag", "spherical"):
+            event_shape = (D,) if covariance_type == "diag" else ()
+            if "scales" in user_priors:
+                scales = numpyro.sample(
+                    "scales", _per_component(user_priors["scales"], event_shape, "scales")
+                )
+                covariance = numpyro.deterministic(site, scales**2)
+            else:
+                default = dist.InverseGamma(
+                    p.degrees_of_freedom / 2, jnp.asarray(p.covariance_prior) / 2
+                )
+                covariance = numpyro.sample(
+                    site, _per_component(user_priors.get(site, default), event_shape, site)
+                )
+        if "means" in user_priors:
+            mean_prior = _per_component(user_priors["means"], (D,), "means")
+        elif covariance_type in ("full", "tied"):
+            mean_prior = dist.MultivariateNormal(
+                p.mean_prior, covariance_matrix=covariance / p.mean_precision
+            )
+        else:
+            variances = covariance if covariance_type == "diag" else covariance[..., None]
+            mean_prior = dist.Normal(p.mean_prior, jnp.sqrt(variances / p.mean_precision)).to_event(
+                1
+            )
+        means = numpyro.sample("means", mean_prior)
+
+    mixture = dist.MixtureSameFamily(
+        dist.Categorical(probs=weights), component_distribution(means, covariance, covariance_type)
+    )
+    with numpyro.plate("data", n_samples), _weighting(sample_weight):
+        numpyro.sample("x", mixture, obs=x)
