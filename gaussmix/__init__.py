@@ -13,7 +13,11 @@ from gaussmix import datasets
 __version__ = "0.1.0"
 
 # Public name -> module that defines it, imported on first use.
-_LAZY = {}
+_LAZY = {
+    "GaussianMixture": "gaussmix.mixture",
+    "KMeans": "gaussmix.kmeans",
+    "select_components": "gaussmix.selection",
+}
 
 __all__ = ["__version__", "datasets", *_LAZY]
 

@@ -274,8 +274,11 @@ def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
     n = x_centred.shape[0]
     ones = jnp.ones((n, 1), x_centred.dtype)
     if covariance_type == "full":
-        rows, cols = _triangle(x_centred.shape[1])
-        quadratic = x_centred[:, rows] * x_centred[:, cols]
+        # Row i of the upper triangle as one static slice: no gather.
+        n_features = x_centred.shape[1]
+        quadratic = jnp.concatenate(
+            [x_centred[:, i : i + 1] * x_centred[:, i:] for i in range(n_features)], axis=1
+        )
     elif covariance_type == "diag":
         quadratic = x_centred * x_centred
     elif covariance_type == "spherical":

@@ -1,0 +1,650 @@
+"""scikit-learn's ``GaussianMixture`` on the JIT-compiled EM back end.
+
+Same parameters, methods, fitted attributes and error messages as
+``sklearn.mixture.GaussianMixture``, plus ``sample_weight`` in :meth:`fit`, ``priors``
+(``None`` maximum likelihood, ``"default"`` MAP under the program's conjugate prior, or a
+dict of NumPyro distributions replacing the program's defaults), the per-iteration
+``lower_bounds_`` and the fitted parameters as the NumPyro program's site dict
+(:attr:`GaussianMixture.params_`). scikit-learn itself is not needed.
+
+The model is :func:`gaussmix.models.gaussian_mixture`; fitting runs
+:func:`gaussmix.inference.em.fit_em` (one compiled program for all iterations and
+restarts). Arrays come back as NumPy arrays in the input's precision (float64 needs
+``jax.config.update("jax_enable_x64", True)``).
+"""
+
+import inspect
+import numbers
+import warnings
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from gaussmix.inference import em
+from gaussmix.inference.em import ConvergenceWarning
+from gaussmix.models.priors import COVARIANCE_SITES, COVARIANCE_TYPES
+
+__all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """An estimator was used before ``fit`` (scikit-learn's ``NotFittedError``)."""
+
+
+# ---------------------------------------------------------------------------------------
+# scikit-learn conventions without scikit-learn: parameters, validation, tags
+
+
+class EstimatorBase:
+    """``get_params`` / ``set_params`` / ``repr`` and input validation, scikit-learn style."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return sorted(
+            name
+            for name, parameter in signature.parameters.items()
+            if name != "self" and parameter.kind != parameter.VAR_KEYWORD
+        )
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Parameters of this estimator (scikit-learn's ``get_params``)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set parameters (scikit-learn's ``set_params``); returns self."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {self}. Valid parameters are: "
+                    f"{valid!r}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            name: parameter.default
+            for name, parameter in inspect.signature(type(self).__init__).parameters.items()
+        }
+        changed = []
+        for name, value in self.get_params().items():
+            default = defaults.get(name, inspect.Parameter.empty)
+            try:
+                same = value is default or bool(value == default)
+            except (ValueError, TypeError):
+                same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "n_features_in_")
+
+    def _check_is_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    def _validate_data(self, X, *, reset: bool, ensure_min_samples: int = 1) -> np.ndarray:
+        """scikit-learn's ``validate_data``: a finite 2-D float32/float64 array."""
+        name = type(self).__name__
+        feature_names = _feature_names(X)
+        if type(X).__module__.startswith("scipy.sparse") or hasattr(X, "tocsr"):
+            raise TypeError(
+                "Sparse data was passed for X, but dense data is required. Use '.toarray()' "
+                "to convert to a dense numpy array."
+            )
+        array = np.asarray(X)
+        if np.iscomplexobj(array):
+            raise ValueError(f"Complex data not supported\n{array}\n")
+        if array.dtype.kind in "OUSV":
+            try:
+                array = array.astype(np.float64)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"Unable to convert X to numbers with dtype float64 ({error}); "
+                    "X must contain only numbers."
+                ) from error
+        elif array.dtype.kind == "b" or array.dtype.kind in "iu":
+            array = array.astype(np.float64)
+        elif array.dtype.kind != "f":
+            raise ValueError(f"X has dtype {array.dtype}; expected numbers.")
+        if array.dtype not in (np.float32, np.float64):
+            array = array.astype(np.float64)
+        if array.ndim == 0:
+            raise ValueError(
+                f"Expected 2D array, got scalar array instead:\narray={array}.\n"
+                "Reshape your data either using array.reshape(-1, 1) if your data has a "
+                "single feature or array.reshape(1, -1) if it contains a single sample."
+            )
+        if array.ndim == 1:
+            raise ValueError(
+                f"Expected 2D array, got 1D array instead:\narray={array}.\n"
+                "Reshape your data either using array.reshape(-1, 1) if your data has a "
+                "single feature or array.reshape(1, -1) if it contains a single sample."
+            )
+        if array.ndim > 2:
+            raise ValueError(f"Found array with dim {array.ndim}. {name} expected <= 2.")
+        n_samples, n_features = array.shape
+        if n_samples < ensure_min_samples:
+            raise ValueError(
+                f"Found array with {n_samples} sample(s) (shape={array.shape}) while a "
+                f"minimum of {ensure_min_samples} is required by {name}."
+            )
+        if n_features < 1:
+            raise ValueError(
+                f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 "
+                f"is required by {name}."
+            )
+        if np.isnan(array).any():
+            raise ValueError(
+                f"Input X contains NaN.\n{name} does not accept missing values encoded as "
+                "NaN; impute them or drop those rows first."
+            )
+        if not np.isfinite(array).all():
+            raise ValueError(
+                f"Input X contains infinity or a value too large for {array.dtype!r}; "
+                "remove those rows or scale the data."
+            )
+        if not jax.config.jax_enable_x64 and array.dtype == np.float64:
+            array = array.astype(np.float32)
+        if reset:
+            self.n_features_in_ = n_features
+            if feature_names is not None:
+                self.feature_names_in_ = feature_names
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        else:
+            self._check_feature_names(feature_names)
+            if n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_features} features, but {name} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+        return array
+
+    def _check_feature_names(self, feature_names) -> None:
+        fitted = getattr(self, "feature_names_in_", None)
+        name = type(self).__name__
+        if fitted is None and feature_names is None:
+            return
+        if fitted is None:
+            warnings.warn(
+                f"X has feature names, but {name} was fitted without feature names",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        if feature_names is None:
+            warnings.warn(
+                f"X does not have valid feature names, but {name} was fitted with feature names",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        if len(fitted) != len(feature_names) or np.any(fitted != feature_names):
+            unseen = sorted(set(feature_names) - set(fitted))
+            missing = sorted(set(fitted) - set(feature_names))
+            message = "The feature names should match those that were passed during fit.\n"
+            if unseen:
+                message += "Feature names unseen at fit time:\n" + "".join(
+                    f"- {n}\n" for n in unseen
+                )
+            if missing:
+                message += "Feature names seen at fit time, yet now missing:\n" + "".join(
+                    f"- {n}\n" for n in missing
+                )
+            if not unseen and not missing:
+                message += "Feature names must be in the same order as they were in fit.\n"
+            raise ValueError(message)
+
+    def _sklearn_tags(self, estimator_type: str):
+        """scikit-learn's tags, built only when scikit-learn asks for them."""
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type=estimator_type,
+            target_tags=TargetTags(required=False),
+            transformer_tags=None,
+            regressor_tags=None,
+            classifier_tags=None,
+            input_tags=InputTags(two_d_array=True),
+        )
+
+
+def _feature_names(X):
+    columns = getattr(X, "columns", None)
+    if columns is None or not hasattr(X, "iloc"):
+        return None
+    names = np.asarray(columns, dtype=object)
+    are_strings = [isinstance(n, str) for n in names]
+    if all(are_strings):
+        return names
+    if any(are_strings):
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {sorted({type(n).__name__ for n in names})} as feature name "
+            "/ column name types. If you want feature names to be stored and validated, you "
+            "must convert them all to strings, by using X.columns = X.columns.astype(str) "
+            "for example. Otherwise you can remove feature / column names from your input "
+            "data, or convert them all to a non-string data type."
+        )
+    return None
+
+
+def seed_from_random_state(random_state) -> int:
+    """An int seed for JAX from scikit-learn's ``random_state`` (None, int, RandomState)."""
+    if random_state is None:
+        return int(np.random.mtrand._rand.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(np.iinfo(np.int32).max))
+    raise ValueError(
+        f"random_state must be None, an int, a numpy RandomState or Generator; got {random_state!r}."
+    )
+
+
+def _numpy_random_state(random_state) -> np.random.RandomState:
+    if random_state is None:
+        return np.random.mtrand._rand
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return np.random.RandomState(int(random_state))
+    if isinstance(random_state, np.random.RandomState):
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return np.random.RandomState(int(random_state.integers(np.iinfo(np.int32).max)))
+    raise ValueError(
+        f"random_state must be None, an int, a numpy RandomState or Generator; got {random_state!r}."
+    )
+
+
+def _check_parameter(name, value, kind, low, owner):
+    if kind == "int":
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+        description = f"an int in the range [{low}, inf)"
+    else:
+        ok = (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and np.isfinite(value)
+            and value >= low
+        )
+        description = f"a float in the range [{low}, inf)"
+    if not ok:
+        raise ValueError(
+            f"The {name!r} parameter of {owner} must be {description}. Got {value!r} instead."
+        )
+
+
+_log_responsibilities = jax.jit(em.log_responsibilities, static_argnames=("covariance_type",))
+
+
+# ---------------------------------------------------------------------------------------
+# The estimator
+
+
+class GaussianMixture(EstimatorBase):
+    """Gaussian mixture fitted by JIT-compiled EM; scikit-learn's API and answers.
+
+    Args:
+        n_components: number of mixture components K.
+        covariance_type: "full", "tied", "diag" or "spherical".
+        tol: convergence threshold on the change of the mean per-sample lower bound.
+        reg_covar: non-negative value added to the diagonal of the covariances.
+        max_iter: EM iterations per initialization (0 keeps the initialization).
+        n_init: initializations; the one with the largest lower bound is kept (they run
+            together, vmapped).
+        init_params: "kmeans", "k-means++", "random" or "random_from_data".
+        weights_init: (K,) initial weights. means_init: (K, D) initial means.
+        precisions_init: initial precisions, (K, D, D) full, (D, D) tied, (K, D) diag,
+            (K,) spherical.
+        random_state: None, int or numpy RandomState: seeds the initialization and
+            :meth:`sample`.
+        warm_start: continue from the last fit on the next call of :meth:`fit`.
+        verbose: 1 prints each initialization's outcome, 2 also every
+            ``verbose_interval``-th lower-bound change (printed after the compiled fit).
+        verbose_interval: iterations between messages.
+        priors: ``None`` (maximum likelihood, scikit-learn's answer), ``"default"`` (MAP
+            under the program's conjugate default prior) or ``{site: numpyro
+            distribution}`` replacing default priors of
+            :func:`gaussmix.models.gaussian_mixture`.
+
+    Attributes:
+        weights_, means_, covariances_, precisions_, precisions_cholesky_, converged_,
+        n_iter_, lower_bound_, lower_bounds_, n_features_in_, feature_names_in_: as in
+        scikit-learn. method_: the M-step that ran ("maximum_likelihood",
+        "conjugate_map" or "generalized_em").
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+        >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> sorted(gm.means_[:, 0].round(3).tolist())
+        [1.0, 10.0]
+        >>> int(gm.predict([[0, 0]])[0]) != int(gm.predict([[12, 3]])[0])
+        True
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        priors=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.priors = priors
+
+    def __sklearn_tags__(self):
+        tags = self._sklearn_tags("density_estimator")
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def _check_parameters(self) -> None:
+        name = type(self).__name__
+        _check_parameter("n_components", self.n_components, "int", 1, name)
+        _check_parameter("tol", self.tol, "float", 0.0, name)
+        _check_parameter("reg_covar", self.reg_covar, "float", 0.0, name)
+        _check_parameter("max_iter", self.max_iter, "int", 0, name)
+        _check_parameter("n_init", self.n_init, "int", 1, name)
+        _check_parameter("verbose_interval", self.verbose_interval, "int", 1, name)
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"The 'covariance_type' parameter of {name} must be a str among "
+                f"{set(COVARIANCE_TYPES)}. Got {self.covariance_type!r} instead."
+            )
+        if self.init_params not in em.INIT_PARAMS:
+            raise ValueError(
+                f"The 'init_params' parameter of {name} must be a str among "
+                f"{set(em.INIT_PARAMS)}. Got {self.init_params!r} instead."
+            )
+        if not isinstance(self.warm_start, bool | np.bool_):
+            raise ValueError(
+                f"The 'warm_start' parameter of {name} must be an instance of 'bool'. "
+                f"Got {self.warm_start!r} instead."
+            )
+        if not (
+            self.priors is None or self.priors == "default" or isinstance(self.priors, Mapping)
+        ):
+            raise ValueError(
+                f"The 'priors' parameter of {name} must be None, 'default' or a dict "
+                f"{{site: numpyro distribution}}. Got {self.priors!r} instead."
+            )
+
+    def fit(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None):
+        """Estimate the parameters by EM, keeping the best of ``n_init`` initializations.
+
+        Args:
+            X: (N, D) data.
+            y: ignored.
+            sample_weight: (N,) non-negative weights of the points.
+
+        Returns:
+            self.
+
+        Warns:
+            ConvergenceWarning: the best initialization reached ``max_iter``.
+        """
+        self.fit_predict(X, y, sample_weight=sample_weight)
+        return self
+
+    def fit_predict(
+        self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None
+    ) -> np.ndarray:
+        """Fit, then return the labels of ``X`` under the final parameters (N,)."""
+        self._check_parameters()
+        X = self._validate_data(X, reset=True, ensure_min_samples=2)
+        n_samples = X.shape[0]
+        if n_samples < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, n_samples = {n_samples}"
+            )
+        weight = self._check_sample_weight(sample_weight, n_samples, X.dtype)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if do_init:
+            inits = {
+                "weights_init": self.weights_init,
+                "means_init": self.means_init,
+                "precisions_init": self.precisions_init,
+            }
+            n_init, start = self.n_init, -np.inf
+        else:
+            inits = {
+                "weights_init": self.weights_,
+                "means_init": self.means_,
+                "precisions_init": self.precisions_,
+            }
+            n_init, start = 1, self.lower_bound_
+        result = em.fit_em(
+            X,
+            n_components=int(self.n_components),
+            covariance_type=self.covariance_type,
+            priors=self.priors,
+            sample_weight=weight,
+            max_iter=int(self.max_iter),
+            tol=float(self.tol),
+            reg_covar=float(self.reg_covar),
+            n_init=int(n_init),
+            init_params=self.init_params,
+            seed=seed_from_random_state(self.random_state),
+            start_lower_bound=float(start),
+            **inits,
+        )
+        self._set_result(result)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._print_verbose(n_init)
+        return np.argmax(self._log_resp(X)[1], axis=1)
+
+    def _check_sample_weight(self, sample_weight, n_samples, dtype):
+        if sample_weight is None:
+            return None
+        weight = np.asarray(sample_weight)
+        if weight.ndim == 0:
+            weight = np.full(n_samples, float(weight))
+        if weight.dtype.kind not in "biuf":
+            raise ValueError(f"sample_weight must be numeric, got dtype {weight.dtype}.")
+        if weight.ndim != 1 or weight.shape[0] != n_samples:
+            raise ValueError(f"sample_weight.shape == {weight.shape}, expected ({n_samples},)!")
+        weight = weight.astype(dtype)
+        if not np.all(np.isfinite(weight)):
+            raise ValueError("sample_weight contains NaN or infinity.")
+        if np.any(weight < 0):
+            raise ValueError("Negative values in data passed to `sample_weight`")
+        if weight.sum() <= 0:
+            raise ValueError("sample_weight sums to zero; give some points a positive weight.")
+        return weight
+
+    def _set_result(self, result: em.EMResult) -> None:
+        site = COVARIANCE_SITES[self.covariance_type]
+        self.method_ = result.method
+        self.weights_ = np.asarray(result.params["weights"])
+        self.means_ = np.asarray(result.params["means"])
+        self.covariances_ = np.asarray(result.params[site])
+        self.precisions_cholesky_ = np.asarray(result.precisions_cholesky)
+        factor = self.precisions_cholesky_
+        if self.covariance_type == "full":
+            self.precisions_ = factor @ np.swapaxes(factor, -1, -2)
+        elif self.covariance_type == "tied":
+            self.precisions_ = factor @ factor.T
+        else:
+            self.precisions_ = factor**2
+        self.converged_ = bool(result.converged)
+        self.n_iter_ = int(result.n_iter)
+        self.lower_bound_ = float(result.lower_bound)
+        self.lower_bounds_ = np.asarray(result.lower_bounds)[: self.n_iter_]
+        self._scales = np.asarray(result.params["scales"]) if "scales" in result.params else None
+
+    def _print_verbose(self, n_init: int) -> None:
+        if not self.verbose:
+            return
+        status = "converged" if self.converged_ else "did not converge"
+        print("Initialization 0" if n_init == 1 else f"Initializations 0-{n_init - 1} (best kept)")
+        if self.verbose >= 2:
+            previous = -np.inf
+            for iteration, bound in enumerate(self.lower_bounds_, start=1):
+                if iteration % self.verbose_interval == 0:
+                    print(f"  Iteration {iteration}\t ll change {bound - previous:.5f}")
+                previous = bound
+        print(f"Initialization {status}. lower bound {self.lower_bound_:.5f}.")
+
+    # -- prediction ----------------------------------------------------------------------
+
+    @property
+    def params_(self) -> dict[str, np.ndarray]:
+        """Fitted parameters as the program's site dict (NUTS init values).
+
+        Keys: ``weights``, ``means`` and the covariance site of the type
+        (``covariances`` | ``covariance`` | ``variances``), plus ``scales`` when the
+        priors name it.
+        """
+        self._check_is_fitted()
+        site = COVARIANCE_SITES[self.covariance_type]
+        params = {"weights": self.weights_, "means": self.means_, site: self.covariances_}
+        if getattr(self, "_scales", None) is not None:
+            params["scales"] = self._scales
+        return params
+
+    def _log_resp(self, X: np.ndarray):
+        norm, log_resp = _log_responsibilities(
+            jnp.asarray(X),
+            jnp.asarray(self.weights_, X.dtype),
+            jnp.asarray(self.means_, X.dtype),
+            jnp.asarray(self.precisions_cholesky_, X.dtype),
+            covariance_type=self.covariance_type,
+        )
+        return np.asarray(norm), np.asarray(log_resp)
+
+    def _estimate_weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
+        norm, log_resp = self._log_resp(X)
+        return log_resp + norm[:, None]
+
+    def score_samples(self, X: ArrayLike) -> np.ndarray:
+        """Log-likelihood of each sample, shape (N,)."""
+        self._check_is_fitted()
+        X = self._validate_data(X, reset=False)
+        return self._log_resp(X)[0]
+
+    def score(self, X: ArrayLike, y=None) -> float:
+        """Mean per-sample log-likelihood of ``X``."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Most probable component of each sample, shape (N,)."""
+        self._check_is_fitted()
+        X = self._validate_data(X, reset=False)
+        return np.argmax(self._log_resp(X)[1], axis=1)
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Responsibilities, shape (N, K); rows sum to 1."""
+        self._check_is_fitted()
+        X = self._validate_data(X, reset=False)
+        return np.exp(self._log_resp(X)[1])
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw from the fitted mixture (scikit-learn's algorithm and random stream).
+
+        Returns:
+            X (n_samples, D) and the component labels (n_samples,).
+        """
+        self._check_is_fitted()
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at "
+                "least one sample."
+            )
+        _, n_features = self.means_.shape
+        rng = _numpy_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_.astype(np.float64))
+        means = self.means_.astype(np.float64)
+        covariances = self.covariances_.astype(np.float64)
+        if self.covariance_type == "full":
+            X = np.vstack(
+                [
+                    rng.multivariate_normal(m, c, int(n))
+                    for m, c, n in zip(means, covariances, counts, strict=True)
+                ]
+            )
+        elif self.covariance_type == "tied":
+            X = np.vstack(
+                [
+                    rng.multivariate_normal(m, covariances, int(n))
+                    for m, n in zip(means, counts, strict=True)
+                ]
+            )
+        else:
+            X = np.vstack(
+                [
+                    m + rng.standard_normal(size=(n, n_features)) * np.sqrt(c)
+                    for m, c, n in zip(means, covariances, counts, strict=True)
+                ]
+            )
+        labels = np.concatenate([np.full(int(n), k, dtype=np.int64) for k, n in enumerate(counts)])
+        return X.astype(self.means_.dtype), labels
+
+    # -- model selection -----------------------------------------------------------------
+
+    def _n_parameters(self) -> int:
+        """Free parameters: covariance + means + K - 1 weights."""
+        _, n_features = self.means_.shape
+        K = self.n_components
+        covariance_parameters = {
+            "full": K * n_features * (n_features + 1) / 2.0,
+            "diag": K * n_features,
+            "tied": n_features * (n_features + 1) / 2.0,
+            "spherical": K,
+        }[self.covariance_type]
+        return int(covariance_parameters + n_features * K + K - 1)
+
+    def bic(self, X: ArrayLike) -> float:
+        """Bayesian information criterion :math:`-2 \\log L + p \\log N` (lower is better)."""
+        X = np.asarray(X)
+        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * np.log(X.shape[0])
+
+    def aic(self, X: ArrayLike) -> float:
+        """Akaike information criterion :math:`-2 \\log L + 2 p` (lower is better)."""
+        X = np.asarray(X)
+        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()

@@ -1,0 +1,117 @@
+"""Choose the number of mixture components by an information criterion.
+
+.. math::
+
+    \\mathrm{BIC} = -2 \\log L + p \\log W,\\qquad \\mathrm{AIC} = -2 \\log L + 2p,
+
+with :math:`\\log L = \\sum_n w_n \\log p(x_n \\mid \\hat\\theta)`, :math:`W = \\sum_n w_n`
+(N without weights, scikit-learn's ``bic`` / ``aic``) and p free parameters
+(:meth:`gaussmix.GaussianMixture._n_parameters`). Lower is better.
+"""
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+from jax.typing import ArrayLike
+
+from gaussmix.mixture import GaussianMixture
+
+__all__ = ["CRITERIA", "SelectionTable", "select_components"]
+
+#: Criteria :func:`select_components` knows.
+CRITERIA = ("bic", "aic")
+
+
+class SelectionTable(NamedTuple):
+    """One row per candidate K.
+
+    Attributes:
+        n_components: (M,) the candidate K.
+        criterion: (M,) the criterion's value (lower is better).
+        log_likelihood: (M,) total (weighted) log-likelihood at the fitted parameters.
+        converged: (M,) whether EM converged.
+        criterion_name: "bic" or "aic".
+    """
+
+    n_components: np.ndarray
+    criterion: np.ndarray
+    log_likelihood: np.ndarray
+    converged: np.ndarray
+    criterion_name: str
+
+
+def select_components(
+    X: ArrayLike,
+    n_components: Iterable[int] = range(1, 21),
+    covariance_type: str = "full",
+    criterion: str = "bic",
+    *,
+    sample_weight: ArrayLike | None = None,
+    **estimator_parameters,
+) -> tuple[SelectionTable, GaussianMixture]:
+    """Fit a :class:`~gaussmix.GaussianMixture` for every K and keep the best by BIC/AIC.
+
+    Each K is one compiled fit (its shapes differ); the restarts of each are vmapped.
+
+    Args:
+        X: (N, D) data.
+        n_components: candidate numbers of components (each >= 1 and <= N).
+        covariance_type: "full", "tied", "diag" or "spherical".
+        criterion: "bic" or "aic".
+        sample_weight: (N,) weights of the points.
+        **estimator_parameters: passed to :class:`~gaussmix.GaussianMixture` (``n_init``,
+            ``random_state``, ``priors``, ...).
+
+    Returns:
+        The :class:`SelectionTable` and the fitted estimator with the smallest criterion
+        (the smallest K among ties).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([rng.normal(m, 0.5, (100, 2)) for m in (-4, 0, 4)])
+        >>> table, best = select_components(X, range(1, 5), random_state=0)
+        >>> best.n_components, table.n_components.tolist()
+        (3, [1, 2, 3, 4])
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(
+            f"Unknown criterion {criterion!r}; select_components knows {list(CRITERIA)} "
+            "(choose 'bic' or 'aic')."
+        )
+    candidates = [k for k in n_components]
+    if not candidates:
+        raise ValueError("n_components is empty; give the candidate numbers of components.")
+    for k in candidates:
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"Every candidate in n_components must be an int >= 1, got {k!r}.")
+    if "n_components" in estimator_parameters or "covariance_type" in estimator_parameters:
+        raise ValueError("Give n_components and covariance_type as arguments of select_components.")
+    values, log_likelihoods, converged, fitted = [], [], [], []
+    for k in candidates:
+        estimator = GaussianMixture(int(k), covariance_type=covariance_type, **estimator_parameters)
+        estimator.fit(X, sample_weight=sample_weight)
+        data = estimator._validate_data(X, reset=False)
+        per_point = estimator.score_samples(data)
+        if sample_weight is None:
+            log_likelihood, total = float(np.sum(per_point)), data.shape[0]
+        else:
+            weight = np.asarray(sample_weight, dtype=np.float64)
+            log_likelihood, total = float(np.sum(weight * per_point)), float(weight.sum())
+        n_parameters = estimator._n_parameters()
+        penalty = n_parameters * np.log(total) if criterion == "bic" else 2.0 * n_parameters
+        values.append(-2.0 * log_likelihood + penalty)
+        log_likelihoods.append(log_likelihood)
+        converged.append(estimator.converged_)
+        fitted.append(estimator)
+    values = np.asarray(values)
+    table = SelectionTable(
+        n_components=np.asarray(candidates, dtype=np.int64),
+        criterion=values,
+        log_likelihood=np.asarray(log_likelihoods),
+        converged=np.asarray(converged, dtype=bool),
+        criterion_name=criterion,
+    )
+    order = np.lexsort((table.n_components, values))
+    return table, fitted[int(order[0])]
