@@ -17,6 +17,8 @@ _LAZY = {
     "GaussianMixture": "gaussmix.mixture",
     "KMeans": "gaussmix.kmeans",
     "select_components": "gaussmix.selection",
+    "save": "gaussmix.io",
+    "load": "gaussmix.io",
 }
 
 __all__ = ["__version__", "datasets", *_LAZY]
