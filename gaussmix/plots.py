@@ -51,6 +51,15 @@ def _axes(ax, figsize=(5.0, 4.0)):
     return ax
 
 
+def _equal_aspect(ax) -> None:
+    """Equal scales on both axes, by the data limits unless both axes are shared."""
+    shared = all(
+        len(group.get_siblings(ax)) > 1
+        for group in (ax.get_shared_x_axes(), ax.get_shared_y_axes())
+    )
+    ax.set_aspect("equal", adjustable="box" if shared else "datalim")
+
+
 def _color(index: int):
     import matplotlib.colors
 
@@ -152,6 +161,7 @@ def plot_ellipses(
     fill: bool = True,
     linewidth: float = 1.0,
     label: str | None = None,
+    zorder: float = 1.0,
     ax=None,
 ):
     """Draw the 1-, 2-, 3-sigma ellipses of mixture components.
@@ -173,6 +183,7 @@ def plot_ellipses(
         fill: fill the ellipses (outlines only when False).
         linewidth: outline width.
         label: legend label, given to the first outline.
+        zorder: drawing order (matplotlib's; points are drawn at 1 by default).
         ax: matplotlib Axes; a new figure when None.
 
     Returns:
@@ -230,6 +241,7 @@ def plot_ellipses(
         edgecolors=np.concatenate(edges),
         linewidths=linewidth,
         label=label,
+        zorder=zorder,
     )
     ax.add_collection(collection)
     ax.autoscale_view()
@@ -260,7 +272,7 @@ def plot_mixture(
     responsibilities: str | None = "size",
     n_sigma: Sequence[float] = (1.0, 2.0, 3.0),
     dims: Sequence[int] = (0, 1),
-    point_size: float = 40.0,
+    point_size: float = 20.0,
     ax=None,
 ):
     """A fitted mixture: its ellipses and, given ``X``, the points and their assignment.
@@ -312,9 +324,16 @@ def plot_mixture(
             point_colors = np.clip(probabilities @ colors, 0.0, 1.0)
         ax.scatter(x[:, dims[0]], x[:, dims[1]], s=sizes, c=point_colors, zorder=2)
     plot_ellipses(
-        means, covariances, covariance_type, weights=weights, n_sigma=n_sigma, dims=dims, ax=ax
+        means,
+        covariances,
+        covariance_type,
+        weights=weights,
+        n_sigma=n_sigma,
+        dims=dims,
+        zorder=3,
+        ax=ax,
     )
-    ax.set_aspect("equal", adjustable="datalim")
+    _equal_aspect(ax)
     return ax
 
 
@@ -409,7 +428,7 @@ def plot_posterior_ellipses(
         linewidth=0.8,
         ax=ax,
     )
-    ax.set_aspect("equal", adjustable="datalim")
+    _equal_aspect(ax)
     return ax
 
 
@@ -468,7 +487,7 @@ def plot_kmeans(estimator, X: ArrayLike, *, dims: Sequence[int] = (0, 1), ax=Non
             )
         )
     ax.scatter(centers[:, dims[0]], centers[:, dims[1]], marker="x", s=60, c="black", zorder=3)
-    ax.set_aspect("equal", adjustable="datalim")
+    _equal_aspect(ax)
     ax.autoscale_view()
     return ax
 
@@ -480,12 +499,15 @@ def plot_density(
     bounds: Sequence[Sequence[float]] | None = None,
     resolution: int = 100,
     levels: int = 12,
+    log: bool = False,
     ax=None,
 ):
     """The density :math:`\\exp(\\text{score\\_samples})` of a fitted model.
 
     With one feature: a curve over ``bounds`` (and a histogram of ``X``). With two: filled
-    contours over a ``resolution`` x ``resolution`` grid (and ``X`` scattered).
+    contours over a ``resolution`` x ``resolution`` grid (and ``X`` scattered) of the
+    density, or with ``log=True`` of the log density floored 10 nats below its maximum
+    (shows sharp, many-component fits better).
 
     Args:
         estimator: fitted, with ``score_samples(x)`` returning (M,) log densities.
@@ -493,6 +515,7 @@ def plot_density(
         bounds: per feature ``(low, high)``; by default the range of ``X`` widened by 10 %.
         resolution: grid points per feature.
         levels: number of contour levels (2-D).
+        log: contour the log density instead (2-D).
         ax: matplotlib Axes; a new figure when None.
 
     Returns:
@@ -535,11 +558,15 @@ def plot_density(
         return ax
     first, second = np.meshgrid(*axes_grid)
     grid = np.column_stack([first.ravel(), second.ravel()])
-    density = np.exp(np.asarray(estimator.score_samples(grid), float)).reshape(first.shape)
-    ax.contourf(first, second, density, levels=levels, cmap="Blues")
+    log_density = np.asarray(estimator.score_samples(grid), float).reshape(first.shape)
+    if log:
+        values = np.maximum(log_density, log_density.max() - 10.0)
+    else:
+        values = np.exp(log_density)
+    ax.contourf(first, second, values, levels=levels, cmap="Blues")
     if x is not None:
         ax.scatter(x[:, 0], x[:, 1], s=4, c="black", alpha=0.6)
-    ax.set_aspect("equal", adjustable="datalim")
+    _equal_aspect(ax)
     return ax
 
 

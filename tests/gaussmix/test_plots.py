@@ -224,6 +224,11 @@ def test_density_matches_score_samples(blobs):
     density = np.exp(fit.score_samples(grid))
     assert contours.levels[0] <= density.min() < density.max() <= contours.levels[-1]
     assert contours.levels[-2] < density.max()
+    ax = plots.plot_density(fit, blobs, bounds=bounds, resolution=30, log=True)
+    (contours,) = [c for c in ax.collections if hasattr(c, "levels")]
+    log_density = np.log(density)
+    assert contours.levels[0] <= log_density.max() - 10.0 < contours.levels[1]
+    assert contours.levels[-2] < log_density.max() <= contours.levels[-1]
     one_d = sklearn_mixture.GaussianMixture(2, random_state=0).fit(blobs[:, :1])
     ax = plots.plot_density(one_d, blobs[:, 0], resolution=50)
     line = ax.lines[0]
@@ -262,6 +267,14 @@ def test_given_axes_are_drawn_on_and_returned(blobs):
     assert plots.plot_mixture(fit, blobs, ax=axes[1]) is axes[1]
     assert not axes[0].collections and axes[1].collections
     assert len(plt.get_fignums()) == 1
+    # Axes sharing both x and y get equal aspect by box (datalim would fail at draw time).
+    _, shared = plt.subplots(1, 2, sharex=True, sharey=True)
+    plots.plot_mixture(fit, blobs, ax=shared[0])
+    plots.plot_kmeans(
+        sklearn_cluster.KMeans(2, n_init=1, random_state=0).fit(blobs), blobs, ax=shared[1]
+    )
+    shared[0].figure.canvas.draw()
+    assert shared[0].get_adjustable() == "box"
 
 
 def test_bad_input_names_the_problem(blobs):
