@@ -1,0 +1,466 @@
+"""EM over several devices and processes, and batches spread over devices, with JAX's
+own runtime (``jax.sharding``, ``jax.shard_map``, ``jax.distributed``).
+
+Multi-device EM (:func:`fit_em_sharded`). The rows are split over a one-axis device mesh
+(``NamedSharding`` with ``PartitionSpec("rows")``); every device computes the
+statistics of its rows with :func:`gaussmix.inference.em.sufficient_statistics` and one
+collective adds them,
+
+.. math::
+
+    S = \\operatorname{psum}_{d}\\, \\hat S_d(\\theta),
+
+after which every device runs the same M-step. One ``jax.jit`` holds the whole fit (the
+``lax.while_loop`` over iterations, the vmapped restarts); the answer is
+:func:`gaussmix.inference.em.fit_em`'s up to the order of floating-point sums.
+
+Multi-process. After ``jax.distributed.initialize(coordinator_address, num_processes,
+process_id)`` the mesh spans the devices of all processes; each process passes only the
+rows it holds (``x`` is process-local) and gets the same global answer. On CPU the
+collectives go through Gloo (``jax_cpu_collectives_implementation``, the default of this
+JAX).
+
+Batches (:func:`shard_batch`): a function that maps a batch to a batch (a vmapped peak fit,
+a set of MCMC chains) runs with its leading axis split over devices, each device working
+through its share independently (``shard_map``), so a device does not wait for the
+slowest member of another device's share.
+
+On CPU, create several devices before JAX starts, e.g. in the shell
+``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.typing import ArrayLike
+
+from gaussmix.inference import em, streaming
+
+__all__ = ["BATCH_AXIS", "ROW_AXIS", "device_mesh", "fit_em_sharded", "shard_batch"]
+
+#: Mesh axis the rows of :func:`fit_em_sharded` are split over.
+ROW_AXIS = "rows"
+#: Mesh axis the leading batch axis of :func:`shard_batch` is split over.
+BATCH_AXIS = "batch"
+
+
+def device_mesh(
+    devices: int | Sequence[jax.Device] | Mesh | None = None, *, axis_name: str = ROW_AXIS
+) -> Mesh:
+    """A one-axis mesh of devices.
+
+    Args:
+        devices: None (all devices of all processes), an int n (the first n of
+            ``jax.devices()``), a sequence of devices, or a one-axis ``Mesh`` (renamed to
+            ``axis_name``).
+        axis_name: name of the mesh axis.
+
+    Raises:
+        ValueError: more devices asked for than exist (the message says how to create
+            CPU devices), an empty or repeated device list, or a multi-axis mesh.
+
+    Example:
+        >>> mesh = device_mesh(1)
+        >>> mesh.axis_names, mesh.devices.size
+        (('rows',), 1)
+    """
+    if isinstance(devices, Mesh):
+        if len(devices.axis_names) != 1:
+            raise ValueError(
+                f"devices must be a one-axis mesh; got axes {devices.axis_names}. Pass "
+                "Mesh(np.asarray(device_list), ('rows',)) or a list of devices."
+            )
+        return Mesh(devices.devices.reshape(-1), (axis_name,))
+    available = jax.devices()
+    if devices is None:
+        chosen = list(available)
+    elif isinstance(devices, int | np.integer) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(available):
+            raise ValueError(
+                f"devices={devices} but {len(available)} device(s) exist "
+                f"({available[0].platform}); on CPU create more before JAX starts with "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={max(1, int(devices))}."
+            )
+        chosen = list(available[: int(devices)])
+    else:
+        try:
+            chosen = list(devices)
+        except TypeError:
+            chosen = None
+        if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
+            raise ValueError(
+                "devices must be None, an int, a non-empty sequence of jax devices "
+                f"(jax.devices()) or a one-axis Mesh; got {devices!r}."
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ValueError("devices lists a device more than once; list each once.")
+    return Mesh(np.asarray(chosen), (axis_name,))
+
+
+# ---------------------------------------------------------------------------------------
+# Multi-device and multi-process EM
+
+
+def _sharded_em(
+    x,
+    weight,
+    initial,
+    centre,
+    start_bound,
+    tol,
+    reg_covar,
+    priors,
+    prior_parameters,
+    conjugate_prior,
+    *,
+    mesh,
+    config,
+):
+    """The whole fit: vmapped restarts of a while loop whose statistics are psummed."""
+
+    def per_device(
+        x, weight, initial, centre, start_bound, tol, reg_covar, priors, prior_parameters,
+        conjugate_prior,
+    ):  # fmt: skip
+        dtype = x.dtype
+
+        def statistics_fn(parameters):
+            local = em.sufficient_statistics(
+                x,
+                parameters,
+                covariance_type=config.covariance_type,
+                centre=centre,
+                sample_weight=weight,
+                block_rows=config.block_rows,
+            )
+            return lax.psum(local, ROW_AXIS)
+
+        def step(state: em.EMState) -> em.EMState:
+            statistics = statistics_fn(state.parameters)
+            bound, parameters, collapsed = streaming._em_update(
+                statistics,
+                state.parameters,
+                centre,
+                reg_covar,
+                priors,
+                prior_parameters,
+                conjugate_prior,
+                config,
+            )
+            return em.EMState(
+                parameters=parameters,
+                lower_bound=bound,
+                n_iter=state.n_iter + 1,
+                converged=jnp.abs(bound - state.lower_bound) < tol,
+                lower_bounds=state.lower_bounds.at[state.n_iter].set(bound),
+                collapsed_component=collapsed,
+            )
+
+        def cond(state: em.EMState):
+            return (
+                (state.n_iter < config.max_iter)
+                & ~state.converged
+                & (state.collapsed_component < 0)
+            )
+
+        def run(parameters):
+            start = em.EMState(
+                parameters=parameters,
+                lower_bound=start_bound,
+                n_iter=jnp.zeros((), jnp.int32),
+                converged=jnp.array(False),
+                lower_bounds=jnp.full((max(config.max_iter, 1),), -jnp.inf, dtype),
+                collapsed_component=jnp.full((), -1, jnp.int32),
+            )
+            return lax.while_loop(cond, step, start)
+
+        return jax.vmap(run)(initial)
+
+    rows, replicated = PartitionSpec(ROW_AXIS), PartitionSpec()
+    return jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(rows, rows) + (replicated,) * 8,
+        out_specs=replicated,
+        # em's block scan starts from unvarying zeros; the psum makes the result
+        # replicated, which the checker cannot see through the scan.
+        check_vma=False,
+    )(
+        x, weight, initial, centre, start_bound, tol, reg_covar, priors, prior_parameters,
+        conjugate_prior,
+    )  # fmt: skip
+
+
+_sharded_em_jit = jax.jit(_sharded_em, static_argnames=("mesh", "config"))
+
+
+def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
+    """This process's rows as its part of a row-sharded global array.
+
+    Every device gets the same number of rows: the local rows are padded with the centre
+    and zero weight (they add nothing to any statistic).
+    """
+    process = jax.process_index()
+    local_devices = [d for d in mesh.devices.flat if d.process_index == process]
+    header = np.array([x.shape[0], len(local_devices)], np.int64)
+    headers = streaming._process_gather(header)
+    if np.any(headers[:, 1] == 0):
+        missing = np.flatnonzero(headers[:, 1] == 0).tolist()
+        raise ValueError(
+            f"process(es) {missing} have no device in the mesh, so their rows cannot take "
+            "part; use devices=None (all devices) or include devices of every process."
+        )
+    shard = max(1, int(np.max(-(-headers[:, 0] // headers[:, 1]))))
+    x_padded, w_padded = streaming._pad_rows(x, weight, shard * len(local_devices), centre)
+    sharding = NamedSharding(mesh, PartitionSpec(ROW_AXIS))
+    if jax.process_count() == 1:
+        return jax.device_put(x_padded, sharding), jax.device_put(w_padded, sharding)
+    total = shard * mesh.devices.size
+    return (
+        jax.make_array_from_process_local_data(sharding, x_padded, (total, x.shape[1])),
+        jax.make_array_from_process_local_data(sharding, w_padded, (total,)),
+    )
+
+
+def _replicated(tree, mesh: Mesh):
+    """A pytree of host values as arrays replicated on every device of the mesh."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda leaf: jax.make_array_from_process_local_data(
+            sharding, np.asarray(leaf), np.shape(leaf)
+        ),
+        tree,
+    )
+
+
+def _local(tree):
+    """Host copies of (replicated) global arrays."""
+    return jax.tree.map(lambda leaf: np.asarray(leaf.addressable_data(0)), tree)
+
+
+def fit_em_sharded(
+    x: ArrayLike,
+    *,
+    n_components: int,
+    covariance_type: str = "full",
+    priors: str | Mapping[str, dist.Distribution] | None = None,
+    sample_weight: ArrayLike | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    n_init: int = 1,
+    init_params: str = "kmeans",
+    weights_init: ArrayLike | None = None,
+    means_init: ArrayLike | None = None,
+    precisions_init: ArrayLike | None = None,
+    seed: int | jax.Array = 0,
+    start_lower_bound: float = -np.inf,
+    devices: int | Sequence[jax.Device] | Mesh | None = None,
+    init_rows: int = streaming.DEFAULT_INIT_ROWS,
+    block_rows: int | None = None,
+) -> em.EMResult:
+    """EM with the rows split over devices (and processes); statistics summed by psum.
+
+    One ``jax.jit`` runs every iteration and restart. The initialization runs on a
+    uniform sample of at most ``init_rows`` rows (``fit_em`` with ``max_iter=0``); with
+    at most that many rows in all and ``n_init=1`` the sample is the whole data in order,
+    so the result is :func:`gaussmix.inference.em.fit_em`'s up to the order of
+    floating-point sums (1e-10 in float64).
+
+    Args:
+        x: (n, D) the rows this process holds: all rows with one process; under
+            ``jax.distributed`` each process passes its own part.
+        devices: None (every device of every process), an int (the first n devices), a
+            sequence of devices or a one-axis ``Mesh``; under ``jax.distributed`` every
+            process needs at least one device in it.
+        sample_weight: (n,) weights of this process's rows.
+        init_rows: rows of the initialization sample (see above).
+        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init,
+            init_params, weights_init, means_init, precisions_init, seed,
+            start_lower_bound, block_rows: as in :func:`gaussmix.inference.em.fit_em`
+            (``block_rows`` per device).
+
+    Returns:
+        :class:`gaussmix.inference.em.EMResult`, the same on every process.
+
+    Raises:
+        ValueError: bad input, a mesh that leaves out a process, or a collapsed
+            component.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = np.concatenate([rng.normal(m, 1.0, (500, 2)) for m in (-5.0, 5.0)])
+        >>> result = fit_em_sharded(x, n_components=2, covariance_type="diag")
+        >>> sorted(np.round(np.asarray(result.params["means"][:, 0])).tolist())
+        [-5.0, 5.0]
+    """
+    options = streaming._check_options(
+        n_components, covariance_type, priors, max_iter, n_init, tol, reg_covar, init_params,
+        init_rows,
+    )  # fmt: skip
+    mesh = device_mesh(devices)
+    if sample_weight is not None and (
+        np.ndim(sample_weight) != 1 or np.shape(sample_weight)[0] != np.shape(x)[0]
+    ):
+        raise ValueError(
+            f"sample_weight has shape {np.shape(sample_weight)}; expected ({np.shape(x)[0]},), "
+            "one weight per row of x."
+        )
+    survey, _ = streaming._survey_with_rows([(x, sample_weight)], options, seed)
+    local_x, local_w = streaming._prepare(
+        x, sample_weight, survey.dtype, survey.n_features, "x", validate=False
+    )
+    dtype = survey.dtype
+    inits = {
+        "weights_init": weights_init,
+        "means_init": means_init,
+        "precisions_init": precisions_init,
+    }
+    initial = streaming._initial_parameters(survey, options, inits, seed)
+    centre = (survey.weighted_sum / survey.total_weight).astype(dtype)
+    x_global, w_global = _global_rows(local_x, local_w, mesh, centre)
+    feature_count = em._feature_count(survey.n_features, covariance_type)
+    rows_per_device = x_global.shape[0] // mesh.devices.size
+    config = streaming._em_config(
+        options, em._block_size(rows_per_device, feature_count, dtype.itemsize, block_rows)
+    )
+    prior_parameters, conjugate_prior = streaming._prior_setup(survey, options)
+    arguments = _replicated(
+        (
+            initial,
+            centre,
+            np.asarray(start_lower_bound, dtype),
+            np.asarray(options.tol, dtype),
+            np.asarray(options.reg_covar, dtype),
+            streaming._priors_argument(options),
+            prior_parameters,
+            conjugate_prior,
+        ),
+        mesh,
+    )
+    states = _local(_sharded_em_jit(x_global, w_global, *arguments, mesh=mesh, config=config))
+    lower_bounds = states.lower_bounds[:, : options.max_iter]
+    return streaming._finish(
+        states.parameters,
+        states.lower_bound,
+        lower_bounds,
+        states.n_iter,
+        states.converged,
+        states.collapsed_component,
+        config,
+        dtype,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Batches over devices
+
+
+def _pad_batch(leaf, padding: int):
+    leaf = jnp.asarray(leaf)
+    if padding == 0:
+        return leaf
+    return jnp.concatenate([leaf, jnp.repeat(leaf[-1:], padding, axis=0)])
+
+
+def shard_batch(
+    fn: Callable,
+    *,
+    devices: int | Sequence[jax.Device] | Mesh | None = None,
+    in_axes: int | Sequence[int | None] | None = 0,
+) -> Callable:
+    """Run ``fn`` with the leading batch axis of its arguments split over devices.
+
+    ``fn`` maps a batch to a batch (typically ``jax.vmap`` of a per-item fit, or a set of
+    MCMC chains): every output leaf has the leading batch axis. Each device applies
+    ``fn`` to its share (``jax.shard_map`` inside one ``jax.jit``, compiled once per
+    argument shapes); a batch that does not divide evenly is padded by repeating its last
+    item, and the padding is cut from the outputs.
+
+    Args:
+        fn: batch -> batch function of positional arguments.
+        devices: None (this process's devices), an int (the first n of them), a sequence
+            of devices or a one-axis ``Mesh``.
+        in_axes: 0 (split) or None (copy to every device) for each positional argument,
+            or one value for all.
+
+    Returns:
+        A function with ``fn``'s signature whose outputs are split over the devices.
+
+    Raises:
+        ValueError: arguments with different batch sizes, none split, or devices of
+            another process.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> square_roots = shard_batch(jax.vmap(jnp.sqrt), devices=1)
+        >>> square_roots(jnp.array([1.0, 4.0, 9.0])).tolist()
+        [1.0, 2.0, 3.0]
+    """
+    if devices is None:
+        devices = jax.local_devices()
+    elif isinstance(devices, int | np.integer) and not isinstance(devices, bool):
+        local = jax.local_devices()
+        if not 1 <= devices <= len(local):
+            raise ValueError(
+                f"devices={devices} but this process has {len(local)} device(s); on CPU "
+                "create more before JAX starts with "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={max(1, int(devices))}."
+            )
+        devices = local[: int(devices)]
+    mesh = device_mesh(devices, axis_name=BATCH_AXIS)
+    if any(d.process_index != jax.process_index() for d in mesh.devices.flat):
+        raise ValueError("shard_batch splits a batch over this process's devices only.")
+    n_devices = mesh.devices.size
+    compiled: dict[tuple, Callable] = {}
+
+    def sharded(*args):
+        axes = tuple(in_axes) if isinstance(in_axes, Sequence) else (in_axes,) * len(args)
+        if len(axes) != len(args) or any(axis not in (0, None) for axis in axes):
+            raise ValueError(
+                f"in_axes must be 0 or None for each of the {len(args)} arguments; got {in_axes!r}."
+            )
+        sizes = {
+            int(np.shape(leaf)[0])
+            for arg, axis in zip(args, axes, strict=True)
+            if axis == 0
+            for leaf in jax.tree.leaves(arg)
+        }
+        if len(sizes) != 1:
+            raise ValueError(
+                "The split arguments (in_axes=0) must share one leading batch size; got "
+                f"{sorted(sizes) or 'none split'}."
+            )
+        (size,) = sizes
+        padding = (-size) % n_devices
+        padded = tuple(
+            jax.tree.map(lambda leaf: _pad_batch(leaf, padding), arg) if axis == 0 else arg
+            for arg, axis in zip(args, axes, strict=True)
+        )
+        if axes not in compiled:
+            specs = tuple(
+                PartitionSpec(BATCH_AXIS) if axis == 0 else PartitionSpec() for axis in axes
+            )
+            compiled[axes] = jax.jit(
+                jax.shard_map(
+                    fn,
+                    mesh=mesh,
+                    in_specs=specs,
+                    out_specs=PartitionSpec(BATCH_AXIS),
+                    check_vma=False,
+                )
+            )
+        outputs = compiled[axes](*padded)
+        if padding == 0:
+            return outputs
+        return jax.tree.map(lambda leaf: leaf[:size], outputs)
+
+    return sharded

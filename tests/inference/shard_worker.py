@@ -1,0 +1,135 @@
+"""Subprocess helper of test_shard.py and test_multiprocess.py (not collected by pytest).
+
+Several devices or processes must be set up before JAX starts, so the tests run this
+script in fresh interpreters. One JSON argument:
+
+- ``{"mode": "devices", "data", "weights", "out", "configs", "devices"}``: fit every
+  config with :func:`fit_em_sharded` over the forced CPU devices, run :func:`shard_batch`
+  on a vmapped peak fit, save the results to ``out`` (npz).
+- ``{"mode": "process", "data", "out", "configs", "port", "process_id",
+  "num_processes"}``: join ``jax.distributed`` on 127.0.0.1, read this process's share
+  of the rows of the .npy file ``data`` and fit every config with
+  :func:`fit_em_sharded` and :func:`fit_em_chunked` (process-local rows).
+"""
+
+import json
+import os
+import sys
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+jax.config.update("jax_enable_x64", True)
+
+from gaussmix.inference import shard, streaming  # noqa: E402
+from gaussmix.models.priors import COVARIANCE_SITES  # noqa: E402
+
+
+def save_fit(results: dict, prefix: str, fit, covariance_type: str) -> None:
+    results[f"{prefix}/weights"] = np.asarray(fit.params["weights"])
+    results[f"{prefix}/means"] = np.asarray(fit.params["means"])
+    results[f"{prefix}/covariances"] = np.asarray(fit.params[COVARIANCE_SITES[covariance_type]])
+    results[f"{prefix}/lower_bound"] = np.asarray(fit.lower_bound)
+    results[f"{prefix}/n_iter"] = np.asarray(fit.n_iter)
+
+
+def fit_options(config: dict) -> dict:
+    return {
+        "n_components": config["n_components"],
+        "covariance_type": config["covariance_type"],
+        "priors": config["priors"],
+        "tol": config["tol"],
+        "max_iter": config["max_iter"],
+    }
+
+
+def peak_fit(x, y, start):
+    """Gauss-Newton fit of height, centre, width of one Gaussian peak (a while loop)."""
+
+    def residual(theta):
+        height, centre, width = theta
+        return height * jnp.exp(-0.5 * ((x - centre) / width) ** 2) - y
+
+    def cond(state):
+        _, n_iter, step = state
+        return (n_iter < 100) & (step > 1e-14)
+
+    def body(state):
+        theta, n_iter, _ = state
+        jacobian = jax.jacfwd(residual)(theta)
+        update = jnp.linalg.solve(jacobian.T @ jacobian, jacobian.T @ residual(theta))
+        return theta - update, n_iter + 1, jnp.max(jnp.abs(update))
+
+    theta, n_iter, _ = lax.while_loop(cond, body, (start, 0, jnp.inf))
+    return theta, n_iter
+
+
+def devices_mode(spec: dict) -> dict:
+    results = {"device_count": np.asarray(jax.device_count())}
+    x = np.load(spec["data"])
+    weights = np.load(spec["weights"])
+    for index, config in enumerate(spec["configs"]):
+        fit = shard.fit_em_sharded(
+            x,
+            sample_weight=weights if config["weighted"] else None,
+            devices=spec["devices"],
+            **fit_options(config),
+        )
+        save_fit(results, f"{index}/sharded", fit, config["covariance_type"])
+    # Ten spectra over four devices: two of them get a padded (repeated) spectrum.
+    grid = jnp.linspace(-5.0, 5.0, 101)
+    truth = jnp.stack([jnp.linspace(1.0, 3.0, 10), jnp.linspace(-1.0, 1.0, 10), jnp.full(10, 0.8)])
+    spectra = truth[0][:, None] * jnp.exp(
+        -0.5 * ((grid - truth[1][:, None]) / truth[2][:, None]) ** 2
+    )
+    spectra = spectra + 0.01 * jnp.sin(7.0 * grid)
+    starts = truth.T + jnp.array([0.3, 0.2, 0.15])
+    batched = jax.vmap(peak_fit, in_axes=(None, 0, 0))
+    sharded = shard.shard_batch(batched, devices=spec["devices"], in_axes=(None, 0, 0))
+    theta, n_iter = sharded(grid, spectra, starts)
+    reference, reference_n_iter = jax.jit(batched)(grid, spectra, starts)
+    results["peaks/sharded"] = np.asarray(theta)
+    results["peaks/vmapped"] = np.asarray(reference)
+    results["peaks/n_iter"] = np.asarray(n_iter)
+    results["peaks/vmapped_n_iter"] = np.asarray(reference_n_iter)
+    even_theta, _ = sharded(grid, spectra[:8], starts[:8])
+    results["peaks/even_devices"] = np.asarray(len(even_theta.sharding.device_set))
+    return results
+
+
+def process_mode(spec: dict) -> dict:
+    jax.distributed.initialize(
+        f"127.0.0.1:{spec['port']}",
+        num_processes=spec["num_processes"],
+        process_id=spec["process_id"],
+        initialization_timeout=120,
+    )
+    data = np.load(spec["data"], mmap_mode="r")
+    bounds = np.linspace(0, data.shape[0], spec["num_processes"] + 1).astype(int)
+    start, stop = bounds[spec["process_id"]], bounds[spec["process_id"] + 1]
+    local = data[start:stop]
+    results = {
+        "process_count": np.asarray(jax.process_count()),
+        "local_rows": np.asarray(local.shape[0]),
+    }
+    for index, config in enumerate(spec["configs"]):
+        fit = shard.fit_em_sharded(np.asarray(local), **fit_options(config))
+        save_fit(results, f"{index}/sharded", fit, config["covariance_type"])
+        fit = streaming.fit_em_chunked(local, chunk_rows=97, **fit_options(config))
+        save_fit(results, f"{index}/chunked", fit, config["covariance_type"])
+    jax.distributed.shutdown()
+    return results
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    results = devices_mode(spec) if spec["mode"] == "devices" else process_mode(spec)
+    np.savez(spec["out"], **results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Multi-device EM equals single-device EM (1e-10 in float64) on 4 forced CPU devices;
+shard_batch splits a vmapped fit over devices and changes nothing in its answer; bad
+device options are refused with a message that says what to do.
+
+The four devices exist only in a fresh interpreter (XLA_FLAGS is read when JAX starts),
+so the sharded fits run in ``shard_worker.py``; this process keeps one device and
+computes the single-device references."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gaussmix.inference import em
+from gaussmix.inference.shard import device_mesh, fit_em_sharded, shard_batch
+from gaussmix.models.priors import COVARIANCE_SITES
+
+EXACT = 1e-10
+WORKER = Path(__file__).with_name("shard_worker.py")
+#: A hang must fail the test rather than block CI; far above the seconds it needs.
+SUBPROCESS_TIMEOUT = 600
+
+CONFIGS = [
+    {"n_components": 3, "covariance_type": "full", "priors": None, "weighted": True},
+    {"n_components": 3, "covariance_type": "diag", "priors": "default", "weighted": False},
+]
+
+
+def clustered_data():
+    """2103 rows (not a multiple of 4) of three 3-D clusters, and positive weights; the
+    data of test_streaming, so compiled reference fits are shared."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(m, s, (701, 3)) for m, s in ((-3, 1.0), (0, 0.5), (4, 1.5))])
+    rng.shuffle(x)
+    return x, rng.uniform(0.5, 2.0, x.shape[0])
+
+
+def options(config: dict) -> dict:
+    return {
+        "n_components": config["n_components"],
+        "covariance_type": config["covariance_type"],
+        "priors": config["priors"],
+        "tol": 1e-8,
+        "max_iter": 200,
+    }
+
+
+def run_worker(spec: dict, env: dict) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            [sys.executable, str(WORKER), json.dumps(spec)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"the worker did not finish in {SUBPROCESS_TIMEOUT} s: {error.stderr}")
+
+
+def test_four_devices_equal_one_device(tmp_path):
+    x, w = clustered_data()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    configs = [{**config, **options(config)} for config in CONFIGS]
+    spec = {
+        "mode": "devices",
+        "data": str(tmp_path / "x.npy"),
+        "weights": str(tmp_path / "w.npy"),
+        "out": str(tmp_path / "out.npz"),
+        "configs": configs,
+        "devices": 4,
+    }
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    completed = run_worker(spec, env)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    out = np.load(tmp_path / "out.npz")
+    assert int(out["device_count"]) == 4
+    for index, config in enumerate(CONFIGS):
+        reference = em.fit_em(x, sample_weight=w if config["weighted"] else None, **options(config))
+        site = COVARIANCE_SITES[config["covariance_type"]]
+        for name, key in (("weights", "weights"), ("means", "means"), (site, "covariances")):
+            np.testing.assert_allclose(
+                out[f"{index}/sharded/{key}"], reference.params[name], rtol=0, atol=EXACT
+            )
+        assert (
+            abs(float(out[f"{index}/sharded/lower_bound"]) - float(reference.lower_bound)) < EXACT
+        )
+        assert int(out[f"{index}/sharded/n_iter"]) == int(reference.n_iter) > 1
+    # shard_batch: ten spectra on four devices (two padded) give the vmapped answer,
+    # each spectrum with its own number of iterations; eight spectra stay on 4 devices.
+    np.testing.assert_allclose(out["peaks/sharded"], out["peaks/vmapped"], rtol=1e-12)
+    np.testing.assert_array_equal(out["peaks/n_iter"], out["peaks/vmapped_n_iter"])
+    assert np.all(np.isfinite(out["peaks/sharded"]))
+    assert int(out["peaks/even_devices"]) == 4
+
+
+def test_shard_batch_on_one_device_matches_vmap():
+    def newton_square_root(value):
+        def body(state):
+            root, _ = state
+            new = 0.5 * (root + value / root)
+            return new, jnp.abs(new - root)
+
+        return jax.lax.while_loop(lambda s: s[1] > 1e-12, body, (value, jnp.inf))[0]
+
+    values = jnp.linspace(1.0, 50.0, 7)
+    roots = shard_batch(jax.vmap(newton_square_root), devices=1)(values)
+    np.testing.assert_allclose(roots, np.sqrt(np.asarray(values)), rtol=1e-12)
+
+
+def test_bad_device_options_are_refused():
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count=64"):
+        device_mesh(64)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        device_mesh([])
+    with pytest.raises(ValueError, match="more than once"):
+        device_mesh([jax.devices()[0]] * 2)
+    with pytest.raises(ValueError, match="one-axis mesh"):
+        device_mesh(jax.make_mesh((1, 1), ("a", "b")))
+    scaled = shard_batch(jax.vmap(lambda a, b: a * b), devices=1)
+    with pytest.raises(ValueError, match="one leading batch size"):
+        scaled(jnp.ones(3), jnp.ones(4))
+    with pytest.raises(ValueError, match="0 or None"):
+        shard_batch(jax.vmap(jnp.sin), in_axes=(1,))(jnp.ones(3))
+    x, _ = clustered_data()
+    with pytest.raises(ValueError, match="one weight per row"):
+        fit_em_sharded(x, n_components=3, sample_weight=np.ones(5))
+    bad = x.copy()
+    bad[3, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fit_em_sharded(bad, n_components=3)

@@ -1,0 +1,231 @@
+"""Out-of-core EM: exact EM over chunks equals in-memory EM (1e-10 in float64) from every
+kind of source; online EM reaches the batch answer within its Monte Carlo error; bad
+input is refused with a message that says what to do."""
+
+import numpy as np
+import pytest
+
+from gaussmix.inference import em
+from gaussmix.inference.streaming import (
+    ChunkSource,
+    fit_em_chunked,
+    fit_em_online,
+    online_em_start,
+    online_em_step,
+    step_size,
+)
+
+#: Exact EM by chunks differs from in-memory EM only in the order of float64 sums.
+EXACT = 1e-10
+
+
+@pytest.fixture(scope="module")
+def data():
+    """2103 points of three 3-D clusters (the same data as test_shard / test_multiprocess,
+    so that the compiled reference fits are shared), and positive weights."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(m, s, (701, 3)) for m, s in ((-3, 1.0), (0, 0.5), (4, 1.5))])
+    rng.shuffle(x)
+    return x, rng.uniform(0.5, 2.0, x.shape[0])
+
+
+OPTIONS = {
+    "full": {"n_components": 3, "covariance_type": "full", "tol": 1e-8, "max_iter": 200},
+    "diag": {"n_components": 3, "covariance_type": "diag", "tol": 1e-8, "max_iter": 200},
+}
+
+
+def assert_same_fit(result, reference):
+    assert set(result.params) == set(reference.params)
+    for name, value in reference.params.items():
+        np.testing.assert_allclose(result.params[name], value, rtol=0, atol=EXACT, err_msg=name)
+    np.testing.assert_allclose(
+        result.precisions_cholesky, reference.precisions_cholesky, rtol=EXACT, atol=EXACT
+    )
+    assert abs(float(result.lower_bound) - float(reference.lower_bound)) < EXACT
+    assert int(result.n_iter) == int(reference.n_iter) > 1
+    assert bool(result.converged) == bool(reference.converged)
+    np.testing.assert_allclose(result.lower_bounds, reference.lower_bounds, rtol=0, atol=EXACT)
+    assert result.method == reference.method
+
+
+def sources(kind, x, w, directory):
+    """(data, sample_weight) of one kind for fit_em_chunked; chunks do not divide N."""
+    if kind == "memmap":
+        np.save(directory / "x.npy", x)
+        np.save(directory / "w.npy", w)
+        return np.load(directory / "x.npy", mmap_mode="r"), np.load(
+            directory / "w.npy", mmap_mode="r"
+        )
+    if kind == "path":
+        np.save(directory / "x.npy", x)
+        return str(directory / "x.npy"), None
+    if kind == "tuples":
+        return [(x[i : i + 500], w[i : i + 500]) for i in range(0, x.shape[0], 500)], None
+    return (lambda: (x[i : i + 333] for i in range(0, x.shape[0], 333))), None
+
+
+@pytest.mark.parametrize(
+    ("kind", "covariance_type", "priors", "weighted"),
+    [
+        ("memmap", "full", None, True),
+        ("tuples", "full", None, True),
+        ("path", "diag", "default", False),
+        ("callable", "diag", "default", False),
+    ],
+)
+def test_exact_em_over_chunks_equals_in_memory_em(
+    tmp_path, data, kind, covariance_type, priors, weighted
+):
+    x, w = data
+    weight = w if weighted else None
+    reference = em.fit_em(x, priors=priors, sample_weight=weight, **OPTIONS[covariance_type])
+    chunks, chunk_weight = sources(kind, x, w if weighted else None, tmp_path)
+    result = fit_em_chunked(
+        chunks, priors=priors, sample_weight=chunk_weight, chunk_rows=400,
+        **OPTIONS[covariance_type],
+    )  # fmt: skip
+    assert_same_fit(result, reference)
+
+
+def test_more_restarts_only_raise_the_lower_bound(data):
+    x, w = data
+    one = fit_em_chunked(x, sample_weight=w, chunk_rows=400, **OPTIONS["full"])
+    three = fit_em_chunked(x, sample_weight=w, chunk_rows=400, n_init=3, **OPTIONS["full"])
+    assert float(three.lower_bound) >= float(one.lower_bound) - EXACT
+
+
+def test_initialization_on_a_sample_still_finds_the_clusters(data):
+    """With fewer init_rows than rows the start comes from a sample; EM on all rows then
+    reaches the same maximum as in-memory EM (to its convergence tolerance)."""
+    x, w = data
+    reference = em.fit_em(x, sample_weight=w, **OPTIONS["full"])
+    result = fit_em_chunked(x, sample_weight=w, init_rows=300, chunk_rows=400, **OPTIONS["full"])
+    order = np.argsort(np.asarray(reference.params["means"])[:, 0])
+    found = np.argsort(np.asarray(result.params["means"])[:, 0])
+    np.testing.assert_allclose(
+        np.asarray(result.params["means"])[found],
+        np.asarray(reference.params["means"])[order],
+        atol=1e-3,
+    )
+    assert float(result.lower_bound) == pytest.approx(float(reference.lower_bound), abs=1e-6)
+
+
+def test_chunk_source_reads_memmap_in_bounded_chunks(tmp_path):
+    x = np.arange(30.0).reshape(15, 2)
+    np.save(tmp_path / "x.npy", x)
+    source = ChunkSource(str(tmp_path / "x.npy"), chunk_rows=4)
+    chunks = [chunk for chunk, _ in source]
+    assert [c.shape[0] for c in chunks] == [4, 4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(chunks), x)
+    assert [c.shape[0] for c, _ in source] == [4, 4, 4, 3]  # read again: a fresh pass
+
+
+# ---------------------------------------------------------------------------------------
+# Online EM
+
+
+def chunk_weights(n_chunks: int, learning_decay: float, learning_offset: float) -> np.ndarray:
+    """Weight of each chunk's statistics in the running average after the last update:
+    a_0 = prod (1 - rho_j), a_t = rho_t prod_{j > t} (1 - rho_j)."""
+    rho = (np.arange(1, n_chunks) + learning_offset) ** (-learning_decay)
+    keep = np.append(np.cumprod((1 - rho)[::-1])[::-1], 1.0)  # prod_{j > t}, t = 0..T
+    return np.concatenate([[1.0], rho]) * keep
+
+
+def test_online_em_one_pass_reaches_the_truth_within_monte_carlo_error():
+    """The running statistics are a weighted average of chunk statistics (weights a_t of
+    the step sizes), so the error of each estimate is about sqrt(sum a_t^2 / n) times the
+    per-point standard deviation; six of those bound it."""
+    rng = np.random.default_rng(3)
+    n_chunks, chunk_rows = 60, 1000
+    weights, means, scale = np.array([0.3, 0.7]), np.array([[-4.0, 0.0], [3.0, 1.0]]), 1.0
+    labels = rng.choice(2, n_chunks * chunk_rows, p=weights)
+    x = means[labels] + scale * rng.standard_normal((labels.size, 2))
+    decay, offset = 0.7, 10.0
+    result = fit_em_online(
+        (x[i : i + chunk_rows] for i in range(0, x.shape[0], chunk_rows)),
+        n_components=2,
+        covariance_type="diag",
+        learning_decay=decay,
+        learning_offset=offset,
+    )
+    assert int(result.n_iter) == n_chunks - 1
+    effective = np.sum(chunk_weights(n_chunks, decay, offset) ** 2) / chunk_rows
+    order = np.argsort(np.asarray(result.params["means"])[:, 0])
+    found = {name: np.asarray(value)[order] for name, value in result.params.items()}
+    per_component = np.sqrt(effective / weights)[:, None] * np.ones((1, 2))
+    np.testing.assert_array_less(np.abs(found["means"] - means), 6 * per_component * scale)
+    np.testing.assert_array_less(
+        np.abs(found["variances"] - scale**2), 6 * np.sqrt(2) * per_component * scale**2
+    )
+    np.testing.assert_array_less(
+        np.abs(found["weights"] - weights), 6 * np.sqrt(effective * weights * (1 - weights))
+    )
+
+
+def test_online_step_is_the_running_average_of_chunk_statistics():
+    """With learning_decay 1 and learning_offset 0, rho_1 = 1: the first update forgets
+    the start, so s_1 is the statistics of the new chunk alone."""
+    rng = np.random.default_rng(5)
+    first, second = rng.normal(size=(64, 2)), rng.normal(2.0, 1.0, size=(64, 2))
+    variances = first.var(axis=0)[None]
+    parameters = em.MixtureParameters(
+        np.ones(1), first.mean(axis=0)[None], variances, 1 / np.sqrt(variances)
+    )
+    state = online_em_start(first, parameters, covariance_type="diag")
+    state = online_em_step(
+        state, second, covariance_type="diag", learning_decay=1.0, learning_offset=0.0,
+        reg_covar=0.0,
+    )  # fmt: skip
+    # One component: the M-step of chunk 2's statistics is its mean and variance.
+    np.testing.assert_allclose(state.parameters.means[0], second.mean(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(state.parameters.covariances[0], second.var(axis=0), rtol=1e-9)
+    assert float(step_size(1, 1.0, 0.0)) == 1.0
+    assert float(step_size(3, 0.5 + 1e-9, 1.0)) == pytest.approx(4 ** -(0.5 + 1e-9))
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_is_refused_with_a_fix(tmp_path, data):
+    x, w = data
+    options = OPTIONS["diag"]
+    with pytest.raises(ValueError, match="read only once"):
+        fit_em_chunked((chunk for chunk in [x]), **options)
+    bad = x.copy()
+    bad[700, 1] = np.nan
+    with pytest.raises(ValueError, match="chunk 1 contains NaN"):
+        fit_em_chunked([bad[:500], bad[500:]], **options)
+    with pytest.raises(ValueError, match=r"chunk 1 has shape \(3, 2\)"):
+        fit_em_chunked([x[:5], x[5:8, :2]], **options)
+    with pytest.raises(ValueError, match=r"not a \.npy file"):
+        fit_em_chunked(str(tmp_path / "x.csv"), **options)
+    with pytest.raises(ValueError, match="does not exist"):
+        fit_em_chunked(str(tmp_path / "missing.npy"), **options)
+    with pytest.raises(ValueError, match=r"\(x, w\) tuples"):
+        fit_em_chunked([x], sample_weight=w, **options)
+    with pytest.raises(ValueError, match="one weight per row"):
+        fit_em_chunked(x, sample_weight=w[:-1], **options)
+    with pytest.raises(ValueError, match="non-negative"):
+        fit_em_chunked([(x, -w)], **options)
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        fit_em_chunked([x[:2]], **options)
+    with pytest.raises(ValueError, match="learning_decay must be in"):
+        fit_em_online([x], learning_decay=0.5, **options)
+    with pytest.raises(ValueError, match="chunk_rows must be an int"):
+        fit_em_chunked(x, chunk_rows=0, **options)
+
+
+def test_data_that_changes_between_passes_is_refused(data):
+    x, _ = data
+    calls = []
+
+    def chunks():
+        calls.append(None)
+        stop = x.shape[0] if len(calls) == 1 else x.shape[0] - 10
+        return (x[i : min(i + 500, stop)] for i in range(0, stop, 500))
+
+    with pytest.raises(ValueError, match="changed between passes"):
+        fit_em_chunked(chunks, **OPTIONS["full"])
