@@ -42,7 +42,8 @@ def _fit_kmeans(x, weight, key, tol, initial_centers, *, n_clusters, n_init, ini
             centers = initial_centers - centre
         return em.lloyd(centred, centers, sample_weight=weight, max_iter=max_iter, tol=tol)
 
-    results = jax.vmap(one_restart)(jax.random.split(key, n_init))
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n_init))
+    results = jax.vmap(one_restart)(keys)
     best = jnp.argmin(results.inertia)
     result = jax.tree.map(lambda leaf: leaf[best], results)
     return result._replace(centers=result.centers + centre)

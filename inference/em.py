@@ -69,8 +69,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax import lax
 from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import solve_triangular
-from jax.scipy.special import logsumexp
+from jax.scipy.special import gammaln, logsumexp, multigammaln
 from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
@@ -93,6 +92,7 @@ __all__ = [
     "KMeansResult",
     "MixtureParameters",
     "SufficientStatistics",
+    "conjugate_log_prior",
     "covariances_from_precisions_cholesky",
     "design_matrix",
     "estimate_weighted_log_prob",
@@ -100,6 +100,7 @@ __all__ = [
     "kmeans_plusplus",
     "lloyd",
     "log_responsibilities",
+    "lower_triangular_inverse",
     "maximization_step",
     "natural_parameters",
     "precisions_cholesky_from_covariances",
@@ -194,7 +195,7 @@ class EMState(NamedTuple):
         lower_bound: () lower bound of the parameters that entered the last iteration.
         n_iter: () iterations done.
         converged: () whether the last change of the lower bound was below ``tol``.
-        lower_bounds: (max_iter,) lower bound of each iteration.
+        lower_bounds: (max_iter + 1,) lower bound of each iteration (one spare slot).
         collapsed_component: () index of the first component whose covariance stopped
             being positive definite, -1 if none.
     """
@@ -300,7 +301,7 @@ def natural_parameters(
     if covariance_type == "full":
         precisions = factor @ jnp.swapaxes(factor, -1, -2)
         rows, cols = _triangle(n_features)
-        scale = np.where(rows == cols, -0.5, -1.0)
+        scale = jnp.asarray(np.where(rows == cols, -0.5, -1.0), precisions.dtype)
         quadratic = precisions[:, rows, cols] * scale
         linear = jnp.einsum("kij,kj->ki", precisions, centred_means)
         half_log_det = jnp.sum(jnp.log(jnp.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
@@ -342,6 +343,32 @@ def _block_log_prob(x_centred, natural, factor, covariance_type):
     return log_prob, features
 
 
+def lower_triangular_inverse(lower: ArrayLike) -> jax.Array:
+    """Inverse of lower-triangular matrices (..., D, D) by forward substitution.
+
+    Pure XLA (a ``fori_loop`` over rows): on CPU this avoids LAPACK's ``trsm``, whose
+    OpenBLAS threads contend with XLA's own thread pool inside a compiled loop.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> lower_triangular_inverse(jnp.array([[2.0, 0.0], [1.0, 1.0]])).tolist()
+        [[0.5, 0.0], [-0.5, 1.0]]
+    """
+    lower = jnp.asarray(lower)
+    n = lower.shape[-1]
+    identity = jnp.eye(n, dtype=lower.dtype)
+
+    def body(i, inverse):
+        # rows >= i of `inverse` are still zero, so the full row product is the sum j < i
+        row = lax.dynamic_index_in_dim(lower, i, axis=lower.ndim - 2, keepdims=False)
+        done = jnp.einsum("...j,...jk->...k", row, inverse)
+        pivot = lax.dynamic_index_in_dim(row, i, axis=row.ndim - 1, keepdims=True)
+        new_row = (identity[i] - done) / pivot
+        return lax.dynamic_update_index_in_dim(inverse, new_row, i, axis=lower.ndim - 2)
+
+    return lax.fori_loop(0, n, body, jnp.zeros_like(lower))
+
+
 def precisions_cholesky_from_covariances(covariances: ArrayLike, covariance_type: str) -> jax.Array:
     """scikit-learn's ``precisions_cholesky_`` from covariances (NaN where not PD).
 
@@ -350,8 +377,7 @@ def precisions_cholesky_from_covariances(covariances: ArrayLike, covariance_type
     covariances = jnp.asarray(covariances)
     if covariance_type in ("full", "tied"):
         lower = jnp.linalg.cholesky(covariances)
-        identity = jnp.broadcast_to(jnp.eye(lower.shape[-1], dtype=lower.dtype), lower.shape)
-        return jnp.swapaxes(solve_triangular(lower, identity, lower=True), -1, -2)
+        return jnp.swapaxes(lower_triangular_inverse(lower), -1, -2)
     return 1.0 / jnp.sqrt(covariances)
 
 
@@ -368,9 +394,8 @@ def covariances_from_precisions_cholesky(factor: ArrayLike, covariance_type: str
     """Covariances :math:`(U U^T)^{-1} = U^{-T} U^{-1}` from scikit-learn's factor."""
     factor = jnp.asarray(factor)
     if covariance_type in ("full", "tied"):
-        identity = jnp.broadcast_to(jnp.eye(factor.shape[-1], dtype=factor.dtype), factor.shape)
-        inverse = solve_triangular(factor, identity, lower=False)
-        return jnp.swapaxes(inverse, -1, -2) @ inverse
+        inverse_transposed = lower_triangular_inverse(jnp.swapaxes(factor, -1, -2))
+        return inverse_transposed @ jnp.swapaxes(inverse_transposed, -1, -2)
     return 1.0 / (factor * factor)
 
 
@@ -800,6 +825,63 @@ def _conjugate_prior(
     )
 
 
+def conjugate_log_prior(
+    parameters: MixtureParameters, prior: ConjugatePrior, covariance_type: str
+) -> jax.Array:
+    """Log density of a conjugate prior at ``parameters``, in closed form.
+
+    Equals :func:`program_log_prior` of the program with that prior (tested), but uses
+    only the precision factors already at hand (no triangular solves):
+
+    .. math::
+
+        \\log \\mathrm{Dir}(\\pi \\mid \\alpha)
+        + \\sum_k \\log \\mathcal{W}^{-1}(\\Sigma_k \\mid \\nu, \\Psi)
+        + \\sum_k \\log \\mathcal{N}(\\mu_k \\mid m_0, \\Sigma_k / \\kappa_0)
+
+    (inverse gamma per variance for diag / spherical).
+    """
+    weights, means, covariances, factor = parameters
+    n_features = means.shape[-1]
+    alpha = prior.weight_concentration
+    total = (
+        gammaln(jnp.sum(alpha)) - jnp.sum(gammaln(alpha)) + jnp.sum((alpha - 1) * jnp.log(weights))
+    )
+    kappa = prior.mean_precision
+    offset = means - prior.mean_prior
+    nu, scale = prior.covariance_concentration, prior.covariance_scale
+    if covariance_type in ("full", "tied"):
+        precisions = factor @ jnp.swapaxes(factor, -1, -2)
+        log_det_precision = 2 * jnp.sum(jnp.log(jnp.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
+        scale_lower = jnp.linalg.cholesky(scale)
+        log_det_scale = 2 * jnp.sum(jnp.log(jnp.diagonal(scale_lower, axis1=-2, axis2=-1)), axis=-1)
+        inverse_wishart = (
+            0.5 * nu * log_det_scale
+            - 0.5 * nu * n_features * math.log(2.0)
+            - multigammaln(0.5 * nu, n_features)
+            + 0.5 * (nu + n_features + 1) * log_det_precision
+            - 0.5 * jnp.sum(scale * precisions, axis=(-1, -2))
+        )
+        if covariance_type == "full":
+            projected = jnp.einsum("kd,kde->ke", offset, factor)
+        else:
+            projected = offset @ factor
+        mean_log_density = (
+            0.5 * n_features * (jnp.log(kappa) - _LOG_2PI)
+            + 0.5 * log_det_precision
+            - 0.5 * kappa * jnp.sum(projected**2, axis=-1)
+        )
+        return total + jnp.sum(inverse_wishart) + jnp.sum(mean_log_density)
+    inverse_gamma = (
+        nu * jnp.log(scale) - gammaln(nu) - (nu + 1) * jnp.log(covariances) - scale / covariances
+    )
+    variances = covariances if covariance_type == "diag" else covariances[:, None]
+    mean_log_density = -0.5 * (
+        _LOG_2PI + jnp.log(variances / kappa) + kappa * offset**2 / variances
+    )
+    return total + jnp.sum(inverse_gamma) + jnp.sum(mean_log_density)
+
+
 def site_values(
     parameters: MixtureParameters, covariance_type: str, *, with_scales: bool = False
 ) -> dict[str, jax.Array]:
@@ -897,10 +979,11 @@ def _expected_log_likelihood(statistics, values, centre, covariance_type, priors
     total = total - 0.5 * n_features * _LOG_2PI * jnp.sum(counts)
     if covariance_type == "full":
         lower = jnp.linalg.cholesky(covariances)
+        inverse = lower_triangular_inverse(lower)
         scatter = _scatter_about_means(statistics, centred_means)
-        solved = jax.scipy.linalg.cho_solve((lower, True), scatter)
+        trace = jnp.sum((inverse @ scatter) * inverse, axis=(-1, -2))
         log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(lower, axis1=-2, axis2=-1)), axis=-1)
-        return total - 0.5 * jnp.sum(jnp.trace(solved, axis1=-2, axis2=-1) + counts * log_det)
+        return total - 0.5 * jnp.sum(trace + counts * log_det)
     if covariance_type == "tied":
         lower = jnp.linalg.cholesky(covariances)
         cross = first.T @ centred_means
@@ -910,9 +993,10 @@ def _expected_log_likelihood(statistics, values, centre, covariance_type, priors
             - cross.T
             + jnp.einsum("k,ki,kj->ij", counts, centred_means, centred_means)
         )
-        solved = jax.scipy.linalg.cho_solve((lower, True), within)
+        inverse = lower_triangular_inverse(lower)
+        trace = jnp.sum((inverse @ within) * inverse)
         log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(lower)))
-        return total - 0.5 * (jnp.trace(solved) + jnp.sum(counts) * log_det)
+        return total - 0.5 * (trace + jnp.sum(counts) * log_det)
     if covariance_type == "diag":
         within = second - 2 * centred_means * first + counts[:, None] * centred_means**2
         return total - 0.5 * jnp.sum(within / covariances + counts[:, None] * jnp.log(covariances))
@@ -963,7 +1047,11 @@ def _generalized_m_step(statistics, parameters, centre, reg_covar, context):
         objective,
         flat_start,
         method="BFGS",
-        options={"maxiter": _GENERALIZED_M_STEP_ITERATIONS},
+        options={
+            "maxiter": _GENERALIZED_M_STEP_ITERATIONS,
+            # per-sample gradient norm; well below what the EM tolerance can resolve
+            "gtol": float(jnp.finfo(flat_start.dtype).eps) ** 0.6,
+        },
     )
     values = constrain(solution.x)
     covariances = values["scales"] ** 2 if "scales" in priors else values[site]
@@ -1032,36 +1120,38 @@ def kmeans_plusplus(
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     squared_norms = jnp.sum(x * x, axis=1)
-    log_weight = jnp.where(weight > 0, jnp.log(jnp.where(weight > 0, weight, 1.0)), -jnp.inf)
-    first_key, loop_key = jax.random.split(key)
-    first = jax.random.categorical(first_key, log_weight).astype(jnp.int32)
+    # All random numbers at once: candidate i of step c is the point where the
+    # cumulative potential first exceeds uniforms[c, i] times its total.
+    uniforms = jax.random.uniform(key, (n_clusters, n_local_trials), x.dtype)
+
+    def draw(potential, uniform):
+        cumulative = jnp.cumsum(potential)
+        fallback = jnp.cumsum(weight)
+        cumulative = jnp.where(cumulative[-1] > 0, cumulative, fallback)
+        chosen = jnp.searchsorted(
+            cumulative, uniform * cumulative[-1], side="right", method="compare_all"
+        )
+        return jnp.minimum(chosen, n_samples - 1).astype(jnp.int32)
+
+    first = draw(weight, uniforms[0, :1])[0]
     closest = _squared_distances(x, x[first][None, :], squared_norms)[:, 0]
     centers = jnp.zeros((n_clusters, x.shape[1]), x.dtype).at[0].set(x[first])
     indices = jnp.zeros(n_clusters, jnp.int32).at[0].set(first)
 
     def body(index, carry):
-        centers, indices, closest, key = carry
-        key, subkey = jax.random.split(key)
-        potential = weight * closest
-        logits = jnp.where(
-            potential > 0, jnp.log(jnp.where(potential > 0, potential, 1.0)), -jnp.inf
-        )
-        logits = jnp.where(jnp.any(potential > 0), logits, log_weight)
-        candidates = jax.random.categorical(subkey, logits, shape=(n_local_trials,))
+        centers, indices, closest = carry
+        candidates = draw(weight * closest, uniforms[index])
         distances = _squared_distances(x, x[candidates], squared_norms)
         new_closest = jnp.minimum(closest[:, None], distances)
         best = jnp.argmin(weight @ new_closest)
-        chosen = candidates[best].astype(jnp.int32)
+        chosen = candidates[best]
         return (
             centers.at[index].set(x[chosen]),
             indices.at[index].set(chosen),
             new_closest[:, best],
-            key,
         )
 
-    centers, indices, _, _ = lax.fori_loop(
-        1, n_clusters, body, (centers, indices, closest, loop_key)
-    )
+    centers, indices, _ = lax.fori_loop(1, n_clusters, body, (centers, indices, closest))
     return centers, indices
 
 
@@ -1185,7 +1275,11 @@ def _m_step(statistics, parameters, centre, reg_covar, config, context):
 
 def _lower_bound(statistics, parameters, config, context):
     bound = statistics.log_likelihood
-    if config.method != "maximum_likelihood":
+    if config.method == "conjugate_map":
+        bound = bound + conjugate_log_prior(
+            parameters, context.conjugate_prior, config.covariance_type
+        )
+    elif config.method == "generalized_em":
         bound = bound + program_log_prior(
             site_values(parameters, config.covariance_type, with_scales=config.with_scales),
             n_components=config.n_components,
@@ -1291,7 +1385,8 @@ def _run_em(parameters, start_bound, x_blocks, w_blocks, centre, tol, reg_covar,
         lower_bound=jnp.asarray(start_bound, dtype),
         n_iter=jnp.zeros((), jnp.int32),
         converged=jnp.array(False),
-        lower_bounds=jnp.full((config.max_iter,), -jnp.inf, dtype),
+        # one spare slot keeps the (never executed) update valid when max_iter == 0
+        lower_bounds=jnp.full((config.max_iter + 1,), -jnp.inf, dtype),
         collapsed_component=jnp.full((), -1, jnp.int32),
     )
     return lax.while_loop(cond, em_step, start)
@@ -1327,18 +1422,24 @@ def _fit_dataset(x, sample_weight, inits, priors, key, tol, reg_covar, start_bou
             parameters, start_bound, x_blocks, w_blocks, centre, tol, reg_covar, config, context
         )
 
-    states = jax.vmap(one_restart)(jax.random.split(key, config.n_init))
+    # Restart i uses fold_in(key, i): restart 0 does not depend on n_init, so more
+    # restarts can only raise the lower bound.
+    restart_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(config.n_init))
+    states = _map_or_call(one_restart, restart_keys)
     best = jnp.argmax(states.lower_bound)
     state = jax.tree.map(lambda leaf: leaf[best], states)
     filled = jnp.where(
-        jnp.arange(config.max_iter) < state.n_iter, state.lower_bounds, state.lower_bound
+        jnp.arange(config.max_iter) < state.n_iter,
+        state.lower_bounds[: config.max_iter],
+        state.lower_bound,
     )
     return state._replace(lower_bounds=filled), states.collapsed_component, states.n_iter
 
 
 def _fit_program(x, sample_weight, inits, priors, key, tol, reg_covar, start_bound, config):
     """The whole batched fit, compiled once per shape and configuration."""
-    keys = jax.random.split(key, x.shape[0])
+    # Dataset b uses fold_in(key, b): an unbatched fit equals dataset 0 of a batch.
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(x.shape[0]))
     init_axes = tuple(
         None if a is None or a.ndim == base else 0
         for a, base in zip(inits, _init_ndims(config), strict=True)
@@ -1349,7 +1450,21 @@ def _fit_program(x, sample_weight, inits, priors, key, tol, reg_covar, start_bou
             x, sample_weight, inits, priors, key, tol, reg_covar, start_bound, config
         )
 
+    if x.shape[0] == 1:
+        squeezed = tuple(
+            a if axis is None else a[0] for a, axis in zip(inits, init_axes, strict=True)
+        )
+        outputs = one_dataset(x[0], sample_weight[0], squeezed, keys[0])
+        return jax.tree.map(lambda leaf: leaf[None], outputs)
     return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, 0))(x, sample_weight, inits, keys)
+
+
+def _map_or_call(fn, keys):
+    """``vmap(fn)(keys)``, without the batching machinery for a single key (faster to
+    compile)."""
+    if keys.shape[0] == 1:
+        return jax.tree.map(lambda leaf: leaf[None], fn(keys[0]))
+    return jax.vmap(fn)(keys)
 
 
 _fit_program_jit = jax.jit(_fit_program, static_argnames=("config",))

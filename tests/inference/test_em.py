@@ -1,0 +1,495 @@
+"""The EM back end against scikit-learn, numpyro's log density, and its own invariants."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer.util import log_density
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+from gaussmix.inference import em
+from gaussmix.inference.em import fit_em
+from gaussmix.models.mixture import gaussian_mixture
+from gaussmix.models.priors import COVARIANCE_SITES, default_prior_parameters
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+K, D = 3, 3
+#: Tests share data shapes and iteration counts so that they share compiled programs.
+N_PER_CLUSTER, MAX_ITER = 30, 30
+
+
+def three_clusters(n_per_cluster=N_PER_CLUSTER, seed=0, n_features=D):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k in range(K):
+        mixing = rng.normal(size=(n_features, n_features)) * 0.6 + np.eye(n_features)
+        parts.append(rng.normal(size=(n_per_cluster, n_features)) @ mixing + 4.0 * k)
+    return np.concatenate(parts)
+
+
+def initial_parameters(x, covariance_type, seed=1):
+    """A deliberately poor but valid starting point shared with scikit-learn."""
+    rng = np.random.default_rng(seed)
+    n_features = x.shape[1]
+    weights = np.full(K, 1.0 / K)
+    means = x[rng.choice(len(x), K, replace=False)]
+    precisions = {
+        "full": np.stack([np.eye(n_features) * 0.3] * K),
+        "tied": np.eye(n_features) * 0.3,
+        "diag": np.full((K, n_features), 0.3),
+        "spherical": np.full(K, 0.3),
+    }[covariance_type]
+    return weights, means, precisions
+
+
+def project_gradients(gradients):
+    """Gradient of the log density in the tangent space of each site's support."""
+    out = {}
+    for name, value in gradients.items():
+        value = np.asarray(value)
+        if name == "weights":
+            value = value - value.mean()  # simplex tangent
+        elif name in ("covariances", "covariance"):
+            value = 0.5 * (value + np.swapaxes(value, -1, -2))
+        out[name] = value
+    return out
+
+
+# -- scikit-learn parity ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_matches_scikit_learn_at_every_iteration(covariance_type):
+    x = three_clusters()
+    weights, means, precisions = initial_parameters(x, covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SklearnConvergenceWarning)
+        reference = SklearnGaussianMixture(
+            K,
+            covariance_type=covariance_type,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+            max_iter=MAX_ITER,
+            tol=0.0,
+        ).fit(x)
+    result = fit_em(
+        x,
+        n_components=K,
+        covariance_type=covariance_type,
+        weights_init=weights,
+        means_init=means,
+        precisions_init=precisions,
+        max_iter=MAX_ITER,
+        tol=0.0,
+    )
+    assert result.method == "maximum_likelihood"
+    assert int(result.n_iter) == reference.n_iter_ == MAX_ITER
+    assert not bool(result.converged)
+    np.testing.assert_allclose(result.lower_bounds, reference.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(float(result.lower_bound), reference.lower_bound_, rtol=1e-10)
+    site = COVARIANCE_SITES[covariance_type]
+    np.testing.assert_allclose(result.params["weights"], reference.weights_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(result.params["means"], reference.means_, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(result.params[site], reference.covariances_, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(
+        result.precisions_cholesky, reference.precisions_cholesky_, rtol=1e-8, atol=1e-8
+    )
+    # The trace never decreases (EM's monotonicity), up to rounding.
+    assert np.all(np.diff(np.asarray(result.lower_bounds)) >= -1e-12)
+
+
+def test_convergence_rule_is_scikit_learns():
+    x = three_clusters()
+    weights, means, precisions = initial_parameters(x, "diag")
+    kwargs = dict(weights_init=weights, means_init=means, precisions_init=precisions, tol=1e-3)
+    reference = SklearnGaussianMixture(K, covariance_type="diag", max_iter=MAX_ITER, **kwargs).fit(
+        x
+    )
+    result = fit_em(x, n_components=K, covariance_type="diag", max_iter=MAX_ITER, **kwargs)
+    assert bool(result.converged) and reference.converged_
+    assert int(result.n_iter) == reference.n_iter_ < MAX_ITER
+    # entries past n_iter repeat the final value
+    tail = np.asarray(result.lower_bounds)[int(result.n_iter) :]
+    assert tail.shape == (MAX_ITER - reference.n_iter_,)
+    np.testing.assert_array_equal(tail, float(result.lower_bound))
+
+
+# -- MAP: a stationary point of the program's log posterior --------------------------------
+
+
+def assert_stationary(x, result, covariance_type, priors, tolerance):
+    """The gradient of numpyro's log density (no Jacobian) vanishes at the EM answer."""
+    params = dict(result.params)
+    if priors and "scales" in priors:
+        params.pop(COVARIANCE_SITES[covariance_type])
+    kwargs = {"n_components": K, "covariance_type": covariance_type, "priors": priors}
+
+    def log_posterior(values):
+        return log_density(gaussian_mixture, (x,), kwargs, values)[0]
+
+    gradients = project_gradients(jax.jit(jax.grad(log_posterior))(params))
+    for name, gradient in gradients.items():
+        assert np.max(np.abs(gradient)) < tolerance * len(x), (name, gradient)
+
+
+def map_fit(x, covariance_type, priors, **kwargs):
+    weights, means, precisions = initial_parameters(x, covariance_type)
+    return fit_em(
+        x,
+        n_components=K,
+        covariance_type=covariance_type,
+        priors=priors,
+        reg_covar=0.0,
+        weights_init=weights,
+        means_init=means,
+        precisions_init=precisions,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_default_map_is_a_stationary_point_of_the_program(covariance_type):
+    x = three_clusters()
+    result = map_fit(x, covariance_type, "default", tol=0.0, max_iter=300)
+    assert result.method == "conjugate_map"
+    lower_bounds = np.asarray(result.lower_bounds)
+    assert np.all(np.diff(lower_bounds) >= -1e-12)  # MAP-EM never decreases either
+    assert_stationary(x, result, covariance_type, None, tolerance=1e-9)
+
+
+def test_user_conjugate_priors_keep_the_closed_form():
+    x = three_clusters()
+    priors = {
+        "weights": dist.Dirichlet(jnp.full(K, 3.0)),
+        "variances": dist.InverseGamma(3.0, 2.0),
+    }
+    result = map_fit(x, "spherical", priors, tol=0.0, max_iter=300)
+    assert result.method == "conjugate_map"
+    assert_stationary(x, result, "spherical", priors, tolerance=1e-9)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_closed_form_log_prior_is_the_programs(covariance_type):
+    x = three_clusters()
+    rng = np.random.default_rng(2)
+    site = COVARIANCE_SITES[covariance_type]
+    user = {
+        "full": dist.InverseWishart(D + 3.0, 1.5 * jnp.eye(D)),
+        "tied": dist.InverseWishart(D + 1.0, 0.5 * jnp.eye(D)),
+        "diag": dist.InverseGamma(2.0, 1.5),
+        "spherical": dist.InverseGamma(jnp.array([1.0, 2.0, 3.0]), 0.5),
+    }[covariance_type]
+    covariances = {
+        "full": np.stack([np.eye(D) * 2 + 0.3] * K),
+        "tied": np.eye(D) * 2 + 0.3,
+        "diag": rng.uniform(1, 2, (K, D)),
+        "spherical": rng.uniform(1, 2, K),
+    }[covariance_type]
+    parameters = em._with_covariances(
+        jnp.asarray(rng.dirichlet(np.ones(K))),
+        jnp.asarray(rng.normal(size=(K, D))),
+        jnp.asarray(covariances),
+        covariance_type,
+    )
+    hyper = default_prior_parameters(x, covariance_type)
+    for priors in ({}, {"weights": dist.Dirichlet(jnp.array([2.0, 3.0, 4.0])), site: user}):
+
+        @jax.jit
+        def both(parameters, priors, hyper):
+            prior = em._conjugate_prior(priors, hyper, K, covariance_type, jnp.float64)
+            closed_form = em.conjugate_log_prior(parameters, prior, covariance_type)
+            program = em.program_log_prior(
+                em.site_values(parameters, covariance_type),
+                n_components=K,
+                covariance_type=covariance_type,
+                priors=priors,
+                prior_parameters=hyper,
+            )
+            return closed_form, program
+
+        closed_form, program = both(parameters, priors, hyper)
+        np.testing.assert_allclose(closed_form, program, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_generalized_em_reaches_a_stationary_point():
+    x = three_clusters()
+    priors = {"scales": dist.HalfNormal(3.0), "means": dist.Normal(0.0, 10.0)}
+    result = map_fit(x, "diag", priors, tol=1e-12, max_iter=MAX_ITER)
+    assert result.method == "generalized_em"
+    assert bool(result.converged)
+    lower_bounds = np.asarray(result.lower_bounds)
+    assert np.all(np.diff(lower_bounds) >= -1e-12)
+    np.testing.assert_allclose(result.params["scales"] ** 2, result.params["variances"])
+    assert_stationary(x, result, "diag", priors, tolerance=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "priors", "method"),
+    [
+        ("full", {"covariances": dist.InverseWishart(5.0, jnp.eye(D))}, "conjugate_map"),
+        ("tied", {"weights": dist.Dirichlet(jnp.ones(K))}, "conjugate_map"),
+        ("diag", {"variances": dist.InverseGamma(2.0, 1.0).expand([D])}, "conjugate_map"),
+        ("full", {"means": dist.Normal(0.0, 3.0)}, "generalized_em"),
+        ("full", {"covariances": dist.LKJ(D, 2.0)}, "generalized_em"),
+        ("spherical", {"scales": dist.HalfNormal(1.0)}, "generalized_em"),
+        ("diag", {"variances": dist.LogNormal(0.0, 1.0)}, "generalized_em"),
+    ],
+)
+def test_priors_choose_the_m_step(covariance_type, priors, method):
+    assert em._check_priors(priors, covariance_type)[0] == method
+
+
+def test_dirichlet_below_one_has_no_map():
+    x = three_clusters()
+    with pytest.raises(ValueError, match="concentration >= 1"):
+        fit_em(x, n_components=K, priors={"weights": dist.Dirichlet(jnp.full(K, 0.5))})
+
+
+# -- sufficient statistics: exact EM over chunks ------------------------------------------
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_chunk_statistics_sum_to_the_whole(covariance_type):
+    x = jnp.asarray(three_clusters())
+    weights, means, precisions = initial_parameters(np.asarray(x), covariance_type)
+    factor = em.precisions_cholesky_from_precisions(precisions, covariance_type)
+    covariances = em.covariances_from_precisions_cholesky(factor, covariance_type)
+    parameters = em.MixtureParameters(jnp.asarray(weights), jnp.asarray(means), covariances, factor)
+    weight = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, len(x)))
+    centre = weight @ x / weight.sum()
+    kwargs = dict(covariance_type=covariance_type, centre=centre)
+    statistics = jax.jit(
+        em.sufficient_statistics, static_argnames=("covariance_type", "block_rows")
+    )
+    whole = statistics(x, parameters, sample_weight=weight, **kwargs)
+    parts = [
+        statistics(x[a:b], parameters, sample_weight=weight[a:b], block_rows=7, **kwargs)
+        for a, b in ((0, 41), (41, 90))
+    ]
+    summed = jax.tree.map(jnp.add, *parts)
+    for got, expected in zip(summed, whole, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-10)
+    # One M-step from the statistics is scikit-learn's M-step.
+    unit = statistics(x, parameters, **kwargs)
+    step = jax.jit(em.maximization_step, static_argnames=("covariance_type",))(
+        unit, reg_covar=1e-6, **kwargs
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SklearnConvergenceWarning)
+        reference = SklearnGaussianMixture(
+            K,
+            covariance_type=covariance_type,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+            max_iter=1,
+        ).fit(np.asarray(x))
+    np.testing.assert_allclose(step.weights, reference.weights_, rtol=1e-12)
+    np.testing.assert_allclose(step.means, reference.means_, rtol=1e-12)
+    np.testing.assert_allclose(step.covariances, reference.covariances_, rtol=1e-11)
+    np.testing.assert_allclose(step.precisions_cholesky, reference.precisions_cholesky_, rtol=1e-10)
+    np.testing.assert_allclose(
+        float(unit.log_likelihood / unit.total_weight), reference.lower_bound_, rtol=1e-12
+    )
+
+
+def test_e_step_matches_scipy_densities():
+    from scipy import stats
+
+    x = three_clusters()
+    weights, means, precisions = initial_parameters(x, "full")
+    precisions = precisions + np.stack([np.diag([0.1, 0.2, 0.3])] * K)
+    factor = em.precisions_cholesky_from_precisions(precisions, "full")
+    got = em.estimate_weighted_log_prob(x, weights, means, factor, "full", block_rows=16)
+    expected = np.stack(
+        [
+            np.log(weights[k])
+            + stats.multivariate_normal(means[k], np.linalg.inv(precisions[k])).logpdf(x)
+            for k in range(K)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-11)
+
+
+# -- weights, batches, restarts, retracing ------------------------------------------------
+
+
+def test_integer_sample_weights_equal_repeated_rows():
+    x = three_clusters()
+    repeats = np.random.default_rng(5).integers(0, 4, len(x))
+    weights, means, precisions = initial_parameters(x, "full")
+    kwargs = dict(
+        n_components=K, weights_init=weights, means_init=means, precisions_init=precisions
+    )
+    kwargs.update(max_iter=MAX_ITER, tol=0.0)
+    weighted = fit_em(x, sample_weight=repeats, **kwargs)
+    repeated = fit_em(np.repeat(x, repeats, axis=0), **kwargs)
+    np.testing.assert_allclose(weighted.lower_bounds, repeated.lower_bounds, rtol=1e-10)
+    for name in weighted.params:
+        np.testing.assert_allclose(
+            weighted.params[name], repeated.params[name], rtol=1e-8, atol=1e-10
+        )
+
+
+def test_batched_datasets_equal_one_by_one():
+    data = np.stack([three_clusters(seed=s) for s in range(3)])
+    kwargs = dict(n_components=K, covariance_type="diag", max_iter=MAX_ITER)
+    batched = fit_em(data, init_params="random_from_data", **kwargs)
+    assert batched.params["means"].shape == (3, K, D)
+    assert batched.lower_bounds.shape == (3, MAX_ITER)
+    assert batched.n_iter.shape == (3,) and batched.converged.shape == (3,)
+    # dataset 0 of a batch uses the same key as an unbatched fit
+    alone = fit_em(data[0], init_params="random_from_data", **kwargs)
+    np.testing.assert_allclose(batched.params["means"][0], alone.params["means"], rtol=1e-10)
+    # with explicit initial parameters every dataset equals its own fit
+    weights, means, precisions = initial_parameters(data[0], "diag")
+    kwargs.update(weights_init=weights, means_init=means, precisions_init=precisions)
+    batched = fit_em(data, **kwargs)
+    for b in range(3):
+        alone = fit_em(data[b], **kwargs)
+        assert int(batched.n_iter[b]) == int(alone.n_iter)
+        np.testing.assert_allclose(batched.lower_bound[b], alone.lower_bound, rtol=1e-12)
+        np.testing.assert_allclose(
+            batched.params["variances"][b], alone.params["variances"], rtol=1e-10
+        )
+
+
+def test_more_restarts_never_lower_the_bound():
+    x = three_clusters(seed=4)
+    for seed in range(3):
+        kwargs = dict(n_components=K, init_params="random", max_iter=100, seed=seed)
+        one = fit_em(x, n_init=1, **kwargs)
+        many = fit_em(x, n_init=3, **kwargs)
+        assert float(many.lower_bound) >= float(one.lower_bound)
+
+
+@pytest.mark.parametrize("init_params", em.INIT_PARAMS)
+def test_every_initialization_finds_the_clusters(init_params):
+    x = three_clusters()
+    result = fit_em(x, n_components=K, init_params=init_params, n_init=3, max_iter=100)
+    true_means = np.stack(
+        [x[i * N_PER_CLUSTER : (i + 1) * N_PER_CLUSTER].mean(0) for i in range(K)]
+    )
+    found = np.asarray(result.params["means"])
+    order = np.argmin(((found[:, None] - true_means[None]) ** 2).sum(-1), axis=1)
+    assert sorted(order.tolist()) == [0, 1, 2]
+    np.testing.assert_allclose(found, true_means[order], atol=0.5)
+
+
+def test_second_call_with_same_shapes_does_not_retrace(monkeypatch):
+    traces = []
+    original = em._fit_dataset
+
+    def counting(*args, **kwargs):
+        traces.append(1)  # runs only while tracing
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(em, "_fit_dataset", counting)
+    x = np.random.default_rng(0).normal(size=(37, 2))  # a shape no other test uses
+    fit_em(x, n_components=2, covariance_type="spherical", max_iter=5, seed=0)
+    assert len(traces) == 1
+    fit_em(
+        x + 1.0,
+        n_components=2,
+        covariance_type="spherical",
+        max_iter=5,
+        seed=1,
+        tol=1e-5,
+        reg_covar=1e-4,
+    )
+    assert len(traces) == 1
+
+
+def test_float32_stays_finite_and_close():
+    x = three_clusters()
+    weights, means, precisions = initial_parameters(x, "full")
+    kwargs = dict(
+        n_components=K,
+        weights_init=weights,
+        means_init=means,
+        precisions_init=precisions,
+        max_iter=MAX_ITER,
+        tol=0.0,
+    )
+    double = fit_em(x, **kwargs)
+    single = fit_em(
+        x.astype(np.float32),
+        **{
+            k: (v.astype(np.float32) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()
+        },
+    )
+    assert single.params["means"].dtype == jnp.float32
+    assert np.all(np.isfinite(single.lower_bounds))
+    np.testing.assert_allclose(single.params["means"], double.params["means"], rtol=1e-3, atol=1e-3)
+
+
+def test_max_iter_zero_returns_the_initialization():
+    x = three_clusters()
+    weights, means, precisions = initial_parameters(x, "tied")
+    result = fit_em(
+        x,
+        n_components=K,
+        covariance_type="tied",
+        weights_init=weights,
+        means_init=means,
+        precisions_init=precisions,
+        max_iter=0,
+    )
+    assert int(result.n_iter) == 0 and result.lower_bounds.shape == (0,)
+    np.testing.assert_allclose(result.params["means"], means)
+    np.testing.assert_allclose(result.params["covariance"], np.linalg.inv(precisions), rtol=1e-12)
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_collapsed_component_raises_naming_it():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(50, 2)), np.full((4, 2), 10.0)])
+    kwargs = dict(
+        n_components=2,
+        weights_init=np.array([0.9, 0.1]),
+        means_init=np.array([[0.0, 0.0], [10.0, 10.0]]),
+        precisions_init=np.stack([np.eye(2), np.eye(2)]),
+    )
+    with pytest.raises(ValueError, match=r"component 1 .*increase reg_covar"):
+        fit_em(x, reg_covar=0.0, **kwargs)
+    result = fit_em(x, reg_covar=1e-3, **kwargs)  # the remedy works
+    assert np.all(np.isfinite(result.params["covariances"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"x": np.array([[0.0, np.nan]] * 10)}, "NaN"),
+        ({"x": np.zeros(10)}, "shape"),
+        ({"x": np.array([["a", "b"]] * 10)}, "numeric"),
+        (
+            {"n_components": 12},
+            "Expected n_samples >= n_components but got n_components = 12, n_samples = 10",
+        ),
+        ({"n_components": 0}, "n_components"),
+        ({"covariance_type": "banana"}, "covariance_type"),
+        ({"init_params": "banana"}, "init_params"),
+        ({"means_init": np.zeros((3, 2))}, "'means' should have the shape"),
+        ({"weights_init": np.array([0.2, 0.2])}, "normalized"),
+        ({"precisions_init": -np.stack([np.eye(2)] * 2)}, "positive-definite"),
+        ({"sample_weight": -np.ones(10)}, "non-negative"),
+        ({"sample_weight": np.ones(3)}, "one weight per point"),
+        ({"priors": "flat"}, "priors"),
+        ({"priors": {"sigma": dist.Normal()}}, "Unknown prior site"),
+        ({"tol": -1.0}, "tol"),
+    ],
+)
+def test_bad_input_is_refused(change, message):
+    kwargs = {"x": np.random.default_rng(0).normal(size=(10, 2)), "n_components": 2}
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=message):
+        fit_em(kwargs.pop("x"), **kwargs)
