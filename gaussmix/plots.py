@@ -705,6 +705,9 @@ def plot_information_criteria(
             markeredgecolor="black",
             linestyle="none",
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of components K")
     ax.set_ylabel("criterion")
     ax.legend()
