@@ -1,0 +1,354 @@
+"""The NUTS driver: exact conjugate posteriors, the DataTree it returns, the mixture path,
+errors and warnings."""
+
+import re
+import subprocess
+import sys
+import textwrap
+
+import arviz_stats
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from scipy import stats
+
+from gaussmix.inference import mcmc
+from gaussmix.inference.diagnostics import SamplingWarning
+from gaussmix.inference.em import fit_em
+from gaussmix.inference.mcmc import sample, sample_mixture
+from gaussmix.models.mixture import gaussian_mixture
+from gaussmix.models.priors import MixturePriorParameters
+
+NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES = 2, 300, 500
+
+
+def conjugate(y, counts):
+    """Two independent conjugate problems with closed-form posteriors."""
+    loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
+    rate = numpyro.sample("rate", dist.Gamma(2.0, 1.0))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+    with numpyro.plate("events", counts.shape[0]):
+        numpyro.sample("counts", dist.Poisson(rate), obs=counts)
+
+
+def exact_posterior(y, counts):
+    precision = 1 / 10.0**2 + y.size
+    loc = stats.norm(y.sum() / precision, precision**-0.5)
+    rate = stats.gamma(2.0 + counts.sum(), scale=1 / (1.0 + counts.size))
+    return {"loc": loc, "rate": rate}
+
+
+def data(seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(3.0, 1.0, 40), rng.poisson(4.0, 30).astype(float)
+
+
+@pytest.fixture(scope="module")
+def conjugate_tree():
+    y, counts = data(0)
+    return (
+        y,
+        counts,
+        sample(
+            conjugate,
+            y,
+            counts,
+            num_warmup=NUM_WARMUP,
+            num_samples=NUM_SAMPLES,
+            num_chains=NUM_CHAINS,
+            progress_bar=False,
+        ),
+    )
+
+
+def test_matches_the_exact_posterior(conjugate_tree):
+    y, counts, tree = conjugate_tree
+    exact = exact_posterior(y, counts)
+    summary = arviz_stats.summary(tree, round_to="none")
+    for name, posterior in exact.items():
+        row = summary.loc[name]
+        assert abs(row["mean"] - posterior.mean()) < 4 * row["mcse_mean"], name
+        assert abs(row["sd"] / posterior.std() - 1) < 0.1, name
+        assert row["r_hat"] < 1.01
+    assert tree.sample_stats.attrs["init"] == "map"
+    # The MAP search found the mode of the unconstrained density: loc's is the exact one.
+    assert not tree.sample_stats["diverging"].values.any()
+
+
+def test_datatree_groups(conjugate_tree):
+    y, counts, tree = conjugate_tree
+    assert {"posterior", "sample_stats", "log_likelihood", "observed_data"} <= set(tree.children)
+    assert tree.posterior["loc"].shape == (NUM_CHAINS, NUM_SAMPLES)
+    for name in ("diverging", "energy", "lp", "n_steps", "tree_depth", "step_size"):
+        assert tree.sample_stats[name].shape == (NUM_CHAINS, NUM_SAMPLES), name
+    np.testing.assert_array_equal(tree.observed_data["y"].values, y)
+    np.testing.assert_array_equal(tree.observed_data["counts"].values, counts)
+    attrs = tree.sample_stats.attrs
+    assert attrs["sampling_time"] > 0 and attrs["compile_time"] >= 0
+
+
+def test_pointwise_log_likelihood_matches_scipy(conjugate_tree):
+    y, counts, tree = conjugate_tree
+    loc = tree.posterior["loc"].values[..., None]
+    rate = tree.posterior["rate"].values[..., None]
+    np.testing.assert_allclose(
+        tree.log_likelihood["y"].values, stats.norm(loc, 1.0).logpdf(y), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        tree.log_likelihood["counts"].values, stats.poisson(rate).logpmf(counts), rtol=1e-10
+    )
+    loo = arviz_stats.loo(tree, var_name="y")
+    assert np.isfinite(loo.elpd)
+
+
+def test_second_call_with_new_data_reuses_the_compiled_programs(conjugate_tree):
+    y, counts = data(1)
+    tree = sample(
+        conjugate,
+        y,
+        counts,
+        num_warmup=NUM_WARMUP,
+        num_samples=NUM_SAMPLES,
+        num_chains=NUM_CHAINS,
+        seed=1,
+        progress_bar=False,
+    )
+    assert tree.sample_stats.attrs["compile_time"] == 0.0
+    exact = exact_posterior(y, counts)
+    mcse = float(arviz_stats.mcse(tree)["loc"])
+    assert abs(float(tree.posterior["loc"].mean()) - exact["loc"].mean()) < 4 * mcse
+
+
+def test_init_and_posterior_predictive(conjugate_tree):
+    y, counts, _ = conjugate_tree
+    tree = sample(
+        conjugate,
+        y,
+        counts,
+        num_warmup=NUM_WARMUP,
+        num_samples=NUM_SAMPLES,
+        num_chains=NUM_CHAINS,
+        init={"loc": 2.0, "rate": 3.0},
+        posterior_predictive=True,
+        progress_bar=False,
+    )
+    assert tree.sample_stats.attrs["init"] == "init"
+    predictive = tree.posterior_predictive
+    assert predictive["y"].shape == (NUM_CHAINS, NUM_SAMPLES, y.size)
+    assert predictive["counts"].shape == (NUM_CHAINS, NUM_SAMPLES, counts.size)
+    # Given each draw, y_rep ~ N(loc, 1): the residuals are standard normal.
+    residual = predictive["y"].values - tree.posterior["loc"].values[..., None]
+    assert abs(residual.mean()) < 4 / np.sqrt(residual.size)
+    assert abs(residual.std() - 1) < 0.02
+    np.testing.assert_allclose(
+        predictive["counts"].values.mean(-1).mean(), tree.posterior["rate"].values.mean(), rtol=0.02
+    )
+
+
+def test_progress_bar_on_request(capsys):
+    y, counts = data(2)
+    tree = sample(
+        conjugate,
+        y,
+        counts,
+        num_warmup=NUM_WARMUP,
+        num_samples=NUM_SAMPLES,
+        num_chains=NUM_CHAINS,
+        progress_bar=True,
+    )
+    assert "NUTS" in capsys.readouterr().err
+    assert tree.sample_stats.attrs["compile_time"] == 0.0  # the same compiled program
+
+
+def test_progress_bar_default_is_off_in_ci(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    assert mcmc._show_progress(None) is False
+    assert mcmc._show_progress(True) is True
+
+
+def funnel():
+    """Neal's funnel, centered: divergences are all but certain."""
+    scale = numpyro.sample("scale", dist.Normal(0.0, 3.0))
+    numpyro.sample("x", dist.Normal(0.0, jnp.exp(scale / 2)).expand([9]).to_event(1))
+
+
+def test_divergences_warn_with_their_count():
+    """The funnel also has no mode (its density is unbounded): the MAP search gives up."""
+    with pytest.warns(SamplingWarning) as record:
+        tree = sample(funnel, num_warmup=100, num_samples=200, num_chains=2, progress_bar=False)
+    messages = [str(w.message) for w in record]
+    assert any("MAP search" in message for message in messages)
+    assert tree.sample_stats.attrs["init"] == "init_to_median"
+    counts = [re.search(r"(\d+) of 400 transitions", message) for message in messages]
+    counts = [int(match.group(1)) for match in counts if match]
+    assert counts == [int(tree.sample_stats["diverging"].values.sum())]
+    assert counts[0] > 0
+
+
+def test_no_valid_initial_point_is_a_clear_error():
+    y, counts = data(0)
+    counts[3] = -1.0  # outside the support of the Poisson likelihood: log density -inf
+    with pytest.raises(ValueError, match="no valid initial point"):
+        sample(conjugate, y, counts, num_chains=NUM_CHAINS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"num_chains": 1.5}, "num_chains"),
+        ({"num_warmup": -1}, "num_warmup"),
+        ({"seed": "zero"}, "seed"),
+        ({"init": [1.0]}, "init must be a dict"),
+        ({"init": {"lock": 1.0}}, r"unknown site\(s\) \['lock'\]"),
+        ({"nuts_options": {"step": 1}}, "Unknown nuts_options"),
+        ({"nuts_options": {"target_accept_prob": 1.5}}, "target_accept_prob"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    y, counts = data(0)
+    with pytest.raises(ValueError, match=message):
+        sample(conjugate, y, counts, **kwargs)
+    with pytest.raises(ValueError, match="callable"):
+        sample("conjugate", y)
+
+
+# ----------------------------------------------------------------------------------------
+# The mixture program (the shapes and prior of the 2-D SBC: compiled programs are shared).
+
+MIXTURE_PRIOR = MixturePriorParameters(
+    weight_concentration=np.asarray(5.0),
+    mean_prior=np.zeros(2),
+    mean_precision=np.asarray(0.05),
+    degrees_of_freedom=np.asarray(8.0),
+    covariance_prior=5.0 * np.eye(2),
+)
+MIXTURE_RUN = {"num_warmup": 300, "num_samples": 297, "num_chains": 1, "progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def mixture_data():
+    rng = np.random.default_rng(3)
+    means = np.array([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    return np.concatenate([rng.normal(m, 1.0, size=(30, 2)) for m in means])
+
+
+@pytest.fixture(scope="module")
+def mixture_tree(mixture_data):
+    return sample_mixture(
+        mixture_data,
+        n_components=3,
+        covariance_type="full",
+        prior_parameters=MIXTURE_PRIOR,
+        seed=0,
+        **MIXTURE_RUN,
+    )
+
+
+def test_mixture_starts_at_em_and_follows_its_labelling(mixture_data, mixture_tree):
+    tree = mixture_tree
+    assert tree.posterior.attrs["init"] == "em"
+    assert tree.posterior.attrs["relabel_method"] == "match"
+    em = fit_em(mixture_data, n_components=3, covariance_type="full", priors="default", seed=0)
+    np.testing.assert_allclose(
+        tree["mixture"]["reference_means"].values, np.asarray(em.params["means"]), rtol=1e-12
+    )
+    # Relabeled draws sit around the reference, component by component.
+    posterior_means = tree.posterior["means"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(posterior_means, np.asarray(em.params["means"]), atol=0.6)
+    assert tree.posterior.attrs["label_switching"] == 0.0
+    assert set(tree.posterior["covariances"].dims) == {
+        "chain",
+        "draw",
+        "components",
+        "feature_row",
+        "feature_column",
+    }
+
+
+def test_mixture_log_likelihood_is_the_marginal_one(mixture_data, mixture_tree):
+    posterior = mixture_tree.posterior
+    for draw in (0, 100, 296):
+        weights = posterior["weights"].values[0, draw]
+        means = posterior["means"].values[0, draw]
+        covariances = posterior["covariances"].values[0, draw]
+        expected = np.log(
+            sum(
+                weights[k] * stats.multivariate_normal(means[k], covariances[k]).pdf(mixture_data)
+                for k in range(3)
+            )
+        )
+        np.testing.assert_allclose(
+            mixture_tree.log_likelihood["x"].values[0, draw], expected, rtol=1e-10
+        )
+
+
+def test_posterior_mean_responsibilities(mixture_data, mixture_tree):
+    posterior = mixture_tree.posterior
+    weights = posterior["weights"].values[0]
+    means = posterior["means"].values[0]
+    covariances = posterior["covariances"].values[0]
+    total = np.zeros((mixture_data.shape[0], 3))
+    for s in range(weights.shape[0]):
+        joint = np.stack(
+            [
+                weights[s, k]
+                * stats.multivariate_normal(means[s, k], covariances[s, k]).pdf(mixture_data)
+                for k in range(3)
+            ],
+            axis=-1,
+        )
+        total += joint / joint.sum(-1, keepdims=True)
+    responsibilities = mixture_tree["mixture"]["responsibilities"].values
+    np.testing.assert_allclose(responsibilities, total / weights.shape[0], atol=1e-10)
+    np.testing.assert_allclose(responsibilities.sum(-1), 1.0, rtol=1e-12)
+
+
+def test_sample_of_the_mixture_program_relabels_too(mixture_data, mixture_tree):
+    """``sample(gaussian_mixture, ...)`` is the same run as ``sample_mixture``."""
+    tree = sample(
+        gaussian_mixture,
+        mixture_data,
+        n_components=3,
+        covariance_type="full",
+        prior_parameters=MIXTURE_PRIOR,
+        seed=0,
+        **MIXTURE_RUN,
+    )
+    assert tree.sample_stats.attrs["compile_time"] == 0.0
+    np.testing.assert_array_equal(
+        tree.posterior["means"].values, mixture_tree.posterior["means"].values
+    )
+    assert "responsibilities" not in tree["mixture"]
+
+
+@pytest.mark.slow
+def test_chains_run_in_parallel_over_host_devices():
+    script = textwrap.dedent(
+        """
+        import numpyro
+        numpyro.set_host_device_count(2)
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import numpy as np, numpyro.distributions as dist
+        from gaussmix.inference import sample
+
+        def model(y):
+            loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
+            with numpyro.plate("data", y.shape[0]):
+                numpyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+        y = np.random.default_rng(0).normal(3.0, 1.0, 40)
+        tree = sample(model, y, num_warmup=200, num_samples=300, num_chains=4, progress_bar=False)
+        exact_mean = y.sum() / (1e-2 + y.size)
+        print(jax.local_device_count(), tree.sample_stats.attrs["chain_devices"],
+              abs(float(tree.posterior["loc"].mean()) - exact_mean) < 0.05)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["2", "2", "True"]
