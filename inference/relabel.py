@@ -361,9 +361,11 @@ def relabel_mixture(
         ...          "means": np.array([[[5.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [5.0, 0.0]]]),
         ...          "variances": np.ones((2, 2))}
         >>> map_point = {"means": np.array([[0.0, 0.0], [5.0, 0.0]]), "variances": np.ones(2)}
-        >>> relabeled, _ = relabel_mixture(draws, map_point, "spherical")
-        >>> np.round(np.asarray(relabeled["weights"]), 3).tolist()
-        [[0.7, 0.3], [0.7, 0.3]]
+        >>> relabeled, permutation = relabel_mixture(draws, map_point, "spherical")
+        >>> permutation.tolist()
+        [[1, 0], [0, 1]]
+        >>> bool(np.allclose(relabeled["weights"], [[0.7, 0.3], [0.7, 0.3]]))
+        True
     """
     permutation = relabeling_permutation(samples, reference, covariance_type, method=method)
     return apply_permutation(samples, permutation, covariance_type), permutation
