@@ -19,6 +19,9 @@ _LAZY = {
     "select_components": "gaussmix.selection",
     "save": "gaussmix.io",
     "load": "gaussmix.io",
+    "compare": "gaussmix.compare",
+    "point_versus_posterior": "gaussmix.compare",
+    "diagnose": "gaussmix.inference.diagnostics",
 }
 
 __all__ = ["__version__", "datasets", *_LAZY]

@@ -1,0 +1,106 @@
+"""LOO comparison and the point-versus-posterior table."""
+
+import numpy as np
+import pytest
+from arviz_base import from_dict
+
+import gaussmix
+from gaussmix.compare import compare, point_versus_posterior
+
+
+def fixed_tree(pointwise, rng, chains=2, draws=300):
+    """Draws whose log-likelihood barely varies: PSIS-LOO's elpd is sum(pointwise)."""
+    log_likelihood = pointwise + 1e-8 * rng.normal(size=(chains, draws, pointwise.size))
+    return from_dict(
+        {
+            "posterior": {"mu": rng.normal(size=(chains, draws))},
+            "log_likelihood": {"y": log_likelihood},
+        }
+    )
+
+
+def test_compare_ranks_by_elpd_and_matches_the_exact_value():
+    rng = np.random.default_rng(0)
+    good, bad = rng.normal(-1.0, 0.2, 40), rng.normal(-1.5, 0.2, 40)
+    table = compare({"bad": fixed_tree(bad, rng), "good": fixed_tree(good, rng)})
+    assert table.index.tolist() == ["good", "bad"]
+    np.testing.assert_allclose(table.loc["good", "elpd"], good.sum(), rtol=1e-8)
+    np.testing.assert_allclose(table.loc["bad", "elpd_diff"], bad.sum() - good.sum(), rtol=1e-8)
+    np.testing.assert_allclose(table.loc["good", "p"], 0.0, atol=1e-6)
+    assert {"rank", "elpd", "p", "elpd_diff", "weight", "se", "dse", "warning"} <= set(
+        table.columns
+    )
+    assert gaussmix.compare is compare
+
+
+def test_compare_refuses_bad_input():
+    rng = np.random.default_rng(1)
+    tree = fixed_tree(rng.normal(size=10), rng)
+    with pytest.raises(ValueError, match="at least two"):
+        compare({"only": tree})
+    with pytest.raises(ValueError, match="no log_likelihood"):
+        compare({"a": tree, "b": from_dict({"posterior": {"mu": rng.normal(size=(2, 50))}})})
+
+
+def mixture_posterior(rng, means, variances, weights, chains=4, draws=500):
+    n_components, n_features = means.shape
+    return from_dict(
+        {
+            "posterior": {
+                "weights": weights + 0.01 * rng.normal(size=(chains, draws, n_components)),
+                "means": means + 0.1 * rng.normal(size=(chains, draws, n_components, n_features)),
+                "variances": variances
+                * rng.gamma(100, 1 / 100, size=(chains, draws, n_components, n_features)),
+            }
+        }
+    )
+
+
+def test_point_versus_posterior_aligns_mixture_components():
+    rng = np.random.default_rng(2)
+    means = np.array([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])
+    variances = np.array([[1.0, 2.0], [0.5, 0.5], [3.0, 1.0]])
+    weights = np.array([0.5, 0.3, 0.2])
+    tree = mixture_posterior(rng, means, variances, weights)
+    order = [2, 0, 1]  # the point comes in another labelling
+    point = {"weights": weights[order], "means": means[order] + 0.05, "variances": variances[order]}
+    table = point_versus_posterior(point, tree)
+    np.testing.assert_allclose(table.loc["means[1, 0]", "point"], 5.05)
+    np.testing.assert_allclose(table.loc["weights[0]", "point"], 0.5)
+    assert table["inside"].all()
+    flat = tree.posterior["means"].values.reshape(-1, 3, 2)[:, 1, 0]
+    lower, upper = np.quantile(flat, [0.03, 0.97])
+    row = table.loc["means[1, 0]"]
+    np.testing.assert_allclose([row["lower"], row["upper"]], [lower, upper])
+    np.testing.assert_allclose(row["z"], (5.05 - flat.mean()) / flat.std(ddof=1))
+
+
+def test_point_versus_posterior_orders_one_dimensional_components():
+    rng = np.random.default_rng(3)
+    tree = mixture_posterior(
+        rng, np.array([[-3.0], [2.0]]), np.array([[1.0], [1.0]]), np.array([0.6, 0.4])
+    )
+    point = {"weights": np.array([0.4, 0.6]), "means": np.array([[2.0], [-3.0]])}
+    table = point_versus_posterior(point, tree, var_names=["means", "weights"])
+    assert table.loc["means[0, 0]", "point"] == -3.0
+    assert table.loc["weights[0]", "point"] == 0.6
+    assert list(table.index) == ["means[0, 0]", "means[1, 0]", "weights[0]", "weights[1]"]
+
+
+def test_point_outside_the_interval_is_flagged():
+    draws = np.random.default_rng(4).normal(0.0, 1.0, size=(4, 1000))
+    table = point_versus_posterior({"mu": 5.0}, from_dict({"posterior": {"mu": draws}}))
+    assert not table.loc["mu", "inside"]
+    assert table.loc["mu", "z"] > 4
+
+
+def test_point_versus_posterior_refuses_bad_input():
+    tree = from_dict({"posterior": {"mu": np.zeros((2, 10))}})
+    with pytest.raises(ValueError, match="ci_prob"):
+        point_versus_posterior({"mu": 0.0}, tree, ci_prob=1.5)
+    with pytest.raises(ValueError, match="not in both"):
+        point_versus_posterior({"mu": 0.0}, tree, var_names=["sigma"])
+    with pytest.raises(ValueError, match="shape"):
+        point_versus_posterior({"mu": np.zeros(3)}, tree)
+    with pytest.raises(ValueError, match="posterior"):
+        point_versus_posterior({"mu": 0.0}, {"mu": 0.0})
