@@ -15,6 +15,7 @@ restarts). Arrays come back as NumPy arrays in the input's precision (float64 ne
 
 import inspect
 import numbers
+import sys
 import warnings
 from collections.abc import Mapping
 
@@ -87,7 +88,7 @@ class EstimatorBase:
 
     def _check_is_fitted(self) -> None:
         if not self.__sklearn_is_fitted__():
-            raise NotFittedError(
+            raise _not_fitted_error_class()(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."
             )
@@ -107,7 +108,9 @@ class EstimatorBase:
         if array.dtype.kind in "OUSV":
             try:
                 array = array.astype(np.float64)
-            except (TypeError, ValueError) as error:
+            except TypeError as error:
+                raise TypeError(f"{error}; X must contain only numbers.") from error
+            except ValueError as error:
                 raise ValueError(
                     f"Unable to convert X to numbers with dtype float64 ({error}); "
                     "X must contain only numbers."
@@ -217,6 +220,15 @@ class EstimatorBase:
             classifier_tags=None,
             input_tags=InputTags(two_d_array=True),
         )
+
+
+def _not_fitted_error_class() -> type:
+    """scikit-learn's ``NotFittedError`` when scikit-learn is loaded (so its tools
+    recognize the error), else ours; both are ValueError and AttributeError."""
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is not None:
+        return sklearn_exceptions.NotFittedError
+    return NotFittedError
 
 
 def _feature_names(X):

@@ -260,6 +260,12 @@ def _triangle(n_features: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(n_features)
 
 
+def _triangle_features(x_centred):
+    """(n, D(D+1)/2) products :math:`x_i x_j`, i <= j (one gather, one fusion)."""
+    rows, cols = _triangle(x_centred.shape[1])
+    return x_centred[:, rows] * x_centred[:, cols]
+
+
 def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
     """Per-point exponential-family features :math:`[q(x), x, 1]`.
 
@@ -275,11 +281,7 @@ def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
     n = x_centred.shape[0]
     ones = jnp.ones((n, 1), x_centred.dtype)
     if covariance_type == "full":
-        # Row i of the upper triangle as one static slice: no gather.
-        n_features = x_centred.shape[1]
-        quadratic = jnp.concatenate(
-            [x_centred[:, i : i + 1] * x_centred[:, i:] for i in range(n_features)], axis=1
-        )
+        quadratic = _triangle_features(x_centred)
     elif covariance_type == "diag":
         quadratic = x_centred * x_centred
     elif covariance_type == "spherical":
@@ -534,10 +536,12 @@ def _unpack_statistics(packed, scatter, log_likelihood, total_weight, n_features
     counts = packed[:, -1]
     first = packed[:, quadratic_size : quadratic_size + n_features]
     if covariance_type == "full":
+        # position of (min(i, j), max(i, j)) in the packed upper triangle
         rows, cols = _triangle(n_features)
-        triangle = packed[:, :quadratic_size]
-        second = jnp.zeros((packed.shape[0], n_features, n_features), packed.dtype)
-        second = second.at[:, rows, cols].set(triangle).at[:, cols, rows].set(triangle)
+        position = np.zeros((n_features, n_features), dtype=np.int32)
+        position[rows, cols] = np.arange(rows.size)
+        position[cols, rows] = np.arange(rows.size)
+        second = packed[:, :quadratic_size][:, position]
     elif covariance_type == "tied":
         second = scatter
     elif covariance_type == "diag":

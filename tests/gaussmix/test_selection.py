@@ -1,0 +1,63 @@
+"""select_components: BIC / AIC tables and the chosen number of components."""
+
+import numpy as np
+import pytest
+
+from gaussmix import GaussianMixture, select_components
+
+CANDIDATES = range(1, 5)
+
+
+def three_blobs(seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    return np.concatenate([rng.normal(size=(60, 2)) + c for c in centres])
+
+
+def test_bic_finds_three_blobs_and_the_table_is_scikit_learns_bic():
+    x = three_blobs()
+    table, best = select_components(x, CANDIDATES, random_state=0)
+    assert isinstance(best, GaussianMixture) and best.n_components == 3
+    assert table.criterion_name == "bic"
+    np.testing.assert_array_equal(table.n_components, list(CANDIDATES))
+    assert table.converged.all()
+    for k, value, log_likelihood in zip(
+        table.n_components, table.criterion, table.log_likelihood, strict=True
+    ):
+        model = GaussianMixture(int(k), random_state=0).fit(x)
+        np.testing.assert_allclose(value, model.bic(x), rtol=1e-10)
+        np.testing.assert_allclose(log_likelihood, model.score(x) * len(x), rtol=1e-10)
+    assert table.n_components[np.argmin(table.criterion)] == best.n_components
+
+
+def test_aic_penalizes_less_than_bic():
+    x = three_blobs()
+    bic, _ = select_components(x, CANDIDATES, random_state=0)
+    aic, _ = select_components(x, CANDIDATES, criterion="aic", random_state=0)
+    np.testing.assert_allclose(aic.log_likelihood, bic.log_likelihood)
+    parameters = (bic.criterion - aic.criterion) / (np.log(len(x)) - 2.0)
+    np.testing.assert_allclose(parameters, [5, 11, 17, 23])  # 6K - 1 for full, D = 2
+
+
+def test_sample_weights_enter_the_criterion():
+    x = three_blobs()
+    weight = np.random.default_rng(3).integers(0, 3, len(x)).astype(float)
+    table, best = select_components(x, CANDIDATES, sample_weight=weight, random_state=0)
+    per_point = best.score_samples(x)
+    index = int(np.flatnonzero(table.n_components == best.n_components)[0])
+    np.testing.assert_allclose(table.log_likelihood[index], np.sum(weight * per_point))
+    expected = -2 * np.sum(weight * per_point) + best._n_parameters() * np.log(weight.sum())
+    np.testing.assert_allclose(table.criterion[index], expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"criterion": "loo"}, "Unknown criterion 'loo'"),
+        ({"n_components": [0, 1]}, "int >= 1"),
+        ({"n_components": []}, "empty"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        select_components(three_blobs(), **kwargs)
