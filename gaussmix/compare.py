@@ -11,8 +11,14 @@ with Pareto-smoothed importance weights :math:`w_n^{(s)}` (ArviZ's ``compare``; 
 no WAIC in ArviZ 1.x). :func:`point_versus_posterior` puts a point estimate (EM, MAP,
 scikit-learn) next to posterior means, standard deviations and equal-tailed intervals,
 after putting the point's mixture components in the posterior's labelling.
+
+``gaussmix.compare`` is both this module and the function: once the module is imported
+Python binds the package attribute to the module, so the module is made callable and
+``gaussmix.compare({...})`` always runs :func:`compare`.
 """
 
+import sys
+import types
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -38,7 +44,9 @@ def compare(
 
     Returns:
         ``pandas.DataFrame`` indexed by model name, best first, with columns ``rank``,
-        ``elpd``, ``p``, ``elpd_diff``, ``weight``, ``se``, ``dse``, ``warning``.
+        ``elpd``, ``se``, ``p``, ``elpd_diff`` (negative for worse models), ``dse``,
+        ``weight`` and ArviZ's diagnostics of the differences (``p_worse``,
+        ``diag_diff``, ``diag_elpd``).
 
     Raises:
         ValueError: fewer than two models, or a model without pointwise log-likelihoods.
@@ -190,3 +198,13 @@ def point_versus_posterior(
                 }
             )
     return pd.DataFrame(rows, index=labels)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`compare` (see the module docstring)."""
+
+    def __call__(self, *args, **kwargs):
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
