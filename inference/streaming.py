@@ -64,6 +64,7 @@ __all__ = [
     "DEFAULT_INIT_ROWS",
     "ChunkSource",
     "OnlineEMState",
+    "check_schedule",
     "fit_em_chunked",
     "fit_em_online",
     "online_em_start",
@@ -991,7 +992,12 @@ def step_size(n_updates: ArrayLike, learning_decay: float, learning_offset: floa
     return (jnp.asarray(n_updates, float) + learning_offset) ** (-learning_decay)
 
 
-def _check_schedule(learning_decay, learning_offset) -> None:
+def check_schedule(learning_decay: float, learning_offset: float) -> None:
+    """Raise ValueError unless :math:`\\kappa \\in (0.5, 1]` and :math:`\\tau_0 \\ge 0`.
+
+    Example:
+        >>> check_schedule(0.7, 10.0)
+    """
     if not (0.5 < float(learning_decay) <= 1.0):
         raise ValueError(
             f"learning_decay must be in (0.5, 1] so that the step sizes sum to infinity "
@@ -1193,7 +1199,7 @@ def online_em_step(
         >>> int(state.n_updates)
         1
     """
-    _check_schedule(learning_decay, learning_offset)
+    check_schedule(learning_decay, learning_offset)
     n_components, n_features = state.parameters.means.shape
     options = _check_options(
         n_components, covariance_type, priors, 0, 1, 0.0, reg_covar, "kmeans", n_components
@@ -1269,7 +1275,7 @@ def fit_em_online(
         >>> round(float(result.params["means"][0, 0]), 1)
         3.0
     """
-    _check_schedule(learning_decay, learning_offset)
+    check_schedule(learning_decay, learning_offset)
     options = _check_options(
         n_components, covariance_type, priors, max_iter, n_init, tol, reg_covar, init_params,
         n_components,
