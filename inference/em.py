@@ -554,8 +554,8 @@ def _unpack_statistics(packed, scatter, log_likelihood, total_weight, n_features
 def _scan_statistics(x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type):
     """Accumulate packed statistics over row blocks.
 
-    ``responsibility_fn(index, x_block) -> (log p(x) (n,), responsibilities (n, K),
-    features (n, F))``.
+    ``responsibility_fn(index, x_block) -> (log p(x) (n,), unnormalized responsibilities
+    (n, K), row scale (n,), features (n, F))``; responsibilities are their product.
     """
     n_features = x_blocks.shape[-1]
     dtype = x_blocks.dtype
@@ -565,8 +565,8 @@ def _scan_statistics(x_blocks, weight_blocks, responsibility_fn, n_components, c
     def body(carry, inputs):
         packed, scatter, log_likelihood = carry
         index, x_block, w_block = inputs
-        norm, resp, features = responsibility_fn(index, x_block)
-        weighted_resp = resp * w_block[:, None]
+        norm, resp, row_scale, features = responsibility_fn(index, x_block)
+        weighted_resp = resp * (row_scale * w_block)[:, None]
         packed = packed + weighted_resp.T @ features
         if scatter_size:
             scatter = scatter + (x_block * w_block[:, None]).T @ x_block
@@ -591,8 +591,12 @@ def _estep_statistics(x_blocks, weight_blocks, parameters, centre, covariance_ty
 
     def responsibility_fn(index, x_block):
         log_prob, features = _block_log_prob(x_block, natural, factor, covariance_type)
-        norm = logsumexp(log_prob, axis=1)
-        return norm, jnp.exp(log_prob - norm[:, None]), features
+        # one exponential per entry: r = exp(l - max) / sum_k exp(l - max)
+        largest = jnp.max(log_prob, axis=1, keepdims=True)
+        unnormalized = jnp.exp(log_prob - largest)
+        total = jnp.sum(unnormalized, axis=1)
+        norm = largest[:, 0] + jnp.log(total)
+        return norm, unnormalized, 1.0 / total, features
 
     return _scan_statistics(
         x_blocks, weight_blocks, responsibility_fn, parameters.means.shape[0], covariance_type
@@ -1339,7 +1343,7 @@ def _initial_parameters(key, x_blocks, w_blocks, centre, inits, reg_covar, confi
         else:
             resp = (label_blocks[index][:, None] == design).astype(dtype)
         norm = jnp.zeros(x_block.shape[0], dtype)
-        return norm, resp, design_matrix(x_block, covariance_type)
+        return norm, resp, jnp.ones_like(norm), design_matrix(x_block, covariance_type)
 
     statistics = _scan_statistics(
         x_blocks, w_blocks, responsibility_fn, n_components, covariance_type
