@@ -22,6 +22,9 @@ _LAZY = {
     "compare": "gaussmix.compare",
     "point_versus_posterior": "gaussmix.compare",
     "diagnose": "gaussmix.inference.diagnostics",
+    "fit_peaks": "gaussmix.peaks",
+    "PeakFit": "gaussmix.peaks",
+    "select_peaks": "gaussmix.peaks",
 }
 
 __all__ = ["__version__", "datasets", *_LAZY]

@@ -1,0 +1,461 @@
+"""The peak model as one NumPyro program: peaks on a baseline, with noise.
+
+.. math::
+
+    f(x; \\theta) = \\sum_{i} p_i(x; \\theta_i) + b(x; \\beta), \\qquad
+    y_m \\sim \\mathcal{N}(f(x_m; \\theta), \\sigma) \\;\\text{(or StudentT, Poisson)}
+
+with :math:`p_i` a lineshape of :mod:`gaussmix.models.lineshapes` and :math:`b` an
+optional baseline. Sites (in this order): ``peak{i}_{parameter}`` for each peak i and each
+parameter of its lineshape (``peak0_height``, ``peak0_center``, ``peak0_sigma``,
+``peak0_gamma``, ``peak0_fraction``, ``peak0_skew``, ``peak0_area``), then
+``baseline_c0``, ``baseline_c1``, ... (polynomial) or ``baseline_amplitude``,
+``baseline_rate`` (exponential), then the noise scale ``sigma`` (not for Poisson), and the
+observed ``y``. Deterministic sites: ``peak{i}_area`` and ``peak{i}_fwhm`` (and
+``peak{i}_height`` where the height is not a parameter), tied and fixed parameters.
+
+Default priors are uniform on wide boxes scaled from the data, so that they respect the
+bounds and are flat inside them: the MAP then equals least squares (``curve_fit``) unless
+the optimum sits on a bound. With :math:`[x_0, x_1]` the x range, :math:`Y` the y range,
+:math:`A = \\max|y|` and :math:`S = \\max(|x_0|, |x_1|)`:
+
+==================  ===========================================================
+parameter kind      default prior
+==================  ===========================================================
+height              :math:`\\mathrm{U}(0, 10Y)`
+area                :math:`\\mathrm{U}(0, 10Y(x_1-x_0))`
+center              :math:`\\mathrm{U}(x_0, x_1)`
+width (sigma,       :math:`\\mathrm{U}(0, x_1-x_0)`
+gamma)
+fraction            :math:`\\mathrm{U}(0, 1)`
+skew                :math:`\\mathrm{U}(-20, 20)`
+baseline c_k        :math:`\\mathrm{U}(-B/S^k, B/S^k)`, :math:`B = 10(A+Y)`
+amplitude           :math:`\\mathrm{U}(-B, B)`
+rate                :math:`\\mathrm{U}(-20/S, 20/S)`
+sigma               :math:`\\mathrm{HalfNormal}(Y)`
+==================  ===========================================================
+
+Any of them can be replaced through ``priors`` (a dict site name -> scalar NumPyro
+distribution). ``ties`` makes parameters equal (``{"peak1_sigma": "peak0_sigma"}``: one
+width shared by two peaks), ``fixed`` holds parameters at given values.
+"""
+
+import contextlib
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.typing import ArrayLike
+from numpyro import handlers
+
+from gaussmix.models.lineshapes import Baseline, Lineshape, baseline_model, get_lineshape
+
+__all__ = [
+    "LIKELIHOODS",
+    "PeakModel",
+    "baseline_curve",
+    "default_priors",
+    "derived_quantities",
+    "mean_curve",
+    "peak_curves",
+    "peak_model",
+    "peaks",
+    "resolve_parameters",
+]
+
+LIKELIHOODS = ("normal", "student_t", "poisson")
+NOISE_SITE = "sigma"
+
+
+class PeakModel(NamedTuple):
+    """The structure of a peak model: which lineshapes, baseline, likelihood, ties, fixed.
+
+    Hashable (a static argument of compiled fits). Build it with :func:`peak_model`.
+
+    Attributes:
+        lineshapes: one :class:`Lineshape` per peak.
+        baseline: the :class:`Baseline`, or None.
+        likelihood: "normal", "student_t" or "poisson".
+        ties: ``(name, target)`` pairs: parameter ``name`` equals parameter ``target``.
+        fixed: names of parameters held at given values.
+    """
+
+    lineshapes: tuple[Lineshape, ...]
+    baseline: Baseline | None
+    likelihood: str
+    ties: tuple[tuple[str, str], ...]
+    fixed: tuple[str, ...]
+
+    @property
+    def n_peaks(self) -> int:
+        return len(self.lineshapes)
+
+    def peak_parameter_names(self, index: int) -> tuple[str, ...]:
+        return tuple(f"peak{index}_{name}" for name in self.lineshapes[index].parameters)
+
+    @property
+    def baseline_parameter_names(self) -> tuple[str, ...]:
+        if self.baseline is None:
+            return ()
+        return tuple(f"baseline_{name}" for name in self.baseline.parameters)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Every curve parameter (free, tied and fixed), peaks first, then the baseline."""
+        names = []
+        for index in range(self.n_peaks):
+            names.extend(self.peak_parameter_names(index))
+        return (*names, *self.baseline_parameter_names)
+
+    @property
+    def free_names(self) -> tuple[str, ...]:
+        """Curve parameters that are sample sites (neither tied nor fixed)."""
+        tied = {name for name, _ in self.ties}
+        return tuple(n for n in self.parameter_names if n not in tied and n not in self.fixed)
+
+    @property
+    def has_noise(self) -> bool:
+        return self.likelihood != "poisson"
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """The latent sample sites of the program, in order."""
+        return (*self.free_names, NOISE_SITE) if self.has_noise else self.free_names
+
+    @property
+    def derived_names(self) -> tuple[str, ...]:
+        names = []
+        for index, lineshape in enumerate(self.lineshapes):
+            for quantity in ("area", "fwhm", "height"):
+                if quantity not in lineshape.parameters:
+                    names.append(f"peak{index}_{quantity}")
+        return tuple(names)
+
+    def kind(self, name: str) -> str:
+        """Kind of a parameter (height, area, center, width, fraction, shape, baseline)."""
+        for index, lineshape in enumerate(self.lineshapes):
+            prefix = f"peak{index}_"
+            if name.startswith(prefix) and name[len(prefix) :] in lineshape.parameters:
+                return lineshape.kinds[lineshape.parameters.index(name[len(prefix) :])]
+        if name in self.baseline_parameter_names:
+            return "baseline_" + name[len("baseline_") :]
+        raise ValueError(f"{name!r} is not a parameter of this model: {self.parameter_names}.")
+
+
+def peak_model(
+    lineshapes: str | tuple[str, ...] | list[str] = ("gaussian",),
+    baseline: str | int | None = None,
+    likelihood: str = "normal",
+    ties: Mapping[str, str] | None = None,
+    fixed: tuple[str, ...] | list[str] | Mapping[str, object] = (),
+) -> PeakModel:
+    """Validate a model description and return its :class:`PeakModel`.
+
+    Args:
+        lineshapes: one registered lineshape name per peak (a single name is one peak).
+        baseline: None, "constant", "linear", "exponential" or a polynomial degree n.
+        likelihood: "normal", "student_t" or "poisson".
+        ties: ``{name: target}``: parameter ``name`` is set equal to ``target`` (a free or
+            fixed parameter of the same model).
+        fixed: names (or a dict with them as keys) of parameters held fixed.
+
+    Example:
+        >>> model = peak_model(("gaussian", "gaussian"), "linear",
+        ...                    ties={"peak1_sigma": "peak0_sigma"})
+        >>> model.free_names
+        ('peak0_height', 'peak0_center', 'peak0_sigma', 'peak1_height', 'peak1_center', 'baseline_c0', 'baseline_c1')
+    """
+    if isinstance(lineshapes, str):
+        lineshapes = (lineshapes,)
+    if not isinstance(lineshapes, tuple | list) or len(lineshapes) == 0:
+        raise ValueError(f"peaks must be a non-empty tuple of lineshape names, got {lineshapes!r}.")
+    shapes = tuple(get_lineshape(name) for name in lineshapes)
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}.")
+    structure = PeakModel(shapes, baseline_model(baseline), likelihood, (), ())
+    names = structure.parameter_names
+    fixed_names = tuple(fixed.keys() if isinstance(fixed, Mapping) else fixed)
+    unknown = [n for n in fixed_names if n not in names]
+    if unknown:
+        raise ValueError(f"fixed names unknown parameter(s) {unknown}; parameters: {list(names)}.")
+    tie_pairs = tuple((ties or {}).items())
+    for name, target in tie_pairs:
+        if name not in names or target not in names:
+            raise ValueError(
+                f"tie {name!r} -> {target!r} names an unknown parameter; parameters: {list(names)}."
+            )
+        if name == target or name in fixed_names:
+            raise ValueError(f"Parameter {name!r} cannot be tied to {target!r} (and fixed).")
+        if target in dict(tie_pairs):
+            raise ValueError(f"tie target {target!r} is itself tied; tie to a free parameter.")
+    return PeakModel(shapes, structure.baseline, likelihood, tie_pairs, fixed_names)
+
+
+def resolve_parameters(
+    model: PeakModel, free: Mapping[str, ArrayLike], fixed: Mapping[str, ArrayLike] | None = None
+) -> dict[str, jax.Array]:
+    """All curve parameters from the free ones, the fixed values and the ties."""
+    values = {name: free[name] for name in model.free_names}
+    fixed = fixed or {}
+    for name in model.fixed:
+        if name not in fixed:
+            raise ValueError(f"No value given for the fixed parameter {name!r}.")
+        values[name] = fixed[name]
+    for name, target in model.ties:
+        values[name] = values[target]
+    return {name: jnp.asarray(values[name]) for name in model.parameter_names}
+
+
+def _peak_arguments(model: PeakModel, index: int, params: Mapping[str, ArrayLike]) -> list:
+    return [params[name] for name in model.peak_parameter_names(index)]
+
+
+def peak_curves(x: ArrayLike, model: PeakModel, params: Mapping[str, ArrayLike]) -> jax.Array:
+    """Each peak's curve at x: (K, *x.shape) for K peaks (parameters broadcast with x)."""
+    return jnp.stack(
+        [
+            lineshape.profile_fn(x, *_peak_arguments(model, index, params))
+            for index, lineshape in enumerate(model.lineshapes)
+        ]
+    )
+
+
+def baseline_curve(x: ArrayLike, model: PeakModel, params: Mapping[str, ArrayLike]) -> jax.Array:
+    """The baseline at x (zeros without a baseline)."""
+    x = jnp.asarray(x, jnp.result_type(float, x))
+    if model.baseline is None:
+        return jnp.zeros_like(x)
+    arguments = [params[name] for name in model.baseline_parameter_names]
+    return model.baseline.profile_fn(x, *arguments)
+
+
+def mean_curve(x: ArrayLike, model: PeakModel, params: Mapping[str, ArrayLike]) -> jax.Array:
+    """The model curve :math:`f(x; \\theta)`: sum of the peaks plus the baseline.
+
+    Example:
+        >>> model = peak_model("gaussian", "constant")
+        >>> params = {"peak0_height": 2.0, "peak0_center": 0.0, "peak0_sigma": 1.0,
+        ...           "baseline_c0": 1.0}
+        >>> float(mean_curve(0.0, model, params))
+        3.0
+    """
+    total = baseline_curve(x, model, params)
+    for index, lineshape in enumerate(model.lineshapes):
+        total = total + lineshape.profile_fn(x, *_peak_arguments(model, index, params))
+    return total
+
+
+def derived_quantities(model: PeakModel, params: Mapping[str, ArrayLike]) -> dict[str, jax.Array]:
+    """``peak{i}_area``, ``peak{i}_fwhm`` (and ``peak{i}_height`` where not a parameter)."""
+    derived = {}
+    for index, lineshape in enumerate(model.lineshapes):
+        arguments = _peak_arguments(model, index, params)
+        functions = {
+            "area": lineshape.area_fn,
+            "fwhm": lineshape.fwhm_fn,
+            "height": lineshape.height_fn,
+        }
+        for quantity, function in functions.items():
+            if quantity not in lineshape.parameters:
+                derived[f"peak{index}_{quantity}"] = jnp.asarray(function(*arguments))
+    return derived
+
+
+# Widths of the default prior boxes, relative to the data ranges.
+HEIGHT_FACTOR = 10.0
+BASELINE_FACTOR = 10.0
+RATE_BOUND = 20.0
+SKEW_BOUND = 20.0
+
+
+def _data_ranges(x: jax.Array, y: jax.Array | None, mask, y_range):
+    x_low, x_high = jnp.min(x), jnp.max(x)
+    if y_range is not None:
+        y_low, y_high = (jnp.asarray(value, x.dtype) for value in y_range)
+    else:
+        values = y if mask is None else jnp.where(mask, y, jnp.nan)
+        y_low, y_high = jnp.nanmin(values), jnp.nanmax(values)
+    return x_low, x_high, y_low, y_high
+
+
+def default_priors(
+    model: PeakModel,
+    x_range: tuple[ArrayLike, ArrayLike],
+    y_range: tuple[ArrayLike, ArrayLike],
+) -> dict[str, dist.Distribution]:
+    """The default prior of every latent site (see the module docstring), by site name.
+
+    Args:
+        model: the :class:`PeakModel`.
+        x_range: (low, high) of x.
+        y_range: (low, high) of y.
+
+    Example:
+        >>> priors = default_priors(peak_model("gaussian"), (0.0, 10.0), (0.0, 2.0))
+        >>> float(priors["peak0_center"].high), float(priors["peak0_sigma"].high)
+        (10.0, 10.0)
+    """
+    dtype = jnp.result_type(float, *x_range, *y_range)
+    x_low, x_high = (jnp.asarray(v, dtype) for v in x_range)
+    y_low, y_high = (jnp.asarray(v, dtype) for v in y_range)
+    magnitude = jnp.maximum(jnp.abs(y_low), jnp.abs(y_high))
+    spread = y_high - y_low
+    spread = jnp.where(spread > 0, spread, jnp.maximum(magnitude, 1.0))
+    length = x_high - x_low
+    length = jnp.where(length > 0, length, 1.0)
+    reach = jnp.maximum(jnp.maximum(jnp.abs(x_low), jnp.abs(x_high)), length)
+    bound = BASELINE_FACTOR * (magnitude + spread)
+    zero = jnp.zeros((), dtype)
+    priors = {}
+    for name in model.free_names:
+        kind = model.kind(name)
+        if kind == "height":
+            prior = dist.Uniform(zero, HEIGHT_FACTOR * spread)
+        elif kind == "area":
+            prior = dist.Uniform(zero, HEIGHT_FACTOR * spread * length)
+        elif kind == "center":
+            prior = dist.Uniform(x_low, x_high)
+        elif kind == "width":
+            prior = dist.Uniform(zero, length)
+        elif kind == "fraction":
+            prior = dist.Uniform(zero, jnp.ones((), dtype))
+        elif kind == "shape":
+            prior = dist.Uniform(-SKEW_BOUND + zero, SKEW_BOUND + zero)
+        elif kind == "baseline_amplitude":
+            prior = dist.Uniform(-bound, bound)
+        elif kind == "baseline_rate":
+            prior = dist.Uniform(-RATE_BOUND / reach, RATE_BOUND / reach)
+        else:  # polynomial coefficient c_k
+            degree = int(kind[len("baseline_c") :])
+            prior = dist.Uniform(-bound / reach**degree, bound / reach**degree)
+        priors[name] = prior
+    if model.has_noise:
+        priors[NOISE_SITE] = dist.HalfNormal(spread)
+    return priors
+
+
+def _check_priors(priors, model: PeakModel) -> dict:
+    if priors is None:
+        return {}
+    if not isinstance(priors, Mapping):
+        raise ValueError(
+            "priors must be a dict mapping a site name to a numpyro distribution, "
+            f"got {type(priors).__name__}."
+        )
+    unknown = sorted(set(priors) - set(model.site_names))
+    if unknown:
+        raise ValueError(
+            f"Unknown prior site(s) {unknown}; priors apply to the free sites "
+            f"{list(model.site_names)} (tied and fixed parameters take no prior)."
+        )
+    for name, prior in priors.items():
+        if not isinstance(prior, dist.Distribution):
+            raise ValueError(
+                f"priors[{name!r}] must be a numpyro distribution, got {type(prior).__name__}."
+            )
+        if prior.event_shape != () or prior.batch_shape != ():
+            raise ValueError(
+                f"priors[{name!r}] must be a scalar distribution, got batch shape "
+                f"{prior.batch_shape} and event shape {prior.event_shape}."
+            )
+    return dict(priors)
+
+
+def _is_concrete(value) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def peaks(
+    x: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    lineshapes: str | tuple[str, ...] = ("gaussian",),
+    baseline: str | int | None = None,
+    likelihood: str = "normal",
+    degrees_of_freedom: ArrayLike = 4.0,
+    priors: Mapping[str, dist.Distribution] | None = None,
+    ties: Mapping[str, str] | None = None,
+    fixed: Mapping[str, ArrayLike] | None = None,
+    mask: ArrayLike | None = None,
+    y_range: tuple[ArrayLike, ArrayLike] | None = None,
+) -> None:
+    """Peaks on a baseline as a NumPyro program (see the module docstring for the sites).
+
+    Args:
+        x: (M,) abscissae.
+        y: (M,) observations, or None to simulate (then give ``y_range`` for the default
+            priors).
+        lineshapes: one lineshape name per peak (:data:`gaussmix.models.lineshapes.LINESHAPES`).
+        baseline: None, "constant", "linear", "exponential" or a polynomial degree n.
+        likelihood: "normal", "student_t" (outliers; ``degrees_of_freedom``) or
+            "poisson" (counts; no ``sigma`` site).
+        degrees_of_freedom: of the StudentT likelihood.
+        priors: site name -> scalar numpyro distribution replacing the default prior.
+        ties: ``{name: target}``, e.g. ``{"peak1_sigma": "peak0_sigma"}``.
+        fixed: ``{name: value}`` parameters held at a value.
+        mask: (M,) booleans; False drops a point from the likelihood.
+        y_range: (low, high) setting the default priors' scale instead of y's range.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from numpyro.infer import Predictive
+        >>> x = np.linspace(0.0, 10.0, 50)
+        >>> draws = Predictive(peaks, num_samples=4)(
+        ...     jax.random.key(0), x, lineshapes=("gaussian", "lorentzian"),
+        ...     baseline="linear", y_range=(0.0, 5.0))
+        >>> draws["y"].shape, draws["peak1_fwhm"].shape
+        ((4, 50), (4,))
+    """
+    model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
+    user_priors = _check_priors(priors, model)
+    x = jnp.asarray(x)
+    x = x.astype(jnp.result_type(float, x))
+    if x.ndim != 1:
+        raise ValueError(f"x must be one-dimensional (M,), got shape {x.shape}.")
+    if y is not None:
+        y = jnp.asarray(y, x.dtype)
+        if y.shape != x.shape:
+            raise ValueError(f"y has shape {y.shape}; x has shape {x.shape}: give one y per x.")
+    elif y_range is None:
+        raise ValueError("Without data y, give y_range=(low, high) to scale the default priors.")
+    if mask is not None:
+        mask = jnp.asarray(mask, bool)
+        if mask.shape != x.shape:
+            raise ValueError(f"mask has shape {mask.shape}; expected {x.shape}.")
+    x_low, x_high, y_low, y_high = _data_ranges(x, y, mask, y_range)
+    site_priors = default_priors(model, (x_low, x_high), (y_low, y_high))
+    site_priors.update(user_priors)
+
+    free = {name: numpyro.sample(name, site_priors[name]) for name in model.free_names}
+    fixed = fixed or {}
+    for name in model.fixed:
+        fixed = {**fixed, name: numpyro.deterministic(name, jnp.asarray(fixed[name], x.dtype))}
+    params = resolve_parameters(model, free, fixed)
+    for name, _ in model.ties:
+        numpyro.deterministic(name, params[name])
+    for name, value in derived_quantities(model, params).items():
+        numpyro.deterministic(name, value)
+    mean = mean_curve(x, model, params)
+
+    if model.likelihood == "normal":
+        noise = numpyro.sample(NOISE_SITE, site_priors[NOISE_SITE])
+        observation = dist.Normal(mean, noise)
+    elif model.likelihood == "student_t":
+        noise = numpyro.sample(NOISE_SITE, site_priors[NOISE_SITE])
+        observation = dist.StudentT(jnp.asarray(degrees_of_freedom, x.dtype), mean, noise)
+    else:
+        if y is not None and _is_concrete(y):
+            values = np.asarray(y if mask is None else y[np.asarray(mask)])
+            if np.any(values < 0) or np.any(values != np.round(values)):
+                raise ValueError(
+                    "The Poisson likelihood needs counts: y must hold non-negative integers."
+                )
+        observation = dist.Poisson(jnp.maximum(mean, jnp.finfo(x.dtype).tiny))
+    with numpyro.plate("points", x.shape[0]):
+        context = handlers.mask(mask=mask) if mask is not None else contextlib.nullcontext()
+        with context:
+            numpyro.sample("y", observation, obs=y)
