@@ -114,10 +114,13 @@ _TAYLOR_TERMS = 18
 def _weideman(z: jax.Array) -> jax.Array:
     length = _WEIDEMAN_LENGTH
     ratio = (length + 1j * z) / (length - 1j * z)
-    coefficients = _WEIDEMAN_COEFFICIENTS.astype(z.real.dtype)
-    polynomial_value = jnp.zeros_like(z)
-    for coefficient in coefficients:
-        polynomial_value = polynomial_value * ratio + coefficient
+    coefficients = jnp.asarray(_WEIDEMAN_COEFFICIENTS, z.real.dtype)
+    polynomial_value = lax.fori_loop(
+        0,
+        coefficients.shape[0],
+        lambda k, value: value * ratio + coefficients[k],
+        jnp.zeros_like(z),
+    )
     denominator = length - 1j * z
     return 2.0 * polynomial_value / denominator**2 + (1.0 / SQRT_PI) / denominator
 
@@ -125,9 +128,10 @@ def _weideman(z: jax.Array) -> jax.Array:
 def _continued_fraction(z: jax.Array) -> jax.Array:
     """Laplace's continued fraction; near the real axis it lacks the exponentially small
     :math:`e^{-z^2}` (the real part there), which is added back."""
-    remainder = jnp.zeros_like(z)
-    for k in range(_CONTINUED_FRACTION_DEPTH, 0, -1):
-        remainder = (k / 2.0) / (z - remainder)
+    depth = _CONTINUED_FRACTION_DEPTH
+    remainder = lax.fori_loop(
+        0, depth, lambda i, remainder: ((depth - i) / 2.0) / (z - remainder), jnp.zeros_like(z)
+    )
     value = (1j / SQRT_PI) / (z - remainder)
     near_axis = z.imag < _CONTINUED_FRACTION_AXIS
     safe = jnp.where(near_axis, z, 0.0)
@@ -143,14 +147,16 @@ def _taylor_about_real_axis(z: jax.Array) -> jax.Array:
     """
     x, y = z.real, z.imag
     on_axis = jnp.exp(-(x**2)) + 1j * _weideman(x.astype(z.dtype)).imag
-    previous, current = on_axis, -2.0 * x * on_axis + 2j / SQRT_PI
-    total = on_axis + (1j * y) * current
-    power = 1j * y
-    for k in range(1, _TAYLOR_TERMS):
+    first = -2.0 * x * on_axis + 2j / SQRT_PI
+
+    def term(k, carry):
+        previous, current, power, total = carry
         previous, current = current, -2.0 * x * current - 2.0 * k * previous
         power = power * (1j * y) / (k + 1)
-        total = total + power * current
-    return total
+        return previous, current, power, total + power * current
+
+    initial = (on_axis, first, 1j * y, on_axis + (1j * y) * first)
+    return lax.fori_loop(1, _TAYLOR_TERMS, term, initial)[3]
 
 
 @jax.custom_jvp

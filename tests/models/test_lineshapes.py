@@ -1,0 +1,192 @@
+"""Lineshapes against scipy: Faddeeva/Voigt, areas (quad), FWHM (brentq), integrals."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, optimize, special
+
+from gaussmix.models.lineshapes import (
+    LINESHAPES,
+    baseline_model,
+    exponential,
+    faddeeva,
+    get_lineshape,
+    integrate_profile,
+    polynomial,
+    voigt_profile,
+)
+
+PARAMETERS = {
+    "gaussian": (2.0, 1.0, 0.7),
+    "lorentzian": (2.0, 1.0, 0.7),
+    "voigt": (2.0, 1.0, 0.7, 0.3),
+    "voigt_area": (2.0, 1.0, 0.7, 0.3),
+    "pseudo_voigt": (2.0, 1.0, 0.7, 0.4),
+    "skewed_gaussian": (2.0, 1.0, 0.7, 3.0),
+}
+
+
+def test_every_registered_lineshape_is_tested():
+    assert set(PARAMETERS) == set(LINESHAPES)
+
+
+def test_faddeeva_matches_scipy_wofz_to_1e13():
+    x = np.concatenate([-np.logspace(-3, 3, 150)[::-1], [0.0], np.logspace(-3, 3, 150)])
+    y = np.concatenate([[0.0], np.logspace(-8, 3, 120)])
+    z = (x[None, :] + 1j * y[:, None]).ravel()
+    reference = special.wofz(z)
+    value = np.asarray(jax.jit(faddeeva)(jnp.asarray(z)))
+    assert np.max(np.abs(value - reference) / np.abs(reference)) < 1e-13
+    # The real part (the Voigt profile) keeps its relative accuracy in the Gaussian tails.
+    real = np.abs(reference.real) > 1e-300
+    error = np.abs(value.real - reference.real)[real] / np.abs(reference.real)[real]
+    assert error.max() < 1e-13
+
+
+def test_faddeeva_derivative_is_the_analytic_one():
+    z = jnp.asarray(1.3 + 0.4j)
+    derivative = jax.jit(jax.jacfwd(lambda t: faddeeva(z + t)))(0.0)
+    step = 1e-6
+    numerical = (special.wofz(complex(z) + step) - special.wofz(complex(z) - step)) / (2 * step)
+    assert abs(complex(derivative) - numerical) < 1e-8
+
+
+@pytest.mark.parametrize("sigma", [0.1, 1.0, 3.0])
+@pytest.mark.parametrize("gamma", [0.0, 1e-3, 0.1, 1.0, 10.0])
+def test_voigt_profile_matches_scipy(sigma, gamma):
+    x = np.linspace(-50, 50, 2001)
+    reference = special.voigt_profile(x, sigma, gamma)
+    value = np.asarray(jax.jit(voigt_profile)(x, sigma, gamma))
+    error = np.abs(value - reference) / np.where(reference > 0, reference, 1.0)
+    core = reference > 1e-30
+    assert error[core].max() < 1e-13
+    # Deep in the Gaussian tail exp(-u^2) itself amplifies rounding by |log V|: the bound
+    # is that condition number times a few ulps (scipy's value carries the same error).
+    tail = reference > 1e-300
+    bound = 1e-13 + 8 * np.finfo(float).eps * np.abs(np.log(reference[tail]))
+    assert np.all(error[tail] < bound)
+
+
+def test_voigt_profile_in_float32_is_accurate_to_single_precision():
+    x = np.linspace(-10, 10, 201).astype(np.float32)
+    value = jax.jit(voigt_profile)(x, np.float32(1.0), np.float32(0.5))
+    assert value.dtype == jnp.float32
+    reference = special.voigt_profile(x.astype(float), 1.0, 0.5)
+    assert np.max(np.abs(np.asarray(value) - reference) / reference) < 1e-5
+
+
+@functools.cache
+def _profile(name):
+    """The lineshape with its functions compiled (scipy calls them hundreds of times)."""
+    lineshape = LINESHAPES[name]
+    compiled = lineshape._replace(
+        profile_fn=jax.jit(lineshape.profile_fn),
+        area_fn=jax.jit(lineshape.area_fn),
+        fwhm_fn=jax.jit(lineshape.fwhm_fn),
+        height_fn=jax.jit(lineshape.height_fn),
+    )
+    parameters = PARAMETERS[name]
+    return compiled, parameters, lambda x: float(compiled.profile_fn(x, *parameters))
+
+
+@pytest.mark.parametrize("name", sorted(LINESHAPES))
+def test_area_matches_quadrature(name):
+    lineshape, parameters, f = _profile(name)
+    area, _ = integrate.quad(f, -np.inf, np.inf, epsabs=0, epsrel=1e-13, limit=500)
+    assert float(lineshape.area_fn(*parameters)) == pytest.approx(area, rel=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(LINESHAPES))
+def test_height_and_fwhm_match_a_root_finder(name):
+    lineshape, parameters, f = _profile(name)
+    center = parameters[1]
+    mode = optimize.minimize_scalar(
+        lambda x: -f(x), bracket=(center - 0.5, center + 0.5), tol=1e-12
+    ).x
+    maximum = f(mode)
+    left = optimize.brentq(lambda x: f(x) - maximum / 2, mode - 50, mode, xtol=1e-14)
+    right = optimize.brentq(lambda x: f(x) - maximum / 2, mode, mode + 50, xtol=1e-14)
+    assert float(lineshape.height_fn(*parameters)) == pytest.approx(maximum, rel=1e-10)
+    assert float(lineshape.fwhm_fn(*parameters)) == pytest.approx(right - left, rel=1e-10)
+
+
+_integral = jax.jit(integrate_profile, static_argnums=0)
+
+
+@pytest.mark.parametrize("name", sorted(LINESHAPES))
+@pytest.mark.parametrize(("a", "b"), [(0.3, 2.5), (-np.inf, 1.2), (1.5, np.inf)])
+def test_integral_matches_quadrature(name, a, b):
+    _, parameters, f = _profile(name)
+    reference, _ = integrate.quad(f, a, b, epsabs=0, epsrel=1e-13, limit=500)
+    value = float(_integral(LINESHAPES[name], a, b, parameters))
+    assert value == pytest.approx(reference, rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["voigt", "skewed_gaussian"])
+def test_numerical_fwhm_has_implicit_function_derivatives(name):
+    lineshape, parameters, _ = _profile(name)
+    gradient = jax.jit(jax.grad(lambda p: LINESHAPES[name].fwhm_fn(*p)))(jnp.asarray(parameters))
+    step = 1e-6
+    for index in range(len(parameters)):
+        up = np.array(parameters, float)
+        down = up.copy()
+        up[index] += step
+        down[index] -= step
+        numerical = (float(lineshape.fwhm_fn(*up)) - float(lineshape.fwhm_fn(*down))) / (2 * step)
+        assert float(gradient[index]) == pytest.approx(numerical, rel=1e-6, abs=1e-8)
+
+
+def test_integral_over_the_real_line_has_finite_derivatives():
+    lineshape = LINESHAPES["gaussian"]
+    gradient = jax.grad(lambda p: integrate_profile(lineshape, -jnp.inf, jnp.inf, tuple(p)))(
+        jnp.asarray([2.0, 1.0, 0.7])
+    )
+    np.testing.assert_allclose(gradient, [0.7 * np.sqrt(2 * np.pi), 0.0, 2 * np.sqrt(2 * np.pi)])
+
+
+def test_lineshapes_broadcast_over_x():
+    x = np.linspace(-3, 3, 7)
+    for name in PARAMETERS:
+        lineshape, parameters, f = _profile(name)
+        values = lineshape.profile_fn(x, *parameters)
+        assert values.shape == x.shape
+        single = [f(v) for v in x]
+        np.testing.assert_allclose(values, single, rtol=1e-14)
+
+
+def test_polynomial_and_exponential_baselines():
+    x = np.linspace(-2, 3, 11)
+    coefficients = (1.0, -0.5, 0.25, 0.1)
+    np.testing.assert_allclose(polynomial(x, coefficients), np.polyval(coefficients[::-1], x))
+    np.testing.assert_allclose(exponential(x, 2.0, 0.3), 2.0 * np.exp(-0.3 * x))
+    for baseline, arguments in [(3, coefficients), ("exponential", (2.0, 0.3))]:
+        model = baseline_model(baseline)
+        reference, _ = integrate.quad(
+            lambda v, m=model, a=arguments: float(m.profile_fn(v, *a)), -1.0, 2.5
+        )
+        assert float(model.integral_fn(-1.0, 2.5, *arguments)) == pytest.approx(reference)
+    assert baseline_model("constant").parameters == ("c0",)
+    assert baseline_model("linear").parameters == ("c0", "c1")
+    assert baseline_model(None) is None
+
+
+def test_exponential_integral_at_zero_rate_is_the_constant_one():
+    model = baseline_model("exponential")
+    assert float(model.integral_fn(0.0, 2.0, 3.0, 0.0)) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: get_lineshape("gausian"), "Unknown lineshape 'gausian'"),
+        (lambda: baseline_model("quadratic"), "Unknown baseline 'quadratic'"),
+        (lambda: baseline_model(-1), "Invalid baseline -1"),
+        (lambda: baseline_model(True), "Invalid baseline True"),
+    ],
+)
+def test_unknown_names_are_value_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
