@@ -101,7 +101,7 @@ def scaling_table(max_n: float) -> list[dict]:
     from gaussmix.inference import em
 
     rows = []
-    sizes = [n for n in (10_000, 100_000, 1_000_000, 10_000_000) if n <= max_n]
+    sizes = [n for n in (10**4, 10**5, 10**6, 10**7, 10**8) if n <= max_n]
     for n_rows in sizes:
         x = jax.numpy.asarray(sample(n_rows, seed=1))
         row = {"n": n_rows}
@@ -331,6 +331,10 @@ def main() -> None:
 
     results = {"machine": cpu_name(), "cores": os.cpu_count(), "jax": version("jax")}
     print(f"machine: {results['machine']}, {results['cores']} cores; jax {results['jax']}; float64")
+    if os.environ["JAX_PLATFORMS"] != "cpu":
+        print(
+            f"parts 1 and 2 on JAX_PLATFORMS={os.environ['JAX_PLATFORMS']}; part 3 on CPU devices"
+        )
     # The out-of-core child starts first, from a parent that has not loaded JAX, so that
     # no inherited peak hides its own.
     if not arguments.skip_out_of_core:

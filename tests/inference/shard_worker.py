@@ -5,13 +5,16 @@ script in fresh interpreters. One JSON argument:
 
 - ``{"mode": "devices", "data", "weights", "out", "configs", "devices"}``: fit every
   config with :func:`fit_em_sharded` over the forced CPU devices, run :func:`shard_batch`
-  on a vmapped peak fit, save the results to ``out`` (npz).
+  on a vmapped peak fit and on the peak MAP back end's batch function
+  (:func:`gaussmix.inference.map.fit_map` with its spectra split over the devices), save
+  the results to ``out`` (npz).
 - ``{"mode": "process", "data", "out", "configs", "port", "process_id",
   "num_processes"}``: join ``jax.distributed`` on 127.0.0.1, read this process's share
   of the rows of the .npy file ``data`` and fit every config with
   :func:`fit_em_sharded` and :func:`fit_em_chunked` (process-local rows).
 """
 
+import functools
 import json
 import os
 import sys
@@ -25,6 +28,10 @@ from jax import lax
 
 jax.config.update("jax_enable_x64", True)
 
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+
+from gaussmix.inference import map as peak_map  # noqa: E402
 from gaussmix.inference import shard, streaming  # noqa: E402
 from gaussmix.models.priors import COVARIANCE_SITES  # noqa: E402
 
@@ -68,6 +75,27 @@ def peak_fit(x, y, start):
     return theta, n_iter
 
 
+def gaussian_peak(x, y=None):
+    """One Gaussian peak with Gaussian noise, as a NumPyro program for fit_map."""
+    height = numpyro.sample("height", dist.HalfNormal(10.0))
+    centre = numpyro.sample("centre", dist.Normal(0.0, 5.0))
+    width = numpyro.sample("width", dist.HalfNormal(3.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    curve = height * jnp.exp(-0.5 * ((x - centre) / width) ** 2)
+    numpyro.sample("y", dist.Normal(curve, sigma), obs=y)
+
+
+def sharded_fit_batch(devices):
+    """fit_map's compiled batch function with its spectra split over ``devices``."""
+
+    def fit_batch(model, sites, observed, family, n_slots, x, y, mask, *rest):
+        batch = functools.partial(peak_map._fit_batch, model, sites, observed, family, n_slots)
+        in_axes = (None, 0, None if mask is None else 0, 0, 0) + (None,) * 4
+        return shard.shard_batch(batch, devices=devices, in_axes=in_axes)(x, y, mask, *rest)
+
+    return fit_batch
+
+
 def devices_mode(spec: dict) -> dict:
     results = {"device_count": np.asarray(jax.device_count())}
     x = np.load(spec["data"])
@@ -98,6 +126,22 @@ def devices_mode(spec: dict) -> dict:
     results["peaks/vmapped_n_iter"] = np.asarray(reference_n_iter)
     even_theta, _ = sharded(grid, spectra[:8], starts[:8])
     results["peaks/even_devices"] = np.asarray(len(even_theta.sharding.device_set))
+    # The MAP back end itself: fit_map with its batch function split over the devices.
+    noisy = spectra + 0.05 * jax.random.normal(jax.random.key(0), spectra.shape)
+    init = {"height": 2.0, "centre": 0.0, "width": 1.0, "sigma": 0.1}
+    compiled = peak_map._fit_batch_jit
+    peak_map._fit_batch_jit = sharded_fit_batch(spec["devices"])
+    try:
+        split = peak_map.fit_map(gaussian_peak, grid, noisy, init, batch_size=2)
+    finally:
+        peak_map._fit_batch_jit = compiled
+    for name in init:
+        results[f"map/{name}"] = np.asarray(split.params[name])
+    results["map/truth"] = np.asarray(truth)
+    results["map/standard_errors"] = np.sqrt(np.diagonal(np.asarray(split.covariance), 0, -2, -1))
+    results["map/parameter_names"] = np.asarray(split.parameter_names)
+    results["map/converged"] = np.asarray(split.converged)
+    results["map/devices"] = np.asarray(len(split.params["height"].sharding.device_set))
     return results
 
 
