@@ -56,6 +56,7 @@ caption { caption-side: top; text-align: left; font-weight: 600; padding: .3em 0
 th, td { border: 1px solid #c8d3df; padding: .25em .6em; text-align: right; }
 th { background: #eaf0f6; }
 td.text, th.text { text-align: left; }
+td.text { white-space: nowrap; }
 tr:nth-child(even) td { background: #f7f9fb; }
 tr.warning td { background: #fde8e8; color: #8a1010; }
 .warning { background: #fde8e8; border-left: 4px solid #c0392b; color: #8a1010;

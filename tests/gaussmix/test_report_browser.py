@@ -147,3 +147,22 @@ def test_tables_and_images_render_in_chromium(chromium, tmp_path):
     red = np.all(pixels == WARNING_RGB, axis=-1).sum()
     assert green > 10_000, green
     assert red > 1_000, red
+
+
+def test_a_command_report_renders_in_chromium(chromium, tmp_path):
+    from gaussmix import cli, datasets
+
+    x, _ = datasets.sm1()
+    np.save(tmp_path / "sm1.npy", x)
+    out = tmp_path / "out"
+    # sm1 with two restarts, as in the CLI tests: the fit is compiled once per session.
+    argv = ["--quiet", "fit-mixture", str(tmp_path / "sm1.npy"), "--components", "1:2"]
+    code = cli.main([*argv, "--n-init", "2", "--out", str(out)])
+    assert code == 0
+    seen = rendered(chromium, out / "report.html", tmp_path)
+    page = (out / "report.html").read_text()
+    assert len(seen["images"]) == page.count("<img") == 2
+    assert all(i["complete"] and i["width"] > 100 and i["height"] > 100 for i in seen["images"])
+    # Selection table (2 rows), EM fit (8 rows), components (2 rows).
+    assert [t["rows"] for t in seen["tables"]] == [2, 8, 2]
+    assert all(t["height"] > 0 for t in seen["tables"])

@@ -1,0 +1,620 @@
+"""The ``gaussmix`` command: success paths, and every bad-input path ending as exit code 2
+with exactly one line on stderr, no traceback and no output folder left behind."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gaussmix import cli
+
+EXIT_USAGE = 2
+
+
+def run_main(capsys, *argv):
+    """Run the command in-process; returns (exit code, stdout, stderr lines)."""
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip().splitlines()
+
+
+def assert_usage_error(capsys, out: Path, *argv, match: str):
+    code, _, err = run_main(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    assert err[0].startswith("gaussmix"), err[0]
+    assert match.lower() in err[0].lower(), err[0]
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.*")), "temporary folder left behind"
+    return err[0]
+
+
+@pytest.fixture
+def two_blobs():
+    """Two separated 2-D Gaussian clusters, 60 points each (exactly as written)."""
+    rng = np.random.default_rng(0)
+    return np.concatenate(
+        [rng.normal([0.0, 0.0], 0.5, (60, 2)), rng.normal([4.0, 4.0], 0.5, (60, 2))]
+    )
+
+
+def write_csv(path: Path, header: str, rows) -> Path:
+    lines = [header, *(",".join(str(v) for v in row) for row in rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- argument parsing ------------------------------------------------------------------
+
+
+def test_components_accepts_a_count_and_an_inclusive_range():
+    parser = cli.build_parser()
+    args = parser.parse_args(["fit-mixture", "d.csv", "--components", "3", "--out", "o"])
+    assert args.components == (3,)
+    args = parser.parse_args(["fit-mixture", "d.csv", "--components", "1:10", "--out", "o"])
+    assert args.components == tuple(range(1, 11))
+    assert args.covariance == "full" and args.backend == "em" and args.quiet is False
+
+
+def test_quiet_before_or_after_the_command():
+    parser = cli.build_parser()
+    base = ["d.csv", "--components", "2", "--out", "o"]
+    assert parser.parse_args(["--quiet", "fit-mixture", *base]).quiet is True
+    assert parser.parse_args(["fit-mixture", *base, "--quiet"]).quiet is True
+
+
+def test_fit_peaks_takes_several_y_columns_and_a_peak_list():
+    args = cli.build_parser().parse_args(
+        [
+            *("fit-peaks", "s.csv", "--x", "t", "--y", "a", "b"),
+            *("--peaks", "gaussian,Lorentzian", "--baseline", "linear"),
+            *("--backend", "mcmc", "--out", "o"),
+        ]
+    )
+    assert args.y == ["a", "b"]
+    assert args.peaks == ("gaussian", "lorentzian")
+    assert args.baseline == "linear" and args.backend == "mcmc"
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["fit-mixture", "d.csv", "--components", "2", "--out", "o", "--bogus"], "unrecognized"),
+        (["fit-mixture", "d.csv", "--out", "o"], "--components"),
+        (["fit-mixture", "d.csv", "--components", "0", "--out", "o"], "must be >= 1"),
+        (["fit-mixture", "d.csv", "--components", "5:2", "--out", "o"], "A <= B"),
+        (["fit-mixture", "d.csv", "--components", "a:b", "--out", "o"], "1:10"),
+        (["fit-mixture", "d.csv", "--components", "2", "--covariance", "x", "--out", "o"], "x"),
+        (["fit-peaks", "s.csv", "--x", "t", "--out", "o"], "--y"),
+        (
+            ["fit-peaks", "s.csv", "--x", "t", "--y", "a", "--peaks", "gaussian,", "--out", "o"],
+            "e.g.",
+        ),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_argument_errors_are_one_line_exit_2(capsys, tmp_path, argv, match):
+    assert_usage_error(capsys, tmp_path / "o", *argv, match=match)
+
+
+def test_help_exits_zero(capsys):
+    assert cli.main(["fit-mixture", "--help"]) == 0
+    assert "--components" in capsys.readouterr().out
+
+
+# -- data errors -----------------------------------------------------------------------
+
+
+def test_missing_file(capsys, tmp_path):
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys,
+        out,
+        "fit-mixture",
+        tmp_path / "nope.csv",
+        "--components",
+        "2",
+        "--out",
+        out,
+        match="no such file",
+    )
+
+
+def test_ragged_csv_names_the_line(capsys, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n3,4,5\n")
+    out = tmp_path / "out"
+    line = assert_usage_error(
+        capsys, out, "fit-mixture", data, "--components", "1", "--out", out, match="line 3"
+    )
+    assert "3 fields" in line
+
+
+def test_binary_file_is_unreadable(capsys, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys, out, "fit-mixture", data, "--components", "1", "--out", out, match="not UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "empty"),
+        ("a,b\n", "no data rows"),
+        ("1,2\n3,4\n", "header row"),
+        ("a,a\n1,2\n", "distinct"),
+    ],
+)
+def test_csv_without_usable_rows(capsys, tmp_path, text, match):
+    data = tmp_path / "d.csv"
+    data.write_text(text)
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys, out, "fit-mixture", data, "--components", "1", "--out", out, match=match
+    )
+
+
+def test_non_numeric_column_is_named_with_its_line(capsys, tmp_path):
+    data = write_csv(tmp_path / "d.csv", "a,species", [[1.0, "setosa"], [2.0, "virginica"]])
+    out = tmp_path / "out"
+    line = assert_usage_error(
+        capsys, out, "fit-mixture", data, "--components", "1", "--out", out, match="'species'"
+    )
+    assert "line 2" in line and "--columns" in line
+
+
+def test_unknown_column_lists_the_columns(capsys, tmp_path):
+    data = write_csv(tmp_path / "d.csv", "a,b", [[1.0, 2.0], [2.0, 3.0]])
+    out = tmp_path / "out"
+    line = assert_usage_error(
+        capsys,
+        out,
+        "fit-mixture",
+        data,
+        "--components",
+        "1",
+        "--columns",
+        "c",
+        "--out",
+        out,
+        match="no such column",
+    )
+    assert "a, b" in line
+
+
+def test_nan_rows_are_reported_with_row_and_line_numbers(capsys, tmp_path):
+    rows = [[1.0, 2.0], [np.nan, 1.0], [3.0, 4.0], [5.0, ""], [6.0, 7.0]]
+    data = write_csv(tmp_path / "d.csv", "a,b", rows)
+    out = tmp_path / "out"
+    line = assert_usage_error(
+        capsys, out, "fit-mixture", data, "--components", "1", "--out", out, match="--drop-nan"
+    )
+    assert "2 rows 2, 4 (file lines 3, 5)" in line
+
+
+def test_nan_rows_in_npy_are_reported_by_index(capsys, tmp_path):
+    array = np.ones((6, 2))
+    array[[1, 4], 0] = np.nan
+    np.save(tmp_path / "d.npy", array)
+    out = tmp_path / "out"
+    line = assert_usage_error(
+        capsys,
+        out,
+        "fit-mixture",
+        tmp_path / "d.npy",
+        "--components",
+        "1",
+        "--out",
+        out,
+        match="--drop-nan",
+    )
+    assert "rows 1, 4 (0-based" in line
+
+
+def test_infinite_values_stop_even_with_drop_nan(capsys, tmp_path):
+    data = write_csv(tmp_path / "d.csv", "a,b", [[1.0, 2.0], ["inf", 1.0], [3.0, 4.0]])
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys,
+        out,
+        "fit-mixture",
+        data,
+        "--components",
+        "1",
+        "--drop-nan",
+        "--out",
+        out,
+        match="infinite values in row 2",
+    )
+
+
+def test_more_components_than_rows(capsys, tmp_path):
+    data = write_csv(tmp_path / "d.csv", "a,b", np.arange(10.0).reshape(5, 2))
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys,
+        out,
+        "fit-mixture",
+        data,
+        "--components",
+        "2:6",
+        "--out",
+        out,
+        match="--components 6 needs at least 6 rows",
+    )
+
+
+def test_more_components_than_rows_left_after_drop_nan(capsys, tmp_path):
+    data = write_csv(tmp_path / "d.csv", "a,b", [[1.0, 2.0], [np.nan, 1.0], [3.0, 4.0]])
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys,
+        out,
+        "fit-mixture",
+        data,
+        "--components",
+        "3",
+        "--drop-nan",
+        "--out",
+        out,
+        match="after omitting rows with NaN",
+    )
+
+
+@pytest.mark.parametrize(
+    ("array", "match"),
+    [
+        (np.array(["a", "b"]), "not numbers"),
+        (np.array([{"a": 1}], dtype=object), "Python objects"),
+        (np.ones((2, 2, 2)), "shape (2, 2, 2)"),
+        (np.ones((0, 2)), "empty"),
+    ],
+)
+def test_unusable_npy(capsys, tmp_path, array, match):
+    path = tmp_path / "d.npy"
+    np.save(path, array, allow_pickle=True)
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys, out, "fit-mixture", path, "--components", "1", "--out", out, match=match
+    )
+
+
+def test_corrupt_npy(capsys, tmp_path):
+    path = tmp_path / "d.npy"
+    path.write_bytes(b"\x93NUMPY garbage")
+    out = tmp_path / "out"
+    assert_usage_error(
+        capsys, out, "fit-mixture", path, "--components", "1", "--out", out, match="cannot read"
+    )
+
+
+def test_out_refuses_a_folder_that_is_not_ours(capsys, tmp_path, two_blobs):
+    data = tmp_path / "d.npy"
+    np.save(data, two_blobs)
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep me")
+    code, _, err = run_main(capsys, "fit-mixture", data, "--components", "2", "--out", out)
+    assert code == EXIT_USAGE and len(err) == 1 and "does not hold gaussmix results" in err[0]
+    assert (out / "thesis.tex").read_text() == "keep me"
+
+
+# -- reading tables --------------------------------------------------------------------
+
+
+def test_read_table_selects_numeric_columns_by_name_or_index(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("label;a;b\nx;1.5;2\ny;3;NA\n")
+    table = cli.read_table(path, ["b", "1"])
+    assert table.columns == ["b", "a"]
+    np.testing.assert_array_equal(table.values, [[2.0, 1.5], [np.nan, 3.0]])
+    assert table.lines.tolist() == [2, 3]
+
+
+def test_read_table_whitespace_and_drop_missing(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_text("a b\n1 2\n\n3 nan\n5 6\n")
+    table = cli.drop_missing(cli.read_table(path), drop=True)
+    np.testing.assert_array_equal(table.values, [[1.0, 2.0], [5.0, 6.0]])
+    assert table.dropped == [2]
+    assert table.lines.tolist() == [2, 5]
+
+
+# -- atomic output ---------------------------------------------------------------------
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    destination = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(RuntimeError), cli.atomic_output(destination) as folder:
+        (folder / "results.json").write_text("{}")
+        raise RuntimeError("fit failed")
+    assert not (tmp_path / "new").exists()
+
+
+def test_atomic_output_replaces_an_earlier_run_only_at_the_end(tmp_path):
+    destination = tmp_path / "out"
+    destination.mkdir()
+    (destination / "results.json").write_text('{"old": true}')
+    with cli.atomic_output(destination) as folder:
+        assert (destination / "results.json").read_text() == '{"old": true}'
+        (folder / "results.json").write_text('{"new": true}')
+    assert json.loads((destination / "results.json").read_text()) == {"new": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_output_replaces_a_folder_of_old_figures_only(tmp_path):
+    destination = tmp_path / "demo"
+    destination.mkdir()
+    (destination / "sm1.png").write_bytes(b"old")
+    with cli.atomic_output(destination) as folder:
+        (folder / "report.html").write_text("new")
+    assert sorted(p.name for p in destination.iterdir()) == ["report.html"]
+    (destination / "notes.txt").write_text("mine")
+    with pytest.raises(cli.UsageError, match="does not hold gaussmix results"):
+        with cli.atomic_output(destination):
+            pass
+    assert (destination / "notes.txt").exists()
+
+
+def test_atomic_output_keeps_the_earlier_run_on_failure(tmp_path):
+    destination = tmp_path / "out"
+    destination.mkdir()
+    (destination / "results.json").write_text('{"old": true}')
+    with pytest.raises(KeyboardInterrupt), cli.atomic_output(destination) as folder:
+        (folder / "results.json").write_text('{"new": true}')
+        raise KeyboardInterrupt
+    assert (destination / "results.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# -- the exit-code contract in a real process ------------------------------------------
+
+
+def test_subprocess_bad_input_is_one_line_and_exit_2(tmp_path):
+    out = tmp_path / "out"
+    for argv in (
+        ["fit-mixture", str(tmp_path / "missing.csv"), "--components", "2", "--out", str(out)],
+        ["fit-mixture", "--no-such-option"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "gaussmix.cli", *argv],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert result.returncode == EXIT_USAGE, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("gaussmix") and "Traceback" not in result.stderr
+        assert result.stdout == ""
+    assert not out.exists()
+
+
+# -- success paths ---------------------------------------------------------------------
+# The data and settings match the quick demo's (sm1 and stretched, 400 points, two EM
+# restarts, NUTS 2 x (40 + 40); three Gaussian peaks on a linear baseline, 200 points),
+# so that JAX compiles each fit once for the whole module.
+
+NUTS_OPTIONS = ("--num-warmup", "40", "--num-samples", "40", "--num-chains", "2")
+
+
+def strict_json(path: Path):
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def assert_page(folder: Path, images: int):
+    page = (folder / "report.html").read_text()
+    assert page.count("<img") == images
+    assert page.count('src="data:image/png;base64,') == images
+    assert "<script" not in page
+    return page
+
+
+def test_demo_quick_writes_the_tour(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, stdout, err = run_main(capsys, "demo", "--quick", "--out", out)
+    assert code == 0, err
+    assert "report.html" in stdout
+    results = strict_json(out / "results.json")
+    assert set(results) >= {"em", "kmeans", "selection", "nuts", "peaks", "timings", "versions"}
+    # The mixture recovers the generating clusters where k-means cannot.
+    assert results["kmeans"]["mixture_ari"] > 0.9 > results["kmeans"]["kmeans_ari"]
+    assert results["em"]["sm1"]["adjusted_rand_index"] == pytest.approx(1.0)
+    nuts = results["nuts"]
+    assert {row["parameter"] for row in nuts["summary"]} >= {"weights[0]", "means[1, 1]"}
+    assert nuts["diagnostics"]["num_chains"] == 2 and nuts["diagnostics"]["num_draws"] == 40
+    peaks = results["peaks"]
+    if "curve_fit" in peaks["two_gaussians"]:
+        np.testing.assert_allclose(
+            peaks["two_gaussians"]["gaussmix"]["rss"],
+            peaks["two_gaussians"]["curve_fit"]["rss"],
+            rtol=1e-6,
+        )
+    page = assert_page(out, images=8)
+    assert "NUTS on sm1" in page and "two-Gaussian example" in page
+    for name in ("model-sm1.npz", "model-peaks.npz", "datasets.png", "peaks-nuts.png"):
+        assert (out / name).is_file()
+    assert list(out.glob("posterior*.nc")) and list(out.glob("posterior-peaks*.nc"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+@pytest.fixture(scope="module")
+def sm1():
+    from gaussmix import datasets
+
+    return datasets.sm1()[0]
+
+
+def test_fit_mixture_em_matches_scikit_learn_and_npy_matches_csv(capsys, tmp_path, sm1):
+    from sklearn.mixture import GaussianMixture as Reference
+
+    from gaussmix import load
+
+    # Two rows with missing values, omitted by --drop-nan: the fit sees sm1 itself.
+    rows = np.insert(sm1.astype(object), [5, 300], [["", 1.0], [2.0, "nan"]], axis=0)
+    write_csv(tmp_path / "sm1.csv", "u,v", rows)
+    np.save(tmp_path / "sm1.npy", sm1)
+    argv = ("--components", "2", "--n-init", "2")
+    code, out, err = run_main(
+        capsys, "fit-mixture", tmp_path / "sm1.csv", *argv, "--drop-nan", "--out", tmp_path / "csv"
+    )
+    assert code == 0, err
+    assert "report.html" in out
+    results = strict_json(tmp_path / "csv" / "results.json")
+    assert results["data"]["columns"] == ["u", "v"] and results["data"]["n_rows"] == 400
+    assert results["data"]["dropped_rows"] == [6, 302]
+    assert set(results["versions"]) >= {"gaussmix", "jax", "numpyro", "arviz", "numpy"}
+    em = results["em"]
+    reference = Reference(2, covariance_type="full", tol=1e-10, max_iter=1000).fit(sm1)
+    order = np.argsort(np.asarray(em["parameters"]["means"])[:, 0])
+    reference_order = np.argsort(reference.means_[:, 0])
+    np.testing.assert_allclose(
+        np.asarray(em["parameters"]["means"])[order], reference.means_[reference_order], rtol=1e-3
+    )
+    np.testing.assert_allclose(em["bic"], reference.bic(sm1), rtol=1e-5)
+    model = load(tmp_path / "csv" / "model.npz")
+    np.testing.assert_array_equal(model.means_, em["parameters"]["means"])
+    assert_page(tmp_path / "csv", images=1)
+
+    code, out, err = run_main(
+        capsys, "--quiet", "fit-mixture", tmp_path / "sm1.npy", *argv, "--out", tmp_path / "npy"
+    )
+    assert code == 0, err
+    assert out == ""
+    assert strict_json(tmp_path / "npy" / "results.json")["em"] == em
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["csv", "npy", "sm1.csv", "sm1.npy"]
+
+
+def test_fit_mixture_sweep_chooses_k_by_bic(capsys, tmp_path):
+    from gaussmix import datasets
+
+    x, _ = datasets.stretched()
+    np.save(tmp_path / "d.npy", x)
+    code, _, err = run_main(
+        capsys, "fit-mixture", tmp_path / "d.npy", "--components", "1:3", "--n-init", "2",
+        "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    results = strict_json(tmp_path / "out" / "results.json")
+    selection = results["selection"]
+    assert [row["n_components"] for row in selection["rows"]] == [1, 2, 3]
+    bic = [row["bic"] for row in selection["rows"]]
+    assert selection["best"] == 1 + int(np.argmin(bic)) == results["em"]["n_components"]
+    # K = 1 has a closed form: the sample mean and the (biased) sample covariance.
+    covariance = np.cov(x.T, bias=True) + 1e-6 * np.eye(2)
+    centred = x - x.mean(axis=0)
+    log_likelihood = -0.5 * np.sum(centred @ np.linalg.inv(covariance) * centred) - 0.5 * len(x) * (
+        2 * np.log(2 * np.pi) + np.linalg.slogdet(covariance)[1]
+    )
+    assert selection["rows"][0]["log_likelihood"] == pytest.approx(log_likelihood, rel=1e-9)
+    assert bic[0] == pytest.approx(-2 * log_likelihood + 5 * np.log(len(x)), rel=1e-9)
+    assert_page(tmp_path / "out", images=2)
+
+
+def test_fit_mixture_mcmc_writes_the_posterior(capsys, tmp_path, sm1):
+    import xarray
+
+    np.save(tmp_path / "sm1.npy", sm1)
+    code, _, err = run_main(
+        capsys, "fit-mixture", tmp_path / "sm1.npy", "--components", "2", "--n-init", "2",
+        "--backend", "mcmc", *NUTS_OPTIONS, "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    results = strict_json(tmp_path / "out" / "results.json")
+    posterior = results["posterior"]
+    files = posterior["files"]
+    assert files and all((tmp_path / "out" / name).is_file() for name in files)
+    if "posterior.nc" in files:  # NetCDF-4 (h5netcdf or netCDF4 installed)
+        opened = xarray.open_datatree(tmp_path / "out" / "posterior.nc")["posterior"]
+    else:  # one NetCDF-3 file per group
+        opened = xarray.open_dataset(tmp_path / "out" / "posterior.posterior.nc", engine="scipy")
+    assert opened.sizes["chain"] == 2 and opened.sizes["draw"] == 40
+    rows = {row["parameter"]: row for row in posterior["summary"]}
+    # The EM column is the EM fit, in the posterior's labelling.
+    em_means = np.asarray(results["em"]["parameters"]["means"])
+    for k in range(2):
+        assert rows[f"means[{k}, 0]"]["EM estimate"] in em_means[:, 0]
+        assert (
+            abs(rows[f"means[{k}, 0]"]["EM estimate"] - rows[f"means[{k}, 0]"]["posterior mean"])
+            < 1.0
+        )
+    assert "covariances[0, 0, 1]" not in rows  # the upper triangle repeats the lower one
+    page = assert_page(tmp_path / "out", images=2)
+    assert "NUTS: diagnostics" in page
+
+
+def write_spectra(path: Path, seed: int = 0):
+    """Two spectra of three Gaussian peaks on a linear baseline (the demo's generator)."""
+    x, spectra = cli._synthetic_spectra(2, 200, seed)
+    np.savetxt(path, np.column_stack([x, spectra.T]), delimiter=",", header="t,a,b", comments="")
+    return x, spectra
+
+
+def test_fit_peaks_batch_matches_curve_fit(capsys, tmp_path):
+    pytest.importorskip("scipy")
+    x, spectra = write_spectra(tmp_path / "s.csv")
+    code, _, err = run_main(
+        capsys, "fit-peaks", tmp_path / "s.csv", "--x", "t", "--y", "a", "b",
+        "--peaks", "gaussian,gaussian,gaussian", "--baseline", "linear", "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    results = strict_json(tmp_path / "out" / "results.json")
+    fitted = results["map"]
+    assert [row["spectrum"] for row in fitted["statistics"]] == ["a", "b"]
+    truth = dict(
+        zip(
+            [f"peak{i}_{p}" for i in range(3) for p in ("height", "center", "sigma")]
+            + ["baseline_c0", "baseline_c1"],
+            [*np.ravel(cli._SPECTRUM_PEAKS), *cli._SPECTRUM_BASELINE],
+            strict=True,
+        )
+    )
+    for index in range(2):
+        values, _, rss = cli._curve_fit(x, spectra[index], truth, 3, 1)
+        assert fitted["statistics"][index]["converged"]
+        assert fitted["statistics"][index]["rss"] == pytest.approx(rss, rel=1e-6)
+        for name, value in values.items():
+            assert fitted["params"][name][index] == pytest.approx(value, rel=1e-4, abs=1e-6)
+    from gaussmix import load
+
+    fit = load(tmp_path / "out" / "model.npz")
+    np.testing.assert_allclose(fit.rss, [row["rss"] for row in fitted["statistics"]])
+    assert_page(tmp_path / "out", images=2)
+
+
+def test_fit_peaks_mcmc_one_spectrum(capsys, tmp_path):
+    write_spectra(tmp_path / "s.csv")
+    code, _, err = run_main(
+        capsys, "fit-peaks", tmp_path / "s.csv", "--x", "0", "--y", "a",
+        "--peaks", "gaussian,gaussian,gaussian", "--baseline", "linear", "--backend", "mcmc",
+        *NUTS_OPTIONS, "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    results = strict_json(tmp_path / "out" / "results.json")
+    rows = {row["parameter"]: row for row in results["posterior"]["a"]["summary"]}
+    assert rows["peak1_center"]["MAP estimate"] == pytest.approx(
+        results["map"]["params"]["peak1_center"]
+    )
+    assert abs(rows["peak1_center"]["posterior mean"] - cli._SPECTRUM_PEAKS[1][1]) < 1.0
+    assert_page(tmp_path / "out", images=2)
+
+
+def test_a_failing_fit_leaves_no_output(capsys, tmp_path):
+    write_spectra(tmp_path / "s.csv")
+    out = tmp_path / "out"
+    line = assert_usage_error(
+        capsys, out, "fit-peaks", tmp_path / "s.csv", "--x", "t", "--y", "a",
+        "--peaks", "gaussian,banana", "--out", out, match="banana",
+    )  # fmt: skip
+    assert line.startswith("gaussmix fit-peaks: error:")
