@@ -358,7 +358,10 @@ def test_more_restarts_never_lower_the_bound():
         kwargs = dict(n_components=K, init_params="random", max_iter=100, seed=seed)
         one = fit_em(x, n_init=1, **kwargs)
         many = fit_em(x, n_init=3, **kwargs)
-        assert float(many.lower_bound) >= float(one.lower_bound)
+        # restart 0 of n_init=3 is the n_init=1 fit (batched arithmetic: rounding apart)
+        assert float(many.lower_bound) >= float(one.lower_bound) - 1e-12 * abs(
+            float(one.lower_bound)
+        )
 
 
 @pytest.mark.parametrize("init_params", em.INIT_PARAMS)
@@ -384,17 +387,10 @@ def test_second_call_with_same_shapes_does_not_retrace(monkeypatch):
 
     monkeypatch.setattr(em, "_fit_dataset", counting)
     x = np.random.default_rng(0).normal(size=(37, 2))  # a shape no other test uses
-    fit_em(x, n_components=2, covariance_type="spherical", max_iter=5, seed=0)
+    kwargs = dict(n_components=2, covariance_type="spherical", init_params="random_from_data")
+    fit_em(x, max_iter=5, seed=0, **kwargs)
     assert len(traces) == 1
-    fit_em(
-        x + 1.0,
-        n_components=2,
-        covariance_type="spherical",
-        max_iter=5,
-        seed=1,
-        tol=1e-5,
-        reg_covar=1e-4,
-    )
+    fit_em(x + 1.0, max_iter=5, seed=1, tol=1e-5, reg_covar=1e-4, **kwargs)
     assert len(traces) == 1
 
 
