@@ -54,7 +54,7 @@ def test_sample_weights_enter_the_criterion():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"criterion": "loo"}, "Unknown criterion 'loo'"),
+        ({"criterion": "waic"}, "Unknown criterion 'waic'"),
         ({"n_components": [0, 1]}, "int >= 1"),
         ({"n_components": []}, "empty"),
     ],
