@@ -848,6 +848,7 @@ def _posterior_section_named(
 ) -> dict[str, Any]:
     """NetCDF files, the point estimate next to the posterior, and the diagnostics
     (:func:`gaussmix.inference.diagnostics.diagnose`), every failed check a warning."""
+    from gaussmix import point_versus_posterior
     from gaussmix.inference.diagnostics import diagnose
 
     files = write_posterior(tree, run.folder, file_name)
@@ -856,7 +857,6 @@ def _posterior_section_named(
     diagnostics = diagnose(tree, ess_threshold=_ess_threshold(chains), warn=False)
     thresholds = diagnostics.thresholds
     table = diagnostics.table
-    points = dict(label_value for name in point for label_value in _indexed(name, point[name]))
     columns = [
         "parameter",
         label,
@@ -864,36 +864,34 @@ def _posterior_section_named(
         "posterior sd",
         "3 %",
         "97 %",
+        f"{label.split()[0]} in interval",
         "R-hat",
         "ESS bulk",
         "ESS tail",
         "MCSE mean",
     ]
-    order = {name: index for index, name in enumerate(point)}
-    entries = sorted(
-        (
-            (str(parameter), entry)
-            for parameter, entry in table.iterrows()
-            if _base_name(str(parameter)) in order and not _upper_triangle(str(parameter))
-        ),
-        key=lambda item: order[_base_name(item[0])],
-    )
+    side_by_side = point_versus_posterior(point, tree, ci_prob=0.94)
     rows, flags = [], []
-    for parameter, entry in entries:
-        r_hat = float(entry["r_hat"])
-        ess = min(float(entry["ess_bulk"]), float(entry["ess_tail"]))
+    for parameter, entry in side_by_side.iterrows():
+        parameter = str(parameter)
+        if _upper_triangle(parameter):
+            continue
+        convergence = table.loc[parameter]
+        r_hat = float(convergence["r_hat"])
+        ess = min(float(convergence["ess_bulk"]), float(convergence["ess_tail"]))
         rows.append(
             [
                 parameter,
-                points.get(parameter, math.nan),
+                float(entry["point"]),
                 float(entry["mean"]),
                 float(entry["sd"]),
-                float(entry["eti94_lb"]),
-                float(entry["eti94_ub"]),
+                float(entry["lower"]),
+                float(entry["upper"]),
+                bool(entry["inside"]),
                 r_hat,
-                float(entry["ess_bulk"]),
-                float(entry["ess_tail"]),
-                float(entry["mcse_mean"]),
+                float(convergence["ess_bulk"]),
+                float(convergence["ess_tail"]),
+                float(convergence["mcse_mean"]),
             ]
         )
         flags.append(
@@ -1082,25 +1080,6 @@ def _sample_mixture(model: Any, x: np.ndarray, settings: dict[str, int], seed: i
     )
 
 
-def _aligned_point(point: dict[str, np.ndarray], tree: Any) -> dict[str, np.ndarray]:
-    """The point estimate with its components in the posterior's labelling.
-
-    The draws are relabeled to a reference (the EM answer, sorted by mean in 1-D), stored
-    as ``reference_means`` in the ``mixture`` group; components are matched by means."""
-    if "mixture" not in tree.children or "reference_means" not in tree["mixture"]:
-        return point
-    reference = np.asarray(tree["mixture"]["reference_means"].values)
-    means = point["means"]
-    distances = np.linalg.norm(reference[:, None, :] - means[None, :, :], axis=-1)
-    order = np.argmin(distances, axis=1)
-    if sorted(order.tolist()) != list(range(len(means))):
-        return point
-    return {
-        name: value if name == "covariance" else np.asarray(value)[order]
-        for name, value in point.items()
-    }
-
-
 def _select_components(
     run: _Run, x: np.ndarray, components: Sequence[int], args: argparse.Namespace, progress_bar
 ):
@@ -1126,10 +1105,9 @@ def _select_components(
 def _select_by_loo(
     run: _Run, x: np.ndarray, components: Sequence[int], args: argparse.Namespace, progress_bar
 ):
-    """Every K by EM then NUTS, compared by PSIS-LOO (ArviZ); the best's fit and posterior."""
-    import arviz
-
-    from gaussmix import GaussianMixture
+    """Every K by EM then NUTS, compared by PSIS-LOO (:func:`gaussmix.compare`); the best's
+    fit and posterior."""
+    from gaussmix import GaussianMixture, compare
 
     settings = _nuts_settings(args)
     run.report.paragraph(
@@ -1149,7 +1127,7 @@ def _select_by_loo(
             trees[f"K={k}"] = _sample_mixture(model, x, settings, args.seed, progress_bar)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        comparison = arviz.compare(trees, round_to="none")
+        comparison = compare(trees)
     columns = ["elpd", "se", "p", "elpd_diff", "dse", "weight"]
     rows = [
         [str(name), *(float(comparison.loc[name, column]) for column in columns)]
@@ -1202,8 +1180,7 @@ def _mixture_posterior(
     run: _Run, model: Any, tree: Any, x: np.ndarray, columns: Sequence[str], title: str
 ) -> dict[str, Any]:
     """Report a mixture posterior next to its EM fit; returns its results."""
-    point = _aligned_point(_mixture_point(model), tree)
-    results = _posterior_section(run, tree, point, title, "EM estimate")
+    results = _posterior_section(run, tree, _mixture_point(model), title, "EM estimate")
     if x.shape[1] >= 2:
         run.figure(
             _posterior_mixture_figure(tree, x, columns, f"{title}: posterior draws"),

@@ -375,6 +375,23 @@ def test_atomic_output_keeps_the_earlier_run_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+# -- progress bars ---------------------------------------------------------------------
+
+
+def test_progress_bars_only_on_a_terminal_outside_ci_and_not_quiet(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert cli._show_progress(SimpleNamespace(quiet=False)) is True
+    assert cli._show_progress(SimpleNamespace(quiet=True)) is False
+    monkeypatch.setenv("CI", "true")
+    assert cli._show_progress(SimpleNamespace(quiet=False)) is False
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert cli._show_progress(SimpleNamespace(quiet=False)) is False
+
+
 # -- the exit-code contract in a real process ------------------------------------------
 
 

@@ -134,3 +134,25 @@ def test_bad_files_are_refused(tmp_path, models):
     np.savez(tmp_path / "evil.npz", header=np.array(json.dumps(header)), **arrays)
     with pytest.raises(ValueError, match="unknown class"):
         load(tmp_path / "evil.npz")
+
+
+def test_peak_fit_round_trip_predicts_exactly(tmp_path):
+    from gaussmix import PeakFit, fit_peaks
+
+    # The reference material's two-Gaussian example (as in the demo).
+    x = np.arange(10.0)
+    y = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    start = {"peak0_height": 3, "peak0_center": 3, "peak0_sigma": 1}
+    start.update(peak1_height=4, peak1_center=6, peak1_sigma=1)
+    fit = fit_peaks(x, y, ("gaussian", "gaussian"), init=start)
+    loaded = load(save(fit, tmp_path / "peaks.npz"))
+    assert type(loaded) is PeakFit and loaded.posterior is None
+    assert loaded.lineshapes == fit.lineshapes and loaded.baseline == fit.baseline
+    grid = np.linspace(-1.0, 10.0, 57)
+    np.testing.assert_array_equal(loaded.predict(grid), fit.predict(grid))
+    for name, curve in fit.components(grid).items():
+        np.testing.assert_array_equal(loaded.components(grid)[name], curve)
+    assert loaded.params == fit.params and loaded.stderr == fit.stderr
+    np.testing.assert_array_equal(loaded.covariance, fit.covariance)
+    assert loaded.report() == fit.report()
+    assert loaded.integrate(0.0, 9.0) == fit.integrate(0.0, 9.0)
