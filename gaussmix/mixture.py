@@ -560,6 +560,73 @@ class GaussianMixture(EstimatorBase):
             params["scales"] = self._scales
         return params
 
+    def sample_posterior(
+        self,
+        X: ArrayLike,
+        *,
+        num_warmup: int = 1000,
+        num_samples: int = 1000,
+        num_chains: int = 4,
+        random_state=None,
+        progress_bar: bool | None = None,
+        sample_weight: ArrayLike | None = None,
+    ):
+        """NUTS posterior of :func:`gaussmix.models.gaussian_mixture` on ``X``.
+
+        The program always carries a proper prior: its conjugate default when
+        ``priors`` is ``None`` or ``"default"``, else the user's ``priors``. Chains start
+        from this estimator's fitted parameters (fitting first when it is not fitted) and
+        the draws are relabeled to its labelling, so ``posterior["means"][..., k, :]``
+        matches ``means_[k]``.
+
+        Args:
+            X: (N, D) data.
+            num_warmup, num_samples, num_chains: NUTS settings.
+            random_state: None, int or RandomState seeding the chains (default: the
+                estimator's ``random_state``).
+            progress_bar: a tqdm bar; default only on a terminal.
+            sample_weight: (N,) non-negative weights multiplying each point's
+                log-likelihood.
+
+        Returns:
+            An ``xarray.DataTree`` with groups ``posterior`` (``weights``, ``means`` and
+            the covariance site), ``sample_stats``, ``log_likelihood`` (marginal,
+            pointwise), ``observed_data`` and ``mixture`` (posterior-averaged
+            ``responsibilities`` (N, K)); see
+            :func:`gaussmix.inference.mcmc.sample_mixture`.
+
+        Example:
+            >>> import numpy as np
+            >>> rng = np.random.default_rng(0)
+            >>> X = np.concatenate([rng.normal(-3, 1, (100, 1)), rng.normal(3, 1, (100, 1))])
+            >>> gm = GaussianMixture(2, covariance_type="spherical", random_state=0).fit(X)
+            >>> tree = gm.sample_posterior(X, num_warmup=200, num_samples=200, num_chains=2,
+            ...                            progress_bar=False)
+            >>> bool(np.allclose(tree.posterior["means"].mean(("chain", "draw")), gm.means_,
+            ...                  atol=0.5))
+            True
+        """
+        from gaussmix.inference.mcmc import sample_mixture
+
+        if not self.__sklearn_is_fitted__():
+            self.fit(X, sample_weight=sample_weight)
+        X = self._validate_data(X, reset=False)
+        seed = seed_from_random_state(self.random_state if random_state is None else random_state)
+        init = {name: jnp.asarray(value, X.dtype) for name, value in self.params_.items()}
+        return sample_mixture(
+            X,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            priors=None if self.priors in (None, "default") else self.priors,
+            sample_weight=sample_weight,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            seed=seed,
+            progress_bar=progress_bar,
+            init=init,
+        )
+
     def _log_resp(self, X: np.ndarray):
         norm, log_resp = _log_responsibilities(
             jnp.asarray(X),
