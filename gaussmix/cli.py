@@ -1700,6 +1700,15 @@ def _curve_fit(x, y, start: dict[str, float], n_peaks: int, baseline_degree: int
     return dict(zip(names, values, strict=True)), dict(zip(names, errors, strict=True)), rss
 
 
+def _moved_off(truth: dict[str, float]) -> dict[str, float]:
+    """Starting values near the truth: + 10 %, centres + half the peak's width."""
+    start = {name: 1.1 * value for name, value in truth.items()}
+    for name, value in truth.items():
+        if name.endswith("_center"):
+            start[name] = value + 0.5 * truth[name.replace("_center", "_sigma")]
+    return start
+
+
 def _synthetic_spectra(n_spectra: int, n_points: int, seed: int):
     x = np.linspace(0.0, 100.0, n_points)
     truth = _gaussian_peaks_function(len(_SPECTRUM_PEAKS), 1)(
@@ -1754,7 +1763,8 @@ def _demo_spectra(run: _Run, scipy_optimize: Any, n_spectra: int, n_points: int,
         f"Three Gaussian peaks (heights, centres, widths {_SPECTRUM_PEAKS}) on the baseline "
         f"{_SPECTRUM_BASELINE[0]} + {_SPECTRUM_BASELINE[1]} x, noise sd {_SPECTRUM_NOISE}, "
         f"{n_points} points each. gaussmix finds its starting values itself and fits the "
-        "batch in one compiled call; curve_fit runs in a loop from the true values + 10 %."
+        "batch in one compiled call; curve_fit runs in a loop from the true values moved "
+        "off (heights, widths and baseline + 10 %, centres + half a width)."
     )
     start = time.perf_counter()
     with run.collect_warnings("spectra"):
@@ -1783,8 +1793,7 @@ def _demo_spectra(run: _Run, scipy_optimize: Any, n_spectra: int, n_points: int,
         columns += ["curve_fit RSS", "relative RSS difference"]
         start = time.perf_counter()
         curve_fit_rss = [
-            _curve_fit(x, spectra[i], {k: 1.1 * v for k, v in truth.items()}, 3, 1)[2]
-            for i in range(n_spectra)
+            _curve_fit(x, spectra[i], _moved_off(truth), 3, 1)[2] for i in range(n_spectra)
         ]
         results["curve_fit_seconds"] = time.perf_counter() - start
         results["curve_fit_rss"] = curve_fit_rss
@@ -1877,10 +1886,9 @@ def _run_demo(run: _Run, args: argparse.Namespace, progress_bar: bool) -> None:
     finally:
         stages.close()
     run.report.heading("Timings")
+    run.report.paragraph("Wall-clock seconds of each stage, JAX compilation included.")
     run.report.table(
-        ["stage", "seconds"],
-        [[name, seconds] for name, seconds in stages.timings.items()],
-        caption="Wall-clock time of each stage, JAX compilation included",
+        ["stage", "seconds"], [[name, seconds] for name, seconds in stages.timings.items()]
     )
     run.results.update(
         em=em,

@@ -452,11 +452,14 @@ def test_demo_quick_writes_the_tour(capsys, tmp_path):
     assert {row["parameter"] for row in nuts["summary"]} >= {"weights[0]", "means[1, 1]"}
     assert nuts["diagnostics"]["num_chains"] == 2 and nuts["diagnostics"]["num_draws"] == 40
     peaks = results["peaks"]
-    if "curve_fit" in peaks["two_gaussians"]:
+    if "curve_fit" in peaks["two_gaussians"]:  # the same optimum as scipy's curve_fit
         np.testing.assert_allclose(
             peaks["two_gaussians"]["gaussmix"]["rss"],
             peaks["two_gaussians"]["curve_fit"]["rss"],
             rtol=1e-6,
+        )
+        np.testing.assert_allclose(
+            peaks["batch"]["rss"], peaks["batch"]["curve_fit_rss"], rtol=1e-6
         )
     page = assert_page(out, images=8)
     assert "NUTS on sm1" in page and "two-Gaussian example" in page
