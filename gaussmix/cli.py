@@ -1065,19 +1065,9 @@ def _selection_report(run: _Run, rows: list[dict[str, Any]], criterion: str, tit
 
 
 def _sample_mixture(model: Any, x: np.ndarray, settings: dict[str, int], seed: int, progress_bar):
-    """NUTS for a fitted GaussianMixture's K and covariance type, started at (and
-    relabeled to) its EM answer."""
-    from gaussmix.inference.mcmc import sample_mixture
-
-    return sample_mixture(
-        x,
-        n_components=int(model.n_components),
-        covariance_type=model.covariance_type,
-        init=model.params_,
-        seed=seed,
-        progress_bar=progress_bar,
-        **settings,
-    )
+    """NUTS for a fitted GaussianMixture (``sample_posterior``): chains start at its EM
+    answer and the draws follow its labelling."""
+    return model.sample_posterior(x, random_state=seed, progress_bar=progress_bar, **settings)
 
 
 def _select_components(
