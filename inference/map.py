@@ -236,6 +236,18 @@ def _base_distribution(fn):
     return fn
 
 
+def _distribution_mask(fn):
+    """The mask of numpyro's ``handlers.mask`` (a MaskedDistribution wrapper), or None."""
+    mask = None
+    while hasattr(fn, "base_dist"):
+        if isinstance(fn, dist.MaskedDistribution) and not isinstance(fn._mask, bool):
+            mask = fn._mask if mask is None else mask & fn._mask
+        elif isinstance(fn, dist.MaskedDistribution) and fn._mask is False:
+            mask = False
+        fn = fn.base_dist
+    return mask
+
+
 def _family_of(fn) -> _Family:
     base = _base_distribution(fn)
     for kind, family in _FAMILIES.items():
@@ -324,7 +336,7 @@ class _Problem(NamedTuple):
         location = jnp.broadcast_to(location, self.y.shape)
         if scale is not None:
             scale = jnp.broadcast_to(scale, self.y.shape)
-        mask = observed.get("mask")
+        mask = _distribution_mask(observed["fn"])
         mask = jnp.ones_like(self.y) if mask is None else jnp.broadcast_to(mask, self.y.shape)
         empty = jnp.zeros((), theta.dtype)
         support = jnp.ones((len(self.sites.names),), bool)
@@ -983,7 +995,7 @@ def fit_map(
         y: (M,) one spectrum or (B, M) a batch.
         init: starting value of every latent site (natural coordinates): of the site's
             shape, or with a leading (B,) axis.
-        mask: (M,) or (B, M) booleans, False drops a point.
+        mask: (M,) or (B, M) booleans, False drops a point (its y may be NaN).
         model_kwargs: further keyword arguments of the program, a pytree of arrays
             (distributions included), traced rather than static.
         noise_site: the scalar site that is the observed distribution's scale; None or a
@@ -1019,6 +1031,7 @@ def fit_map(
     n_spectra = y.shape[0]
     if mask is not None:
         mask = jnp.broadcast_to(jnp.asarray(mask, bool), y.shape)
+        y = jnp.where(mask, y, 0.0)  # masked points may hold NaN
     model_kwargs = dict(model_kwargs or {})
 
     def first(value):
