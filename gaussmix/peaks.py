@@ -651,8 +651,9 @@ def _model_kwargs(priors, fixed, likelihood, degrees_of_freedom, dtype) -> dict:
 
 
 def _to_numpy(value):
+    """A Python scalar (float, int or bool) for 0-d values, else a NumPy array."""
     array = np.asarray(value)
-    return float(array) if array.ndim == 0 else array
+    return array.item() if array.ndim == 0 else array
 
 
 def _bound_names(params: Mapping, priors: Mapping, names: Sequence[str]) -> list[str]:

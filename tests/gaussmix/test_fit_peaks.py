@@ -1,0 +1,239 @@
+"""fit_peaks / PeakFit / select_peaks against curve_fit, lmfit and scipy quadrature."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from scipy import integrate, optimize
+
+import gaussmix
+from gaussmix.peaks import PeakFit, PeakFitWarning, fit_peaks, select_peaks
+
+X = np.arange(10.0)
+Y = np.array([0.0, 1, 2, 3, 4, 5, 4, 3, 2, 1])
+NAMES = ["peak0_height", "peak0_center", "peak0_sigma", "peak1_height", "peak1_center"]
+NAMES.append("peak1_sigma")
+START = dict(zip(NAMES, [3.0, 3.0, 1.0, 4.0, 6.0, 1.0], strict=True))
+
+
+def two_gaussians(x, h1, c1, s1, h2, c2, s2):
+    return h1 * np.exp(-0.5 * ((x - c1) / s1) ** 2) + h2 * np.exp(-0.5 * ((x - c2) / s2) ** 2)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The ten-point example: curve_fit from the reference start, and fit_peaks."""
+    values, pcov = optimize.curve_fit(two_gaussians, X, Y, p0=list(START.values()))
+    values, pcov = optimize.curve_fit(two_gaussians, X, Y, p0=values, ftol=1e-15, xtol=1e-15)
+    fit = fit_peaks(X, Y, peaks=("gaussian", "gaussian"), init=START, tolerance=1e-14)
+    return values, pcov, fit
+
+
+def test_lazy_exports():
+    assert gaussmix.fit_peaks is fit_peaks
+    assert gaussmix.PeakFit is PeakFit
+    assert gaussmix.select_peaks is select_peaks
+
+
+def test_same_optimum_and_pcov_as_curve_fit(reference):
+    values, pcov, fit = reference
+    errors = np.sqrt(np.diag(pcov))
+    got = np.array([fit.params[name] for name in NAMES])
+    np.testing.assert_allclose((got - values) / errors, 0.0, atol=1e-5)
+    np.testing.assert_allclose([fit.stderr[name] for name in NAMES], errors, rtol=1e-4)
+    scale = np.sqrt(np.outer(np.diag(pcov), np.diag(pcov)))
+    np.testing.assert_allclose(fit.covariance / scale, pcov / scale, atol=1e-4)
+    assert fit.parameter_names == tuple(NAMES)
+    assert fit.rss == pytest.approx(np.sum((Y - two_gaussians(X, *values)) ** 2), rel=1e-10)
+    assert fit.redchi == pytest.approx(fit.rss / (10 - 6))
+    assert fit.converged is True and fit.n_iter > 0
+    np.testing.assert_allclose(fit.predict(), two_gaussians(X, *got), rtol=1e-12)
+    components = fit.components(np.linspace(0, 9, 7))
+    np.testing.assert_allclose(
+        components["peak0"] + components["peak1"], fit.predict(np.linspace(0, 9, 7))
+    )
+
+
+def test_aic_and_bic_follow_lmfit(reference):
+    lmfit = pytest.importorskip("lmfit")
+    values, _, fit = reference
+    model = lmfit.models.GaussianModel(prefix="a") + lmfit.models.GaussianModel(prefix="b")
+    params = model.make_params()
+    for prefix, (h, c, s) in zip("ab", (values[:3], values[3:]), strict=True):
+        params[f"{prefix}amplitude"].set(value=h * s * np.sqrt(2 * np.pi))
+        params[f"{prefix}center"].set(value=c)
+        params[f"{prefix}sigma"].set(value=s)
+    result = model.fit(Y, params, x=X)
+    assert result.chisqr == pytest.approx(fit.rss, rel=1e-6)
+    # -2 log L at the maximum over the noise, and k = 6 + sigma.
+    constant = 10 * (1 + np.log(2 * np.pi)) + 2
+    assert fit.aic == pytest.approx(result.aic + constant, rel=1e-6)
+    assert fit.bic == pytest.approx(result.bic + constant + np.log(10) - 2, rel=1e-6)
+
+
+def test_derived_quantities_and_their_delta_method_errors(reference):
+    values, pcov, fit = reference
+    h, _, s = values[:3]
+    assert fit.params["peak0_area"] == pytest.approx(h * s * np.sqrt(2 * np.pi), rel=1e-6)
+    assert fit.params["peak0_fwhm"] == pytest.approx(2 * np.sqrt(2 * np.log(2)) * s, rel=1e-6)
+    gradient = np.array([s, 0.0, h]) * np.sqrt(2 * np.pi)
+    error = np.sqrt(gradient @ pcov[:3, :3] @ gradient)
+    assert fit.stderr["peak0_area"] == pytest.approx(error, rel=1e-4)
+
+
+def test_integrate_is_analytic_with_delta_method_errors(reference):
+    values, pcov, fit = reference
+    result = fit.integrate(1.0, 7.5)
+    assert result.method == "closed form (erf)"
+    quadrature, _ = integrate.quad(lambda v: two_gaussians(v, *values), 1.0, 7.5, epsabs=0)
+    assert result.value == pytest.approx(quadrature, rel=1e-6)
+
+    def integral(p):
+        return integrate.quad(lambda v: two_gaussians(v, *p), 1.0, 7.5, epsabs=0)[0]
+
+    gradient = optimize.approx_fprime(values, integral, 1e-7)
+    assert result.stderr == pytest.approx(np.sqrt(gradient @ pcov @ gradient), rel=1e-4)
+    one = fit.integrate(-np.inf, np.inf, peaks=[1])
+    assert one.value == pytest.approx(fit.params["peak1_area"], rel=1e-10)
+    assert one.stderr == pytest.approx(fit.stderr["peak1_area"], rel=1e-8)
+
+
+def test_report_is_a_table_of_every_quantity(reference):
+    _, _, fit = reference
+    text = fit.report()
+    assert text.splitlines()[0].startswith("Peak fit: 2 peaks (gaussian, gaussian)")
+    for name in [*NAMES, "peak0_area", "peak1_fwhm", "sigma"]:
+        assert re.search(rf"^{name}\s", text, re.MULTILINE), name
+    assert "converged: True" in text
+
+
+def test_plot_draws_data_fit_and_components(reference):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _, _, fit = reference
+    ax = fit.plot()
+    assert len(ax.lines) == 3  # two components and the fit
+    matplotlib.pyplot.close(ax.figure)
+
+
+def test_non_converged_fit_is_flagged_and_warned():
+    with pytest.warns(PeakFitWarning, match="did not converge"):
+        fit = fit_peaks(X, Y, init=START, max_iterations=2)
+    assert fit.converged is False
+
+
+def test_nan_omit_equals_dropping_the_points():
+    y = Y.copy()
+    y[7] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinity at 1 point\(s\).*nan_policy='omit'"):
+        fit_peaks(X, y, init=START)
+    fit = fit_peaks(X, y, init=START, nan_policy="omit")
+    keep = np.isfinite(y)
+    values, pcov = optimize.curve_fit(
+        two_gaussians, X[keep], y[keep], p0=[fit.params[n] for n in NAMES], ftol=1e-15
+    )
+    errors = np.sqrt(np.diag(pcov))
+    got = np.array([fit.params[name] for name in NAMES])
+    np.testing.assert_allclose((got - values) / errors, 0.0, atol=1e-4)
+    assert fit.n_points == 9
+
+
+@pytest.fixture(scope="module")
+def spectra():
+    """Four noisy spectra of two Gaussians on a linear baseline, fitted from init='auto'."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 60.0, 150)
+    centers = np.column_stack([rng.uniform(15, 25, 4), rng.uniform(35, 45, 4)])
+    y = 1.0 + 0.02 * x + rng.normal(0, 0.1, (4, x.size))
+    for k, height in enumerate((3.0, 2.0)):
+        y = y + height * np.exp(-0.5 * ((x - centers[:, k : k + 1]) / 2.5) ** 2)
+    fit = fit_peaks(x, y, peaks=("gaussian", "gaussian"), baseline="linear")
+    return x, y, centers, fit
+
+
+def test_batch_from_automatic_starting_values(spectra):
+    _, y, centers, fit = spectra
+    assert fit.n_spectra == 4
+    assert np.all(fit.converged)
+    assert fit.params["peak0_center"].shape == (4,)
+    assert fit.covariance.shape == (4, 8, 8)
+    for k in range(2):
+        errors = np.abs(fit.params[f"peak{k}_center"] - centers[:, k])
+        assert np.all(errors < 5 * fit.stderr[f"peak{k}_center"])
+    assert fit.predict().shape == y.shape
+    assert fit.integrate(0.0, 60.0).value.shape == (4,)
+    assert "spectrum 2 of 4" in fit.report(index=2)
+    np.testing.assert_allclose(fit.params["sigma"], 0.1, rtol=0.25)
+
+
+def test_batch_equals_single_fits(spectra):
+    x, y, _, fit = spectra
+    start = {name: fit.params[name][1] for name in fit.model.site_names}
+    single = fit_peaks(x, y[1], peaks=("gaussian", "gaussian"), baseline="linear", init=start)
+    for name in fit.parameter_names:
+        assert single.params[name] == pytest.approx(fit.params[name][1], rel=1e-8)
+
+
+def test_ties_and_fixed_values_against_curve_fit():
+    rng = np.random.default_rng(1)
+    x = np.linspace(0.0, 10.0, 80)
+    y = 2.0 * np.exp(-0.5 * ((x - 3.0) / 0.7) ** 2) + 1.5 * np.exp(-0.5 * ((x - 6.0) / 0.7) ** 2)
+    y = y + 0.05 * rng.normal(size=x.size)
+    fit = fit_peaks(
+        x,
+        y,
+        init={"peak0_height": 1.5, "peak0_center": 2.8, "peak0_sigma": 1.0, "peak1_height": 1.0},
+        ties={"peak1_sigma": "peak0_sigma"},
+        fixed={"peak1_center": 6.0},
+    )
+
+    def tied(x, h1, c1, s, h2):
+        return two_gaussians(x, h1, c1, s, h2, 6.0, s)
+
+    values, pcov = optimize.curve_fit(tied, x, y, p0=[1.5, 2.8, 1.0, 1.0], ftol=1e-15)
+    names = ["peak0_height", "peak0_center", "peak0_sigma", "peak1_height"]
+    assert fit.parameter_names == tuple(names)
+    np.testing.assert_allclose([fit.params[n] for n in names], values, rtol=1e-6)
+    np.testing.assert_allclose([fit.stderr[n] for n in names], np.sqrt(np.diag(pcov)), rtol=1e-4)
+    assert fit.params["peak1_sigma"] == fit.params["peak0_sigma"]
+    assert fit.params["peak1_center"] == 6.0 and fit.stderr["peak1_center"] == 0.0
+
+
+def test_select_peaks_picks_two_by_bic(spectra):
+    x, y, _, _ = spectra
+    selection = select_peaks(x, y[0], 3, baseline="linear")
+    assert selection.n_peaks == 2
+    assert list(selection.candidates) == [1, 2, 3]
+    assert selection.bic[1] < selection.bic[0]
+    assert selection.elpd_loo is None
+    assert selection.best.lineshapes == ("gaussian", "gaussian")
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: fit_peaks(X, Y[:-1]), "x has 10 points but y has 9"),
+        (lambda: fit_peaks(X, np.where(X == 3, np.inf, Y)), "NaN or infinity"),
+        (lambda: fit_peaks(np.where(X == 3, np.nan, X), Y), "x contains NaN"),
+        (lambda: fit_peaks(X[:6], Y[:6]), "6 usable points for 6 free parameters"),
+        (lambda: fit_peaks(X, Y, init=START | {"peak0_sigma": -1.0}), "widths must be > 0"),
+        (lambda: fit_peaks(X, Y, init=START | {"peak1_sigma": 0.0}), "widths must be > 0"),
+        (lambda: fit_peaks(X, Y, peaks=("gaussian", "gausian")), "Unknown lineshape 'gausian'"),
+        (lambda: fit_peaks(X, Y, baseline="cubic"), "Unknown baseline 'cubic'"),
+        (lambda: fit_peaks(X, Y, init={"peak0_width": 1.0}), "unknown parameter"),
+        (lambda: fit_peaks(X, Y, init="guess"), "init must be 'auto' or a dict"),
+        (lambda: fit_peaks(X, Y, nan_policy="drop"), "nan_policy must be one of"),
+        (lambda: fit_peaks(X, Y, backend="nuts"), "backend must be one of"),
+        (lambda: fit_peaks(X, np.stack([Y, Y]), backend="mcmc"), "one spectrum at a time"),
+        (lambda: fit_peaks(X, Y + 0.5, likelihood="poisson"), "needs counts"),
+        (lambda: fit_peaks(X, ["a"] * 10), "y must be numeric"),
+        (lambda: fit_peaks(X, Y, init=START | {"peak0_height": np.ones(3)}), "shape"),
+    ],
+)
+def test_bad_input_is_a_value_error_that_says_what_is_wrong(call, match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=match):
+            call()
