@@ -128,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Options every command takes; SUPPRESS keeps `gaussmix --quiet CMD` from being undone.
     common = _Parser(add_help=False)
-    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="")
+    common.add_argument(
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars and no messages on stdout",
+    )
     common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     data = _Parser(add_help=False)
@@ -141,9 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
     sampling = _Parser(add_help=False)
-    sampling.add_argument("--num-warmup", type=_positive_int, default=1000, metavar="N")
-    sampling.add_argument("--num-samples", type=_positive_int, default=1000, metavar="N")
-    sampling.add_argument("--num-chains", type=_positive_int, default=4, metavar="N")
+    sampling.add_argument(
+        "--num-warmup", type=_positive_int, default=1000, metavar="N", help="NUTS (default: 1000)"
+    )
+    sampling.add_argument(
+        "--num-samples", type=_positive_int, default=1000, metavar="N", help="NUTS (default: 1000)"
+    )
+    sampling.add_argument(
+        "--num-chains", type=_positive_int, default=4, metavar="N", help="NUTS (default: 4)"
+    )
 
     mixture = commands.add_parser(
         "fit-mixture",
@@ -158,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K|A:B",
         help="number of components, or a range A:B (inclusive) to choose from",
     )
-    mixture.add_argument("--covariance", choices=_COVARIANCE_TYPES, default="full")
+    mixture.add_argument(
+        "--covariance", choices=_COVARIANCE_TYPES, default="full", help="(default: full)"
+    )
     mixture.add_argument(
         "--backend",
         choices=("em", "mcmc"),
@@ -174,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     mixture.add_argument(
         "--columns", nargs="+", metavar="COL", help="columns to use (default: all)"
     )
-    mixture.add_argument("--n-init", type=_positive_int, default=1, metavar="N")
+    mixture.add_argument(
+        "--n-init", type=_positive_int, default=1, metavar="N", help="EM restarts (default: 1)"
+    )
     mixture.set_defaults(run=_fit_mixture_command)
 
     peaks = commands.add_parser(
@@ -195,9 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="lineshapes separated by commas (default: gaussian)",
     )
     peaks.add_argument(
-        "--baseline", default=None, help="baseline: constant, linear, exponential, ..."
+        "--baseline",
+        default=None,
+        help="constant, linear, exponential, a polynomial degree such as 3, or none (default)",
     )
-    peaks.add_argument("--backend", choices=("map", "mcmc"), default="map")
+    peaks.add_argument(
+        "--backend",
+        choices=("map", "mcmc"),
+        default="map",
+        help="map: Levenberg-Marquardt; mcmc: then NUTS per spectrum (default: map)",
+    )
     peaks.set_defaults(run=_fit_peaks_command)
 
     demo = commands.add_parser(
