@@ -252,7 +252,7 @@ def main() -> None:
     # Bayes: NUTS on the Normal model
     from gaussmix.inference import sample
 
-    draws = dict(num_warmup=300, num_samples=500, num_chains=2) if args.quick else {}
+    draws = dict(num_warmup=200, num_samples=300, num_chains=1) if args.quick else {}
     posterior_tree = sample(normal_model, jnp.asarray(data), seed=0, progress_bar=False, **draws)
     posterior = posterior_tree["posterior"]
     mean_draws = np.asarray(posterior["mean"]).ravel()

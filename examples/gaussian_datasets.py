@@ -89,7 +89,7 @@ def main() -> None:
     draws = (
         dict(num_warmup=100, num_samples=100, num_chains=1)
         if args.quick
-        else dict(num_warmup=500, num_samples=1000, num_chains=2)
+        else dict(num_warmup=500, num_samples=500, num_chains=2)
     )
     figure = Figure(figsize=(10, 9.5), layout="constrained")
     axes = figure.subplots(2, 2)

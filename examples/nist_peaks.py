@@ -127,7 +127,7 @@ def main() -> None:
     map_values = {name: float(fit.params[name]) for name in certified}
     map_errors = {name: float(fit.stderr[name]) for name in certified}
     draws = (
-        dict(num_warmup=200, num_samples=200, num_chains=1)
+        dict(num_warmup=100, num_samples=100, num_chains=1)
         if args.quick
         else dict(num_warmup=1000, num_samples=1000, num_chains=2)
     )
