@@ -90,7 +90,8 @@ def main() -> None:
             ax=axes[1, column],
         )
         if covariance_type not in sampled_types:
-            axes[1, column].set_title(f"EM 2 sigma, {covariance_type} (no NUTS in --quick)")
+            axes[1, column].set_aspect("equal", adjustable="datalim")
+            axes[1, column].set_title(f"{covariance_type}: EM 2 sigma (--quick: no NUTS)")
             continue
         tree = mixture.sample_posterior(x, random_state=0, progress_bar=False, **draws)
         plots.plot_posterior_ellipses(tree, num_draws=40, n_sigma=(2.0,), ax=axes[1, column])
