@@ -2,8 +2,8 @@
 
 Models live in :mod:`gaussmix.models`, back ends in :mod:`gaussmix.inference`; this
 package is the user-facing layer. Importing it does not import matplotlib and does not
-change JAX's configuration (enable float64 yourself with
-``jax.config.update("jax_enable_x64", True)``).
+change JAX's configuration (for float64, set JAX's ``jax_enable_x64`` option in your
+script before any computation).
 """
 
 import importlib

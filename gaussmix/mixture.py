@@ -10,7 +10,7 @@ dict of NumPyro distributions replacing the program's defaults), the per-iterati
 The model is :func:`gaussmix.models.gaussian_mixture`; fitting runs
 :func:`gaussmix.inference.em.fit_em` (one compiled program for all iterations and
 restarts). Arrays come back as NumPy arrays in the input's precision (float64 needs
-``jax.config.update("jax_enable_x64", True)``).
+JAX's ``jax_enable_x64`` option, which your script sets, never the library).
 """
 
 import inspect
