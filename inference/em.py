@@ -260,10 +260,18 @@ def _triangle(n_features: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(n_features)
 
 
-def _triangle_features(x_centred):
-    """(n, D(D+1)/2) products :math:`x_i x_j`, i <= j (one gather, one fusion)."""
-    rows, cols = _triangle(x_centred.shape[1])
-    return x_centred[:, rows] * x_centred[:, cols]
+def _product_columns(n_features: int, covariance_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """Column pairs (i, j) of ``[x, 1]`` whose products are the features ``[q(x), x, 1]``
+    of ``full`` (q: i <= j) and ``diag`` (q: i = j); index D is the column of ones."""
+    if covariance_type == "full":
+        rows, cols = _triangle(n_features)
+    else:
+        rows = cols = np.arange(n_features)
+    linear = np.arange(n_features)
+    ones = np.full(n_features, n_features)
+    left = np.concatenate([rows, linear, [n_features]])
+    right = np.concatenate([cols, ones, [n_features]])
+    return left, right
 
 
 def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
@@ -279,16 +287,15 @@ def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
         (n, F) features.
     """
     n = x_centred.shape[0]
-    ones = jnp.ones((n, 1), x_centred.dtype)
-    if covariance_type == "full":
-        quadratic = _triangle_features(x_centred)
-    elif covariance_type == "diag":
-        quadratic = x_centred * x_centred
-    elif covariance_type == "spherical":
-        quadratic = jnp.sum(x_centred * x_centred, axis=1, keepdims=True)
-    else:
-        return jnp.concatenate([x_centred, ones], axis=1)
-    return jnp.concatenate([quadratic, x_centred, ones], axis=1)
+    extended = jnp.concatenate([x_centred, jnp.ones((n, 1), x_centred.dtype)], axis=1)
+    if covariance_type in ("full", "diag"):
+        # every column is a product of two columns of [x, 1]: one gather-multiply fusion
+        left, right = _product_columns(x_centred.shape[1], covariance_type)
+        return extended[:, left] * extended[:, right]
+    if covariance_type == "spherical":
+        squared_norm = jnp.sum(x_centred * x_centred, axis=1, keepdims=True)
+        return jnp.concatenate([squared_norm, extended], axis=1)
+    return extended
 
 
 def natural_parameters(
