@@ -432,9 +432,18 @@ def _with_covariances(weights, means, covariances, covariance_type) -> MixturePa
 # E-step for prediction and scoring
 
 
-def _block_size(n_rows: int, n_columns: int, itemsize: int, block_rows: int | None) -> int:
+def _block_size(
+    n_rows: int,
+    n_features: int,
+    n_components: int,
+    covariance_type: str,
+    itemsize: int,
+    block_rows: int | None,
+) -> int:
+    """Rows per block: features (F columns) and a few (n, K) temporaries near 4 MiB."""
     if block_rows is None:
-        block_rows = max(256, _BLOCK_BYTES // max(1, n_columns * itemsize))
+        width = _feature_count(n_features, covariance_type) + 2 * n_components
+        block_rows = max(256, _BLOCK_BYTES // (width * itemsize))
     return int(max(1, min(n_rows, block_rows)))
 
 
@@ -493,7 +502,7 @@ def estimate_weighted_log_prob(
     natural = natural_parameters(parameters, centre, covariance_type)
     n_rows = x.shape[0]
     block = _block_size(
-        n_rows, _feature_count(x.shape[1], covariance_type), x.dtype.itemsize, block_rows
+        n_rows, x.shape[1], means.shape[0], covariance_type, x.dtype.itemsize, block_rows
     )
     blocks = _split_blocks(x - centre, block)
 
@@ -648,7 +657,12 @@ def sufficient_statistics(
         jnp.ones(x.shape[0], dtype) if sample_weight is None else jnp.asarray(sample_weight, dtype)
     )
     block = _block_size(
-        x.shape[0], _feature_count(x.shape[1], covariance_type), dtype.itemsize, block_rows
+        x.shape[0],
+        x.shape[1],
+        parameters.means.shape[0],
+        covariance_type,
+        dtype.itemsize,
+        block_rows,
     )
     x_blocks = _split_blocks(x - jnp.asarray(centre, dtype), block)
     weight_blocks = _split_blocks(weight, block)
@@ -1737,7 +1751,7 @@ def fit_em(
     if all(value is not None for value in inits):
         n_init = 1  # every restart would start from the same point
     block = _block_size(
-        n_samples, _feature_count(n_features, covariance_type), dtype.itemsize, block_rows
+        n_samples, n_features, n_components, covariance_type, dtype.itemsize, block_rows
     )
     config = _Config(
         n_components=int(n_components),
