@@ -102,7 +102,8 @@ class PeakFit:
             :math:`n(1 + \\log 2\\pi) + 2`).
         log_likelihood: :math:`\\log\\hat L`.
         n_points: points used per spectrum; n_parameters: free curve parameters p.
-        converged: the MAP converged (and, for MCMC, no divergence and R-hat < 1.01).
+        converged: the MAP converged to a point inside the prior boxes (and, for MCMC, no
+            divergence and R-hat < 1.01).
         n_iter: Levenberg-Marquardt iterations.
         posterior: ``xarray.DataTree`` from NUTS (MCMC only).
     """
@@ -614,6 +615,17 @@ def _clip_to_defaults(values: dict, model: PeakModel, x: np.ndarray, y: np.ndarr
     return clipped
 
 
+def _noise_start(y: np.ndarray, mask) -> np.ndarray | float:
+    """Noise scale of each spectrum from the spread of its first differences (MAD)."""
+    values = np.where(mask, y, np.nan) if mask is not None else y
+    differences = np.diff(values, axis=-1)
+    centred = differences - np.nanmedian(differences, axis=-1, keepdims=True)
+    noise = np.nanmedian(np.abs(centred), axis=-1) * 1.4826 / math.sqrt(2)
+    spread = np.nanmax(values, axis=-1) - np.nanmin(values, axis=-1)
+    noise = np.where(noise > 0, noise, np.maximum(spread, 1.0) * 1e-3)
+    return _to_numpy(noise)
+
+
 def _auto_init(x, y, mask, model: PeakModel) -> dict[str, np.ndarray]:
     spectra = y if y.ndim == 2 else y[None]
     masks = np.ones(spectra.shape, bool) if mask is None else np.broadcast_to(mask, spectra.shape)
@@ -656,9 +668,10 @@ def _to_numpy(value):
     return array.item() if array.ndim == 0 else array
 
 
-def _bound_names(params: Mapping, priors: Mapping, names: Sequence[str]) -> list[str]:
-    """Free parameters within 1e-6 (relative to the box) of a uniform prior's bound."""
-    at_bound = []
+def _at_bound(params: Mapping, priors: Mapping, names: Sequence[str]):
+    """Per spectrum, whether a free parameter ended within 1e-6 (relative to the box) of a
+    uniform prior's bound; and the names of those parameters."""
+    flags, at_bound = False, []
     for name in names:
         prior = priors.get(name)
         if not isinstance(prior, dist.Uniform):
@@ -666,9 +679,11 @@ def _bound_names(params: Mapping, priors: Mapping, names: Sequence[str]) -> list
         low, high = np.asarray(prior.low), np.asarray(prior.high)
         value = np.asarray(params[name])
         margin = 1e-6 * (high - low)
-        if np.any((value <= low + margin) | (value >= high - margin)):
+        hit = (value <= low + margin) | (value >= high - margin)
+        if np.any(hit):
             at_bound.append(name)
-    return at_bound
+            flags = flags | hit
+    return np.asarray(flags), at_bound
 
 
 def fit_peaks(
@@ -734,8 +749,8 @@ def fit_peaks(
             init, an unknown lineshape, baseline or option.
 
     Warns:
-        PeakFitWarning: spectra that did not converge (they are flagged in
-            ``converged``), a singular covariance, a parameter at a prior bound.
+        PeakFitWarning: spectra that did not converge or ended with a parameter at a
+            bound of its prior (both flagged in ``converged``), a singular covariance.
 
     Example:
         >>> import numpy as np
@@ -779,7 +794,13 @@ def fit_peaks(
         given = {}
     else:
         given = _check_init_values(init, model, n_spectra)
-    start = _auto_init(x, y, mask, model) if set(model.site_names) - set(given) else {}
+    missing = set(model.site_names) - set(given)
+    if missing - {NOISE_SITE}:
+        start = _auto_init(x, y, mask, model)
+    elif missing:
+        start = {NOISE_SITE: _noise_start(y, mask)}
+    else:
+        start = {}
     start.update(given)
     start = {name: start[name] for name in model.site_names}
     with warnings.catch_warnings():
@@ -868,7 +889,7 @@ def _fit_map(
     if model.has_noise:
         fit.params[NOISE_SITE] = _to_numpy(result.params[NOISE_SITE])
     _statistics(fit, result, model)
-    _warn(fit, model, x, y, mask, priors)
+    _check_result(fit, model, x, y, mask, priors)
     return fit
 
 
@@ -896,8 +917,24 @@ def _statistics(fit: PeakFit, result, model: PeakModel) -> None:
     fit.bic = _to_numpy(-2 * log_likelihood + k * np.log(n))
 
 
-def _warn(fit: PeakFit, model: PeakModel, x, y, mask, priors) -> None:
-    converged = np.atleast_1d(fit.converged)
+def _check_result(fit: PeakFit, model: PeakModel, x, y, mask, priors) -> None:
+    """Flag spectra that ended at a prior bound as not converged, and warn."""
+    values = y if mask is None else np.where(mask, y, np.nan)
+    y_range = (np.nanmin(values, axis=-1), np.nanmax(values, axis=-1))
+    site_priors = default_priors(model, (float(x.min()), float(x.max())), y_range)
+    site_priors.update(priors or {})
+    at_bound, names = _at_bound(fit.params, site_priors, model.free_names)
+    if names:
+        fit.converged = _to_numpy(np.asarray(fit.converged) & ~at_bound)
+        which = "" if fit.n_spectra is None else f" in {int(np.sum(at_bound))} spectra"
+        warnings.warn(
+            f"Parameter(s) {names} ended at a bound of their prior{which}: a constrained, "
+            "not a stationary, optimum (a lost peak, or a start far from it); flagged as not "
+            "converged. Give better starting values, fewer peaks or a wider prior.",
+            PeakFitWarning,
+            stacklevel=3,
+        )
+    converged = np.atleast_1d(fit.converged) | np.atleast_1d(at_bound)
     if not converged.all():
         bad = np.flatnonzero(~converged)
         which = "the spectrum" if fit.n_spectra is None else f"spectra {bad[:10].tolist()}"
@@ -915,19 +952,39 @@ def _warn(fit: PeakFit, model: PeakModel, x, y, mask, priors) -> None:
             PeakFitWarning,
             stacklevel=3,
         )
-    keep = np.ones(y.shape, bool) if mask is None else mask
-    y_range = (float(y[keep].min()), float(y[keep].max()))
-    site_priors = default_priors(model, (float(x.min()), float(x.max())), y_range)
-    site_priors.update(priors or {})
-    at_bound = _bound_names(fit.params, site_priors, model.free_names)
-    if at_bound:
-        warnings.warn(
-            f"Parameter(s) {at_bound} ended at a bound of their prior: the fit is constrained "
-            "there and its standard errors are not reliable; widen the prior or check the "
-            "model.",
-            PeakFitWarning,
-            stacklevel=3,
+
+
+def _order_by_center(tree, model: PeakModel, priors):
+    """Relabel exchangeable peaks draw by draw so that their centres increase.
+
+    Peaks are exchangeable when they share one lineshape and their parameters carry the
+    same (default) priors and no ties or fixed values; their labels then switch between
+    the modes of the posterior, and summaries need the ordering first (as for mixtures).
+    """
+    if len({shape.name for shape in model.lineshapes}) != 1 or model.n_peaks < 2:
+        return tree
+    peak_names = {n for i in range(model.n_peaks) for n in model.peak_parameter_names(i)}
+    involved = {n for pair in model.ties for n in pair} | set(model.fixed) | set(priors or {})
+    if peak_names & involved:
+        return tree
+    dataset = tree["posterior"].to_dataset()
+    centers = np.stack([np.asarray(dataset[f"peak{i}_center"]) for i in range(model.n_peaks)])
+    order = np.argsort(centers, axis=0)  # (K, chain, draw)
+    suffixes = {
+        name.split("_", 1)[1]
+        for name in dataset.data_vars
+        if name.startswith("peak") and name.split("_", 1)[0][4:].isdigit()
+    }
+    for suffix in suffixes:
+        names = [f"peak{i}_{suffix}" for i in range(model.n_peaks)]
+        stacked = np.stack([np.asarray(dataset[name]) for name in names])
+        ordered = np.take_along_axis(
+            stacked, order.reshape(order.shape + (1,) * (stacked.ndim - 3)), axis=0
         )
+        for index, name in enumerate(names):
+            dataset[name] = (dataset[name].dims, ordered[index])
+    tree["posterior"] = dataset
+    return tree
 
 
 def _fit_mcmc(map_fit: PeakFit, priors, num_warmup, num_samples, num_chains, seed, progress_bar):
@@ -954,6 +1011,7 @@ def _fit_mcmc(map_fit: PeakFit, priors, num_warmup, num_samples, num_chains, see
         progress_bar=progress_bar,
         **kwargs,
     )
+    tree = _order_by_center(tree, model, priors)
     posterior = tree["posterior"]
     names = [*model.parameter_names, *model.derived_names]
     if model.has_noise:
