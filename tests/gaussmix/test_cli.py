@@ -469,6 +469,17 @@ def test_demo_quick_writes_the_tour(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
 
 
+def test_demo_peaks_without_scipy(tmp_path):
+    """scipy is a test extra: without it the demo's peak section leaves curve_fit out."""
+    run = cli._Run(tmp_path, "peaks", quiet=True)
+    two_gaussians = cli._demo_two_gaussians(run, scipy_optimize=None)
+    *_, batch = cli._demo_spectra(run, None, n_spectra=2, n_points=200, seed=0)
+    assert set(two_gaussians) == {"gaussmix"} and "curve_fit_rss" not in batch
+    page = run.report.render()
+    assert "curve_fit</th>" not in page and "curve_fit RSS" not in page
+    assert page.count("<img") == 2
+
+
 @pytest.fixture(scope="module")
 def sm1():
     from gaussmix import datasets
