@@ -61,6 +61,7 @@ from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.infer.hmc import hmc
+from numpyro.infer.hmc_util import build_adaptation_schedule, dual_averaging
 from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import ParamInfo, constrain_fn, initialize_model
 from numpyro.primitives import Messenger
@@ -348,6 +349,53 @@ def _laplace(flat_potential: Callable, center: jax.Array, noise: jax.Array):
 # NUTS chains.
 
 
+def _mass_window(num_warmup: int) -> tuple[int, int] | None:
+    """Warmup iterations whose positions estimate the posterior covariance, or None.
+
+    NumPyro's schedule (Stan's): a fast initial buffer, slow windows, a fast terminal
+    buffer. The window here spans all slow windows; the metric changes once, at its end,
+    and the terminal buffer adapts the step size to the new metric.
+    """
+    schedule = build_adaptation_schedule(num_warmup)
+    if len(schedule) < 3:
+        return None
+    return int(schedule[1][0]), int(schedule[-2][1]) + 1
+
+
+def _metric(inverse_mass_matrix: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(inverse mass matrix, mass_matrix_sqrt, mass_matrix_sqrt_inv)`` as NumPyro keeps them."""
+    if inverse_mass_matrix.ndim == 1:
+        root = jnp.sqrt(inverse_mass_matrix)
+        return inverse_mass_matrix, jnp.reciprocal(root), root
+    flipped = jnp.linalg.cholesky(inverse_mass_matrix[::-1, ::-1])[::-1, ::-1]
+    root_inverse = flipped.T
+    identity = jnp.eye(inverse_mass_matrix.shape[-1], dtype=inverse_mass_matrix.dtype)
+    root = jax.scipy.linalg.solve_triangular(root_inverse, identity, lower=True)
+    return inverse_mass_matrix, root, root_inverse
+
+
+def _adapted_metric(prior: jax.Array, count, mean, scatter) -> jax.Array:
+    """Covariance of the window's positions, shrunk toward the Laplace (prior) metric.
+
+    .. math::
+
+        M^{-1} = \\frac{n\\,S + k\\,\\Sigma_0}{n + k},\\qquad k = P,
+
+    kept only if finite and positive definite (else :math:`\\Sigma_0`).
+    """
+    dimension = mean.shape[-1]
+    covariance = scatter / jnp.maximum(count - 1, 1)
+    if prior.ndim == 1:
+        covariance = jnp.diagonal(covariance)
+    weight = count / (count + dimension)
+    blended = weight * covariance + (1 - weight) * prior
+    if prior.ndim == 1:
+        valid = jnp.all(jnp.isfinite(blended) & (blended > 0))
+    else:
+        valid = jnp.all(jnp.isfinite(jnp.linalg.cholesky(blended)))
+    return jnp.where(valid & (count > 1), blended, prior)
+
+
 def _run_chain(
     potential_fn: Callable,
     start: jax.Array,
@@ -355,8 +403,16 @@ def _run_chain(
     fallback: tuple,
     inverse_mass_matrix: jax.Array,
     settings: NutsSettings,
+    keep_warmup: bool = False,
 ) -> Draws:
     """Warmup then sampling of one chain; pure, so it jits, maps and shards.
+
+    The metric starts as the Laplace covariance (``inverse_mass_matrix``) and changes
+    once, at the end of the slow windows of the warmup, to the covariance of the positions
+    visited there shrunk toward it (:func:`_adapted_metric`); the step size adapts by
+    dual averaging throughout (NumPyro's). Re-estimating a dense metric from the first,
+    short windows, as NumPyro's own adaptation does, throws the good start away and costs
+    long trajectories.
 
     ``fallback`` is ``(center, potential, gradient)`` of the mode, taken instead of
     ``start`` when the jittered start has no finite potential or gradient.
@@ -373,6 +429,7 @@ def _run_chain(
         ),
         settings.num_warmup,
         inverse_mass_matrix=inverse_mass_matrix,
+        adapt_mass_matrix=False,
         dense_mass=settings.dense_mass,
         target_accept_prob=settings.target_accept_prob,
         max_tree_depth=settings.max_tree_depth,
@@ -380,9 +437,51 @@ def _run_chain(
     )
     total = settings.num_warmup + settings.num_samples
     rate = max(1, total // 50)
+    window = _mass_window(settings.num_warmup)
+    restart_step_size, _ = dual_averaging()
+    dimension = start.shape[-1]
+    moments = (
+        jnp.zeros((), start.dtype),
+        jnp.zeros(dimension, start.dtype),
+        jnp.zeros((dimension, dimension), start.dtype),
+    )
 
-    def step(state, iteration):
+    def accumulate(moments, position):
+        """Welford's running mean and scatter matrix."""
+        count, mean, scatter = moments
+        count = count + 1
+        delta = position - mean
+        mean = mean + delta / count
+        return count, mean, scatter + jnp.outer(delta, position - mean)
+
+    def switch_metric(state, moments):
+        adapt = state.adapt_state
+        metric = _metric(_adapted_metric(inverse_mass_matrix, *moments))
+        adapt = adapt._replace(
+            inverse_mass_matrix=metric[0],
+            mass_matrix_sqrt=metric[1],
+            mass_matrix_sqrt_inv=metric[2],
+            ss_state=restart_step_size(jnp.log(10 * adapt.step_size)),
+        )
+        return state._replace(adapt_state=adapt)
+
+    def step(carry, iteration):
+        state, moments = carry
         state = sample_kernel(state)
+        if window is not None:
+            inside = (iteration >= window[0]) & (iteration < window[1])
+            moments = jax.tree.map(
+                lambda new, old: jnp.where(inside, new, old),
+                accumulate(moments, state.z),
+                moments,
+            )
+            state = lax.cond(
+                iteration == window[1] - 1,
+                switch_metric,
+                lambda state, moments: state,
+                state,
+                moments,
+            )
         # Progress goes to the tqdm bar of the run in flight, if any (one program for both).
         done = iteration + 1
         lax.cond(
@@ -390,7 +489,7 @@ def _run_chain(
             lambda: jax.debug.callback(_tick, done, rate, total),
             lambda: None,
         )
-        return state, Draws(
+        return (state, moments), Draws(
             state.z,
             state.potential_energy,
             state.energy,
@@ -401,7 +500,9 @@ def _run_chain(
         )
 
     # One loop for warmup and sampling: the NUTS step is compiled once.
-    _, draws = lax.scan(step, state, jnp.arange(total))
+    _, draws = lax.scan(step, (state, moments), jnp.arange(total))
+    if keep_warmup:
+        return draws
     return jax.tree.map(lambda value: value[settings.num_warmup :], draws)
 
 

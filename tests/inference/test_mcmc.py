@@ -226,7 +226,7 @@ MIXTURE_PRIOR = MixturePriorParameters(
     degrees_of_freedom=np.asarray(8.0),
     covariance_prior=5.0 * np.eye(2),
 )
-MIXTURE_RUN = {"num_warmup": 300, "num_samples": 297, "num_chains": 1, "progress_bar": False}
+MIXTURE_RUN = {"num_warmup": 200, "num_samples": 198, "num_chains": 1, "progress_bar": False}
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +271,7 @@ def test_mixture_starts_at_em_and_follows_its_labelling(mixture_data, mixture_tr
 
 def test_mixture_log_likelihood_is_the_marginal_one(mixture_data, mixture_tree):
     posterior = mixture_tree.posterior
-    for draw in (0, 100, 296):
+    for draw in (0, 100, 197):
         weights = posterior["weights"].values[0, draw]
         means = posterior["means"].values[0, draw]
         covariances = posterior["covariances"].values[0, draw]
