@@ -7,9 +7,14 @@
 with :math:`\\log L = \\sum_n w_n \\log p(x_n \\mid \\hat\\theta)`, :math:`W = \\sum_n w_n`
 (N without weights, scikit-learn's ``bic`` / ``aic``) and p free parameters
 (:meth:`gaussmix.GaussianMixture._n_parameters`). Lower is better.
+
+``criterion="loo"`` samples the posterior of every K by NUTS
+(:func:`gaussmix.inference.mcmc.sample_mixture`) and scores it by PSIS-LOO on the
+deviance scale, :math:`\\mathrm{LOOIC} = -2\\,\\widehat{\\mathrm{elpd}}_{\\mathrm{loo}}`
+(lower is better); the posteriors are kept for :func:`gaussmix.compare`.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -20,7 +25,7 @@ from gaussmix.mixture import GaussianMixture
 __all__ = ["CRITERIA", "SelectionTable", "select_components"]
 
 #: Criteria :func:`select_components` knows.
-CRITERIA = ("bic", "aic")
+CRITERIA = ("bic", "aic", "loo")
 
 
 class SelectionTable(NamedTuple):
@@ -31,7 +36,8 @@ class SelectionTable(NamedTuple):
         criterion: (M,) the criterion's value (lower is better).
         log_likelihood: (M,) total (weighted) log-likelihood at the fitted parameters.
         converged: (M,) whether EM converged.
-        criterion_name: "bic" or "aic".
+        criterion_name: "bic", "aic" or "loo".
+        posteriors: for "loo", the (M,) posterior DataTrees, else empty.
     """
 
     n_components: np.ndarray
@@ -39,6 +45,7 @@ class SelectionTable(NamedTuple):
     log_likelihood: np.ndarray
     converged: np.ndarray
     criterion_name: str
+    posteriors: tuple = ()
 
 
 def select_components(
@@ -48,6 +55,7 @@ def select_components(
     criterion: str = "bic",
     *,
     sample_weight: ArrayLike | None = None,
+    mcmc_options: Mapping | None = None,
     **estimator_parameters,
 ) -> tuple[SelectionTable, GaussianMixture]:
     """Fit a :class:`~gaussmix.GaussianMixture` for every K and keep the best by BIC/AIC.
@@ -58,8 +66,11 @@ def select_components(
         X: (N, D) data.
         n_components: candidate numbers of components (each >= 1 and <= N).
         covariance_type: "full", "tied", "diag" or "spherical".
-        criterion: "bic" or "aic".
+        criterion: "bic", "aic" or "loo" (NUTS for every K, then PSIS-LOO).
         sample_weight: (N,) weights of the points.
+        mcmc_options: for "loo", arguments of
+            :func:`~gaussmix.inference.mcmc.sample_mixture` (``num_warmup``,
+            ``num_samples``, ``num_chains``, ``progress_bar``, ``prior_parameters``).
         **estimator_parameters: passed to :class:`~gaussmix.GaussianMixture` (``n_init``,
             ``random_state``, ``priors``, ...).
 
@@ -78,7 +89,7 @@ def select_components(
     if criterion not in CRITERIA:
         raise ValueError(
             f"Unknown criterion {criterion!r}; select_components knows {list(CRITERIA)} "
-            "(choose 'bic' or 'aic')."
+            "(choose 'bic', 'aic' or 'loo')."
         )
     candidates = [k for k in n_components]
     if not candidates:
@@ -88,6 +99,10 @@ def select_components(
             raise ValueError(f"Every candidate in n_components must be an int >= 1, got {k!r}.")
     if "n_components" in estimator_parameters or "covariance_type" in estimator_parameters:
         raise ValueError("Give n_components and covariance_type as arguments of select_components.")
+    if criterion == "loo":
+        return _select_by_loo(
+            X, candidates, covariance_type, sample_weight, mcmc_options, estimator_parameters
+        )
     values, log_likelihoods, converged, fitted = [], [], [], []
     for k in candidates:
         estimator = GaussianMixture(int(k), covariance_type=covariance_type, **estimator_parameters)
@@ -112,6 +127,57 @@ def select_components(
         log_likelihood=np.asarray(log_likelihoods),
         converged=np.asarray(converged, dtype=bool),
         criterion_name=criterion,
+    )
+    order = np.lexsort((table.n_components, values))
+    return table, fitted[int(order[0])]
+
+
+# --------------------------------------------------------------------------------------
+# criterion="loo" (the NUTS back end, gaussmix.inference.mcmc).
+
+
+def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, parameters):
+    """Every K: EM fit (the returned estimator), NUTS posterior, LOOIC = -2 elpd_loo."""
+    import warnings
+
+    import arviz_stats
+
+    from gaussmix.inference.mcmc import sample_mixture
+    from gaussmix.mixture import seed_from_random_state
+
+    options = {"num_warmup": 1000, "num_samples": 1000, "num_chains": 4, **(mcmc_options or {})}
+    priors = parameters.get("priors")
+    seed = seed_from_random_state(parameters.get("random_state"))
+    values, log_likelihoods, converged, fitted, posteriors = [], [], [], [], []
+    for k in candidates:
+        estimator = GaussianMixture(int(k), covariance_type=covariance_type, **parameters)
+        estimator.fit(X, sample_weight=sample_weight)
+        data = estimator._validate_data(X, reset=False)
+        tree = sample_mixture(
+            data,
+            n_components=int(k),
+            covariance_type=covariance_type,
+            priors=priors if isinstance(priors, Mapping) else None,
+            sample_weight=sample_weight,
+            seed=seed,
+            **options,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # high Pareto k: see diagnose()
+            loo = arviz_stats.loo(tree)
+        values.append(-2.0 * float(loo.elpd))
+        log_likelihoods.append(float(np.sum(estimator.score_samples(data))))
+        converged.append(estimator.converged_)
+        fitted.append(estimator)
+        posteriors.append(tree)
+    values = np.asarray(values)
+    table = SelectionTable(
+        n_components=np.asarray(candidates, dtype=np.int64),
+        criterion=values,
+        log_likelihood=np.asarray(log_likelihoods),
+        converged=np.asarray(converged, dtype=bool),
+        criterion_name="loo",
+        posteriors=tuple(posteriors),
     )
     order = np.lexsort((table.n_components, values))
     return table, fitted[int(order[0])]

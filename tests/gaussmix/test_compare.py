@@ -105,3 +105,34 @@ def test_point_versus_posterior_refuses_bad_input():
         point_versus_posterior({"mu": np.zeros(3)}, tree)
     with pytest.raises(ValueError, match="posterior"):
         point_versus_posterior({"mu": 0.0}, {"mu": 0.0})
+
+
+def test_select_components_by_loo_keeps_the_posteriors():
+    """criterion="loo": NUTS per K, LOOIC = -2 elpd_loo, best K by LOO (shapes of the 1-D SBC)."""
+    from gaussmix.models.priors import MixturePriorParameters
+    from gaussmix.selection import select_components
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(-4.0, 1.0, 25), rng.normal(4.0, 1.0, 25)])[:, None]
+    prior = MixturePriorParameters(
+        weight_concentration=np.asarray(5.0),
+        mean_prior=np.zeros(1),
+        mean_precision=np.asarray(0.05),
+        degrees_of_freedom=np.asarray(10.0),
+        covariance_prior=np.asarray(10.0),
+    )
+    options = {
+        "num_warmup": 200,
+        "num_samples": 198,
+        "num_chains": 1,
+        "progress_bar": False,
+        "prior_parameters": prior,
+    }
+    table, best = select_components(
+        x, [1, 2], "spherical", criterion="loo", mcmc_options=options, random_state=0
+    )
+    assert table.criterion_name == "loo" and best.n_components == 2
+    assert len(table.posteriors) == 2
+    ranking = compare({f"K={k}": tree for k, tree in zip([1, 2], table.posteriors, strict=True)})
+    assert ranking.index[0] == "K=2"
+    np.testing.assert_allclose(-2 * ranking.loc["K=2", "elpd"], table.criterion[1], rtol=1e-10)
