@@ -6,8 +6,8 @@ heights (3, 4), centres (3, 6), widths (1, 1). ``scipy.optimize.curve_fit`` and
 ``gaussmix.fit_peaks`` (MAP, flat priors inside wide bounds) reach the same optimum from
 the same start; NUTS (``backend="mcmc"``, widths bounded below by half the point spacing)
 shows what the ten points really say: the second peak is barely identified, which
-curve_fit's standard errors only hint at, and the two peaks swap labels between draws
-(they are named per draw by area).
+curve_fit's standard errors only hint at, and which peak is the main one changes between
+draws (they are named per draw by area).
 
 Second part: a sum of Gaussians used as a basis to fit a smooth curve (like a polynomial
 fit): nine Gaussians with fixed, evenly spaced centres and a fixed width fitted to 60
@@ -124,8 +124,9 @@ def main() -> None:
     )
     posterior = bayes.posterior["posterior"]
     samples = {name: np.asarray(posterior[name]).ravel() for name in NAMES}
-    # The two peaks are exchangeable in the model, so their labels switch between draws:
-    # name them per draw by area (height x sigma), the larger and the smaller peak.
+    # The two peaks are exchangeable in the model; gaussmix orders the draws by centre, but
+    # which one is the main peak changes between draws: name them per draw by area
+    # (height x sigma), the larger and the smaller peak.
     swap = (
         samples["peak1_height"] * samples["peak1_sigma"]
         > samples["peak0_height"] * samples["peak0_sigma"]
@@ -135,7 +136,10 @@ def main() -> None:
         first, second = samples[f"peak0_{parameter}"], samples[f"peak1_{parameter}"]
         ordered[f"peak0_{parameter}"] = np.where(swap, second, first)
         ordered[f"peak1_{parameter}"] = np.where(swap, first, second)
-    print(f"NUTS: {swap.size} draws; the peaks swap labels in {swap.mean():.0%} of them")
+    print(
+        f"NUTS: {swap.size} draws; the larger-area peak is the one at the higher centre in "
+        f"{swap.mean():.0%} of them, so the draws are named by area below"
+    )
     print(
         f"{'parameter':<14}{'start':>7}{'curve_fit':>22}{'gaussmix MAP':>22}"
         f"{'posterior median [5 %, 95 %]':>34}  (peak0 = larger area)"
