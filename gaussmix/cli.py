@@ -1117,43 +1117,60 @@ def _select_components(
 def _select_by_loo(
     run: _Run, x: np.ndarray, components: Sequence[int], args: argparse.Namespace, progress_bar
 ):
-    """Every K by EM then NUTS, compared by PSIS-LOO (:func:`gaussmix.compare`); the best's
-    fit and posterior."""
-    from gaussmix import GaussianMixture, compare
+    """Every K by EM then NUTS (:func:`gaussmix.select_components` with ``criterion="loo"``,
+    one K at a time for the progress bar), compared by PSIS-LOO (:func:`gaussmix.compare`);
+    the best's EM fit and posterior."""
+    from gaussmix import compare, select_components
 
     settings = _nuts_settings(args)
     run.report.paragraph(
         f"Each K is fitted by EM, then sampled by NUTS ({_nuts_text(settings)}); the "
-        "posteriors are compared by PSIS-LOO (higher ELPD is better)."
+        "posteriors are compared by PSIS-LOO (higher ELPD is better; LOOIC = -2 ELPD)."
     )
-    models, trees = {}, {}
+    models, trees, looic = {}, {}, {}
     for k in _progress(components, "K sweep (NUTS)", progress_bar):
         with run.collect_warnings(f"K = {k}"):
-            model = GaussianMixture(
-                n_components=k,
-                covariance_type=args.covariance,
+            table, model = select_components(
+                x,
+                [k],
+                args.covariance,
+                "loo",
+                mcmc_options={**settings, "progress_bar": progress_bar},
                 n_init=args.n_init,
                 random_state=args.seed,
-            ).fit(x)
-            models[f"K={k}"] = model
-            trees[f"K={k}"] = _sample_mixture(model, x, settings, args.seed, progress_bar)
+            )
+        models[f"K={k}"], trees[f"K={k}"] = model, table.posteriors[0]
+        looic[f"K={k}"] = float(table.criterion[0])
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         comparison = compare(trees)
     columns = ["elpd", "se", "p", "elpd_diff", "dse", "weight"]
     rows = [
-        [str(name), *(float(comparison.loc[name, column]) for column in columns)]
+        [
+            str(name),
+            looic[str(name)],
+            *(float(comparison.loc[name, column]) for column in columns),
+        ]
         for name in comparison.index
     ]
     run.report.table(
-        ["model", "ELPD (LOO)", "SE", "p_loo", "ELPD difference", "SE of difference", "weight"],
+        [
+            "model",
+            "LOOIC",
+            "ELPD (LOO)",
+            "SE",
+            "p_loo",
+            "ELPD difference",
+            "SE of difference",
+            "weight",
+        ],
         rows,
         caption=f"PSIS-LOO comparison (best: {comparison.index[0]})",
     )
     best = str(comparison.index[0])
     run.results["selection"] = {
         "criterion": "loo",
-        "rows": [dict(zip(["model", *columns], row, strict=True)) for row in rows],
+        "rows": [dict(zip(["model", "looic", *columns], row, strict=True)) for row in rows],
         "best": int(best.removeprefix("K=")),
     }
     return models[best], trees[best]
