@@ -669,8 +669,8 @@ def _to_numpy(value):
 
 
 def _at_bound(params: Mapping, priors: Mapping, names: Sequence[str]):
-    """Per spectrum, whether a free parameter ended within 1e-6 (relative to the box) of a
-    uniform prior's bound; and the names of those parameters."""
+    """Per spectrum, whether a free parameter ended within 1e-6 (float32: 1e-4) of a
+    uniform prior's bound, relative to the box; and the names of those parameters."""
     flags, at_bound = False, []
     for name in names:
         prior = priors.get(name)
@@ -678,7 +678,8 @@ def _at_bound(params: Mapping, priors: Mapping, names: Sequence[str]):
             continue
         low, high = np.asarray(prior.low), np.asarray(prior.high)
         value = np.asarray(params[name])
-        margin = 1e-6 * (high - low)
+        relative = max(1e-6, 1e3 * float(jnp.finfo(jnp.result_type(float)).eps))
+        margin = relative * (high - low)
         hit = (value <= low + margin) | (value >= high - margin)
         if np.any(hit):
             at_bound.append(name)
