@@ -327,11 +327,7 @@ def fit_em_sharded(
     initial = streaming._initial_parameters(survey, options, inits, seed)
     centre = (survey.weighted_sum / survey.total_weight).astype(dtype)
     x_global, w_global = _global_rows(local_x, local_w, mesh, centre)
-    feature_count = em._feature_count(survey.n_features, covariance_type)
-    rows_per_device = x_global.shape[0] // mesh.devices.size
-    config = streaming._em_config(
-        options, em._block_size(rows_per_device, feature_count, dtype.itemsize, block_rows)
-    )
+    config = streaming._em_config(options, block_rows)
     prior_parameters, conjugate_prior = streaming._prior_setup(survey, options)
     arguments = _replicated(
         (

@@ -543,7 +543,9 @@ def _check_options(
     )
 
 
-def _em_config(options: _Options, block_rows: int) -> em._Config:
+def _em_config(options: _Options, block_rows: int | None) -> em._Config:
+    """em's static configuration; ``block_rows`` (None: sufficient_statistics' default)
+    is what the statistics of a chunk or a device's rows are computed with."""
     return em._Config(
         n_components=options.n_components,
         covariance_type=options.covariance_type,
@@ -551,7 +553,7 @@ def _em_config(options: _Options, block_rows: int) -> em._Config:
         n_init=options.n_init,
         init_params=options.init_params,
         method=options.method,
-        block_rows=int(block_rows),
+        block_rows=None if block_rows is None else int(block_rows),
         with_scales="scales" in options.priors,
     )
 
@@ -900,10 +902,7 @@ def _exact_em(
     """The host loop of exact EM; ``statistics_pass(parameters, centre, config)`` returns
     the float64 statistics of all data for stacked parameters."""
     dtype = survey.dtype
-    n_features = survey.n_features
-    feature_count = em._feature_count(n_features, options.covariance_type)
-    block = em._block_size(max(1, survey.chunk_rows), feature_count, dtype.itemsize, block_rows)
-    config = _em_config(options, block)
+    config = _em_config(options, block_rows)
     centre = jnp.asarray(survey.weighted_sum / survey.total_weight, dtype)
     prior_parameters, conjugate_prior = _prior_setup(survey, options)
     priors = _priors_argument(options)
@@ -1080,9 +1079,8 @@ _online_start_jit = jax.jit(_online_start, static_argnames=("config",))
 _online_step_jit = jax.jit(_online_step, static_argnames=("config",))
 
 
-def _online_config(options: _Options, n_features: int, dtype) -> em._Config:
-    feature_count = em._feature_count(n_features, options.covariance_type)
-    return _em_config(options, em._block_size(2**62, feature_count, dtype.itemsize, None))
+def _online_config(options: _Options) -> em._Config:
+    return _em_config(options, None)
 
 
 def _padded_chunk(x, w, dtype, n_features, index):
@@ -1141,7 +1139,7 @@ def online_em_start(
             conjugate = em._conjugate_prior(
                 options.priors, prior_parameters, options.n_components, covariance_type, dtype
             )
-    config = _online_config(options, x.shape[1], dtype)
+    config = _online_config(options)
     parameters = em.MixtureParameters(*(jnp.asarray(a, dtype) for a in parameters))
     return _online_start_jit(
         jnp.asarray(x),
@@ -1206,7 +1204,7 @@ def online_em_step(
     )
     dtype = np.dtype(state.centre.dtype)
     x, weight = _padded_chunk(x, sample_weight, dtype, n_features, state.n_updates)
-    config = _online_config(options, n_features, dtype)
+    config = _online_config(options)
     new_state, collapsed = _online_step_jit(
         state,
         jnp.asarray(x),
@@ -1282,7 +1280,7 @@ def fit_em_online(
     )  # fmt: skip
     source = ChunkSource(data, sample_weight=sample_weight, chunk_rows=chunk_rows)
     state = None
-    dtype, n_features = None, None
+    dtype = None
     bounds = []
     first_result = None
     for index, (x, w) in enumerate(source):
@@ -1291,7 +1289,6 @@ def fit_em_online(
         if state is None:
             dtype = _chunk_dtype(np.asarray(x))
             x, w = _prepare(x, w, dtype, None, f"chunk {index}", validate=True)
-            n_features = x.shape[1]
             first_result = em.fit_em(
                 x,
                 n_components=options.n_components,
@@ -1331,7 +1328,7 @@ def fit_em_online(
         raise ValueError("data has no rows; pass at least one non-empty chunk.")
     if not bounds:
         return first_result
-    config = _online_config(options, n_features, dtype)
+    config = _online_config(options)
     converged = len(bounds) > 1 and abs(bounds[-1] - bounds[-2]) < options.tol
     return em.EMResult(
         params=em.site_values(state.parameters, covariance_type, with_scales=config.with_scales),
