@@ -237,3 +237,62 @@ def test_bad_input_is_a_value_error_that_says_what_is_wrong(call, match):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def read_nist(path):
+    """x, y, the two starting points, certified values and standard deviations."""
+    lines = path.read_text().splitlines()
+    rows = [
+        [float(v) for v in match.groups()[1:]]
+        for line in lines
+        if (match := re.match(r"\s*b(\d)\s*=\s*(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", line))
+    ]
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("Data:   y"))
+    data = np.array(
+        [[float(v) for v in line.split()] for line in lines[first + 1 :] if line.strip()]
+    )
+    start, _, certified, deviations = np.array(rows).T
+    return data[:, 1], data[:, 0], start, certified, deviations
+
+
+# b1 exp(-b2 x) + b3 exp(-(x - b4)^2 / b5^2) + b6 exp(-(x - b7)^2 / b8^2): b5 = sqrt(2) sigma.
+NIST_SITES = [
+    ("baseline_amplitude", 1.0),
+    ("baseline_rate", 1.0),
+    ("peak0_height", 1.0),
+    ("peak0_center", 1.0),
+    ("peak0_sigma", 1 / np.sqrt(2)),
+    ("peak1_height", 1.0),
+    ("peak1_center", 1.0),
+    ("peak1_sigma", 1 / np.sqrt(2)),
+]
+
+
+@pytest.mark.slow
+def test_mcmc_posterior_means_match_nist_gauss1(shared_data):
+    """NUTS under the wide default priors: posterior means within 0.1 certified SD."""
+    x, y, start, certified, deviations = read_nist(shared_data("nist", "Gauss1.dat"))
+    init = {site: value * factor for (site, factor), value in zip(NIST_SITES, start, strict=True)}
+    fit = fit_peaks(
+        x,
+        y,
+        ("gaussian", "gaussian"),
+        "exponential",
+        init=init,
+        backend="mcmc",
+        num_warmup=500,
+        num_samples=1000,
+        num_chains=2,
+        progress_bar=False,
+    )
+    assert fit.converged
+    arviz_stats = pytest.importorskip("arviz_stats")
+    posterior = fit.posterior["posterior"]
+    ess = arviz_stats.ess(fit.posterior, var_names=[site for site, _ in NIST_SITES])
+    for (site, factor), value, deviation in zip(NIST_SITES, certified, deviations, strict=True):
+        draws = np.asarray(posterior[site]).ravel() / factor
+        # The Monte Carlo error of the mean must be well below the 0.1 SD criterion.
+        standard_error = np.std(draws) / np.sqrt(float(ess[site]))
+        assert standard_error < 0.04 * deviation
+        assert abs(draws.mean() - value) < 0.1 * deviation, site
+        assert float(fit.stderr[site]) / factor == pytest.approx(deviation, rel=0.15)
