@@ -628,11 +628,12 @@ class GaussianMixture(EstimatorBase):
         )
 
     def _log_resp(self, X: np.ndarray):
+        # NumPy in: the compiled function moves the arrays in one go
         norm, log_resp = _log_responsibilities(
-            jnp.asarray(X),
-            jnp.asarray(self.weights_, X.dtype),
-            jnp.asarray(self.means_, X.dtype),
-            jnp.asarray(self.precisions_cholesky_, X.dtype),
+            X,
+            self.weights_.astype(X.dtype),
+            self.means_.astype(X.dtype),
+            self.precisions_cholesky_.astype(X.dtype),
             covariance_type=self.covariance_type,
         )
         return np.asarray(norm), np.asarray(log_resp)

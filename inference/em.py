@@ -1273,6 +1273,7 @@ class _Config(NamedTuple):
     method: str
     block_rows: int
     with_scales: bool
+    batched: bool
 
 
 class _Context(NamedTuple):
@@ -1466,25 +1467,26 @@ def _fit_dataset(x, sample_weight, inits, priors, key, tol, reg_covar, start_bou
 
 
 def _fit_program(x, sample_weight, inits, priors, key, tol, reg_covar, start_bound, config):
-    """The whole batched fit, compiled once per shape and configuration."""
+    """The whole fit of one dataset (N, D) or a batch (B, N, D), compiled once per shape and
+    configuration. Returns the best state, the program's site dict and failure flags."""
+
+    def one_dataset(x, sample_weight, inits, key):
+        state, collapsed, n_iters = _fit_dataset(
+            x, sample_weight, inits, priors, key, tol, reg_covar, start_bound, config
+        )
+        params = site_values(
+            state.parameters, config.covariance_type, with_scales=config.with_scales
+        )
+        return state, params, collapsed, n_iters
+
     # Dataset b uses fold_in(key, b): an unbatched fit equals dataset 0 of a batch.
+    if not config.batched:
+        return one_dataset(x, sample_weight, inits, jax.random.fold_in(key, 0))
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(x.shape[0]))
     init_axes = tuple(
         None if a is None or a.ndim == base else 0
         for a, base in zip(inits, _init_ndims(config), strict=True)
     )
-
-    def one_dataset(x, sample_weight, inits, key):
-        return _fit_dataset(
-            x, sample_weight, inits, priors, key, tol, reg_covar, start_bound, config
-        )
-
-    if x.shape[0] == 1:
-        squeezed = tuple(
-            a if axis is None else a[0] for a, axis in zip(inits, init_axes, strict=True)
-        )
-        outputs = one_dataset(x[0], sample_weight[0], squeezed, keys[0])
-        return jax.tree.map(lambda leaf: leaf[None], outputs)
     return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, 0))(x, sample_weight, inits, keys)
 
 
@@ -1528,15 +1530,16 @@ def _init_ndims(config: _Config) -> tuple[int, int, int]:
 # Validation and the public entry point
 
 
-def _as_float_array(value, name: str, dtype=None) -> jax.Array:
+def _as_float_array(value, name: str, dtype=None) -> np.ndarray:
+    """A finite NumPy array of a float dtype JAX can hold (validated on the host, moved to
+    the device once, by the compiled fit)."""
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric, got dtype {array.dtype}.")
     if dtype is None:
         dtype = array.dtype if array.dtype.kind == "f" else np.float64
-    dtype = jax.dtypes.canonicalize_dtype(dtype)
-    array = jnp.asarray(array, dtype=dtype)
-    if not np.all(np.isfinite(np.asarray(array))):
+    array = np.asarray(array, dtype=jax.dtypes.canonicalize_dtype(dtype))
+    if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinity; remove or impute those values first.")
     return array
 
@@ -1550,19 +1553,19 @@ def _check_init(value, shape, name, covariance_type, dtype, batch):
             f"The parameter '{name}' should have the shape of {shape}, but got {array.shape}"
         )
     if name == "weights":
-        if np.any(np.asarray(array) < 0) or np.any(np.asarray(array) > 1):
+        if np.any(array < 0) or np.any(array > 1):
             raise ValueError(
                 "The parameter 'weights' should be in the range [0, 1], but got max value "
                 f"{float(array.max()):.5f}, min value {float(array.min()):.5f}"
             )
-        atol = 1e-6 if array.dtype == jnp.float32 else 1e-8
-        if not np.allclose(np.asarray(array.sum(axis=-1)), 1.0, atol=atol, rtol=0):
+        atol = 1e-6 if array.dtype == np.float32 else 1e-8
+        if not np.allclose(array.sum(axis=-1), 1.0, atol=atol, rtol=0):
             raise ValueError(
                 "The parameter 'weights' should be normalized, but got sum(weights) = "
                 f"{float(array.sum(axis=-1).ravel()[0]):.5f}"
             )
     if name.endswith("precision"):
-        values = np.asarray(array)
+        values = array
         if covariance_type in ("full", "tied"):
             symmetric = np.allclose(values, np.swapaxes(values, -1, -2))
             if not symmetric or np.any(np.linalg.eigvalsh(values) <= 0):
@@ -1702,8 +1705,8 @@ def fit_em(
             f"x must have shape (N, D) or (B, N, D), got shape {x.shape}; reshape 1-D data "
             "with x.reshape(-1, 1)."
         )
-    data = x if batched else x[None]
-    n_datasets, n_samples, n_features = data.shape
+    n_datasets = x.shape[0] if batched else 1
+    n_samples, n_features = x.shape[-2:]
     if n_features < 1:
         raise ValueError("x has no features (D = 0).")
     if n_samples < n_components:
@@ -1711,20 +1714,20 @@ def fit_em(
             "Expected n_samples >= n_components "
             f"but got n_components = {n_components}, n_samples = {n_samples}"
         )
-    dtype = data.dtype
+    dtype = x.dtype
+    expected = (n_datasets, n_samples) if batched else (n_samples,)
     if sample_weight is None:
-        weight = jnp.ones((n_datasets, n_samples), dtype)
+        weight = np.ones(expected, dtype)
     else:
         weight = _as_float_array(sample_weight, "sample_weight", dtype)
-        expected = (n_datasets, n_samples) if batched else (n_samples,)
         if weight.shape != expected and not (batched and weight.shape == (n_samples,)):
             raise ValueError(
                 f"sample_weight has shape {weight.shape}; expected {expected}, one weight per point."
             )
-        if np.any(np.asarray(weight) < 0):
+        if np.any(weight < 0):
             raise ValueError("sample_weight must be non-negative.")
-        weight = jnp.broadcast_to(weight, (n_datasets, n_samples))
-        if np.any(np.asarray(weight).sum(axis=-1) <= 0):
+        weight = np.broadcast_to(weight, expected)
+        if np.any(weight.sum(axis=-1) <= 0):
             raise ValueError(
                 "sample_weight sums to zero; give at least one point a positive weight."
             )
@@ -1762,48 +1765,38 @@ def fit_em(
         method=method,
         block_rows=block,
         with_scales="scales" in priors,
+        batched=batched,
     )
     key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
     work = n_samples * _feature_count(n_features, covariance_type) * n_components
-    state, collapsed, n_iters = _fit_program_for(work * n_init * n_datasets)(
-        data,
+    state, params, collapsed, n_iters = _fit_program_for(work * n_init * n_datasets)(
+        x,
         weight,
         inits,
         priors,
         key,
-        jnp.asarray(tol, dtype),
-        jnp.asarray(reg_covar, dtype),
-        jnp.asarray(start_lower_bound, dtype),
+        np.asarray(tol, dtype),
+        np.asarray(reg_covar, dtype),
+        np.asarray(start_lower_bound, dtype),
         config=config,
     )
     _raise_on_failure(
-        np.asarray(collapsed),
-        np.asarray(n_iters),
+        np.asarray(collapsed).reshape(n_datasets, -1),
+        np.asarray(n_iters).reshape(n_datasets, -1),
         np.asarray(state.lower_bound),
         batched,
         config,
         dtype,
     )
-    parameters = state.parameters
-    params = site_values(parameters, covariance_type, with_scales=config.with_scales)
-    result = EMResult(
+    return EMResult(
         params=params,
-        precisions_cholesky=parameters.precisions_cholesky,
+        precisions_cholesky=state.parameters.precisions_cholesky,
         lower_bound=state.lower_bound,
         lower_bounds=state.lower_bounds,
         n_iter=state.n_iter,
         converged=state.converged,
         method=method,
     )
-    if not batched:
-        result = result._replace(
-            **{
-                name: jax.tree.map(lambda leaf: leaf[0], getattr(result, name))
-                for name in result._fields
-                if name != "method"
-            }
-        )
-    return result
 
 
 def _raise_on_failure(collapsed, n_iters, lower_bound, batched, config, dtype):
