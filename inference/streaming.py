@@ -555,6 +555,7 @@ def _em_config(options: _Options, block_rows: int | None) -> em._Config:
         method=options.method,
         block_rows=None if block_rows is None else int(block_rows),
         with_scales="scales" in options.priors,
+        batched=False,
     )
 
 

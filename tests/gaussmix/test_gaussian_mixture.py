@@ -368,10 +368,15 @@ def test_batched_fits_equal_one_by_one(covariance_type, seed):
             precisions_init=precisions[b],
             **kwargs,
         )
-        np.testing.assert_allclose(batched.lower_bounds[b], alone.lower_bounds, rtol=1e-12)
-        np.testing.assert_allclose(batched.params["means"][b], alone.params["means"], rtol=1e-10)
+        # The batched and the single fit are different compiled programs (vmapped or not):
+        # equal up to float64 round-off, which five EM steps on 20 points may amplify.
+        np.testing.assert_allclose(batched.lower_bounds[b], alone.lower_bounds, rtol=1e-9)
+        np.testing.assert_allclose(batched.params["means"][b], alone.params["means"], rtol=1e-8)
+        # A component shrunk onto one point has covariance ~ reg_covar, whose factor carries
+        # round-off of order eps * var(x) / reg_covar: compare relative to the largest entry.
+        scale = np.abs(alone.precisions_cholesky).max()
         np.testing.assert_allclose(
-            batched.precisions_cholesky[b], alone.precisions_cholesky, rtol=1e-10
+            batched.precisions_cholesky[b], alone.precisions_cholesky, rtol=1e-8, atol=1e-8 * scale
         )
 
 
