@@ -5,7 +5,7 @@ import pytest
 from arviz_base import from_dict
 
 import gaussmix
-from gaussmix.compare import compare, point_versus_posterior
+from gaussmix.comparison import compare, point_versus_posterior
 
 
 def fixed_tree(pointwise, rng, chains=2, draws=300):
@@ -32,6 +32,16 @@ def test_compare_ranks_by_elpd_and_matches_the_exact_value():
     again = gaussmix.compare({"bad": fixed_tree(bad, rng), "good": fixed_tree(good, rng)})
     assert again.index.tolist() == ["good", "bad"]
     assert gaussmix.point_versus_posterior is point_versus_posterior
+
+
+def test_package_names_are_the_functions_after_the_module_is_imported():
+    # Importing gaussmix.comparison binds gaussmix.comparison, never gaussmix.compare.
+    import gaussmix.comparison
+    from gaussmix import compare as imported
+
+    assert imported is compare and gaussmix.compare is compare
+    assert gaussmix.comparison.compare is compare
+    assert not callable(gaussmix.comparison)
 
 
 def test_compare_refuses_bad_input():

@@ -12,13 +12,9 @@ no WAIC in ArviZ 1.x). :func:`point_versus_posterior` puts a point estimate (EM,
 scikit-learn) next to posterior means, standard deviations and equal-tailed intervals,
 after putting the point's mixture components in the posterior's labelling.
 
-``gaussmix.compare`` is both this module and the function: once the module is imported
-Python binds the package attribute to the module, so the module is made callable and
-``gaussmix.compare({...})`` always runs :func:`compare`.
+Both functions are public as ``gaussmix.compare`` and ``gaussmix.point_versus_posterior``.
 """
 
-import sys
-import types
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -198,13 +194,3 @@ def point_versus_posterior(
                 }
             )
     return pd.DataFrame(rows, index=labels)
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`compare` (see the module docstring)."""
-
-    def __call__(self, *args, **kwargs):
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
