@@ -9,9 +9,10 @@ with :math:`\\log L = \\sum_n w_n \\log p(x_n \\mid \\hat\\theta)`, :math:`W = \
 (:meth:`gaussmix.GaussianMixture._n_parameters`). Lower is better.
 
 ``criterion="loo"`` samples the posterior of every K by NUTS
-(:func:`gaussmix.inference.mcmc.sample_mixture`) and scores it by PSIS-LOO on the
-deviance scale, :math:`\\mathrm{LOOIC} = -2\\,\\widehat{\\mathrm{elpd}}_{\\mathrm{loo}}`
-(lower is better); the posteriors are kept for :func:`gaussmix.compare`.
+(:func:`gaussmix.inference.mcmc.sample_mixture`, chains started at that K's fitted
+estimator, draws in its labelling) and scores it by PSIS-LOO on the deviance scale,
+:math:`\\mathrm{LOOIC} = -2\\,\\widehat{\\mathrm{elpd}}_{\\mathrm{loo}}` (lower is
+better); the posteriors are kept for :func:`gaussmix.compare`.
 """
 
 from collections.abc import Iterable, Mapping
@@ -37,7 +38,8 @@ class SelectionTable(NamedTuple):
         log_likelihood: (M,) total (weighted) log-likelihood at the fitted parameters.
         converged: (M,) whether EM converged.
         criterion_name: "bic", "aic" or "loo".
-        posteriors: for "loo", the (M,) posterior DataTrees, else empty.
+        posteriors: for "loo", the (M,) posterior DataTrees, else empty; each is
+            labelled like the EM fit of its K (started at its ``params_``).
     """
 
     n_components: np.ndarray
@@ -70,7 +72,8 @@ def select_components(
         sample_weight: (N,) weights of the points.
         mcmc_options: for "loo", arguments of
             :func:`~gaussmix.inference.mcmc.sample_mixture` (``num_warmup``,
-            ``num_samples``, ``num_chains``, ``progress_bar``, ``prior_parameters``).
+            ``num_samples``, ``num_chains``, ``progress_bar``, ``prior_parameters``; not
+            ``init``: each K starts at its fitted estimator).
         **estimator_parameters: passed to :class:`~gaussmix.GaussianMixture` (``n_init``,
             ``random_state``, ``priors``, ...).
 
@@ -146,6 +149,11 @@ def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, 
     from gaussmix.mixture import seed_from_random_state
 
     options = {"num_warmup": 1000, "num_samples": 1000, "num_chains": 4, **(mcmc_options or {})}
+    if "init" in options:
+        raise ValueError(
+            "mcmc_options cannot hold 'init': the chains of every K start at its fitted "
+            "estimator's params_."
+        )
     priors = parameters.get("priors")
     seed = seed_from_random_state(parameters.get("random_state"))
     values, log_likelihoods, converged, fitted, posteriors = [], [], [], [], []
@@ -153,6 +161,9 @@ def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, 
         estimator = GaussianMixture(int(k), covariance_type=covariance_type, **parameters)
         estimator.fit(X, sample_weight=sample_weight)
         data = estimator._validate_data(X, reset=False)
+        # Chains start at the fitted parameters and the draws keep their labelling, so
+        # posteriors[i]["means"][..., k, :] belongs to the estimator's component k.
+        init = {name: np.asarray(value, data.dtype) for name, value in estimator.params_.items()}
         tree = sample_mixture(
             data,
             n_components=int(k),
@@ -160,6 +171,7 @@ def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, 
             priors=priors if isinstance(priors, Mapping) else None,
             sample_weight=sample_weight,
             seed=seed,
+            init=init,
             **options,
         )
         with warnings.catch_warnings():

@@ -40,9 +40,12 @@ devices before JAX starts with
 The mass matrix is dense up to 100 unconstrained dimensions and diagonal beyond.
 
 Mixtures. For :func:`gaussmix.models.gaussian_mixture` the draws are relabeled (see
-:mod:`gaussmix.inference.relabel`) to the labelling of the EM answer (ordered by the means
-in one dimension) before anything is summarized; the log-likelihood is the marginal one
-(the component index is summed out), so ``arviz_stats.loo`` is right.
+:mod:`gaussmix.inference.relabel`) to the labelling of the starting point (``init``, else
+the EM answer) before anything is summarized. In one dimension they are ordered by their
+means: ascending after an EM start; after ``init``, the ordered components take the labels
+of ``init``'s components of the same rank, so the draws keep ``init``'s labelling. The
+log-likelihood is the marginal one (the component index is summed out), so
+``arviz_stats.loo`` is right.
 """
 
 import os
@@ -67,7 +70,13 @@ from numpyro.infer.util import ParamInfo, constrain_fn, initialize_model
 from numpyro.primitives import Messenger
 
 from gaussmix.inference.diagnostics import SamplingWarning
-from gaussmix.inference.relabel import label_switching_fraction, relabel_mixture, sort_components
+from gaussmix.inference.relabel import (
+    apply_permutation,
+    label_switching_fraction,
+    relabel_mixture,
+    relabeling_permutation,
+    sort_components,
+)
 from gaussmix.models.mixture import component_distribution, gaussian_mixture
 from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
 
@@ -707,17 +716,30 @@ def _mixture_dims(samples: Mapping, observed: tuple, sample_ndim: int = 2) -> di
     return dims
 
 
-def _relabel_mixture_draws(samples: dict, reference: dict, covariance_type: str):
-    """Relabel the draws to the reference (ordered by the means in one dimension)."""
+def _relabel_mixture_draws(
+    samples: dict, reference: dict, covariance_type: str, keep_reference_labels: bool = False
+):
+    """Relabel the draws to the reference labelling.
+
+    In one dimension the draws are ordered by their means; the reference is sorted too,
+    unless ``keep_reference_labels`` (a user's ``init``), in which case the ordered
+    components take the labels of the reference's components of the same rank.
+    """
     one_dimensional = np.shape(samples["means"])[-1] == 1
-    if one_dimensional:
-        reference = sort_components(reference, covariance_type)
-    relabeled, permutation = relabel_mixture(
-        {name: jnp.asarray(value) for name, value in samples.items()},
-        reference,
-        covariance_type,
-        method="order" if one_dimensional else "match",
-    )
+    samples = {name: jnp.asarray(value) for name, value in samples.items()}
+    if not one_dimensional:
+        relabeled, permutation = relabel_mixture(
+            samples, reference, covariance_type, method="match"
+        )
+    else:
+        permutation = relabeling_permutation(samples, None, covariance_type, method="order")
+        if keep_reference_labels:
+            # Label k gets the draw's component whose mean has the rank of reference k's.
+            rank = np.argsort(np.argsort(np.asarray(reference["means"])[:, 0], kind="stable"))
+            permutation = permutation[..., rank]
+        else:
+            reference = sort_components(reference, covariance_type)
+        relabeled = apply_permutation(samples, permutation, covariance_type)
     return (
         {name: np.asarray(value) for name, value in relabeled.items()},
         reference,
@@ -1036,7 +1058,7 @@ def _sample(program, init, source, num_chains, options, rng_key, mixture, poster
         reference = init_values if init_values is not None else processed["center"]
         reference = {name: np.asarray(value) for name, value in reference.items()}
         samples, reference, method, switching = _relabel_mixture_draws(
-            samples, reference, covariance_type
+            samples, reference, covariance_type, keep_reference_labels=source == "init"
         )
         mixture_attrs = {"relabel_method": method, "label_switching": switching, "init": source}
         dims = _mixture_dims(samples, structure.observed)
@@ -1172,8 +1194,10 @@ def sample_mixture(
 ):
     """NUTS on :func:`gaussmix.models.gaussian_mixture`: relabeled draws, responsibilities.
 
-    Runs :func:`sample` (chains from the EM answer under the program's prior), relabels
-    the draws to the EM labelling (by the means in one dimension) and adds the group
+    Runs :func:`sample` (chains from ``init``, else the EM answer under the program's
+    prior), relabels the draws to the labelling of that point (ordered by the means in one
+    dimension, ascending after EM, in ``init``'s rank order after ``init``) and adds the
+    group
     ``mixture`` with
 
     .. math::

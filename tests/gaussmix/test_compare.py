@@ -143,6 +143,15 @@ def test_select_components_by_loo_keeps_the_posteriors():
     )
     assert table.criterion_name == "loo" and best.n_components == 2
     assert len(table.posteriors) == 2
+    # The posterior of the best K starts at the estimator and keeps its labelling.
+    tree = table.posteriors[1]
+    assert tree.posterior.attrs["init"] == "init"
+    np.testing.assert_allclose(tree["mixture"]["reference_means"].values, best.means_)
+    np.testing.assert_allclose(
+        tree.posterior["means"].mean(("chain", "draw")).values, best.means_, atol=0.6
+    )
+    with pytest.raises(ValueError, match="cannot hold 'init'"):
+        select_components(x, [2], "spherical", criterion="loo", mcmc_options={"init": {}})
     ranking = compare({f"K={k}": tree for k, tree in zip([1, 2], table.posteriors, strict=True)})
     assert ranking.index[0] == "K=2"
     np.testing.assert_allclose(-2 * ranking.loc["K=2", "elpd"], table.criterion[1], rtol=1e-10)

@@ -325,6 +325,31 @@ def test_sample_of_the_mixture_program_relabels_too(mixture_data, mixture_tree):
     assert "responsibilities" not in tree["mixture"]
 
 
+def test_one_dimensional_draws_keep_the_labelling_of_init():
+    """1-D: draws ordered by their means take init's labels by rank (shapes of the 1-D SBC)."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(-4.0, 1.0, 25), rng.normal(4.0, 1.0, 25)])[:, None]
+    prior = MixturePriorParameters(
+        weight_concentration=np.asarray(5.0),
+        mean_prior=np.zeros(1),
+        mean_precision=np.asarray(0.05),
+        degrees_of_freedom=np.asarray(10.0),
+        covariance_prior=np.asarray(10.0),
+    )
+    run = {"n_components": 2, "covariance_type": "spherical", "prior_parameters": prior}
+    em = fit_em(x, n_components=2, covariance_type="spherical", seed=0).params
+    order = np.argsort(-np.asarray(em["means"])[:, 0])  # descending: not the sorted labelling
+    init = {name: np.asarray(value)[order] for name, value in em.items()}
+    tree = sample_mixture(x, init=init, seed=0, **run, **MIXTURE_RUN)
+    assert tree.posterior.attrs["init"] == "init"
+    np.testing.assert_array_equal(tree["mixture"]["reference_means"].values, init["means"])
+    means = tree.posterior["means"].values[0, :, :, 0]
+    assert np.all(means[:, 0] > means[:, 1])  # every draw, not just on average
+    np.testing.assert_allclose(means.mean(0), init["means"][:, 0], atol=0.6)
+    weights = tree.posterior["weights"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(weights, init["weights"], atol=0.1)
+
+
 @pytest.mark.slow
 def test_chains_run_in_parallel_over_host_devices():
     script = textwrap.dedent(
