@@ -219,10 +219,14 @@ def _compiled(name: str, program: _Program, extra_key: tuple, build: Callable, *
 
 
 def _signature(tree) -> tuple:
-    return tuple(
-        (str(path), np.shape(leaf), str(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
-        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-    )
+    """Hashable (path, shape, dtype) of every leaf; reads attributes, converts nothing."""
+
+    def describe(path, leaf):
+        if not hasattr(leaf, "dtype"):  # a Python scalar or sequence
+            leaf = jnp.asarray(leaf)
+        return str(path), tuple(leaf.shape), str(leaf.dtype)
+
+    return tuple(describe(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree))
 
 
 # --------------------------------------------------------------------------------------

@@ -325,6 +325,29 @@ def test_sample_of_the_mixture_program_relabels_too(mixture_data, mixture_tree):
     assert "responsibilities" not in tree["mixture"]
 
 
+def test_cache_signature_converts_no_array():
+    """Shapes and dtypes of the cache key come from attributes: no warning, keys allowed."""
+    import warnings
+
+    import jax
+
+    tree = {
+        "jax": jnp.zeros((2, 3), jnp.float32),
+        "numpy": np.zeros(4, np.int32),
+        "scalar": 1.5,
+        "key": jax.random.key(0),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        signature = mcmc._signature(tree)
+    shapes = {path.split("'")[1]: (shape, dtype) for path, shape, dtype in signature}
+    assert shapes["jax"] == ((2, 3), "float32")
+    assert shapes["numpy"] == ((4,), "int32")
+    assert shapes["scalar"] == ((), str(jnp.asarray(1.5).dtype))
+    assert shapes["key"][0] == () and "key" in shapes["key"][1]
+    hash(signature)
+
+
 def test_one_dimensional_draws_keep_the_labelling_of_init():
     """1-D: draws ordered by their means take init's labels by rank (shapes of the 1-D SBC)."""
     rng = np.random.default_rng(5)
