@@ -118,6 +118,9 @@ INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 _LOG_2PI = math.log(2.0 * math.pi)
 #: Bytes of one block of the feature matrix processed per scan step.
 _BLOCK_BYTES = 4 * 2**20
+#: Largest design matrix (all rows' features, with the (N, K) temporaries) kept in memory
+#: for a whole fit instead of being recomputed block by block every iteration.
+_DESIGN_CACHE_BYTES = 2**30
 #: BFGS iterations per generalized M-step.
 _GENERALIZED_M_STEP_ITERATIONS = 100
 
@@ -344,8 +347,9 @@ def _shared_quadratic(x_centred: jax.Array, factor: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(projected * projected, axis=1)
 
 
-def _block_log_prob(x_centred, natural, factor, covariance_type):
-    features = design_matrix(x_centred, covariance_type)
+def _block_log_prob(x_centred, natural, factor, covariance_type, features=None):
+    if features is None:
+        features = design_matrix(x_centred, covariance_type)
     log_prob = features @ natural
     if covariance_type == "tied":
         log_prob = log_prob + _shared_quadratic(x_centred, factor)[:, None]
@@ -455,6 +459,12 @@ def _feature_count(n_features: int, covariance_type: str) -> int:
         "spherical": 1,
     }[covariance_type]
     return quadratic + n_features + 1
+
+
+def _whole_fit_bytes(n_rows, n_features, n_components, covariance_type, dtype) -> int:
+    """Bytes of one dataset's design matrix and (N, K) temporaries in one block."""
+    width = _feature_count(n_features, covariance_type) + 3 * n_components
+    return n_rows * width * np.dtype(dtype).itemsize
 
 
 def _split_blocks(array: jax.Array, block_rows: int, fill=0.0) -> jax.Array:
@@ -567,11 +577,15 @@ def _unpack_statistics(packed, scatter, log_likelihood, total_weight, n_features
     return SufficientStatistics(counts, first, second, log_likelihood, total_weight)
 
 
-def _scan_statistics(x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type):
+def _scan_statistics(
+    x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type, feature_blocks=None
+):
     """Accumulate packed statistics over row blocks.
 
-    ``responsibility_fn(index, x_block) -> (log p(x) (n,), unnormalized responsibilities
-    (n, K), row scale (n,), features (n, F))``; responsibilities are their product.
+    ``responsibility_fn(index, x_block, features) -> (log p(x) (n,), unnormalized
+    responsibilities (n, K), row scale (n,), features (n, F))``; responsibilities are their
+    product. ``features`` is the block of ``feature_blocks`` when given (the design matrix
+    computed once per fit), else None (computed per block).
     """
     n_features = x_blocks.shape[-1]
     dtype = x_blocks.dtype
@@ -580,8 +594,8 @@ def _scan_statistics(x_blocks, weight_blocks, responsibility_fn, n_components, c
 
     def body(carry, inputs):
         packed, scatter, log_likelihood = carry
-        index, x_block, w_block = inputs
-        norm, resp, row_scale, features = responsibility_fn(index, x_block)
+        index, x_block, w_block, features = inputs
+        norm, resp, row_scale, features = responsibility_fn(index, x_block, features)
         weighted_resp = resp * (row_scale * w_block)[:, None]
         packed = packed + weighted_resp.T @ features
         if scatter_size:
@@ -595,18 +609,22 @@ def _scan_statistics(x_blocks, weight_blocks, responsibility_fn, n_components, c
         jnp.zeros((), dtype),
     )
     indices = jnp.arange(x_blocks.shape[0])
-    (packed, scatter, log_likelihood), _ = lax.scan(body, init, (indices, x_blocks, weight_blocks))
+    (packed, scatter, log_likelihood), _ = lax.scan(
+        body, init, (indices, x_blocks, weight_blocks, feature_blocks)
+    )
     return _unpack_statistics(
         packed, scatter, log_likelihood, jnp.sum(weight_blocks), n_features, covariance_type
     )
 
 
-def _estep_statistics(x_blocks, weight_blocks, parameters, centre, covariance_type):
+def _estep_statistics(
+    x_blocks, weight_blocks, parameters, centre, covariance_type, feature_blocks=None
+):
     natural = natural_parameters(parameters, centre, covariance_type)
     factor = parameters.precisions_cholesky
 
-    def responsibility_fn(index, x_block):
-        log_prob, features = _block_log_prob(x_block, natural, factor, covariance_type)
+    def responsibility_fn(index, x_block, features):
+        log_prob, features = _block_log_prob(x_block, natural, factor, covariance_type, features)
         # one exponential per entry: r = exp(l - max) / sum_k exp(l - max)
         largest = jnp.max(log_prob, axis=1, keepdims=True)
         unnormalized = jnp.exp(log_prob - largest)
@@ -615,7 +633,12 @@ def _estep_statistics(x_blocks, weight_blocks, parameters, centre, covariance_ty
         return norm, unnormalized, 1.0 / total, features
 
     return _scan_statistics(
-        x_blocks, weight_blocks, responsibility_fn, parameters.means.shape[0], covariance_type
+        x_blocks,
+        weight_blocks,
+        responsibility_fn,
+        parameters.means.shape[0],
+        covariance_type,
+        feature_blocks,
     )
 
 
@@ -1274,6 +1297,7 @@ class _Config(NamedTuple):
     block_rows: int
     with_scales: bool
     batched: bool
+    cache_design: bool = False
 
 
 class _Context(NamedTuple):
@@ -1320,7 +1344,9 @@ def _lower_bound(statistics, parameters, config, context):
     return bound / statistics.total_weight
 
 
-def _initial_parameters(key, x_blocks, w_blocks, centre, inits, reg_covar, config, context):
+def _initial_parameters(
+    key, x_blocks, w_blocks, feature_blocks, centre, inits, reg_covar, config, context
+):
     """Initial parameters of one restart (scikit-learn's ``_initialize_parameters``)."""
     weights_init, means_init, precisions_init = inits
     covariance_type, n_components = config.covariance_type, config.n_components
@@ -1356,7 +1382,7 @@ def _initial_parameters(key, x_blocks, w_blocks, centre, inits, reg_covar, confi
     label_blocks = None if labels is None else labels.reshape(-1, block_rows)
     design = jnp.arange(n_components)
 
-    def responsibility_fn(index, x_block):
+    def responsibility_fn(index, x_block, features):
         if label_blocks is None:
             uniform = jax.random.uniform(
                 jax.random.fold_in(key, index), (x_block.shape[0], n_components), dtype
@@ -1365,10 +1391,12 @@ def _initial_parameters(key, x_blocks, w_blocks, centre, inits, reg_covar, confi
         else:
             resp = (label_blocks[index][:, None] == design).astype(dtype)
         norm = jnp.zeros(x_block.shape[0], dtype)
-        return norm, resp, jnp.ones_like(norm), design_matrix(x_block, covariance_type)
+        if features is None:
+            features = design_matrix(x_block, covariance_type)
+        return norm, resp, jnp.ones_like(norm), features
 
     statistics = _scan_statistics(
-        x_blocks, w_blocks, responsibility_fn, n_components, covariance_type
+        x_blocks, w_blocks, responsibility_fn, n_components, covariance_type, feature_blocks
     )
     init_config = (
         config if config.method == "conjugate_map" else config._replace(method="maximum_likelihood")
@@ -1385,13 +1413,24 @@ def _initial_parameters(key, x_blocks, w_blocks, centre, inits, reg_covar, confi
     return MixtureParameters(weights, means, covariances, factor)
 
 
-def _run_em(parameters, start_bound, x_blocks, w_blocks, centre, tol, reg_covar, config, context):
+def _run_em(
+    parameters,
+    start_bound,
+    x_blocks,
+    w_blocks,
+    feature_blocks,
+    centre,
+    tol,
+    reg_covar,
+    config,
+    context,
+):
     """One EM run from ``parameters`` (scikit-learn's inner loop), a ``lax.while_loop``."""
     dtype = x_blocks.dtype
 
     def em_step(state: EMState) -> EMState:
         statistics = _estep_statistics(
-            x_blocks, w_blocks, state.parameters, centre, config.covariance_type
+            x_blocks, w_blocks, state.parameters, centre, config.covariance_type, feature_blocks
         )
         bound = _lower_bound(statistics, state.parameters, config, context)
         parameters = _m_step(statistics, state.parameters, centre, reg_covar, config, context)
@@ -1430,6 +1469,13 @@ def _fit_dataset(x, sample_weight, inits, priors, key, tol, reg_covar, start_bou
     centre = sample_weight @ x / total
     x_blocks = _split_blocks(x - centre, config.block_rows)
     w_blocks = _split_blocks(sample_weight, config.block_rows)
+    # The design matrix depends on the data alone: computed once per fit when it fits in
+    # memory (config.cache_design), instead of once per block per iteration.
+    feature_blocks = (
+        jax.vmap(design_matrix, in_axes=(0, None))(x_blocks, covariance_type)
+        if config.cache_design
+        else None
+    )
     prior_parameters = None
     conjugate_prior = None
     if config.method != "maximum_likelihood":
@@ -1446,10 +1492,27 @@ def _fit_dataset(x, sample_weight, inits, priors, key, tol, reg_covar, start_bou
 
     def one_restart(restart_key):
         parameters = _initial_parameters(
-            restart_key, x_blocks, w_blocks, centre, inits, reg_covar, config, context
+            restart_key,
+            x_blocks,
+            w_blocks,
+            feature_blocks,
+            centre,
+            inits,
+            reg_covar,
+            config,
+            context,
         )
         return _run_em(
-            parameters, start_bound, x_blocks, w_blocks, centre, tol, reg_covar, config, context
+            parameters,
+            start_bound,
+            x_blocks,
+            w_blocks,
+            feature_blocks,
+            centre,
+            tol,
+            reg_covar,
+            config,
+            context,
         )
 
     # Restart i uses fold_in(key, i): restart 0 does not depend on n_init, so more
@@ -1660,7 +1723,11 @@ def fit_em(
         seed: int or JAX key for the initialization.
         start_lower_bound: lower bound of the starting point (warm start), so that the
             first iteration can already converge.
-        block_rows: rows per block of the E-step (default: blocks near 4 MiB).
+        block_rows: rows per block of the E-step. Default: when the design matrix and
+            the (N, K) temporaries take at most 1 GiB, all rows in one block with the
+            design matrix computed once per fit (each iteration is then two large matrix
+            products); else blocks near 4 MiB whose features are recomputed every
+            iteration (memory independent of N).
 
     Returns:
         :class:`EMResult`.
@@ -1753,8 +1820,19 @@ def fit_em(
     )
     if all(value is not None for value in inits):
         n_init = 1  # every restart would start from the same point
-    block = _block_size(
-        n_samples, n_features, n_components, covariance_type, dtype.itemsize, block_rows
+    # In memory, the design matrix is computed once and every iteration is two large
+    # matrix products over all rows (both cores busy); otherwise blocks of rows are
+    # streamed through the cache, their features recomputed every iteration.
+    cache_design = block_rows is None and (
+        _whole_fit_bytes(n_samples, n_features, n_components, covariance_type, dtype) * n_datasets
+        <= _DESIGN_CACHE_BYTES
+    )
+    block = (
+        n_samples
+        if cache_design
+        else _block_size(
+            n_samples, n_features, n_components, covariance_type, dtype.itemsize, block_rows
+        )
     )
     config = _Config(
         n_components=int(n_components),
@@ -1766,6 +1844,7 @@ def fit_em(
         block_rows=block,
         with_scales="scales" in priors,
         batched=batched,
+        cache_design=cache_design,
     )
     key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
     work = n_samples * _feature_count(n_features, covariance_type) * n_components

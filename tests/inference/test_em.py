@@ -62,8 +62,11 @@ def project_gradients(gradients):
 # -- scikit-learn parity ------------------------------------------------------------------
 
 
+# block_rows None: all rows in one block, design matrix computed once per fit; 7: padded
+# blocks streamed through the scan, features recomputed every iteration.
+@pytest.mark.parametrize("block_rows", [None, 7], ids=["one-block", "blocks"])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_matches_scikit_learn_at_every_iteration(covariance_type):
+def test_matches_scikit_learn_at_every_iteration(covariance_type, block_rows):
     x = three_clusters()
     weights, means, precisions = initial_parameters(x, covariance_type)
     with warnings.catch_warnings():
@@ -86,6 +89,7 @@ def test_matches_scikit_learn_at_every_iteration(covariance_type):
         precisions_init=precisions,
         max_iter=MAX_ITER,
         tol=0.0,
+        block_rows=block_rows,
     )
     assert result.method == "maximum_likelihood"
     assert int(result.n_iter) == reference.n_iter_ == MAX_ITER
