@@ -462,8 +462,9 @@ def _feature_count(n_features: int, covariance_type: str) -> int:
 
 
 def _whole_fit_bytes(n_rows, n_features, n_components, covariance_type, dtype) -> int:
-    """Bytes of one dataset's design matrix and (N, K) temporaries in one block."""
-    width = _feature_count(n_features, covariance_type) + 3 * n_components
+    """Bytes of one dataset's design matrix (XLA may keep a second layout of it for the
+    M-step product) and (N, K) temporaries in one block."""
+    width = 2 * _feature_count(n_features, covariance_type) + 3 * n_components
     return n_rows * width * np.dtype(dtype).itemsize
 
 
