@@ -43,7 +43,7 @@ after each chunk, so a 4 GB file is fitted within a few hundred MB (see BENCHMAR
 import math
 import mmap
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -67,6 +67,7 @@ __all__ = [
     "check_schedule",
     "fit_em_chunked",
     "fit_em_online",
+    "online_em_result",
     "online_em_start",
     "online_em_step",
     "step_size",
@@ -1281,7 +1282,6 @@ def fit_em_online(
     )  # fmt: skip
     source = ChunkSource(data, sample_weight=sample_weight, chunk_rows=chunk_rows)
     state = None
-    dtype = None
     bounds = []
     first_result = None
     for index, (x, w) in enumerate(source):
@@ -1329,14 +1329,56 @@ def fit_em_online(
         raise ValueError("data has no rows; pass at least one non-empty chunk.")
     if not bounds:
         return first_result
-    config = _online_config(options)
-    converged = len(bounds) > 1 and abs(bounds[-1] - bounds[-2]) < options.tol
+    return online_em_result(
+        state, bounds, covariance_type=covariance_type, priors=priors, tol=options.tol
+    )
+
+
+def online_em_result(
+    state: OnlineEMState,
+    lower_bounds: Sequence[float],
+    *,
+    covariance_type: str = "full",
+    priors: str | Mapping[str, dist.Distribution] | None = None,
+    tol: float = 1e-3,
+) -> em.EMResult:
+    """The :class:`gaussmix.inference.em.EMResult` of online EM after some updates.
+
+    Args:
+        state: the state after the last :func:`online_em_step`.
+        lower_bounds: ``state.lower_bound`` after each update so far (at least one).
+        covariance_type, priors: as given to :func:`online_em_start`.
+        tol: ``converged`` is whether the last update changed the running lower bound
+            by less than ``tol``.
+
+    Returns:
+        An ``EMResult`` with the state's parameters, ``lower_bounds`` as given, ``n_iter``
+        the number of updates and ``method`` the M-step of ``priors``.
+
+    Example:
+        >>> import numpy as np
+        >>> from gaussmix.inference.em import MixtureParameters, fit_em
+        >>> rng = np.random.default_rng(0)
+        >>> r = fit_em(rng.normal(size=(200, 1)), n_components=1, covariance_type="diag")
+        >>> p = MixtureParameters(r.params["weights"], r.params["means"],
+        ...     r.params["variances"], r.precisions_cholesky)
+        >>> state = online_em_start(rng.normal(size=(200, 1)), p, covariance_type="diag")
+        >>> state = online_em_step(state, rng.normal(size=(200, 1)), covariance_type="diag")
+        >>> result = online_em_result(state, [float(state.lower_bound)], covariance_type="diag")
+        >>> int(result.n_iter), bool(result.converged)
+        (1, False)
+    """
+    if len(lower_bounds) == 0:
+        raise ValueError("lower_bounds is empty; online_em_result needs at least one update.")
+    method, priors = em._check_priors(priors, covariance_type)
+    dtype = np.dtype(state.centre.dtype)
+    converged = len(lower_bounds) > 1 and abs(lower_bounds[-1] - lower_bounds[-2]) < tol
     return em.EMResult(
-        params=em.site_values(state.parameters, covariance_type, with_scales=config.with_scales),
+        params=em.site_values(state.parameters, covariance_type, with_scales="scales" in priors),
         precisions_cholesky=state.parameters.precisions_cholesky,
         lower_bound=state.lower_bound,
-        lower_bounds=jnp.asarray(bounds, dtype),
-        n_iter=jnp.asarray(len(bounds), jnp.int32),
+        lower_bounds=jnp.asarray(lower_bounds, dtype),
+        n_iter=jnp.asarray(len(lower_bounds), jnp.int32),
         converged=jnp.asarray(converged),
-        method=options.method,
+        method=method,
     )
