@@ -11,22 +11,29 @@ The model is :func:`gaussmix.models.gaussian_mixture`; fitting runs
 :func:`gaussmix.inference.em.fit_em` (one compiled program for all iterations and
 restarts). Arrays come back as NumPy arrays in the input's precision (float64 needs
 JAX's ``jax_enable_x64`` option, which your script sets, never the library).
+
+Past one machine's memory or one device: :meth:`GaussianMixture.fit` reads an
+``np.memmap``, a ``.npy`` path or chunks by exact EM over chunks
+(:func:`gaussmix.inference.streaming.fit_em_chunked`), :meth:`GaussianMixture.partial_fit`
+runs online EM one chunk per call, and ``devices=`` splits the rows over devices
+(:func:`gaussmix.inference.shard.fit_em_sharded`).
 """
 
 import inspect
 import numbers
+import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from gaussmix.inference import em
+from gaussmix.inference import em, shard, streaming
 from gaussmix.inference.em import ConvergenceWarning
-from gaussmix.models.priors import COVARIANCE_SITES, COVARIANCE_TYPES
+from gaussmix.models.priors import COVARIANCE_SITES, COVARIANCE_TYPES, MixturePriorParameters
 
 __all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError"]
 
@@ -301,6 +308,65 @@ def _check_parameter(name, value, kind, low, owner):
 _log_responsibilities = jax.jit(em.log_responsibilities, static_argnames=("covariance_type",))
 
 
+#: NamedTuple fields of the online EM state, rebuilt from the dicts they are kept as.
+_ONLINE_STATE_PARTS = {
+    "parameters": em.MixtureParameters,
+    "statistics": em.SufficientStatistics,
+    "prior_parameters": MixturePriorParameters,
+    "conjugate_prior": em.ConjugatePrior,
+}
+
+
+def _online_record(state: streaming.OnlineEMState) -> dict:
+    """The online EM state as nested dicts of arrays, which ``gaussmix.save`` stores."""
+    return {
+        name: value._asdict() if hasattr(value, "_asdict") else value
+        for name, value in state._asdict().items()
+    }
+
+
+def _online_state(record: dict) -> streaming.OnlineEMState:
+    """The inverse of :func:`_online_record`."""
+    return streaming.OnlineEMState(
+        **{
+            name: _ONLINE_STATE_PARTS[name](**value)
+            if name in _ONLINE_STATE_PARTS and value is not None
+            else value
+            for name, value in record.items()
+        }
+    )
+
+
+def _is_chunk(item) -> bool:
+    """An (n, D) array, or an ``(x, w)`` tuple with an (n, D) array ``x``."""
+    if isinstance(item, tuple) and len(item) == 2:
+        item = item[0]
+    return isinstance(item, np.ndarray | jax.Array) and item.ndim == 2
+
+
+def _reads_by_chunks(X, chunk_size) -> bool:
+    """Whether :meth:`GaussianMixture.fit` reads ``X`` chunk by chunk.
+
+    Chunks: an ``np.memmap``, a path (str or ``os.PathLike``), a callable, a list or
+    tuple whose items are all (n, D) arrays or ``(x, w)`` tuples, any other iterable
+    that is not array-like (a generator, a dataset object), and any array when
+    ``chunk_size`` is set. In memory: arrays, nested lists of numbers, data frames.
+    """
+    if isinstance(X, np.memmap | str | os.PathLike):
+        return True
+    array_like = (
+        isinstance(X, np.ndarray | jax.Array)
+        or hasattr(X, "__array__")
+        or hasattr(X, "shape")
+        or type(X).__module__.startswith("scipy.sparse")
+    )
+    if array_like:
+        return chunk_size is not None and isinstance(X, np.ndarray | jax.Array)
+    if isinstance(X, list | tuple):
+        return len(X) > 0 and all(_is_chunk(item) for item in X)
+    return callable(X) or isinstance(X, Iterable)
+
+
 # ---------------------------------------------------------------------------------------
 # The estimator
 
@@ -330,6 +396,31 @@ class GaussianMixture(EstimatorBase):
             under the program's conjugate default prior) or ``{site: numpyro
             distribution}`` replacing default priors of
             :func:`gaussmix.models.gaussian_mixture`.
+        chunk_size: rows per chunk when :meth:`fit` reads an array by chunks (an
+            ``np.memmap`` or ``.npy`` file; None: about 16 MiB per chunk). Setting it
+            also makes :meth:`fit` read an in-memory array by chunks, so that a device
+            holds one chunk at a time. An iterable's chunks are used as given.
+        learning_decay: :math:`\\kappa \\in (0.5, 1]` of the step size
+            :math:`\\rho_t = (t + \\tau_0)^{-\\kappa}` of :meth:`partial_fit`.
+        learning_offset: :math:`\\tau_0 \\ge 0` of that step size; larger values
+            trust early chunks less.
+        devices: None (one device, the default), an int n (the first n of
+            ``jax.devices()``), a list of jax devices or a one-axis ``Mesh``: :meth:`fit`
+            splits the rows of an in-memory ``X`` over these devices and sums the
+            statistics with a collective. Under ``jax.distributed`` pass
+            ``jax.devices()`` and each process's own rows. A list of devices or a mesh
+            cannot be deep-copied, so ``sklearn.base.clone`` needs an int here.
+
+    Which EM :meth:`fit` runs follows from ``X`` and these parameters, never from its
+    size: in-memory EM for an array (:func:`gaussmix.inference.em.fit_em`); exact EM
+    over chunks for an ``np.memmap``, a ``.npy`` path, a callable returning an iterator
+    of chunks, a list of (n, D) chunks or ``(x, w)`` tuples, or when ``chunk_size`` is
+    set (:func:`gaussmix.inference.streaming.fit_em_chunked`; equal to in-memory EM up
+    to the order of floating-point sums); multi-device EM when ``devices`` is set
+    (:func:`gaussmix.inference.shard.fit_em_sharded`). The last two start from
+    :func:`gaussmix.inference.em.fit_em`'s initialization on a uniform sample of at most
+    :data:`gaussmix.inference.streaming.DEFAULT_INIT_ROWS` rows (all rows, in order, when
+    there are not more; further ``n_init`` restarts use their own seeds).
 
     Attributes:
         weights_, means_, covariances_, precisions_, precisions_cholesky_, converged_,
@@ -344,6 +435,15 @@ class GaussianMixture(EstimatorBase):
         >>> sorted(gm.means_[:, 0].round(3).tolist())
         [1.0, 10.0]
         >>> int(gm.predict([[0, 0]])[0]) != int(gm.predict([[12, 3]])[0])
+        True
+
+        Data on disk, fitted chunk by chunk (the same answer as in memory):
+
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "X.npy"
+        >>> np.save(path, X.astype(float))
+        >>> on_disk = GaussianMixture(n_components=2, random_state=0, chunk_size=4).fit(path)
+        >>> bool(np.allclose(on_disk.means_, gm.means_))
         True
     """
 
@@ -365,6 +465,10 @@ class GaussianMixture(EstimatorBase):
         verbose=0,
         verbose_interval=10,
         priors=None,
+        chunk_size=None,
+        learning_decay=0.7,
+        learning_offset=10.0,
+        devices=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -381,6 +485,10 @@ class GaussianMixture(EstimatorBase):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.priors = priors
+        self.chunk_size = chunk_size
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.devices = devices
 
     def __sklearn_tags__(self):
         tags = self._sklearn_tags("density_estimator")
@@ -419,29 +527,57 @@ class GaussianMixture(EstimatorBase):
                 f"The 'priors' parameter of {name} must be None, 'default' or a dict "
                 f"{{site: numpyro distribution}}. Got {self.priors!r} instead."
             )
+        if self.chunk_size is not None:
+            _check_parameter("chunk_size", self.chunk_size, "int", 1, name)
+        streaming.check_schedule(self.learning_decay, self.learning_offset)
 
-    def fit(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None):
+    def fit(self, X, y=None, sample_weight=None):
         """Estimate the parameters by EM, keeping the best of ``n_init`` initializations.
 
         Args:
-            X: (N, D) data.
+            X: (N, D) data: an array (in-memory EM, or split over ``devices``), or data
+                read chunk by chunk by exact EM: an ``np.memmap``, a path to a ``.npy``
+                file, a list of (n, D) chunks or ``(x, w)`` tuples (``w`` the (n,)
+                weights of ``x``), or a callable returning a fresh iterator of such
+                chunks (each EM iteration reads the data once). ``chunk_size`` also
+                sends an in-memory array through the chunks.
             y: ignored.
-            sample_weight: (N,) non-negative weights of the points.
+            sample_weight: (N,) non-negative weights of the points; for an
+                ``np.memmap`` or ``.npy`` path also a memmap or ``.npy`` path. Chunks
+                of an iterable carry their weights as ``(x, w)`` tuples instead.
 
         Returns:
             self.
 
+        Raises:
+            ValueError: bad input (named, with the fix), e.g. a missing file, chunks of
+                different widths, a one-shot iterator (use :meth:`partial_fit`), or more
+                ``devices`` than exist.
+
         Warns:
             ConvergenceWarning: the best initialization reached ``max_iter``.
         """
-        self.fit_predict(X, y, sample_weight=sample_weight)
+        self._fit(X, sample_weight)
         return self
 
-    def fit_predict(
-        self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None
-    ) -> np.ndarray:
-        """Fit, then return the labels of ``X`` under the final parameters (N,)."""
+    def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
+        """Fit, then return the labels of ``X`` under the final parameters (N,).
+
+        ``X`` and ``sample_weight`` as in :meth:`fit`; chunked data is labelled chunk by
+        chunk.
+        """
+        validated = self._fit(X, sample_weight)
+        if validated is None:
+            return self._predict_chunks(X)
+        return np.argmax(self._log_resp(validated)[1], axis=1)
+
+    def _fit(self, X, sample_weight) -> np.ndarray | None:
+        """Fit by the EM that ``X`` and the parameters call for; returns the validated
+        in-memory ``X``, or None when it was read by chunks."""
         self._check_parameters()
+        if _reads_by_chunks(X, self.chunk_size):
+            self._fit_chunks(X, sample_weight)
+            return None
         X = self._validate_data(X, reset=True, ensure_min_samples=2)
         n_samples = X.shape[0]
         if n_samples < self.n_components:
@@ -450,8 +586,45 @@ class GaussianMixture(EstimatorBase):
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
         weight = self._check_sample_weight(sample_weight, n_samples, X.dtype)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
-        if do_init:
+        options, n_init = self._em_options()
+        if self.devices is None:
+            result = em.fit_em(X, sample_weight=weight, **options)
+        else:
+            result = shard.fit_em_sharded(X, sample_weight=weight, devices=self.devices, **options)
+        self._finish_fit(result, n_init)
+        return X
+
+    def _fit_chunks(self, X, sample_weight) -> None:
+        """Exact EM over the chunks of ``X`` (one pass per iteration)."""
+        if self.devices is not None:
+            raise ValueError(
+                f"devices={self.devices!r} splits an in-memory array over devices, but X "
+                f"({type(X).__name__}) is read by chunks; load it with np.asarray(X) to "
+                "use devices, or leave devices=None to fit it chunk by chunk."
+            )
+        if (
+            not callable(X)
+            and not isinstance(X, np.ndarray | jax.Array | str | os.PathLike | list | tuple)
+            and iter(X) is X
+        ):
+            raise ValueError(
+                f"fit reads the data once per EM iteration, but X ({type(X).__name__}) is an "
+                "iterator that can be read only once; pass a list of chunks or a callable "
+                "returning a fresh iterator, or call partial_fit on each chunk (online EM)."
+            )
+        options, n_init = self._em_options()
+        result = streaming.fit_em_chunked(
+            X, sample_weight=sample_weight, chunk_rows=self.chunk_size, **options
+        )
+        self.n_features_in_ = int(np.shape(result.params["means"])[1])
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._finish_fit(result, n_init)
+
+    def _em_options(self) -> tuple[dict, int]:
+        """Keyword arguments of the EM functions (a warm start continues from the last
+        fit) and the number of initializations."""
+        if not (self.warm_start and hasattr(self, "converged_")):
             inits = {
                 "weights_init": self.weights_init,
                 "means_init": self.means_init,
@@ -465,31 +638,130 @@ class GaussianMixture(EstimatorBase):
                 "precisions_init": self.precisions_,
             }
             n_init, start = 1, self.lower_bound_
-        result = em.fit_em(
-            X,
-            n_components=int(self.n_components),
-            covariance_type=self.covariance_type,
-            priors=self.priors,
-            sample_weight=weight,
-            max_iter=int(self.max_iter),
-            tol=float(self.tol),
-            reg_covar=float(self.reg_covar),
-            n_init=int(n_init),
-            init_params=self.init_params,
-            seed=seed_from_random_state(self.random_state),
-            start_lower_bound=float(start),
+        options = {
+            "n_components": int(self.n_components),
+            "covariance_type": self.covariance_type,
+            "priors": self.priors,
+            "max_iter": int(self.max_iter),
+            "tol": float(self.tol),
+            "reg_covar": float(self.reg_covar),
+            "n_init": int(n_init),
+            "init_params": self.init_params,
+            "seed": seed_from_random_state(self.random_state),
+            "start_lower_bound": float(start),
             **inits,
-        )
+        }
+        return options, n_init
+
+    def _finish_fit(self, result: em.EMResult, n_init: int) -> None:
         self._set_result(result)
+        self._online_record, self._online_bounds = None, []
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         self._print_verbose(n_init)
-        return np.argmax(self._log_resp(X)[1], axis=1)
+
+    def _predict_chunks(self, X) -> np.ndarray:
+        """Labels of chunked data, chunk by chunk (N,)."""
+        dtype = self.means_.dtype
+        source = streaming.ChunkSource(X, chunk_rows=self.chunk_size)
+        labels = [
+            np.argmax(self._log_resp(np.asarray(x, dtype))[1], axis=1)
+            for x, _ in source
+            if np.shape(x)[0] > 0
+        ]
+        return np.concatenate(labels)
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One step of online (stochastic) EM with the chunk ``X``.
+
+        The first call on an unfitted estimator runs EM on the chunk (``n_init``,
+        ``init_params`` or the given ``*_init``, ``max_iter``), exactly as :meth:`fit`
+        would on that chunk; after :meth:`fit`, the first call continues from the fitted
+        parameters. Either way that chunk's statistics start the running average; each
+        further call is one update (Cappé and Moulines, 2009):
+
+        .. math::
+
+            s_t = (1 - \\rho_t)\\, s_{t-1} + \\rho_t\\, \\hat s(X_t; \\theta_{t-1}),\\quad
+            \\theta_t = \\operatorname{M-step}(W_t s_t),\\quad
+            \\rho_t = (t + \\tau_0)^{-\\kappa},
+
+        with :math:`\\kappa` = ``learning_decay``, :math:`\\tau_0` = ``learning_offset``
+        and :math:`W_t` the weight seen so far (see
+        :func:`gaussmix.inference.streaming.online_em_step`). After ``t`` updates,
+        ``n_iter_`` is ``t``, ``lower_bounds_`` holds the running per-sample lower bound
+        after each update and ``converged_`` says whether the last update changed it by
+        less than ``tol``. One pass over shuffled chunks reaches the maximum-likelihood
+        answer up to Monte Carlo error; :meth:`fit` gives the exact one.
+
+        Args:
+            X: (n, D) the next chunk (the first one needs n >= n_components).
+            y: ignored.
+            sample_weight: (n,) non-negative weights of the chunk's points.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: bad input, e.g. a chunk with another number of features.
+
+        Example:
+            >>> import numpy as np
+            >>> rng = np.random.default_rng(0)
+            >>> gm = GaussianMixture(n_components=2, covariance_type="diag", random_state=0)
+            >>> for _ in range(20):
+            ...     labels = rng.integers(2, size=500)
+            ...     gm = gm.partial_fit(rng.normal(size=(500, 1)) + 6.0 * labels[:, None])
+            >>> sorted(gm.means_[:, 0].round().tolist())
+            [0.0, 6.0]
+        """
+        self._check_parameters()
+        record = getattr(self, "_online_record", None)
+        fitted = hasattr(self, "weights_")
+        # The first chunk of an unfitted estimator starts EM: n_components rows at least.
+        X = self._validate_data(
+            X, reset=not fitted, ensure_min_samples=1 if fitted else int(self.n_components)
+        )
+        weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        online = {"covariance_type": self.covariance_type, "priors": self.priors}
+        if record is None:
+            if fitted:
+                parameters = em.MixtureParameters(
+                    self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
+                )
+            else:
+                options, _ = self._em_options()
+                result = em.fit_em(X, sample_weight=weight, **options)
+                self._set_result(result)
+                parameters = em.MixtureParameters(
+                    result.params["weights"],
+                    result.params["means"],
+                    result.params[COVARIANCE_SITES[self.covariance_type]],
+                    result.precisions_cholesky,
+                )
+            state = streaming.online_em_start(X, parameters, sample_weight=weight, **online)
+            self._online_record, self._online_bounds = _online_record(state), []
+            return self
+        state = streaming.online_em_step(
+            _online_state(record),
+            X,
+            reg_covar=float(self.reg_covar),
+            learning_decay=float(self.learning_decay),
+            learning_offset=float(self.learning_offset),
+            sample_weight=weight,
+            **online,
+        )
+        self._online_record = _online_record(state)
+        self._online_bounds = [*self._online_bounds, float(state.lower_bound)]
+        self._set_result(
+            streaming.online_em_result(state, self._online_bounds, tol=float(self.tol), **online)
+        )
+        return self
 
     def _check_sample_weight(self, sample_weight, n_samples, dtype):
         if sample_weight is None:

@@ -12,6 +12,10 @@ script in fresh interpreters. One JSON argument:
   "num_processes"}``: join ``jax.distributed`` on 127.0.0.1, read this process's share
   of the rows of the .npy file ``data`` and fit every config with
   :func:`fit_em_sharded` and :func:`fit_em_chunked` (process-local rows).
+
+With ``"estimator": options`` the devices mode also fits ``gaussmix.GaussianMixture(**options)``
+with ``devices`` given as a count, a list of devices and a one-axis mesh of all devices,
+and saves the fitted attributes and the labels of ``fit_predict``.
 """
 
 import functools
@@ -142,6 +146,8 @@ def devices_mode(spec: dict) -> dict:
     results["map/parameter_names"] = np.asarray(split.parameter_names)
     results["map/converged"] = np.asarray(split.converged)
     results["map/devices"] = np.asarray(len(split.params["height"].sharding.device_set))
+    if "estimator" in spec:
+        results.update(estimator_fits(x, weights, spec["estimator"]))
     return results
 
 
@@ -166,6 +172,42 @@ def process_mode(spec: dict) -> dict:
         fit = streaming.fit_em_chunked(local, chunk_rows=97, **fit_options(config))
         save_fit(results, f"{index}/chunked", fit, config["covariance_type"])
     jax.distributed.shutdown()
+    return results
+
+
+#: Fitted attributes of GaussianMixture compared across device options.
+ESTIMATOR_ATTRIBUTES = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+    "lower_bound_",
+    "lower_bounds_",
+    "n_iter_",
+    "converged_",
+    "n_features_in_",
+)
+
+
+def estimator_fits(x, weights, options: dict) -> dict:
+    """GaussianMixture(**options) fitted with devices as a count, a list and a mesh."""
+    from jax.sharding import Mesh
+
+    from gaussmix import GaussianMixture
+
+    results = {}
+    variants = {
+        "count": jax.device_count(),
+        "list": jax.devices(),
+        "mesh": Mesh(np.asarray(jax.devices()), ("rows",)),
+    }
+    for name, devices in variants.items():
+        model = GaussianMixture(devices=devices, **options)
+        labels = model.fit_predict(x, sample_weight=weights)
+        for attribute in ESTIMATOR_ATTRIBUTES:
+            results[f"estimator/{name}/{attribute}"] = np.asarray(getattr(model, attribute))
+        results[f"estimator/{name}/labels"] = labels
     return results
 
 

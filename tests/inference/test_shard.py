@@ -1,10 +1,11 @@
-"""Multi-device EM equals single-device EM (1e-10 in float64) on 4 forced CPU devices;
-shard_batch splits a vmapped fit over devices and changes nothing in its answer; bad
-device options are refused with a message that says what to do.
+"""Multi-device EM equals single-device EM (1e-10 in float64) on 4 forced CPU devices,
+through fit_em_sharded and through ``GaussianMixture(devices=...)``; shard_batch splits a
+vmapped fit over devices and changes nothing in its answer; bad device options are
+refused with a message that says what to do.
 
 The four devices exist only in a fresh interpreter (XLA_FLAGS is read when JAX starts),
-so the sharded fits run in ``shard_worker.py``; this process keeps one device and
-computes the single-device references."""
+so the sharded fits run in ``shard_worker.py``, all in one subprocess; this process keeps
+one device and computes the single-device references."""
 
 import json
 import os
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gaussmix import GaussianMixture
 from gaussmix.inference import em
 from gaussmix.inference.shard import device_mesh, fit_em_sharded, shard_batch
 from gaussmix.models.priors import COVARIANCE_SITES
@@ -25,6 +27,24 @@ EXACT = 1e-10
 WORKER = Path(__file__).with_name("shard_worker.py")
 #: A hang must fail the test rather than block CI; far above the seconds it needs.
 SUBPROCESS_TIMEOUT = 600
+
+#: GaussianMixture's options: those of CONFIGS[0], so the worker reuses its compiled fit.
+ESTIMATOR = {
+    "n_components": 3,
+    "covariance_type": "full",
+    "tol": 1e-8,
+    "max_iter": 200,
+    "random_state": 0,
+}
+#: Fitted attributes compared between GaussianMixture on 4 devices and on one.
+ESTIMATOR_ARRAYS = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+    "lower_bounds_",
+)
 
 CONFIGS = [
     {"n_components": 3, "covariance_type": "full", "priors": None, "weighted": True},
@@ -76,6 +96,7 @@ def test_four_devices_equal_one_device(tmp_path):
         "out": str(tmp_path / "out.npz"),
         "configs": configs,
         "devices": 4,
+        "estimator": ESTIMATOR,
     }
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     completed = run_worker(spec, env)
@@ -106,6 +127,19 @@ def test_four_devices_equal_one_device(tmp_path):
     for row, name in enumerate(("height", "centre", "width")):
         error = out["map/standard_errors"][:, names.index(name)]
         assert np.all(np.abs(out[f"map/{name}"] - out["map/truth"][row]) < 6 * error), name
+    # GaussianMixture(devices=4 | list of 4 devices | mesh) == the one-device estimator.
+    reference = GaussianMixture(**ESTIMATOR).fit(x, sample_weight=w)
+    for variant in ("count", "list", "mesh"):
+        prefix = f"estimator/{variant}"
+        for name in ESTIMATOR_ARRAYS:
+            np.testing.assert_allclose(
+                out[f"{prefix}/{name}"], getattr(reference, name), rtol=0, atol=EXACT, err_msg=name
+            )
+        assert abs(float(out[f"{prefix}/lower_bound_"]) - reference.lower_bound_) < EXACT
+        assert int(out[f"{prefix}/n_iter_"]) == reference.n_iter_ > 1
+        assert bool(out[f"{prefix}/converged_"]) == reference.converged_
+        assert int(out[f"{prefix}/n_features_in_"]) == reference.n_features_in_
+        np.testing.assert_array_equal(out[f"{prefix}/labels"], reference.predict(x))
 
 
 def test_shard_batch_on_one_device_matches_vmap():
