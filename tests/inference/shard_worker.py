@@ -13,9 +13,10 @@ script in fresh interpreters. One JSON argument:
   of the rows of the .npy file ``data`` and fit every config with
   :func:`fit_em_sharded` and :func:`fit_em_chunked` (process-local rows).
 
-With ``"estimator": options`` the devices mode also fits ``gaussmix.GaussianMixture(**options)``
-with ``devices`` given as a count, a list of devices and a one-axis mesh of all devices,
-and saves the fitted attributes and the labels of ``fit_predict``.
+With ``"estimator": options`` both modes also fit ``gaussmix.GaussianMixture(**options)``
+and save its fitted attributes: the devices mode with ``devices`` given as a count, a
+list of devices and a one-axis mesh (and the labels of ``fit_predict``), the process
+mode on this process's rows with ``devices=jax.devices()`` and with ``chunk_size``.
 """
 
 import functools
@@ -171,6 +172,18 @@ def process_mode(spec: dict) -> dict:
         save_fit(results, f"{index}/sharded", fit, config["covariance_type"])
         fit = streaming.fit_em_chunked(local, chunk_rows=97, **fit_options(config))
         save_fit(results, f"{index}/chunked", fit, config["covariance_type"])
+    if "estimator" in spec:
+        from gaussmix import GaussianMixture
+
+        # This process's rows: split over every device of every process, or by chunks
+        # whose statistics are summed across the processes.
+        for name, rows, options in (
+            ("sharded", np.asarray(local), {"devices": jax.devices()}),
+            ("chunked", local, {"chunk_size": 97}),
+        ):
+            model = GaussianMixture(**options, **spec["estimator"]).fit(rows)
+            for attribute in ESTIMATOR_ATTRIBUTES:
+                results[f"estimator/{name}/{attribute}"] = np.asarray(getattr(model, attribute))
     jax.distributed.shutdown()
     return results
 

@@ -1,7 +1,8 @@
 """Two processes joined by ``jax.distributed`` on 127.0.0.1, each reading its half of a
 .npy file, both reach the single-process answer (1e-10 in float64), with the rows
 sharded over the processes' devices (psum over Gloo) and by out-of-core chunks (host
-statistics summed across processes)."""
+statistics summed across processes), through the inference functions and through
+``GaussianMixture(devices=jax.devices())`` / ``GaussianMixture(chunk_size=...)``."""
 
 import json
 import os
@@ -52,6 +53,7 @@ def test_two_processes_reach_the_single_process_answer(tmp_path):
             "port": port,
             "process_id": process_id,
             "num_processes": 2,
+            "estimator": {**config, "random_state": 0},
         }
         processes.append(
             subprocess.Popen(
@@ -96,3 +98,19 @@ def test_two_processes_reach_the_single_process_answer(tmp_path):
                 )
             assert abs(float(out[f"0/{method}/lower_bound"]) - float(reference.lower_bound)) < EXACT
             assert int(out[f"0/{method}/n_iter"]) == int(reference.n_iter) > 1
+            # GaussianMixture on this process's rows: devices=jax.devices() / chunk_size.
+            prefix = f"estimator/{method}"
+            for name, key in (
+                ("weights", "weights_"),
+                ("means", "means_"),
+                ("covariances", "covariances_"),
+            ):
+                np.testing.assert_allclose(
+                    out[f"{prefix}/{key}"],
+                    reference.params[name],
+                    rtol=0,
+                    atol=EXACT,
+                    err_msg=f"process {process_id}, estimator {method}, {name}",
+                )
+            assert abs(float(out[f"{prefix}/lower_bound_"]) - float(reference.lower_bound)) < EXACT
+            assert int(out[f"{prefix}/n_iter_"]) == int(reference.n_iter)
