@@ -153,18 +153,26 @@ def generator_loss(generator, discriminator, noise):
 
 def gan_step(state: GANState, key: jax.Array, data: jax.Array, settings: GANSettings):
     """Pure step: ``discriminator_steps`` discriminator updates, then one generator update."""
-    keys = jax.random.split(key, 2 * settings.discriminator_steps + 2)
-    discriminator, optimizer = state.discriminator, state.discriminator_optimizer
-    for index in range(settings.discriminator_steps):
-        rows = jax.random.randint(keys[2 * index], (settings.batch_size,), 0, data.shape[0])
-        noise = jax.random.normal(keys[2 * index + 1], (settings.batch_size, 1))
+    discriminator_keys, generator_key, probe_key = jnp.split(
+        jax.random.split(key, settings.discriminator_steps + 2), [settings.discriminator_steps, -1]
+    )
+
+    def discriminator_step(carry, step_key):
+        # One compiled step, scanned: the program holds it once, not once per step.
+        discriminator, optimizer = carry
+        rows_key, noise_key = jax.random.split(step_key)
+        rows = jax.random.randint(rows_key, (settings.batch_size,), 0, data.shape[0])
+        noise = jax.random.normal(noise_key, (settings.batch_size, 1))
         d_value, gradient = jax.value_and_grad(discriminator_loss)(
             discriminator, state.generator, data[rows][:, None], noise, settings.gradient_penalty
         )
-        discriminator, optimizer = adam_update(
-            discriminator, gradient, optimizer, settings.learning_rate
-        )
-    noise = jax.random.normal(keys[-2], (settings.batch_size, 1))
+        return adam_update(discriminator, gradient, optimizer, settings.learning_rate), d_value
+
+    (discriminator, optimizer), d_values = jax.lax.scan(
+        discriminator_step, (state.discriminator, state.discriminator_optimizer), discriminator_keys
+    )
+    d_value = d_values[-1]
+    noise = jax.random.normal(generator_key[0], (settings.batch_size, 1))
     g_value, gradient = jax.value_and_grad(generator_loss)(state.generator, discriminator, noise)
     generator, generator_optimizer = adam_update(
         state.generator, gradient, state.generator_optimizer, settings.learning_rate
@@ -173,7 +181,7 @@ def gan_step(state: GANState, key: jax.Array, data: jax.Array, settings: GANSett
     average = jax.tree.map(
         lambda a, p: decay * a + (1 - decay) * p, state.generator_average, generator
     )
-    probe = mlp(average, jax.random.normal(keys[-1], (512, 1)))
+    probe = mlp(average, jax.random.normal(probe_key[0], (512, 1)))
     info = GANInfo(d_value, g_value, probe.mean(), probe.std())
     return GANState(generator, discriminator, generator_optimizer, optimizer, average), info
 
@@ -333,8 +341,11 @@ def main() -> None:
     posterior_axis.set_title("NUTS posterior of (mean, sd)")
     posterior_axis.legend(fontsize="small")
     save(figure, args.out, "gan_vs_bayes.png")
-    trace = plots.plot_trace(posterior_tree, var_names=["mean", "sd"])
-    trace.set_size_inches(8, 4)
+    trace = Figure(figsize=(8, 4), layout="constrained")
+    plots.plot_trace(
+        posterior_tree, var_names=["mean", "sd"], axes=trace.subplots(2, 1, sharex=True)
+    )
+    trace.suptitle("NUTS traces of the Normal model")
     save(trace, args.out, "gan_vs_bayes_trace.png")
 
     assert abs(gan_mean - TARGET_MEAN) < tolerance, (

@@ -237,17 +237,86 @@ def test_density_matches_score_samples(blobs):
     )
 
 
-def test_arviz_plots_return_figures():
+@pytest.fixture
+def posterior_tree():
+    """Two chains of 50 draws: a scalar mu and a (2,)-vector theta; two divergences."""
     arviz_base = pytest.importorskip("arviz_base")
     rng = np.random.default_rng(4)
-    tree = arviz_base.from_dict(
-        {"posterior": {"mu": rng.normal(size=(2, 50)), "sd": rng.gamma(2.0, size=(2, 50))}}
+    diverging = np.zeros((2, 50), dtype=bool)
+    diverging[1, [7, 30]] = True
+    return arviz_base.from_dict(
+        {
+            "posterior": {"mu": rng.normal(size=(2, 50)), "theta": rng.gamma(2.0, size=(2, 50, 2))},
+            "sample_stats": {"diverging": diverging},
+        }
     )
-    for function in (plots.plot_trace, plots.plot_rank, plots.plot_forest):
-        figure = function(tree, var_names=["mu", "sd"])
-        assert isinstance(figure, matplotlib.figure.Figure)
-        minimum_panels = 1 if function is plots.plot_forest else 2
-        assert len(figure.axes) >= minimum_panels
+
+
+def test_trace_draws_each_chain_per_scalar_on_the_given_axes(posterior_tree):
+    _, grid = plt.subplots(3, 1)
+    axes = plots.plot_trace(posterior_tree, axes=grid)
+    assert list(axes) == list(grid) and len(plt.get_fignums()) == 1
+    assert [ax.get_ylabel() for ax in axes] == ["mu", "theta[0]", "theta[1]"]
+    theta = posterior_tree["posterior"]["theta"].values
+    for chain in range(2):
+        np.testing.assert_array_equal(axes[2].lines[chain].get_ydata(), theta[chain, :, 1])
+    # The divergent transitions, at their draw index.
+    ticks = axes[0].collections[0].get_offsets()[:, 0]
+    np.testing.assert_array_equal(ticks, [7, 30])
+    # A new figure when no axes are given; one panel per chosen scalar.
+    assert len(plots.plot_trace(posterior_tree, var_names="mu")) == 1
+
+
+def test_rank_histograms_count_the_pooled_ranks_per_chain():
+    rank_data = pytest.importorskip("scipy.stats").rankdata
+    rng = np.random.default_rng(5)
+    draws = rng.normal(size=(3, 40)) + np.array([[0.0], [0.0], [1.5]])  # chain 2 apart
+    counts, edges = plots.rank_histograms(draws, bins=8)
+    ranks = (rank_data(draws.ravel(), method="ordinal") - 1).reshape(draws.shape)
+    expected = np.stack([np.histogram(row, bins=8, range=(0, 120))[0] for row in ranks])
+    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_allclose(edges, np.linspace(0, 120, 9))
+    assert counts.sum(axis=1).tolist() == [40, 40, 40]
+    assert counts[2, -1] > counts[:2, -1].max()  # the shifted chain holds the top ranks
+
+
+def test_rank_plot_draws_the_histograms_on_the_given_axes(posterior_tree):
+    _, grid = plt.subplots(1, 3)
+    axes = plots.plot_rank(posterior_tree, bins=5, axes=grid)
+    assert list(axes) == list(grid)
+    counts, _ = plots.rank_histograms(posterior_tree["posterior"]["theta"].values[..., 0], 5)
+    for chain in range(2):
+        np.testing.assert_array_equal(axes[1].patches[chain].get_data().values, counts[chain])
+    assert axes[1].lines[0].get_ydata()[0] == pytest.approx(50 / 5)  # the expected count
+
+
+def test_forest_intervals_are_quantiles_of_the_pooled_draws(posterior_tree):
+    _, ax = plt.subplots()
+    assert plots.plot_forest(posterior_tree, quantiles=(0.1, 0.9), ax=ax) is ax
+    draws = posterior_tree["posterior"]["theta"].values[..., 1].ravel()
+    thin, thick = ax.collections[0].get_segments()[2], ax.collections[1].get_segments()[2]
+    np.testing.assert_allclose(thin[:, 0], np.quantile(draws, [0.1, 0.9]))
+    np.testing.assert_allclose(thick[:, 0], np.quantile(draws, [0.25, 0.75]))
+    assert ax.lines[0].get_xdata()[2] == pytest.approx(np.median(draws))
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mu", "theta[0]", "theta[1]"]
+    # Two models: one offset row each, and a legend naming them.
+    _, ax = plt.subplots()
+    plots.plot_forest({"a": posterior_tree, "b": posterior_tree}, var_names=["mu"], ax=ax)
+    assert [line.get_ydata()[0] for line in ax.lines] == pytest.approx([-0.15, 0.15])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+
+
+def test_mcmc_plots_name_bad_input(posterior_tree):
+    with pytest.raises(ValueError, match="3 panels"):
+        plots.plot_trace(posterior_tree, axes=plt.subplots(1, 2)[1])
+    with pytest.raises(ValueError, match="not in the posterior group"):
+        plots.plot_rank(posterior_tree, var_names=["sigma"])
+    with pytest.raises(ValueError, match="no 'prior' group"):
+        plots.plot_forest(posterior_tree, group="prior")
+    with pytest.raises(ValueError, match="bins"):
+        plots.rank_histograms(np.zeros((2, 3)), bins=7)
+    with pytest.raises(ValueError, match="quantiles"):
+        plots.plot_forest(posterior_tree, quantiles=(0.3, 0.9))
 
 
 def test_saved_figure_is_a_non_blank_png(tmp_path, blobs):
