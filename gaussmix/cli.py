@@ -665,56 +665,12 @@ def _arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_posterior(tree: Any, folder: Path, name: str = "posterior") -> list[str]:
-    """Write an ArviZ DataTree as ``name``.nc (NetCDF-4, one group per ArviZ group).
-
-    NetCDF-4 needs ``h5netcdf`` or ``netCDF4``; without them each group is written as its
-    own NetCDF-3 file ``name.GROUP.nc`` through scipy, and without scipy nothing is
-    written and a ValueError says what to install. Returns the file names written.
+    """Write an ArviZ DataTree as one NetCDF-4 file ``name``.nc, one HDF5 group per ArviZ
+    group (through h5netcdf); ``arviz.from_netcdf`` or ``xarray.open_datatree`` read it
+    back. Returns the file names written.
     """
-    try:
-        tree.to_netcdf(folder / f"{name}.nc")
-        return [f"{name}.nc"]
-    except ValueError as error:
-        if "netCDF4, h5netcdf" not in str(error) and "backend" not in str(error):
-            raise
-        (folder / f"{name}.nc").unlink(missing_ok=True)
-    try:
-        import scipy.io  # noqa: F401
-    except ImportError:
-        raise ValueError(
-            "writing the posterior as NetCDF needs h5netcdf, netCDF4 or scipy; install one"
-        ) from None
-    written = []
-    for group, node in tree.children.items():
-        dataset = _netcdf3_dataset(node.to_dataset())
-        file_name = f"{name}.{group}.nc"
-        dataset.to_netcdf(folder / file_name, engine="scipy")
-        written.append(file_name)
-    return written
-
-
-def _netcdf3_dataset(dataset: Any) -> Any:
-    """A copy NetCDF-3 can store: booleans as int8, attributes as plain strings/numbers."""
-
-    def plain(value):
-        if isinstance(value, str | int | float):
-            return value
-        if isinstance(value, bool | np.bool_):
-            return int(value)
-        if isinstance(value, np.integer | np.floating):
-            return value.item()
-        return str(value)
-
-    dataset = dataset.copy()
-    for name in list(dataset.variables):
-        variable = dataset[name]
-        if variable.dtype == bool:
-            dataset[name] = variable.astype(np.int8)
-        elif variable.dtype.kind in "OU":
-            dataset[name] = variable.astype(str).astype("S")
-        dataset[name].attrs = {key: plain(value) for key, value in variable.attrs.items()}
-    dataset.attrs = {key: plain(value) for key, value in dataset.attrs.items()}
-    return dataset
+    tree.to_netcdf(folder / f"{name}.nc", engine="h5netcdf")
+    return [f"{name}.nc"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -465,8 +465,43 @@ def test_demo_quick_writes_the_tour(capsys, tmp_path):
     assert "NUTS on sm1" in page and "two-Gaussian example" in page
     for name in ("model-sm1.npz", "model-peaks.npz", "datasets.png", "peaks-nuts.png"):
         assert (out / name).is_file()
-    assert list(out.glob("posterior*.nc")) and list(out.glob("posterior-peaks*.nc"))
+    assert (out / "posterior.nc").is_file() and (out / "posterior-peaks.nc").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+def test_posterior_round_trips_through_one_netcdf_file(tmp_path):
+    """Every group, variable, dtype, coordinate and attribute comes back from posterior.nc."""
+    arviz_base = pytest.importorskip("arviz_base")
+    import xarray
+
+    rng = np.random.default_rng(3)
+    diverging = np.zeros((2, 30), dtype=bool)
+    diverging[0, 4] = True
+    tree = arviz_base.from_dict(
+        {
+            "posterior": {
+                "means": rng.normal(size=(2, 30, 3, 2)),
+                "sd": rng.gamma(2.0, size=(2, 30)),
+            },
+            "sample_stats": {"diverging": diverging, "tree_depth": rng.integers(1, 5, (2, 30))},
+            "log_likelihood": {"x": rng.normal(size=(2, 30, 50))},
+            "observed_data": {"x": rng.normal(size=50)},
+        },
+        dims={"means": ["component", "feature"], "x": ["point"]},
+        coords={"component": ["a", "b", "c"]},
+    )
+    tree["sample_stats"].attrs.update(num_warmup=40, compile_time=1.5, init="map")
+    assert cli.write_posterior(tree, tmp_path) == ["posterior.nc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posterior.nc"]
+    with xarray.open_datatree(tmp_path / "posterior.nc") as opened:
+        assert set(opened.children) == set(tree.children)
+        for group in tree.children:
+            xarray.testing.assert_identical(
+                opened[group].to_dataset().load(), tree[group].to_dataset()
+            )
+        assert opened["sample_stats"]["diverging"].dtype == bool
+    arviz = pytest.importorskip("arviz")
+    assert arviz.from_netcdf(tmp_path / "posterior.nc")["posterior"]["sd"].shape == (2, 30)
 
 
 def test_demo_peaks_without_scipy(tmp_path):
@@ -553,6 +588,37 @@ def test_fit_mixture_sweep_chooses_k_by_bic(capsys, tmp_path):
     assert_page(tmp_path / "out", images=2)
 
 
+def test_fit_mixture_sweep_by_loo_keeps_the_best_posterior(capsys, tmp_path, sm1):
+    """--criterion loo: NUTS per K (K = 2 in the demo's shapes and settings, so only K = 1
+    compiles anew), PSIS-LOO ranks them, and the best K's posterior is the one written."""
+    import xarray
+
+    arviz_stats = pytest.importorskip("arviz_stats")
+    np.save(tmp_path / "sm1.npy", sm1)
+    code, _, err = run_main(
+        capsys, "fit-mixture", tmp_path / "sm1.npy", "--components", "1:2", "--n-init", "2",
+        "--criterion", "loo", "--backend", "mcmc", *NUTS_OPTIONS, "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    results = strict_json(tmp_path / "out" / "results.json")
+    selection = results["selection"]
+    rows = {row["model"]: row for row in selection["rows"]}
+    assert selection["criterion"] == "loo" and set(rows) == {"K=1", "K=2"}
+    # Two clusters far apart: one Gaussian predicts held-out points far worse.
+    assert selection["best"] == 2 == results["em"]["n_components"]
+    assert rows["K=2"]["elpd"] - rows["K=1"]["elpd"] > 10 * rows["K=1"]["dse"]
+    for row in rows.values():
+        assert row["looic"] == pytest.approx(-2 * row["elpd"], rel=1e-9)
+    assert sum(row["weight"] for row in rows.values()) == pytest.approx(1.0)
+    # The posterior written is K = 2's, and ArviZ's own PSIS-LOO of it agrees.
+    with xarray.open_datatree(tmp_path / "out" / "posterior.nc") as tree:
+        assert tree["posterior"].sizes["components"] == 2
+        assert tree["posterior"].sizes["draw"] == 40
+        elpd = arviz_stats.loo(tree.load()).elpd
+    assert elpd == pytest.approx(rows["K=2"]["elpd"], rel=1e-9)
+    assert "PSIS-LOO comparison" in assert_page(tmp_path / "out", images=2)
+
+
 def test_fit_mixture_mcmc_writes_the_posterior(capsys, tmp_path, sm1):
     import xarray
 
@@ -566,11 +632,10 @@ def test_fit_mixture_mcmc_writes_the_posterior(capsys, tmp_path, sm1):
     posterior = results["posterior"]
     files = posterior["files"]
     assert files and all((tmp_path / "out" / name).is_file() for name in files)
-    if "posterior.nc" in files:  # NetCDF-4 (h5netcdf or netCDF4 installed)
-        opened = xarray.open_datatree(tmp_path / "out" / "posterior.nc")["posterior"]
-    else:  # one NetCDF-3 file per group
-        opened = xarray.open_dataset(tmp_path / "out" / "posterior.posterior.nc", engine="scipy")
-    assert opened.sizes["chain"] == 2 and opened.sizes["draw"] == 40
+    assert files == ["posterior.nc"]
+    opened = xarray.open_datatree(tmp_path / "out" / "posterior.nc")
+    assert {"posterior", "sample_stats", "log_likelihood"} <= set(opened.children)
+    assert opened["posterior"].sizes["chain"] == 2 and opened["posterior"].sizes["draw"] == 40
     rows = {row["parameter"]: row for row in posterior["summary"]}
     # The EM column is the EM fit, in the posterior's labelling.
     em_means = np.asarray(results["em"]["parameters"]["means"])
