@@ -77,7 +77,7 @@ from gaussmix.inference.relabel import (
     relabeling_permutation,
     sort_components,
 )
-from gaussmix.models.mixture import component_distribution, gaussian_mixture
+from gaussmix.models.mixture import component_log_density, gaussian_mixture
 from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
 
 __all__ = [
@@ -1136,7 +1136,7 @@ def _to_datatree(samples, draws: Draws, log_likelihood, observed, predictive, di
 def _responsibilities_impl(x, weights, means, covariance, covariance_type):
     def add(total, draw):
         w, m, c = draw
-        log_prob = component_distribution(m, c, covariance_type).log_prob(x[:, None, :])
+        log_prob = component_log_density(x, m, c, covariance_type)
         return total + jax.nn.softmax(log_prob + jnp.log(w), axis=-1), None
 
     initial = jnp.zeros((x.shape[0], weights.shape[-1]), x.dtype)

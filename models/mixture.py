@@ -10,6 +10,20 @@ PSIS-LOO needs:
     \\log p(x_n \\mid \\theta) = \\log \\sum_{k=1}^{K} \\pi_k\\,
         \\mathcal{N}(x_n \\mid \\mu_k, \\Sigma_k).
 
+The site's distribution, :class:`GaussianMixtureDistribution`, computes the K component
+densities of all N points at once from the Cholesky factors, :math:`\\Sigma_k = L_k
+L_k^\\top`,
+
+.. math::
+
+    \\log \\mathcal{N}(x_n \\mid \\mu_k, \\Sigma_k) = -\\tfrac12 \\lVert L_k^{-1} x_n -
+        L_k^{-1} \\mu_k \\rVert^2 - \\sum_d \\log (L_k)_{dd} - \\tfrac{D}{2} \\log 2\\pi,
+
+with :math:`L_k^{-1}` formed once per component (a D x D triangular solve) and applied
+to the data by one contraction, then a log-sum-exp over k. Its gradient costs a few
+matrix products; numpyro's ``MixtureSameFamily`` of ``MultivariateNormal`` solves
+triangular systems per point and component, many times slower.
+
 Covariance types and their sites (D features, K components):
 
 ==========  =====================  ==========================================
@@ -35,7 +49,9 @@ and for diag / spherical variances
 """
 
 import contextlib
+import math
 from collections.abc import Mapping
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +60,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 from numpyro import handlers
+from numpyro.distributions import constraints
 
 from gaussmix.models.priors import (
     COVARIANCE_SITES,
@@ -54,7 +71,9 @@ from gaussmix.models.priors import (
 
 __all__ = [
     "COVARIANCE_SITES",
+    "GaussianMixtureDistribution",
     "component_distribution",
+    "component_log_density",
     "gaussian_mixture",
     "prior_site_names",
 ]
@@ -90,6 +109,139 @@ def component_distribution(
     else:
         scale = jnp.broadcast_to(jnp.sqrt(covariance)[..., None], means.shape)
     return dist.Normal(means, scale).to_event(1)
+
+
+def component_log_density(
+    x: ArrayLike, means: jax.Array, covariance: jax.Array, covariance_type: str
+) -> jax.Array:
+    """:math:`\\log \\mathcal{N}(x_n \\mid \\mu_k, \\Sigma_k)` of every point and component.
+
+    Full and tied covariances go through the inverse Cholesky factor
+    :math:`L_k^{-1}` (formed once per component), diag and spherical through the
+    standard deviations; no (N, K, D, D) array is formed.
+
+    Args:
+        x: (..., D) points.
+        means: (K, D), one mixture's means (no batch axes; ``jax.vmap`` for batches).
+        covariance: the covariance site's value: (K, D, D) full, (D, D) tied,
+            (K, D) diag, (K,) spherical.
+        covariance_type: "full", "tied", "diag" or "spherical".
+
+    Returns:
+        (..., K) log densities.
+
+    Example:
+        >>> import numpy as np
+        >>> from scipy import stats
+        >>> x = np.array([[0.5, -1.0], [2.0, 0.0]])
+        >>> means, covariances = np.zeros((1, 2)), np.array([[[2.0, 0.5], [0.5, 1.0]]])
+        >>> value = component_log_density(x, means, covariances, "full")[:, 0]
+        >>> bool(np.allclose(value, stats.multivariate_normal(means[0], covariances[0]).logpdf(x)))
+        True
+    """
+    x = jnp.asarray(x)
+    flat = x.reshape((-1, x.shape[-1]))
+    log_density = _component_log_density_by_row(flat, means, covariance, covariance_type)
+    return log_density.T.reshape((*x.shape[:-1], means.shape[0]))
+
+
+def _component_log_density_by_row(
+    x: jax.Array, means: jax.Array, covariance: jax.Array, covariance_type: str
+) -> jax.Array:
+    """(K, N) component log densities of (N, D) points.
+
+    Components lead: the reductions over features and components then run across
+    whole rows of N values (measured 2-3x faster on CPU than reducing a short last axis).
+    """
+    n_features = means.shape[-1]
+    constant = 0.5 * n_features * math.log(2.0 * math.pi)
+    if covariance_type in ("full", "tied"):
+        cholesky = jnp.linalg.cholesky(covariance)
+        identity = jnp.broadcast_to(jnp.eye(n_features, dtype=cholesky.dtype), cholesky.shape)
+        inverse = jax.scipy.linalg.solve_triangular(cholesky, identity, lower=True)
+        log_determinant = jnp.sum(jnp.log(jnp.diagonal(cholesky, axis1=-2, axis2=-1)), axis=-1)
+        if covariance_type == "tied":  # one projection of the data serves every component
+            projected = (inverse @ x.T)[None]  # (1, D, N)
+            projected_means = means @ inverse.T  # (K, D)
+        else:  # rows k * D + i of the stacked inverses: one matrix product for all k
+            stacked = inverse.reshape((-1, n_features))
+            projected = (stacked @ x.T).reshape((means.shape[0], n_features, x.shape[0]))
+            projected_means = jnp.einsum("kij,kj->ki", inverse, means)
+        squared = jnp.sum((projected - projected_means[..., None]) ** 2, axis=1)
+        return -0.5 * squared - (log_determinant + constant)[..., None]
+    if covariance_type == "diag":
+        variances = covariance
+    else:
+        variances = jnp.broadcast_to(covariance[..., None], means.shape)
+    squared = jnp.sum((x.T - means[..., None]) ** 2 / variances[..., None], axis=1)
+    log_determinant = 0.5 * jnp.sum(jnp.log(variances), axis=-1)
+    return -0.5 * squared - (log_determinant + constant)[:, None]
+
+
+class GaussianMixtureDistribution(dist.Distribution):
+    """One Gaussian mixture as a distribution of a (D,) point, the label summed out.
+
+    .. math::
+
+        \\log p(x \\mid \\theta) = \\log \\sum_k \\pi_k\\,\\mathcal{N}(x \\mid \\mu_k, \\Sigma_k)
+
+    by :func:`component_log_density` and a log-sum-exp; components of zero weight
+    contribute nothing (and no gradient). Sampling draws a label, then the point (as
+    ``MixtureSameFamily`` of :func:`component_distribution`, with the same random
+    numbers).
+
+    Args:
+        weights: (K,) on the simplex.
+        means: (K, D).
+        covariance: the covariance site's value (see :func:`component_log_density`).
+        covariance_type: "full", "tied", "diag" or "spherical".
+
+    Example:
+        >>> import numpy as np
+        >>> mixture = GaussianMixtureDistribution(
+        ...     np.array([0.3, 0.7]), np.array([[-1.0], [2.0]]), np.array([0.5, 1.0]), "spherical")
+        >>> mixture.event_shape, mixture.log_prob(np.zeros((4, 1))).shape
+        ((1,), (4,))
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+    pytree_data_fields = ("weights", "means", "covariance")
+    pytree_aux_fields = ("covariance_type",)
+
+    def __init__(self, weights, means, covariance, covariance_type: str, *, validate_args=None):
+        check_covariance_type(covariance_type)
+        self.weights = jnp.asarray(weights)
+        self.means = jnp.asarray(means)
+        self.covariance = jnp.asarray(covariance)
+        self.covariance_type = covariance_type
+        if self.weights.ndim != 1 or self.means.shape[:-1] != self.weights.shape:
+            raise ValueError(
+                f"weights (K,) and means (K, D) of one mixture are needed, got shapes "
+                f"{self.weights.shape} and {self.means.shape}; use jax.vmap for batches."
+            )
+        super().__init__(
+            batch_shape=(), event_shape=self.means.shape[-1:], validate_args=validate_args
+        )
+
+    def log_prob(self, value):
+        value = jnp.asarray(value)
+        safe = jnp.where(self.weights > 0, self.weights, 1.0)
+        log_weights = jnp.where(self.weights > 0, jnp.log(safe), -jnp.inf)
+        flat = value.reshape((-1, value.shape[-1]))
+        joint = log_weights[:, None] + _component_log_density_by_row(
+            flat, self.means, self.covariance, self.covariance_type
+        )
+        # value-preserving: no gradient flows into components of zero weight
+        joint = jnp.where(jnp.isneginf(joint), -jnp.inf, joint)
+        return jax.nn.logsumexp(joint, axis=0).reshape(value.shape[:-1])
+
+    def sample(self, key, sample_shape=()):
+        mixture = dist.MixtureSameFamily(
+            dist.Categorical(probs=self.weights),
+            component_distribution(self.means, self.covariance, self.covariance_type),
+        )
+        return mixture.sample(key, sample_shape)
 
 
 def _is_concrete(value) -> bool:
@@ -271,8 +423,6 @@ def gaussian_mixture(
             )
         means = numpyro.sample("means", mean_prior)
 
-    mixture = dist.MixtureSameFamily(
-        dist.Categorical(probs=weights), component_distribution(means, covariance, covariance_type)
-    )
+    mixture = GaussianMixtureDistribution(weights, means, covariance, covariance_type)
     with numpyro.plate("data", n_samples), _weighting(sample_weight):
         numpyro.sample("x", mixture, obs=x)
