@@ -3,11 +3,15 @@
 The classic curve_fit exercise: y = [0, 1, 2, 3, 4, 5, 4, 3, 2, 1] at x = 0...9, modelled
 as two Gaussian peaks :math:`h\\,e^{-(x-c)^2 / 2\\sigma^2}` from the starting values
 heights (3, 4), centres (3, 6), widths (1, 1). ``scipy.optimize.curve_fit`` and
-``gaussmix.fit_peaks`` (MAP, flat priors inside wide bounds) reach the same optimum from
-the same start; NUTS (``backend="mcmc"``, widths bounded below by half the point spacing)
-shows what the ten points really say: the second peak is barely identified, which
-curve_fit's standard errors only hint at, and which peak is the main one changes between
-draws (they are named per draw by area).
+``gaussmix.fit_peaks`` (MAP: flat priors, the widths bounded to [0.5, 9], half the point
+spacing at least) reach the same optimum from the same start; NUTS (``backend="mcmc"``,
+the same priors) shows what the ten points really say: the second peak is barely
+identified, which curve_fit's standard errors only hint at, and the data do not even say
+on which side of the main peak the small one sits (right at the MAP, left in many
+draws). The widths carry this example's own prior, so gaussmix keeps the peak labels as
+sampled (it orders exchangeable peaks by centre only under its default priors); the
+table names the peaks per draw by area (``peak0`` the larger), so that each row follows
+one physical peak.
 
 Second part: a sum of Gaussians used as a basis to fit a smooth curve (like a polynomial
 fit): nine Gaussians with fixed, evenly spaced centres and a fixed width fitted to 60
@@ -16,10 +20,10 @@ computed analytically (error functions, ``PeakFit.integrate``), next to a degree
 polynomial.
 
 Asserted: gaussmix MAP = curve_fit (equal residual sum of squares to 1e-9, values within
-1e-3 standard errors, standard errors to 1e-4); the
-posterior means of the main peak lie within 2 curve_fit standard errors of its values;
-the analytic integral equals numerical quadrature of the fitted curve (1e-8 relative)
-and the true integral within 1 %.
+1e-3 standard errors, standard errors to 1e-4); the MAP curve lies inside the posterior's
+90 % band at every data point; the analytic integral equals numerical quadrature of the
+fitted curve (1e-8 relative) and the true integral within 1 %. Printed, not asserted (it
+is what the data leave open): the share of draws with the small peak on the left.
 
 Run: python examples/two_gaussian_curve_fit.py [--quick] [--out DIR]
 """
@@ -101,7 +105,14 @@ def main() -> None:
     )
     scipy_rss = float(np.sum((two_gaussians(x, *scipy_values) - y) ** 2))
     scipy_errors = np.sqrt(np.diag(scipy_covariance))
-    fit = gaussmix.fit_peaks(x, y, peaks=("gaussian", "gaussian"), init=start, backend="map")
+    # A peak narrower than the spacing of the points (1) cannot be resolved; without this
+    # bound NUTS chases spikes between points (many divergent transitions). The optimum
+    # (width 0.68) is inside the bound, so the MAP is curve_fit's; with the same priors the
+    # MAP here and the one NUTS starts from are one compiled program.
+    width_priors = {f"peak{i}_sigma": dist.Uniform(0.5, 9.0) for i in range(2)}
+    fit = gaussmix.fit_peaks(
+        x, y, peaks=("gaussian", "gaussian"), init=start, priors=width_priors, backend="map"
+    )
     map_values = np.array([float(fit.params[name]) for name in NAMES])
     map_errors = np.array([float(fit.stderr[name]) for name in NAMES])
     draws = (
@@ -115,30 +126,33 @@ def main() -> None:
         peaks=("gaussian", "gaussian"),
         init=dict(zip(NAMES, map_values, strict=True)),
         backend="mcmc",
-        # A peak narrower than the spacing of the points (1) cannot be resolved; without
-        # this bound NUTS chases spikes between points (many divergent transitions). The
-        # MAP (width 0.68) is inside the bound, so it is unchanged.
-        priors={f"peak{i}_sigma": dist.Uniform(0.5, 9.0) for i in range(2)},
+        priors=width_priors,
         progress_bar=False,
         **draws,
     )
     posterior = bayes.posterior["posterior"]
     samples = {name: np.asarray(posterior[name]).ravel() for name in NAMES}
-    # The two peaks are exchangeable in the model; gaussmix orders the draws by centre, but
-    # which one is the main peak changes between draws: name them per draw by area
-    # (height x sigma), the larger and the smaller peak.
-    swap = (
-        samples["peak1_height"] * samples["peak1_sigma"]
-        > samples["peak0_height"] * samples["peak0_sigma"]
-    )
+
+    # The width priors are this example's own, so gaussmix keeps the peaks' labels as
+    # sampled (it orders exchangeable peaks by centre only under its default priors).
+    # Which side of the main peak the small one sits on is a real question the ten points
+    # leave open: ask it of the draws ordered by centre, then name the peaks per draw by
+    # area (height x sigma), the larger and the smaller one.
+    def area(i):
+        return samples[f"peak{i}_height"] * samples[f"peak{i}_sigma"]
+
+    peak1_is_left = samples["peak1_center"] < samples["peak0_center"]
+    small_is_left = np.where(peak1_is_left, area(1) < area(0), area(0) < area(1))
+    swap = area(1) > area(0)
     ordered = {}
     for parameter in ("height", "center", "sigma"):
         first, second = samples[f"peak0_{parameter}"], samples[f"peak1_{parameter}"]
         ordered[f"peak0_{parameter}"] = np.where(swap, second, first)
         ordered[f"peak1_{parameter}"] = np.where(swap, first, second)
     print(
-        f"NUTS: {swap.size} draws; the larger-area peak is the one at the higher centre in "
-        f"{swap.mean():.0%} of them, so the draws are named by area below"
+        f"NUTS: {swap.size} draws; the small peak sits left of the main one in "
+        f"{small_is_left.mean():.0%} of them (right at the MAP); the table names the peaks "
+        "per draw by area"
     )
     print(
         f"{'parameter':<14}{'start':>7}{'curve_fit':>22}{'gaussmix MAP':>22}"
