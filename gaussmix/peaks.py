@@ -618,9 +618,11 @@ def _clip_to_defaults(values: dict, model: PeakModel, x: np.ndarray, y: np.ndarr
 def _noise_start(y: np.ndarray, mask) -> np.ndarray | float:
     """Noise scale of each spectrum from the spread of its first differences (MAD)."""
     values = np.where(mask, y, np.nan) if mask is not None else y
+    # np.median sorts whole rows at once; np.nanmedian goes row by row (only with NaN).
+    median = np.median if mask is None else np.nanmedian
     differences = np.diff(values, axis=-1)
-    centred = differences - np.nanmedian(differences, axis=-1, keepdims=True)
-    noise = np.nanmedian(np.abs(centred), axis=-1) * 1.4826 / math.sqrt(2)
+    centred = differences - median(differences, axis=-1, keepdims=True)
+    noise = median(np.abs(centred), axis=-1) * 1.4826 / math.sqrt(2)
     spread = np.nanmax(values, axis=-1) - np.nanmin(values, axis=-1)
     noise = np.where(noise > 0, noise, np.maximum(spread, 1.0) * 1e-3)
     return _to_numpy(noise)
@@ -704,6 +706,7 @@ def fit_peaks(
     max_iterations: int = 200,
     tolerance: float | None = None,
     batch_size: int = 32,
+    devices: int | Sequence[jax.Device] | Any | None = None,
     num_warmup: int = 1000,
     num_samples: int = 1000,
     num_chains: int = 4,
@@ -738,7 +741,12 @@ def fit_peaks(
         max_iterations: Levenberg-Marquardt steps per spectrum.
         tolerance: convergence tolerance of the MAP (default by dtype, see
             :func:`gaussmix.inference.map.fit_map`).
-        batch_size: spectra iterated together by the MAP back end.
+        batch_size: spectra iterated together by the MAP back end (per device).
+        devices: None (one device), or the devices a batch is split over for the MAP
+            fits: an int n (the first n local devices), a list of devices or a one-axis
+            ``jax.sharding.Mesh``; same results as one device. On CPU, create devices
+            before JAX starts (``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+            fits on two cores).
         num_warmup, num_samples, num_chains, seed, progress_bar: NUTS settings (MCMC).
 
     Returns:
@@ -808,7 +816,7 @@ def fit_peaks(
         warnings.filterwarnings("ignore", "Out-of-support values", UserWarning)
         map_fit = _fit_map(
             model, x, y, mask, start, priors, fixed, degrees_of_freedom, max_iterations,
-            tolerance, batch_size,
+            tolerance, batch_size, devices,
         )  # fmt: skip
     if backend == "map":
         return map_fit
@@ -817,7 +825,7 @@ def fit_peaks(
 
 def _fit_map(
     model, x, y, mask, start, priors, fixed, degrees_of_freedom, max_iterations, tolerance,
-    batch_size,
+    batch_size, devices,
 ) -> PeakFit:  # fmt: skip
     dtype = jnp.result_type(float)
     program = _program(
@@ -839,6 +847,7 @@ def _fit_map(
         tolerance=tolerance,
         step_tolerance=tolerance,
         batch_size=batch_size,
+        devices=devices,
     )
     names = result.parameter_names
     free = {name: np.asarray(result.params[name]) for name in names}

@@ -44,11 +44,15 @@ converged.
 
 One ``jax.jit`` around a ``lax.while_loop``. Spectra are fitted in ``batch_size`` slots
 (``vmap``): a slot whose spectrum has finished takes the next one, so a spectrum needing
-many iterations holds up nothing. A second call with the same shapes and static arguments
-does not recompile.
+many iterations holds up nothing. The loop holds only the Levenberg-Marquardt steps: each
+spectrum's priors are read from the program before it, and its covariance and
+log-likelihood computed after it. A second call with the same shapes and static arguments
+does not recompile. With ``devices`` the spectra are split over several devices
+(:func:`gaussmix.inference.shard.shard_batch`), each running its own loop.
 """
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -93,7 +97,6 @@ class MAPState(NamedTuple):
         damping: Levenberg-Marquardt parameter :math:`\\lambda`.
         parameter_norm: :math:`\\|D\\theta\\|` at the last accepted point.
         decrement: Newton decrement (nats).
-        log_likelihood: log-likelihood at (params, noise).
         rss: residual sum of squares at params.
         n_points: unmasked points.
         support: (n_sites,) whether each site's starting value lay in its prior support.
@@ -119,7 +122,6 @@ class MAPState(NamedTuple):
     damping: jax.Array
     parameter_norm: jax.Array
     decrement: jax.Array
-    log_likelihood: jax.Array
     rss: jax.Array
     n_points: jax.Array
     support: jax.Array
@@ -338,7 +340,7 @@ class _Problem(NamedTuple):
             scale = jnp.broadcast_to(scale, self.y.shape)
         mask = _distribution_mask(observed["fn"])
         mask = jnp.ones_like(self.y) if mask is None else jnp.broadcast_to(mask, self.y.shape)
-        empty = jnp.zeros((), theta.dtype)
+        empty = jnp.zeros((), location.dtype)
         support = jnp.ones((len(self.sites.names),), bool)
         return _Evaluation(location, scale, extra, empty, support, mask * 1.0)
 
@@ -468,7 +470,6 @@ class _Local(NamedTuple):
     factor: jax.Array
     gauss_newton: jax.Array
     decrement: jax.Array
-    log_likelihood: jax.Array
     rss: jax.Array
     n_points: jax.Array
 
@@ -506,42 +507,24 @@ def _local(problem: _Problem, theta, noise, jacobian, evaluation: _Evaluation, s
         factor=factor,
         gauss_newton=gauss_newton,
         decrement=decrement,
-        log_likelihood=problem.log_likelihood(evaluation, noise),
         rss=jnp.dot(mask * residuals, residuals),
         n_points=jnp.sum(mask),
     )
 
 
 def _cholesky(matrix):
-    """Lower Cholesky factor, column by column in a ``fori_loop`` (fast for the small
-    matrices here, under vmap); NaN when the matrix is not positive definite."""
-    indices = jnp.arange(matrix.shape[0])
-
-    def column(j, factor):
-        value = matrix[:, j] - factor @ factor[j]
-        return factor.at[:, j].set(jnp.where(indices >= j, value / jnp.sqrt(value[j]), 0.0))
-
-    return lax.fori_loop(0, matrix.shape[0], column, jnp.zeros_like(matrix))
+    """Lower Cholesky factor (LAPACK); NaN when the matrix is not positive definite."""
+    return jnp.linalg.cholesky(matrix)
 
 
 def _solve_lower(factor, vector):
     """Solve :math:`L y = b` for b of shape (n,) or (n, k)."""
-
-    def row(i, solution):
-        return solution.at[i].set((vector[i] - factor[i] @ solution) / factor[i, i])
-
-    return lax.fori_loop(0, factor.shape[0], row, jnp.zeros_like(vector))
+    return jax.scipy.linalg.solve_triangular(factor, vector, lower=True)
 
 
 def _solve_upper(factor, vector):
     """Solve :math:`L^\\top x = b`."""
-    last = factor.shape[0] - 1
-
-    def row(k, solution):
-        i = last - k
-        return solution.at[i].set((vector[i] - factor[:, i] @ solution) / factor[i, i])
-
-    return lax.fori_loop(0, factor.shape[0], row, jnp.zeros_like(vector))
+    return jax.scipy.linalg.solve_triangular(factor, vector, lower=True, trans="T")
 
 
 def _cholesky_solve(factor, vector):
@@ -650,7 +633,6 @@ def _empty_state(theta, noise, n_points: int, n_sites: int) -> MAPState:
         damping=zero,
         parameter_norm=zero,
         decrement=jnp.asarray(jnp.inf, theta.dtype),
-        log_likelihood=zero,
         rss=zero,
         n_points=zero,
         support=jnp.ones((n_sites,), bool),
@@ -756,7 +738,6 @@ def map_step(problem: _Problem, state: MAPState, settings: _Settings) -> MAPStat
         damping=new_damping,
         parameter_norm=parameter_norm,
         decrement=pick(local.decrement, state.decrement),
-        log_likelihood=pick(local.log_likelihood, state.log_likelihood),
         rss=pick(local.rss, state.rss),
         n_points=pick(local.n_points, state.n_points),
         support=jnp.where(fresh, evaluation.support, state.support),
@@ -793,7 +774,8 @@ class _Outputs(NamedTuple):
 
 
 def _finish(problem: _Problem, state: MAPState) -> _Outputs:
-    """Results of a finished state: the Laplace covariance from its curvature."""
+    """Results of a finished state: the Laplace covariance from its curvature, and the
+    log-likelihood at the MAP (evaluated here once rather than at every step)."""
     unit = problem.unit(state.noise)
     if problem.family.name == "normal" and problem.has_noise:
         # curve_fit's pcov: J^T J over the residual variance RSS / (n - p).
@@ -802,15 +784,17 @@ def _finish(problem: _Problem, state: MAPState) -> _Outputs:
         precision = gram * dof / state.rss - state.prior_hessian
     else:
         precision = state.curvature / unit
+    evaluation = problem.observe(state.params, state.noise)
+    log_likelihood = problem.log_likelihood(evaluation, state.noise)
     objective = (
-        -state.log_likelihood - state.log_prior - problem.noise_log_prior(state.params, state.noise)
+        -log_likelihood - state.log_prior - problem.noise_log_prior(state.params, state.noise)
     )
     return _Outputs(
         state.params,
         state.noise,
         _inverse(precision),
         objective,
-        state.log_likelihood,
+        log_likelihood,
         state.rss,
         state.n_points,
         state.decrement,
@@ -820,11 +804,24 @@ def _finish(problem: _Problem, state: MAPState) -> _Outputs:
     )
 
 
+#: Fields of a finished MAPState that _finish reads (kept for every spectrum).
+_FINAL_FIELDS = (
+    "params", "noise", "curvature", "prior_hessian", "log_prior", "rss", "n_points",
+    "decrement", "converged", "n_iter", "support",
+)  # fmt: skip
+
+
 def _fit_batch(
     model, sites, observed, family, n_slots,
     x, y, mask, theta, noise, model_kwargs, tolerance, step_tolerance, max_iterations,
 ):  # fmt: skip
-    """Fit B spectra through ``n_slots`` slots iterated together; finished slots refill."""
+    """Fit B spectra through ``n_slots`` slots iterated together; finished slots refill.
+
+    Per spectrum and outside the loop: the priors (read from the program once, before)
+    and the covariance and log-likelihood (:func:`_finish`, once, after); inside it only
+    Levenberg-Marquardt steps, and the gathers and scatters that move spectra in and out
+    of the slots.
+    """
     settings = _Settings(tolerance, step_tolerance, max_iterations)
     n_spectra, n_points = y.shape
     n_sites = len(sites.names)
@@ -835,24 +832,15 @@ def _fit_batch(
             kwargs["mask"] = mask_one
         return _Problem(model, sites, observed, family, x, y_one, kwargs, priors)
 
-    def spectrum(index):
-        index = jnp.clip(index, 0, n_spectra - 1)
-        return (
-            theta[index],
-            noise[index],
-            y[index],
-            None if mask is None else mask[index],
-        )
+    def priors_of(theta_one, noise_one, y_one, mask_one):
+        return problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors
+
+    priors = jax.vmap(priors_of)(theta, noise, y, mask)
 
     def start(index):
-        theta_one, noise_one, y_one, mask_one = spectrum(index)
-        problem = problem_for(y_one, mask_one).with_priors(theta_one, noise_one)
-        return (
-            _empty_state(theta_one, noise_one, n_points, n_sites),
-            y_one,
-            mask_one,
-            problem.priors,
-        )
+        index = jnp.clip(index, 0, n_spectra - 1)
+        pick = jax.tree.map(lambda leaf: leaf[index], (y, mask, priors))
+        return (_empty_state(theta[index], noise[index], n_points, n_sites), *pick)
 
     class Slots(NamedTuple):
         index: jax.Array  # (S,) spectrum index, -1 when empty
@@ -864,7 +852,7 @@ def _fit_batch(
     class Carry(NamedTuple):
         slots: Slots
         next_index: jax.Array
-        outputs: _Outputs
+        finals: dict  # field of _FINAL_FIELDS -> (B, ...) finished states
 
     def refill(carry: Carry) -> Carry:
         slots = carry.slots
@@ -885,8 +873,8 @@ def _fit_batch(
     def step(carry: Carry) -> Carry:
         slots = carry.slots
 
-        def one(state, y_one, mask_one, priors):
-            return map_step(problem_for(y_one, mask_one, priors), state, settings)
+        def one(state, y_one, mask_one, priors_one):
+            return map_step(problem_for(y_one, mask_one, priors_one), state, settings)
 
         state = jax.vmap(one)(slots.state, slots.y, slots.mask, slots.priors)
         return carry._replace(slots=slots._replace(state=state))
@@ -894,17 +882,13 @@ def _fit_batch(
     def harvest(carry: Carry) -> Carry:
         slots = carry.slots
         finished = (slots.index >= 0) & slots.state.done
-
-        def one(state, y_one, mask_one, priors):
-            return _finish(problem_for(y_one, mask_one, priors), state)
-
-        results = jax.vmap(one)(slots.state, slots.y, slots.mask, slots.priors)
         target = jnp.where(finished, slots.index, jnp.int32(n_spectra))
-        outputs = jax.tree.map(
-            lambda stored, new: stored.at[target].set(new, mode="drop"), carry.outputs, results
-        )
+        finals = {
+            name: stored.at[target].set(getattr(slots.state, name), mode="drop")
+            for name, stored in carry.finals.items()
+        }
         index = jnp.where(finished, jnp.int32(-1), slots.index)
-        return carry._replace(slots=slots._replace(index=index), outputs=outputs)
+        return carry._replace(slots=slots._replace(index=index), finals=finals)
 
     def body(carry: Carry) -> Carry:
         carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)
@@ -922,22 +906,43 @@ def _fit_batch(
     n_slots = min(n_slots, n_spectra)
     initial_slots = jax.vmap(start)(jnp.zeros((n_slots,), jnp.int32))
     slots = Slots(jnp.full((n_slots,), -1, jnp.int32), *initial_slots)
-    template = jax.eval_shape(
-        lambda slots: jax.vmap(lambda s, y_one, m, p: _finish(problem_for(y_one, m, p), s))(
-            slots.state, slots.y, slots.mask, slots.priors
-        ),
-        slots,
-    )
-    outputs = jax.tree.map(
-        lambda leaf: jnp.zeros((n_spectra, *leaf.shape[1:]), leaf.dtype), template
-    )
-    carry = Carry(slots, jnp.asarray(0, jnp.int32), outputs)
-    return lax.while_loop(running, body, carry).outputs
+    finals = {
+        name: jnp.zeros((n_spectra, *leaf.shape[1:]), leaf.dtype)
+        for name, leaf in slots.state._asdict().items()
+        if name in _FINAL_FIELDS
+    }
+    carry = Carry(slots, jnp.asarray(0, jnp.int32), finals)
+    finals = lax.while_loop(running, body, carry).finals
+    template = _empty_state(theta[0], noise[0], n_points, n_sites)
+    states = jax.vmap(lambda fields: template._replace(**fields))(finals)
+
+    def finish(state, y_one, mask_one, priors_one):
+        return _finish(problem_for(y_one, mask_one, priors_one), state)
+
+    return jax.vmap(finish)(states, y, mask, priors)
 
 
 _fit_batch_jit = jax.jit(
     _fit_batch, static_argnames=("model", "sites", "observed", "family", "n_slots")
 )
+
+#: Compiled multi-device fits by (static arguments, mask given, devices).
+_SHARDED_FITS: dict[tuple, Callable] = {}
+
+
+def _fit_batch_sharded(devices, model, sites, observed, family, n_slots, x, y, mask, *rest):
+    """:func:`_fit_batch` with the spectra split over ``devices``
+    (:func:`gaussmix.inference.shard.shard_batch`): each device runs its own slots and
+    loop over its share, so none waits for another's slowest spectrum."""
+    from gaussmix.inference.shard import BATCH_AXIS, device_mesh, shard_batch
+
+    mesh = device_mesh(devices, axis_name=BATCH_AXIS)
+    key = (model, sites, observed, family, n_slots, mask is None, tuple(mesh.devices.flat))
+    if key not in _SHARDED_FITS:
+        batch = functools.partial(_fit_batch, model, sites, observed, family, n_slots)
+        in_axes = (None, 0, None if mask is None else 0, 0, 0, None, None, None, None)
+        _SHARDED_FITS[key] = shard_batch(batch, devices=mesh, in_axes=in_axes)
+    return _SHARDED_FITS[key](x, y, mask, *rest)
 
 
 def _probe(model, x, y, init, model_kwargs):
@@ -984,6 +989,7 @@ def fit_map(
     tolerance: float | None = None,
     step_tolerance: float | None = None,
     batch_size: int = 128,
+    devices: int | Sequence[jax.Device] | Any | None = None,
 ) -> MAPResult:
     """MAP of a regression program, one spectrum or a batch, by Levenberg-Marquardt.
 
@@ -1004,10 +1010,23 @@ def fit_map(
         tolerance: relative decrease (and Newton decrement, nats) counted as converged;
             default 1e-10 in float64, 1e-5 in float32.
         step_tolerance: relative trust radius counted as converged; same defaults.
-        batch_size: spectra iterated together (vmap) inside ``lax.map``.
+        batch_size: spectra iterated together (vmap) in the slots of each device.
+        devices: None (one device, the default one), or the devices the spectra are split
+            over: an int n (the first n local devices), a sequence of devices or a
+            one-axis ``jax.sharding.Mesh``. Each device fits its share of the batch with
+            its own ``batch_size`` slots; the results are those of one device (the
+            arithmetic per spectrum is the same) and come back split over the devices.
+            On CPU, create devices before JAX starts:
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` uses two cores.
 
     Returns:
         :class:`MAPResult`.
+
+    Raises:
+        ValueError: x and y of mismatched shapes, init missing or naming unknown sites
+            or lying outside a prior's support, a non-scalar noise site, a program
+            without exactly one Normal, StudentT or Poisson observed site, or more
+            devices than exist.
 
     Example:
         >>> import numpy as np, numpyro, numpyro.distributions as dist
@@ -1070,7 +1089,10 @@ def fit_map(
     noise_start = values[noise_site][:, 0] if noise >= 0 else jnp.ones(n_spectra, dtype)
     key = "float64" if dtype == jnp.float64 else "float32"
     default_tolerance, default_step = TOLERANCES[key]
-    outputs = _fit_batch_jit(
+    fit_batch = (
+        _fit_batch_jit if devices is None else functools.partial(_fit_batch_sharded, devices)
+    )
+    outputs = fit_batch(
         model,
         sites,
         observed,
@@ -1110,3 +1132,13 @@ def fit_map(
         arrays = tuple(value[0] for value in arrays)
     covariance, *rest = arrays
     return MAPResult(params, covariance, tuple(parameter_names), *rest)
+
+
+def _jacobian_dense(problem: _Problem, theta, noise) -> tuple[jax.Array, _Evaluation]:
+    def location(theta):
+        evaluation = problem.observe(theta, noise)
+        return evaluation.location, evaluation
+
+    jacobian, evaluation = jax.jacfwd(location, has_aux=True)(theta)
+    log_prior, support = problem.prior_terms(theta, noise)
+    return jacobian, evaluation._replace(log_prior=log_prior, support=support)

@@ -1,7 +1,10 @@
 """fit_peaks / PeakFit / select_peaks against curve_fit, lmfit and scipy quadrature."""
 
 import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,3 +299,28 @@ def test_mcmc_posterior_means_match_nist_gauss1(shared_data):
         assert standard_error < 0.04 * deviation
         assert abs(draws.mean() - value) < 0.1 * deviation, site
         assert float(fit.stderr[site]) / factor == pytest.approx(deviation, rel=0.15)
+
+
+def test_batch_split_over_four_cpu_devices_equals_one_device(tmp_path):
+    """fit_peaks(devices=4) on forced CPU devices (a fresh interpreter) gives the
+    one-device fits: ten spectra (two padded), one with an omitted NaN point."""
+    worker = Path(__file__).with_name("peaks_devices_worker.py")
+    out = tmp_path / "fits.npz"
+    completed = subprocess.run(
+        [sys.executable, str(worker), str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    results = np.load(out)
+    assert int(results["device_count"]) == 4
+    names = [key.split("/")[-1] for key in results if key.startswith("one/params/")]
+    assert len(names) == 4
+    for key in [f"params/{name}" for name in names] + ["rss", "covariance", "bic"]:
+        np.testing.assert_allclose(results[f"split/{key}"], results[f"one/{key}"], rtol=1e-12)
+    for key in ("converged", "n_iter", "n_points"):
+        np.testing.assert_array_equal(results[f"split/{key}"], results[f"one/{key}"])
+    assert results["one/converged"].all() and results["one/n_points"][3] == 60
+
+
+def test_more_devices_than_exist_is_a_value_error():
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count=64"):
+        fit_peaks(X, Y, init=START, devices=64)
