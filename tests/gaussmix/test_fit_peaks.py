@@ -324,3 +324,36 @@ def test_batch_split_over_four_cpu_devices_equals_one_device(tmp_path):
 def test_more_devices_than_exist_is_a_value_error():
     with pytest.raises(ValueError, match="xla_force_host_platform_device_count=64"):
         fit_peaks(X, Y, init=START, devices=64)
+
+
+@pytest.mark.slow
+def test_select_peaks_by_loo_picks_two_and_agrees_with_the_laplace_approximation():
+    """select_peaks(backend="mcmc") on two clear peaks: short NUTS chains for one and two
+    peaks (two compiled programs), PSIS-LOO per candidate. References: the MAP's AIC
+    (for a regular model under flat priors elpd_loo = log L - k + O(1/n)), and the
+    Laplace approximation of the two-peak MAP fit (posterior means and sds)."""
+    arviz_stats = pytest.importorskip("arviz_stats")
+    rng = np.random.default_rng(5)
+    x = np.linspace(0.0, 10.0, 60)
+    y = np.exp(-0.5 * ((x - 3.5) / 0.6) ** 2) + 0.8 * np.exp(-0.5 * ((x - 6.5) / 0.6) ** 2)
+    y = y + rng.normal(0.0, 0.05, x.size)
+    options = {"num_warmup": 200, "num_samples": 200, "num_chains": 1, "progress_bar": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # PSIS: a few Pareto k above 0.7
+        selection = select_peaks(x, y, 2, backend="mcmc", **options)
+    assert selection.n_peaks == 2 and list(selection.candidates) == [1, 2]
+    assert selection.elpd_loo.shape == (2,) and np.all(np.isfinite(selection.elpd_loo))
+    assert selection.elpd_loo[1] - selection.elpd_loo[0] > 20  # about 100 nats here
+    assert np.argmin(selection.bic) == 1
+    for fit, elpd in zip(selection.fits, selection.elpd_loo, strict=True):
+        assert fit.backend == "mcmc"
+        assert fit.posterior["log_likelihood"]["y"].shape == (1, 200, x.size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            assert elpd == pytest.approx(float(arviz_stats.loo(fit.posterior).elpd))
+        assert abs(elpd - (-fit.aic / 2)) < 2.0
+    best = selection.best
+    laplace = fit_peaks(x, y, ("gaussian", "gaussian"))
+    for name in laplace.parameter_names:
+        assert abs(best.params[name] - laplace.params[name]) < 0.5 * laplace.stderr[name], name
+        assert best.stderr[name] == pytest.approx(laplace.stderr[name], rel=0.3), name
