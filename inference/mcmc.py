@@ -417,6 +417,7 @@ def _run_chain(
     inverse_mass_matrix: jax.Array,
     settings: NutsSettings,
     keep_warmup: bool = False,
+    report_progress: bool | jax.Array = False,
 ) -> Draws:
     """Warmup then sampling of one chain; pure, so it jits, maps and shards.
 
@@ -429,6 +430,9 @@ def _run_chain(
 
     ``fallback`` is ``(center, potential, gradient)`` of the mode, taken instead of
     ``start`` when the jittered start has no finite potential or gradient.
+    ``report_progress`` (traced, so one program serves both) switches on the host
+    callbacks that advance the progress bar; each is a device-host round trip, skipped
+    when no bar is shown.
     """
     center, center_energy, center_gradient = fallback
     energy, gradient = jax.value_and_grad(potential_fn)(start)
@@ -495,10 +499,9 @@ def _run_chain(
                 state,
                 moments,
             )
-        # Progress goes to the tqdm bar of the run in flight, if any (one program for both).
-        done = iteration + 1
+        done = iteration + 1  # progress to the tqdm bar of the run in flight
         lax.cond(
-            (done % rate == 0) | (done == total),
+            jnp.asarray(report_progress) & ((done % rate == 0) | (done == total)),
             lambda: jax.debug.callback(_tick, done, rate, total),
             lambda: None,
         )
@@ -534,7 +537,7 @@ def _chain_device_count(num_chains: int) -> int:
 
 def _build_sampler(program: _Program, structure: _Structure, settings: NutsSettings, devices):
     def build(found: dict):
-        def run(dynamic, starts, rng_keys, fallback, inverse_mass_matrix):
+        def run(dynamic, starts, rng_keys, fallback, inverse_mass_matrix, progress):
             args, kwargs = program.arguments(dynamic)
             potential = structure.potential_fn_gen(*args, **kwargs)
 
@@ -544,7 +547,13 @@ def _build_sampler(program: _Program, structure: _Structure, settings: NutsSetti
             def chains(starts, rng_keys):
                 return lax.map(
                     lambda chain: _run_chain(
-                        flat_potential, chain[0], chain[1], fallback, inverse_mass_matrix, settings
+                        flat_potential,
+                        chain[0],
+                        chain[1],
+                        fallback,
+                        inverse_mass_matrix,
+                        settings,
+                        report_progress=progress,
                     ),
                     (starts, rng_keys),
                 )
@@ -564,14 +573,14 @@ def _build_sampler(program: _Program, structure: _Structure, settings: NutsSetti
 
 def _run_with_progress(sampler, settings: NutsSettings, progress: bool, num_chains, *arguments):
     if not progress:
-        return jax.block_until_ready(sampler(*arguments))
+        return jax.block_until_ready(sampler(*arguments, jnp.asarray(False)))
     from tqdm.auto import tqdm
 
     total = num_chains * (settings.num_warmup + settings.num_samples)
     with tqdm(total=total, desc="NUTS", unit="it", file=sys.stderr) as bar:
         _PROGRESS["bar"] = bar
         try:
-            return jax.block_until_ready(sampler(*arguments))
+            return jax.block_until_ready(sampler(*arguments, jnp.asarray(True)))
         finally:
             _PROGRESS["bar"] = None
 
@@ -936,7 +945,7 @@ def _sample(program, init, source, num_chains, options, rng_key, mixture, poster
     prepare_key, chain_key, predictive_key = jax.random.split(rng_key, 3)
     init_values = None if init is None else {n: jnp.asarray(v) for n, v in init.items()}
     compile_time = 0.0
-    if init_values is not None:
+    if init_values is not None and source != "em":  # EM's answer names the right sites
         _check_init_names(program, init_values)
 
     # 1. Initial point, mode, Laplace fit.
@@ -1006,6 +1015,7 @@ def _sample(program, init, source, num_chains, options, rng_key, mixture, poster
         chain_keys,
         prepared["fallback"],
         inverse_mass_matrix,
+        jnp.asarray(False),
     )
     compile_time += seconds
     start = time.perf_counter()
