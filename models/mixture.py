@@ -20,9 +20,10 @@ L_k^\\top`,
         L_k^{-1} \\mu_k \\rVert^2 - \\sum_d \\log (L_k)_{dd} - \\tfrac{D}{2} \\log 2\\pi,
 
 with :math:`L_k^{-1}` formed once per component (a D x D triangular solve) and applied
-to the data by one contraction, then a log-sum-exp over k. Its gradient costs a few
-matrix products; numpyro's ``MixtureSameFamily`` of ``MultivariateNormal`` solves
-triangular systems per point and component, many times slower.
+to the data by one contraction, then a log-sum-exp over k. For full and tied covariances
+its gradient is about twice as fast as that of numpyro's ``MixtureSameFamily`` of
+``MultivariateNormal`` (``benchmarks/mixture_gradient.py``), which solves triangular
+systems for every point and component.
 
 Covariance types and their sites (D features, K components):
 
@@ -151,7 +152,7 @@ def _component_log_density_by_row(
     """(K, N) component log densities of (N, D) points.
 
     Components lead: the reductions over features and components then run across
-    whole rows of N values (measured 2-3x faster on CPU than reducing a short last axis).
+    whole rows of N values (about 2x faster on CPU than reducing a short last axis).
     """
     n_features = means.shape[-1]
     constant = 0.5 * n_features * math.log(2.0 * math.pi)
