@@ -86,14 +86,21 @@ def _covariance_type(point: Mapping) -> str | None:
 
 def _align_components(point: dict, posterior) -> dict:
     """Permute a mixture point's components into the labelling of the (relabeled) draws."""
-    from gaussmix.inference.relabel import relabel_mixture, sort_components
+    from gaussmix.inference.relabel import apply_permutation, relabel_mixture
 
     covariance_type = _covariance_type(point)
     means = np.asarray(point["means"], float)
     if "means" not in posterior or means.shape != posterior["means"].shape[2:]:
         return point
-    if means.shape[-1] == 1:  # one dimension: the draws are ordered by their means
-        return sort_components(point, covariance_type or "full")
+    if means.shape[-1] == 1:
+        # One dimension: the draws are ordered by their means (ascending, or in the rank
+        # order of the point they started from); give the point the same rank order.
+        posterior_means = posterior["means"].mean(("chain", "draw")).values[:, 0]
+        rank = np.argsort(np.argsort(posterior_means, kind="stable"), kind="stable")
+        permutation = np.argsort(means[:, 0], kind="stable")[rank]
+        batched = {name: np.asarray(value, float)[None] for name, value in point.items()}
+        permuted = apply_permutation(batched, permutation[None], covariance_type or "full")
+        return {name: np.asarray(value)[0] for name, value in permuted.items()}
     site = {"full": "covariances", "tied": "covariance"}.get(covariance_type, "variances")
     if covariance_type is None or site not in posterior:
         return point

@@ -96,6 +96,15 @@ def test_point_versus_posterior_orders_one_dimensional_components():
     assert table.loc["means[0, 0]", "point"] == -3.0
     assert table.loc["weights[0]", "point"] == 0.6
     assert list(table.index) == ["means[0, 0]", "means[1, 0]", "weights[0]", "weights[1]"]
+    # Draws that kept a descending start's labelling (NUTS from init): same rank order.
+    descending = mixture_posterior(
+        rng, np.array([[2.0], [-3.0]]), np.array([[1.0], [1.0]]), np.array([0.4, 0.6])
+    )
+    point = {"weights": np.array([0.6, 0.4]), "means": np.array([[-3.0], [2.0]])}
+    table = point_versus_posterior(point, descending, var_names=["means", "weights"])
+    assert table.loc["means[0, 0]", "point"] == 2.0
+    assert table.loc["weights[0]", "point"] == 0.4
+    assert table["inside"].all()
 
 
 def test_point_outside_the_interval_is_flagged():
