@@ -1132,13 +1132,3 @@ def fit_map(
         arrays = tuple(value[0] for value in arrays)
     covariance, *rest = arrays
     return MAPResult(params, covariance, tuple(parameter_names), *rest)
-
-
-def _jacobian_dense(problem: _Problem, theta, noise) -> tuple[jax.Array, _Evaluation]:
-    def location(theta):
-        evaluation = problem.observe(theta, noise)
-        return evaluation.location, evaluation
-
-    jacobian, evaluation = jax.jacfwd(location, has_aux=True)(theta)
-    log_prior, support = problem.prior_terms(theta, noise)
-    return jacobian, evaluation._replace(log_prior=log_prior, support=support)
