@@ -15,7 +15,6 @@ Run: python examples/covariance_types.py [--quick] [--out DIR]
 """
 
 import argparse
-import itertools
 from pathlib import Path
 
 import jax
@@ -25,6 +24,7 @@ from matplotlib.figure import Figure
 
 import gaussmix
 from gaussmix import datasets, plots
+from gaussmix.inference.relabel import assignment
 
 jax.config.update("jax_enable_x64", True)  # float64 on CPU, before any array is made
 matplotlib.use("Agg")
@@ -50,10 +50,10 @@ def save(figure: Figure, out: Path, name: str) -> None:
 
 
 def match_components(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """The permutation of ``other``'s rows (K, D) closest to ``reference``'s."""
-    permutations = np.array(list(itertools.permutations(range(len(reference)))))
-    cost = np.linalg.norm(reference[None] - other[permutations], axis=-1).sum(-1)
-    return permutations[np.argmin(cost)]
+    """The permutation of ``other``'s rows (K, D) closest to ``reference``'s (the
+    minimum-cost assignment gaussmix relabels posterior draws with)."""
+    distances = np.linalg.norm(reference[:, None] - other[None], axis=-1)
+    return np.asarray(assignment(distances))
 
 
 def main() -> None:
