@@ -123,15 +123,20 @@ def select_components(
         log_likelihoods.append(log_likelihood)
         converged.append(estimator.converged_)
         fitted.append(estimator)
-    values = np.asarray(values)
+    return _table_and_best(candidates, values, log_likelihoods, converged, fitted, criterion)
+
+
+def _table_and_best(candidates, values, log_likelihoods, converged, fitted, criterion, **extra):
+    """The selection table and the estimator of the lowest criterion (ties: smallest K)."""
     table = SelectionTable(
         n_components=np.asarray(candidates, dtype=np.int64),
-        criterion=values,
+        criterion=np.asarray(values),
         log_likelihood=np.asarray(log_likelihoods),
         converged=np.asarray(converged, dtype=bool),
         criterion_name=criterion,
+        **extra,
     )
-    order = np.lexsort((table.n_components, values))
+    order = np.lexsort((table.n_components, table.criterion))
     return table, fitted[int(order[0])]
 
 
@@ -182,14 +187,12 @@ def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, 
         converged.append(estimator.converged_)
         fitted.append(estimator)
         posteriors.append(tree)
-    values = np.asarray(values)
-    table = SelectionTable(
-        n_components=np.asarray(candidates, dtype=np.int64),
-        criterion=values,
-        log_likelihood=np.asarray(log_likelihoods),
-        converged=np.asarray(converged, dtype=bool),
-        criterion_name="loo",
+    return _table_and_best(
+        candidates,
+        values,
+        log_likelihoods,
+        converged,
+        fitted,
+        "loo",
         posteriors=tuple(posteriors),
     )
-    order = np.lexsort((table.n_components, values))
-    return table, fitted[int(order[0])]
