@@ -116,11 +116,14 @@ METHODS = ("maximum_likelihood", "conjugate_map", "generalized_em")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
 _LOG_2PI = math.log(2.0 * math.pi)
-#: Bytes of one block of the feature matrix processed per scan step.
-_BLOCK_BYTES = 4 * 2**20
-#: Largest design matrix (all rows' features, with the (N, K) temporaries) kept in memory
-#: for a whole fit instead of being recomputed block by block every iteration.
-_DESIGN_CACHE_BYTES = 2**30
+#: Bytes of one block of rows (features and (n, K) temporaries) per scan step: on a CPU a
+#: block stays in the cache between the E-step and M-step products; an accelerator wants
+#: few, large products.
+_BLOCK_BYTES = {"cpu": 4 * 2**20}
+_ACCELERATOR_BLOCK_BYTES = 256 * 2**20
+#: Above this many features the full-covariance design matrix is one gather instead of
+#: one slice product per feature (fewer operations to compile).
+_SLICED_PRODUCTS_MAX_FEATURES = 64
 #: BFGS iterations per generalized M-step.
 _GENERALIZED_M_STEP_ITERATIONS = 100
 
@@ -291,10 +294,18 @@ def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
     """
     n = x_centred.shape[0]
     extended = jnp.concatenate([x_centred, jnp.ones((n, 1), x_centred.dtype)], axis=1)
-    if covariance_type in ("full", "diag"):
-        # every column is a product of two columns of [x, 1]: one gather-multiply fusion
-        left, right = _product_columns(x_centred.shape[1], covariance_type)
-        return extended[:, left] * extended[:, right]
+    if covariance_type == "diag":
+        return jnp.concatenate([x_centred * x_centred, extended], axis=1)
+    if covariance_type == "full":
+        n_features = x_centred.shape[1]
+        if n_features > _SLICED_PRODUCTS_MAX_FEATURES:
+            # one gather-multiply fusion: fewer operations to compile for wide data
+            left, right = _product_columns(n_features, covariance_type)
+            return extended[:, left] * extended[:, right]
+        # row i of the upper triangle, x_i * x_(i..D-1): contiguous slices vectorize
+        # (XLA's gather over columns does not)
+        rows = [x_centred[:, i : i + 1] * x_centred[:, i:] for i in range(n_features)]
+        return jnp.concatenate([*rows, extended], axis=1)
     if covariance_type == "spherical":
         squared_norm = jnp.sum(x_centred * x_centred, axis=1, keepdims=True)
         return jnp.concatenate([squared_norm, extended], axis=1)
@@ -443,12 +454,20 @@ def _block_size(
     covariance_type: str,
     itemsize: int,
     block_rows: int | None,
+    n_datasets: int = 1,
 ) -> int:
-    """Rows per block: features (F columns) and a few (n, K) temporaries near 4 MiB."""
-    if block_rows is None:
-        width = _feature_count(n_features, covariance_type) + 2 * n_components
-        block_rows = max(256, _BLOCK_BYTES // (width * itemsize))
-    return int(max(1, min(n_rows, block_rows)))
+    """Rows per block: ``block_rows`` when given, else blocks of features and a few (n, K)
+    temporaries near ``_BLOCK_BYTES`` over all ``n_datasets`` of a batch (their blocks are
+    processed together), a power of two (XLA's CPU kernels lose up to a third of their
+    speed on odd sizes); data of at most two such blocks is one block."""
+    if block_rows is not None:
+        return int(max(1, min(n_rows, block_rows)))
+    budget = _BLOCK_BYTES.get(jax.default_backend(), _ACCELERATOR_BLOCK_BYTES)
+    width = _feature_count(n_features, covariance_type) + 2 * n_components
+    target = budget // (width * itemsize * n_datasets)
+    if n_rows <= 2 * target:
+        return int(max(1, n_rows))
+    return 1 << max(6, target.bit_length() - 1)
 
 
 def _feature_count(n_features: int, covariance_type: str) -> int:
@@ -459,13 +478,6 @@ def _feature_count(n_features: int, covariance_type: str) -> int:
         "spherical": 1,
     }[covariance_type]
     return quadratic + n_features + 1
-
-
-def _whole_fit_bytes(n_rows, n_features, n_components, covariance_type, dtype) -> int:
-    """Bytes of one dataset's design matrix (XLA may keep a second layout of it for the
-    M-step product) and (N, K) temporaries in one block."""
-    width = 2 * _feature_count(n_features, covariance_type) + 3 * n_components
-    return n_rows * width * np.dtype(dtype).itemsize
 
 
 def _split_blocks(array: jax.Array, block_rows: int, fill=0.0) -> jax.Array:
@@ -662,7 +674,7 @@ def sufficient_statistics(
             moments are taken about it, so that the expanded quadratic forms stay
             accurate.
         sample_weight: (n,) non-negative weights, default ones.
-        block_rows: rows per matrix product; default keeps a block near 4 MiB.
+        block_rows: rows per matrix product; default as in :func:`fit_em`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -1470,8 +1482,8 @@ def _fit_dataset(x, sample_weight, inits, priors, key, tol, reg_covar, start_bou
     centre = sample_weight @ x / total
     x_blocks = _split_blocks(x - centre, config.block_rows)
     w_blocks = _split_blocks(sample_weight, config.block_rows)
-    # The design matrix depends on the data alone: computed once per fit when it fits in
-    # memory (config.cache_design), instead of once per block per iteration.
+    # The design matrix depends on the data alone: data of one block computes it once per
+    # fit (config.cache_design), larger data once per block per iteration.
     feature_blocks = (
         jax.vmap(design_matrix, in_axes=(0, None))(x_blocks, covariance_type)
         if config.cache_design
@@ -1724,11 +1736,12 @@ def fit_em(
         seed: int or JAX key for the initialization.
         start_lower_bound: lower bound of the starting point (warm start), so that the
             first iteration can already converge.
-        block_rows: rows per block of the E-step. Default: when the design matrix and
-            the (N, K) temporaries take at most 1 GiB, all rows in one block with the
-            design matrix computed once per fit (each iteration is then two large matrix
-            products); else blocks near 4 MiB whose features are recomputed every
-            iteration (memory independent of N).
+        block_rows: rows per block of the E-step. Default: a power of two whose features
+            and (n, K) temporaries take about 4 MiB on a CPU (256 MiB on an accelerator),
+            so that each block stays in the cache from the E-step product to the M-step
+            product; its features are recomputed every iteration, and memory does not
+            grow with N. Data of at most two such blocks is one block, its features
+            computed once per fit.
 
     Returns:
         :class:`EMResult`.
@@ -1821,19 +1834,17 @@ def fit_em(
     )
     if all(value is not None for value in inits):
         n_init = 1  # every restart would start from the same point
-    # In memory, the design matrix is computed once and every iteration is two large
-    # matrix products over all rows (both cores busy); otherwise blocks of rows are
-    # streamed through the cache, their features recomputed every iteration.
-    cache_design = block_rows is None and (
-        _whole_fit_bytes(n_samples, n_features, n_components, covariance_type, dtype) * n_datasets
-        <= _DESIGN_CACHE_BYTES
-    )
-    block = (
-        n_samples
-        if cache_design
-        else _block_size(
-            n_samples, n_features, n_components, covariance_type, dtype.itemsize, block_rows
-        )
+    # Blocks of rows stream through the cache, their features recomputed every iteration
+    # (cheaper than reading a stored design matrix back from memory); data of one block
+    # computes its features once per fit.
+    block = _block_size(
+        n_samples,
+        n_features,
+        n_components,
+        covariance_type,
+        dtype.itemsize,
+        block_rows,
+        n_datasets,
     )
     config = _Config(
         n_components=int(n_components),
@@ -1845,7 +1856,7 @@ def fit_em(
         block_rows=block,
         with_scales="scales" in priors,
         batched=batched,
-        cache_design=cache_design,
+        cache_design=block == n_samples,
     )
     key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
     work = n_samples * _feature_count(n_features, covariance_type) * n_components

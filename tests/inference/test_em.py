@@ -322,6 +322,28 @@ def test_e_step_matches_scipy_densities():
     np.testing.assert_allclose(got, expected, rtol=1e-11)
 
 
+@pytest.mark.parametrize("n_features", [3, em._SLICED_PRODUCTS_MAX_FEATURES + 1])
+def test_full_design_matrix_is_the_upper_triangle_of_the_outer_product(n_features):
+    """Both ways of building the features (slice products, one gather for wide data)."""
+    x = np.random.default_rng(2).normal(size=(5, n_features))
+    rows, cols = np.triu_indices(n_features)
+    expected = np.concatenate([x[:, rows] * x[:, cols], x, np.ones((5, 1))], axis=1)
+    got = em.design_matrix(jnp.asarray(x), "full")
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_default_blocks_are_powers_of_two_within_budget():
+    width = em._feature_count(32, "full") + 2 * 16
+    budget = em._BLOCK_BYTES.get(jax.default_backend(), em._ACCELERATOR_BLOCK_BYTES)
+    rows = em._block_size(100_000, 32, 16, "full", 8, None)
+    assert rows & (rows - 1) == 0
+    assert rows * width * 8 <= budget < 2 * rows * width * 8
+    # a batch shares the budget; small data is one block; an explicit size is kept
+    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=4) == rows // 4
+    assert em._block_size(1_000, 32, 16, "full", 8, None) == 1_000
+    assert em._block_size(1_000, 32, 16, "full", 8, 7) == 7
+
+
 # -- weights, batches, restarts, retracing ------------------------------------------------
 
 
