@@ -87,7 +87,9 @@ def em_case(name, n_samples, n_features, n_components, covariance_type, repeat):
 def peaks_case(n_spectra, scipy_subset, batch_sizes, repeat):
     x, y, truth, start = peaks_benchmark.generate(n_spectra)
     truth_rss = np.sum((y - peaks_benchmark.curve(x, truth.T)) ** 2, axis=1)
-    scipy_seconds, scipy_rss = peaks_benchmark.scipy_fits(x, y[:scipy_subset], start[:scipy_subset])
+    scipy_seconds, scipy_rss, _ = peaks_benchmark.scipy_fits(
+        x, y[:scipy_subset], start[:scipy_subset]
+    )
     scipy_rate = scipy_subset / scipy_seconds
     print(f"\nP3 at scale: {n_spectra} spectra x {peaks_benchmark.N_POINTS} points")
     print(f"  curve_fit loop (host CPU, {scipy_subset} spectra)   {scipy_rate:10.1f} fits/s")
