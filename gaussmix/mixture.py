@@ -46,6 +46,13 @@ class NotFittedError(ValueError, AttributeError):
 # scikit-learn conventions without scikit-learn: parameters, validation, tags
 
 
+def _is_hardware(value) -> bool:
+    """A JAX device, a mesh, or a list or tuple of devices."""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(item, jax.Device) for item in value)
+    return isinstance(value, (jax.Device, jax.sharding.Mesh))
+
+
 class EstimatorBase:
     """``get_params`` / ``set_params`` / ``repr`` and input validation, scikit-learn style."""
 
@@ -73,6 +80,18 @@ class EstimatorBase:
                 )
             setattr(self, name, value)
         return self
+
+    def __sklearn_clone__(self):
+        """scikit-learn's ``clone``: parameters cloned as scikit-learn does, except JAX
+        devices and meshes (handles to hardware, which cannot be deep-copied): the clone
+        shares them."""
+        from sklearn.base import clone
+
+        params = {
+            name: value if _is_hardware(value) else clone(value, safe=False)
+            for name, value in self.get_params(deep=False).items()
+        }
+        return type(self)(**params)
 
     def __repr__(self) -> str:
         defaults = {
@@ -408,8 +427,8 @@ class GaussianMixture(EstimatorBase):
             ``jax.devices()``), a list of jax devices or a one-axis ``Mesh``: :meth:`fit`
             splits the rows of an in-memory ``X`` over these devices and sums the
             statistics with a collective. Under ``jax.distributed`` pass
-            ``jax.devices()`` and each process's own rows. A list of devices or a mesh
-            cannot be deep-copied, so ``sklearn.base.clone`` needs an int here.
+            ``jax.devices()`` and each process's own rows. ``sklearn.base.clone`` gives
+            the clone the same devices.
 
     Which EM :meth:`fit` runs follows from ``X`` and these parameters, never from its
     size: in-memory EM for an array (:func:`gaussmix.inference.em.fit_em`); exact EM

@@ -9,7 +9,7 @@
 - ``devices=`` (a count, a device list, a mesh) on 4 forced CPU devices equals the
   one-device fit to 1e-10: checked in tests/inference/test_shard.py, whose one
   subprocess with 4 devices fits the estimator next to fit_em_sharded on the same data.
-- Bad input is refused with a message that says what to do.
+- Bad input is refused with a message that says what to do; `clone` shares devices.
 """
 
 import pickle
@@ -267,3 +267,20 @@ def test_bad_input_is_refused_with_a_fix(tmp_path, data):
         online.partial_fit(x[:500])
     with pytest.raises(ValueError, match="contains NaN"):
         online.partial_fit(bad[400:600, :2])
+
+
+def test_clone_shares_devices_and_copies_the_rest():
+    """scikit-learn's clone deep-copies parameters; JAX devices and meshes cannot be
+    copied, so the clone shares them (model selection tools clone estimators)."""
+    import jax
+    from sklearn.base import clone
+
+    devices = jax.devices()
+    means_init = np.zeros((2, 3))
+    for value in (devices, tuple(devices), jax.sharding.Mesh(np.array(devices), ("rows",))):
+        estimator = GaussianMixture(2, devices=value, means_init=means_init, reg_covar=1e-5)
+        copy = clone(estimator)
+        assert copy is not estimator and copy.devices is value
+        assert copy.reg_covar == 1e-5 and not copy.__sklearn_is_fitted__()
+        assert copy.means_init is not means_init
+        np.testing.assert_array_equal(copy.means_init, means_init)
