@@ -111,12 +111,7 @@ def select_components(
         estimator = GaussianMixture(int(k), covariance_type=covariance_type, **estimator_parameters)
         estimator.fit(X, sample_weight=sample_weight)
         data = estimator._validate_data(X, reset=False)
-        per_point = estimator.score_samples(data)
-        if sample_weight is None:
-            log_likelihood, total = float(np.sum(per_point)), data.shape[0]
-        else:
-            weight = np.asarray(sample_weight, dtype=np.float64)
-            log_likelihood, total = float(np.sum(weight * per_point)), float(weight.sum())
+        log_likelihood, total = _total_log_likelihood(estimator, data, sample_weight)
         n_parameters = estimator._n_parameters()
         penalty = n_parameters * np.log(total) if criterion == "bic" else 2.0 * n_parameters
         values.append(-2.0 * log_likelihood + penalty)
@@ -124,6 +119,16 @@ def select_components(
         converged.append(estimator.converged_)
         fitted.append(estimator)
     return _table_and_best(candidates, values, log_likelihoods, converged, fitted, criterion)
+
+
+def _total_log_likelihood(estimator, data, sample_weight) -> tuple[float, float]:
+    """(Weighted) log-likelihood of the data at the fitted parameters, and the total
+    weight (the number of points without weights)."""
+    per_point = estimator.score_samples(data)
+    if sample_weight is None:
+        return float(np.sum(per_point)), float(data.shape[0])
+    weight = np.asarray(sample_weight, dtype=np.float64)
+    return float(np.sum(weight * per_point)), float(weight.sum())
 
 
 def _table_and_best(candidates, values, log_likelihoods, converged, fitted, criterion, **extra):
@@ -183,7 +188,7 @@ def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, 
             warnings.simplefilter("ignore", UserWarning)  # high Pareto k: see diagnose()
             loo = arviz_stats.loo(tree)
         values.append(-2.0 * float(loo.elpd))
-        log_likelihoods.append(float(np.sum(estimator.score_samples(data))))
+        log_likelihoods.append(_total_log_likelihood(estimator, data, sample_weight)[0])
         converged.append(estimator.converged_)
         fitted.append(estimator)
         posteriors.append(tree)
