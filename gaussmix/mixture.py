@@ -390,6 +390,10 @@ def _reads_by_chunks(X, chunk_size) -> bool:
 # The estimator
 
 
+def _labels(norm, log_resp) -> np.ndarray:
+    return np.argmax(log_resp, axis=1)
+
+
 class GaussianMixture(EstimatorBase):
     """Gaussian mixture fitted by JIT-compiled EM; scikit-learn's API and answers.
 
@@ -587,7 +591,7 @@ class GaussianMixture(EstimatorBase):
         """
         validated = self._fit(X, sample_weight)
         if validated is None:
-            return self._predict_chunks(X)
+            return self._chunked(X, _labels)
         return np.argmax(self._log_resp(validated)[1], axis=1)
 
     def _fit(self, X, sample_weight) -> np.ndarray | None:
@@ -684,16 +688,23 @@ class GaussianMixture(EstimatorBase):
             )
         self._print_verbose(n_init)
 
-    def _predict_chunks(self, X) -> np.ndarray:
-        """Labels of chunked data, chunk by chunk (N,)."""
-        dtype = self.means_.dtype
+    def _chunked(self, X, pick) -> np.ndarray:
+        """``pick(norm, log_resp)`` of data read chunk by chunk (an ``np.memmap``, a
+        ``.npy`` path, chunks), each chunk validated, concatenated over rows: memory holds
+        one chunk and the (N, ...) result."""
         source = streaming.ChunkSource(X, chunk_rows=self.chunk_size)
-        labels = [
-            np.argmax(self._log_resp(np.asarray(x, dtype))[1], axis=1)
+        dtype = self.means_.dtype
+        parts = [
+            pick(*self._log_resp(self._validate_data(x, reset=False).astype(dtype)))
             for x, _ in source
             if np.shape(x)[0] > 0
         ]
-        return np.concatenate(labels)
+        if not parts:
+            raise ValueError(
+                f"Found array with 0 sample(s) while a minimum of 1 is required by "
+                f"{type(self).__name__}."
+            )
+        return np.concatenate(parts)
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """One step of online (stochastic) EM with the chunk ``X``.
@@ -933,11 +944,17 @@ class GaussianMixture(EstimatorBase):
         norm, log_resp = self._log_resp(X)
         return log_resp + norm[:, None]
 
+    def _responsibility_output(self, X, pick) -> np.ndarray:
+        """``pick(norm, log_resp)`` of ``X``; an ``np.memmap`` or ``.npy`` path is read
+        chunk by chunk (``chunk_size`` rows), as :meth:`fit` reads it."""
+        self._check_is_fitted()
+        if isinstance(X, np.memmap | str | os.PathLike):
+            return self._chunked(X, pick)
+        return pick(*self._log_resp(self._validate_data(X, reset=False)))
+
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-likelihood of each sample, shape (N,)."""
-        self._check_is_fitted()
-        X = self._validate_data(X, reset=False)
-        return self._log_resp(X)[0]
+        return self._responsibility_output(X, lambda norm, log_resp: norm)
 
     def score(self, X: ArrayLike, y=None) -> float:
         """Mean per-sample log-likelihood of ``X``."""
@@ -945,15 +962,11 @@ class GaussianMixture(EstimatorBase):
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Most probable component of each sample, shape (N,)."""
-        self._check_is_fitted()
-        X = self._validate_data(X, reset=False)
-        return np.argmax(self._log_resp(X)[1], axis=1)
+        return self._responsibility_output(X, _labels)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Responsibilities, shape (N, K); rows sum to 1."""
-        self._check_is_fitted()
-        X = self._validate_data(X, reset=False)
-        return np.exp(self._log_resp(X)[1])
+        return self._responsibility_output(X, lambda norm, log_resp: np.exp(log_resp))
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw from the fitted mixture (scikit-learn's algorithm and random stream).

@@ -13,6 +13,7 @@
 """
 
 import pickle
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,26 @@ def test_fit_by_chunks_equals_the_in_memory_fit(tmp_path, data, in_memory, kind)
     np.testing.assert_array_equal(labels, in_memory.predict(x))
     np.testing.assert_allclose(model.score_samples(x), in_memory.score_samples(x), atol=EXACT)
     assert not hasattr(model, "feature_names_in_")
+
+
+@pytest.mark.parametrize("kind", ["memmap", "path"])
+def test_scoring_data_on_disk_reads_chunks_and_equals_in_memory(tmp_path, data, in_memory, kind):
+    x, _ = data
+    np.save(tmp_path / "x.npy", x)
+    X = np.load(tmp_path / "x.npy", mmap_mode="r") if kind == "memmap" else tmp_path / "x.npy"
+    model = deepcopy(in_memory).set_params(chunk_size=CHUNK_ROWS)
+    rows, log_resp = [], model._log_resp
+    model._log_resp = lambda chunk: rows.append(chunk.shape[0]) or log_resp(chunk)
+    np.testing.assert_allclose(model.score_samples(X), in_memory.score_samples(x), atol=EXACT)
+    assert rows == [CHUNK_ROWS] * 5 + [x.shape[0] - 5 * CHUNK_ROWS]  # one chunk at a time
+    np.testing.assert_allclose(model.score(X), in_memory.score(x), rtol=EXACT)
+    np.testing.assert_array_equal(model.predict(X), in_memory.predict(x))
+    np.testing.assert_allclose(model.predict_proba(X), in_memory.predict_proba(x), atol=EXACT)
+    broken = x.copy()
+    broken[CHUNK_ROWS + 1, 2] = np.nan  # in the second chunk
+    np.save(tmp_path / "broken.npy", broken)
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(tmp_path / "broken.npy")
 
 
 # ---------------------------------------------------------------------------------------
