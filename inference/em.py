@@ -266,13 +266,10 @@ def _triangle(n_features: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(n_features)
 
 
-def _product_columns(n_features: int, covariance_type: str) -> tuple[np.ndarray, np.ndarray]:
-    """Column pairs (i, j) of ``[x, 1]`` whose products are the features ``[q(x), x, 1]``
-    of ``full`` (q: i <= j) and ``diag`` (q: i = j); index D is the column of ones."""
-    if covariance_type == "full":
-        rows, cols = _triangle(n_features)
-    else:
-        rows = cols = np.arange(n_features)
+def _product_columns(n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column pairs (i, j) of ``[x, 1]`` whose products are the full-covariance features
+    ``[x_i x_j (i <= j), x, 1]``; index D is the column of ones."""
+    rows, cols = _triangle(n_features)
     linear = np.arange(n_features)
     ones = np.full(n_features, n_features)
     left = np.concatenate([rows, linear, [n_features]])
@@ -300,7 +297,7 @@ def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
         n_features = x_centred.shape[1]
         if n_features > _SLICED_PRODUCTS_MAX_FEATURES:
             # one gather-multiply fusion: fewer operations to compile for wide data
-            left, right = _product_columns(n_features, covariance_type)
+            left, right = _product_columns(n_features)
             return extended[:, left] * extended[:, right]
         # row i of the upper triangle, x_i * x_(i..D-1): contiguous slices vectorize
         # (XLA's gather over columns does not)
