@@ -121,6 +121,9 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: few, large products.
 _BLOCK_BYTES = {"cpu": 4 * 2**20}
 _ACCELERATOR_BLOCK_BYTES = 256 * 2**20
+#: Fewest rows per block (a power of two): smaller blocks cost more in loop steps than
+#: they save in cache (many small datasets fitted as a batch).
+_MIN_BLOCK_ROWS = 256
 #: Above this many features the full-covariance design matrix is one gather instead of
 #: one slice product per feature (fewer operations to compile).
 _SLICED_PRODUCTS_MAX_FEATURES = 64
@@ -455,16 +458,17 @@ def _block_size(
 ) -> int:
     """Rows per block: ``block_rows`` when given, else blocks of features and a few (n, K)
     temporaries near ``_BLOCK_BYTES`` over all ``n_datasets`` of a batch (their blocks are
-    processed together), a power of two (XLA's CPU kernels lose up to a third of their
-    speed on odd sizes); data of at most two such blocks is one block."""
+    processed together), at least ``_MIN_BLOCK_ROWS``, a power of two (XLA's CPU kernels
+    lose up to a third of their speed on odd sizes); data of at most two such blocks is
+    one block."""
     if block_rows is not None:
         return int(max(1, min(n_rows, block_rows)))
     budget = _BLOCK_BYTES.get(jax.default_backend(), _ACCELERATOR_BLOCK_BYTES)
     width = _feature_count(n_features, covariance_type) + 2 * n_components
-    target = budget // (width * itemsize * n_datasets)
+    target = max(_MIN_BLOCK_ROWS, budget // (width * itemsize * n_datasets))
     if n_rows <= 2 * target:
         return int(max(1, n_rows))
-    return 1 << max(6, target.bit_length() - 1)
+    return 1 << (target.bit_length() - 1)
 
 
 def _feature_count(n_features: int, covariance_type: str) -> int:

@@ -338,8 +338,11 @@ def test_default_blocks_are_powers_of_two_within_budget():
     rows = em._block_size(100_000, 32, 16, "full", 8, None)
     assert rows & (rows - 1) == 0
     assert rows * width * 8 <= budget < 2 * rows * width * 8
-    # a batch shares the budget; small data is one block; an explicit size is kept
-    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=4) == rows // 4
+    # a batch shares the budget down to _MIN_BLOCK_ROWS; small data is one block; an
+    # explicit size is kept
+    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=2) == rows // 2
+    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=1000) == 256
+    assert em._block_size(500, 32, 16, "full", 8, None, n_datasets=1000) == 500
     assert em._block_size(1_000, 32, 16, "full", 8, None) == 1_000
     assert em._block_size(1_000, 32, 16, "full", 8, 7) == 7
 
