@@ -332,15 +332,22 @@ def test_full_design_matrix_is_the_upper_triangle_of_the_outer_product(n_feature
     np.testing.assert_array_equal(np.asarray(got), expected)
 
 
-def test_default_blocks_are_powers_of_two_within_budget():
+def test_default_blocks_are_aligned_within_budget_with_little_padding(monkeypatch):
+    monkeypatch.setattr(em.jax, "default_backend", lambda: "cpu")
     width = em._feature_count(32, "full") + 2 * 16
-    budget = em._BLOCK_BYTES.get(jax.default_backend(), em._ACCELERATOR_BLOCK_BYTES)
+    budget = em._BLOCK_BYTES["cpu"]
     rows = em._block_size(100_000, 32, 16, "full", 8, None)
-    assert rows & (rows - 1) == 0
+    assert rows == 512  # E1: the largest power of two within the budget
     assert rows * width * 8 <= budget < 2 * rows * width * 8
-    # a batch shares the budget down to _MIN_BLOCK_ROWS; small data is one block; an
-    # explicit size is kept
-    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=2) == rows // 2
+    rows = em._block_size(100_000, 8, 4, "diag", 8, None)  # 16384 -> 7 blocks, evened
+    width = em._feature_count(8, "diag") + 2 * 4
+    assert rows % em._BLOCK_ALIGNMENT == 0 and rows * width * 8 <= budget
+    assert 0 <= 7 * rows - 100_000 < 7 * em._BLOCK_ALIGNMENT
+    # a batch: one block per dataset up to _BATCH_DESIGN_CACHE_BYTES in all, then each
+    # dataset's budget until the whole reaches the accelerator budget, then shared down to
+    # _MIN_BLOCK_ROWS; small data is one block; an explicit size is kept
+    assert em._block_size(20_000, 8, 4, "full", 8, None, n_datasets=16) == 20_000
+    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=3) == 512
     assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=1000) == 256
     assert em._block_size(500, 32, 16, "full", 8, None, n_datasets=1000) == 500
     assert em._block_size(1_000, 32, 16, "full", 8, None) == 1_000
