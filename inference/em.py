@@ -1755,12 +1755,13 @@ def fit_em(
         seed: int or JAX key for the initialization.
         start_lower_bound: lower bound of the starting point (warm start), so that the
             first iteration can already converge.
-        block_rows: rows per block of the E-step. Default: a power of two whose features
-            and (n, K) temporaries take about 4 MiB on a CPU (256 MiB on an accelerator),
-            so that each block stays in the cache from the E-step product to the M-step
-            product; its features are recomputed every iteration, and memory does not
-            grow with N. Data of at most two such blocks is one block, its features
-            computed once per fit.
+        block_rows: rows per block of the E-step. Default: blocks whose features and
+            (n, K) temporaries take at most about 4 MiB on a CPU (256 MiB on an
+            accelerator), so that each block stays in the cache from the E-step product to
+            the M-step product; its features are recomputed every iteration, and memory
+            does not grow with N. Data of at most two such blocks, and a batch of datasets
+            of at most 1 GiB in all, is one block per dataset, its features computed once
+            per fit.
 
     Returns:
         :class:`EMResult`.
