@@ -1856,7 +1856,7 @@ def fit_em(
         n_init = 1  # every restart would start from the same point
     # Blocks of rows stream through the cache, their features recomputed every iteration
     # (cheaper than reading a stored design matrix back from memory); data of one block
-    # computes its features once per fit.
+    # (and a batch of at most 1 GiB) computes its features once per fit.
     block = _block_size(
         n_samples,
         n_features,

@@ -62,7 +62,7 @@ def project_gradients(gradients):
 # -- scikit-learn parity ------------------------------------------------------------------
 
 
-# block_rows None: all rows in one block, design matrix computed once per fit; 7: padded
+# block_rows None: these small data are one block, features computed once per fit; 7: padded
 # blocks streamed through the scan, features recomputed every iteration.
 @pytest.mark.parametrize("block_rows", [None, 7], ids=["one-block", "blocks"])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
