@@ -119,7 +119,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: Bytes of one block of rows (features and (n, K) temporaries) per scan step: on a CPU a
 #: block stays in the cache between the E-step and M-step products; an accelerator wants
 #: few, large products.
-_BLOCK_BYTES = {"cpu": 4 * 2**20}
+_CPU_BLOCK_BYTES = 4 * 2**20
 _ACCELERATOR_BLOCK_BYTES = 256 * 2**20
 #: A batch of datasets whose design matrices and (N, K) temporaries take at most this
 #: much is one block per dataset, its features computed once per fit: measured 1.2-1.7x
@@ -464,10 +464,10 @@ def _block_size(
     n_datasets: int = 1,
 ) -> int:
     """Rows per block: ``block_rows`` when given, else blocks of features and a few (n, K)
-    temporaries near ``_BLOCK_BYTES`` per dataset, at least ``_MIN_BLOCK_ROWS``: as many
-    blocks as the largest power of two of rows within that budget needs, evened out and
-    rounded up to ``_BLOCK_ALIGNMENT`` rows; data of at most two such blocks is one
-    block. The ``n_datasets`` of a batch are processed together: one block each while
+    temporaries near ``_CPU_BLOCK_BYTES`` per dataset (``_ACCELERATOR_BLOCK_BYTES`` off the
+    CPU), at least ``_MIN_BLOCK_ROWS``: as many blocks as the largest power of two of rows
+    within that budget needs, evened out and rounded up to ``_BLOCK_ALIGNMENT`` rows; data
+    of at most two such blocks is one block. The ``n_datasets`` of a batch are processed together: one block each while
     the whole batch takes at most ``_BATCH_DESIGN_CACHE_BYTES``, else blocks of at most
     ``_ACCELERATOR_BLOCK_BYTES`` in all (the many small products of a batch gain more
     from long blocks than from the cache)."""
@@ -477,8 +477,9 @@ def _block_size(
     whole_batch = n_rows * (2 * width + n_components) * itemsize * n_datasets
     if n_datasets > 1 and whole_batch <= _BATCH_DESIGN_CACHE_BYTES:
         return int(max(1, n_rows))
-    budget = _BLOCK_BYTES.get(jax.default_backend(), _ACCELERATOR_BLOCK_BYTES)
-    batch_budget = min(budget * n_datasets, max(budget, _ACCELERATOR_BLOCK_BYTES))
+    on_cpu = jax.default_backend() == "cpu"
+    budget = _CPU_BLOCK_BYTES if on_cpu else _ACCELERATOR_BLOCK_BYTES
+    batch_budget = min(budget * n_datasets, _ACCELERATOR_BLOCK_BYTES)
     target = max(_MIN_BLOCK_ROWS, batch_budget // (width * itemsize * n_datasets))
     if n_rows <= 2 * target:
         return int(max(1, n_rows))

@@ -335,7 +335,7 @@ def test_full_design_matrix_is_the_upper_triangle_of_the_outer_product(n_feature
 def test_default_blocks_are_aligned_within_budget_with_little_padding(monkeypatch):
     monkeypatch.setattr(em.jax, "default_backend", lambda: "cpu")
     width = em._feature_count(32, "full") + 2 * 16
-    budget = em._BLOCK_BYTES["cpu"]
+    budget = em._CPU_BLOCK_BYTES
     rows = em._block_size(100_000, 32, 16, "full", 8, None)
     assert rows == 512  # E1: the largest power of two within the budget
     assert rows * width * 8 <= budget < 2 * rows * width * 8
