@@ -84,33 +84,17 @@ def test_two_processes_reach_the_single_process_answer(tmp_path):
         assert int(out["process_count"]) == 2
         assert int(out["local_rows"]) in (x.shape[0] // 2, x.shape[0] - x.shape[0] // 2)
         for method in ("sharded", "chunked"):
-            for name, key in (
-                ("weights", "weights"),
-                ("means", "means"),
-                ("covariances", "covariances"),
-            ):
-                np.testing.assert_allclose(
-                    out[f"0/{method}/{key}"],
-                    reference.params[name],
-                    rtol=0,
-                    atol=EXACT,
-                    err_msg=f"process {process_id}, {method}, {name}",
-                )
-            assert abs(float(out[f"0/{method}/lower_bound"]) - float(reference.lower_bound)) < EXACT
-            assert int(out[f"0/{method}/n_iter"]) == int(reference.n_iter) > 1
-            # GaussianMixture on this process's rows: devices=jax.devices() / chunk_size.
-            prefix = f"estimator/{method}"
-            for name, key in (
-                ("weights", "weights_"),
-                ("means", "means_"),
-                ("covariances", "covariances_"),
-            ):
-                np.testing.assert_allclose(
-                    out[f"{prefix}/{key}"],
-                    reference.params[name],
-                    rtol=0,
-                    atol=EXACT,
-                    err_msg=f"process {process_id}, estimator {method}, {name}",
-                )
-            assert abs(float(out[f"{prefix}/lower_bound_"]) - float(reference.lower_bound)) < EXACT
-            assert int(out[f"{prefix}/n_iter_"]) == int(reference.n_iter)
+            # fit_em_sharded / fit_em_chunked, then GaussianMixture on this process's rows
+            # (devices=jax.devices() / chunk_size): keys "weights" ... or "weights_" ...
+            for prefix, suffix in ((f"0/{method}", ""), (f"estimator/{method}", "_")):
+                for name in ("weights", "means", "covariances"):
+                    np.testing.assert_allclose(
+                        out[f"{prefix}/{name}{suffix}"],
+                        reference.params[name],
+                        rtol=0,
+                        atol=EXACT,
+                        err_msg=f"process {process_id}, {prefix}, {name}",
+                    )
+                bound = float(out[f"{prefix}/lower_bound{suffix}"])
+                assert abs(bound - float(reference.lower_bound)) < EXACT
+                assert int(out[f"{prefix}/n_iter{suffix}"]) == int(reference.n_iter) > 1
