@@ -813,9 +813,10 @@ _FINAL_FIELDS = (
 
 def _fit_batch(
     model, sites, observed, family, n_slots,
-    x, y, mask, theta, noise, model_kwargs, tolerance, step_tolerance, max_iterations,
+    x, y, mask, active, theta, noise, model_kwargs, tolerance, step_tolerance, max_iterations,
 ):  # fmt: skip
-    """Fit B spectra through ``n_slots`` slots iterated together; finished slots refill.
+    """Fit the ``active`` ones of B spectra through ``n_slots`` slots iterated together;
+    finished slots refill. The other spectra come back as unfitted zeros.
 
     Per spectrum and outside the loop: the priors (read from the program once, before)
     and the covariance and log-likelihood (:func:`_finish`, once, after); inside it only
@@ -836,9 +837,11 @@ def _fit_batch(
         return problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors
 
     priors = jax.vmap(priors_of)(theta, noise, y, mask)
+    # The active spectra first, in their order; slots visit order[:n_active].
+    order = jnp.argsort(~active, stable=True).astype(jnp.int32)
+    n_active = jnp.sum(active, dtype=jnp.int32)
 
     def start(index):
-        index = jnp.clip(index, 0, n_spectra - 1)
         pick = jax.tree.map(lambda leaf: leaf[index], (y, mask, priors))
         return (_empty_state(theta[index], noise[index], n_points, n_sites), *pick)
 
@@ -859,7 +862,8 @@ def _fit_batch(
         empty = slots.index < 0
         rank = jnp.cumsum(empty, dtype=jnp.int32) - 1
         candidate = carry.next_index + rank
-        take = empty & (candidate < n_spectra)
+        take = empty & (candidate < n_active)
+        candidate = order[jnp.clip(candidate, 0, n_spectra - 1)]
         fresh = jax.vmap(start)(candidate)
         new_slots = Slots(jnp.where(take, candidate, slots.index), *fresh)
         merged = jax.tree.map(
@@ -901,7 +905,7 @@ def _fit_batch(
         )
 
     def running(carry: Carry) -> jax.Array:
-        return (carry.next_index < n_spectra) | jnp.any(carry.slots.index >= 0)
+        return (carry.next_index < n_active) | jnp.any(carry.slots.index >= 0)
 
     n_slots = min(n_slots, n_spectra)
     initial_slots = jax.vmap(start)(jnp.zeros((n_slots,), jnp.int32))
@@ -940,7 +944,7 @@ def _fit_batch_sharded(devices, model, sites, observed, family, n_slots, x, y, m
     key = (model, sites, observed, family, n_slots, mask is None, tuple(mesh.devices.flat))
     if key not in _SHARDED_FITS:
         batch = functools.partial(_fit_batch, model, sites, observed, family, n_slots)
-        in_axes = (None, 0, None if mask is None else 0, 0, 0, None, None, None, None)
+        in_axes = (None, 0, None if mask is None else 0, 0, 0, 0, None, None, None, None)
         _SHARDED_FITS[key] = shard_batch(batch, devices=mesh, in_axes=in_axes)
     return _SHARDED_FITS[key](x, y, mask, *rest)
 
@@ -990,6 +994,7 @@ def fit_map(
     step_tolerance: float | None = None,
     batch_size: int = 128,
     devices: int | Sequence[jax.Device] | Any | None = None,
+    active: ArrayLike | None = None,
 ) -> MAPResult:
     """MAP of a regression program, one spectrum or a batch, by Levenberg-Marquardt.
 
@@ -1018,6 +1023,9 @@ def fit_map(
             arithmetic per spectrum is the same) and come back split over the devices.
             On CPU, create devices before JAX starts:
             ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` uses two cores.
+        active: (B,) booleans: fit only these spectra of a batch, through the same
+            compiled fit as all of them; the others come back NaN (``converged`` False,
+            ``n_iter`` 0). A refit of a few spectra this way compiles nothing new.
 
     Returns:
         :class:`MAPResult`.
@@ -1052,6 +1060,16 @@ def fit_map(
         mask = jnp.broadcast_to(jnp.asarray(mask, bool), y.shape)
         y = jnp.where(mask, y, 0.0)  # masked points may hold NaN
     model_kwargs = dict(model_kwargs or {})
+    if active is None:
+        active = np.ones(n_spectra, bool)
+    else:
+        active = np.asarray(active)
+        if active.dtype != bool or active.size != n_spectra or (batched and active.ndim != 1):
+            raise ValueError(
+                f"active must hold one boolean per spectrum, shape ({n_spectra},); got "
+                f"{active.dtype} of shape {active.shape}."
+            )
+        active = active.reshape(n_spectra)
 
     def first(value):
         value = jnp.asarray(value, dtype)
@@ -1101,6 +1119,7 @@ def fit_map(
         x,
         y,
         mask,
+        active,
         theta,
         noise_start,
         model_kwargs,
@@ -1108,6 +1127,15 @@ def fit_map(
         jnp.asarray(default_step if step_tolerance is None else step_tolerance, dtype),
         jnp.asarray(max_iterations, jnp.int32),
     )
+    if not active.all():
+        skipped = jnp.asarray(~active)
+
+        def blank(value):
+            if not jnp.issubdtype(value.dtype, jnp.floating):
+                return value  # converged False, n_iter 0: as the loop left them
+            return jnp.where(skipped.reshape((-1,) + (1,) * (value.ndim - 1)), jnp.nan, value)
+
+        outputs = jax.tree.map(blank, outputs._replace(support=outputs.support | skipped[:, None]))
     theta, noise_value, covariance, *rest, support = outputs
     if not bool(jnp.all(support)):
         spectrum, site = (int(i) for i in np.argwhere(~np.asarray(support))[0])

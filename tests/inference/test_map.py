@@ -176,6 +176,27 @@ def test_batched_fit_equals_one_by_one_and_does_not_recompile(batch):
     assert map_module._fit_batch_jit._cache_size() == compiled
 
 
+def test_active_spectra_alone_are_fitted_through_the_same_compilation(batch):
+    x, y, init, result = batch
+    active = np.array([False, True, False, True, True])
+    compiled = map_module._fit_batch_jit._cache_size()
+    subset = fit_map(THREE_ON_A_LINE, x, y, init, batch_size=2, active=active)
+    assert map_module._fit_batch_jit._cache_size() == compiled
+    for name, values in subset.params.items():
+        np.testing.assert_allclose(
+            np.asarray(values)[active], np.asarray(result.params[name])[active], rtol=1e-12
+        )
+        assert np.all(np.isnan(np.asarray(values)[~active]))
+    np.testing.assert_array_equal(
+        np.asarray(subset.n_iter)[active], np.asarray(result.n_iter)[active]
+    )
+    assert np.all(np.asarray(subset.n_iter)[~active] == 0)
+    assert not np.any(np.asarray(subset.converged)[~active])
+    assert np.all(np.isnan(np.asarray(subset.covariance)[~active]))
+    with pytest.raises(ValueError, match=r"one boolean per spectrum, shape \(5,\)"):
+        fit_map(THREE_ON_A_LINE, x, y, init, active=np.ones(4, bool))
+
+
 def test_batched_fit_reaches_curve_fits_optimum(batch):
     x, y, init, result = batch
     names = [f"peak{k}_{p}" for k in range(3) for p in ("height", "center", "sigma")]
