@@ -143,6 +143,73 @@ def test_nan_omit_equals_dropping_the_points():
     assert fit.n_points == 9
 
 
+def three_peaks(x, p):
+    """Three Gaussians on a line; p = (h, c, s) x 3, c0, c1 on the first axis."""
+    value = p[9] + p[10] * x
+    for k in range(3):
+        value = value + p[3 * k] * np.exp(-0.5 * ((x - p[3 * k + 1]) / p[3 * k + 2]) ** 2)
+    return value
+
+
+THREE_NAMES = [f"peak{k}_{p}" for k in range(3) for p in ("height", "center", "sigma")]
+THREE_NAMES += ["baseline_c0", "baseline_c1"]
+
+
+@pytest.fixture(scope="module")
+def lost_peak():
+    """Three peaks on a line; a start whose third peak sits 7 widths below its data, so
+    that it fades to height 0 on the way; curve_fit from the truth for the optimum."""
+    rng = np.random.default_rng(3)
+    x = np.linspace(0.0, 100.0, 400)
+    truth = np.array([10.0, 25.0, 3.0, 8.0, 50.0, 3.0, 9.0, 78.0, 2.0, 1.0, 0.01])
+    y = three_peaks(x, truth[:, None]) + 0.5 * rng.normal(size=(3, x.size))
+    start = np.tile(truth, (3, 1))
+    start[1, 7] = 64.0  # spectrum 1: peak 2 starts 14 units (7 sigma) off
+
+    def model(x, *p):
+        return three_peaks(x, np.array(p)[:, None])
+
+    optima = [optimize.curve_fit(model, x, row, p0=truth, ftol=1e-14)[0] for row in y]
+    init = {name: start[:, i] for i, name in enumerate(THREE_NAMES)}
+    return x, y, init, np.array(optima)
+
+
+def test_a_lost_peak_is_reseeded_from_the_residual_and_refitted(lost_peak):
+    x, y, init, optima = lost_peak
+    kwargs = dict(peaks=("gaussian",) * 3, baseline="linear", init=init, tolerance=1e-12)
+    with pytest.warns(PeakFitWarning, match=r"\['peak2_height'\] ended at a bound"):
+        first = fit_peaks(x, y, lost_peak_retries=0, **kwargs)
+    assert first.params["peak2_height"][1] < 1e-3 and not first.converged[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_peaks(x, y, **kwargs)
+    assert np.all(fit.converged)
+    got = np.column_stack([fit.params[name] for name in THREE_NAMES])
+    np.testing.assert_allclose(got, optima, rtol=1e-6, atol=1e-9)
+    optimum_rss = [np.sum((row - three_peaks(x, p[:, None])) ** 2) for row, p in zip(y, optima)]
+    np.testing.assert_allclose(fit.rss, optimum_rss, rtol=1e-10)
+    # Only the lost spectrum was refitted, and its steps add up.
+    for name in THREE_NAMES:
+        np.testing.assert_array_equal(fit.params[name][[0, 2]], first.params[name][[0, 2]])
+    assert fit.n_iter[1] > first.n_iter[1]
+    single = fit_peaks(x, y[1], **kwargs | {"init": {k: v[1] for k, v in init.items()}})
+    for name in THREE_NAMES:
+        assert single.params[name] == pytest.approx(fit.params[name][1], rel=1e-8)
+
+
+def test_noise_start_is_the_median_absolute_deviation_of_the_differences():
+    from gaussmix.peaks import _noise_start
+
+    rng = np.random.default_rng(0)
+    for size in (9, 10):
+        y = rng.normal(size=(3, size))
+        differences = np.diff(y, axis=1)
+        deviation = np.abs(differences - np.median(differences, axis=1, keepdims=True))
+        expected = np.median(deviation, axis=1) * 1.4826 / np.sqrt(2)
+        np.testing.assert_allclose(_noise_start(y, None), expected, rtol=1e-15)
+        np.testing.assert_allclose(_noise_start(y, np.ones(y.shape, bool)), expected, rtol=1e-15)
+
+
 @pytest.fixture(scope="module")
 def spectra():
     """Four noisy spectra of two Gaussians on a linear baseline, fitted from init='auto'."""
@@ -233,6 +300,9 @@ def test_select_peaks_picks_two_by_bic(spectra):
         (lambda: fit_peaks(X, Y + 0.5, likelihood="poisson"), "needs counts"),
         (lambda: fit_peaks(X, ["a"] * 10), "y must be numeric"),
         (lambda: fit_peaks(X, Y, init=START | {"peak0_height": np.ones(3)}), "shape"),
+        (lambda: fit_peaks(X, Y, lost_peak_retries=-1), "lost_peak_retries must be an integer"),
+        (lambda: fit_peaks(X, Y, max_iterations=2.5), "max_iterations must be an integer >= 1"),
+        (lambda: fit_peaks(X, Y, batch_size=0), "batch_size must be an integer >= 1"),
     ],
 )
 def test_bad_input_is_a_value_error_that_says_what_is_wrong(call, match):
