@@ -186,7 +186,7 @@ def test_a_lost_peak_is_reseeded_from_the_residual_and_refitted(lost_peak):
     assert np.all(fit.converged)
     got = np.column_stack([fit.params[name] for name in THREE_NAMES])
     np.testing.assert_allclose(got, optima, rtol=1e-6, atol=1e-9)
-    optimum_rss = [np.sum((row - three_peaks(x, p[:, None])) ** 2) for row, p in zip(y, optima)]
+    optimum_rss = np.sum((y - three_peaks(x, optima.T[..., None])) ** 2, axis=1)
     np.testing.assert_allclose(fit.rss, optimum_rss, rtol=1e-10)
     # Only the lost spectrum was refitted, and its steps add up.
     for name in THREE_NAMES:
