@@ -289,30 +289,30 @@ def main() -> None:
         "lmfit vs curve_fit RSS where curve_fit found the true peaks: max relative "
         f"difference {np.max(lmfit_relative / lmfit_rss[lmfit_good]):.1e}"
     )
-    fastest32 = max(rates.get("devices32", 0.0), rates["float32"])
-    print(
-        f"\nfloat32 (JAX's default precision; RSS criterion as above), fastest of one and all "
-        f"devices: {fastest32 / rates['scipy']:.1f}x curve_fit, "
-        f"{fastest32 / rates['lmfit']:.1f}x lmfit"
-    )
-    fastest = max(rates.get("devices", 0.0), rates["float64"])
-    ratio_scipy = fastest / rates["scipy"]
-    ratio_lmfit = fastest / rates["lmfit"]
-    rss = np.asarray(fit.rss)[subset]
-    with np.errstate(invalid="ignore"):
-        same = np.abs(rss - scipy_rss) / scipy_rss <= 1e-6
-        no_worse = ~(rss > scipy_rss * (1 + 1e-6))
-    fast = ratio_scipy >= 30 and ratio_lmfit >= 30
-    print(
-        "\nP3 criterion (float64, fastest of one and all devices): >= 30x curve_fit and lmfit "
-        f"in fits/s: {'met' if fast else 'NOT met'} ({ratio_scipy:.1f}x curve_fit, "
-        f"{ratio_lmfit:.1f}x lmfit). Optimum: RSS no worse than curve_fit's (1e-6 relative) on "
-        f"{np.mean(no_worse):.1%} of the {args.scipy_subset} subset spectra; the same RSS on "
-        f"{np.mean(same[scipy_good]):.1%} of the {scipy_good.sum()} where curve_fit kept all "
-        f"three peaks, and lower on {np.sum(~same & no_worse)} of the others (the issue's "
-        f"'same RSS on >= 99 %' cannot exceed curve_fit's own {np.mean(scipy_good):.1%}; "
-        f"same on {np.mean(same):.1%})"
-    )
+    # P3 names no precision: judged in JAX's default float32 and in float64, each at the
+    # fastest of one and all devices.
+    print()
+    for label, keys, result in (
+        ("float32 (JAX's default)", ("float32", "devices32"), fit32),
+        ("float64", ("float64", "devices"), fit),
+    ):
+        fastest = max(rates.get(key, 0.0) for key in keys)
+        ratio_scipy, ratio_lmfit = fastest / rates["scipy"], fastest / rates["lmfit"]
+        rss = np.asarray(result.rss)[subset]
+        with np.errstate(invalid="ignore"):
+            same = np.abs(rss - scipy_rss) / scipy_rss <= 1e-6
+            no_worse = ~(rss > scipy_rss * (1 + 1e-6))
+        fast = ratio_scipy >= 30 and ratio_lmfit >= 30
+        optimum = np.mean(no_worse) >= 0.99 and np.mean(same[scipy_good]) >= 0.99
+        print(
+            f"P3 {label}: speed {'met' if fast else 'NOT met'} (>= 30x; {ratio_scipy:.1f}x "
+            f"curve_fit, {ratio_lmfit:.1f}x lmfit); optimum {'met' if optimum else 'NOT met'} "
+            f"(RSS no worse than curve_fit's, 1e-6 relative, on {np.mean(no_worse):.1%} of the "
+            f"{args.scipy_subset}; the same on {np.mean(same[scipy_good]):.1%} of the "
+            f"{scipy_good.sum()} where curve_fit kept all three peaks, lower on "
+            f"{np.sum(~same & no_worse)} of the others; the same on all: {np.mean(same):.1%}, "
+            f"which cannot exceed curve_fit's own {np.mean(scipy_good):.1%})"
+        )
     sys.stdout.flush()
 
 
