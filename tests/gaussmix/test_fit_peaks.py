@@ -373,7 +373,8 @@ def test_mcmc_posterior_means_match_nist_gauss1(shared_data):
 
 def test_batch_split_over_four_cpu_devices_equals_one_device(tmp_path):
     """fit_peaks(devices=4) on forced CPU devices (a fresh interpreter) gives the
-    one-device fits: ten spectra (two padded), one with an omitted NaN point."""
+    one-device fits: ten spectra (two padded), one with an omitted NaN point; and so do
+    the lost-peak refits of two of them."""
     worker = Path(__file__).with_name("peaks_devices_worker.py")
     out = tmp_path / "fits.npz"
     completed = subprocess.run(
@@ -384,11 +385,18 @@ def test_batch_split_over_four_cpu_devices_equals_one_device(tmp_path):
     assert int(results["device_count"]) == 4
     names = [key.split("/")[-1] for key in results if key.startswith("one/params/")]
     assert len(names) == 4
-    for key in [f"params/{name}" for name in names] + ["rss", "covariance", "bic"]:
-        np.testing.assert_allclose(results[f"split/{key}"], results[f"one/{key}"], rtol=1e-12)
-    for key in ("converged", "n_iter", "n_points"):
-        np.testing.assert_array_equal(results[f"split/{key}"], results[f"one/{key}"])
-    assert results["one/converged"].all() and results["one/n_points"][3] == 60
+    for one, split in (("one", "split"), ("lost_one", "lost_split")):
+        for key in [f"params/{name}" for name in names] + ["rss", "covariance", "bic"]:
+            np.testing.assert_allclose(
+                results[f"{split}/{key}"], results[f"{one}/{key}"], rtol=1e-12
+            )
+        for key in ("converged", "n_iter", "n_points"):
+            np.testing.assert_array_equal(results[f"{split}/{key}"], results[f"{one}/{key}"])
+        assert results[f"{one}/converged"].all() and results[f"{one}/n_points"][3] == 60
+    first_converged = results["lost_first/converged"]
+    assert not first_converged[[0, 5]].any() and first_converged.sum() == 8
+    refitted = results["lost_one/n_iter"] != results["lost_first/n_iter"]
+    np.testing.assert_array_equal(np.flatnonzero(refitted), [0, 5])
 
 
 def test_more_devices_than_exist_is_a_value_error():
