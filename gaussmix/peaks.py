@@ -892,7 +892,7 @@ def _fit_map(
         model.ties,
     )
     kwargs = _model_kwargs(priors, fixed, model.likelihood, degrees_of_freedom, dtype)
-    fit = functools.partial(
+    fit_spectra = functools.partial(
         fit_map,
         program,
         x,
@@ -906,13 +906,13 @@ def _fit_map(
         batch_size=batch_size,
         devices=devices,
     )
-    result = fit(start)
+    result = fit_spectra(start)
     site_priors = _site_priors(model, x, y, mask, priors)
     for _ in range(lost_peak_retries):
         init, lost = _reseed_lost_peaks(model, x, y, mask, result.params, fixed, site_priors)
         if not lost.any():
             break
-        retry = fit(init, active=lost)
+        retry = fit_spectra(init, active=lost)
         result = _keep_better(result, retry, lost)
     names = result.parameter_names
     free = {name: np.asarray(result.params[name]) for name in names}
