@@ -19,7 +19,6 @@ list of devices and a one-axis mesh (and the labels of ``fit_predict``), the pro
 mode on this process's rows with ``devices=jax.devices()`` and with ``chunk_size``.
 """
 
-import functools
 import json
 import os
 import sys
@@ -90,17 +89,6 @@ def gaussian_peak(x, y=None):
     numpyro.sample("y", dist.Normal(curve, sigma), obs=y)
 
 
-def sharded_fit_batch(devices):
-    """fit_map's compiled batch function with its spectra split over ``devices``."""
-
-    def fit_batch(model, sites, observed, family, n_slots, x, y, mask, *rest):
-        batch = functools.partial(peak_map._fit_batch, model, sites, observed, family, n_slots)
-        in_axes = (None, 0, None if mask is None else 0, 0, 0) + (None,) * 4
-        return shard.shard_batch(batch, devices=devices, in_axes=in_axes)(x, y, mask, *rest)
-
-    return fit_batch
-
-
 def devices_mode(spec: dict) -> dict:
     results = {"device_count": np.asarray(jax.device_count())}
     x = np.load(spec["data"])
@@ -131,15 +119,12 @@ def devices_mode(spec: dict) -> dict:
     results["peaks/vmapped_n_iter"] = np.asarray(reference_n_iter)
     even_theta, _ = sharded(grid, spectra[:8], starts[:8])
     results["peaks/even_devices"] = np.asarray(len(even_theta.sharding.device_set))
-    # The MAP back end itself: fit_map with its batch function split over the devices.
+    # The MAP back end itself: fit_map with its spectra split over the devices.
     noisy = spectra + 0.05 * jax.random.normal(jax.random.key(0), spectra.shape)
     init = {"height": 2.0, "centre": 0.0, "width": 1.0, "sigma": 0.1}
-    compiled = peak_map._fit_batch_jit
-    peak_map._fit_batch_jit = sharded_fit_batch(spec["devices"])
-    try:
-        split = peak_map.fit_map(gaussian_peak, grid, noisy, init, batch_size=2)
-    finally:
-        peak_map._fit_batch_jit = compiled
+    split = peak_map.fit_map(
+        gaussian_peak, grid, noisy, init, batch_size=2, devices=spec["devices"]
+    )
     for name in init:
         results[f"map/{name}"] = np.asarray(split.params[name])
     results["map/truth"] = np.asarray(truth)
