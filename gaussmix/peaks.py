@@ -642,8 +642,14 @@ def _median_of_rows(values: np.ndarray, keepdims: bool = False) -> np.ndarray:
     return parted.mean(axis=-1, keepdims=keepdims)
 
 
-def _noise_start(y: np.ndarray, mask) -> np.ndarray | float:
-    """Noise scale of each spectrum from the spread of its first differences (MAD)."""
+def _noise_start(y: np.ndarray, mask, likelihood: str) -> np.ndarray | float:
+    """Noise scale of each spectrum from the spread of its first differences (MAD).
+
+    A Normal likelihood needs none: the MAP back end starts its scale at the maximum
+    :math:`\\sqrt{\\mathrm{RSS}/n}` of the starting curve, so 1 serves as the start.
+    """
+    if likelihood == "normal":
+        return np.ones(y.shape[0]) if y.ndim == 2 else 1.0
     values = np.where(mask, y, np.nan) if mask is not None else y
     # np.nanmedian goes row by row: only with NaN. Without, a partition of the middle
     # element(s) is 4x faster than np.median, which partitions again to look for NaN.
@@ -864,7 +870,7 @@ def fit_peaks(
     if missing - {NOISE_SITE}:
         start = _auto_init(x, y, mask, model)
     elif missing:
-        start = {NOISE_SITE: _noise_start(y, mask)}
+        start = {NOISE_SITE: _noise_start(y, mask, model.likelihood)}
     else:
         start = {}
     start.update(given)
@@ -896,7 +902,7 @@ def _fit_map(
         fit_map,
         program,
         x,
-        y,
+        jnp.asarray(y, dtype),  # on the device once for the first fit and the refits
         mask=mask,
         model_kwargs=kwargs,
         noise_site=NOISE_SITE,

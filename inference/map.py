@@ -1005,7 +1005,8 @@ def fit_map(
         x: (M,) abscissae shared by all spectra.
         y: (M,) one spectrum or (B, M) a batch.
         init: starting value of every latent site (natural coordinates): of the site's
-            shape, or with a leading (B,) axis.
+            shape, or with a leading (B,) axis. The noise site of a Normal likelihood
+            restarts at its maximum, :math:`\\sqrt{\\mathrm{RSS}/n}` of the starting curve.
         mask: (M,) or (B, M) booleans, False drops a point (its y may be NaN).
         model_kwargs: further keyword arguments of the program, a pytree of arrays
             (distributions included), traced rather than static.

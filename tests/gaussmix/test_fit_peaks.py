@@ -206,8 +206,18 @@ def test_noise_start_is_the_median_absolute_deviation_of_the_differences():
         differences = np.diff(y, axis=1)
         deviation = np.abs(differences - np.median(differences, axis=1, keepdims=True))
         expected = np.median(deviation, axis=1) * 1.4826 / np.sqrt(2)
-        np.testing.assert_allclose(_noise_start(y, None), expected, rtol=1e-15)
-        np.testing.assert_allclose(_noise_start(y, np.ones(y.shape, bool)), expected, rtol=1e-15)
+        for mask in (None, np.ones(y.shape, bool)):
+            np.testing.assert_allclose(_noise_start(y, mask, "student_t"), expected, rtol=1e-15)
+
+
+def test_a_normal_likelihoods_noise_start_does_not_change_the_fit(reference):
+    """fit_map restarts a Normal scale at sqrt(RSS / n) of the starting curve."""
+    first = fit_peaks(X, Y, init=START, tolerance=1e-14)
+    for sigma in (0.01, 3.0):
+        fit = fit_peaks(X, Y, init=START | {"sigma": sigma}, tolerance=1e-14)
+        assert fit.n_iter == first.n_iter
+        for name in [*NAMES, "sigma"]:
+            assert fit.params[name] == first.params[name]
 
 
 @pytest.fixture(scope="module")
