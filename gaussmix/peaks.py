@@ -619,19 +619,21 @@ def _auto_start(x: np.ndarray, y: np.ndarray, keep: np.ndarray, model: PeakModel
     return values
 
 
+def _inside(prior: dist.Distribution, value: float, row: int) -> float:
+    """``value`` moved strictly inside a uniform prior's box (that of spectrum ``row``
+    for per-spectrum bounds); other priors leave it as it is."""
+    if not isinstance(prior, dist.Uniform):
+        return value
+    low, high = (float(np.ravel(bound)[row % np.size(bound)]) for bound in (prior.low, prior.high))
+    margin = 1e-6 * (high - low)
+    return float(np.clip(value, low + margin, high - margin))
+
+
 def _clip_to_defaults(values: dict, model: PeakModel, x: np.ndarray, y: np.ndarray, keep) -> dict:
     """Keep automatic starting values strictly inside the default prior boxes."""
     ranges = (x.min(), x.max()), (y[keep].min(), y[keep].max())
     priors = default_priors(model, *ranges)
-    clipped = {}
-    for name, value in values.items():
-        prior = priors.get(name)
-        if isinstance(prior, dist.Uniform):
-            low, high = float(prior.low), float(prior.high)
-            margin = 1e-6 * (high - low)
-            value = float(np.clip(value, low + margin, high - margin))
-        clipped[name] = value
-    return clipped
+    return {name: _inside(priors.get(name), value, 0) for name, value in values.items()}
 
 
 def _median_of_rows(values: np.ndarray, keepdims: bool = False) -> np.ndarray:
@@ -970,7 +972,7 @@ def _fit_map(
     if model.has_noise:
         fit.params[NOISE_SITE] = _to_numpy(result.params[NOISE_SITE])
     _statistics(fit, result, model)
-    _check_result(fit, model, x, y, mask, priors)
+    _check_result(fit, model, site_priors)
     return fit
 
 
@@ -1013,16 +1015,6 @@ def _reseed_lost_peaks(model: PeakModel, x, y, mask, params, fixed, site_priors)
     if np.ndim(y) == 1:
         return {name: value[0] for name, value in values.items()}, active[0]
     return values, active
-
-
-def _inside(prior: dist.Distribution, value: float, row: int) -> float:
-    """``value`` moved strictly inside a uniform prior's box (that of spectrum ``row``
-    for per-spectrum bounds); other priors leave it as it is."""
-    if not isinstance(prior, dist.Uniform):
-        return value
-    low, high = (float(np.ravel(bound)[row % np.size(bound)]) for bound in (prior.low, prior.high))
-    margin = 1e-6 * (high - low)
-    return float(np.clip(value, low + margin, high - margin))
 
 
 def _keep_better(result, retry, refitted):
@@ -1070,9 +1062,9 @@ def _statistics(fit: PeakFit, result, model: PeakModel) -> None:
     fit.bic = _to_numpy(-2 * log_likelihood + k * np.log(n))
 
 
-def _check_result(fit: PeakFit, model: PeakModel, x, y, mask, priors) -> None:
-    """Flag spectra that ended at a prior bound as not converged, and warn."""
-    site_priors = _site_priors(model, x, y, mask, priors)
+def _check_result(fit: PeakFit, model: PeakModel, site_priors: Mapping) -> None:
+    """Flag spectra that ended at a prior bound of ``site_priors`` (:func:`_site_priors`)
+    as not converged, and warn."""
     at_bound, names = _at_bound(fit.params, site_priors, model.free_names)
     if names:
         fit.converged = _to_numpy(np.asarray(fit.converged) & ~at_bound)

@@ -210,7 +210,7 @@ def test_noise_start_is_the_median_absolute_deviation_of_the_differences():
             np.testing.assert_allclose(_noise_start(y, mask, "student_t"), expected, rtol=1e-15)
 
 
-def test_a_normal_likelihoods_noise_start_does_not_change_the_fit(reference):
+def test_a_normal_likelihoods_noise_start_does_not_change_the_fit():
     """fit_map restarts a Normal scale at sqrt(RSS / n) of the starting curve."""
     first = fit_peaks(X, Y, init=START, tolerance=1e-14)
     for sigma in (0.01, 3.0):
