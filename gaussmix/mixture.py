@@ -592,7 +592,7 @@ class GaussianMixture(EstimatorBase):
         validated = self._fit(X, sample_weight)
         if validated is None:
             return self._chunked(X, _labels)
-        return np.argmax(self._log_resp(validated)[1], axis=1)
+        return _labels(*self._log_resp(validated))
 
     def _fit(self, X, sample_weight) -> np.ndarray | None:
         """Fit by the EM that ``X`` and the parameters call for; returns the validated

@@ -467,10 +467,11 @@ def _block_size(
     temporaries near ``_CPU_BLOCK_BYTES`` per dataset (``_ACCELERATOR_BLOCK_BYTES`` off the
     CPU), at least ``_MIN_BLOCK_ROWS``: as many blocks as the largest power of two of rows
     within that budget needs, evened out and rounded up to ``_BLOCK_ALIGNMENT`` rows; data
-    of at most two such blocks is one block. The ``n_datasets`` of a batch are processed together: one block each while
-    the whole batch takes at most ``_BATCH_DESIGN_CACHE_BYTES``, else blocks of at most
-    ``_ACCELERATOR_BLOCK_BYTES`` in all (the many small products of a batch gain more
-    from long blocks than from the cache)."""
+    of at most two such blocks is one block. The ``n_datasets`` of a batch are processed
+    together: one block each while the whole batch takes at most
+    ``_BATCH_DESIGN_CACHE_BYTES``, else blocks of at most ``_ACCELERATOR_BLOCK_BYTES`` in
+    all (the many small products of a batch gain more from long blocks than from the
+    cache)."""
     if block_rows is not None:
         return int(max(1, min(n_rows, block_rows)))
     width = _feature_count(n_features, covariance_type) + 2 * n_components
