@@ -74,6 +74,7 @@ from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
+from gaussmix.inference import native
 from gaussmix.models.mixture import gaussian_mixture
 from gaussmix.models.priors import (
     COVARIANCE_SITES,
@@ -611,10 +612,10 @@ def _unpack_statistics(packed, scatter, log_likelihood, total_weight, n_features
     return SufficientStatistics(counts, first, second, log_likelihood, total_weight)
 
 
-def _scan_statistics(
+def _scan_packed(
     x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type, feature_blocks=None
 ):
-    """Accumulate packed statistics over row blocks.
+    """Accumulate packed statistics over row blocks: (packed (K, F), scatter, log-likelihood).
 
     ``responsibility_fn(index, x_block, features) -> (log p(x) (n,), unnormalized
     responsibilities (n, K), row scale (n,), features (n, F))``; responsibilities are their
@@ -643,11 +644,23 @@ def _scan_statistics(
         jnp.zeros((), dtype),
     )
     indices = jnp.arange(x_blocks.shape[0])
-    (packed, scatter, log_likelihood), _ = lax.scan(
-        body, init, (indices, x_blocks, weight_blocks, feature_blocks)
+    return lax.scan(body, init, (indices, x_blocks, weight_blocks, feature_blocks))[0]
+
+
+def _scan_statistics(
+    x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type, feature_blocks=None
+):
+    """:func:`_scan_packed`, unpacked into :class:`SufficientStatistics`."""
+    packed, scatter, log_likelihood = _scan_packed(
+        x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type, feature_blocks
     )
     return _unpack_statistics(
-        packed, scatter, log_likelihood, jnp.sum(weight_blocks), n_features, covariance_type
+        packed,
+        scatter,
+        log_likelihood,
+        jnp.sum(weight_blocks),
+        x_blocks.shape[-1],
+        covariance_type,
     )
 
 
@@ -656,6 +669,7 @@ def _estep_statistics(
 ):
     natural = natural_parameters(parameters, centre, covariance_type)
     factor = parameters.precisions_cholesky
+    n_components = parameters.means.shape[0]
 
     def responsibility_fn(index, x_block, features):
         log_prob, features = _block_log_prob(x_block, natural, factor, covariance_type, features)
@@ -666,13 +680,33 @@ def _estep_statistics(
         norm = largest[:, 0] + jnp.log(total)
         return norm, unnormalized, 1.0 / total, features
 
-    return _scan_statistics(
-        x_blocks,
-        weight_blocks,
-        responsibility_fn,
-        parameters.means.shape[0],
-        covariance_type,
-        feature_blocks,
+    def with_xla(x_blocks, weight_blocks, natural):
+        packed, _, log_likelihood = _scan_packed(
+            x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type
+        )
+        return packed, log_likelihood
+
+    def with_kernel(x_blocks, weight_blocks, natural):
+        rows = x_blocks.reshape(-1, x_blocks.shape[-1])
+        return native.full_statistics(rows, weight_blocks.reshape(-1), natural)
+
+    if covariance_type == "full" and feature_blocks is None and native.usable(x_blocks.dtype):
+        # the compiled CPU kernel (native.py); XLA's blocks on any other platform
+        packed, log_likelihood = lax.platform_dependent(
+            x_blocks, weight_blocks, natural, cpu=with_kernel, default=with_xla
+        )
+        scatter = jnp.zeros((0, 0), x_blocks.dtype)
+    else:
+        packed, scatter, log_likelihood = _scan_packed(
+            x_blocks,
+            weight_blocks,
+            responsibility_fn,
+            n_components,
+            covariance_type,
+            feature_blocks,
+        )
+    return _unpack_statistics(
+        packed, scatter, log_likelihood, jnp.sum(weight_blocks), x_blocks.shape[-1], covariance_type
     )
 
 

@@ -1,4 +1,5 @@
-"""A built wheel installs into a fresh environment and imports every subpackage."""
+"""A built wheel installs into a fresh environment and imports every subpackage; the
+source of the compiled E-step kernel (built on first use) ships with it."""
 
 import subprocess
 import sys
@@ -41,6 +42,8 @@ def test_wheel_imports_models_and_inference(tmp_path):
         "import gaussmix, gaussmix.models.mixture, gaussmix.inference, sys;"
         "assert 'site-packages' in gaussmix.models.__file__, gaussmix.models.__file__;"
         "assert 'matplotlib' not in sys.modules;"
+        "from importlib import resources;"
+        "assert resources.files('gaussmix.inference').joinpath('em_full_kernel.cc').is_file();"
         "print(gaussmix.models.__file__)"
     )
     result = subprocess.run([python, "-c", probe], cwd=tmp_path, capture_output=True, text=True)

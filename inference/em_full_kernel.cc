@@ -1,0 +1,427 @@
+// E-step statistics of the full-covariance Gaussian mixture on the CPU, as one fused
+// kernel called through XLA's FFI (see native.py, which builds and registers it).
+//
+// For rows x_n (centred data), weights w_n and natural parameters eta (F, K), with the
+// exponential-family features f(x) = [x_i x_j (i <= j), x, 1] (F = D (D + 1) / 2 + D + 1):
+//
+//   l_nk = f(x_n) . eta_k                              (E-step product)
+//   r_nk = w_n exp(l_nk - max_k l_nk) / sum_k exp(l_nk - max_k l_nk)
+//   packed[k, :] = sum_n r_nk f(x_n)                   (M-step statistics)
+//   log_likelihood = sum_n w_n log sum_k exp(l_nk)
+//
+// XLA computes the same thing in blocks of rows (gaussmix.inference.em._scan_statistics),
+// but cannot fuse the features into the two matrix products: they are written to memory
+// and read back twice, and the narrow (n x F) x (F x K) products run at about half the
+// machine's matrix-product rate. Here each block of rows is small enough that its features
+// stay in the core's L2 cache from their construction to the M-step product, both products
+// are register-tiled for those shapes, and the exponentials are vectorized.
+//
+// Determinism: the rows are cut into a fixed number of chunks, each summed in order by one
+// thread, and the chunks are added in order, so the result does not depend on the number
+// of threads or their scheduling.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// 32-byte vectors (AVX on x86-64; the compiler splits them where the target is narrower).
+template <typename T>
+struct Lanes;
+template <>
+struct Lanes<double> {
+  typedef double Vector __attribute__((vector_size(32)));
+  typedef int64_t Integers __attribute__((vector_size(32)));
+  static constexpr int count = 4;
+  static constexpr int64_t shifter_bits = 0x4338000000000000LL;  // bits of 1.5 * 2^52
+  static constexpr int mantissa_bits = 52;
+  static constexpr int exponent_bias = 1023;
+  static constexpr int exp_degree = 13;  // Taylor degree: error < 1 ulp on |r| <= ln(2)/2
+  static constexpr double shifter = 0x1.8p52;
+  static constexpr double exp_lowest = -708.0;  // exp below this is flushed to 0
+};
+template <>
+struct Lanes<float> {
+  typedef float Vector __attribute__((vector_size(32)));
+  typedef int32_t Integers __attribute__((vector_size(32)));
+  static constexpr int count = 8;
+  static constexpr int32_t shifter_bits = 0x4B400000;  // bits of 1.5 * 2^23
+  static constexpr int mantissa_bits = 23;
+  static constexpr int exponent_bias = 127;
+  static constexpr int exp_degree = 7;
+  static constexpr float shifter = 0x1.8p23f;
+  static constexpr float exp_lowest = -87.0f;
+};
+
+template <typename T>
+using Vector = typename Lanes<T>::Vector;
+
+inline Vector<double> broadcast(double value) { return Vector<double>{value, value, value, value}; }
+inline Vector<float> broadcast(float value) {
+  return Vector<float>{value, value, value, value, value, value, value, value};
+}
+
+template <typename T>
+inline Vector<T> load(const T* address) {
+  Vector<T> result;
+  std::memcpy(&result, address, sizeof result);
+  return result;
+}
+
+template <typename T>
+inline void store(T* address, Vector<T> value) {
+  std::memcpy(address, &value, sizeof value);
+}
+
+// Loads a value once into a register: without this GCC folds every use into its own
+// memory operand, which doubles the loads of the E-step's inner loop.
+template <typename V>
+inline void keep_in_register(V& value) {
+  asm("" : "+x"(value));
+}
+
+template <typename T>
+inline T horizontal_sum(Vector<T> value) {
+  T total = 0;
+  for (int lane = 0; lane < Lanes<T>::count; ++lane) total += value[lane];
+  return total;
+}
+
+// exp(x) for x <= 0, lane by lane: x = k ln 2 + r with |r| <= ln(2)/2 (ln 2 in two parts,
+// the first exact in k ln 2), exp(r) by its Taylor polynomial, 2^k through the exponent bits.
+template <typename T>
+inline Vector<T> exponential(Vector<T> x) {
+  using Integers = typename Lanes<T>::Integers;
+  const Vector<T> lowest = broadcast(T(Lanes<T>::exp_lowest));
+  const Vector<T> shifter = broadcast(T(Lanes<T>::shifter));
+  const Vector<T> clamped = x < lowest ? lowest : x;
+  const Vector<T> shifted = clamped * broadcast(T(1.4426950408889634)) + shifter;
+  const Vector<T> k = shifted - shifter;
+  const Vector<T> r = clamped - k * broadcast(T(0.693145751953125)) -
+                      k * broadcast(T(1.4286068203094173e-06));
+  constexpr int degree = Lanes<T>::exp_degree;
+  T coefficient = 1;  // 1 / degree!
+  for (int i = 2; i <= degree; ++i) coefficient /= T(i);
+  Vector<T> polynomial = broadcast(coefficient);
+  for (int i = degree - 1; i >= 0; --i) {
+    coefficient *= T(i + 1);  // 1 / i!
+    polynomial = polynomial * r + broadcast(coefficient);
+  }
+  Integers bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  const Integers scale_bits = (bits - Lanes<T>::shifter_bits + Lanes<T>::exponent_bias)
+                              << Lanes<T>::mantissa_bits;
+  Vector<T> scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  const Vector<T> result = polynomial * scale;
+  return x < lowest ? broadcast(T(0)) : result;
+}
+
+template <typename T>
+struct Problem {
+  const T* x;        // (n_rows, n_features), row-major
+  const T* weight;   // (n_rows,)
+  const T* natural;  // (n_columns, n_components)
+  // the natural parameters of each tile of components (see for_each_tile) as a contiguous
+  // (n_columns, width) panel, the panel of the tile from k0 at k0 * n_columns
+  const T* natural_panels;
+  int64_t n_rows, n_features, n_components, n_columns, block_rows;
+};
+
+// Per-thread scratch: one block's transposed rows, features and responsibilities.
+template <typename T>
+struct Scratch {
+  std::vector<T> rows, weight, features, responsibilities;
+  explicit Scratch(const Problem<T>& problem)
+      : rows(problem.n_features * problem.block_rows),
+        weight(problem.block_rows),
+        features(problem.n_columns * problem.block_rows),
+        responsibilities(problem.n_components * problem.block_rows) {}
+};
+
+// Features of one block, (n_columns, block_rows): feature c of row r at c * block_rows + r.
+template <typename T>
+void build_features(const Problem<T>& problem, Scratch<T>& scratch, int64_t first_row) {
+  constexpr int L = Lanes<T>::count;
+  const int64_t b = problem.block_rows, d = problem.n_features;
+  const int64_t rows_here = std::min(b, problem.n_rows - first_row);
+  T* rows = scratch.rows.data();
+  for (int64_t r = 0; r < rows_here; ++r) {
+    const T* source = problem.x + (first_row + r) * d;
+    for (int64_t i = 0; i < d; ++i) rows[i * b + r] = source[i];
+    scratch.weight[r] = problem.weight[first_row + r];
+  }
+  for (int64_t r = rows_here; r < b; ++r) {  // padding: zero rows of zero weight
+    for (int64_t i = 0; i < d; ++i) rows[i * b + r] = 0;
+    scratch.weight[r] = 0;
+  }
+  T* feature = scratch.features.data();
+  for (int64_t i = 0; i < d; ++i) {
+    for (int64_t j = i; j < d; ++j, feature += b) {
+      for (int64_t r = 0; r < b; r += L) {
+        store(feature + r, load(rows + i * b + r) * load(rows + j * b + r));
+      }
+    }
+  }
+  std::memcpy(feature, rows, sizeof(T) * d * b);
+  feature += d * b;
+  std::fill(feature, feature + b, T(1));
+}
+
+// Components are processed in tiles of kTile (the last tile takes the rest): a tile's
+// accumulators, kTile x 2 vectors, stay in the 16 vector registers with room to spare.
+constexpr int64_t kTile = 6;
+
+// log_prob[k0 : k0 + width] for two vectors of rows from r: width x 2 accumulators.
+template <typename T, int width>
+inline void expectation_tile(const Problem<T>& problem, Scratch<T>& scratch, int64_t k0,
+                             int64_t r) {
+  constexpr int L = Lanes<T>::count;
+  const int64_t b = problem.block_rows;
+  Vector<T> total[width][2] = {};
+  const T* feature = scratch.features.data() + r;
+  const T* eta = problem.natural_panels + k0 * problem.n_columns;
+  for (int64_t c = 0; c < problem.n_columns; ++c, feature += b, eta += width) {
+    Vector<T> f0 = load(feature), f1 = load(feature + L);
+    keep_in_register(f0);
+    keep_in_register(f1);
+    for (int t = 0; t < width; ++t) {
+      const Vector<T> e = broadcast(eta[t]);
+      total[t][0] += e * f0;
+      total[t][1] += e * f1;
+    }
+  }
+  T* out = scratch.responsibilities.data() + k0 * b + r;
+  for (int t = 0; t < width; ++t) {
+    store(out + t * b, total[t][0]);
+    store(out + t * b + L, total[t][1]);
+  }
+}
+
+// packed[k0 : k0 + width, c : c + 2] += responsibilities features^T: width x 2 accumulators.
+template <typename T, int width>
+inline void maximization_tile(const Problem<T>& problem, const Scratch<T>& scratch, int64_t k0,
+                              int64_t c, T* packed) {
+  constexpr int L = Lanes<T>::count;
+  const int64_t b = problem.block_rows, columns = problem.n_columns;
+  const bool pair = c + 1 < columns;
+  const T* f0 = scratch.features.data() + c * b;
+  const T* f1 = pair ? f0 + b : f0;
+  const T* q = scratch.responsibilities.data() + k0 * b;
+  Vector<T> total[width][2] = {};
+  for (int64_t r = 0; r < b; r += L) {
+    Vector<T> x0 = load(f0 + r), x1 = load(f1 + r);
+    keep_in_register(x0);
+    keep_in_register(x1);
+    for (int t = 0; t < width; ++t) {
+      const Vector<T> weight = load(q + t * b + r);
+      total[t][0] += weight * x0;
+      total[t][1] += weight * x1;
+    }
+  }
+  for (int t = 0; t < width; ++t) {
+    packed[(k0 + t) * columns + c] += horizontal_sum<T>(total[t][0]);
+    if (pair) packed[(k0 + t) * columns + c + 1] += horizontal_sum<T>(total[t][1]);
+  }
+}
+
+// Calls tile<width>(...) for the component tiles [0, 6), [6, 12), ..., the rest.
+template <typename Tile>
+inline void for_each_tile(int64_t n_components, Tile&& tile) {
+  for (int64_t k0 = 0; k0 < n_components; k0 += kTile) {
+    switch (std::min(kTile, n_components - k0)) {
+      case 1: tile(std::integral_constant<int, 1>{}, k0); break;
+      case 2: tile(std::integral_constant<int, 2>{}, k0); break;
+      case 3: tile(std::integral_constant<int, 3>{}, k0); break;
+      case 4: tile(std::integral_constant<int, 4>{}, k0); break;
+      case 5: tile(std::integral_constant<int, 5>{}, k0); break;
+      default: tile(std::integral_constant<int, 6>{}, k0); break;
+    }
+  }
+}
+
+// log_prob (n_components, block_rows) = natural^T features, into scratch.responsibilities.
+template <typename T>
+void expectation_product(const Problem<T>& problem, Scratch<T>& scratch) {
+  constexpr int L = Lanes<T>::count;
+  for_each_tile(problem.n_components, [&](auto width, int64_t k0) {
+    for (int64_t r = 0; r < problem.block_rows; r += 2 * L) {
+      expectation_tile<T, decltype(width)::value>(problem, scratch, k0, r);
+    }
+  });
+}
+
+// log_prob -> weighted responsibilities in place; returns sum_n w_n log p(x_n).
+template <typename T>
+double softmax(const Problem<T>& problem, Scratch<T>& scratch) {
+  constexpr int L = Lanes<T>::count;
+  const int64_t b = problem.block_rows, k_all = problem.n_components;
+  T* values = scratch.responsibilities.data();
+  double log_likelihood = 0;
+  for (int64_t r = 0; r < b; r += L) {
+    Vector<T> largest = load(values + r);
+    for (int64_t k = 1; k < k_all; ++k) {
+      const Vector<T> value = load(values + k * b + r);
+      largest = value > largest ? value : largest;
+    }
+    Vector<T> total{};
+    for (int64_t k = 0; k < k_all; ++k) {
+      const Vector<T> term = exponential<T>(load(values + k * b + r) - largest);
+      store(values + k * b + r, term);
+      total += term;
+    }
+    const Vector<T> weight = load(scratch.weight.data() + r);
+    const Vector<T> scale = weight / total;
+    for (int64_t k = 0; k < k_all; ++k) store(values + k * b + r, load(values + k * b + r) * scale);
+    for (int lane = 0; lane < L; ++lane) {
+      if (weight[lane] != 0) {
+        log_likelihood +=
+            double(weight[lane]) * (double(largest[lane]) + std::log(double(total[lane])));
+      }
+    }
+  }
+  return log_likelihood;
+}
+
+// packed (n_components, n_columns) += responsibilities features^T.
+template <typename T>
+void maximization_product(const Problem<T>& problem, const Scratch<T>& scratch, T* packed) {
+  for_each_tile(problem.n_components, [&](auto width, int64_t k0) {
+    for (int64_t c = 0; c < problem.n_columns; c += 2) {
+      maximization_tile<T, decltype(width)::value>(problem, scratch, k0, c, packed);
+    }
+  });
+}
+
+// Shared by the calling thread and the tasks it schedules; a task that starts after every
+// chunk was taken finds nothing to do, and only touches this state (kept alive by it).
+template <typename T>
+struct Work {
+  Problem<T> problem;
+  int64_t n_chunks, blocks_per_chunk_floor, blocks_remainder;
+  std::vector<T> packed;                 // (n_chunks, n_components, n_columns)
+  std::vector<double> log_likelihood;    // (n_chunks,)
+  std::atomic<int64_t> next_chunk{0};
+  std::mutex mutex;
+  std::condition_variable finished;
+  int64_t chunks_done = 0;
+
+  void run() {
+    std::unique_ptr<Scratch<T>> scratch;
+    const int64_t size = problem.n_components * problem.n_columns;
+    for (int64_t chunk; (chunk = next_chunk.fetch_add(1)) < n_chunks;) {
+      if (!scratch) scratch = std::make_unique<Scratch<T>>(problem);
+      // chunk c holds blocks [first, last): the first `remainder` chunks one block more
+      const int64_t first = chunk * blocks_per_chunk_floor + std::min(chunk, blocks_remainder);
+      const int64_t last = first + blocks_per_chunk_floor + (chunk < blocks_remainder ? 1 : 0);
+      T* chunk_packed = packed.data() + chunk * size;
+      double chunk_log_likelihood = 0;
+      for (int64_t block = first; block < last; ++block) {
+        build_features(problem, *scratch, block * problem.block_rows);
+        expectation_product(problem, *scratch);
+        chunk_log_likelihood += softmax(problem, *scratch);
+        maximization_product(problem, *scratch, chunk_packed);
+      }
+      log_likelihood[chunk] = chunk_log_likelihood;
+      std::lock_guard<std::mutex> lock(mutex);
+      if (++chunks_done == n_chunks) finished.notify_all();
+    }
+  }
+};
+
+constexpr int64_t kMaxChunks = 16;
+constexpr int64_t kFeatureCacheBytes = 288 * 1024;  // a block's features: in a 512 KiB L2
+
+template <ffi::DataType dtype>
+ffi::Error statistics(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x, ffi::Buffer<dtype> weight,
+                      ffi::Buffer<dtype> natural, ffi::ResultBuffer<dtype> packed,
+                      ffi::ResultBuffer<dtype> log_likelihood) {
+  using T = ffi::NativeType<dtype>;
+  constexpr int L = Lanes<T>::count;
+  const auto x_shape = x.dimensions();
+  const auto natural_shape = natural.dimensions();
+  if (x_shape.size() != 2 || natural_shape.size() != 2 || weight.dimensions().size() != 1) {
+    return ffi::Error::InvalidArgument("em_full_statistics: expected x (N, D), weight (N,), "
+                                       "natural (F, K)");
+  }
+  const int64_t n_rows = x_shape[0], n_features = x_shape[1];
+  const int64_t n_columns = natural_shape[0], n_components = natural_shape[1];
+  if (weight.dimensions()[0] != n_rows ||
+      n_columns != n_features * (n_features + 1) / 2 + n_features + 1) {
+    return ffi::Error::InvalidArgument("em_full_statistics: inconsistent shapes");
+  }
+  const int64_t size = n_components * n_columns;
+  T* packed_out = packed->typed_data();
+  if (n_rows == 0) {
+    std::fill(packed_out, packed_out + size, T(0));
+    *log_likelihood->typed_data() = 0;
+    return ffi::Error::Success();
+  }
+  const T* eta = natural.typed_data();
+  std::vector<T> panels(size);
+  for_each_tile(n_components, [&](auto width, int64_t k0) {
+    for (int64_t c = 0; c < n_columns; ++c) {
+      for (int64_t t = 0; t < width; ++t) {
+        panels[k0 * n_columns + c * width + t] = eta[c * n_components + k0 + t];
+      }
+    }
+  });
+  // rows per block: a multiple of two vectors whose features fit the cache budget
+  int64_t block_rows = kFeatureCacheBytes / (n_columns * int64_t(sizeof(T)));
+  block_rows = std::clamp<int64_t>(block_rows / (2 * L) * (2 * L), 2 * L, 256);
+  const int64_t n_blocks = (n_rows + block_rows - 1) / block_rows;
+
+  auto work = std::make_shared<Work<T>>();
+  work->problem = Problem<T>{x.typed_data(), weight.typed_data(), eta, panels.data(),
+                             n_rows, n_features, n_components, n_columns, block_rows};
+  work->n_chunks = std::min(kMaxChunks, n_blocks);
+  work->blocks_per_chunk_floor = n_blocks / work->n_chunks;
+  work->blocks_remainder = n_blocks % work->n_chunks;
+  work->packed.assign(work->n_chunks * size, T(0));
+  work->log_likelihood.assign(work->n_chunks, 0.0);
+
+  const int64_t helpers = std::min<int64_t>(thread_pool.num_threads(), work->n_chunks) - 1;
+  for (int64_t i = 0; i < helpers; ++i) thread_pool.Schedule([work] { work->run(); });
+  work->run();
+  {
+    std::unique_lock<std::mutex> lock(work->mutex);
+    work->finished.wait(lock, [&] { return work->chunks_done == work->n_chunks; });
+  }
+  std::fill(packed_out, packed_out + size, T(0));
+  double total = 0;
+  for (int64_t chunk = 0; chunk < work->n_chunks; ++chunk) {
+    const T* chunk_packed = work->packed.data() + chunk * size;
+    for (int64_t i = 0; i < size; ++i) packed_out[i] += chunk_packed[i];
+    total += work->log_likelihood[chunk];
+  }
+  *log_likelihood->typed_data() = T(total);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define GAUSSMIX_BIND(dtype)                          \
+  ffi::Ffi::Bind()                                    \
+      .Ctx<ffi::ThreadPool>()                         \
+      .Arg<ffi::Buffer<dtype>>() /* x (N, D) */       \
+      .Arg<ffi::Buffer<dtype>>() /* weight (N,) */    \
+      .Arg<ffi::Buffer<dtype>>() /* natural (F, K) */ \
+      .Ret<ffi::Buffer<dtype>>() /* packed (K, F) */  \
+      .Ret<ffi::Buffer<dtype>>() /* log-likelihood */
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmFullStatisticsF64, statistics<ffi::F64>,
+                              GAUSSMIX_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmFullStatisticsF32, statistics<ffi::F32>,
+                              GAUSSMIX_BIND(ffi::F32));
