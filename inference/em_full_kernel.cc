@@ -151,10 +151,10 @@ struct Scratch {
         responsibilities(problem.n_components * problem.block_rows) {}
 };
 
-// Features of one block, (n_columns, block_rows): feature c of row r at c * block_rows + r.
+// One block's rows, transposed to (n_features, block_rows), and their weights; rows past
+// the end of the data are zero rows of zero weight.
 template <typename T>
-void build_features(const Problem<T>& problem, Scratch<T>& scratch, int64_t first_row) {
-  constexpr int L = Lanes<T>::count;
+void load_rows(const Problem<T>& problem, Scratch<T>& scratch, int64_t first_row) {
   const int64_t b = problem.block_rows, d = problem.n_features;
   const int64_t rows_here = std::min(b, problem.n_rows - first_row);
   T* rows = scratch.rows.data();
@@ -163,38 +163,29 @@ void build_features(const Problem<T>& problem, Scratch<T>& scratch, int64_t firs
     for (int64_t i = 0; i < d; ++i) rows[i * b + r] = source[i];
     scratch.weight[r] = problem.weight[first_row + r];
   }
-  for (int64_t r = rows_here; r < b; ++r) {  // padding: zero rows of zero weight
+  for (int64_t r = rows_here; r < b; ++r) {
     for (int64_t i = 0; i < d; ++i) rows[i * b + r] = 0;
     scratch.weight[r] = 0;
   }
-  T* feature = scratch.features.data();
-  for (int64_t i = 0; i < d; ++i) {
-    for (int64_t j = i; j < d; ++j, feature += b) {
-      for (int64_t r = 0; r < b; r += L) {
-        store(feature + r, load(rows + i * b + r) * load(rows + j * b + r));
-      }
-    }
-  }
-  std::memcpy(feature, rows, sizeof(T) * d * b);
-  feature += d * b;
-  std::fill(feature, feature + b, T(1));
 }
 
 // Components are processed in tiles of kTile (the last tile takes the rest): a tile's
 // accumulators, kTile x 2 vectors, stay in the 16 vector registers with room to spare.
 constexpr int64_t kTile = 6;
 
-// log_prob[k0 : k0 + width] for two vectors of rows from r: width x 2 accumulators.
-template <typename T, int width>
+// log_prob[k0 : k0 + width] for two vectors of rows from r: width x 2 accumulators. The
+// first tile (build) computes the features of these rows from the transposed rows and
+// stores them, (n_columns, block_rows) with feature c of row r at c * block_rows + r, in
+// the order [x_i x_j (i <= j), x, 1]; the other tiles and the M-step read them back.
+template <typename T, int width, bool build>
 inline void expectation_tile(const Problem<T>& problem, Scratch<T>& scratch, int64_t k0,
                              int64_t r) {
   constexpr int L = Lanes<T>::count;
-  const int64_t b = problem.block_rows;
+  const int64_t b = problem.block_rows, d = problem.n_features;
   Vector<T> total[width][2] = {};
-  const T* feature = scratch.features.data() + r;
+  T* feature = scratch.features.data() + r;
   const T* eta = problem.natural_panels + k0 * problem.n_columns;
-  for (int64_t c = 0; c < problem.n_columns; ++c, feature += b, eta += width) {
-    Vector<T> f0 = load(feature), f1 = load(feature + L);
+  auto accumulate = [&](Vector<T> f0, Vector<T> f1) {
     keep_in_register(f0);
     keep_in_register(f1);
     for (int t = 0; t < width; ++t) {
@@ -202,6 +193,32 @@ inline void expectation_tile(const Problem<T>& problem, Scratch<T>& scratch, int
       total[t][0] += e * f0;
       total[t][1] += e * f1;
     }
+    feature += b;
+    eta += width;
+  };
+  if constexpr (build) {
+    const T* rows = scratch.rows.data() + r;
+    for (int64_t i = 0; i < d; ++i) {
+      const Vector<T> x0 = load(rows + i * b), x1 = load(rows + i * b + L);
+      for (int64_t j = i; j < d; ++j) {
+        const Vector<T> f0 = x0 * load(rows + j * b), f1 = x1 * load(rows + j * b + L);
+        store(feature, f0);
+        store(feature + L, f1);
+        accumulate(f0, f1);
+      }
+    }
+    for (int64_t i = 0; i < d; ++i) {
+      const Vector<T> f0 = load(rows + i * b), f1 = load(rows + i * b + L);
+      store(feature, f0);
+      store(feature + L, f1);
+      accumulate(f0, f1);
+    }
+    const Vector<T> one = broadcast(T(1));
+    store(feature, one);
+    store(feature + L, one);
+    accumulate(one, one);
+  } else {
+    for (int64_t c = 0; c < problem.n_columns; ++c) accumulate(load(feature), load(feature + L));
   }
   T* out = scratch.responsibilities.data() + k0 * b + r;
   for (int t = 0; t < width; ++t) {
@@ -252,13 +269,18 @@ inline void for_each_tile(int64_t n_components, Tile&& tile) {
   }
 }
 
-// log_prob (n_components, block_rows) = natural^T features, into scratch.responsibilities.
+// log_prob (n_components, block_rows) = natural^T features, into scratch.responsibilities;
+// the first component tile builds the features.
 template <typename T>
 void expectation_product(const Problem<T>& problem, Scratch<T>& scratch) {
   constexpr int L = Lanes<T>::count;
   for_each_tile(problem.n_components, [&](auto width, int64_t k0) {
     for (int64_t r = 0; r < problem.block_rows; r += 2 * L) {
-      expectation_tile<T, decltype(width)::value>(problem, scratch, k0, r);
+      if (k0 == 0) {
+        expectation_tile<T, decltype(width)::value, true>(problem, scratch, k0, r);
+      } else {
+        expectation_tile<T, decltype(width)::value, false>(problem, scratch, k0, r);
+      }
     }
   });
 }
@@ -329,7 +351,7 @@ struct Work {
       T* chunk_packed = packed.data() + chunk * size;
       double chunk_log_likelihood = 0;
       for (int64_t block = first; block < last; ++block) {
-        build_features(problem, *scratch, block * problem.block_rows);
+        load_rows(problem, *scratch, block * problem.block_rows);
         expectation_product(problem, *scratch);
         chunk_log_likelihood += softmax(problem, *scratch);
         maximization_product(problem, *scratch, chunk_packed);
