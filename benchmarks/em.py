@@ -11,6 +11,11 @@ Run from the repository root::
 * E3: full, N = 10 000, D = 8, K = 4, to convergence (tol = 1e-3) from the same start;
   gaussmix's compile time reported on its own.
 
+On a CPU, full-covariance EM runs its E-step through the compiled kernel
+(``gaussmix.inference.native``, built on first use and cached); its build time is reported
+apart, and E1 is also timed through XLA's blocks alone (``GAUSSMIX_NATIVE=0``, in a
+child process, since the choice is made when a fit is compiled).
+
 Every side is timed after a warm-up call (gaussmix's compile time is measured apart), with
 ``jax.block_until_ready``; the best of ``--repeat`` runs is reported. Throughput is given
 against the model of :math:`4 N K D^2` floating-point operations per full-covariance EM
@@ -36,6 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gaussmix import GaussianMixture  # noqa: E402
+from gaussmix.inference import native  # noqa: E402
 from gaussmix.inference.em import fit_em  # noqa: E402
 
 
@@ -139,6 +145,7 @@ def fixed_iterations(name, n_samples, n_features, n_components, covariance_type,
     theirs = sklearn_best_time(args, 1)
     row = {
         "case": f"{name} {covariance_type} N={n_samples} D={n_features} K={n_components} float64",
+        "gaussmix_e_step": e_step_path(covariance_type, np.float64),
         "gaussmix_s_per_iter": ours / 10,
         "sklearn_s_per_iter": theirs / 10,
         "speedup": theirs / ours,
@@ -151,6 +158,51 @@ def fixed_iterations(name, n_samples, n_features, n_components, covariance_type,
         row["sklearn_gflops"] = model / (theirs / 10) / 1e9
         row["machine_gemm_gflops_float64"] = rates["float64"]["jax"]
     return row, x, start
+
+
+def e_step_path(covariance_type, dtype) -> str:
+    if covariance_type == "full" and native.usable(dtype):
+        return "compiled kernel"
+    return "XLA blocks"
+
+
+def xla_only_child(n_samples, n_features, n_components, repeat) -> None:
+    """Child process (GAUSSMIX_NATIVE=0): E1's gaussmix time per iteration, XLA only."""
+    x = mixture_data(n_samples, n_features, n_components)
+    start = starting_point(x, n_components, "full")
+    args = (x, n_components, "full", 10, 0.0, start)
+    gaussmix_fit(*args)
+    print(
+        json.dumps(
+            {
+                "path": e_step_path("full", np.float64),
+                "s_per_iter": best_time(lambda: gaussmix_fit(*args).means_, repeat) / 10,
+            }
+        )
+    )
+
+
+def e1_through_xla(e1_row, n_samples, n_features, n_components, repeat) -> dict:
+    environment = {**os.environ, "GAUSSMIX_NATIVE": "0"}
+    command = [
+        sys.executable,
+        __file__,
+        "--xla-child",
+        str(n_samples),
+        str(n_features),
+        str(n_components),
+        "--repeat",
+        str(repeat),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
+    child = json.loads(output.stdout.strip().splitlines()[-1])
+    return {
+        "case": "E1 gaussmix through XLA's blocks only (GAUSSMIX_NATIVE=0, own process)",
+        "gaussmix_e_step": child["path"],
+        "gaussmix_s_per_iter": child["s_per_iter"],
+        "speedup_vs_sklearn": e1_row["sklearn_s_per_iter"] / child["s_per_iter"],
+        "kernel_speedup": child["s_per_iter"] / e1_row["gaussmix_s_per_iter"],
+    }
 
 
 def e1_float32_against_gmmx(x, start, repeat):
@@ -184,6 +236,7 @@ def _e1_float32_against_gmmx(x, start, repeat):
     ours = best_time(ours_fit, repeat)
     return {
         "case": f"E1 full N={x.shape[0]} D={x.shape[1]} K={n_components} float32 vs gmmx",
+        "gaussmix_e_step": e_step_path("full", np.float32),
         "gaussmix_s_per_iter": ours / 10,
         "gmmx_s_per_iter": theirs / 10,
         "speedup": theirs / ours,
@@ -265,19 +318,32 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--peak-memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--xla-child", nargs=3, type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.peak_memory_child:
         peak_memory_child(*arguments.peak_memory_child)
+        return
+    if arguments.xla_child:
+        xla_only_child(*arguments.xla_child, arguments.repeat)
         return
     scale = 10 if arguments.quick else 1
     print(f"machine: {machine()}")
     print(f"jax {jax.__version__}, float64 enabled, {os.cpu_count()} CPUs (shared VM)")
     print(f"load average before: {os.getloadavg()}")
+    build_start = time.perf_counter()
+    if native.usable(np.float64):
+        print(
+            f"compiled E-step kernel ready in {time.perf_counter() - build_start:.1f} s "
+            "(built on first use on this machine, then loaded from the cache)"
+        )
+    else:
+        print(f"compiled E-step kernel unavailable: {native._state.get('reason') or 'off'}")
     rates = {"float64": gemm_rate(np.float64), "float32": gemm_rate(np.float32)}
     print(f"dense GEMM 2000x2000 GFLOP/s: {json.dumps(rates)}")
     rows = []
     e1, x, start = fixed_iterations("E1", 100_000 // scale, 32, 16, "full", arguments.repeat, rates)
     rows.append(e1)
+    rows.append(e1_through_xla(e1, 100_000 // scale, 32, 16, arguments.repeat))
     rows.append(e1_float32_against_gmmx(x, start, arguments.repeat))
     memory = peak_memory(100_000 // scale, 32, 16)
     rows.append({"case": "E1 peak memory (fresh process, MB)", **memory})
