@@ -243,7 +243,8 @@ inline void maximization_tile(const Problem<T>& problem, const Scratch<T>& scrat
     keep_in_register(x0);
     keep_in_register(x1);
     for (int t = 0; t < width; ++t) {
-      const Vector<T> weight = load(q + t * b + r);
+      Vector<T> weight = load(q + t * b + r);
+      keep_in_register(weight);
       total[t][0] += weight * x0;
       total[t][1] += weight * x1;
     }
