@@ -15,13 +15,15 @@ depend on the number of threads. It is 1.7-1.9x faster than XLA on the issue's E
 The kernel is compiled from its C++ source on first use with the system's C++ compiler
 (``$CXX``, else ``c++``, ``g++`` or ``clang++``) against the FFI headers that jaxlib
 ships, and cached by the hash of source, compiler and flags under
-``$GAUSSMIX_CACHE_DIR`` (default ``$XDG_CACHE_HOME/gaussmix`` or ``~/.cache/gaussmix``);
-a build takes about 5 seconds, once. Without a compiler, or with ``GAUSSMIX_NATIVE=0``,
+``$GAUSSMIX_CACHE_DIR`` (default ``$XDG_CACHE_HOME/gaussmix`` or ``~/.cache/gaussmix``,
+else a folder of this user under the temporary directory); a build takes about 5
+seconds, once per machine and compiler. Without a compiler, or with ``GAUSSMIX_NATIVE=0``,
 EM uses XLA's blocks instead (the same statistics to rounding, slower), with one
 :class:`NativeBuildWarning` when a build failed. Accelerators always use XLA.
 """
 
 import ctypes
+import getpass
 import hashlib
 import os
 import platform
@@ -51,6 +53,10 @@ _state: dict = {}
 
 class NativeBuildWarning(UserWarning):
     """The compiled E-step kernel could not be built; EM falls back to XLA (slower)."""
+
+
+class _CompilerError(OSError):
+    """The compiler ran and failed (another cache folder would not help)."""
 
 
 def enabled() -> bool:
@@ -86,31 +92,22 @@ def _flags() -> list[str]:
     return [*flags, f"-I{jax.ffi.include_dir()}"]
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    """Where the library may be cached, in order: ``$GAUSSMIX_CACHE_DIR`` when set, else
+    the user's cache folder, then (read-only homes) a folder of this user under /tmp."""
     if os.environ.get("GAUSSMIX_CACHE_DIR"):
-        return Path(os.environ["GAUSSMIX_CACHE_DIR"])
+        return [Path(os.environ["GAUSSMIX_CACHE_DIR"])]
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gaussmix"
+    user = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
+    return [Path(base) / "gaussmix", Path(tempfile.gettempdir()) / f"gaussmix-{user}"]
 
 
-def _build() -> Path:
-    """The shared library for this source, compiler and flags: from the cache, or compiled
-    into a temporary file first and renamed, so that no half-written library is ever
-    loaded (concurrent builds each write their own and the last rename wins)."""
-    source = resources.files("gaussmix.inference").joinpath(SOURCE).read_bytes()
-    compiler, flags = _compiler(), _flags()
-    version = subprocess.run(
-        [*compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    key = hashlib.sha256(
-        b"\0".join([source, version.encode(), " ".join([*compiler, *flags]).encode()])
-    ).hexdigest()[:16]
-    directory = _cache_dir()
-    library = directory / f"em_full_kernel-{key}.so"
-    if library.exists():
-        return library
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+def _compile(compiler: list[str], flags: list[str], source: bytes, library: Path) -> None:
+    """Compile into a temporary folder beside ``library`` and rename the result into
+    place, so that no half-written library is ever loaded (concurrent builds each write
+    their own; the last rename wins)."""
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         source_path = Path(scratch) / SOURCE
         source_path.write_bytes(source)
         output = Path(scratch) / library.name
@@ -122,9 +119,44 @@ def _build() -> Path:
         )
         if result.returncode != 0:
             tail = "\n".join(result.stderr.strip().splitlines()[-10:])
-            raise OSError(f"{' '.join(compiler)} failed (exit {result.returncode}):\n{tail}")
+            raise _CompilerError(f"{' '.join(compiler)} failed (exit {result.returncode}):\n{tail}")
         os.replace(output, library)
-    return library
+
+
+def _build() -> Path:
+    """The shared library for this source, compiler and flags (named by their hash): from
+    the first cache folder that has it, else compiled into the first that can be written."""
+    source = resources.files("gaussmix.inference").joinpath(SOURCE).read_bytes()
+    compiler, flags = _compiler(), _flags()
+    version = subprocess.run(
+        [*compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    key = hashlib.sha256(
+        b"\0".join([source, version.encode(), " ".join([*compiler, *flags]).encode()])
+    ).hexdigest()[:16]
+    candidates = [directory / f"em_full_kernel-{key}.so" for directory in _cache_dirs()]
+    for library in candidates:
+        if library.exists():
+            return library
+    errors = []
+    for library in candidates:
+        try:
+            _compile(compiler, flags, source, library)
+            return library
+        except _CompilerError:
+            raise
+        except OSError as error:  # a folder that cannot be written: try the next
+            errors.append(f"{library.parent}: {error}")
+    raise OSError(f"no writable cache folder ({'; '.join(errors)})")
+
+
+def _open(library: Path) -> ctypes.CDLL:
+    """Load ``library``; one that cannot be loaded (a damaged cache file) is rebuilt once."""
+    try:
+        return ctypes.CDLL(str(library))
+    except OSError:
+        library.unlink(missing_ok=True)
+        return ctypes.CDLL(str(_build()))
 
 
 def _load() -> ctypes.CDLL | None:
@@ -132,7 +164,7 @@ def _load() -> ctypes.CDLL | None:
     with _lock:
         if "library" not in _state:
             try:
-                library = ctypes.CDLL(str(_build()))
+                library = _open(_build())
                 for target, symbol in _TARGETS.values():
                     handler = jax.ffi.pycapsule(getattr(library, symbol))
                     jax.ffi.register_ffi_target(target, handler, platform="cpu")

@@ -8,6 +8,7 @@ build: cache reuse, and a clear warning with XLA's path when no library can be b
 """
 
 import stat
+import tempfile
 import warnings
 
 import jax
@@ -138,6 +139,21 @@ def test_build_is_cached_and_atomic(kernel, tmp_path, monkeypatch):
     assert [path.name for path in tmp_path.iterdir()] == [library.name]  # no leftovers
     modified = library.stat().st_mtime_ns
     assert native._build() == library and library.stat().st_mtime_ns == modified
+    # a damaged cache file is rebuilt when it fails to load
+    library.write_bytes(b"not a shared library")
+    loaded = native._open(library)
+    assert hasattr(loaded, "GaussmixEmFullStatisticsF64")
+    assert library.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_unwritable_cache_folder_falls_back_to_the_temporary_one(kernel, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.delenv("GAUSSMIX_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))  # cannot be created
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    library = native._build()
+    assert library.parent.parent == tmp_path / "tmp" and library.exists()
 
 
 def fake_compiler(tmp_path, message):
