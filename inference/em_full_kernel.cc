@@ -9,7 +9,7 @@
 //   packed[k, :] = sum_n r_nk f(x_n)                   (M-step statistics)
 //   log_likelihood = sum_n w_n log sum_k exp(l_nk)
 //
-// XLA computes the same thing in blocks of rows (gaussmix.inference.em._scan_statistics),
+// XLA computes the same thing in blocks of rows (gaussmix.inference.em._scan_packed),
 // but cannot fuse the features into the two matrix products: they are written to memory
 // and read back twice, and the narrow (n x F) x (F x K) products run at about half the
 // machine's matrix-product rate. Here each block of rows is small enough that its features
@@ -48,7 +48,7 @@ struct Lanes<double> {
   static constexpr int64_t shifter_bits = 0x4338000000000000LL;  // bits of 1.5 * 2^52
   static constexpr int mantissa_bits = 52;
   static constexpr int exponent_bias = 1023;
-  static constexpr int exp_degree = 13;  // Taylor degree: error < 1 ulp on |r| <= ln(2)/2
+  static constexpr int exp_degree = 13;  // Taylor degree: truncation < 1e-17 on |r| <= ln(2)/2
   static constexpr double shifter = 0x1.8p52;
   static constexpr double exp_lowest = -708.0;  // exp below this is flushed to 0
 };
@@ -60,7 +60,7 @@ struct Lanes<float> {
   static constexpr int32_t shifter_bits = 0x4B400000;  // bits of 1.5 * 2^23
   static constexpr int mantissa_bits = 23;
   static constexpr int exponent_bias = 127;
-  static constexpr int exp_degree = 7;
+  static constexpr int exp_degree = 7;  // truncation < 1e-8
   static constexpr float shifter = 0x1.8p23f;
   static constexpr float exp_lowest = -87.0f;
 };
