@@ -31,9 +31,10 @@ which are the matrix product :math:`(w \\odot r)^T \\Phi` of the same features. 
 processed in blocks by ``lax.scan``, so no N x K x D temporary and no full N x F feature
 matrix is ever formed. On a CPU a full-covariance E-step is one compiled kernel instead
 (:mod:`gaussmix.inference.native`: features, both products and the softmax fused per
-cache-sized block; the same statistics to rounding), where a C++ compiler is available. :func:`sufficient_statistics` and :func:`maximization_step` are
-pure: summing the statistics of several blocks, files or devices (``lax.psum``) before
-the M-step gives exact EM.
+cache-sized block; the same statistics to rounding), where a C++ compiler is available.
+:func:`sufficient_statistics` and :func:`maximization_step` are pure: summing the
+statistics of several blocks, files or devices (``lax.psum``) before the M-step gives
+exact EM.
 
 M-step:
 
@@ -686,6 +687,7 @@ def _estep_statistics(
         return norm, unnormalized, 1.0 / total, features
 
     def with_xla(x_blocks, weight_blocks, natural):
+        del natural  # responsibility_fn holds the same
         packed, _, log_likelihood = _scan_packed(
             x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type
         )

@@ -14,12 +14,14 @@ depend on the number of threads. On E1 (N = 100 000, D = 32, K = 16, float64) it
 
 The kernel is compiled from its C++ source on first use with the system's C++ compiler
 (``$CXX``, else ``c++``, ``g++`` or ``clang++``) against the FFI headers that jaxlib
-ships, and cached by the hash of source, compiler and flags under
+ships, and cached by the hash of source, compiler, flags and jaxlib version under
 ``$GAUSSMIX_CACHE_DIR`` (default ``$XDG_CACHE_HOME/gaussmix`` or ``~/.cache/gaussmix``,
 else a folder of this user under the temporary directory); a build takes about 5
 seconds, once per machine and compiler. Without a compiler, or with ``GAUSSMIX_NATIVE=0``,
 EM uses XLA's blocks instead (the same statistics to rounding, slower), with one
 :class:`NativeBuildWarning` when a build failed. Accelerators always use XLA.
+``GAUSSMIX_NATIVE`` is read by each fit as it is set up (by
+:func:`gaussmix.inference.em.sufficient_statistics` when it is traced).
 """
 
 import ctypes
@@ -37,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 
 import jax
+import jaxlib
 import numpy as np
 
 SOURCE = "em_full_kernel.cc"
@@ -124,17 +127,18 @@ def _compile(compiler: list[str], flags: list[str], source: bytes, library: Path
 
 
 def _build() -> Path:
-    """The shared library for this source, compiler and flags (named by their hash): from
-    the first cache folder that has it, else compiled into the first that can be written."""
+    """The shared library for this source, compiler, flags and jaxlib (named by their hash):
+    from the first cache folder that has it, else compiled into the first that can be
+    written."""
     source = resources.files("gaussmix.inference").joinpath(SOURCE).read_bytes()
     compiler, flags = _compiler(), _flags()
     version = subprocess.run(
         [*compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    key = hashlib.sha256(
-        b"\0".join([source, version.encode(), " ".join([*compiler, *flags]).encode()])
-    ).hexdigest()[:16]
-    candidates = [directory / f"em_full_kernel-{key}.so" for directory in _cache_dirs()]
+    identity = [version, " ".join([*compiler, *flags]), jaxlib.__version__]
+    key = hashlib.sha256(b"\0".join([source, *(part.encode() for part in identity)]))
+    name = f"em_full_kernel-{key.hexdigest()[:16]}.so"
+    candidates = [directory / name for directory in _cache_dirs()]
     for library in candidates:
         if library.exists():
             return library
