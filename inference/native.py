@@ -10,7 +10,7 @@ for the core's L2 cache it builds the features, multiplies them by the natural
 parameters, takes the softmax with vectorized exponentials and accumulates the weighted
 responsibilities times the features, on all of XLA's CPU threads; the result does not
 depend on the number of threads. On E1 (N = 100 000, D = 32, K = 16, float64) it is
-1.6-2.5x faster than XLA on a 2-core AMD EPYC and 6.3x on a 16-core Xeon (BENCHMARKS.md).
+1.6-2.5x faster than XLA on a 2-core AMD EPYC and 9.4x on a 16-core Xeon (BENCHMARKS.md).
 
 The kernel is compiled from its C++ source on first use with the system's C++ compiler
 (``$CXX``, else ``c++``, ``g++`` or ``clang++``) against the FFI headers that jaxlib
