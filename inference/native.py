@@ -100,9 +100,13 @@ def _cache_dirs() -> list[Path]:
     the user's cache folder, then (read-only homes) a folder of this user under /tmp."""
     if os.environ.get("GAUSSMIX_CACHE_DIR"):
         return [Path(os.environ["GAUSSMIX_CACHE_DIR"])]
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     user = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
-    return [Path(base) / "gaussmix", Path(tempfile.gettempdir()) / f"gaussmix-{user}"]
+    fallback = Path(tempfile.gettempdir()) / f"gaussmix-{user}"
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home folder known
+        return [fallback]
+    return [base / "gaussmix", fallback]
 
 
 def _compile(compiler: list[str], flags: list[str], source: bytes, library: Path) -> None:
@@ -173,8 +177,8 @@ def _load() -> ctypes.CDLL | None:
                     handler = jax.ffi.pycapsule(getattr(library, symbol))
                     jax.ffi.register_ffi_target(target, handler, platform="cpu")
                 _state.update(library=library, reason=None)
-            except (OSError, subprocess.SubprocessError, AttributeError) as error:
-                _state.update(library=None, reason=str(error))
+            except Exception as error:  # an optional speed-up: any failure leaves EM in XLA
+                _state.update(library=None, reason=f"{type(error).__name__}: {error}")
                 warnings.warn(
                     "gaussmix could not build its compiled CPU kernel for full-covariance EM, "
                     f"so EM uses XLA's (slower) path: {error}. Install a C++ compiler or set "

@@ -10,6 +10,7 @@ build: cache reuse, and a clear warning with XLA's path when no library can be b
 import stat
 import tempfile
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +155,18 @@ def test_unwritable_cache_folder_falls_back_to_the_temporary_one(kernel, tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     library = native._build()
     assert library.parent.parent == tmp_path / "tmp" and library.exists()
+
+
+def test_without_a_home_folder_the_cache_is_the_temporary_one(tmp_path, monkeypatch):
+    def no_home(cls=None):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("GAUSSMIX_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (folder,) = native._cache_dirs()
+    assert folder.parent == tmp_path and folder.name.startswith("gaussmix-")
 
 
 def fake_compiler(tmp_path, message):
