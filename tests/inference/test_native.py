@@ -4,7 +4,8 @@ Layers: the kernel against a NumPy float64 reference written from the definition
 softmax, weighted sums), over shapes that exercise every tile remainder and the padding of
 the last block of rows; extreme log-probability gaps (exponentials that underflow); vmap;
 bit-identical repeated calls; a whole EM fit through the kernel against XLA's blocks; and the
-build: cache reuse, and a clear warning with XLA's path when no library can be built.
+build: cache reuse, a damaged cached library, cache folders that cannot be written or found,
+and a clear warning with XLA's path when no library can be built.
 """
 
 import stat
