@@ -1913,7 +1913,7 @@ def fit_em(
     # Blocks of rows stream through the cache, their features recomputed every iteration
     # (cheaper than reading a stored design matrix back from memory); data of one block
     # (and a batch of at most 1 GiB) computes its features once per fit, except where the
-    # compiled kernel serves one full-covariance dataset (faster still: 1.9x on E3).
+    # compiled kernel serves one full-covariance dataset (1.2-1.9x faster on E3-sized data).
     block = _block_size(
         n_samples,
         n_features,
