@@ -1,4 +1,16 @@
-"""Gaussian mixture and peak models as NumPyro programs."""
+"""Gaussian mixture and peak models as NumPyro programs.
+
+The package exports the two programs of gaussmix's public contract::
+
+    from gaussmix.models import gaussian_mixture, peaks
+
+:func:`gaussian_mixture` (sites ``weights``, ``means`` and the covariance site of its
+``covariance_type``; observed ``x``) and :func:`peaks` (sites ``peak{i}_{parameter}``,
+``baseline_*``, ``sigma``; observed ``y``). The name ``peaks`` is the program: its module
+stays reachable as ``from gaussmix.models.peaks import ...``. The pure JAX functions they
+use live in :mod:`gaussmix.models.lineshapes`, :mod:`gaussmix.models.priors` and the
+modules ``mixture`` and ``peaks``.
+"""
 
 import sys
 
@@ -26,3 +38,9 @@ def _reattach_numpyro_submodules() -> None:
 
 _reattach_numpyro_submodules()
 del numpyro
+
+# Imported after the repair above: both modules use numpyro.distributions.
+from gaussmix.models.mixture import gaussian_mixture  # noqa: E402
+from gaussmix.models.peaks import peaks  # noqa: E402
+
+__all__ = ["gaussian_mixture", "peaks"]
