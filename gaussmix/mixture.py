@@ -183,7 +183,8 @@ class EstimatorBase:
                 "remove those rows or scale the data."
             )
         if not jax.config.jax_enable_x64 and array.dtype == np.float64:
-            array = array.astype(np.float32)
+            # finite float64 values beyond float32's range: an overflow, not the data's fault
+            array = em.check_finite_input(array, "X", np.float32)
         if reset:
             self.n_features_in_ = n_features
             if feature_names is not None:
@@ -392,6 +393,31 @@ def _reads_by_chunks(X, chunk_size) -> bool:
 
 def _labels(norm, log_resp) -> np.ndarray:
     return np.argmax(log_resp, axis=1)
+
+
+def _overflow_error(X: np.ndarray, rows: np.ndarray, what: str) -> ValueError:
+    """The ValueError for rows of finite ``X`` whose computation overflowed its dtype."""
+    first = int(np.flatnonzero(rows)[0])
+    return ValueError(
+        f"overflow in {X.dtype}: {what} {int(rows.sum())} row(s) of X (first: row {first}, "
+        f"largest value {float(np.max(np.abs(X[first]))):.3g}) from the fitted components "
+        f"is beyond the range of {X.dtype}; " + em.precision_advice(X.dtype)
+    )
+
+
+def _checked_score(norm, log_resp) -> np.ndarray:
+    """The log-likelihood, or a ValueError where it is beyond the dtype's range."""
+    overflowed = ~np.isfinite(norm)
+    if overflowed.any():
+        first = int(np.flatnonzero(overflowed)[0])
+        raise ValueError(
+            f"overflow in {norm.dtype}: the log-likelihood of {int(overflowed.sum())} row(s) "
+            f"of X (first: row {first}) is below -{float(np.finfo(norm.dtype).max):.3g}, "
+            f"beyond the range of {norm.dtype} (the point lies about 1e19 standard "
+            "deviations or more from every component; predict and predict_proba still "
+            "answer); " + em.precision_advice(norm.dtype)
+        )
+    return norm
 
 
 class GaussianMixture(EstimatorBase):
@@ -803,9 +829,11 @@ class GaussianMixture(EstimatorBase):
             raise ValueError(f"sample_weight must be numeric, got dtype {weight.dtype}.")
         if weight.ndim != 1 or weight.shape[0] != n_samples:
             raise ValueError(f"sample_weight.shape == {weight.shape}, expected ({n_samples},)!")
-        weight = weight.astype(dtype)
-        if not np.all(np.isfinite(weight)):
-            raise ValueError("sample_weight contains NaN or infinity.")
+        if weight.dtype.kind == "f" and np.isnan(weight).any():
+            raise ValueError("sample_weight contains NaN; give every point a finite weight.")
+        if weight.dtype.kind == "f" and np.isinf(weight).any():
+            raise ValueError("sample_weight contains infinity; give every point a finite weight.")
+        weight = em.check_finite_input(weight, "sample_weight", dtype)
         if np.any(weight < 0):
             raise ValueError("Negative values in data passed to `sample_weight`")
         if weight.sum() <= 0:
@@ -930,6 +958,13 @@ class GaussianMixture(EstimatorBase):
         )
 
     def _log_resp(self, X: np.ndarray):
+        """Log-likelihood (n,) and log responsibilities (n, K) of validated ``X``.
+
+        Rows whose log-likelihood is below the dtype's range keep finite limit
+        responsibilities and a log-likelihood of -inf (see
+        :func:`gaussmix.inference.em.log_responsibilities`); a row where even ``X - means``
+        overflows is a ValueError.
+        """
         # NumPy in: the compiled function moves the arrays in one go
         norm, log_resp = _log_responsibilities(
             X,
@@ -938,7 +973,11 @@ class GaussianMixture(EstimatorBase):
             self.precisions_cholesky_.astype(X.dtype),
             covariance_type=self.covariance_type,
         )
-        return np.asarray(norm), np.asarray(log_resp)
+        norm, log_resp = np.asarray(norm), np.asarray(log_resp)
+        broken = np.isnan(log_resp).any(axis=1)
+        if broken.any():
+            raise _overflow_error(X, broken, "the distance of")
+        return norm, log_resp
 
     def _estimate_weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
         norm, log_resp = self._log_resp(X)
@@ -953,8 +992,16 @@ class GaussianMixture(EstimatorBase):
         return pick(*self._log_resp(self._validate_data(X, reset=False)))
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
-        """Log-likelihood of each sample, shape (N,)."""
-        return self._responsibility_output(X, lambda norm, log_resp: norm)
+        """Log-likelihood of each sample, shape (N,).
+
+        Finite for every point whose log-likelihood the dtype can hold (a point 1e18
+        standard deviations out scores about -5e35 in float32).
+
+        Raises:
+            ValueError: the log-likelihood of a point is beyond the dtype's range ("overflow
+                in float32: ..."); :meth:`predict` and :meth:`predict_proba` still answer.
+        """
+        return self._responsibility_output(X, _checked_score)
 
     def score(self, X: ArrayLike, y=None) -> float:
         """Mean per-sample log-likelihood of ``X``."""

@@ -78,7 +78,7 @@ from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
 from gaussmix.inference import native
-from gaussmix.models.mixture import gaussian_mixture
+from gaussmix.models.mixture import check_priors, gaussian_mixture
 from gaussmix.models.priors import (
     COVARIANCE_SITES,
     MixturePriorParameters,
@@ -96,6 +96,7 @@ __all__ = [
     "KMeansResult",
     "MixtureParameters",
     "SufficientStatistics",
+    "check_finite_input",
     "conjugate_log_prior",
     "covariances_from_precisions_cholesky",
     "design_matrix",
@@ -107,6 +108,7 @@ __all__ = [
     "lower_triangular_inverse",
     "maximization_step",
     "natural_parameters",
+    "precision_advice",
     "precisions_cholesky_from_covariances",
     "precisions_cholesky_from_precisions",
     "program_log_prior",
@@ -516,6 +518,74 @@ def _split_blocks(array: jax.Array, block_rows: int, fill=0.0) -> jax.Array:
     return array.reshape((n_blocks, block_rows, *array.shape[1:]))
 
 
+def _whitened_block(x_block, log_weights, means, factor, half_log_det, covariance_type):
+    """(n, K) weighted log densities and (n, K) log squared Mahalanobis distances.
+
+    Centred and whitened per component, :math:`z = U_k^T (x - \\mu_k) / h^2` with
+    :math:`h = 2^{\\lceil e/2 \\rceil}` for :math:`\\max_d |x_d - \\mu_{kd}| < 2^e`, so
+    that :math:`\\lVert z\\rVert^2` stays finite for any finite point; the squared
+    distance is :math:`\\lVert z\\rVert^2 h^4` (infinite only where it exceeds the
+    dtype's range; its logarithm never is). Scaling by powers of two is exact, and by
+    :math:`h^{-1}` twice keeps every factor a normal number (XLA flushes subnormals).
+    """
+    difference = x_block[:, None, :] - means[None]  # (n, K, D)
+    _, exponent = jnp.frexp(jnp.max(jnp.abs(difference), axis=-1))  # (n, K)
+    half = (exponent + 1) // 2
+    inverse = jnp.ldexp(jnp.ones((), x_block.dtype), -half)[..., None]
+    unit = difference * inverse * inverse
+    if covariance_type == "full":
+        whitened = jnp.einsum("nkd,kde->nke", unit, factor)
+    elif covariance_type == "tied":
+        whitened = jnp.einsum("nkd,de->nke", unit, factor)
+    elif covariance_type == "diag":
+        whitened = unit * factor
+    else:
+        whitened = unit * factor[:, None]
+    unit_distance = jnp.sum(whitened * whitened, axis=-1)  # (n, K)
+    scale = jnp.ldexp(jnp.ones((), x_block.dtype), half)
+    distance = unit_distance * scale * scale * scale * scale
+    n_features = means.shape[-1]
+    log_prob = log_weights + half_log_det - 0.5 * n_features * _LOG_2PI - 0.5 * distance
+    log_distance = jnp.log(unit_distance) + 4 * jnp.log(scale)
+    return log_prob, log_distance
+
+
+def _prediction_terms(x, weights, means, precisions_cholesky, covariance_type, block_rows):
+    """(N, K) weighted log densities and log squared distances, block by block."""
+    x = jnp.asarray(x)
+    weights, means, factor = (
+        jnp.asarray(a, x.dtype) for a in (weights, means, precisions_cholesky)
+    )
+    if covariance_type in ("full", "tied"):
+        half_log_det = jnp.sum(jnp.log(jnp.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
+    elif covariance_type == "diag":
+        half_log_det = jnp.sum(jnp.log(factor), axis=-1)
+    else:
+        half_log_det = means.shape[-1] * jnp.log(factor)
+    n_rows, n_features = x.shape
+    n_components = means.shape[0]
+    if block_rows is None:
+        # three (n, K, D) temporaries per block within the E-step's block budget
+        budget = _CPU_BLOCK_BYTES if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_BYTES
+        width = 3 * n_components * n_features + 4 * n_components
+        block_rows = max(_MIN_BLOCK_ROWS, budget // (width * x.dtype.itemsize))
+    block = _block_size(
+        n_rows, n_features, n_components, covariance_type, x.dtype.itemsize, block_rows
+    )
+    blocks = _split_blocks(x, block)
+
+    def one_block(x_block):
+        return _whitened_block(
+            x_block, jnp.log(weights), means, factor, half_log_det, covariance_type
+        )
+
+    log_prob, log_distance = lax.map(one_block, blocks)
+    return (
+        log_prob.reshape(-1, n_components)[:n_rows],
+        log_distance.reshape(-1, n_components)[:n_rows],
+    )
+
+
 def estimate_weighted_log_prob(
     x: ArrayLike,
     weights: ArrayLike,
@@ -527,12 +597,21 @@ def estimate_weighted_log_prob(
 ) -> jax.Array:
     """:math:`\\log \\pi_k + \\log \\mathcal{N}(x_n \\mid \\mu_k, \\Sigma_k)`, shape (N, K).
 
-    Computed block by block as one matrix product of features and natural parameters on
-    data centred at :math:`\\sum_k \\pi_k \\mu_k`.
+    .. math::
+
+        \\log \\pi_k + \\tfrac12 \\log |P_k| - \\tfrac{D}{2} \\log 2\\pi
+          - \\tfrac12 \\lVert U_k^T (x_n - \\mu_k) \\rVert^2,\\qquad P_k = U_k U_k^T,
+
+    centred at each mean and whitened by the precision's Cholesky factor before squaring
+    (no expanded :math:`x^T P x - 2 \\mu^T P x + \\mu^T P \\mu`, which cancels or
+    overflows far from the data), block by block. A point so far out that its squared
+    distance exceeds the dtype's range gets :math:`-\\infty`.
 
     Args:
         x: (N, D). weights: (K,). means: (K, D).
         precisions_cholesky: scikit-learn's layout for ``covariance_type``.
+        block_rows: rows per block (default: (n, K, D) temporaries of about 4 MiB on a
+            CPU).
 
     Example:
         >>> import jax.numpy as jnp
@@ -541,24 +620,7 @@ def estimate_weighted_log_prob(
         >>> lp.shape
         (3, 2)
     """
-    x = jnp.asarray(x)
-    weights, means, factor = (
-        jnp.asarray(a, x.dtype) for a in (weights, means, precisions_cholesky)
-    )
-    parameters = MixtureParameters(weights, means, jnp.zeros((), x.dtype), factor)
-    centre = weights @ means / jnp.sum(weights)
-    natural = natural_parameters(parameters, centre, covariance_type)
-    n_rows = x.shape[0]
-    block = _block_size(
-        n_rows, x.shape[1], means.shape[0], covariance_type, x.dtype.itemsize, block_rows
-    )
-    blocks = _split_blocks(x - centre, block)
-
-    def one_block(x_block):
-        return _block_log_prob(x_block, natural, factor, covariance_type)[0]
-
-    log_prob = lax.map(one_block, blocks)
-    return log_prob.reshape(-1, log_prob.shape[-1])[:n_rows]
+    return _prediction_terms(x, weights, means, precisions_cholesky, covariance_type, block_rows)[0]
 
 
 def log_responsibilities(
@@ -575,7 +637,14 @@ def log_responsibilities(
     .. math::
 
         \\log p(x_n) = \\operatorname{logsumexp}_k \\ell_{nk},\\qquad
-        \\log r_{nk} = \\ell_{nk} - \\log p(x_n).
+        \\log r_{nk} = \\ell_{nk} - \\log p(x_n),
+
+    with :math:`\\ell` of :func:`estimate_weighted_log_prob`. Responsibilities are finite
+    and sum to 1 for every finite point: where all :math:`\\ell_{nk}` overflow to
+    :math:`-\\infty` (a squared Mahalanobis distance beyond the dtype's range) they are
+    their limit, all the mass on the component nearest in Mahalanobis distance (shared
+    equally by exact ties); :math:`\\log p(x_n)` is then :math:`-\\infty`. A NaN
+    log-likelihood means that ``x - means`` itself overflowed.
 
     Example:
         >>> import jax.numpy as jnp
@@ -584,11 +653,15 @@ def log_responsibilities(
         >>> jnp.exp(log_resp).sum(axis=1).tolist()
         [1.0, 1.0, 1.0]
     """
-    weighted = estimate_weighted_log_prob(
-        x, weights, means, precisions_cholesky, covariance_type, block_rows=block_rows
+    weighted, log_distance = _prediction_terms(
+        x, weights, means, precisions_cholesky, covariance_type, block_rows
     )
     norm = logsumexp(weighted, axis=1)
-    return norm, weighted - norm[:, None]
+    # the limit far out: the nearest components (in Mahalanobis distance) share the mass
+    nearest = log_distance == jnp.min(log_distance, axis=1, keepdims=True)
+    limit = jnp.where(nearest, -jnp.log(jnp.sum(nearest, axis=1, keepdims=True)), -jnp.inf)
+    overflowed = (norm == -jnp.inf)[:, None]
+    return norm, jnp.where(overflowed, limit, weighted - norm[:, None])
 
 
 # ---------------------------------------------------------------------------------------
@@ -1680,6 +1753,60 @@ def _init_ndims(config: _Config) -> tuple[int, int, int]:
 # Validation and the public entry point
 
 
+def precision_advice(dtype) -> str:
+    """What to do when a computation in ``dtype`` overflows (the end of an error message).
+
+    JAX computes in float32 unless ``jax_enable_x64`` is on, whatever the input's dtype,
+    so the advice for float32 depends on that option.
+
+    Example:
+        >>> precision_advice(np.float64)
+        'rescale the data (e.g. standardize its columns).'
+    """
+    if np.dtype(dtype) != np.float32:
+        return "rescale the data (e.g. standardize its columns)."
+    if not jax.config.jax_enable_x64:
+        return (
+            "JAX computes in float32 unless 64-bit mode is on, even for float64 input: "
+            "enable it with jax.config.update('jax_enable_x64', True) before fitting, or "
+            "rescale the data (e.g. standardize its columns)."
+        )
+    return (
+        "the data is float32: pass float64 data (x.astype(np.float64)), or rescale the "
+        "data (e.g. standardize its columns)."
+    )
+
+
+def check_finite_input(array: np.ndarray, name: str, dtype=None) -> np.ndarray:
+    """``array`` cast to ``dtype`` (default its own), or a ValueError naming the cause.
+
+    NaN or infinity in the user's data is reported as such; finite values that do not fit
+    ``dtype`` (float64 input computed in float32) are reported as an overflow in that
+    dtype, with :func:`precision_advice`.
+
+    Example:
+        >>> check_finite_input(np.array([1.0, 2.0]), "x").tolist()
+        [1.0, 2.0]
+    """
+    array = np.asarray(array)
+    dtype = array.dtype if dtype is None else np.dtype(dtype)
+    if array.dtype.kind == "f":
+        if np.isnan(array).any():
+            raise ValueError(f"{name} contains NaN; remove or impute those values first.")
+        if np.isinf(array).any():
+            raise ValueError(f"{name} contains infinity; remove those values first.")
+    with np.errstate(over="ignore"):
+        cast = array.astype(dtype, copy=False)
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+        largest = float(np.max(np.abs(array)))
+        raise ValueError(
+            f"overflow in {dtype}: {name} holds values up to {largest:.3g}, beyond the "
+            f"range of {dtype} (largest {float(np.finfo(dtype).max):.3g}); "
+            + precision_advice(dtype)
+        )
+    return cast
+
+
 def _as_float_array(value, name: str, dtype=None) -> np.ndarray:
     """A finite NumPy array of a float dtype JAX can hold (validated on the host, moved to
     the device once, by the compiled fit)."""
@@ -1688,10 +1815,32 @@ def _as_float_array(value, name: str, dtype=None) -> np.ndarray:
         raise ValueError(f"{name} must be numeric, got dtype {array.dtype}.")
     if dtype is None:
         dtype = array.dtype if array.dtype.kind == "f" else np.float64
-    array = np.asarray(array, dtype=jax.dtypes.canonicalize_dtype(dtype))
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinity; remove or impute those values first.")
-    return array
+    return check_finite_input(array, name, jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _check_range(x: np.ndarray, weight: np.ndarray) -> None:
+    """A ValueError when the E-step's sums of squares would overflow ``x``'s dtype.
+
+    The E-step sums :math:`w_n (x_n - c)(x_n - c)^T` about the weighted mean :math:`c`;
+    their total, computed here in float64, must stay below the dtype's largest value (a
+    factor 4 of headroom for the products with responsibilities and precisions).
+    """
+    dtype = x.dtype
+    limit = float(np.finfo(dtype).max) / 4
+    data = x.astype(np.float64).reshape(-1, x.shape[-2], x.shape[-1])
+    weights = np.broadcast_to(weight, data.shape[:2]).astype(np.float64)
+    for rows, row_weight in zip(data, weights, strict=True):
+        centre = row_weight @ rows / row_weight.sum()
+        spread = np.max(np.abs(rows - centre))
+        if spread == 0:
+            continue
+        # scaled so that squaring cannot overflow float64 either
+        total = float(row_weight @ np.sum(((rows - centre) / spread) ** 2, axis=1))
+        if not np.log(total) + 2 * np.log(spread) < np.log(limit):
+            raise ValueError(
+                f"overflow in {dtype}: the data spreads {spread:.3g} from its mean, so its "
+                f"sums of squares exceed the range of {dtype}; " + precision_advice(dtype)
+            )
 
 
 def _check_init(value, shape, name, covariance_type, dtype, batch):
@@ -1727,7 +1876,18 @@ def _check_init(value, shape, name, covariance_type, dtype, batch):
     return array
 
 
-def _check_priors(priors, covariance_type: str) -> tuple[str, dict]:
+def _check_priors(
+    priors,
+    covariance_type: str,
+    *,
+    n_components: int | None = None,
+    n_features: int | None = None,
+) -> tuple[str, dict]:
+    """(method, priors): the M-step the priors call for, after the program's checks.
+
+    Sites, supports, parameters and (given K and D) shapes are checked by
+    :func:`gaussmix.models.mixture.check_priors`, the check NUTS and the program run too.
+    """
     if priors is None:
         return "maximum_likelihood", {}
     if isinstance(priors, str):
@@ -1742,30 +1902,15 @@ def _check_priors(priors, covariance_type: str) -> tuple[str, dict]:
             "priors must be None, 'default' or a dict mapping a site name to a numpyro "
             f"distribution, got {type(priors).__name__}."
         )
-    from gaussmix.models.mixture import prior_site_names
-
-    allowed = prior_site_names(covariance_type)
-    unknown = sorted(set(priors) - set(allowed))
-    if unknown:
+    priors = check_priors(priors, covariance_type, n_components=n_components, n_features=n_features)
+    weights = priors.get("weights")
+    if isinstance(weights, dist.Dirichlet) and np.any(np.asarray(weights.concentration) < 1):
         raise ValueError(
-            f"Unknown prior site(s) {unknown} for covariance_type={covariance_type!r}; "
-            f"allowed: {list(allowed)}."
+            "A Dirichlet weight prior with concentration < 1 has no MAP (the posterior "
+            "is unbounded where a weight reaches 0); use concentration >= 1."
         )
-    for name, distribution in priors.items():
-        if not isinstance(distribution, dist.Distribution):
-            raise ValueError(
-                f"priors[{name!r}] must be a numpyro distribution, got {type(distribution).__name__}."
-            )
-    priors = dict(priors)
     if not _is_conjugate(priors, covariance_type):
         return "generalized_em", priors
-    if "weights" in priors:
-        concentration = np.asarray(priors["weights"].concentration)
-        if np.any(concentration < 1):
-            raise ValueError(
-                "A Dirichlet weight prior with concentration < 1 has no MAP (the posterior "
-                "is unbounded where a weight reaches 0); use concentration >= 1."
-            )
     return "conjugate_map", priors
 
 
@@ -1854,7 +1999,6 @@ def fit_em(
             raise ValueError(
                 f"Invalid value for '{name}': {value!r}; it must be a finite number >= 0."
             )
-    method, priors = _check_priors(priors, covariance_type)
     x = _as_float_array(x, "x")
     batched = x.ndim == 3
     if x.ndim not in (2, 3):
@@ -1866,6 +2010,9 @@ def fit_em(
     n_samples, n_features = x.shape[-2:]
     if n_features < 1:
         raise ValueError("x has no features (D = 0).")
+    method, priors = _check_priors(
+        priors, covariance_type, n_components=n_components, n_features=n_features
+    )
     if n_samples < n_components:
         raise ValueError(
             "Expected n_samples >= n_components "
@@ -1888,6 +2035,7 @@ def fit_em(
             raise ValueError(
                 "sample_weight sums to zero; give at least one point a positive weight."
             )
+    _check_range(x, weight)
     precision_shape = {
         "full": (n_components, n_features, n_features),
         "tied": (n_features, n_features),
@@ -1984,10 +2132,14 @@ def _raise_on_failure(collapsed, n_iters, lower_bound, batched, config, dtype):
             "scale the input data."
         )
         if dtype == jnp.float32:
-            message += " The numerical accuracy can also be improved by passing float64 data instead of float32."
+            message += (
+                " The computation ran in float32, whose rounding can also collapse a "
+                "component: " + precision_advice(dtype)
+            )
         raise ValueError(message)
     if np.any(np.isnan(lower_bound)) or np.any(lower_bound == np.inf):
         raise ValueError(
-            "The lower bound became NaN or infinite: the parameters left the support of a "
-            "prior or the data overflow; check the priors and scale the input data."
+            f"The lower bound became NaN or infinite in {np.dtype(dtype)} (the data had "
+            "none): the parameters left the support of a prior or the computation "
+            "overflowed; check the priors, or " + precision_advice(dtype)
         )
