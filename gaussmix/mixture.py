@@ -395,6 +395,14 @@ def _labels(norm, log_resp) -> np.ndarray:
     return np.argmax(log_resp, axis=1)
 
 
+def _chunk_weight(x, w) -> float:
+    """Rows of a chunk, or the sum of its weights (NaN for a chunk fit rejects)."""
+    try:
+        return float(np.shape(x)[0] if w is None else np.sum(np.asarray(w, np.float64)))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _overflow_error(X: np.ndarray, rows: np.ndarray, what: str) -> ValueError:
     """The ValueError for rows of finite ``X`` whose computation overflowed its dtype."""
     first = int(np.flatnonzero(rows)[0])
@@ -640,7 +648,7 @@ class GaussianMixture(EstimatorBase):
             result = em.fit_em(X, sample_weight=weight, **options)
         else:
             result = shard.fit_em_sharded(X, sample_weight=weight, devices=self.devices, **options)
-        self._finish_fit(result, n_init)
+        self._finish_fit(result, n_init, data=(X, weight))
         return X
 
     def _fit_chunks(self, X, sample_weight) -> None:
@@ -662,13 +670,22 @@ class GaussianMixture(EstimatorBase):
                 "returning a fresh iterator, or call partial_fit on each chunk (online EM)."
             )
         options, n_init = self._em_options()
-        result = streaming.fit_em_chunked(
-            X, sample_weight=sample_weight, chunk_rows=self.chunk_size, **options
-        )
+        source = streaming.ChunkSource(X, sample_weight=sample_weight, chunk_rows=self.chunk_size)
+        passes = []
+
+        def chunks():
+            """The chunks of ``source``, adding up the weight of each full pass."""
+            total = 0.0
+            for x, w in source:
+                total += _chunk_weight(x, w)
+                yield x, w
+            passes.append(total)
+
+        result = streaming.fit_em_chunked(chunks, **options)
         self.n_features_in_ = int(np.shape(result.params["means"])[1])
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
-        self._finish_fit(result, n_init)
+        self._finish_fit(result, n_init, fit_weight=passes[0] if passes else None)
 
     def _em_options(self) -> tuple[dict, int]:
         """Keyword arguments of the EM functions (a warm start continues from the last
@@ -702,9 +719,28 @@ class GaussianMixture(EstimatorBase):
         }
         return options, n_init
 
-    def _finish_fit(self, result: em.EMResult, n_init: int) -> None:
+    def _finish_fit(self, result: em.EMResult, n_init: int, data=None, fit_weight=None) -> None:
+        """Fitted attributes, and what :meth:`partial_fit` continues from: the total weight
+        of the fitted data (``_fit_weight``) and, for MAP on in-memory ``data`` (``(X,
+        weight)``), the online state holding the data's statistics under the fitted
+        parameters. Any online state of earlier :meth:`partial_fit` calls is dropped."""
         self._set_result(result)
         self._online_record, self._online_bounds = None, []
+        if data is not None:
+            X, weight = data
+            fit_weight = float(X.shape[0] if weight is None else np.sum(weight, dtype=np.float64))
+            if self.priors is not None:
+                # a MAP M-step has no closed-form inverse: one pass over the data
+                state = streaming.online_em_start(
+                    X,
+                    self._fitted_parameters(),
+                    covariance_type=self.covariance_type,
+                    priors=self.priors,
+                    sample_weight=weight,
+                    incremental=True,
+                )
+                self._online_record = _online_record(state)
+        self._fit_weight = fit_weight
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -735,21 +771,34 @@ class GaussianMixture(EstimatorBase):
     def partial_fit(self, X, y=None, sample_weight=None):
         """One step of online (stochastic) EM with the chunk ``X``.
 
-        The first call on an unfitted estimator runs EM on the chunk (``n_init``,
-        ``init_params`` or the given ``*_init``, ``max_iter``), exactly as :meth:`fit`
-        would on that chunk; after :meth:`fit`, the first call continues from the fitted
-        parameters. Either way that chunk's statistics start the running average; each
-        further call is one update (Cappé and Moulines, 2009):
+        Each call is one update of the running statistics per unit weight
+        :math:`s_t` and the M-step of their sum :math:`W_t s_t` (:math:`W_t` the weight
+        seen so far, see :func:`gaussmix.inference.streaming.online_em_step`):
 
         .. math::
 
             s_t = (1 - \\rho_t)\\, s_{t-1} + \\rho_t\\, \\hat s(X_t; \\theta_{t-1}),\\quad
-            \\theta_t = \\operatorname{M-step}(W_t s_t),\\quad
-            \\rho_t = (t + \\tau_0)^{-\\kappa},
+            \\theta_t = \\operatorname{M-step}(W_t s_t).
 
-        with :math:`\\kappa` = ``learning_decay``, :math:`\\tau_0` = ``learning_offset``
-        and :math:`W_t` the weight seen so far (see
-        :func:`gaussmix.inference.streaming.online_em_step`). After ``t`` updates,
+        On an unfitted estimator the first call runs EM on the chunk (``n_init``,
+        ``init_params`` or the given ``*_init``, ``max_iter``), exactly as :meth:`fit`
+        would on that chunk, and that chunk's statistics start the average; further
+        calls use the step sizes of Cappé and Moulines (2009),
+        :math:`\\rho_t = (t + \\tau_0)^{-\\kappa}`, with :math:`\\kappa` =
+        ``learning_decay`` and :math:`\\tau_0` = ``learning_offset``.
+
+        After :meth:`fit` on data of total weight :math:`W_0`, the average starts from
+        that data's statistics with weight :math:`W_0` (maximum likelihood: the
+        statistics whose M-step is the fitted model, no pass over the data, see
+        :func:`gaussmix.inference.streaming.online_em_continue`; MAP on an in-memory
+        array: the data's statistics under the fitted parameters, computed at the end
+        of :meth:`fit`), and every call, the first included, adds its chunk of weight
+        :math:`w_t` by its share of all data seen (incremental EM):
+        :math:`\\rho_t = w_t / W_t`, :math:`W_t = W_{t-1} + w_t`, so that
+        :math:`W_t s_t = W_{t-1} s_{t-1} + w_t \\hat s_t`. A few rows after a fit on
+        thousands move the model by a few thousandths. (A MAP fit read by chunks starts
+        the average from the first chunk instead.) :meth:`fit` drops the online state.
+        After ``t`` updates,
         ``n_iter_`` is ``t``, ``lower_bounds_`` holds the running per-sample lower bound
         after each update and ``converged_`` says whether the last update changed it by
         less than ``tol``. One pass over shuffled chunks reaches the maximum-likelihood
@@ -785,6 +834,17 @@ class GaussianMixture(EstimatorBase):
         )
         weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
         online = {"covariance_type": self.covariance_type, "priors": self.priors}
+        if record is None and fitted and getattr(self, "_fit_weight", None) is not None:
+            if self.priors is None:
+                record = _online_record(
+                    streaming.online_em_continue(
+                        self._fitted_parameters(),
+                        total_weight=float(self._fit_weight),
+                        covariance_type=self.covariance_type,
+                        reg_covar=float(self.reg_covar),
+                        lower_bound=float(self.lower_bound_),
+                    )
+                )
         if record is None:
             if fitted:
                 parameters = em.MixtureParameters(
@@ -818,6 +878,11 @@ class GaussianMixture(EstimatorBase):
             streaming.online_em_result(state, self._online_bounds, tol=float(self.tol), **online)
         )
         return self
+
+    def _fitted_parameters(self) -> em.MixtureParameters:
+        return em.MixtureParameters(
+            self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
+        )
 
     def _check_sample_weight(self, sample_weight, n_samples, dtype):
         if sample_weight is None:

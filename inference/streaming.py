@@ -34,7 +34,10 @@ the statistics per unit weight are a running average with a decreasing step size
     \\rho_t = (t + \\tau_0)^{-\\kappa},\\quad \\kappa \\in (0.5, 1],
 
 and :math:`\\theta_t` is the M-step of :math:`W_t s_t` (:math:`W_t` the weight seen so
-far), one pass over the data. The start is EM on the first chunk.
+far), one pass over the data. The start is EM on the first chunk. Continuing a fit
+(:func:`online_em_continue`), the fitted data's statistics start the average with its
+weight :math:`W_0` and each chunk enters by its share, :math:`\\rho_t = w_t / W_t`
+(incremental EM).
 
 Peak memory is one chunk plus the model: pages of a memory-mapped file are released
 after each chunk, so a 4 GB file is fitted within a few hundred MB (see BENCHMARKS.md).
@@ -67,6 +70,7 @@ __all__ = [
     "check_schedule",
     "fit_em_chunked",
     "fit_em_online",
+    "online_em_continue",
     "online_em_result",
     "online_em_start",
     "online_em_step",
@@ -965,6 +969,10 @@ class OnlineEMState(NamedTuple):
             :math:`W_t` for MAP) of the parameters that entered each update.
         prior_parameters: the default prior of the first chunk (MAP), else None.
         conjugate_prior: the closed-form MAP prior, else None.
+        incremental: () False: step sizes :math:`\\rho_t = (t + \\tau_0)^{-\\kappa}`
+            (Cappé and Moulines); True: each chunk's share of all weight seen,
+            :math:`\\rho_t = w_t / W_t` (incremental EM, the state continues a fit; see
+            :func:`online_em_continue`).
     """
 
     parameters: em.MixtureParameters
@@ -975,6 +983,7 @@ class OnlineEMState(NamedTuple):
     lower_bound: jax.Array
     prior_parameters: Any
     conjugate_prior: Any
+    incremental: Any = False
 
 
 def step_size(n_updates: ArrayLike, learning_decay: float, learning_offset: float) -> jax.Array:
@@ -1043,7 +1052,6 @@ def _online_step(
 ):
     """One online EM update (pure): returns the new state and the collapsed component."""
     n_updates = state.n_updates + 1
-    rho = step_size(n_updates, learning_decay, learning_offset).astype(x.dtype)
     chunk = em.sufficient_statistics(
         x,
         state.parameters,
@@ -1052,6 +1060,12 @@ def _online_step(
         sample_weight=weight,
         block_rows=config.block_rows,
     )
+    share = chunk.total_weight / (state.total_weight + chunk.total_weight)
+    rho = jnp.where(
+        jnp.asarray(state.incremental),
+        share,
+        step_size(n_updates, learning_decay, learning_offset).astype(x.dtype),
+    ).astype(x.dtype)
     running = jax.tree.map(
         lambda old, new: (1 - rho) * old + rho * new, state.statistics, _normalized(chunk)
     )
@@ -1102,6 +1116,7 @@ def online_em_start(
     covariance_type: str = "full",
     priors: str | Mapping[str, dist.Distribution] | None = None,
     sample_weight: ArrayLike | None = None,
+    incremental: bool = False,
 ) -> OnlineEMState:
     """Online EM state that starts from ``parameters`` with the statistics of chunk ``x``.
 
@@ -1112,6 +1127,11 @@ def online_em_start(
             on ``x``.
         covariance_type, priors: as in :func:`gaussmix.inference.em.fit_em`.
         sample_weight: (n,) non-negative weights.
+        incremental: False: later steps use :func:`step_size` (online EM from a first
+            chunk); True: ``x`` is all the data ``parameters`` were fitted to, and each
+            later step weighs its chunk by its share of all weight seen (incremental
+            EM, as :func:`online_em_continue`, with the statistics of ``x`` under
+            ``parameters``: any priors).
 
     Example:
         >>> import numpy as np
@@ -1143,7 +1163,7 @@ def online_em_start(
             )
     config = _online_config(options)
     parameters = em.MixtureParameters(*(jnp.asarray(a, dtype) for a in parameters))
-    return _online_start_jit(
+    state = _online_start_jit(
         jnp.asarray(x),
         jnp.asarray(weight),
         parameters,
@@ -1151,6 +1171,110 @@ def online_em_start(
         prior_parameters,
         conjugate,
         config=config,
+    )
+    return state._replace(incremental=jnp.asarray(bool(incremental)))
+
+
+def _fixed_point_statistics(parameters, total_weight, centre, reg_covar, covariance_type):
+    """Statistics per unit weight whose maximum-likelihood M-step is ``parameters``."""
+    weights, means, covariances, _ = parameters
+    n_features = means.shape[-1]
+    offset = means - centre  # (K, D)
+    identity = jnp.eye(n_features, dtype=means.dtype)
+    if covariance_type == "full":
+        second = weights[:, None, None] * (
+            covariances - reg_covar * identity + offset[:, :, None] * offset[:, None, :]
+        )
+    elif covariance_type == "tied":
+        second = (
+            covariances - reg_covar * identity + jnp.einsum("k,ki,kj->ij", weights, offset, offset)
+        )
+    elif covariance_type == "diag":
+        second = weights[:, None] * (covariances - reg_covar + offset**2)
+    else:
+        second = weights * (n_features * (covariances - reg_covar) + jnp.sum(offset**2, axis=1))
+    return em.SufficientStatistics(
+        counts=weights,
+        first=weights[:, None] * offset,
+        second=second,
+        log_likelihood=jnp.zeros((), means.dtype),
+        total_weight=jnp.ones((), means.dtype),
+    )
+
+
+def online_em_continue(
+    parameters: em.MixtureParameters,
+    *,
+    total_weight: float,
+    covariance_type: str = "full",
+    reg_covar: float = 1e-6,
+    lower_bound: float = 0.0,
+) -> OnlineEMState:
+    """Online EM state that continues a maximum-likelihood fit (incremental EM).
+
+    The fitted data, of total weight :math:`W_0`, is carried by the statistics whose
+    M-step gives ``parameters`` (no pass over the data): for component :math:`k` with
+    weight :math:`\\pi_k`, mean :math:`\\mu_k` and covariance :math:`\\Sigma_k`, about the
+    centre :math:`c = \\sum_k \\pi_k \\mu_k`,
+
+    .. math::
+
+        s_0 = \\Big(\\pi_k,\\ \\pi_k (\\mu_k - c),\\
+              \\pi_k \\big(\\Sigma_k - \\lambda I + (\\mu_k - c)(\\mu_k - c)^T\\big)\\Big)_k
+
+    per unit weight (:math:`\\lambda` = ``reg_covar``; the other covariance types
+    likewise). These are the statistics of the fit's last E-step, equal to those of the
+    data under ``parameters`` at a fixed point of EM (to within the fit's ``tol``).
+    Each :func:`online_em_step` then adds a chunk of weight :math:`w_t` by its share of
+    all weight seen,
+
+    .. math::
+
+        s_t = \\frac{W_{t-1} s_{t-1} + w_t\\, \\hat s(x_{(t)}; \\theta_{t-1})}{W_t},\\quad
+        W_t = W_{t-1} + w_t,\\quad \\theta_t = \\operatorname{M-step}(W_t s_t),
+
+    i.e. :math:`\\rho_t = w_t / W_t`: the summed statistics grow by the chunk's, so a
+    chunk moves the model by its share of the data, never by a fresh start's step size.
+
+    Args:
+        parameters: the fitted :class:`gaussmix.inference.em.MixtureParameters`
+            (maximum likelihood, ``reg_covar`` on the diagonal).
+        total_weight: :math:`W_0 > 0`, the total sample weight of the fitted data.
+        covariance_type: as in :func:`gaussmix.inference.em.fit_em`.
+        reg_covar: the fit's ``reg_covar``.
+        lower_bound: the fit's per-sample lower bound (starts the running average).
+
+    Example:
+        >>> import numpy as np
+        >>> from gaussmix.inference.em import MixtureParameters, fit_em
+        >>> x = np.random.default_rng(0).normal(size=(200, 1))
+        >>> r = fit_em(x, n_components=1, covariance_type="diag")
+        >>> p = MixtureParameters(r.params["weights"], r.params["means"],
+        ...     r.params["variances"], r.precisions_cholesky)
+        >>> state = online_em_continue(p, total_weight=200.0, covariance_type="diag")
+        >>> state = online_em_step(state, x[:1], covariance_type="diag")
+        >>> float(state.total_weight)
+        201.0
+    """
+    check_covariance_type(covariance_type)
+    if not (np.isfinite(total_weight) and total_weight > 0):
+        raise ValueError(f"total_weight must be a finite number > 0; got {total_weight!r}.")
+    parameters = em.MixtureParameters(*(jnp.asarray(a) for a in parameters))
+    dtype = parameters.means.dtype
+    centre = parameters.weights @ parameters.means / jnp.sum(parameters.weights)
+    statistics = _fixed_point_statistics(
+        parameters, total_weight, centre, jnp.asarray(reg_covar, dtype), covariance_type
+    )._replace(log_likelihood=jnp.asarray(lower_bound, dtype))
+    return OnlineEMState(
+        parameters=parameters,
+        statistics=statistics,
+        centre=centre,
+        n_updates=jnp.zeros((), jnp.int32),
+        total_weight=jnp.asarray(total_weight, dtype),
+        lower_bound=jnp.asarray(lower_bound, dtype),
+        prior_parameters=None,
+        conjugate_prior=None,
+        incremental=jnp.asarray(True),
     )
 
 
