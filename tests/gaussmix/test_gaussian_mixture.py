@@ -389,3 +389,203 @@ def test_user_priors_reach_the_estimator():
     assert set(model.params_) == {"weights", "means", "variances"}
     with pytest.raises(ValueError, match="Unknown prior site"):
         GaussianMixture(K, priors={"sigma": dist.HalfNormal(1.0)}).fit(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Extreme points and overflow (issue 14): log space all the way, messages that name the cause
+
+
+def two_unequal_clusters(dtype):
+    """Two clusters with standard deviations 1 and 3, so that far out the broad one is the
+    nearest in Mahalanobis distance (by a factor 9 in squared distance: no near ties)."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-4.0, 1.0, (200, 2)), rng.normal(4.0, 3.0, (200, 2))])
+    return x.astype(dtype)
+
+
+def reference_weighted_log_prob(model, x):
+    """float64 scipy densities of the model's own (possibly float32) parameters."""
+    from scipy import stats
+
+    factor = model.precisions_cholesky_.astype(np.float64)
+    columns = []
+    for k in range(model.n_components):
+        if model.covariance_type == "full":
+            covariance = np.linalg.inv(factor[k] @ factor[k].T)
+        else:  # diag
+            covariance = np.diag(1.0 / factor[k] ** 2)
+        density = stats.multivariate_normal(model.means_[k].astype(np.float64), covariance)
+        columns.append(np.log(model.weights_[k].astype(np.float64)) + density.logpdf(x))
+    return np.stack(columns, axis=-1).reshape(len(x), -1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_extreme_points_keep_finite_responsibilities_and_scores(dtype, covariance_type):
+    from scipy.special import logsumexp
+
+    with jax.enable_x64(dtype == np.float64):
+        model = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(
+            two_unequal_clusters(dtype)
+        )
+        # 1e3, 1e6 and 1e18 standard deviations out, in two directions
+        x = np.concatenate([t * np.array([[1.0, 0.5], [-0.3, 1.0]]) for t in (1e3, 1e6, 1e18)])
+        x = x.astype(dtype)
+        proba = model.predict_proba(x)
+        labels = model.predict(x)
+        scores = model.score_samples(x)
+    reference = reference_weighted_log_prob(model, x.astype(np.float64))
+    eps = np.finfo(dtype).eps
+    assert np.all(np.isfinite(proba))
+    # a row sums K terms, each rounded once: K eps
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=2 * eps)
+    np.testing.assert_array_equal(labels, np.argmax(reference, axis=1))
+    assert np.all(np.isfinite(scores)) and np.all(scores < 0)
+    # The score is dominated by -||U^T (x - mu)||^2 / 2: x - mu is rounded once (eps/2 per
+    # entry), each of the D products and the sums of D terms add D eps relative, squaring
+    # doubles it: 2 (D + 2) eps, and a factor 4 covers the conditioning of U (at most 3 here).
+    rtol = 8 * (D + 2) * eps
+    np.testing.assert_allclose(scores, logsumexp(reference, axis=1), rtol=rtol)
+
+
+def test_a_score_beyond_float32_is_an_overflow_error_but_predictions_answer():
+    with jax.enable_x64(False):
+        model = GaussianMixture(2, random_state=0).fit(two_unequal_clusters(np.float32))
+        x = np.array([[1e38, 5e37], [-1e38, 2e37]], np.float32)
+        proba = model.predict_proba(x)
+        labels = model.predict(x)
+        with pytest.raises(ValueError) as error:
+            model.score_samples(x)
+    message = str(error.value)
+    assert message.startswith("overflow in float32")
+    assert "jax.config.update('jax_enable_x64', True)" in message and "rescale" in message
+    assert "NaN or infinity" not in message
+    # the limit: all the mass on the broad component, nearest in Mahalanobis distance
+    broad = int(np.argmax(model.covariances_[:, 0, 0]))
+    np.testing.assert_array_equal(proba, np.eye(2)[[broad, broad]])
+    np.testing.assert_array_equal(labels, [broad, broad])
+
+
+def test_float64_input_beyond_float32_is_an_overflow_not_bad_data():
+    x = three_clusters()
+    with jax.enable_x64(False), pytest.raises(ValueError) as error:
+        GaussianMixture(2).fit(x * 1e300)
+    message = str(error.value)
+    assert message.startswith("overflow in float32")
+    assert "even for float64 input" in message and "jax_enable_x64" in message
+    assert "NaN" not in message and "infinity" not in message
+    assert "float64 data instead" not in message
+
+
+@pytest.mark.parametrize(
+    "x64, dtype, advice",
+    [
+        (False, np.float64, "jax.config.update('jax_enable_x64', True)"),
+        (True, np.float32, "pass float64 data"),
+        (True, np.float64, "rescale the data"),
+    ],
+)
+def test_sums_of_squares_beyond_the_dtype_are_an_overflow(x64, dtype, advice):
+    scale = 1e20 if dtype == np.float32 or not x64 else 1e200
+    with jax.enable_x64(x64), pytest.raises(ValueError) as error:
+        GaussianMixture(2).fit((three_clusters() * scale).astype(dtype))
+    message = str(error.value)
+    assert message.startswith("overflow in float")
+    assert advice in message
+    assert "collapsed" not in message and "NaN" not in message
+
+
+def test_nan_and_infinity_are_named_as_the_data():
+    x = three_clusters()
+    with pytest.raises(ValueError, match="contains NaN"):
+        GaussianMixture(2).fit(np.where(x > 5, np.nan, x))
+    with pytest.raises(ValueError, match="contains infinity"):
+        GaussianMixture(2).fit(np.where(x > 5, np.inf, x))
+    with pytest.raises(ValueError, match="sample_weight contains NaN"):
+        GaussianMixture(2).fit(x, sample_weight=np.where(x[:, 0] > 5, np.nan, 1.0))
+    with pytest.raises(ValueError, match="sample_weight contains infinity"):
+        GaussianMixture(2).fit(x, sample_weight=np.where(x[:, 0] > 5, np.inf, 1.0))
+
+
+# ---------------------------------------------------------------------------------------
+# partial_fit after fit (issue 14): incremental EM from the fitted data's statistics
+
+
+@pytest.fixture(scope="module")
+def ten_thousand_rows():
+    rng = np.random.default_rng(5)
+
+    def draw(n):
+        labels = rng.integers(2, size=n)
+        return rng.normal(size=(n, 2)) + np.where(labels[:, None] == 1, 8.0, -8.0)
+
+    return draw(10_000), draw(2_000)
+
+
+@pytest.mark.parametrize("priors", [None, "default"])
+def test_two_rows_after_fitting_ten_thousand_barely_move_the_model(ten_thousand_rows, priors):
+    train, held_out = ten_thousand_rows
+    model = GaussianMixture(2, random_state=0, priors=priors).fit(train)
+    before = model.score(held_out)
+    model.partial_fit(held_out[:1]).partial_fit(held_out[1:2])
+    after = model.score(held_out)
+    # two rows are 2e-4 of the data: their share moves the score by far less than 1 %
+    assert abs(after - before) < 0.01 * abs(before)
+    assert np.all(model.weights_ > 0.4) and model.weights_.sum() == pytest.approx(1.0)
+    assert model.n_iter_ == 2
+
+
+def test_partial_fit_after_fit_is_the_m_step_of_the_pooled_statistics(ten_thousand_rows):
+    """One partial_fit after fit: the M-step of (N s_fit + n s_chunk) / (N + n), s_fit the
+    fitted data's statistics under the fitted parameters, by hand in NumPy (float64)."""
+    from scipy import stats
+    from scipy.special import logsumexp
+
+    train, held_out = ten_thousand_rows
+    reg_covar = 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # tol=0 runs all iterations: EM of two clusters 16 sd apart is at its fixed point
+        model = GaussianMixture(2, tol=0.0, max_iter=200, random_state=0).fit(train)
+
+    def statistics(x, weights, means, covariances):
+        log_prob = np.stack(
+            [np.log(w) + stats.multivariate_normal(m, c).logpdf(x)
+             for w, m, c in zip(weights, means, covariances, strict=True)], axis=1,
+        )  # fmt: skip
+        r = np.exp(log_prob - logsumexp(log_prob, axis=1, keepdims=True))
+        return r.sum(0), r.T @ x, np.einsum("nk,ni,nj->kij", r, x, x)
+
+    def m_step(counts, first, second):
+        means = first / counts[:, None]
+        covariances = second / counts[:, None, None] - np.einsum("ki,kj->kij", means, means)
+        return counts / counts.sum(), means, covariances + reg_covar * np.eye(2)
+
+    fitted = (model.weights_, model.means_, model.covariances_)
+    pooled = statistics(train, *fitted)
+    # precondition: the fitted model is a fixed point of EM, so s_fit is its own M-step's
+    for got, want in zip(m_step(*pooled), fitted, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    for chunk in (held_out[:3], held_out[3:8]):
+        current = (model.weights_, model.means_, model.covariances_)
+        model.partial_fit(chunk)
+        pooled = tuple(a + b for a, b in zip(pooled, statistics(chunk, *current), strict=True))
+        expected = m_step(*pooled)
+        # the fixed point holds to 1e-10, the rest is float64 rounding of 1e4-term sums
+        np.testing.assert_allclose(model.weights_, expected[0], rtol=1e-9)
+        np.testing.assert_allclose(model.means_, expected[1], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(model.covariances_, expected[2], rtol=1e-9, atol=1e-9)
+
+
+def test_fit_after_partial_fit_starts_afresh(ten_thousand_rows):
+    train, held_out = ten_thousand_rows
+    fresh = GaussianMixture(2, random_state=0).fit(train)
+    model = GaussianMixture(2, random_state=0).partial_fit(held_out[:500])
+    model.partial_fit(held_out[500:1000]).fit(train)
+    assert model.n_iter_ == fresh.n_iter_
+    np.testing.assert_array_equal(model.means_, fresh.means_)
+    # the next chunk continues the fit, not the earlier online state
+    model.partial_fit(held_out[:1])
+    fresh.partial_fit(held_out[:1])
+    np.testing.assert_array_equal(model.means_, fresh.means_)
+    assert model.n_iter_ == 1
