@@ -1066,8 +1066,15 @@ def _online_step(
         share,
         step_size(n_updates, learning_decay, learning_offset).astype(x.dtype),
     ).astype(x.dtype)
+    # a chunk of zero weight carries nothing (and its statistics per unit weight are 0/0)
+    present = chunk.total_weight > 0
+    rho = jnp.where(present, rho, 0.0).astype(x.dtype)
+    normalized = jax.tree.map(
+        lambda leaf: jnp.where(present, leaf / jnp.where(present, chunk.total_weight, 1), 0),
+        chunk,
+    )
     running = jax.tree.map(
-        lambda old, new: (1 - rho) * old + rho * new, state.statistics, _normalized(chunk)
+        lambda old, new: (1 - rho) * old + rho * new, state.statistics, normalized
     )
     total_weight = state.total_weight + chunk.total_weight
     scaled = jax.tree.map(lambda leaf: leaf * total_weight, running)

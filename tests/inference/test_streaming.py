@@ -10,6 +10,7 @@ from gaussmix.inference.streaming import (
     ChunkSource,
     fit_em_chunked,
     fit_em_online,
+    online_em_continue,
     online_em_start,
     online_em_step,
     step_size,
@@ -229,3 +230,38 @@ def test_data_that_changes_between_passes_is_refused(data):
 
     with pytest.raises(ValueError, match="changed between passes"):
         fit_em_chunked(chunks, **OPTIONS["full"])
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_continuing_a_fit_a_chunk_moves_the_model_by_its_share(data, covariance_type):
+    """online_em_continue holds statistics whose M-step is the fitted model: a chunk of
+    zero weight leaves it unchanged, and a chunk of weight w after data of weight W moves
+    the weights by w / (W + w) of the way to the chunk's own."""
+    x, _ = data
+    result = em.fit_em(x, n_components=3, covariance_type=covariance_type)
+    parameters = em.MixtureParameters(
+        result.params["weights"],
+        result.params["means"],
+        result.params[
+            {"full": "covariances", "tied": "covariance"}.get(covariance_type, "variances")
+        ],
+        result.precisions_cholesky,
+    )
+    state = online_em_continue(
+        parameters, total_weight=float(x.shape[0]), covariance_type=covariance_type
+    )
+    chunk = x[:4]
+    unchanged = online_em_step(
+        state, chunk, covariance_type=covariance_type, sample_weight=np.zeros(4)
+    )
+    for got, want in zip(unchanged.parameters, parameters, strict=True):
+        # the M-step of the inverted M-step: float64 rounding of a few operations
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    moved = online_em_step(state, chunk, covariance_type=covariance_type)
+    _, log_resp = em.log_responsibilities(
+        chunk, *parameters[:2], parameters.precisions_cholesky, covariance_type
+    )
+    share = 4 / (x.shape[0] + 4)
+    expected = (1 - share) * np.asarray(parameters.weights) + share * np.exp(log_resp).mean(0)
+    np.testing.assert_allclose(moved.parameters.weights, expected, rtol=1e-12)
+    assert bool(moved.incremental) and float(moved.total_weight) == x.shape[0] + 4
