@@ -12,25 +12,71 @@ responsibilities times the features, on all of XLA's CPU threads; the result doe
 depend on the number of threads. On E1 (N = 100 000, D = 32, K = 16, float64) it is
 1.6-2.5x faster than XLA on a 2-core AMD EPYC and 9.4x on a 16-core Xeon (BENCHMARKS.md).
 
-The kernel is compiled from its C++ source on first use with the system's C++ compiler
-(``$CXX``, else ``c++``, ``g++`` or ``clang++``) against the FFI headers that jaxlib
-ships, and cached by the hash of source, compiler, flags and jaxlib version under
-``$GAUSSMIX_CACHE_DIR`` (default ``$XDG_CACHE_HOME/gaussmix`` or ``~/.cache/gaussmix``,
-else a folder of this user under the temporary directory); a build takes about 5
-seconds, once per machine and compiler. Without a compiler, or with ``GAUSSMIX_NATIVE=0``,
-EM uses XLA's blocks instead (the same statistics to rounding, slower), with one
-:class:`NativeBuildWarning` when a build failed. Accelerators always use XLA.
-``GAUSSMIX_NATIVE`` is read by each fit as it is set up (by
-:func:`gaussmix.inference.em.sufficient_statistics` when it is traced).
+**Build.** The kernel is compiled from its C++ source on first use with the system's C++
+compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) against the FFI headers that
+jaxlib ships, and cached, named by the hash of source, compiler, flags and jaxlib version,
+in the user's cache folder: ``$GAUSSMIX_CACHE_DIR``, default ``$XDG_CACHE_HOME/gaussmix``
+or ``~/.cache/gaussmix``. A build takes about 5 seconds, once per machine, compiler and
+jaxlib. Without a compiler, with ``GAUSSMIX_NATIVE=0`` or after ``set_enabled(False)``, EM
+uses XLA's blocks instead (the same statistics to rounding, slower). Accelerators always
+use XLA.
+
+**Safety.** Loading a shared library runs its code, so a library is loaded only from a
+folder that the (effective) user owns and no one else can write. Missing folders on the
+way to the cache folder are created with mode 0700; that folder, and every folder created
+on the way, must be a real folder (not a symbolic link) owned by the user and not
+writable by group or others, and the cached library a regular file (not a symbolic link)
+owned by the user and not writable by group or others, all checked with ``os.lstat``
+before anything is loaded or compiled there. No one else can then add, replace or rename
+a file in that folder between the check and the load (the folder itself only someone who
+can write the folder above it). A build goes to a private temporary folder inside the
+cache folder and is renamed into place, so a half-written library is never loaded. A
+cache folder that fails a check is neither read nor written: the kernel is unavailable
+and one :class:`NativeBuildWarning` names the folder, what is wrong and the fix
+(``chmod 700`` it, or choose another ``GAUSSMIX_CACHE_DIR``). There is no shared fallback
+under the temporary directory: with no home folder known and no ``GAUSSMIX_CACHE_DIR``
+(or a cache folder that cannot be created or written) the kernel is unavailable,
+silently.
+
+**Warnings.** An optional speed-up is silent when it is absent: a machine without a C++
+compiler, or without a cache folder, gets no warning. Two things do warn, once per
+process, with :class:`NativeBuildWarning`: a compiler that exists (or that ``CXX``
+names) but fails to build or load the kernel, and a cache folder or cached library that
+fails the safety checks. :func:`status` says whether the kernel is used and why not:
+
+- ``"in use: /home/user/.cache/gaussmix/em_full_kernel-0123456789abcdef.so"``
+- ``"off: GAUSSMIX_NATIVE=0"`` (the variable's value as set)
+- ``"off: gaussmix.inference.native.set_enabled(False)"``
+- ``"unavailable: no C++ compiler found (set CXX, or install g++ or clang++)"``, or
+  another reason: no home folder known, a cache folder that is not safe, a failed build,
+  JAX's default backend not the CPU.
+
+**Switch.** ``GAUSSMIX_NATIVE`` set to 0, false, no or off turns the kernel off;
+:func:`set_enabled` (``True``, ``False``, or ``None`` to follow the variable again)
+overrides the variable from Python. Both are read by each fit as it is set up
+(:func:`gaussmix.inference.em.fit_em`, and
+:func:`gaussmix.inference.em.sufficient_statistics` when it is traced), where the choice
+becomes part of the compiled program: a change takes effect on the next fit.
+
+**Why build on first use rather than at install.** The wheel stays pure Python, one wheel
+for every platform (``tests/test_packaging.py`` builds it), and installing gaussmix never
+needs a compiler: a build step would need per-platform wheels, or a compiler on every
+machine that installs from source. The kernel is compiled against the FFI headers of the
+jaxlib installed at run time, and for the CPU it runs on (AVX2 and FMA where present): a
+library built at install time goes stale when jaxlib is upgraded, and one built for a
+wheel would have to target the oldest CPU. Building on first use keys the cache by the
+jaxlib version and compiler, so an upgrade rebuilds once. What a build at install time
+would avoid, loading code from a writable cache, the checks above make safe: the cache is
+as trusted as the user's own files.
 """
 
 import ctypes
-import getpass
 import hashlib
 import os
 import platform
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -50,30 +96,103 @@ _TARGETS = {
 _OFF = ("0", "false", "no", "off")
 
 _lock = threading.Lock()
-# "library": the loaded kernel (None when unavailable), "reason": why it is unavailable
+# "library": the loaded kernel (None when unavailable), "path": the file whose handlers XLA
+# calls, "reason": why it is unavailable; reset, the next use builds or loads again
 _state: dict = {}
+# "path": the library whose handlers are registered with XLA in this process (XLA refuses a
+# second registration of a target from another library, so it outlives a reset of _state)
+_registered: dict = {}
+# set_enabled's choice: True, False, or None to follow GAUSSMIX_NATIVE
+_switch: bool | None = None
 
 
 class NativeBuildWarning(UserWarning):
-    """The compiled E-step kernel could not be built; EM falls back to XLA (slower)."""
+    """The compiled E-step kernel could not be built, or its cache folder is not safe; EM
+    uses XLA (slower)."""
 
 
-class _CompilerError(OSError):
-    """The compiler ran and failed (another cache folder would not help)."""
+class _Unavailable(Exception):
+    """The kernel is unavailable for a reason that is nobody's fault (no compiler, no cache
+    folder): :func:`status` says it, nothing warns."""
+
+
+class _Refused(Exception):
+    """Something the user should fix (a compiler that fails, a cache folder that is not
+    safe): one :class:`NativeBuildWarning`."""
+
+
+def set_enabled(value: bool | None) -> None:
+    """Turn the kernel on or off from Python, over ``GAUSSMIX_NATIVE``.
+
+    Args:
+        value: True (use the kernel where it builds, whatever ``GAUSSMIX_NATIVE`` says),
+            False (XLA only), or None (follow ``GAUSSMIX_NATIVE`` again, the default).
+
+    The choice is read by each fit as it is set up: it takes effect on the next fit.
+
+    Example:
+        >>> set_enabled(False)
+        >>> enabled(), status()
+        (False, 'off: gaussmix.inference.native.set_enabled(False)')
+        >>> set_enabled(None)  # back to GAUSSMIX_NATIVE
+    """
+    global _switch
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(
+            f"set_enabled takes True, False or None (follow GAUSSMIX_NATIVE), not {value!r}"
+        )
+    _switch = value
 
 
 def enabled() -> bool:
-    """False when the environment variable ``GAUSSMIX_NATIVE`` is 0, false, no or off."""
+    """Whether the kernel may be used: :func:`set_enabled`'s choice when one was made, else
+    false when the environment variable ``GAUSSMIX_NATIVE`` is 0, false, no or off."""
+    if _switch is not None:
+        return _switch
     return os.environ.get("GAUSSMIX_NATIVE", "1").strip().lower() not in _OFF
 
 
+def status() -> str:
+    """Whether full-covariance EM on the CPU uses the kernel, and why not.
+
+    Builds or loads the kernel when that has not been tried yet in this process (what the
+    next full-covariance fit would do).
+
+    Returns:
+        ``"in use: PATH"``, ``"off: HOW"`` or ``"unavailable: WHY"`` (the module docstring
+        lists them).
+
+    Example:
+        >>> status().split(":")[0] in ("in use", "off", "unavailable")
+        True
+    """
+    if not enabled():
+        if _switch is False:
+            return "off: gaussmix.inference.native.set_enabled(False)"
+        return f"off: GAUSSMIX_NATIVE={os.environ.get('GAUSSMIX_NATIVE', '').strip()}"
+    backend = jax.default_backend()
+    if backend != "cpu":
+        return f"unavailable: JAX's default backend is {backend} (the kernel serves the CPU)"
+    if _load() is None:
+        return f"unavailable: {_state['reason']}"
+    return f"in use: {_state['path']}"
+
+
 def _compiler() -> list[str]:
-    if os.environ.get("CXX"):
-        return shlex.split(os.environ["CXX"])
+    """The C++ compiler command: ``$CXX`` (which must exist), else the first found."""
+    configured = os.environ.get("CXX", "").strip()
+    if configured:
+        command = shlex.split(configured)
+        if shutil.which(command[0]) is None:
+            raise _Refused(
+                f"CXX={configured} is not a program that can be run; set CXX to a C++ "
+                "compiler, or unset it"
+            )
+        return command
     for name in ("c++", "g++", "clang++"):
         if shutil.which(name):
             return [name]
-    raise OSError("no C++ compiler found (set CXX, or install g++ or clang++)")
+    raise _Unavailable("no C++ compiler found (set CXX, or install g++ or clang++)")
 
 
 def _cpu_flags() -> set[str]:
@@ -95,29 +214,120 @@ def _flags() -> list[str]:
     return [*flags, f"-I{jax.ffi.include_dir()}"]
 
 
-def _cache_dirs() -> list[Path]:
-    """Where the library may be cached, in order: ``$GAUSSMIX_CACHE_DIR`` when set, else
-    the user's cache folder, then (read-only homes) a folder of this user under /tmp."""
-    if os.environ.get("GAUSSMIX_CACHE_DIR"):
-        return [Path(os.environ["GAUSSMIX_CACHE_DIR"])]
-    user = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
-    fallback = Path(tempfile.gettempdir()) / f"gaussmix-{user}"
+def _library_name(compiler: list[str], flags: list[str], source: bytes) -> str:
+    """``em_full_kernel-<hash>.so``, the hash of source, compiler, flags and jaxlib."""
     try:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    except RuntimeError:  # no home folder known
-        return [fallback]
-    return [base / "gaussmix", fallback]
+        version = subprocess.run(
+            [*compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise _Refused(f"the C++ compiler {' '.join(compiler)} does not run: {error}") from None
+    identity = [version, " ".join([*compiler, *flags]), jaxlib.__version__]
+    key = hashlib.sha256(b"\0".join([source, *(part.encode() for part in identity)]))
+    return f"em_full_kernel-{key.hexdigest()[:16]}.so"
+
+
+def _cache_folder() -> Path:
+    """``$GAUSSMIX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gaussmix``, else
+    ``~/.cache/gaussmix``; no home folder known: unavailable (no shared fallback)."""
+    configured = os.environ.get("GAUSSMIX_CACHE_DIR", "").strip()
+    if configured:
+        return Path(os.path.abspath(os.path.expanduser(configured)))
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):  # the XDG specification ignores a relative path
+        return Path(xdg) / "gaussmix"
+    try:  # an empty HOME is no home (Python would make it the root folder)
+        home = Path.home() if os.environ.get("HOME", "unset").strip() else None
+    except RuntimeError:
+        home = None
+    if home is None or not home.is_absolute():
+        raise _Unavailable("no cache folder: no home folder is known (set GAUSSMIX_CACHE_DIR)")
+    return home / ".cache" / "gaussmix"
+
+
+def _writable_by(mode: int) -> str | None:
+    who = [name for bit, name in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "others")) if mode & bit]
+    return " and ".join(who) or None
+
+
+def _check_folder(folder: Path) -> None:
+    """Refuse (:class:`_Refused`) a folder that is a symbolic link, is owned by someone
+    else or is writable by group or others."""
+    try:
+        info = os.lstat(folder)
+    except OSError as error:
+        raise _Unavailable(f"cache folder {folder} cannot be read: {error}") from None
+    another = "; set GAUSSMIX_CACHE_DIR to a folder of your own (mode 700)"
+    if stat.S_ISLNK(info.st_mode):
+        raise _Refused(f"cache folder {folder} is a symbolic link{another}")
+    if not stat.S_ISDIR(info.st_mode):
+        raise _Unavailable(f"cache folder {folder} is not a folder")
+    if info.st_uid != os.geteuid():
+        raise _Refused(
+            f"cache folder {folder} is owned by uid {info.st_uid}, not by you "
+            f"(uid {os.geteuid()}){another}"
+        )
+    if writers := _writable_by(info.st_mode):
+        raise _Refused(
+            f"cache folder {folder} is writable by {writers}: run `chmod 700 {folder}`, "
+            "or set GAUSSMIX_CACHE_DIR to a folder of your own"
+        )
+
+
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` and the missing folders above it with mode 0700, and check each
+    of those and ``folder`` with :func:`_check_folder`."""
+    missing = []
+    path = folder
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+            os.chmod(path, 0o700)  # whatever the umask left
+        except FileExistsError:
+            pass  # created meanwhile, by this user or by another: checked next
+        except OSError as error:
+            raise _Unavailable(f"cache folder {folder} cannot be created: {error}") from None
+        _check_folder(path)
+    if not missing:
+        _check_folder(folder)
+
+
+def _cached(library: Path) -> bool:
+    """Whether ``library`` exists; refuse (:class:`_Refused`) one that is a symbolic link,
+    not a regular file, owned by someone else or writable by group or others."""
+    try:
+        info = os.lstat(library)
+    except FileNotFoundError:
+        return False
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = "is not a regular file"
+    elif info.st_uid != os.geteuid():
+        problem = f"is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
+    elif writers := _writable_by(info.st_mode):
+        problem = f"is writable by {writers}"
+    if problem:
+        raise _Refused(f"cached library {library} {problem}: delete it (gaussmix rebuilds it)")
+    return True
 
 
 def _compile(compiler: list[str], flags: list[str], source: bytes, library: Path) -> None:
-    """Compile into a temporary folder beside ``library`` and rename the result into
+    """Compile into a private temporary folder beside ``library`` and rename the result into
     place, so that no half-written library is ever loaded (concurrent builds each write
     their own; the last rename wins)."""
-    library.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
-        source_path = Path(scratch) / SOURCE
+    try:
+        scratch = tempfile.TemporaryDirectory(dir=library.parent, prefix=".build-")
+    except OSError as error:
+        raise _Unavailable(f"cache folder {library.parent} cannot be written: {error}") from None
+    with scratch:
+        source_path = Path(scratch.name) / SOURCE
         source_path.write_bytes(source)
-        output = Path(scratch) / library.name
+        output = Path(scratch.name) / library.name
         result = subprocess.run(
             [*compiler, *flags, "-o", str(output), str(source_path)],
             capture_output=True,
@@ -126,36 +336,24 @@ def _compile(compiler: list[str], flags: list[str], source: bytes, library: Path
         )
         if result.returncode != 0:
             tail = "\n".join(result.stderr.strip().splitlines()[-10:])
-            raise _CompilerError(f"{' '.join(compiler)} failed (exit {result.returncode}):\n{tail}")
+            raise _Refused(f"{' '.join(compiler)} failed (exit {result.returncode}):\n{tail}")
+        os.chmod(output, 0o700)
         os.replace(output, library)
 
 
 def _build() -> Path:
-    """The shared library for this source, compiler, flags and jaxlib (named by their hash):
-    from the first cache folder that has it, else compiled into the first that can be
-    written."""
+    """The shared library for this source, compiler, flags and jaxlib (named by their hash)
+    in the checked cache folder: the cached one, else compiled there."""
+    compiler = _compiler()
+    folder = _cache_folder()
     source = resources.files("gaussmix.inference").joinpath(SOURCE).read_bytes()
-    compiler, flags = _compiler(), _flags()
-    version = subprocess.run(
-        [*compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    identity = [version, " ".join([*compiler, *flags]), jaxlib.__version__]
-    key = hashlib.sha256(b"\0".join([source, *(part.encode() for part in identity)]))
-    name = f"em_full_kernel-{key.hexdigest()[:16]}.so"
-    candidates = [directory / name for directory in _cache_dirs()]
-    for library in candidates:
-        if library.exists():
-            return library
-    errors = []
-    for library in candidates:
-        try:
-            _compile(compiler, flags, source, library)
-            return library
-        except _CompilerError:
-            raise
-        except OSError as error:  # a folder that cannot be written: try the next
-            errors.append(f"{library.parent}: {error}")
-    raise OSError(f"no writable cache folder ({'; '.join(errors)})")
+    flags = _flags()
+    library = folder / _library_name(compiler, flags, source)
+    _private_folder(folder)
+    if not _cached(library):
+        _compile(compiler, flags, source, library)
+        _cached(library)
+    return library
 
 
 def _open(library: Path) -> ctypes.CDLL:
@@ -167,22 +365,34 @@ def _open(library: Path) -> ctypes.CDLL:
         return ctypes.CDLL(str(_build()))
 
 
+def _register(library: ctypes.CDLL, path: Path) -> Path:
+    """Register the kernel's FFI targets with XLA once per process; the path of the
+    library whose handlers XLA calls (a later load, from a changed cache folder, is the
+    same source, compiler and flags, and keeps the first handlers)."""
+    handlers = {target: getattr(library, symbol) for target, symbol in _TARGETS.values()}
+    if not _registered:
+        for target, handler in handlers.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+        _registered["path"] = path
+    return _registered["path"]
+
+
 def _load() -> ctypes.CDLL | None:
     """The registered kernel library, built on the first call; None when unavailable."""
     with _lock:
         if "library" not in _state:
             try:
-                library = _open(_build())
-                for target, symbol in _TARGETS.values():
-                    handler = jax.ffi.pycapsule(getattr(library, symbol))
-                    jax.ffi.register_ffi_target(target, handler, platform="cpu")
-                _state.update(library=library, reason=None)
+                library = _open(path := _build())
+                _state.update(library=library, path=_register(library, path), reason=None)
+            except _Unavailable as error:
+                _state.update(library=None, path=None, reason=str(error))
             except Exception as error:  # an optional speed-up: any failure leaves EM in XLA
-                _state.update(library=None, reason=f"{type(error).__name__}: {error}")
+                reason = str(error) if isinstance(error, _Refused) else repr(error)
+                _state.update(library=None, path=None, reason=reason)
                 warnings.warn(
-                    "gaussmix could not build its compiled CPU kernel for full-covariance EM, "
-                    f"so EM uses XLA's (slower) path: {error}. Install a C++ compiler or set "
-                    "CXX to one; GAUSSMIX_NATIVE=0 skips the build.",
+                    "gaussmix does not use its compiled CPU kernel for full-covariance EM, "
+                    f"so EM uses XLA's (slower) path: {reason}. GAUSSMIX_NATIVE=0 or "
+                    "gaussmix.inference.native.set_enabled(False) skips the kernel.",
                     NativeBuildWarning,
                     stacklevel=3,
                 )

@@ -3,14 +3,23 @@
 Layers: the kernel against a NumPy float64 reference written from the definitions (features,
 softmax, weighted sums), over shapes that exercise every tile remainder and the padding of
 the last block of rows; extreme log-probability gaps (exponentials that underflow); vmap;
-bit-identical repeated calls; a whole EM fit through the kernel against XLA's blocks; and the
-build: cache reuse, a damaged cached library, cache folders that cannot be written or found,
-and a clear warning with XLA's path when no library can be built.
+bit-identical repeated calls; a whole EM fit through the kernel against XLA's blocks. The
+build: cache reuse, a damaged cached library, folders created 0700; safety: a planted
+library (whose constructor leaves a marker) with the right name in a cache folder that is
+writable by group or others, owned by another uid, a symbolic link, or reached through a
+folder someone else created, or as a symbolic link or unsafe file, is never loaded; no
+shared fallback under the temporary directory; silence without a compiler, one warning
+when a compiler fails; the switch (GAUSSMIX_NATIVE, set_enabled) and status().
 """
 
+import os
+import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import jax
@@ -27,7 +36,7 @@ def kernel():
     """Skip where no C++ compiler exists; where one does, the kernel must build."""
     try:
         native._compiler()
-    except OSError as error:
+    except (native._Unavailable, native._Refused) as error:
         pytest.skip(f"no C++ compiler: {error}")
     if not native.enabled():
         pytest.skip("GAUSSMIX_NATIVE turns the compiled kernel off")
@@ -134,11 +143,40 @@ def test_fit_em_through_the_kernel_equals_xla(kernel, monkeypatch):
         )
 
 
-def test_build_is_cached_and_atomic(kernel, tmp_path, monkeypatch):
-    monkeypatch.setenv("GAUSSMIX_CACHE_DIR", str(tmp_path))
+def test_status_names_the_library_in_use(kernel):
+    answer = native.status()
+    assert answer.startswith("in use: ")
+    library = Path(answer.removeprefix("in use: "))
+    assert library.name.startswith("em_full_kernel-") and library.suffix == ".so"
+
+
+# -- the build and its cache ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No kernel loaded yet in this process as far as _load knows, and no switch set; both
+    restored afterwards (the library XLA already calls stays registered)."""
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(native, "_switch", None)
+    monkeypatch.delenv("GAUSSMIX_NATIVE", raising=False)
+
+
+def private(path):
+    """Mode bits of ``path``."""
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_build_is_cached_private_and_atomic(kernel, tmp_path, monkeypatch):
+    """Missing folders are created 0700 (and the library is not writable by others); the
+    library is built once, into place; a damaged cached library is rebuilt."""
+    cache = tmp_path / "new" / "cache"
+    monkeypatch.setenv("GAUSSMIX_CACHE_DIR", str(cache))
     library = native._build()
-    assert library.parent == tmp_path and library.suffix == ".so"
-    assert [path.name for path in tmp_path.iterdir()] == [library.name]  # no leftovers
+    assert library.parent == cache and library.suffix == ".so"
+    assert private(tmp_path / "new") == 0o700 and private(cache) == 0o700
+    assert private(library) & 0o022 == 0 and library.lstat().st_uid == os.geteuid()
+    assert [path.name for path in cache.iterdir()] == [library.name]  # no leftovers
     modified = library.stat().st_mtime_ns
     assert native._build() == library and library.stat().st_mtime_ns == modified
     # a damaged cache file is rebuilt when it fails to load
@@ -148,26 +186,197 @@ def test_build_is_cached_and_atomic(kernel, tmp_path, monkeypatch):
     assert library.read_bytes()[:4] == b"\x7fELF"
 
 
-def test_unwritable_cache_folder_falls_back_to_the_temporary_one(kernel, tmp_path, monkeypatch):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
+def test_default_cache_folder_is_created_private(tmp_path, monkeypatch):
     monkeypatch.delenv("GAUSSMIX_CACHE_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))  # cannot be created
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    library = native._build()
-    assert library.parent.parent == tmp_path / "tmp" and library.exists()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = native._cache_folder()
+    assert folder == tmp_path / "xdg" / "gaussmix"
+    native._private_folder(folder)
+    assert private(tmp_path / "xdg") == 0o700 and private(folder) == 0o700
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as XDG says
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert native._cache_folder() == tmp_path / "home" / ".cache" / "gaussmix"
 
 
-def test_without_a_home_folder_the_cache_is_the_temporary_one(tmp_path, monkeypatch):
-    def no_home(cls=None):
-        raise RuntimeError("Could not determine home directory.")
+PLANTED_SOURCE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+/* runs when the library is loaded: proof that it was */
+__attribute__((constructor)) static void planted(void) {
+    const char *marker = getenv("GAUSSMIX_TEST_MARKER");
+    FILE *file = marker ? fopen(marker, "w") : NULL;
+    if (file) { fputs("the planted library ran\n", file); fclose(file); }
+}
+"""
 
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """(a small shared library whose constructor writes the file named by
+    $GAUSSMIX_TEST_MARKER, the file name gaussmix would load from its cache); the plant is
+    shown to write its marker when loaded (in a child process)."""
+    try:
+        compiler = native._compiler()
+    except (native._Unavailable, native._Refused) as error:
+        pytest.skip(f"no C++ compiler to build the planted library: {error}")
+    folder = tmp_path_factory.mktemp("planted")
+    (folder / "planted.c").write_text(PLANTED_SOURCE)
+    library = folder / "planted.so"
+    subprocess.run(
+        [*compiler, "-shared", "-fPIC", "-o", str(library), str(folder / "planted.c")],
+        check=True,
+        capture_output=True,
+    )
+    marker = folder / "marker"
+    environment = {**os.environ, "GAUSSMIX_TEST_MARKER": str(marker)}
+    load = f"import ctypes; ctypes.CDLL({str(library)!r})"
+    subprocess.run([sys.executable, "-c", load], check=True, env=environment)
+    assert marker.read_text() == "the planted library ran\n"
+    source = resources.files("gaussmix.inference").joinpath(native.SOURCE).read_bytes()
+    name = native._library_name(compiler, native._flags(), source)
+    return library, name
+
+
+def plant(library, folder, name):
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(library, folder / name)
+    (folder / name).chmod(0o700)
+    folder.chmod(0o700)
+    return folder / name
+
+
+def only_root(owner_change):
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a folder or file to another uid (chown)")
+    os.chown(owner_change, 12345, 12345)
+
+
+# How the cache is made unsafe, in (cache folder, library file) -> the reason refused.
+# raced-parent: a missing folder on the way is created by someone else first, open to all.
+UNSAFE = {
+    "group-writable": "cache folder {folder} is writable by group: run `chmod 700 {folder}`",
+    "others-writable": "cache folder {folder} is writable by others: run `chmod 700 {folder}`",
+    "foreign-folder": "cache folder {folder} is owned by uid 12345",
+    "symlinked-folder": "cache folder {folder} is a symbolic link",
+    "symlinked-library": "cached library {library} is a symbolic link",
+    "writable-library": "cached library {library} is writable by group and others",
+    "foreign-library": "cached library {library} is owned by uid 12345",
+    "raced-parent": "cache folder {parent} is writable by group and others",
+}
+
+
+@pytest.mark.parametrize("unsafe", list(UNSAFE))
+def test_unsafe_cache_is_refused_and_nothing_is_loaded(
+    unsafe, planted, fresh, tmp_path, monkeypatch
+):
+    """A planted library with the very name gaussmix would load, in a cache that someone
+    else could have written: refused with one warning, its constructor never runs, nothing
+    is compiled there."""
+    library, name = planted
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("GAUSSMIX_TEST_MARKER", str(marker))
+    folder = tmp_path / "parent" / "cache"
+    monkeypatch.setenv("GAUSSMIX_CACHE_DIR", str(folder))
+    if unsafe == "raced-parent":
+        real_mkdir = os.mkdir
+
+        def someone_else_first(path, mode=0o777):
+            if Path(path) == folder.parent:  # the other user's folder, with their plant
+                real_mkdir(path, 0o777)
+                real_mkdir(folder, 0o700)
+                shutil.copy(library, folder / name)
+                folder.parent.chmod(0o777)
+                raise FileExistsError(path)
+            real_mkdir(path, mode)
+
+        monkeypatch.setattr(native.os, "mkdir", someone_else_first)
+    elif unsafe == "symlinked-folder":
+        plant(library, tmp_path / "real", name)
+        folder.parent.mkdir()
+        folder.symlink_to(tmp_path / "real")
+    elif unsafe == "symlinked-library":
+        folder.mkdir(parents=True, mode=0o700)
+        (folder / name).symlink_to(plant(library, tmp_path / "elsewhere", name))
+    else:
+        planted_file = plant(library, folder, name)
+        changes = {
+            "group-writable": lambda: folder.chmod(0o770),
+            "others-writable": lambda: folder.chmod(0o703),
+            "foreign-folder": lambda: only_root(folder),
+            "writable-library": lambda: planted_file.chmod(0o777),
+            "foreign-library": lambda: only_root(planted_file),
+        }
+        changes[unsafe]()
+    # the folder holds the plant alone (raced-parent: once the other user made it)
+    before = sorted(path.name for path in folder.iterdir()) if folder.exists() else [name]
+    expected = UNSAFE[unsafe].format(folder=folder, library=folder / name, parent=folder.parent)
+    with pytest.warns(native.NativeBuildWarning, match="uses XLA's") as caught:
+        answer = native.status()
+    assert len(caught) == 1 and expected in str(caught[0].message)
+    assert answer.startswith("unavailable: ") and expected in answer
+    assert not marker.exists(), "the planted library was loaded"
+    after = sorted(path.name for path in folder.iterdir())
+    assert after == before  # nothing compiled or left there
+    assert not native.usable(np.float64)
+
+
+def test_a_safe_cache_loads_the_planted_library(planted, fresh, tmp_path, monkeypatch):
+    """The control for the test above: the same plant in a cache folder of this user, mode
+    0700, is loaded (its constructor runs; it lacks the kernel, so EM stays in XLA)."""
+    library, name = planted
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("GAUSSMIX_TEST_MARKER", str(marker))
+    monkeypatch.setenv("GAUSSMIX_CACHE_DIR", str(tmp_path / "cache"))
+    plant(library, tmp_path / "cache", name)
+    with pytest.warns(native.NativeBuildWarning, match="GaussmixEmFullStatistics"):
+        assert not native.usable(np.float64)
+    assert marker.exists()
+
+
+def test_without_a_compiler_nothing_warns(fresh, tmp_path, monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("GAUSSMIX_CACHE_DIR", str(tmp_path / "cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        answer = native.status()
+        assert not native.usable(np.float64)
+    assert answer == "unavailable: no C++ compiler found (set CXX, or install g++ or clang++)"
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("home", ["unknown", "empty", "under-a-file"])
+def test_no_home_folder_means_no_kernel_and_no_temporary_fallback(
+    home, planted, fresh, tmp_path, monkeypatch
+):
+    """Without GAUSSMIX_CACHE_DIR and a usable home folder nothing is written anywhere, in
+    particular not under the temporary directory, and nothing warns."""
     monkeypatch.delenv("GAUSSMIX_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setattr(Path, "home", classmethod(no_home))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    (folder,) = native._cache_dirs()
-    assert folder.parent == tmp_path and folder.name.startswith("gaussmix-")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.chdir(temporary)  # an empty HOME must not mean the working folder
+    if home == "unknown":
+
+        def no_home(cls=None):
+            raise RuntimeError("Could not determine home directory.")
+
+        monkeypatch.setattr(Path, "home", classmethod(no_home))
+        reason = "no cache folder: no home folder is known (set GAUSSMIX_CACHE_DIR)"
+    elif home == "empty":
+        monkeypatch.setenv("HOME", "")
+        reason = "no cache folder: no home folder is known (set GAUSSMIX_CACHE_DIR)"
+    else:
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("HOME", str(tmp_path / "a-file" / "home"))
+        reason = f"cache folder {tmp_path / 'a-file' / 'home' / '.cache' / 'gaussmix'} cannot"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        answer = native.status()
+    assert answer.startswith(f"unavailable: {reason}")
+    assert list(temporary.iterdir()) == []
 
 
 def fake_compiler(tmp_path, message):
@@ -182,19 +391,22 @@ def fake_compiler(tmp_path, message):
 
 
 @pytest.mark.parametrize("failure", ["missing", "failing"])
-def test_failed_build_warns_and_uses_xla(tmp_path, monkeypatch, failure):
+def test_failed_build_warns_and_uses_xla(fresh, tmp_path, monkeypatch, failure):
+    """A compiler that CXX names but that does not exist, or one that fails: one warning
+    that says why, and the statistics come from XLA's blocks."""
     if failure == "missing":
         compiler = tmp_path / "no-such-c++"
+        expected = f"CXX={compiler} is not a program that can be run"
     else:
         compiler = fake_compiler(tmp_path, "error: this compiler cannot build anything")
+        expected = "this compiler cannot build anything"
     monkeypatch.setenv("CXX", str(compiler))
     monkeypatch.setenv("GAUSSMIX_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(native, "_state", {})
     with pytest.warns(native.NativeBuildWarning, match="uses XLA's") as caught:
         assert not native.usable(np.float64)
-    if failure == "failing":
-        assert "this compiler cannot build anything" in str(caught[0].message)
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("*.so"))
+    assert len(caught) == 1 and expected in str(caught[0].message)
+    assert native.status().startswith("unavailable: ") and expected in native.status()
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
     with warnings.catch_warnings():
         warnings.simplefilter("error", native.NativeBuildWarning)  # warned once
         assert not native.usable(np.float64)
@@ -211,8 +423,61 @@ def test_failed_build_warns_and_uses_xla(tmp_path, monkeypatch, failure):
     assert float(jnp.sum(statistics.counts)) == pytest.approx(weight.sum(), rel=1e-12)
 
 
-def test_switched_off_by_the_environment(monkeypatch):
+# -- switching the kernel off and on -------------------------------------------------------
+
+
+def test_switched_off_by_the_environment(fresh, monkeypatch):
     monkeypatch.setenv("GAUSSMIX_NATIVE", "off")
-    monkeypatch.setattr(native, "_state", {})
     assert not native.enabled() and not native.usable(np.float64)
+    assert native.status() == "off: GAUSSMIX_NATIVE=off"
     assert native._state == {}  # nothing was built or loaded
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records each trace of native.full_statistics (em calls it as it builds a fit)."""
+    calls = []
+    original = native.full_statistics
+
+    def recorded(*arguments):
+        calls.append([argument.shape for argument in arguments])
+        return original(*arguments)
+
+    monkeypatch.setattr(native, "full_statistics", recorded)
+    return calls
+
+
+def clusters(n_rows, seed):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(4 * k, 1.0, (n_rows, 2)) for k in range(2)])
+
+
+def test_switched_off_from_python_on_the_next_fit(fresh, spy):
+    """set_enabled(False): the next full-covariance fit builds and loads nothing and runs
+    through XLA; set_enabled(None) follows GAUSSMIX_NATIVE again."""
+    native.set_enabled(False)
+    assert not native.enabled()
+    assert native.status() == "off: gaussmix.inference.native.set_enabled(False)"
+    result = em.fit_em(clusters(211, seed=5), n_components=2, covariance_type="full", seed=0)
+    assert np.isfinite(np.asarray(result.lower_bound))
+    assert spy == [] and native._state == {}  # XLA's blocks; nothing built or loaded
+    native.set_enabled(None)
+    assert native.enabled()
+
+
+def test_switched_on_from_python_over_the_environment(kernel, spy, monkeypatch):
+    monkeypatch.setattr(native, "_switch", None)
+    monkeypatch.setenv("GAUSSMIX_NATIVE", "0")
+    assert not native.enabled()
+    native.set_enabled(True)
+    assert native.enabled() and native.usable(np.float64)
+    # a shape no other test fits, so that this fit is traced here and its path seen
+    em.fit_em(clusters(223, seed=6), n_components=2, covariance_type="full", seed=0)
+    assert spy, "the fit did not go through the compiled kernel"
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, np.bool_(True)])
+def test_set_enabled_takes_a_boolean_or_none(value, fresh):
+    with pytest.raises(ValueError, match=r"set_enabled takes True, False or None"):
+        native.set_enabled(value)
+    assert native._switch is None
