@@ -17,15 +17,24 @@ its index. ``--components A:B`` fits every K from A to B inclusive and keeps the
 Each command writes into DIR: ``results.json`` (parameters, criteria, diagnostics,
 package versions; strict JSON, missing numbers as ``null``), ``model.npz`` (the fitted
 model, :func:`gaussmix.load` reads it), the posterior as NetCDF when MCMC ran, PNG
-figures, and ``report.html``, one self-contained page. Everything is written into a
-temporary folder beside DIR and moved into place at the end: a failed run leaves DIR as
-it was. An existing DIR is replaced only when it holds an earlier ``results.json`` or
-nothing but files of the kinds gaussmix writes.
+figures, ``report.html`` (one self-contained page), and ``gaussmix-manifest.json``: the
+command and each file the run wrote with its size and SHA-256. DIR may hold anything
+else; gaussmix never deletes or overwrites a file it did not write. A rerun into DIR
+replaces exactly the files the previous manifest lists (and removes the listed ones it no
+longer writes); it refuses, before any work, with exit code 2 when a file it would write
+is there but not listed (move it, or choose another ``--out``) or a listed file was
+changed since (its hash differs). A damaged or foreign manifest, or one that names a
+file outside DIR, lists nothing and is itself a file in the way. The files
+are written into a temporary folder inside DIR and moved into place at the end, the
+manifest last, with SIGINT and SIGTERM held off for that moment: a failed or interrupted
+run leaves DIR as it was (exit code 130 after SIGINT, 143 after SIGTERM).
 
-Bad input (a missing or unreadable file, non-numeric columns, NaN rows, more components
-than rows, an unknown option) ends with exit code 2 and one line on stderr. ``--quiet``
-silences progress bars and messages; progress bars are shown only on a terminal and
-never when the ``CI`` environment variable is set. Set ``GAUSSMIX_DEBUG=1`` to see the
+Bad input (a missing or unreadable file, a FIFO or device as DATA, non-numeric columns,
+NaN rows, more components than rows, an unknown option, a size that would exhaust
+memory) and operating-system errors (permission denied, a read-only file system, a full
+disk) end with exit code 2 and one line on stderr. ``--quiet`` silences progress bars
+and messages; progress bars are shown only on a terminal and never when the ``CI``
+environment variable is set. Set ``GAUSSMIX_DEBUG=1`` to see the
 traceback of an error.
 
 The command computes in float64 (it enables ``jax_enable_x64``) and draws with
@@ -35,16 +44,22 @@ matplotlib's Agg backend.
 import argparse
 import contextlib
 import csv
+import errno
+import hashlib
+import json
 import math
 import os
 import shutil
+import signal
+import stat
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -57,6 +72,29 @@ EXIT_USAGE = 2
 _MISSING = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})
 _COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _LISTED = 8
+
+#: Largest K in --components (more is a memory and time problem long before it is useful).
+_MAX_COMPONENTS = 10_000
+#: Most candidate counts in --components A:B: each one is a separate fit.
+_MAX_CANDIDATES = 1000
+#: Largest number of peaks in --peaks.
+_MAX_PEAKS = 1000
+#: Largest polynomial degree of --baseline (higher degrees are numerically meaningless).
+_MAX_BASELINE_DEGREE = 20
+#: Largest --num-warmup and --num-samples: a million draws per chain.
+_MAX_DRAWS = 1_000_000
+#: Largest --num-chains.
+_MAX_CHAINS = 1024
+#: Largest --n-init (EM restarts run side by side).
+_MAX_RESTARTS = 1000
+#: Seeds NumPy and JAX accept: 0 to 2**32 - 1.
+_MAX_SEED = 2**32 - 1
+#: Fewest NUTS draws per chain: ArviZ's split R-hat and ESS split each chain in halves
+#: and need at least 2 draws in each.
+_MIN_DRAWS_PER_CHAIN = 4
+#: Fewest NUTS draws in all: PSIS-LOO fits a Pareto tail to the largest fifth of the
+#: importance ratios and needs at least 5 draws in it.
+_MIN_DRAWS = 25
 
 
 class UsageError(Exception):
@@ -75,7 +113,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _components(text: str) -> tuple[int, ...]:
-    """``"3"`` -> (3,); ``"1:10"`` -> (1, ..., 10), both ends included."""
+    """``"3"`` -> (3,); ``"1:10"`` -> (1, ..., 10), both ends included.
+
+    The range is checked arithmetically before it is built: at most
+    ``_MAX_CANDIDATES`` counts, none above ``_MAX_COMPONENTS``.
+    """
     parts = text.split(":")
     try:
         numbers = [int(part) for part in parts]
@@ -92,24 +134,44 @@ def _components(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"invalid value {text!r}: counts must be >= 1 and A <= B in A:B"
         )
+    if high - low + 1 > _MAX_CANDIDATES:
+        raise argparse.ArgumentTypeError(
+            f"invalid range {text!r}: {high - low + 1} candidate counts, at most "
+            f"{_MAX_CANDIDATES} (each is a separate fit); give a narrower range A:B"
+        )
+    if high > _MAX_COMPONENTS:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: at most {_MAX_COMPONENTS} components; give a smaller K"
+        )
     return tuple(range(low, high + 1))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
+def _bounded_int(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high`` inclusive."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{text!r} is too large: at most {high}")
+        return value
+
+    return convert
 
 
 def _peak_list(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip().lower() for name in text.split(","))
+    names = tuple(name.strip().lower() for name in text.split(",", _MAX_PEAKS))
+    if len(names) > _MAX_PEAKS:
+        raise argparse.ArgumentTypeError(
+            f"more than {_MAX_PEAKS} peaks in --peaks; fit fewer peaks at a time"
+        )
     if not all(names):
         raise argparse.ArgumentTypeError(
-            f"invalid peak list {text!r}: give lineshapes separated by commas, "
+            f"invalid peak list {text[:60]!r}: give lineshapes separated by commas, "
             "e.g. gaussian,gaussian"
         )
     return names
@@ -134,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="no progress bars and no messages on stdout",
     )
-    common.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    common.add_argument(
+        "--seed",
+        type=_bounded_int(0, _MAX_SEED),
+        default=0,
+        help=f"random seed, 0 to {_MAX_SEED} (default: 0)",
+    )
 
     data = _Parser(add_help=False)
     data.add_argument("data", metavar="DATA", help="CSV file with a header row, or .npy")
@@ -147,13 +214,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     sampling = _Parser(add_help=False)
     sampling.add_argument(
-        "--num-warmup", type=_positive_int, default=1000, metavar="N", help="NUTS (default: 1000)"
+        "--num-warmup",
+        type=_bounded_int(1, _MAX_DRAWS),
+        default=1000,
+        metavar="N",
+        help="NUTS (default: 1000)",
     )
     sampling.add_argument(
-        "--num-samples", type=_positive_int, default=1000, metavar="N", help="NUTS (default: 1000)"
+        "--num-samples",
+        type=_bounded_int(1, _MAX_DRAWS),
+        default=1000,
+        metavar="N",
+        help="NUTS (default: 1000)",
     )
     sampling.add_argument(
-        "--num-chains", type=_positive_int, default=4, metavar="N", help="NUTS (default: 4)"
+        "--num-chains",
+        type=_bounded_int(1, _MAX_CHAINS),
+        default=4,
+        metavar="N",
+        help="NUTS (default: 4)",
     )
 
     mixture = commands.add_parser(
@@ -188,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--columns", nargs="+", metavar="COL", help="columns to use (default: all)"
     )
     mixture.add_argument(
-        "--n-init", type=_positive_int, default=1, metavar="N", help="EM restarts (default: 1)"
+        "--n-init",
+        type=_bounded_int(1, _MAX_RESTARTS),
+        default=1,
+        metavar="N",
+        help="EM restarts (default: 1)",
     )
     mixture.set_defaults(run=_fit_mixture_command)
 
@@ -302,9 +385,60 @@ class Table:
         )
 
 
-def _read_csv_text(path: Path) -> list[str]:
+#: What a path is when it is not a regular file or a folder.
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{path} is a folder; give a CSV file or a .npy array")
+    if not stat.S_ISREG(mode):
+        kind = next((text for test, text in _SPECIAL_FILES if test(mode)), "not a regular file")
+        raise UsageError(
+            f"{path} is {kind}, not a regular file; save the data to a file and give that"
+        )
+
+
+@contextlib.contextmanager
+def _open_data(path: Path) -> Iterator[Any]:
+    """The data file opened for reading in binary, after checking it is a regular file:
+    the path is checked before it is opened (opening a FIFO would wait for a writer),
+    and opened without blocking and checked again, in case it changed in between."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        _check_regular(path, os.stat(path).st_mode)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as error:
+        raise UsageError(
+            f"cannot read {path}: {error.strerror}; give a file you may read"
+        ) from None
+    try:
+        _check_regular(path, os.fstat(descriptor).st_mode)
+        os.set_blocking(descriptor, True)
+        file = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with file:
+        yield file
+
+
+def _read_csv_text(path: Path) -> list[str]:
+    with _open_data(path) as file:
+        try:
+            data = file.read()
+        except OSError as error:
+            raise UsageError(
+                f"cannot read {path}: {error.strerror}; give a file you may read"
+            ) from None
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(
             f"cannot read {path}: it is not UTF-8 text; give a CSV file with a header row "
@@ -409,8 +543,9 @@ def read_table(
         option: the command-line option that chose ``columns``, named in messages.
 
     Raises:
-        UsageError: the file is missing or unreadable, a column is unknown or not
-            numeric; the message is one line saying what to do.
+        UsageError: the file is missing, unreadable or not a regular file (a folder, a
+            FIFO, a socket or a device, checked before it is opened), a column is
+            unknown or not numeric; the message is one line saying what to do.
 
     Example:
         >>> import tempfile, pathlib
@@ -421,10 +556,6 @@ def read_table(
         ((2, 2), ['a', 'b'])
     """
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give a CSV file or a .npy array")
     if path.suffix.lower() == ".npy":
         return _read_npy(path, columns, option)
     header, cells, lines = _read_csv(path)
@@ -454,7 +585,8 @@ def read_table(
 
 def _read_npy(path: Path, columns: Sequence[str] | None, option: str) -> Table:
     try:
-        array = np.load(path, allow_pickle=False)
+        with _open_data(path) as file:
+            array = np.load(file, allow_pickle=False)
     except ValueError as error:
         if "allow_pickle" in str(error):
             raise UsageError(
@@ -513,69 +645,370 @@ def drop_missing(table: Table, drop: bool) -> Table:
 # ---------------------------------------------------------------------------------------
 # Output
 
+#: The file in an output folder that lists what gaussmix wrote there.
+MANIFEST_NAME = "gaussmix-manifest.json"
+#: The manifest's ``format`` and ``version`` fields.
+MANIFEST_FORMAT = "gaussmix-manifest"
+MANIFEST_VERSION = 1
+#: Largest manifest read (a real one lists a few dozen files).
+_MANIFEST_BYTES = 1 << 22
+#: The temporary folder a run writes into, inside the output folder.
+_TEMPORARY_PREFIX = ".gaussmix-"
+_TEMPORARY_SUFFIX = ".partial"
+_INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Exit code of an interrupted run: 128 + the signal's number (130 SIGINT, 143 SIGTERM).
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-#: Suffixes of the files gaussmix writes into an output folder.
-_OUTPUT_SUFFIXES = frozenset({".png", ".html", ".json", ".nc", ".npz"})
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM received while :func:`main` ran (its handler raises this)."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
 
 
-def _replaceable(folder: Path) -> bool:
-    """An output folder may be replaced when it is empty, holds an earlier results.json, or
-    holds only files of the kinds gaussmix writes (no subfolders)."""
-    if (folder / "results.json").is_file():
-        return True
-    return all(item.is_file() and item.suffix in _OUTPUT_SUFFIXES for item in folder.iterdir())
+class _InterruptHandler:
+    """The SIGINT and SIGTERM handler :func:`main` installs while it runs.
+
+    It raises :class:`_Interrupted`; inside :meth:`deferred` it records the signal instead
+    and the block raises it at its end. A signal sent to the process may be delivered to
+    any of its threads (JAX runs several), so blocking it in the main thread alone cannot
+    hold it off; Python runs handlers in the main thread, so the handler can.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+
+    def __call__(self, signal_number: int, frame: Any) -> None:
+        if self.depth:
+            self.pending = self.pending or signal_number
+            return
+        raise _Interrupted(signal_number)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """SIGINT and SIGTERM wait until the block ends (blocked in this thread, deferred
+        by the handler when :func:`main` installed it), then raise."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPT_SIGNALS)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            _run_signal_handlers()
+            self.depth -= 1
+            if not self.depth and self.pending is not None:
+                pending, self.pending = self.pending, None
+                raise _Interrupted(pending)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM during the block (main thread only; a signal the
+        caller ignores or handles itself is left alone); the previous handlers return."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+        for number, default in (
+            (signal.SIGINT, signal.default_int_handler),
+            (signal.SIGTERM, signal.SIG_DFL),
+        ):
+            if signal.getsignal(number) is default:
+                previous[number] = signal.signal(number, self)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            self.pending = None
+
+
+def _run_signal_handlers() -> None:
+    """Calling a Python function lets the interpreter run handlers of signals just
+    unblocked, here rather than at some later line."""
+
+
+_INTERRUPTS = _InterruptHandler()
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, SHA-256 in hex) of a file."""
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            hasher.update(block)
+            size += len(block)
+    return size, hasher.hexdigest()
+
+
+def _plain_name(name: Any) -> bool:
+    """Whether ``name`` is a path inside a folder as a manifest may list it: relative,
+    '/'-separated, no empty, '.' or '..' parts, no backslash or NUL, not the manifest
+    itself nor inside a temporary folder."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    return (
+        all(part not in ("", ".", "..") for part in parts)
+        and name != MANIFEST_NAME
+        and not parts[0].startswith(_TEMPORARY_PREFIX)
+    )
+
+
+def _kind(folder: Path, name: str) -> str:
+    """'missing', 'file' (a regular file reached without symbolic links), or 'other'."""
+    path = folder
+    parts = name.split("/")
+    for index, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return "missing"
+        except OSError:
+            return "other"
+        if index == len(parts) - 1:
+            return "file" if stat.S_ISREG(mode) else "other"
+        if not stat.S_ISDIR(mode):
+            return "other"
+    return "other"
+
+
+def read_manifest(folder: str | os.PathLike) -> tuple[dict[str, tuple[int, str]], str | None]:
+    """The files an earlier run listed in ``folder``'s manifest, and what is wrong with it.
+
+    Returns:
+        ``({name: (size, sha256)}, None)`` for a valid manifest, ``({}, None)`` when there
+        is none, and ``({}, reason)`` when the file is there but is not a manifest gaussmix
+        wrote (damaged, foreign, or listing a name outside the folder): it lists nothing.
+
+    Example:
+        >>> import tempfile
+        >>> read_manifest(tempfile.mkdtemp())
+        ({}, None)
+    """
+    path = Path(folder) / MANIFEST_NAME
+    kind = _kind(Path(folder), MANIFEST_NAME)
+    if kind == "missing":
+        return {}, None
+    if kind != "file":
+        return {}, "it is not a regular file"
+    try:
+        with open(path, "rb") as file:
+            text = file.read(_MANIFEST_BYTES + 1)
+    except OSError as error:
+        return {}, f"it cannot be read: {error.strerror}"
+    if len(text) > _MANIFEST_BYTES:
+        return {}, "it is too large"
+    try:
+        manifest = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}, "it is not JSON"
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != MANIFEST_FORMAT
+        or manifest.get("version") != MANIFEST_VERSION
+        or not isinstance(manifest.get("files"), list)
+    ):
+        return {}, f"it is not a {MANIFEST_FORMAT} version {MANIFEST_VERSION}"
+    entries: dict[str, tuple[int, str]] = {}
+    for entry in manifest["files"]:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not _plain_name(name):
+            return {}, f"it lists {str(name)[:60]!r}, not a file name inside the folder"
+        size, sha256 = entry.get("size"), entry.get("sha256")
+        if (
+            type(size) is not int
+            or size < 0
+            or not isinstance(sha256, str)
+            or len(sha256) != 64
+            or any(c not in "0123456789abcdef" for c in sha256)
+            or name in entries
+        ):
+            return {}, f"its entry for {name!r} is damaged"
+        entries[name] = (size, sha256)
+    return entries, None
+
+
+def _check_folder(destination: Path, names: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """The manifest's entries, after checking that writing ``names`` into ``destination``
+    replaces only files gaussmix wrote there and the user has not changed since.
+
+    Raises:
+        UsageError: naming the first file in the way and what to do.
+    """
+    fix = "move it out of the folder or choose another --out"
+    entries, problem = read_manifest(destination)
+    if problem is not None:
+        raise UsageError(
+            f"--out {destination}: {MANIFEST_NAME} is not a manifest gaussmix wrote ({problem}); "
+            f"{fix}"
+        )
+    for name, recorded in entries.items():
+        kind = _kind(destination, name)
+        if kind == "missing":
+            continue
+        if kind != "file" or _digest(destination / name) != recorded:
+            raise UsageError(
+                f"--out {destination}: {name} was changed since gaussmix wrote it; {fix}"
+            )
+    for name in names:
+        if name not in entries and _kind(destination, name) != "missing":
+            raise UsageError(
+                f"--out {destination}: {name} exists and gaussmix did not write it "
+                f"(its {MANIFEST_NAME} does not list it); {fix}"
+            )
+    return entries
+
+
+def _written_files(folder: Path) -> list[str]:
+    """Every file under ``folder``, as '/'-separated paths relative to it."""
+    names = []
+    for root, _, files in os.walk(folder):
+        for file in files:
+            names.append(Path(root, file).relative_to(folder).as_posix())
+    return sorted(names)
+
+
+def _manifest(folder: Path, names: Sequence[str], command: Sequence[str]) -> bytes:
+    """The manifest of the files ``names`` in ``folder``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        gaussmix_version = version("gaussmix")
+    except PackageNotFoundError:
+        gaussmix_version = None
+    files = []
+    for name in names:
+        size, sha256 = _digest(folder / name)
+        files.append({"name": name, "size": size, "sha256": sha256})
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "command": list(command),
+        "gaussmix_version": gaussmix_version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+    }
+    return (json.dumps(manifest, indent=1) + "\n").encode("utf-8")
+
+
+def _remove_empty_folders(folder: Path, name: str) -> None:
+    """Remove the folders on the way to ``folder/name`` that are left empty."""
+    parent = PurePosixPath(name).parent
+    while parent != PurePosixPath("."):
+        try:
+            (folder / parent).rmdir()
+        except OSError:
+            return
+        parent = parent.parent
+
+
+def _remove(temporary: Path | None, created: Sequence[Path]) -> None:
+    """Remove the temporary folder, then the folders this run created (if empty)."""
+    if temporary is not None:
+        shutil.rmtree(temporary, ignore_errors=True)
+    for folder in created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @contextlib.contextmanager
-def atomic_output(destination: str | os.PathLike) -> Iterator[Path]:
-    """A temporary folder beside ``destination`` that replaces it when the block succeeds.
+def atomic_output(
+    destination: str | os.PathLike,
+    *,
+    command: Sequence[str] = (),
+    planned: Sequence[str] = (),
+) -> Iterator[Path]:
+    """A temporary folder inside ``destination`` whose files move into it when the block
+    succeeds, with the manifest ``gaussmix-manifest.json`` listing them.
 
-    On an exception the temporary folder (and any parent folder this call created) is
-    removed and ``destination`` is left as it was. An existing ``destination`` is
-    replaced only when it is empty, holds a ``results.json`` of an earlier run, or holds
-    nothing but files of the kinds gaussmix writes (.png, .html, .json, .nc, .npz).
+    A file in ``destination`` is replaced or removed only when the previous manifest
+    lists it and it is unchanged (same size and SHA-256); anything else there is left
+    alone. Before the block runs, ``planned`` (the names the run expects to write) is
+    checked; when the block ends, every file it wrote is checked again before anything
+    moves. The files move in one by one (``os.replace``), the manifest last, with SIGINT
+    and SIGTERM held off. On an exception or an interrupt, the temporary folder and any
+    folder this call created are removed: ``destination`` is left as it was.
+
+    Args:
+        destination: the output folder (created with its parents when missing).
+        command: the command line, recorded in the manifest.
+        planned: '/'-separated names of the files the run expects to write.
+
+    Raises:
+        UsageError: ``destination`` is not a folder, cannot be written, holds a file in
+            the way (not listed, or changed since gaussmix wrote it), or its manifest is
+            not one gaussmix wrote.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "out"
+        >>> with atomic_output(out) as folder:
+        ...     _ = (folder / "results.json").write_text("{}")
+        >>> sorted(p.name for p in out.iterdir())
+        ['gaussmix-manifest.json', 'results.json']
     """
     destination = Path(destination).absolute()
-    if destination.exists():
-        if not destination.is_dir():
-            raise UsageError(f"--out {destination} exists and is not a folder")
-        if not _replaceable(destination):
-            raise UsageError(
-                f"--out {destination} exists and does not hold gaussmix results; "
-                "choose a new folder or empty it"
-            )
-    created = []
-    parent = destination.parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        mode = os.stat(destination).st_mode
+    except FileNotFoundError:
+        mode = None
     except OSError as error:
-        raise UsageError(f"cannot create --out {destination}: {error.strerror}") from None
-    temporary = Path(
-        tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
-    )
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o777 & ~umask)
+        raise UsageError(
+            f"cannot use --out {destination}: {error.strerror}; choose a folder you can write"
+        ) from None
+    if mode is not None:
+        if not stat.S_ISDIR(mode):
+            raise UsageError(f"--out {destination} exists and is not a folder; choose a folder")
+        _check_folder(destination, planned)
+    created: list[Path] = []
+    temporary = None
+    with _INTERRUPTS.deferred():
+        folder = destination
+        while not folder.exists() and folder != folder.parent:
+            created.append(folder)
+            folder = folder.parent
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+            temporary = Path(
+                tempfile.mkdtemp(
+                    prefix=_TEMPORARY_PREFIX, suffix=_TEMPORARY_SUFFIX, dir=destination
+                )
+            )
+        except OSError as error:
+            _remove(temporary, created)
+            raise UsageError(
+                f"cannot create a folder in --out {destination}: {error.strerror}; "
+                "choose a folder you can write"
+            ) from None
+    committed = False
     try:
         yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        for folder in created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        names = _written_files(temporary)
+        entries = _check_folder(destination, names)
+        (temporary / MANIFEST_NAME).write_bytes(_manifest(temporary, names, command))
+        with _INTERRUPTS.deferred():
+            for name in names:
+                (destination / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temporary / name, destination / name)
+            for name in sorted(set(entries) - set(names)):
+                with contextlib.suppress(FileNotFoundError):
+                    (destination / name).unlink()
+                _remove_empty_folders(destination, name)
+            os.replace(temporary / MANIFEST_NAME, destination / MANIFEST_NAME)
+            shutil.rmtree(temporary, ignore_errors=True)
+            committed = True
+    except BaseException as error:
+        if committed:
+            error.written = destination  # an interrupt held off until the files were in
+            raise
+        with _INTERRUPTS.deferred():
+            _remove(temporary, created)
         raise
-    if destination.exists():
-        previous = Path(
-            tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent)
-        )
-        os.replace(destination, previous / "previous")
-        os.replace(temporary, destination)
-        shutil.rmtree(previous, ignore_errors=True)
-    else:
-        os.replace(temporary, destination)
 
 
 #: Warnings meant for developers, not shown in reports.
@@ -660,7 +1093,7 @@ def _arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {
         key: list(value) if isinstance(value, tuple) else value
         for key, value in vars(args).items()
-        if key not in ("run",)
+        if key not in ("run", "command_line")
     }
 
 
@@ -910,9 +1343,10 @@ def _diagnostics_table(run: "_Run", diagnostics: Any, title: str) -> dict[str, A
         "max_tree_depth_hits": diagnostics.max_tree_depth_hits,
         "bfmi": np.asarray(diagnostics.bfmi),
         "max_r_hat": float(r_hat.max()),
-        "max_r_hat_parameter": str(r_hat.idxmax()),
+        # R-hat is NaN everywhere for one chain.
+        "max_r_hat_parameter": str(r_hat.idxmax()) if r_hat.notna().any() else "",
         "min_ess": float(ess.min()),
-        "min_ess_parameter": str(ess.idxmin()),
+        "min_ess_parameter": str(ess.idxmin()) if ess.notna().any() else "",
         "multimodal": list(diagnostics.multimodal),
         "thresholds": thresholds,
     }
@@ -1893,7 +2327,7 @@ def _run_demo(run: _Run, args: argparse.Namespace, progress_bar: bool) -> None:
 def _fit_mixture_command(args: argparse.Namespace) -> int:
     table = drop_missing(read_table(args.data, args.columns, "--columns"), args.drop_nan)
     x = table.values
-    n_rows = x.shape[0]
+    n_rows, n_features = x.shape
     largest = max(args.components)
     if n_rows < largest:
         after = " after omitting rows with NaN" if table.dropped else ""
@@ -1903,8 +2337,9 @@ def _fit_mixture_command(args: argparse.Namespace) -> int:
         )
     if n_rows < 2:
         raise UsageError(f"{table.path.name} has {n_rows} row; a mixture needs at least 2")
+    _check_mixture_memory(args, n_rows, n_features)
     _configure_numerics()
-    with atomic_output(args.out) as folder:
+    with _output(args, _mixture_files(args, n_features)) as folder:
         run = _Run(
             folder,
             f"gaussmix fit-mixture {table.path.name}",
@@ -1922,11 +2357,18 @@ def _fit_peaks_command(args: argparse.Namespace) -> int:
     names = [args.x, *args.y]
     if len(set(names)) != len(names):
         raise UsageError("--x and --y must name different columns, each once")
+    baseline = _baseline_option(args.baseline)
+    if isinstance(baseline, int) and baseline > _MAX_BASELINE_DEGREE:
+        raise UsageError(
+            f"--baseline {args.baseline[:20]}: polynomial degrees above "
+            f"{_MAX_BASELINE_DEGREE} are numerically meaningless; give a lower degree"
+        )
     table = drop_missing(read_table(args.data, names, "--x/--y"), args.drop_nan)
     if len(np.unique(table.values[:, 0])) < 2:
         raise UsageError(f"column {table.columns[0]!r} holds one x value; a fit needs a range")
+    _check_peaks_memory(args, table)
     _configure_numerics()
-    with atomic_output(args.out) as folder:
+    with _output(args, _peak_files(args, table.columns[1:])) as folder:
         run = _Run(folder, f"gaussmix fit-peaks {table.path.name}", args.quiet, _data_line(table))
         run.results["data"] = _data_summary(table)
         _run_fit_peaks(run, table, args, progress_bar=_show_progress(args))
@@ -1938,13 +2380,148 @@ def _fit_peaks_command(args: argparse.Namespace) -> int:
 def _demo_command(args: argparse.Namespace) -> int:
     _configure_numerics()
     start = time.perf_counter()
-    with atomic_output(args.out) as folder:
+    with _output(args, _DEMO_FILES) as folder:
         run = _Run(folder, "gaussmix demo", args.quiet)
         _run_demo(run, args, progress_bar=_show_progress(args))
         run.results["elapsed_seconds"] = time.perf_counter() - start
         run.finish("demo", _arguments(args))
     _say(args, f"wrote {Path(args.out) / 'report.html'} in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _output(args: argparse.Namespace, planned: Sequence[str]):
+    """:func:`atomic_output` for ``--out``, recording the command line in the manifest."""
+    command = getattr(args, "command_line", ["gaussmix", args.command])
+    return atomic_output(args.out, command=command, planned=planned)
+
+
+#: What every command writes.
+_ALWAYS_WRITTEN = ("results.json", "report.html")
+
+#: What ``gaussmix demo`` writes (with or without --quick).
+_DEMO_FILES = (
+    *_ALWAYS_WRITTEN,
+    *("datasets.png", "em.png", "model-sm1.npz", "kmeans.png", "selection.png"),
+    *("posterior.nc", "posterior-nuts-on-sm1.png"),
+    *("peaks-two-gaussians.png", "peaks-spectrum.png", "model-peaks.npz"),
+    *("posterior-peaks.nc", "peaks-nuts.png"),
+)
+
+
+def _mixture_files(args: argparse.Namespace, n_features: int) -> list[str]:
+    """The files ``fit-mixture`` will write (checked against --out before the fit)."""
+    files = [*_ALWAYS_WRITTEN, "model.npz", "mixture.png"]
+    if len(args.components) > 1 and args.criterion != "loo":
+        files.append("selection.png")
+    if args.backend == "mcmc":
+        files.append("posterior.nc")
+        if n_features >= 2:
+            files.append("posterior-nuts.png")
+    return files
+
+
+def _peak_files(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """The files ``fit-peaks`` will write (checked against --out before the fit)."""
+    files = [*_ALWAYS_WRITTEN, "model.npz"]
+    files += [f"peaks-map-{_slug(name)}.png" for name in names[:_PEAK_FIGURES]]
+    if args.backend == "mcmc":
+        files += [f"posterior-{_slug(name)}.nc" for name in names]
+        files += [f"peaks-nuts-{_slug(name)}.png" for name in names[:_PEAK_FIGURES]]
+    return files
+
+
+# ---------------------------------------------------------------------------------------
+# What the options cost, checked before anything is allocated
+
+#: Copies of the largest arrays a fit holds at once (inputs, outputs, temporaries).
+_MEMORY_FACTOR = 4
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable on Linux), or None when unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def _check_memory(needed: float, what: str, fix: str) -> None:
+    """Stop when ``needed`` bytes exceed the memory available."""
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise UsageError(
+            f"{what} need about {needed / 2**30:.1f} GiB of memory, more than the "
+            f"{available / 2**30:.1f} GiB available; {fix}"
+        )
+
+
+def _check_sampling(args: argparse.Namespace) -> None:
+    """NUTS settings the diagnostics can use."""
+    if args.num_samples < _MIN_DRAWS_PER_CHAIN:
+        raise UsageError(
+            f"--num-samples {args.num_samples} is too few: ArviZ's R-hat and ESS need at "
+            f"least {_MIN_DRAWS_PER_CHAIN} draws per chain; use --num-samples "
+            f"{_MIN_DRAWS_PER_CHAIN} or more (default 1000)"
+        )
+    if args.num_samples * args.num_chains < _MIN_DRAWS:
+        raise UsageError(
+            f"--num-samples {args.num_samples} x --num-chains {args.num_chains} = "
+            f"{args.num_samples * args.num_chains} draws are too few: PSIS-LOO needs at "
+            f"least {_MIN_DRAWS}; raise --num-samples or --num-chains"
+        )
+
+
+def _draws_bytes(args: argparse.Namespace, n_values: int) -> float:
+    """Bytes of ``n_values`` float64 values per draw, for every stored draw."""
+    return 8.0 * args.num_samples * args.num_chains * n_values * _MEMORY_FACTOR
+
+
+def _check_mixture_memory(args: argparse.Namespace, n_rows: int, n_features: int) -> None:
+    """EM restarts and the (N, K) responsibilities; NUTS draws of every parameter and of
+    the pointwise log-likelihood (one posterior per K when LOO compares them)."""
+    largest = max(args.components)
+    parameters = largest * (1 + n_features + n_features * n_features)
+    em = 8.0 * _MEMORY_FACTOR * (args.n_init * parameters + n_rows * largest)
+    _check_memory(
+        em,
+        f"EM with --components {largest} and --n-init {args.n_init} on {n_rows} rows",
+        "use fewer components or restarts",
+    )
+    sampled = args.backend == "mcmc" or (args.criterion == "loo" and len(args.components) > 1)
+    if not sampled:
+        return
+    _check_sampling(args)
+    counts = args.components if args.criterion == "loo" else (largest,)
+    values = sum(k * (1 + n_features + n_features * n_features) + n_rows for k in counts)
+    _check_memory(
+        _draws_bytes(args, values),
+        f"{args.num_chains} chains x {args.num_samples} draws of {len(counts)} posterior(s) "
+        f"with {n_rows} pointwise log-likelihoods",
+        "use fewer --num-samples or --num-chains",
+    )
+
+
+def _check_peaks_memory(args: argparse.Namespace, table: Table) -> None:
+    """The batched MAP fit's Jacobian (spectra x points x parameters); NUTS draws of the
+    parameters, derived quantities and pointwise log-likelihood of one spectrum."""
+    n_points, n_spectra = table.values.shape[0], table.values.shape[1] - 1
+    parameters = 7 * len(args.peaks) + _MAX_BASELINE_DEGREE + 3
+    _check_memory(
+        8.0 * _MEMORY_FACTOR * n_spectra * n_points * parameters,
+        f"{n_spectra} spectra of {n_points} points with {len(args.peaks)} peaks",
+        "fit fewer spectra at a time",
+    )
+    if args.backend == "mcmc":
+        _check_sampling(args)
+        _check_memory(
+            _draws_bytes(args, parameters + n_points),
+            f"{args.num_chains} chains x {args.num_samples} draws of {n_points} points",
+            "use fewer --num-samples or --num-chains",
+        )
 
 
 def _data_line(table: Table) -> str:
@@ -1976,8 +2553,33 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+#: What to do about an operating-system error, by errno.
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: "free some disk space or choose another --out",
+    errno.EDQUOT: "free some of your disk quota or choose another --out",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EACCES: "check the permissions or choose another path",
+    errno.EPERM: "check the permissions or choose another path",
+}
+
+
+def _os_error_line(error: OSError) -> str:
+    """'Permission denied: /x/y; check the permissions or choose another path'."""
+    reason = error.strerror or _one_line(error)
+    where = f": {error.filename}" if error.filename is not None else ""
+    fix = _OS_ERROR_FIXES.get(error.errno, "check the path and try again")
+    return f"{reason}{where}; {fix}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit code (0, or 2 for bad input)."""
+    """Run the command; returns the exit code.
+
+    0 on success; 2 for bad input or an operating-system error (one line on stderr);
+    130 after SIGINT and 143 after SIGTERM (one line on stderr; nothing half-written
+    is left). SIGINT and SIGTERM handlers are installed for the run only and the previous
+    ones put back.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as error:
@@ -1985,12 +2587,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
+    args.command_line = ["gaussmix", *argv]
     try:
-        return args.run(args)
-    except (UsageError, ValueError) as error:
+        with _INTERRUPTS.installed():
+            return args.run(args)
+    except KeyboardInterrupt as interrupt:
+        number = getattr(interrupt, "signal_number", signal.SIGINT)
+        out = getattr(args, "out", None)
+        if getattr(interrupt, "written", None) is not None:
+            what = f"interrupted after {out} was written"
+        else:
+            what = "interrupted; nothing was written" + (f" to {out}" if out else "")
+        print(f"gaussmix {args.command}: {what}", file=sys.stderr)
+        return EXIT_INTERRUPTED[number]
+    except (UsageError, ValueError, OSError) as error:
         if os.environ.get("GAUSSMIX_DEBUG"):
             raise
-        print(f"gaussmix {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        line = _os_error_line(error) if isinstance(error, OSError) else _one_line(error)
+        print(f"gaussmix {args.command}: error: {line}", file=sys.stderr)
         return EXIT_USAGE
 
 

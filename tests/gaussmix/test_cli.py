@@ -297,14 +297,19 @@ def test_corrupt_npy(capsys, tmp_path):
 
 
 def test_out_refuses_a_folder_that_is_not_ours(capsys, tmp_path, two_blobs):
+    """A report.html gaussmix did not write (no manifest lists it) is never overwritten."""
     data = tmp_path / "d.npy"
     np.save(data, two_blobs)
     out = tmp_path / "precious"
     out.mkdir()
     (out / "thesis.tex").write_text("keep me")
+    (out / "report.html").write_text("my own page")
     code, _, err = run_main(capsys, "fit-mixture", data, "--components", "2", "--out", out)
-    assert code == EXIT_USAGE and len(err) == 1 and "does not hold gaussmix results" in err[0]
+    assert code == EXIT_USAGE and len(err) == 1
+    assert "report.html exists and gaussmix did not write it" in err[0]
     assert (out / "thesis.tex").read_text() == "keep me"
+    assert (out / "report.html").read_text() == "my own page"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "thesis.tex"]
 
 
 # -- reading tables --------------------------------------------------------------------
@@ -341,37 +346,40 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
 
 def test_atomic_output_replaces_an_earlier_run_only_at_the_end(tmp_path):
     destination = tmp_path / "out"
-    destination.mkdir()
-    (destination / "results.json").write_text('{"old": true}')
+    with cli.atomic_output(destination) as folder:
+        (folder / "results.json").write_text('{"old": true}')
     with cli.atomic_output(destination) as folder:
         assert (destination / "results.json").read_text() == '{"old": true}'
         (folder / "results.json").write_text('{"new": true}')
     assert json.loads((destination / "results.json").read_text()) == {"new": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in destination.iterdir()) == [cli.MANIFEST_NAME, "results.json"]
 
 
-def test_atomic_output_replaces_a_folder_of_old_figures_only(tmp_path):
+def test_atomic_output_removes_listed_files_a_rerun_does_not_write(tmp_path):
     destination = tmp_path / "demo"
-    destination.mkdir()
-    (destination / "sm1.png").write_bytes(b"old")
+    with cli.atomic_output(destination) as folder:
+        (folder / "sm1.png").write_bytes(b"old")
+    (destination / "notes.txt").write_text("mine")
     with cli.atomic_output(destination) as folder:
         (folder / "report.html").write_text("new")
-    assert sorted(p.name for p in destination.iterdir()) == ["report.html"]
-    (destination / "notes.txt").write_text("mine")
-    with pytest.raises(cli.UsageError, match="does not hold gaussmix results"):
-        with cli.atomic_output(destination):
-            pass
-    assert (destination / "notes.txt").exists()
+    assert sorted(p.name for p in destination.iterdir()) == [
+        cli.MANIFEST_NAME,
+        "notes.txt",
+        "report.html",
+    ]
+    assert (destination / "notes.txt").read_text() == "mine"
 
 
 def test_atomic_output_keeps_the_earlier_run_on_failure(tmp_path):
     destination = tmp_path / "out"
-    destination.mkdir()
-    (destination / "results.json").write_text('{"old": true}')
+    with cli.atomic_output(destination) as folder:
+        (folder / "results.json").write_text('{"old": true}')
+    before = {p.name: p.read_bytes() for p in destination.iterdir()}
     with pytest.raises(KeyboardInterrupt), cli.atomic_output(destination) as folder:
         (folder / "results.json").write_text('{"new": true}')
         raise KeyboardInterrupt
-    assert (destination / "results.json").read_text() == '{"old": true}'
+    assert {p.name: p.read_bytes() for p in destination.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -430,6 +438,14 @@ def strict_json(path: Path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+def assert_planned(folder: Path, *argv):
+    """The files the command checked before the fit (for ARGV) are those it wrote."""
+    args = cli.build_parser().parse_args(["fit-mixture", "d", *argv, "--out", "o"])
+    manifest = strict_json(folder / cli.MANIFEST_NAME)
+    written = {entry["name"] for entry in manifest["files"]}
+    assert written == set(cli._mixture_files(args, n_features=2))
+
+
 def assert_page(folder: Path, images: int):
     page = (folder / "report.html").read_text()
     assert page.count("<img") == images
@@ -467,6 +483,10 @@ def test_demo_quick_writes_the_tour(capsys, tmp_path):
         assert (out / name).is_file()
     assert (out / "posterior.nc").is_file() and (out / "posterior-peaks.nc").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    # The names the demo checks before it runs are the names it writes.
+    manifest = strict_json(out / cli.MANIFEST_NAME)
+    assert {entry["name"] for entry in manifest["files"]} == set(cli._DEMO_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*cli._DEMO_FILES, cli.MANIFEST_NAME])
 
 
 def test_posterior_round_trips_through_one_netcdf_file(tmp_path):
@@ -586,6 +606,7 @@ def test_fit_mixture_sweep_chooses_k_by_bic(capsys, tmp_path):
     assert selection["rows"][0]["log_likelihood"] == pytest.approx(log_likelihood, rel=1e-9)
     assert bic[0] == pytest.approx(-2 * log_likelihood + 5 * np.log(len(x)), rel=1e-9)
     assert_page(tmp_path / "out", images=2)
+    assert_planned(tmp_path / "out", "--components", "1:3")
 
 
 def test_fit_mixture_sweep_by_loo_keeps_the_best_posterior(capsys, tmp_path, sm1):
@@ -617,6 +638,9 @@ def test_fit_mixture_sweep_by_loo_keeps_the_best_posterior(capsys, tmp_path, sm1
         elpd = arviz_stats.loo(tree.load()).elpd
     assert elpd == pytest.approx(rows["K=2"]["elpd"], rel=1e-9)
     assert "PSIS-LOO comparison" in assert_page(tmp_path / "out", images=2)
+    assert_planned(
+        tmp_path / "out", "--components", "1:2", "--criterion", "loo", "--backend", "mcmc"
+    )
 
 
 def test_fit_mixture_mcmc_writes_the_posterior(capsys, tmp_path, sm1):
@@ -648,6 +672,7 @@ def test_fit_mixture_mcmc_writes_the_posterior(capsys, tmp_path, sm1):
     assert "covariances[0, 0, 1]" not in rows  # the upper triangle repeats the lower one
     page = assert_page(tmp_path / "out", images=2)
     assert "NUTS: diagnostics" in page
+    assert_planned(tmp_path / "out", "--components", "2", "--backend", "mcmc")
 
 
 def write_spectra(path: Path, seed: int = 0):
@@ -686,6 +711,12 @@ def test_fit_peaks_batch_matches_curve_fit(capsys, tmp_path):
 
     fit = load(tmp_path / "out" / "model.npz")
     np.testing.assert_allclose(fit.rss, [row["rss"] for row in fitted["statistics"]])
+    # The names fit-peaks checks before the fit are the names it writes.
+    manifest = strict_json(tmp_path / "out" / cli.MANIFEST_NAME)
+    args = cli.build_parser().parse_args(
+        ["fit-peaks", "s.csv", "--x", "t", "--y", "a", "b", "--out", "o"]
+    )
+    assert {entry["name"] for entry in manifest["files"]} == set(cli._peak_files(args, ["a", "b"]))
     assert_page(tmp_path / "out", images=2)
 
 
