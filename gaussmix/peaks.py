@@ -32,6 +32,9 @@ from gaussmix.models.peaks import (
     NOISE_SITE,
     PeakModel,
     baseline_curve,
+    check_degrees_of_freedom,
+    check_fixed,
+    check_priors,
     default_priors,
     derived_quantities,
     mean_curve,
@@ -838,8 +841,17 @@ def fit_peaks(
     ):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
-    model = peak_model(peaks, baseline, likelihood, ties, fixed or {})
-    fixed = {name: float(_numeric(f"fixed[{name!r}]", v)) for name, v in (fixed or {}).items()}
+    if tolerance is not None and (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, numbers.Real)
+        or not 0 < tolerance < 1
+    ):
+        raise ValueError(f"tolerance must be None or a number in (0, 1), got {tolerance!r}.")
+    model = peak_model(peaks, baseline, likelihood, ties, {} if fixed is None else fixed)
+    fixed = {name: float(value) for name, value in check_fixed(model, fixed).items()}
+    check_priors(priors, model)
+    check_degrees_of_freedom(degrees_of_freedom)
+    degrees_of_freedom = float(degrees_of_freedom)
     x, y, mask = _check_data(x, y, nan_policy)
     n_spectra = y.shape[0] if y.ndim == 2 else None
     if backend == "mcmc" and n_spectra is not None:
@@ -972,7 +984,7 @@ def _fit_map(
     if model.has_noise:
         fit.params[NOISE_SITE] = _to_numpy(result.params[NOISE_SITE])
     _statistics(fit, result, model)
-    _check_result(fit, model, site_priors)
+    _check_result(fit, model, site_priors, result.started, max_iterations)
     return fit
 
 
@@ -1033,6 +1045,7 @@ def _keep_better(result, retry, refitted):
     return result._replace(
         params={name: pick(retry.params[name], value) for name, value in result.params.items()},
         converged=pick(retry.converged, result.converged),
+        started=pick(retry.started, result.started),
         n_iter=np.where(better, np.asarray(result.n_iter) + retry.n_iter, result.n_iter),
         **fields,
     )
@@ -1062,9 +1075,19 @@ def _statistics(fit: PeakFit, result, model: PeakModel) -> None:
     fit.bic = _to_numpy(-2 * log_likelihood + k * np.log(n))
 
 
-def _check_result(fit: PeakFit, model: PeakModel, site_priors: Mapping) -> None:
+def _spectra(indices: np.ndarray, batch: int | None) -> str:
+    if batch is None:
+        return "the spectrum"
+    shown = indices[:10].tolist()
+    return f"spectra {shown}" + (f" (and {indices.size - 10} more)" if indices.size > 10 else "")
+
+
+def _check_result(
+    fit: PeakFit, model: PeakModel, site_priors: Mapping, started, max_iterations: int
+) -> None:
     """Flag spectra that ended at a prior bound of ``site_priors`` (:func:`_site_priors`)
-    as not converged, and warn."""
+    as not converged, and warn; then one warning for all the spectra whose fit failed
+    (at its start, with a singular covariance, or out of iterations)."""
     at_bound, names = _at_bound(fit.params, site_priors, model.free_names)
     if names:
         fit.converged = _to_numpy(np.asarray(fit.converged) & ~at_bound)
@@ -1077,23 +1100,41 @@ def _check_result(fit: PeakFit, model: PeakModel, site_priors: Mapping) -> None:
             stacklevel=3,
         )
     converged = np.atleast_1d(fit.converged) | np.atleast_1d(at_bound)
-    if not converged.all():
-        bad = np.flatnonzero(~converged)
-        which = "the spectrum" if fit.n_spectra is None else f"spectra {bad[:10].tolist()}"
-        warnings.warn(
-            f"The MAP fit of {which} did not converge in {int(np.max(fit.n_iter))} iterations "
-            f"({bad.size} of {converged.size}); they are flagged in PeakFit.converged. Try "
-            "better starting values or more iterations.",
-            PeakFitWarning,
-            stacklevel=3,
-        )
-    if not np.all(np.isfinite(fit.covariance)):
-        warnings.warn(
-            "The Laplace covariance is singular or not finite (an unidentified parameter?); "
-            "the standard errors of the affected fits are NaN.",
-            PeakFitWarning,
-            stacklevel=3,
-        )
+    if converged.all():
+        return
+    started = np.atleast_1d(np.asarray(started, bool))
+    variances = np.diagonal(np.asarray(fit.covariance), axis1=-2, axis2=-1)
+    singular = ~np.all(np.isfinite(np.reshape(variances, (converged.size, -1))), axis=-1)
+    failed = ~converged
+    reasons = []
+    for kind, text in (
+        (
+            failed & ~started,
+            "failed at the start: the log posterior, its gradient or its curvature is "
+            "not finite at the starting values (give init values well inside the priors, "
+            "or rescale the data), so params are NaN",
+        ),
+        (
+            failed & started & singular,
+            "ended with a singular covariance (an unidentified parameter: a peak without "
+            "data under it, or a degenerate baseline), so stderr and covariance are NaN",
+        ),
+        (
+            failed & started & ~singular,
+            f"did not converge in {max_iterations} iterations (or stalled)",
+        ),
+    ):
+        if kind.any():
+            reasons.append(f"{_spectra(np.flatnonzero(kind), fit.n_spectra)} {text}")
+    bad = np.flatnonzero(failed)
+    warnings.warn(
+        f"The MAP fit of {_spectra(bad, fit.n_spectra)} did not converge ({bad.size} of "
+        f"{converged.size}): " + "; ".join(reasons) + ". They are flagged in "
+        "PeakFit.converged, with NaN for what could not be computed (rss, redchi, stderr, "
+        "covariance). Try better starting values, fewer peaks or more iterations.",
+        PeakFitWarning,
+        stacklevel=3,
+    )
 
 
 def _order_by_center(tree, model: PeakModel, priors):
@@ -1141,6 +1182,11 @@ def _fit_mcmc(map_fit: PeakFit, priors, num_warmup, num_samples, num_chains, see
     if map_fit.mask is not None:
         kwargs["mask"] = jnp.asarray(map_fit.mask)
     init = {name: float(map_fit.params[name]) for name in model.site_names}
+    if not all(math.isfinite(value) for value in init.values()):
+        raise ValueError(
+            "The MAP fit that starts the chains failed at its start (the log posterior is not "
+            "finite at the starting values); give init values well inside the priors' supports."
+        )
     tree = sample(
         program,
         jnp.asarray(map_fit.x, dtype),

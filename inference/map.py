@@ -39,8 +39,11 @@ Convergence (MINPACK's tests, with tighter defaults): relative actual and predic
 decrease of :math:`\\sigma^2 F` at most ``tolerance``, or trust radius at most
 ``step_tolerance`` times the scaled parameter norm, or either at machine precision, or the
 Newton decrement :math:`\\nabla F^\\top H^{-1} \\nabla F` below ``tolerance`` nats. A
-spectrum that runs out of iterations or whose objective turns non-finite is flagged not
-converged.
+spectrum that runs out of iterations, whose trial steps all turn non-finite, or whose
+optimum has a singular covariance is flagged not converged. One whose starting point
+already has a non-finite objective, gradient or curvature fails at its start: it comes
+back with ``started`` False and NaN for everything that could not be computed (params,
+covariance, objective, log-likelihood, rss), never zeros.
 
 One ``jax.jit`` around a ``lax.while_loop``. Spectra are fitted in ``batch_size`` slots
 (``vmap``): a slot whose spectrum has finished takes the next one, so a spectrum needing
@@ -100,6 +103,8 @@ class MAPState(NamedTuple):
         rss: residual sum of squares at params.
         n_points: unmasked points.
         support: (n_sites,) whether each site's starting value lay in its prior support.
+        started: the starting point was evaluated with a finite objective, gradient and
+            curvature (False until then, and for good when it was not: a failed start).
         n_iter: trial steps (the starting point not counted).
         n_accepted: accepted steps.
         fresh: the starting point is still to be evaluated.
@@ -125,6 +130,7 @@ class MAPState(NamedTuple):
     rss: jax.Array
     n_points: jax.Array
     support: jax.Array
+    started: jax.Array
     n_iter: jax.Array
     n_accepted: jax.Array
     fresh: jax.Array
@@ -135,6 +141,12 @@ class MAPState(NamedTuple):
 class MAPResult(NamedTuple):
     """MAP fits; a leading (B,) axis on every array when y was (B, M).
 
+    A spectrum whose fit failed at its start (a non-finite objective, gradient or
+    curvature at the starting values) has ``started`` False and NaN for everything that
+    could not be computed: params, covariance, objective, log-likelihood, rss and
+    decrement. ``converged`` is False for it, and for any spectrum whose optimum has a
+    non-finite objective, rss or covariance (a singular curvature).
+
     Attributes:
         params: site name -> value at the MAP (the noise site included).
         covariance: (P, P) Laplace covariance of the curve parameters.
@@ -144,9 +156,11 @@ class MAPResult(NamedTuple):
         rss: :math:`\\sum (y - \\mu)^2` over unmasked points.
         n_points: number of unmasked points.
         decrement: Newton decrement at the MAP (nats).
-        converged: convergence flag.
+        converged: convergence flag (and finite objective, rss and covariance).
         n_iter: trial steps used.
         initial_in_support: (n_sites,) whether each site's start lay in its prior support.
+        started: whether the starting point had a finite objective, gradient and
+            curvature (False: the fit failed at its start).
     """
 
     params: dict[str, jax.Array]
@@ -160,6 +174,7 @@ class MAPResult(NamedTuple):
     converged: jax.Array
     n_iter: jax.Array
     initial_in_support: jax.Array
+    started: jax.Array
 
 
 # ---------------------------------------------------------------------------------------
@@ -636,6 +651,7 @@ def _empty_state(theta, noise, n_points: int, n_sites: int) -> MAPState:
         rss=zero,
         n_points=zero,
         support=jnp.ones((n_sites,), bool),
+        started=jnp.asarray(False),
         n_iter=jnp.asarray(0, jnp.int32),
         n_accepted=jnp.asarray(0, jnp.int32),
         fresh=jnp.asarray(True),
@@ -741,6 +757,7 @@ def map_step(problem: _Problem, state: MAPState, settings: _Settings) -> MAPStat
         rss=pick(local.rss, state.rss),
         n_points=pick(local.n_points, state.n_points),
         support=jnp.where(fresh, evaluation.support, state.support),
+        started=jnp.where(fresh, accept, state.started),
         n_iter=n_iter,
         n_accepted=state.n_accepted + (accept & ~fresh).astype(state.n_accepted.dtype),
         fresh=jnp.zeros_like(fresh),
@@ -771,43 +788,65 @@ class _Outputs(NamedTuple):
     converged: jax.Array
     n_iter: jax.Array
     support: jax.Array
+    started: jax.Array
 
 
 def _finish(problem: _Problem, state: MAPState) -> _Outputs:
     """Results of a finished state: the Laplace covariance from its curvature, and the
-    log-likelihood at the MAP (evaluated here once rather than at every step)."""
+    log-likelihood at the MAP (evaluated here once rather than at every step).
+
+    A state that failed at its start gives NaN for all it could not compute; a state whose
+    optimum has a non-finite objective, rss or covariance is not converged.
+    """
     unit = problem.unit(state.noise)
     if problem.family.name == "normal" and problem.has_noise:
-        # curve_fit's pcov: J^T J over the residual variance RSS / (n - p).
+        # curve_fit's pcov: J^T J over the residual variance s^2 = RSS / (n - p), written
+        # s^2 (J^T J - s^2 prior Hessian)^{-1} so that a perfect fit (s^2 = 0) gives zeros.
         gram = state.curvature + unit * state.prior_hessian
         dof = jnp.maximum(state.n_points - state.params.shape[0], 1.0)
-        precision = gram * dof / state.rss - state.prior_hessian
+        variance = state.rss / dof
+        covariance = variance * _inverse(gram - variance * state.prior_hessian)
     else:
-        precision = state.curvature / unit
+        covariance = _inverse(state.curvature / unit)
     evaluation = problem.observe(state.params, state.noise)
     log_likelihood = problem.log_likelihood(evaluation, state.noise)
     objective = (
         -log_likelihood - state.log_prior - problem.noise_log_prior(state.params, state.noise)
     )
+    started = state.started
+
+    def known(value):
+        return jnp.where(started, value, jnp.nan)
+
+    objective, log_likelihood, rss = known(objective), known(log_likelihood), known(state.rss)
+    covariance = known(covariance)
+    theta, noise = known(state.params), known(state.noise)
+    finite = (
+        jnp.isfinite(objective)
+        & jnp.isfinite(rss)
+        & jnp.all(jnp.isfinite(theta))
+        & jnp.all(jnp.isfinite(covariance))
+    )
     return _Outputs(
-        state.params,
-        state.noise,
-        _inverse(precision),
+        theta,
+        noise,
+        covariance,
         objective,
         log_likelihood,
-        state.rss,
-        state.n_points,
-        state.decrement,
-        state.converged,
+        rss,
+        jnp.sum(evaluation.mask),
+        known(state.decrement),
+        state.converged & started & finite,
         state.n_iter,
         state.support,
+        started,
     )
 
 
 #: Fields of a finished MAPState that _finish reads (kept for every spectrum).
 _FINAL_FIELDS = (
     "params", "noise", "curvature", "prior_hessian", "log_prior", "rss", "n_points",
-    "decrement", "converged", "n_iter", "support",
+    "decrement", "converged", "n_iter", "support", "started",
 )  # fmt: skip
 
 
@@ -950,7 +989,13 @@ def _fit_batch_sharded(devices, model, sites, observed, family, n_slots, x, y, m
 
 
 def _probe(model, x, y, init, model_kwargs):
-    """Latent sites (names, shapes), the observed site and its family, by abstract tracing."""
+    """Latent sites (names, shapes), the observed site and its family, by abstract tracing.
+
+    x, y and init are traced; ``model_kwargs`` stay concrete, so that the program's own
+    checks of its options (e.g. the supports of priors and fixed values in
+    :func:`gaussmix.models.peaks.peaks`) see their values and refuse bad ones here, before
+    anything is compiled.
+    """
     found = {}
 
     def run(x, y, init, model_kwargs):
@@ -970,7 +1015,7 @@ def _probe(model, x, y, init, model_kwargs):
         ]
         return jnp.zeros(())
 
-    jax.eval_shape(run, x, y, init, model_kwargs)
+    jax.eval_shape(lambda x, y, init: run(x, y, init, model_kwargs), x, y, init)
     if len(found["observed"]) != 1:
         raise ValueError(
             "The MAP back end needs exactly one observed site; the program has "
@@ -1137,7 +1182,7 @@ def fit_map(
             return jnp.where(skipped.reshape((-1,) + (1,) * (value.ndim - 1)), jnp.nan, value)
 
         outputs = jax.tree.map(blank, outputs._replace(support=outputs.support | skipped[:, None]))
-    theta, noise_value, covariance, *rest, support = outputs
+    theta, noise_value, covariance, *rest, support, started = outputs
     if not bool(jnp.all(support)):
         spectrum, site = (int(i) for i in np.argwhere(~np.asarray(support))[0])
         name = names[site]
@@ -1155,7 +1200,7 @@ def fit_map(
         else:
             parameter_names.extend(f"{name}[{i}]" for i in range(int(np.prod(shape))))
     params = jax.vmap(sites.unravel)(theta, noise_value)
-    arrays = (covariance, *rest, support)
+    arrays = (covariance, *rest, support, started)
     if not batched:
         params = {name: value[0] for name, value in params.items()}
         arrays = tuple(value[0] for value in arrays)

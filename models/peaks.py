@@ -51,6 +51,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 from numpyro import handlers
+from numpyro.distributions import constraints
 
 from gaussmix.models.lineshapes import Baseline, Lineshape, baseline_model, get_lineshape
 
@@ -58,6 +59,9 @@ __all__ = [
     "LIKELIHOODS",
     "PeakModel",
     "baseline_curve",
+    "check_degrees_of_freedom",
+    "check_fixed",
+    "check_priors",
     "default_priors",
     "derived_quantities",
     "mean_curve",
@@ -65,6 +69,7 @@ __all__ = [
     "peak_model",
     "peaks",
     "resolve_parameters",
+    "site_support",
 ]
 
 LIKELIHOODS = ("normal", "student_t", "poisson")
@@ -178,6 +183,15 @@ def peak_model(
         raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}.")
     structure = PeakModel(shapes, baseline_model(baseline), likelihood, (), ())
     names = structure.parameter_names
+    if not isinstance(fixed, Mapping | tuple | list):
+        raise ValueError(
+            f"fixed must be a dict {{name: value}} (or a list of names), got {type(fixed).__name__}."
+        )
+    if ties is not None and not isinstance(ties, Mapping):
+        raise ValueError(
+            f"ties must be a dict {{name: target}} such as {{'peak1_sigma': 'peak0_sigma'}}, "
+            f"got {type(ties).__name__}."
+        )
     fixed_names = tuple(fixed.keys() if isinstance(fixed, Mapping) else fixed)
     unknown = [n for n in fixed_names if n not in names]
     if unknown:
@@ -192,6 +206,12 @@ def peak_model(
             raise ValueError(f"Parameter {name!r} cannot be tied to {target!r} (and fixed).")
         if target in dict(tie_pairs):
             raise ValueError(f"tie target {target!r} is itself tied; tie to a free parameter.")
+        if structure.kind(name) != structure.kind(target):
+            raise ValueError(
+                f"tie {name!r} -> {target!r} joins a {structure.kind(name)} to a "
+                f"{structure.kind(target)}: a parameter can only be tied to one of the same "
+                "kind (a width to a width, a centre to a centre, ...)."
+            )
     return PeakModel(shapes, structure.baseline, likelihood, tie_pairs, fixed_names)
 
 
@@ -338,7 +358,148 @@ def default_priors(
     return priors
 
 
-def _check_priors(priors, model: PeakModel) -> dict:
+# ---------------------------------------------------------------------------------------
+# Supports: what each site may take, and the checks of priors, fixed values and options
+# ---------------------------------------------------------------------------------------
+
+#: Support of each parameter kind (and of the noise scale ``sigma``).
+KIND_SUPPORTS = {
+    "height": constraints.positive,
+    "area": constraints.positive,
+    "width": constraints.positive,
+    "fraction": constraints.unit_interval,
+    "center": constraints.real,
+    "shape": constraints.real,
+    "baseline": constraints.real,
+    "noise": constraints.positive,
+}
+
+
+def _kind_of_site(model: PeakModel, name: str) -> str:
+    if name == NOISE_SITE:
+        return "noise"
+    kind = model.kind(name)
+    return "baseline" if kind.startswith("baseline_") else kind
+
+
+def site_support(model: PeakModel, name: str) -> constraints.Constraint:
+    """The support of a parameter or of the noise site ``sigma``.
+
+    ==================================  ==========================
+    site                                support
+    ==================================  ==========================
+    heights, areas, widths (sigma,      :math:`(0, \\infty)`
+    gamma), noise ``sigma``
+    fractions                           :math:`[0, 1]`
+    centres, skews, baseline            :math:`\\mathbb{R}`
+    coefficients, amplitude and rate
+    ==================================  ==========================
+
+    A prior fits a site when its support lies in the site's (the closure of it: a
+    continuous prior on :math:`[0, b]` puts no mass on 0).
+
+    Example:
+        >>> site_support(peak_model("gaussian"), "peak0_sigma")
+        Positive(lower_bound=0.0)
+    """
+    return KIND_SUPPORTS[_kind_of_site(model, name)]
+
+
+def _bounds(support) -> tuple[object, object] | None:
+    """(lower, upper) of a scalar real constraint (infinite where open-ended), or None
+    for one that is not a continuous interval of the reals (discrete, vectors, ...)."""
+    while isinstance(support, constraints._IndependentConstraint):
+        if support.reinterpreted_batch_ndims != 0:
+            return None
+        support = support.base_constraint
+    if support.is_discrete or support.event_dim != 0:
+        return None
+    if isinstance(support, constraints._Real):
+        return -np.inf, np.inf
+    if isinstance(support, constraints._Interval):
+        return support.lower_bound, support.upper_bound
+    if isinstance(support, constraints._GreaterThan):
+        return support.lower_bound, np.inf
+    if isinstance(support, constraints._LessThan):
+        return -np.inf, support.upper_bound
+    return None
+
+
+def _concrete_array(value) -> np.ndarray | None:
+    """``value`` as a float NumPy array when it is concrete and numeric, else None."""
+    if not _is_concrete(value):
+        return None
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_prior_parameters(name: str, prior: dist.Distribution) -> None:
+    """Concrete parameters of ``prior`` (and of the distributions it wraps) finite and
+    inside their own constraints (a positive scale, ...)."""
+    while prior is not None:
+        for parameter, constraint in type(prior).arg_constraints.items():
+            value = _concrete_array(getattr(prior, parameter, None))
+            if value is None:
+                continue
+            if not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"priors[{name!r}]: {type(prior).__name__} has a non-finite {parameter} "
+                    f"= {value.tolist()}; give finite parameters."
+                )
+            if not constraints.is_dependent(constraint) and not np.all(
+                np.asarray(constraint(value))
+            ):
+                raise ValueError(
+                    f"priors[{name!r}]: {type(prior).__name__} has {parameter} = "
+                    f"{value.tolist()}, outside {constraint}; give a valid {parameter}."
+                )
+        prior = getattr(prior, "base_dist", None)
+
+
+def _check_prior_support(name: str, prior: dist.Distribution, expected) -> None:
+    """The prior's support inside the site's (its closure); bounds compared when concrete."""
+    bounds = _bounds(prior.support)
+    message = (
+        f"priors[{name!r}] = {type(prior).__name__} has support {prior.support}, which does "
+        f"not lie in the support of {name!r}, {expected}: "
+    )
+    if bounds is None:
+        raise ValueError(message + "give a continuous scalar prior on that support.")
+    site_low, site_high = _bounds(expected)
+    low, high = (_concrete_array(bound) for bound in bounds)
+    if low is not None and high is not None and not np.all(low < high):
+        raise ValueError(
+            f"priors[{name!r}] = {type(prior).__name__} has an empty support {prior.support}: "
+            "give a lower bound below the upper one."
+        )
+    if expected is constraints.unit_interval:
+        hint = "use Beta or Uniform(a >= 0, b <= 1)."
+    else:
+        hint = "use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b)."
+    if (low is not None and not np.all(low >= site_low)) or (
+        high is not None and not np.all(high <= site_high)
+    ):
+        raise ValueError(message + hint)
+
+
+def check_priors(priors, model: PeakModel) -> dict:
+    """Validate user priors: a dict of free sites to scalar numpyro distributions whose
+    support lies in the site's (:func:`site_support`) and whose parameters are finite and
+    valid. Parameters that are traced (inside ``jax.jit``) are not compared; their
+    support's kind still is.
+
+    Raises:
+        ValueError: naming the site, the prior's support and the support expected.
+
+    Example:
+        >>> model = peak_model("gaussian")
+        >>> check_priors({"peak0_sigma": dist.Normal(1.0, 1.0)}, model)
+        Traceback (most recent call last):
+        ...
+        ValueError: priors['peak0_sigma'] = Normal has support Real(), which does not lie in the support of 'peak0_sigma', Positive(lower_bound=0.0): use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b).
+    """
     if priors is None:
         return {}
     if not isinstance(priors, Mapping):
@@ -346,7 +507,7 @@ def _check_priors(priors, model: PeakModel) -> dict:
             "priors must be a dict mapping a site name to a numpyro distribution, "
             f"got {type(priors).__name__}."
         )
-    unknown = sorted(set(priors) - set(model.site_names))
+    unknown = sorted(set(priors) - set(model.site_names), key=str)
     if unknown:
         raise ValueError(
             f"Unknown prior site(s) {unknown}; priors apply to the free sites "
@@ -362,7 +523,87 @@ def _check_priors(priors, model: PeakModel) -> dict:
                 f"priors[{name!r}] must be a scalar distribution, got batch shape "
                 f"{prior.batch_shape} and event shape {prior.event_shape}."
             )
+        _check_prior_support(name, prior, site_support(model, name))
+        _check_prior_parameters(name, prior)
     return dict(priors)
+
+
+def _in_support(kind: str, value: np.ndarray) -> np.ndarray:
+    if kind == "fraction":
+        return (value >= 0) & (value <= 1)
+    if KIND_SUPPORTS[kind] is constraints.positive:
+        return value > 0
+    return np.isfinite(value)
+
+
+def check_fixed(model: PeakModel, fixed: Mapping | None) -> dict:
+    """Validate fixed values: one finite number each, inside the parameter's support
+    (:func:`site_support`). Traced values are checked for shape only.
+
+    Raises:
+        ValueError: e.g. ``fixed peak0_sigma = -1.0 is outside its support: sigma must be
+            > 0``.
+
+    Example:
+        >>> check_fixed(peak_model("gaussian", fixed=["peak0_sigma"]), {"peak0_sigma": -1})
+        Traceback (most recent call last):
+        ...
+        ValueError: fixed peak0_sigma = -1 is outside its support: sigma must be > 0; fix it at a value inside, or leave it free.
+    """
+    fixed = {} if fixed is None else fixed
+    if not isinstance(fixed, Mapping):
+        raise ValueError(f"fixed must be a dict {{name: value}}, got {type(fixed).__name__}.")
+    for name, value in fixed.items():
+        if name not in model.parameter_names:
+            continue  # peak_model names the unknown ones
+        if _is_concrete(value):
+            try:
+                array = np.asarray(value, dtype=float)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"fixed[{name!r}] must be a number, got {type(value).__name__}."
+                ) from None
+        else:
+            array = value
+        if np.shape(array) != ():
+            raise ValueError(
+                f"fixed[{name!r}] has shape {np.shape(array)}: give one number, shared by all "
+                "spectra (fit separately where the fixed values differ)."
+            )
+        if not _is_concrete(value):
+            continue
+        kind = _kind_of_site(model, name)
+        if not np.isfinite(array):
+            raise ValueError(f"fixed {name} = {float(array):g} is not finite; give a finite value.")
+        if not _in_support(kind, array):
+            parameter = name.split("_", 1)[1]
+            bound = "must lie in [0, 1]" if kind == "fraction" else "must be > 0"
+            raise ValueError(
+                f"fixed {name} = {float(array):g} is outside its support: {parameter} {bound}; "
+                "fix it at a value inside, or leave it free."
+            )
+    return dict(fixed)
+
+
+def check_degrees_of_freedom(degrees_of_freedom) -> None:
+    """The StudentT degrees of freedom: one finite number > 0 (checked when concrete)."""
+    if np.shape(degrees_of_freedom) != ():
+        raise ValueError(
+            f"degrees_of_freedom must be one number, got shape {np.shape(degrees_of_freedom)}."
+        )
+    if not _is_concrete(degrees_of_freedom):
+        return
+    try:
+        value = float(np.asarray(degrees_of_freedom, dtype=float))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"degrees_of_freedom must be a number, got {type(degrees_of_freedom).__name__}."
+        ) from None
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(
+            f"degrees_of_freedom = {value} is invalid: the StudentT likelihood needs a finite "
+            "number > 0 (small values, e.g. 4, for heavy tails)."
+        )
 
 
 def _is_concrete(value) -> bool:
@@ -411,11 +652,16 @@ def peaks(
         ((4, 50), (4,))
     """
     model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
-    user_priors = _check_priors(priors, model)
+    user_priors = check_priors(priors, model)
+    check_fixed(model, fixed)
+    if model.likelihood == "student_t":
+        check_degrees_of_freedom(degrees_of_freedom)
     x = jnp.asarray(x)
     x = x.astype(jnp.result_type(float, x))
     if x.ndim != 1:
         raise ValueError(f"x must be one-dimensional (M,), got shape {x.shape}.")
+    if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+        raise ValueError("x contains NaN or infinity; give finite abscissae.")
     if y is not None:
         y = jnp.asarray(y, x.dtype)
         if y.shape != x.shape:
@@ -426,6 +672,12 @@ def peaks(
         mask = jnp.asarray(mask, bool)
         if mask.shape != x.shape:
             raise ValueError(f"mask has shape {mask.shape}; expected {x.shape}.")
+    if y is not None and _is_concrete(y) and (mask is None or _is_concrete(mask)):
+        used = np.asarray(y) if mask is None else np.asarray(y)[np.asarray(mask)]
+        if not np.all(np.isfinite(used)):
+            raise ValueError(
+                "y contains NaN or infinity; drop those points or mask them (mask=False)."
+            )
     x_low, x_high, y_low, y_high = _data_ranges(x, y, mask, y_range)
     site_priors = default_priors(model, (x_low, x_high), (y_low, y_high))
     site_priors.update(user_priors)
