@@ -462,6 +462,18 @@ def test_mcmc_needs_the_draws_its_diagnostics_use(capsys, tmp_path, data, sample
     assert not out.exists()
 
 
+def test_mcmc_at_the_smallest_settings_allowed_runs(capsys, tmp_path, data):
+    """One chain of 25 draws: R-hat is undefined for one chain (null), not a crash."""
+    out = tmp_path / "o"
+    code, err = run_main(capsys, "--quiet", "fit-mixture", data, "--components", "1",
+                         "--backend", "mcmc", "--num-warmup", "10", "--num-samples", "25",
+                         "--num-chains", "1", "--out", out)  # fmt: skip
+    assert code == 0, err
+    diagnostics = json.loads((out / "results.json").read_text())["posterior"]["diagnostics"]
+    assert diagnostics["num_chains"] == 1 and diagnostics["num_draws"] == 25
+    assert diagnostics["max_r_hat"] is None and diagnostics["max_r_hat_parameter"] == ""
+
+
 def test_draws_that_would_exhaust_memory_are_refused(capsys, tmp_path, data, monkeypatch):
     monkeypatch.setattr(cli, "_available_memory", lambda: 2**30)
     out = tmp_path / "o"
