@@ -464,8 +464,10 @@ def _read_member(archive: zipfile.ZipFile, name: str, file_size: int) -> np.ndar
                 raise ValueError(f".npy format version {version} is not one NumPy writes here")
             if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
                 raise ValueError(f"dtype {dtype} holds objects or fields")
-            if dtype.kind not in _ALLOWED_DTYPE_KINDS or (
-                dtype.kind in "iuf" and dtype.itemsize > 8
+            if (
+                dtype.kind not in _ALLOWED_DTYPE_KINDS
+                or (dtype.kind in "iuf" and dtype.itemsize > 8)
+                or dtype.itemsize == 0
             ):
                 raise ValueError(f"dtype {dtype} is not a boolean, integer, float or text")
             header_size = member.tell()
@@ -668,6 +670,8 @@ class _Decoder:
         if value.get("jax"):
             import jax.numpy as jnp
 
+            if array.dtype.kind not in "biuf":
+                raise _Invalid(f"{where} is marked as a JAX array but holds {array.dtype}")
             return jnp.asarray(array)
         return array
 
@@ -735,9 +739,10 @@ def _real(value: Any, where: str, *, finite: bool = True, nan: bool = False) -> 
 
 
 def _array(
-    value: Any, where: str, shape: tuple, kinds: str = "f", finite: bool = True
+    value: Any, where: str, shape: tuple | None, kinds: str = "f", finite: bool = True
 ) -> np.ndarray:
-    """``value`` (a NumPy or JAX array) as a NumPy array of ``shape`` and dtype kind."""
+    """``value`` (a NumPy or JAX array) as a NumPy array of ``shape`` (None: any) and
+    dtype kind."""
     import jax
 
     if not isinstance(value, np.ndarray | jax.Array):
@@ -746,7 +751,7 @@ def _array(
     names = {"f": "floats", "b": "booleans", "iu": "integers", "U": "strings"}
     if array.dtype.kind not in kinds:
         raise _Invalid(f"{where} holds {array.dtype}, not {names.get(kinds, kinds)}")
-    if array.shape != tuple(shape):
+    if shape is not None and array.shape != tuple(shape):
         raise _Invalid(f"{where} has shape {array.shape}; it must have shape {tuple(shape)}")
     if finite and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise _Invalid(f"{where} holds NaN or infinite values")
@@ -925,7 +930,8 @@ def _check_gaussian_mixture(model: Any, fitted: dict) -> dict:
 
     _run_check("hyperparameters", model._check_parameters)
     _check_random_state(model.random_state)
-    _integer(model.verbose, "hyperparameters.verbose", 0)
+    if not isinstance(model.verbose, bool):  # verbose=True is scikit-learn's 1
+        _integer(model.verbose, "hyperparameters.verbose", 0)
     if model.devices is not None:
         _integer(model.devices, "hyperparameters.devices", 1)
     covariance_type, k = model.covariance_type, int(model.n_components)
@@ -957,7 +963,7 @@ def _check_gaussian_mixture(model: Any, fitted: dict) -> dict:
     bounds = _array(
         fitted["lower_bounds_"],
         "fitted.lower_bounds_",
-        np.shape(fitted["lower_bounds_"]),
+        None,
         finite=False,
     )
     if bounds.ndim != 1 or bounds.shape[0] > n_iter or np.any(np.isnan(bounds)):
@@ -965,12 +971,14 @@ def _check_gaussian_mixture(model: Any, fitted: dict) -> dict:
             f"fitted.lower_bounds_ must be at most n_iter_ = {n_iter} numbers, not "
             f"{_describe(bounds)}"
         )
-    if fitted["method_"] not in em.METHODS:
+    if not isinstance(fitted["method_"], str) or fitted["method_"] not in em.METHODS:
         raise _Invalid(f"fitted.method_ is {_describe(fitted['method_'])}, not one of {em.METHODS}")
     if "feature_names_in_" in fitted:
         fitted["feature_names_in_"] = _check_feature_names(fitted["feature_names_in_"], d)
     if fitted.get("_scales") is not None:
-        scales = _array(fitted["_scales"], "fitted._scales", np.shape(fitted["covariances_"]))
+        scales = _array(
+            fitted["_scales"], "fitted._scales", np.asarray(fitted["covariances_"]).shape
+        )
         if np.any(scales <= 0):
             raise _Invalid("fitted._scales holds values <= 0")
     if fitted.get("_online_record") is not None:
@@ -1020,7 +1028,7 @@ def _check_kmeans(model: Any, fitted: dict) -> dict:
     _check_random_state(model.random_state)
     _array(fitted["cluster_centers_"], "fitted.cluster_centers_", (k, d))
     labels = fitted["labels_"]
-    labels = _array(labels, "fitted.labels_", np.shape(labels), "iu")
+    labels = _array(labels, "fitted.labels_", None, "iu")
     if labels.ndim != 1 or np.any(labels < 0) or np.any(labels >= k):
         raise _Invalid(f"fitted.labels_ must be (N,) labels in [0, {k}), not {_describe(labels)}")
     inertia = _real(fitted["inertia_"], "fitted.inertia_")
@@ -1124,13 +1132,13 @@ def _check_peak_fit(fields: dict) -> dict:
             raise _Invalid(f"fields.priors is {_describe(fields['priors'])}, not an object")
         _run_check("fields.priors", peak_models.check_priors, fields["priors"], model)
     _run_check("fields.degrees_of_freedom", _check_degrees, fields["degrees_of_freedom"])
-    if fields["backend"] not in peaks.BACKENDS:
+    if not isinstance(fields["backend"], str) or fields["backend"] not in peaks.BACKENDS:
         raise _Invalid(
             f"fields.backend is {_describe(fields['backend'])}, not one of {peaks.BACKENDS}"
         )
-    x = _array(fields["x"], "fields.x", np.shape(fields["x"]))
+    x = _array(fields["x"], "fields.x", None)
     y = fields["y"]
-    y = _array(y, "fields.y", np.shape(y), finite=False)
+    y = _array(y, "fields.y", None, finite=False)
     if x.ndim != 1 or y.ndim not in (1, 2) or y.shape[-1] != x.shape[0]:
         raise _Invalid(f"fields.x {x.shape} and fields.y {y.shape} must be (M,) and (M,) or (B, M)")
     n_spectra = None if y.ndim == 1 else y.shape[0]
@@ -1140,7 +1148,11 @@ def _check_peak_fit(fields: dict) -> dict:
     if not np.all(np.isfinite(y[mask] if mask is not None else y)):
         raise _Invalid("fields.y holds NaN or infinite values where it is not masked")
     names = fields["parameter_names"]
-    if not isinstance(names, tuple) or names != model.free_names:
+    if (
+        not isinstance(names, tuple)
+        or not all(isinstance(name, str) for name in names)
+        or names != model.free_names
+    ):
         raise _Invalid(
             f"fields.parameter_names must be the model's free parameters {model.free_names}"
         )

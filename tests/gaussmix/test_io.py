@@ -557,7 +557,9 @@ def test_batched_peak_fit_with_model_options_round_trips(tmp_path):
     from gaussmix import fit_peaks
 
     x = np.linspace(0.0, 10.0, 50)
-    y = 3.0 * np.exp(-0.5 * (x - 4.0) ** 2) + 0.1 * x + 0.01 * np.sin(7.0 * x)
+    # A Gaussian and a Lorentzian (gamma 0.5) sharing a centre, on a line.
+    lorentzian = 2.0 * 0.25 / ((x - 4.0) ** 2 + 0.25)
+    y = 3.0 * np.exp(-0.5 * (x - 4.0) ** 2) + lorentzian + 0.1 * x + 0.01 * np.sin(7.0 * x)
     spectra = np.stack([y, 1.1 * y, 0.9 * y])
     spectra[1, 3] = np.nan
     fit = fit_peaks(
