@@ -77,7 +77,7 @@ from gaussmix.inference.relabel import (
     relabeling_permutation,
     sort_components,
 )
-from gaussmix.models.mixture import component_log_density, gaussian_mixture
+from gaussmix.models.mixture import check_priors, component_log_density, gaussian_mixture
 from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
 
 __all__ = [
@@ -670,6 +670,13 @@ def _mixture_options(program: _Program) -> dict | None:
     x = jnp.asarray(x)
     covariance_type = kwargs.get("covariance_type", "full")
     check_covariance_type(covariance_type)
+    # The program's prior checks, with concrete values, before EM or NUTS trace anything.
+    check_priors(
+        kwargs.get("priors"),
+        covariance_type,
+        n_components=kwargs["n_components"],
+        n_features=1 if x.ndim < 2 else x.shape[-1],
+    )
     return {
         "x": x.reshape((-1, 1)) if x.ndim == 1 else x,
         "n_components": kwargs["n_components"],

@@ -65,14 +65,18 @@ from numpyro.distributions import constraints
 
 from gaussmix.models.priors import (
     COVARIANCE_SITES,
+    SITE_SUPPORTS,
     MixturePriorParameters,
     check_covariance_type,
     default_prior_parameters,
+    describe_support,
+    support_within,
 )
 
 __all__ = [
     "COVARIANCE_SITES",
     "GaussianMixtureDistribution",
+    "check_priors",
     "component_distribution",
     "component_log_density",
     "gaussian_mixture",
@@ -249,24 +253,224 @@ def _is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def _per_component(distribution: dist.Distribution, event_shape: tuple, site: str):
-    """Adapt a user's prior to one component's value of shape ``event_shape``."""
-    if not isinstance(distribution, dist.Distribution):
-        raise ValueError(
-            f"priors[{site!r}] must be a numpyro distribution, got {type(distribution).__name__}."
-        )
-    if tuple(distribution.event_shape) == tuple(event_shape):
+def _per_component(
+    distribution: dist.Distribution, event_shape: tuple, site: str, n_components: int
+) -> dist.Distribution:
+    """Adapt a user's prior to one component's value of shape ``event_shape``.
+
+    Accepted: event shape ``event_shape`` with batch shape () (shared by the components)
+    or (K,) (one prior per component); or a scalar distribution of batch shape (),
+    ``event_shape`` or (K, *event_shape), whose entries become the event.
+    """
+    event_shape, batch_shape = tuple(event_shape), tuple(distribution.batch_shape)
+    per_component = ((), (n_components,))
+    if tuple(distribution.event_shape) == event_shape and batch_shape in per_component:
         return distribution
-    if distribution.event_shape == () and distribution.batch_shape in ((), tuple(event_shape)):
-        return distribution.expand(event_shape).to_event(len(event_shape))
+    if distribution.event_shape == () and event_shape:
+        if batch_shape in ((), event_shape):
+            return distribution.expand(event_shape).to_event(len(event_shape))
+        if batch_shape == (n_components, *event_shape):
+            return distribution.to_event(len(event_shape))
     raise ValueError(
         f"priors[{site!r}] has event shape {tuple(distribution.event_shape)} and batch shape "
-        f"{tuple(distribution.batch_shape)}; it must describe one component's value of shape "
-        f"{tuple(event_shape)} (a scalar distribution is expanded to that shape)."
+        f"{batch_shape}; it must describe one component's value of shape {event_shape} "
+        f"(batch shape () shared by the components, or ({n_components},), one per component; "
+        "a scalar distribution is expanded to that shape)."
     )
 
 
-def _check_priors(priors, covariance_type: str) -> dict:
+def _whole_site(distribution: dist.Distribution, shape: tuple, site: str) -> dist.Distribution:
+    """Check a prior on a whole site (``weights``, the tied ``covariance``): one value."""
+    if tuple(distribution.event_shape) != tuple(shape) or tuple(distribution.batch_shape) != ():
+        raise ValueError(
+            f"priors[{site!r}] has event shape {tuple(distribution.event_shape)} and batch "
+            f"shape {tuple(distribution.batch_shape)}; it must be one distribution of the whole "
+            f"{site} site: event shape {tuple(shape)}, batch shape ()."
+        )
+    return distribution
+
+
+#: Where each site's value lives and which priors to use instead, for error messages.
+_SITE_HELP = {
+    "weights": ("weights live on the simplex", "use a Dirichlet prior"),
+    "means": ("means live on the real numbers", "use e.g. Normal or MultivariateNormal"),
+    "covariances": (
+        "covariances live on positive definite matrices",
+        "use e.g. InverseWishart, Wishart or LKJ",
+    ),
+    "covariance": (
+        "the tied covariance lives on positive definite matrices",
+        "use e.g. InverseWishart, Wishart or LKJ",
+    ),
+    "variances": (
+        "variances live on the positive reals",
+        "use e.g. InverseGamma, HalfNormal, Gamma or LogNormal",
+    ),
+    "scales": (
+        "scales (standard deviations) live on the positive reals",
+        "use e.g. HalfNormal, HalfCauchy or LogNormal",
+    ),
+}
+
+#: Distributions without a proper density on their support (or a point mass).
+_IMPROPER = (dist.ImproperUniform, dist.Delta, dist.Unit, dist.MaskedDistribution)
+
+
+def _parts(distribution: dist.Distribution):
+    """The distribution and those it is built on (base, mixing and component ones)."""
+    yield distribution
+    for name in ("base_dist", "mixing_distribution", "component_distribution"):
+        part = distribution.__dict__.get(name)
+        if isinstance(part, dist.Distribution):
+            yield from _parts(part)
+
+
+def _shown(value) -> str:
+    array = np.asarray(value)
+    return str(array.tolist()) if array.size <= 6 else f"an array of shape {array.shape}"
+
+
+def _check_parameters(distribution: dist.Distribution, site: str) -> None:
+    """Refuse NaN/inf parameters and parameters outside their constraints.
+
+    Only concrete values are read; traced ones (inside ``jax.jit``) were checked before
+    tracing by the back ends.
+    """
+    name = type(distribution).__name__
+    parts = list(_parts(distribution))
+
+    def where(part):
+        return name if part is distribution else f"{name} (its {type(part).__name__})"
+
+    for part in parts:  # named parameters first: the clearest message
+        for parameter, value in part.get_args().items():
+            if value is None or not _is_concrete(value):
+                continue
+            array = np.asarray(value)
+            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with a non-finite {parameter} "
+                    f"({_shown(array)}); give finite parameters."
+                )
+            constraint = part.arg_constraints[parameter]
+            if constraints.is_dependent(constraint):
+                continue
+            with jax.ensure_compile_time_eval():
+                valid = bool(np.all(np.asarray(constraint(value))))
+            if not valid:
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with an invalid {parameter} "
+                    f"({_shown(array)}); valid values are {describe_support(constraint)}."
+                )
+    for part in parts:
+        if isinstance(part, dist.InverseWishartCholesky | dist.WishartCholesky):
+            concentration, dimension = part.concentration, part.event_shape[-1]
+            if _is_concrete(concentration) and np.any(np.asarray(concentration) <= dimension - 1):
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with concentration "
+                    f"{_shown(concentration)}; in {dimension} dimensions it must be > "
+                    f"{dimension - 1}."
+                )
+        for leaf in jax.tree.leaves(part):  # what the named parameters do not cover
+            if not _is_concrete(leaf):
+                continue
+            array = np.asarray(leaf)
+            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with a non-finite parameter "
+                    f"({_shown(array)}); give finite parameters."
+                )
+
+
+def _check_support(distribution: dist.Distribution, site: str) -> None:
+    name = type(distribution).__name__
+    where, advice = _SITE_HELP[site]
+    improper = [part for part in _parts(distribution) if isinstance(part, _IMPROPER)]
+    if improper:
+        built_on = (
+            "" if improper[0] is distribution else f" (built on {type(improper[0]).__name__})"
+        )
+        raise ValueError(
+            f"priors[{site!r}] is {name}{built_on}, an improper or point-mass prior, but "
+            f"{where} and a mixture needs a proper prior there (a component without points "
+            f"keeps its prior as posterior); {advice}."
+        )
+    support = distribution.support
+    if support is None or constraints.is_dependent(support):
+        raise ValueError(
+            f"priors[{site!r}] is {name}, whose support is unknown; {where}, {advice}."
+        )
+    if not support_within(support, SITE_SUPPORTS[site]):
+        hint = ""
+        if isinstance(
+            constraints.independent(support, 0).base_constraint,
+            type(constraints.corr_cholesky) | type(constraints.lower_cholesky),
+        ):
+            hint = " (its values are Cholesky factors; the site takes the matrix itself)"
+        raise ValueError(
+            f"priors[{site!r}] is {name} with support {describe_support(support)}{hint}, but "
+            f"{where}; {advice}."
+        )
+    element = support
+    while isinstance(element, constraints.independent):
+        element = element.base_constraint
+    if isinstance(element, constraints.interval):
+        low, high = element.lower_bound, element.upper_bound
+        if _is_concrete(low) and _is_concrete(high) and not np.all(np.less(low, high)):
+            raise ValueError(
+                f"priors[{site!r}] is {name} with support {describe_support(support)}, which is "
+                "empty or a single point; give a lower bound below the upper bound."
+            )
+
+
+def check_priors(
+    priors: Mapping[str, dist.Distribution] | None,
+    covariance_type: str,
+    *,
+    n_components: int | None = None,
+    n_features: int | None = None,
+) -> dict[str, dist.Distribution]:
+    """Validate a user's ``priors`` for :func:`gaussian_mixture`; every back end calls it.
+
+    Checks, for each ``{site: distribution}``:
+
+    * the site exists for the covariance type (:func:`prior_site_names`) and is given
+      once (``scales`` or ``variances``, not both), and the value is a numpyro
+      distribution;
+    * its support lies in the site's (:data:`gaussmix.models.priors.SITE_SUPPORTS`, by
+      :func:`gaussmix.models.priors.support_within`): weights on the simplex, means real,
+      variances and scales positive, covariances positive definite; improper and
+      point-mass distributions (``ImproperUniform``, ``Delta``, masked) are refused;
+    * its parameters (where concrete, i.e. outside ``jax.jit``) are finite and satisfy
+      numpyro's argument constraints (a Dirichlet concentration > 0, a HalfNormal scale
+      > 0, Wishart degrees of freedom > D - 1, an interval's bounds in order);
+    * with ``n_components`` and ``n_features``: its shapes (``weights`` event (K,),
+      tied ``covariance`` event (D, D), both batch (); per-component sites as in
+      :func:`gaussian_mixture`).
+
+    Args:
+        priors: ``None`` or a mapping site name -> numpyro distribution.
+        covariance_type: "full", "tied", "diag" or "spherical".
+        n_components: K (an int >= 1), to check shapes.
+        n_features: D, to check shapes.
+
+    Returns:
+        A new dict of the same distributions (empty for ``None``).
+
+    Raises:
+        ValueError: naming the site, what is wrong and which prior to use instead.
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> try:
+        ...     check_priors({"weights": dist.Normal(0.0, 1.0)}, "full")
+        ... except ValueError as error:
+        ...     print(str(error)[:63])
+        priors['weights'] is Normal with support real, but weights live
+        >>> sorted(check_priors({"scales": dist.HalfNormal(1.0)}, "diag"))
+        ['scales']
+    """
+    check_covariance_type(covariance_type)
     if priors is None:
         return {}
     if not isinstance(priors, Mapping):
@@ -275,7 +479,7 @@ def _check_priors(priors, covariance_type: str) -> dict:
             f"got {type(priors).__name__}."
         )
     allowed = prior_site_names(covariance_type)
-    unknown = sorted(set(priors) - set(allowed))
+    unknown = sorted(set(priors) - set(allowed), key=str)
     if unknown:
         raise ValueError(
             f"Unknown prior site(s) {unknown} for covariance_type={covariance_type!r}; "
@@ -284,6 +488,30 @@ def _check_priors(priors, covariance_type: str) -> dict:
     site = COVARIANCE_SITES[covariance_type]
     if "scales" in priors and site in priors:
         raise ValueError(f"Give a prior for either 'scales' or {site!r}, not both.")
+    for name, distribution in priors.items():
+        if not isinstance(distribution, dist.Distribution):
+            raise ValueError(
+                f"priors[{name!r}] must be a numpyro distribution, got "
+                f"{type(distribution).__name__}."
+            )
+        _check_support(distribution, name)
+        _check_parameters(distribution, name)
+    valid_count = isinstance(n_components, int | np.integer) and n_components >= 1
+    if valid_count and n_features is not None:  # shapes (the program checks K itself)
+        K, D = int(n_components), int(n_features)
+        shapes = {
+            "weights": (K,),
+            "means": (D,),
+            "covariances": (D, D),
+            "covariance": (D, D),
+            "variances": (D,) if covariance_type == "diag" else (),
+            "scales": (D,) if covariance_type == "diag" else (),
+        }
+        for name, distribution in priors.items():
+            if name in ("weights", "covariance"):
+                _whole_site(distribution, shapes[name], name)
+            else:
+                _per_component(distribution, shapes[name], name, K)
     return dict(priors)
 
 
@@ -354,7 +582,6 @@ def gaussian_mixture(
     check_covariance_type(covariance_type)
     if not isinstance(n_components, int | np.integer) or n_components < 1:
         raise ValueError(f"Invalid value for 'n_components': {n_components}; it must be >= 1.")
-    user_priors = _check_priors(priors, covariance_type)
     if x is not None:
         x = jnp.asarray(x)
         if x.ndim == 1:
@@ -367,6 +594,9 @@ def gaussian_mixture(
     elif n_samples is None or n_features is None:
         raise ValueError("Without data x, give n_samples and n_features to simulate data.")
     sample_weight = _check_sample_weight(sample_weight, n_samples)
+    user_priors = check_priors(
+        priors, covariance_type, n_components=n_components, n_features=n_features
+    )
     if prior_parameters is None:
         prior_parameters = default_prior_parameters(x, covariance_type, n_features=n_features)
     p = prior_parameters
@@ -395,13 +625,14 @@ def gaussian_mixture(
                     ),
                     (D, D),
                     "covariances",
+                    K,
                 ),
             )
         elif covariance_type in ("diag", "spherical"):
             event_shape = (D,) if covariance_type == "diag" else ()
             if "scales" in user_priors:
                 scales = numpyro.sample(
-                    "scales", _per_component(user_priors["scales"], event_shape, "scales")
+                    "scales", _per_component(user_priors["scales"], event_shape, "scales", K)
                 )
                 covariance = numpyro.deterministic(site, scales**2)
             else:
@@ -409,10 +640,10 @@ def gaussian_mixture(
                     p.degrees_of_freedom / 2, jnp.asarray(p.covariance_prior) / 2
                 )
                 covariance = numpyro.sample(
-                    site, _per_component(user_priors.get(site, default), event_shape, site)
+                    site, _per_component(user_priors.get(site, default), event_shape, site, K)
                 )
         if "means" in user_priors:
-            mean_prior = _per_component(user_priors["means"], (D,), "means")
+            mean_prior = _per_component(user_priors["means"], (D,), "means", K)
         elif covariance_type in ("full", "tied"):
             mean_prior = dist.MultivariateNormal(
                 p.mean_prior, covariance_matrix=covariance / p.mean_precision

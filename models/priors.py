@@ -18,8 +18,11 @@ the one-dimensional inverse Wishart, :math:`\\mathrm{InvGamma}(\\nu_0/2, \\psi_0
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
+from numpyro.distributions import constraints
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -29,6 +32,16 @@ COVARIANCE_SITES = {
     "tied": "covariance",
     "diag": "variances",
     "spherical": "variances",
+}
+
+#: Support of the value of each site (one component's value for the per-component sites).
+SITE_SUPPORTS = {
+    "weights": constraints.simplex,
+    "means": constraints.real_vector,
+    "covariances": constraints.positive_definite,
+    "covariance": constraints.positive_definite,
+    "variances": constraints.positive,
+    "scales": constraints.positive,
 }
 
 
@@ -71,7 +84,8 @@ def default_prior_parameters(
     identity scale in ``n_features`` dimensions.
 
     Example:
-        >>>         >>> p = default_prior_parameters(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 2.0]]))
+        >>> import numpy as np
+        >>> p = default_prior_parameters(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 2.0]]))
         >>> p.mean_prior.tolist(), p.covariance_prior.shape
         ([2.0, 2.0], (2, 2))
     """
@@ -109,3 +123,143 @@ def default_prior_parameters(
         degrees_of_freedom=jnp.asarray(float(n_dims), dtype),
         covariance_prior=covariance_prior,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Supports: is a prior's support inside its site's support?
+
+
+def _element_constraint(constraint: constraints.Constraint) -> constraints.Constraint:
+    """The constraint on one entry: ``independent`` wrappers (``real_vector`` too) removed."""
+    while isinstance(constraint, constraints.independent):
+        constraint = constraint.base_constraint
+    return constraint
+
+
+def _at_least(value, bound) -> bool:
+    """``value >= bound`` everywhere; a traced value (inside ``jax.jit``) cannot be read."""
+    if isinstance(value, jax.core.Tracer):
+        return True
+    value = np.asarray(value)
+    return bool(np.all(value >= bound)) and not np.any(np.isnan(value))
+
+
+def support_within(
+    distribution_support: constraints.Constraint, site_support: constraints.Constraint
+) -> bool:
+    """Whether every value of ``distribution_support`` lies in ``site_support``.
+
+    Compares entry-wise constraints (``independent`` wrappers removed; event shapes are
+    checked separately) and is conservative: a pair it does not know is ``False``. It knows
+
+    * real (``real``, ``real_vector``): every continuous constraint on reals
+      (``greater_than``, ``less_than``, ``interval``, ``positive``, ``ordered_vector``, ...);
+    * ``greater_than(b)`` (``positive`` is b = 0): ``greater_than(c)``,
+      ``greater_than_eq(c)`` and ``interval(c, d)`` with c >= b, ``positive_ordered_vector``
+      (b <= 0); a closed bound at b is a set of zero probability for a continuous prior,
+      so ``Uniform(0, 10)`` lies in ``positive``;
+    * ``interval(a, b)``: intervals with both bounds inside;
+    * ``simplex``: ``simplex``;
+    * ``positive_definite``: ``positive_definite`` and ``corr_matrix`` (LKJ); not Cholesky
+      factors (``lower_cholesky``, ``corr_cholesky``), whose values are not the matrix.
+
+    Discrete and ``dependent`` supports are never within (the sites are continuous). Bounds that are JAX
+    tracers (inside ``jax.jit``) cannot be compared and count as inside; the back ends
+    check their priors before tracing, with concrete bounds.
+
+    Args:
+        distribution_support: a prior's ``.support``.
+        site_support: the site's, e.g. ``SITE_SUPPORTS["variances"]``.
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> support_within(dist.HalfNormal(1.0).support, constraints.positive)
+        True
+        >>> support_within(dist.Uniform(0.0, 10.0).support, constraints.positive)
+        True
+        >>> support_within(dist.Normal(0.0, 1.0).support, constraints.positive)
+        False
+        >>> support_within(dist.Normal(0.0, 1.0).support, constraints.simplex)
+        False
+    """
+    inner = _element_constraint(distribution_support)
+    outer = _element_constraint(site_support)
+    if constraints.is_dependent(inner) or constraints.is_dependent(outer):
+        return False  # known only from a distribution's parameters
+    if inner.is_discrete or outer.is_discrete:
+        return False
+    if isinstance(outer, type(constraints.real)):
+        return isinstance(
+            inner,
+            type(constraints.real)
+            | constraints.greater_than
+            | constraints.less_than
+            | constraints.interval
+            | type(constraints.ordered_vector)
+            | type(constraints.positive_ordered_vector),
+        )
+    if isinstance(outer, constraints.greater_than):
+        bound = outer.lower_bound
+        if isinstance(inner, constraints.greater_than | constraints.interval):
+            return _at_least(inner.lower_bound, bound)
+        return isinstance(inner, type(constraints.positive_ordered_vector)) and _at_least(
+            0.0, bound
+        )
+    if isinstance(outer, constraints.interval):
+        return (
+            isinstance(inner, constraints.interval)
+            and _at_least(inner.lower_bound, outer.lower_bound)
+            and _at_least(-np.asarray(inner.upper_bound), -np.asarray(outer.upper_bound))
+        )
+    if isinstance(outer, type(constraints.simplex)):
+        return isinstance(inner, type(constraints.simplex))
+    if isinstance(outer, type(constraints.positive_definite)):
+        return isinstance(
+            inner, type(constraints.positive_definite) | type(constraints.corr_matrix)
+        )
+    return False
+
+
+_SUPPORT_NAMES = (
+    (type(constraints.simplex), "the simplex"),
+    (type(constraints.positive_definite), "positive definite matrices"),
+    (type(constraints.positive_semidefinite), "positive semidefinite matrices"),
+    (type(constraints.corr_matrix), "correlation matrices"),
+    (type(constraints.corr_cholesky), "Cholesky factors of correlation matrices"),
+    (type(constraints.lower_cholesky), "lower Cholesky factors"),
+    (type(constraints.ordered_vector), "ordered vectors"),
+    (type(constraints.positive_ordered_vector), "positive ordered vectors"),
+    (type(constraints.real), "real"),
+)
+
+
+def describe_support(support: constraints.Constraint) -> str:
+    """A short name of a support for error messages: "real", "positive", "the simplex".
+
+    Example:
+        >>> describe_support(constraints.independent(constraints.positive, 1))
+        'positive'
+        >>> describe_support(constraints.interval(0.0, 10.0))
+        'the interval [0.0, 10.0]'
+    """
+    element = _element_constraint(support)
+    if constraints.is_dependent(element):
+        return "unknown (dependent on the parameters)"
+    if element.is_discrete:
+        return f"discrete ({element!r})"
+    for kind, name in _SUPPORT_NAMES:
+        if isinstance(element, kind):
+            return name
+    if isinstance(element, type(constraints.positive)) or (
+        type(element) is type(constraints.softplus_positive)
+    ):
+        return "positive"
+    if isinstance(element, constraints.interval):
+        return f"the interval [{element.lower_bound}, {element.upper_bound}]"
+    if isinstance(element, constraints.greater_than_eq):
+        return f">= {element.lower_bound}"
+    if isinstance(element, constraints.greater_than):
+        return f"> {element.lower_bound}"
+    if isinstance(element, constraints.less_than):
+        return f"< {element.upper_bound}"
+    return repr(element)
