@@ -161,6 +161,8 @@ def test_prior_predictive_shapes(covariance_type, site, shape):
         ({"n_components": 2, "covariance_type": "banana"}, "covariance_type"),
         ({"n_components": 2, "priors": {"sigma": dist.Normal()}}, "Unknown prior site"),
         ({"n_components": 2, "priors": {"means": 3.0}}, "numpyro distribution"),
+        ({"n_components": 2, "priors": {"weights": dist.Normal()}}, "live on the simplex"),
+        ({"n_components": 2, "priors": {"covariances": dist.LKJCholesky(2)}}, "Cholesky"),
         ({"n_components": 2, "sample_weight": -np.ones(10)}, "non-negative"),
         ({"n_components": 2, "sample_weight": np.ones(3)}, "one weight per point"),
     ],
