@@ -508,6 +508,18 @@ def _check_init_values(init: Mapping, model: PeakModel, n_spectra: int | None) -
     return values
 
 
+def _check_init_support(given: Mapping, site_priors: Mapping) -> None:
+    """Starting values given by the user inside their priors' supports (per spectrum),
+    checked before anything is compiled."""
+    for name, value in given.items():
+        inside = np.asarray(site_priors[name].support(jnp.asarray(value)), bool)
+        if not inside.all():
+            raise ValueError(
+                f"init[{name!r}] = {np.asarray(value).tolist()} lies outside the support of "
+                f"its prior {site_priors[name].support}; start inside it or widen the prior."
+            )
+
+
 # ---------------------------------------------------------------------------------------
 # Starting values
 # ---------------------------------------------------------------------------------------
@@ -889,6 +901,7 @@ def fit_peaks(
         start = {}
     start.update(given)
     start = {name: start[name] for name in model.site_names}
+    _check_init_support(given, _site_priors(model, x, y, mask, priors))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Out-of-support values", UserWarning)
         map_fit = _fit_map(

@@ -322,8 +322,8 @@ def test_student_t_map_matches_scipy_on_data_with_outliers():
     x = np.linspace(0.0, 10.0, 80)
     y = 3 * np.exp(-0.5 * ((x - 5.0) / 1.0) ** 2) + 0.1 * rng.normal(size=x.size)
     y[[10, 40, 70]] += 3.0
-    priors = {
-        "peak0_height": FLAT,
+    priors = {  # flat on each site's support (a height is positive)
+        "peak0_height": POSITIVE,
         "peak0_center": FLAT,
         "peak0_sigma": POSITIVE,
         "sigma": POSITIVE,
@@ -364,3 +364,65 @@ def test_bad_programs_and_starts_are_value_errors():
         fit_map(positive, x, jnp.exp(-((x - 2.0) ** 2)), start)
     with pytest.raises(ValueError, match="same M"):
         fit_map(line, x, x[:-1], {"slope": 0.0, "intercept": 0.0})
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def test_a_failed_start_is_nan_not_zeros_per_spectrum():
+    # Beta(2, 2) has density 0 at a fraction of 0: the log posterior is -inf at the start
+    # of spectrum 1 (in the support, so no ValueError), finite at that of spectrum 0.
+    x = np.linspace(0.0, 10.0, 40)
+    y = 3.0 * np.exp(-0.5 * ((x - 5.0) / 0.8) ** 2)
+    y = np.stack([y, y]) + 0.05 * np.random.default_rng(0).normal(size=(2, x.size))
+    model = functools.partial(peaks, lineshapes=("pseudo_voigt",))
+    init = {
+        "peak0_height": 3.0,
+        "peak0_center": 5.0,
+        "peak0_sigma": 0.8,
+        "peak0_fraction": np.array([0.5, 0.0]),
+        "sigma": 0.1,
+    }
+    priors = {"peak0_fraction": dist.Beta(2.0, 2.0)}
+    result = fit_map(model, x, y, init, model_kwargs={"priors": priors})
+    np.testing.assert_array_equal(result.started, [True, False])
+    np.testing.assert_array_equal(result.converged, [True, False])
+    for value in (result.rss, result.objective, result.log_likelihood, result.decrement):
+        assert np.isfinite(value[0]) and np.isnan(value[1])
+    for value in result.params.values():
+        assert np.isfinite(value[0]) and np.isnan(value[1])
+    assert np.all(np.isfinite(result.covariance[0])) and np.all(np.isnan(result.covariance[1]))
+    np.testing.assert_array_equal(result.n_points, [x.size, x.size])
+
+
+def test_a_singular_curvature_is_not_converged():
+    # Two identical lines: only their sum is identified.
+    def twins(x, y):
+        first = numpyro.sample("first", dist.Normal(0.0, 10.0))
+        second = numpyro.sample("second", dist.Normal(0.0, 10.0))
+        numpyro.sample("y", dist.Normal((first + second) * x, 1.0), obs=y)
+
+    x = np.arange(5.0)
+    # With the priors the posterior is proper (its Hessian is not singular): converged.
+    proper = fit_map(twins, x, 2.0 * x, {"first": 0.0, "second": 0.0})
+    assert bool(proper.converged)
+
+    def flat_twins(x, y):
+        flat = dist.ImproperUniform(constraints.real, (), ())
+        first = numpyro.sample("first", flat)
+        second = numpyro.sample("second", flat)
+        numpyro.sample("y", dist.Normal((first + second) * x, 1.0), obs=y)
+
+    singular = fit_map(flat_twins, x, 2.0 * x, {"first": 0.0, "second": 0.0})
+    assert not bool(singular.converged)
+    assert np.isnan(np.asarray(singular.covariance)).any()
+
+
+def test_the_program_checks_its_options_before_fitting():
+    x = np.linspace(0.0, 10.0, 20)
+    model = functools.partial(peaks, lineshapes=("gaussian",))
+    init = {"peak0_height": 1.0, "peak0_center": 5.0, "peak0_sigma": 1.0, "sigma": 1.0}
+    # model_kwargs stay concrete while the program is probed: bounds are compared.
+    priors = {"peak0_sigma": dist.Uniform(-1.0, 2.0)}
+    with pytest.raises(ValueError, match=r"priors\['peak0_sigma'\]"):
+        fit_map(model, x, np.exp(-0.5 * (x - 5.0) ** 2), init, model_kwargs={"priors": priors})

@@ -5,12 +5,23 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.distribution import validation_enabled
 from numpyro.infer import Predictive
 from numpyro.infer.util import log_density
 from scipy import stats
 
+from gaussmix.inference import sample
 from gaussmix.models.lineshapes import LINESHAPES
-from gaussmix.models.peaks import default_priors, mean_curve, peak_model, peaks
+from gaussmix.models.peaks import (
+    check_fixed,
+    check_priors,
+    default_priors,
+    mean_curve,
+    peak_model,
+    peaks,
+    site_support,
+)
 
 X = np.linspace(0.0, 10.0, 41)
 PARAMS = {
@@ -195,3 +206,126 @@ def test_every_lineshape_names_its_sites():
         assert set(names) <= set(model.site_names)
     assert model.site_names[-1] == "sigma"
     assert "sigma" not in peak_model(("gaussian",), likelihood="poisson").site_names
+
+
+def test_site_supports_by_kind():
+    model = peak_model(("voigt_area", "pseudo_voigt", "skewed_gaussian"), "exponential")
+    expected = {
+        "peak0_area": constraints.positive,
+        "peak0_center": constraints.real,
+        "peak0_sigma": constraints.positive,
+        "peak0_gamma": constraints.positive,
+        "peak1_height": constraints.positive,
+        "peak1_fraction": constraints.unit_interval,
+        "peak2_skew": constraints.real,
+        "baseline_amplitude": constraints.real,
+        "baseline_rate": constraints.real,
+        "sigma": constraints.positive,
+    }
+    for name, support in expected.items():
+        assert site_support(model, name) is support, name
+    # Every default prior lies in its site's support: the check accepts all of them.
+    priors = default_priors(model, (0.0, 10.0), (0.0, 2.0))
+    assert set(check_priors(priors, model)) == set(model.site_names)
+
+
+PRIOR_CASES = [
+    # (site, prior, accepted)
+    ("peak0_sigma", dist.HalfNormal(1.0), True),
+    ("peak0_sigma", dist.Gamma(2.0, 1.0), True),
+    ("peak0_sigma", dist.LogNormal(0.0, 1.0), True),
+    ("peak0_sigma", dist.Exponential(1.0), True),
+    ("peak0_sigma", dist.Uniform(0.0, 3.0), True),
+    ("peak0_sigma", dist.TruncatedNormal(1.0, 1.0, low=0.0), True),
+    ("peak0_sigma", dist.Normal(1.0, 1.0), False),
+    ("peak0_sigma", dist.Uniform(-0.5, 3.0), False),
+    ("peak0_sigma", dist.TruncatedNormal(1.0, 1.0, low=-1.0), False),
+    ("peak0_sigma", dist.Poisson(2.0), False),
+    ("peak0_height", dist.Cauchy(0.0, 1.0), False),
+    ("peak1_fraction", dist.Beta(2.0, 2.0), True),
+    ("peak1_fraction", dist.Uniform(0.0, 1.0), True),
+    ("peak1_fraction", dist.Uniform(0.2, 0.8), True),
+    ("peak1_fraction", dist.Uniform(0.0, 1.5), False),
+    ("peak1_fraction", dist.HalfNormal(1.0), False),
+    ("peak0_center", dist.Normal(5.0, 1.0), True),
+    ("peak0_center", dist.Uniform(2.0, 8.0), True),
+    ("peak0_center", dist.Bernoulli(probs=0.5), False),
+    ("baseline_c1", dist.StudentT(3.0, 0.0, 1.0), True),
+    ("sigma", dist.HalfCauchy(1.0), True),
+    ("sigma", dist.Normal(0.0, 1.0), False),
+    ("sigma", dist.ImproperUniform(constraints.real, (), ()), False),
+    ("sigma", dist.ImproperUniform(constraints.positive, (), ()), True),
+]
+
+
+@pytest.mark.parametrize(("site", "prior", "accepted"), PRIOR_CASES)
+def test_priors_are_checked_against_the_support_of_their_site(site, prior, accepted):
+    model = peak_model(("gaussian", "pseudo_voigt"), "linear")
+    if accepted:
+        assert site in check_priors({site: prior}, model)
+        return
+    with pytest.raises(ValueError, match=rf"priors\['{site}'\] = .* has support .*support of"):
+        check_priors({site: prior}, model)
+
+
+def test_priors_with_invalid_parameters_name_their_site():
+    model = peak_model("gaussian")
+    with validation_enabled(False):  # as a user without numpyro's checks builds them
+        bad = {
+            "peak0_center": dist.Normal(np.nan, 1.0),
+            "peak0_height": dist.HalfNormal(-1.0),
+            "peak0_sigma": dist.Gamma(2.0, np.inf),
+        }
+    for site, prior in bad.items():
+        with pytest.raises(ValueError, match=rf"priors\['{site}'\]"):
+            check_priors({site: prior}, model)
+
+
+def test_the_program_refuses_bad_priors_fixed_values_and_options():
+    base = {"lineshapes": ("gaussian",)}
+    with pytest.raises(ValueError, match=r"priors\['peak0_sigma'\]"):
+        trace_of({**base, "priors": {"peak0_sigma": dist.Normal(1.0, 1.0)}}, {}, data())
+    with pytest.raises(ValueError, match="fixed peak0_sigma = -1 is outside its support"):
+        trace_of({**base, "fixed": {"peak0_sigma": -1.0}}, {}, data())
+    with pytest.raises(ValueError, match="not finite"):
+        trace_of({**base, "fixed": {"peak0_center": np.nan}}, {}, data())
+    with pytest.raises(ValueError, match="degrees_of_freedom"):
+        trace_of({**base, "likelihood": "student_t", "degrees_of_freedom": -1.0}, {}, data())
+    with pytest.raises(ValueError, match="joins a width to a center"):
+        trace_of(
+            {**base, "lineshapes": ("gaussian",) * 2, "ties": {"peak1_sigma": "peak0_center"}},
+            {},
+            data(),
+        )
+    with pytest.raises(ValueError, match="y contains NaN"):
+        trace_of(base, {}, np.where(X > 5, np.nan, data()))
+    with pytest.raises(ValueError, match="x contains NaN"):
+        peaks(np.where(X > 5, np.nan, X), data(), **base)
+
+
+def test_fixed_values_are_checked_against_their_support():
+    model = peak_model(("pseudo_voigt",), fixed=["peak0_fraction", "peak0_height"])
+    assert check_fixed(model, {"peak0_fraction": 0.0, "peak0_height": 1.0})
+    for fixed, match in [
+        ({"peak0_fraction": 1.01}, r"must lie in \[0, 1\]"),
+        ({"peak0_height": 0.0}, "height must be > 0"),
+        ({"peak0_height": np.ones(3)}, r"shape \(3,\)"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            check_fixed(model, fixed)
+
+
+def test_nuts_on_the_program_refuses_a_bad_prior_before_sampling():
+    # Both concrete (Python floats) and traced (arrays) parameters: the support kind is
+    # checked on either; the bounds of the concrete ones too.
+    priors = [
+        {"peak0_sigma": dist.Normal(1.0, 1.0)},
+        {"peak0_sigma": dist.Normal(np.asarray(1.0), np.asarray(1.0))},
+        {"peak0_sigma": dist.Uniform(-1.0, 1.0)},
+    ]
+    for prior in priors:
+        with pytest.raises(ValueError, match=r"priors\['peak0_sigma'\]"):
+            sample(
+                peaks, X, data(), lineshapes=("gaussian",), priors=prior,
+                num_warmup=1, num_samples=1, num_chains=1, progress_bar=False,
+            )  # fmt: skip
