@@ -72,7 +72,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax import lax
 from jax.flatten_util import ravel_pytree
-from jax.scipy.special import gammaln, logsumexp, multigammaln
+from jax.scipy.special import gammaln, multigammaln
 from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
@@ -518,8 +518,8 @@ def _split_blocks(array: jax.Array, block_rows: int, fill=0.0) -> jax.Array:
     return array.reshape((n_blocks, block_rows, *array.shape[1:]))
 
 
-def _whitened_block(x_block, log_weights, means, factor, half_log_det, covariance_type):
-    """(n, K) weighted log densities and (n, K) log squared Mahalanobis distances.
+def _whitened_block(x_block, means, factor, covariance_type):
+    """(n, K) squared Mahalanobis distances and their logarithms.
 
     Centred and whitened per component, :math:`z = U_k^T (x - \\mu_k) / h^2` with
     :math:`h = 2^{\\lceil e/2 \\rceil}` for :math:`\\max_d |x_d - \\mu_{kd}| < 2^e`, so
@@ -544,14 +544,13 @@ def _whitened_block(x_block, log_weights, means, factor, half_log_det, covarianc
     unit_distance = jnp.sum(whitened * whitened, axis=-1)  # (n, K)
     scale = jnp.ldexp(jnp.ones((), x_block.dtype), half)
     distance = unit_distance * scale * scale * scale * scale
-    n_features = means.shape[-1]
-    log_prob = log_weights + half_log_det - 0.5 * n_features * _LOG_2PI - 0.5 * distance
     log_distance = jnp.log(unit_distance) + 4 * jnp.log(scale)
-    return log_prob, log_distance
+    return distance, log_distance
 
 
 def _prediction_terms(x, weights, means, precisions_cholesky, covariance_type, block_rows):
-    """(N, K) weighted log densities and log squared distances, block by block."""
+    """(K,) :math:`\\log \\pi_k + \\tfrac12 \\log |P_k| - \\tfrac{D}{2} \\log 2\\pi`, (N, K)
+    squared Mahalanobis distances and their logarithms, block by block."""
     x = jnp.asarray(x)
     weights, means, factor = (
         jnp.asarray(a, x.dtype) for a in (weights, means, precisions_cholesky)
@@ -575,13 +574,13 @@ def _prediction_terms(x, weights, means, precisions_cholesky, covariance_type, b
     blocks = _split_blocks(x, block)
 
     def one_block(x_block):
-        return _whitened_block(
-            x_block, jnp.log(weights), means, factor, half_log_det, covariance_type
-        )
+        return _whitened_block(x_block, means, factor, covariance_type)
 
-    log_prob, log_distance = lax.map(one_block, blocks)
+    distance, log_distance = lax.map(one_block, blocks)
+    constant = jnp.log(weights) + half_log_det - 0.5 * n_features * _LOG_2PI
     return (
-        log_prob.reshape(-1, n_components)[:n_rows],
+        constant,
+        distance.reshape(-1, n_components)[:n_rows],
         log_distance.reshape(-1, n_components)[:n_rows],
     )
 
@@ -620,7 +619,10 @@ def estimate_weighted_log_prob(
         >>> lp.shape
         (3, 2)
     """
-    return _prediction_terms(x, weights, means, precisions_cholesky, covariance_type, block_rows)[0]
+    constant, distance, _ = _prediction_terms(
+        x, weights, means, precisions_cholesky, covariance_type, block_rows
+    )
+    return constant - 0.5 * distance
 
 
 def log_responsibilities(
@@ -653,15 +655,24 @@ def log_responsibilities(
         >>> jnp.exp(log_resp).sum(axis=1).tolist()
         [1.0, 1.0, 1.0]
     """
-    weighted, log_distance = _prediction_terms(
+    constant, distance, log_distance = _prediction_terms(
         x, weights, means, precisions_cholesky, covariance_type, block_rows
     )
-    norm = logsumexp(weighted, axis=1)
+    # Relative to the nearest component's distance, so that far out (where -d/2 ~ -1e45
+    # would absorb log weights and log determinants) the terms that tell the components
+    # apart survive: l_k - l_max = r_k - r_max with r_k = c_k - (d_k - d_min) / 2.
+    nearest_distance = jnp.min(distance, axis=1, keepdims=True)
+    relative = constant - 0.5 * (distance - nearest_distance)
+    largest = jnp.max(relative, axis=1, keepdims=True)
+    shifted = relative - jnp.where(jnp.isfinite(largest), largest, 0.0)
+    log_total = jnp.log(jnp.sum(jnp.exp(shifted), axis=1, keepdims=True))
+    norm = (largest + log_total - 0.5 * nearest_distance)[:, 0]
+    norm = jnp.where(jnp.isinf(nearest_distance[:, 0]), -jnp.inf, norm)
     # the limit far out: the nearest components (in Mahalanobis distance) share the mass
     nearest = log_distance == jnp.min(log_distance, axis=1, keepdims=True)
     limit = jnp.where(nearest, -jnp.log(jnp.sum(nearest, axis=1, keepdims=True)), -jnp.inf)
     overflowed = (norm == -jnp.inf)[:, None]
-    return norm, jnp.where(overflowed, limit, weighted - norm[:, None])
+    return norm, jnp.where(overflowed, limit, shifted - log_total)
 
 
 # ---------------------------------------------------------------------------------------

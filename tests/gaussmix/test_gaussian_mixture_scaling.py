@@ -225,17 +225,20 @@ def test_partial_fit_is_online_em_driven_by_hand(tmp_path):
     for copy in (pickle.loads(pickle.dumps(model)), load(save(model, tmp_path / "online"))):
         copy.partial_fit(chunks[4], sample_weight=weights[4])
         assert_state_matches(copy, state)
-    # After fit, partial_fit continues from the fitted parameters: its first chunk starts
-    # the running statistics, the next one is the first update.
+    # After fit, partial_fit continues the fit (incremental EM): the fitted data's
+    # statistics with their weight start the running statistics, every chunk is an update.
     fitted = GaussianMixture(**schedule, **ONLINE).fit(chunks[0], sample_weight=weights[0])
-    start = fitted.means_.copy()
-    fitted.partial_fit(chunks[1])
-    np.testing.assert_array_equal(fitted.means_, start)
-    fitted.partial_fit(chunks[2])
-    state = streaming.online_em_start(chunks[1], parameters_of(first), covariance_type="diag")
-    state = streaming.online_em_step(state, chunks[2], covariance_type="diag", **schedule)
+    state = streaming.online_em_continue(
+        parameters_of(first),
+        total_weight=float(weights[0].sum()),
+        covariance_type="diag",
+        lower_bound=fitted.lower_bound_,
+    )
+    for chunk in chunks[1:3]:
+        fitted.partial_fit(chunk)
+        state = streaming.online_em_step(state, chunk, covariance_type="diag", **schedule)
     assert_state_matches(fitted, state)
-    assert fitted.n_iter_ == 1
+    assert fitted.n_iter_ == 2
 
 
 # ---------------------------------------------------------------------------------------
