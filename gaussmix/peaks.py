@@ -106,8 +106,9 @@ class PeakFit:
             :math:`n(1 + \\log 2\\pi) + 2`).
         log_likelihood: :math:`\\log\\hat L`.
         n_points: points used per spectrum; n_parameters: free curve parameters p.
-        converged: the MAP converged to a point inside the prior boxes (and, for MCMC, no
-            divergence and R-hat < 1.01).
+        converged: the MAP converged to a point inside the prior boxes with a finite
+            covariance (and, for MCMC, no divergence and R-hat < 1.01). A spectrum whose
+            fit failed is False, with NaN (never 0) for what could not be computed.
         n_iter: Levenberg-Marquardt iterations.
         posterior: ``xarray.DataTree`` from NUTS (MCMC only).
     """
@@ -827,12 +828,21 @@ def fit_peaks(
 
     Raises:
         ValueError: x and y of different lengths, NaN or infinity with
-            ``nan_policy="raise"``, fewer points than parameters, a non-positive width in
-            init, an unknown lineshape, baseline or option.
+            ``nan_policy="raise"``, fewer points than parameters, an unknown lineshape,
+            baseline or option; a prior whose support does not lie in its site's (see
+            :func:`gaussmix.models.peaks.site_support`: heights, areas, widths and the
+            noise positive, fractions in [0, 1], the rest real) or with non-finite or
+            invalid parameters; a fixed value that is not one finite number in its
+            parameter's support; a tie between parameters of different kinds; an init
+            value that is not finite or lies outside its prior's support;
+            ``degrees_of_freedom`` not finite and > 0; ``tolerance`` not in (0, 1).
 
     Warns:
-        PeakFitWarning: spectra that did not converge or ended with a parameter at a
-            bound of its prior (both flagged in ``converged``), a singular covariance.
+        PeakFitWarning: once per call for the spectra that ended with a parameter at a
+            bound of their prior, and once for those whose fit failed: at its start (the
+            log posterior not finite at the starting values: params, rss, redchi, stderr
+            and covariance NaN), with a singular covariance (stderr NaN), or out of
+            iterations. All are flagged False in ``converged``.
 
     Example:
         >>> import numpy as np

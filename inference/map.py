@@ -546,7 +546,7 @@ def _cholesky_solve(factor, vector):
     return _solve_upper(factor, _solve_lower(factor, vector))
 
 
-def _trust_region_step(factor, gauss_newton, gradient, scaling, radius, damping):
+def _trust_region_step(factor, gauss_newton, gradient, scaling, radius, damping, curvature):
     """MINPACK's lmpar in scaled coordinates :math:`q = Dp`, :math:`\\hat H = D^{-1}
     \\tilde H D^{-1}`, :math:`\\hat g = D^{-1}\\tilde g`.
 
@@ -555,7 +555,9 @@ def _trust_region_step(factor, gauss_newton, gradient, scaling, radius, damping)
     :math:`|\\,\\|q\\| - \\Delta| \\le 0.1\\Delta` from at most 10 of MINPACK's
     safeguarded Newton iterations on the secular equation; and the :math:`\\lambda` used.
     ``factor`` is the Cholesky factor of :math:`\\hat H` and ``gauss_newton`` the scaled
-    Gauss-Newton step (NaN when :math:`\\hat H` is singular).
+    Gauss-Newton step (NaN when :math:`\\hat H` is singular); ``curvature`` is
+    :math:`\\tilde H`, whose damped form still gives a step when :math:`\\hat H` is
+    singular (a column of zeros in the Jacobian: a peak with no data under it).
     """
     tiny = jnp.finfo(gradient.dtype).tiny
     scaled_gradient = gradient / scaling
@@ -575,7 +577,7 @@ def _trust_region_step(factor, gauss_newton, gradient, scaling, radius, damping)
         (start == 0) & full_rank, gradient_norm / jnp.where(norm > 0, norm, 1.0), start
     )
     identity = jnp.eye(gradient.shape[0], dtype=gradient.dtype)
-    curvature = factor @ factor.T
+    curvature = jnp.where(full_rank, factor @ factor.T, curvature / jnp.outer(scaling, scaling))
 
     class Carry(NamedTuple):
         iteration: jax.Array
@@ -670,7 +672,13 @@ def map_step(problem: _Problem, state: MAPState, settings: _Settings) -> MAPStat
     fresh = state.fresh
     scaling = state.scaling
     step, damping = _trust_region_step(
-        state.factor, state.gauss_newton, state.gradient, scaling, state.radius, state.damping
+        state.factor,
+        state.gauss_newton,
+        state.gradient,
+        scaling,
+        state.radius,
+        state.damping,
+        state.curvature,
     )
     step = jnp.where(fresh, 0.0, step)
     damping = jnp.where(fresh, 0.0, damping)

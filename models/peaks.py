@@ -38,6 +38,13 @@ sigma               :math:`\\mathrm{HalfNormal}(Y)`
 Any of them can be replaced through ``priors`` (a dict site name -> scalar NumPyro
 distribution). ``ties`` makes parameters equal (``{"peak1_sigma": "peak0_sigma"}``: one
 width shared by two peaks), ``fixed`` holds parameters at given values.
+
+Every site has a support (:func:`site_support`): heights, areas, widths and the noise
+scale positive, fractions in [0, 1], centres, skews and baseline parameters real. A prior
+must have its support inside its site's and finite, valid parameters; a fixed value must
+be one finite number inside; a tie must join two parameters of the same kind; the StudentT
+degrees of freedom must be finite and > 0. The program refuses anything else with a
+ValueError before computing, values compared where they are concrete (not JAX tracers).
 """
 
 import contextlib
