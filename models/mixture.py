@@ -68,9 +68,10 @@ from gaussmix.models.priors import (
     SITE_SUPPORTS,
     MixturePriorParameters,
     check_covariance_type,
+    check_prior_parameters,
+    check_prior_support,
     default_prior_parameters,
-    describe_support,
-    support_within,
+    prior_parts,
 )
 
 __all__ = [
@@ -316,111 +317,19 @@ _SITE_HELP = {
 _IMPROPER = (dist.ImproperUniform, dist.Delta, dist.Unit, dist.MaskedDistribution)
 
 
-def _parts(distribution: dist.Distribution):
-    """The distribution and those it is built on (base, mixing and component ones)."""
-    yield distribution
-    for name in ("base_dist", "mixing_distribution", "component_distribution"):
-        part = distribution.__dict__.get(name)
-        if isinstance(part, dist.Distribution):
-            yield from _parts(part)
-
-
-def _shown(value) -> str:
-    array = np.asarray(value)
-    return str(array.tolist()) if array.size <= 6 else f"an array of shape {array.shape}"
-
-
-def _check_parameters(distribution: dist.Distribution, site: str) -> None:
-    """Refuse NaN/inf parameters and parameters outside their constraints.
-
-    Only concrete values are read; traced ones (inside ``jax.jit``) were checked before
-    tracing by the back ends.
-    """
-    name = type(distribution).__name__
-    parts = list(_parts(distribution))
-
-    def where(part):
-        return name if part is distribution else f"{name} (its {type(part).__name__})"
-
-    for part in parts:  # named parameters first: the clearest message
-        for parameter, value in part.get_args().items():
-            if value is None or not _is_concrete(value):
-                continue
-            array = np.asarray(value)
-            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-                raise ValueError(
-                    f"priors[{site!r}] is {where(part)} with a non-finite {parameter} "
-                    f"({_shown(array)}); give finite parameters."
-                )
-            constraint = part.arg_constraints[parameter]
-            if constraints.is_dependent(constraint):
-                continue
-            with jax.ensure_compile_time_eval():
-                valid = bool(np.all(np.asarray(constraint(value))))
-            if not valid:
-                raise ValueError(
-                    f"priors[{site!r}] is {where(part)} with an invalid {parameter} "
-                    f"({_shown(array)}); valid values are {describe_support(constraint)}."
-                )
-    for part in parts:
-        if isinstance(part, dist.InverseWishartCholesky | dist.WishartCholesky):
-            concentration, dimension = part.concentration, part.event_shape[-1]
-            if _is_concrete(concentration) and np.any(np.asarray(concentration) <= dimension - 1):
-                raise ValueError(
-                    f"priors[{site!r}] is {where(part)} with concentration "
-                    f"{_shown(concentration)}; in {dimension} dimensions it must be > "
-                    f"{dimension - 1}."
-                )
-        for leaf in jax.tree.leaves(part):  # what the named parameters do not cover
-            if not _is_concrete(leaf):
-                continue
-            array = np.asarray(leaf)
-            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-                raise ValueError(
-                    f"priors[{site!r}] is {where(part)} with a non-finite parameter "
-                    f"({_shown(array)}); give finite parameters."
-                )
-
-
 def _check_support(distribution: dist.Distribution, site: str) -> None:
-    name = type(distribution).__name__
     where, advice = _SITE_HELP[site]
-    improper = [part for part in _parts(distribution) if isinstance(part, _IMPROPER)]
+    improper = [part for part in prior_parts(distribution) if isinstance(part, _IMPROPER)]
     if improper:
         built_on = (
             "" if improper[0] is distribution else f" (built on {type(improper[0]).__name__})"
         )
         raise ValueError(
-            f"priors[{site!r}] is {name}{built_on}, an improper or point-mass prior, but "
-            f"{where} and a mixture needs a proper prior there (a component without points "
-            f"keeps its prior as posterior); {advice}."
+            f"priors[{site!r}] is {type(distribution).__name__}{built_on}, an improper or "
+            f"point-mass prior, but {where} and a mixture needs a proper prior there (a "
+            f"component without points keeps its prior as posterior); {advice}."
         )
-    support = distribution.support
-    if support is None or constraints.is_dependent(support):
-        raise ValueError(
-            f"priors[{site!r}] is {name}, whose support is unknown; {where}, {advice}."
-        )
-    if not support_within(support, SITE_SUPPORTS[site]):
-        hint = ""
-        if isinstance(
-            constraints.independent(support, 0).base_constraint,
-            type(constraints.corr_cholesky) | type(constraints.lower_cholesky),
-        ):
-            hint = " (its values are Cholesky factors; the site takes the matrix itself)"
-        raise ValueError(
-            f"priors[{site!r}] is {name} with support {describe_support(support)}{hint}, but "
-            f"{where}; {advice}."
-        )
-    element = support
-    while isinstance(element, constraints.independent):
-        element = element.base_constraint
-    if isinstance(element, constraints.interval):
-        low, high = element.lower_bound, element.upper_bound
-        if _is_concrete(low) and _is_concrete(high) and not np.all(np.less(low, high)):
-            raise ValueError(
-                f"priors[{site!r}] is {name} with support {describe_support(support)}, which is "
-                "empty or a single point; give a lower bound below the upper bound."
-            )
+    check_prior_support(distribution, site, SITE_SUPPORTS[site], where=where, advice=advice)
 
 
 def check_priors(
@@ -495,7 +404,7 @@ def check_priors(
                 f"{type(distribution).__name__}."
             )
         _check_support(distribution, name)
-        _check_parameters(distribution, name)
+        check_prior_parameters(distribution, name)
     valid_count = isinstance(n_components, int | np.integer) and n_components >= 1
     if valid_count and n_features is not None:  # shapes (the program checks K itself)
         K, D = int(n_components), int(n_features)

@@ -61,6 +61,7 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 
 from gaussmix.models.lineshapes import Baseline, Lineshape, baseline_model, get_lineshape
+from gaussmix.models.priors import check_prior_parameters, check_prior_support
 
 __all__ = [
     "LIKELIHOODS",
@@ -412,83 +413,21 @@ def site_support(model: PeakModel, name: str) -> constraints.Constraint:
     return KIND_SUPPORTS[_kind_of_site(model, name)]
 
 
-def _bounds(support) -> tuple[object, object] | None:
-    """(lower, upper) of a scalar real constraint (infinite where open-ended), or None
-    for one that is not a continuous interval of the reals (discrete, vectors, ...)."""
-    while isinstance(support, constraints._IndependentConstraint):
-        if support.reinterpreted_batch_ndims != 0:
-            return None
-        support = support.base_constraint
-    if support.is_discrete or support.event_dim != 0:
-        return None
-    if isinstance(support, constraints._Real):
-        return -np.inf, np.inf
-    if isinstance(support, constraints._Interval):
-        return support.lower_bound, support.upper_bound
-    if isinstance(support, constraints._GreaterThan):
-        return support.lower_bound, np.inf
-    if isinstance(support, constraints._LessThan):
-        return -np.inf, support.upper_bound
-    return None
+#: Where a site of each support lives and which priors fit it, for error messages.
+_SUPPORT_HELP = {
+    id(constraints.positive): (
+        "the positive reals",
+        "use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b)",
+    ),
+    id(constraints.unit_interval): ("the interval [0, 1]", "use Beta or Uniform(a >= 0, b <= 1)"),
+    id(constraints.real): ("the real numbers", "use a continuous prior such as Normal"),
+}
 
 
-def _concrete_array(value) -> np.ndarray | None:
-    """``value`` as a float NumPy array when it is concrete and numeric, else None."""
-    if not _is_concrete(value):
-        return None
-    try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        return None
-
-
-def _check_prior_parameters(name: str, prior: dist.Distribution) -> None:
-    """Concrete parameters of ``prior`` (and of the distributions it wraps) finite and
-    inside their own constraints (a positive scale, ...)."""
-    while prior is not None:
-        for parameter, constraint in type(prior).arg_constraints.items():
-            value = _concrete_array(getattr(prior, parameter, None))
-            if value is None:
-                continue
-            if not np.all(np.isfinite(value)):
-                raise ValueError(
-                    f"priors[{name!r}]: {type(prior).__name__} has a non-finite {parameter} "
-                    f"= {value.tolist()}; give finite parameters."
-                )
-            if not constraints.is_dependent(constraint) and not np.all(
-                np.asarray(constraint(value))
-            ):
-                raise ValueError(
-                    f"priors[{name!r}]: {type(prior).__name__} has {parameter} = "
-                    f"{value.tolist()}, outside {constraint}; give a valid {parameter}."
-                )
-        prior = getattr(prior, "base_dist", None)
-
-
-def _check_prior_support(name: str, prior: dist.Distribution, expected) -> None:
-    """The prior's support inside the site's (its closure); bounds compared when concrete."""
-    bounds = _bounds(prior.support)
-    message = (
-        f"priors[{name!r}] = {type(prior).__name__} has support {prior.support}, which does "
-        f"not lie in the support of {name!r}, {expected}: "
-    )
-    if bounds is None:
-        raise ValueError(message + "give a continuous scalar prior on that support.")
-    site_low, site_high = _bounds(expected)
-    low, high = (_concrete_array(bound) for bound in bounds)
-    if low is not None and high is not None and not np.all(low < high):
-        raise ValueError(
-            f"priors[{name!r}] = {type(prior).__name__} has an empty support {prior.support}: "
-            "give a lower bound below the upper one."
-        )
-    if expected is constraints.unit_interval:
-        hint = "use Beta or Uniform(a >= 0, b <= 1)."
-    else:
-        hint = "use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b)."
-    if (low is not None and not np.all(low >= site_low)) or (
-        high is not None and not np.all(high <= site_high)
-    ):
-        raise ValueError(message + hint)
+def _check_prior(name: str, prior: dist.Distribution, support: constraints.Constraint) -> None:
+    lives_on, advice = _SUPPORT_HELP[id(support)]
+    check_prior_support(prior, name, support, where=f"{name} lives on {lives_on}", advice=advice)
+    check_prior_parameters(prior, name)
 
 
 def check_priors(priors, model: PeakModel) -> dict:
@@ -505,7 +444,7 @@ def check_priors(priors, model: PeakModel) -> dict:
         >>> check_priors({"peak0_sigma": dist.Normal(1.0, 1.0)}, model)
         Traceback (most recent call last):
         ...
-        ValueError: priors['peak0_sigma'] = Normal has support Real(), which does not lie in the support of 'peak0_sigma', Positive(lower_bound=0.0): use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b).
+        ValueError: priors['peak0_sigma'] is Normal with support real, but peak0_sigma lives on the positive reals; use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b).
     """
     if priors is None:
         return {}
@@ -530,8 +469,7 @@ def check_priors(priors, model: PeakModel) -> dict:
                 f"priors[{name!r}] must be a scalar distribution, got batch shape "
                 f"{prior.batch_shape} and event shape {prior.event_shape}."
             )
-        _check_prior_support(name, prior, site_support(model, name))
-        _check_prior_parameters(name, prior)
+        _check_prior(name, prior, site_support(model, name))
     return dict(priors)
 
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
@@ -263,3 +264,152 @@ def describe_support(support: constraints.Constraint) -> str:
     if isinstance(element, constraints.less_than):
         return f"< {element.upper_bound}"
     return repr(element)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks of a user's prior, shared by the mixture and peak programs
+
+
+def _is_concrete(value) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def prior_parts(distribution: dist.Distribution):
+    """The distribution and those it is built on (base, mixing and component ones)."""
+    yield distribution
+    for name in ("base_dist", "mixing_distribution", "component_distribution"):
+        part = distribution.__dict__.get(name)
+        if isinstance(part, dist.Distribution):
+            yield from prior_parts(part)
+
+
+def _shown(value) -> str:
+    array = np.asarray(value)
+    return str(array.tolist()) if array.size <= 6 else f"an array of shape {array.shape}"
+
+
+def check_prior_parameters(distribution: dist.Distribution, site: str) -> None:
+    """Refuse a prior with NaN/inf parameters or parameters outside their constraints.
+
+    Reads the distribution and those it is built on (:func:`prior_parts`): each named
+    parameter must be finite and satisfy numpyro's ``arg_constraints`` (a Dirichlet
+    concentration > 0, a HalfNormal scale > 0, an interval's bounds in order, Wishart
+    degrees of freedom > D - 1), and so must every other array it holds. Only concrete
+    values are read; traced ones (inside ``jax.jit``) were checked before tracing by the
+    back ends. numpyro checks most of this itself when a distribution is built with
+    ``validate_args``; this check also covers distributions built without it and names
+    the site.
+
+    Raises:
+        ValueError: naming the site, the distribution, the parameter and its valid values.
+
+    Example:
+        >>> import numpyro
+        >>> with numpyro.validation_enabled(False):
+        ...     prior = dist.HalfNormal(-1.0)
+        >>> check_prior_parameters(prior, "scales")
+        Traceback (most recent call last):
+        ...
+        ValueError: priors['scales'] is HalfNormal with an invalid scale (-1.0); valid values are positive.
+    """
+    name = type(distribution).__name__
+    parts = list(prior_parts(distribution))
+
+    def where(part):
+        return name if part is distribution else f"{name} (its {type(part).__name__})"
+
+    for part in parts:  # named parameters first: the clearest message
+        for parameter, value in part.get_args().items():
+            if value is None or not _is_concrete(value):
+                continue
+            array = np.asarray(value)
+            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with a non-finite {parameter} "
+                    f"({_shown(array)}); give finite parameters."
+                )
+            constraint = part.arg_constraints[parameter]
+            if constraints.is_dependent(constraint):
+                continue
+            with jax.ensure_compile_time_eval():
+                valid = bool(np.all(np.asarray(constraint(value))))
+            if not valid:
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with an invalid {parameter} "
+                    f"({_shown(array)}); valid values are {describe_support(constraint)}."
+                )
+    for part in parts:
+        if isinstance(part, dist.InverseWishartCholesky | dist.WishartCholesky):
+            concentration, dimension = part.concentration, part.event_shape[-1]
+            if _is_concrete(concentration) and np.any(np.asarray(concentration) <= dimension - 1):
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with concentration "
+                    f"{_shown(concentration)}; in {dimension} dimensions it must be > "
+                    f"{dimension - 1}."
+                )
+        for leaf in jax.tree.leaves(part):  # what the named parameters do not cover
+            if not _is_concrete(leaf):
+                continue
+            array = np.asarray(leaf)
+            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                raise ValueError(
+                    f"priors[{site!r}] is {where(part)} with a non-finite parameter "
+                    f"({_shown(array)}); give finite parameters."
+                )
+
+
+def check_prior_support(
+    distribution: dist.Distribution,
+    site: str,
+    site_support: constraints.Constraint,
+    *,
+    where: str,
+    advice: str,
+) -> None:
+    """Refuse a prior whose support does not lie in its site's (:func:`support_within`),
+    is unknown, or is an empty interval.
+
+    Args:
+        distribution: the user's prior.
+        site: its site's name, for the message.
+        site_support: the support of the site's value.
+        where: the message's statement of where the site's value lives, e.g. "weights
+            live on the simplex".
+        advice: which priors to use instead, e.g. "use a Dirichlet prior".
+
+    Raises:
+        ValueError: naming the site, the prior's support and ``where``/``advice``.
+
+    Example:
+        >>> check_prior_support(
+        ...     dist.Normal(0.0, 1.0), "peak0_sigma", constraints.positive,
+        ...     where="peak0_sigma lives on the positive reals", advice="use a HalfNormal")
+        Traceback (most recent call last):
+        ...
+        ValueError: priors['peak0_sigma'] is Normal with support real, but peak0_sigma lives on the positive reals; use a HalfNormal.
+    """
+    name = type(distribution).__name__
+    support = distribution.support
+    if support is None or constraints.is_dependent(support):
+        raise ValueError(
+            f"priors[{site!r}] is {name}, whose support is unknown; {where}, {advice}."
+        )
+    if not support_within(support, site_support):
+        hint = ""
+        if isinstance(
+            _element_constraint(support),
+            type(constraints.corr_cholesky) | type(constraints.lower_cholesky),
+        ):
+            hint = " (its values are Cholesky factors; the site takes the matrix itself)"
+        raise ValueError(
+            f"priors[{site!r}] is {name} with support {describe_support(support)}{hint}, but "
+            f"{where}; {advice}."
+        )
+    element = _element_constraint(support)
+    if isinstance(element, constraints.interval):
+        low, high = element.lower_bound, element.upper_bound
+        if _is_concrete(low) and _is_concrete(high) and not np.all(np.less(low, high)):
+            raise ValueError(
+                f"priors[{site!r}] is {name} with support {describe_support(support)}, which is "
+                "empty or a single point; give a lower bound below the upper bound."
+            )

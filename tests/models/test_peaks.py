@@ -264,7 +264,9 @@ def test_priors_are_checked_against_the_support_of_their_site(site, prior, accep
     if accepted:
         assert site in check_priors({site: prior}, model)
         return
-    with pytest.raises(ValueError, match=rf"priors\['{site}'\] = .* has support .*support of"):
+    with pytest.raises(
+        ValueError, match=rf"priors\['{site}'\] is .* with support .*, but {site} lives on"
+    ):
         check_priors({site: prior}, model)
 
 
