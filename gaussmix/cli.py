@@ -967,26 +967,27 @@ def atomic_output(
         _check_folder(destination, planned)
     created: list[Path] = []
     temporary = None
-    with _INTERRUPTS.deferred():
-        folder = destination
-        while not folder.exists() and folder != folder.parent:
-            created.append(folder)
-            folder = folder.parent
-        try:
-            destination.mkdir(parents=True, exist_ok=True)
-            temporary = Path(
-                tempfile.mkdtemp(
-                    prefix=_TEMPORARY_PREFIX, suffix=_TEMPORARY_SUFFIX, dir=destination
-                )
-            )
-        except OSError as error:
-            _remove(temporary, created)
-            raise UsageError(
-                f"cannot create a folder in --out {destination}: {error.strerror}; "
-                "choose a folder you can write"
-            ) from None
     committed = False
     try:
+        # An interrupt that arrives while the folders are made is raised when this block
+        # ends, inside the try below: the folders it made are removed like any others.
+        with _INTERRUPTS.deferred():
+            folder = destination
+            while not folder.exists() and folder != folder.parent:
+                created.append(folder)
+                folder = folder.parent
+            try:
+                destination.mkdir(parents=True, exist_ok=True)
+                temporary = Path(
+                    tempfile.mkdtemp(
+                        prefix=_TEMPORARY_PREFIX, suffix=_TEMPORARY_SUFFIX, dir=destination
+                    )
+                )
+            except OSError as error:
+                raise UsageError(
+                    f"cannot create a folder in --out {destination}: {error.strerror}; "
+                    "choose a folder you can write"
+                ) from None
         yield temporary
         names = _written_files(temporary)
         entries = _check_folder(destination, names)

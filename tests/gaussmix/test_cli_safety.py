@@ -308,6 +308,27 @@ def test_an_interrupt_while_files_move_in_waits_until_all_are_in(tmp_path, monke
     assert no_temporary_folder(out)
 
 
+def test_an_interrupt_while_the_folders_are_made_removes_them(tmp_path, monkeypatch):
+    """SIGINT while the output and temporary folders are being created is held off until
+    they exist, then raised: the folders this run made are removed (the window the
+    subprocess tests above hit only by chance)."""
+    out = tmp_path / "new" / "out"
+    make_temporary = cli.tempfile.mkdtemp
+
+    def make_and_signal(*args, **kwargs):
+        folder = make_temporary(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return folder
+
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", make_and_signal)
+    with cli._INTERRUPTS.installed():
+        with pytest.raises(KeyboardInterrupt) as raised:
+            with cli.atomic_output(out):
+                pytest.fail("the block must not run after an interrupt")
+    assert raised.value.signal_number == signal.SIGINT
+    assert not (tmp_path / "new").exists()
+
+
 def test_main_restores_the_signal_handlers(capsys, tmp_path, data):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     code, err = fit(capsys, data, tmp_path / "out")
