@@ -288,6 +288,13 @@ def _shown(value) -> str:
     return str(array.tolist()) if array.size <= 6 else f"an array of shape {array.shape}"
 
 
+def _refuse_non_finite(array: np.ndarray, subject: str, parameter: str) -> None:
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ValueError(
+            f"{subject} with a non-finite {parameter} ({_shown(array)}); give finite parameters."
+        )
+
+
 def check_prior_parameters(distribution: dist.Distribution, site: str) -> None:
     """Refuse a prior with NaN/inf parameters or parameters outside their constraints.
 
@@ -323,11 +330,7 @@ def check_prior_parameters(distribution: dist.Distribution, site: str) -> None:
             if value is None or not _is_concrete(value):
                 continue
             array = np.asarray(value)
-            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-                raise ValueError(
-                    f"priors[{site!r}] is {where(part)} with a non-finite {parameter} "
-                    f"({_shown(array)}); give finite parameters."
-                )
+            _refuse_non_finite(array, f"priors[{site!r}] is {where(part)}", parameter)
             constraint = part.arg_constraints[parameter]
             if constraints.is_dependent(constraint):
                 continue
@@ -350,12 +353,7 @@ def check_prior_parameters(distribution: dist.Distribution, site: str) -> None:
         for leaf in jax.tree.leaves(part):  # what the named parameters do not cover
             if not _is_concrete(leaf):
                 continue
-            array = np.asarray(leaf)
-            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-                raise ValueError(
-                    f"priors[{site!r}] is {where(part)} with a non-finite parameter "
-                    f"({_shown(array)}); give finite parameters."
-                )
+            _refuse_non_finite(np.asarray(leaf), f"priors[{site!r}] is {where(part)}", "parameter")
 
 
 def check_prior_support(
