@@ -533,7 +533,7 @@ def _check_options(
             f"Invalid value for 'init_params': {init_params!r}; it should be in "
             f"{list(em.INIT_PARAMS)}."
         )
-    method, priors = em._check_priors(priors, covariance_type)
+    method, priors = em._check_priors(priors, covariance_type, n_components=n_components)
     return _Options(
         int(n_components),
         covariance_type,

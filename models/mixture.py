@@ -406,6 +406,8 @@ def check_priors(
         _check_support(distribution, name)
         check_prior_parameters(distribution, name)
     valid_count = isinstance(n_components, int | np.integer) and n_components >= 1
+    if valid_count and "weights" in priors:  # K alone fixes the weights' shape
+        _whole_site(priors["weights"], (int(n_components),), "weights")
     if valid_count and n_features is not None:  # shapes (the program checks K itself)
         K, D = int(n_components), int(n_features)
         shapes = {

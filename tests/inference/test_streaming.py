@@ -3,6 +3,7 @@ kind of source; online EM reaches the batch answer within its Monte Carlo error;
 input is refused with a message that says what to do."""
 
 import numpy as np
+import numpyro.distributions as dist
 import pytest
 
 from gaussmix.inference import em
@@ -217,6 +218,13 @@ def test_bad_input_is_refused_with_a_fix(tmp_path, data):
         fit_em_online([x], learning_decay=0.5, **options)
     with pytest.raises(ValueError, match="chunk_rows must be an int"):
         fit_em_chunked(x, chunk_rows=0, **options)
+    # A weights prior of the wrong size is named before any chunk is read (it used to
+    # fail deep inside the M-step with a broadcasting error).
+    wrong_size = {"weights": dist.Dirichlet(np.ones(options["n_components"] + 1))}
+    with pytest.raises(ValueError, match=r"priors\['weights'\] has event shape"):
+        fit_em_chunked([x], **{**options, "priors": wrong_size})
+    with pytest.raises(ValueError, match=r"priors\['weights'\] has event shape"):
+        fit_em_online([x], **{**options, "priors": wrong_size})
 
 
 def test_data_that_changes_between_passes_is_refused(data):
