@@ -1614,6 +1614,26 @@ def _slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
+def _spectrum_stems(names: Sequence[str]) -> list[str]:
+    """One distinct file-name stem per spectrum column: its slug, numbered by the column's
+    position where that is empty or already taken (``a b`` and ``a-b`` both slug to
+    ``a-b``; without this their figures and posteriors would overwrite each other).
+
+    Example:
+        >>> _spectrum_stems(["a b", "a-b", "%", "c"])
+        ['a-b', 'a-b-2', 'column-3', 'c']
+    """
+    stems: list[str] = []
+    for position, name in enumerate(names, 1):
+        stem = _slug(name) or f"column-{position}"
+        if stem in stems:
+            stem = f"{stem}-{position}"
+        while stem in stems:
+            stem += "-"
+        stems.append(stem)
+    return stems
+
+
 def _run_fit_mixture(run: _Run, table: Table, args: argparse.Namespace, progress_bar: bool):
     from gaussmix import GaussianMixture, save
 
@@ -1747,10 +1767,10 @@ def _peak_section(run: _Run, fit: Any, names: Sequence[str], title: str) -> dict
     }
 
 
-def _peak_figure(run: _Run, fit: Any, index: int | None, name: str, title: str) -> None:
+def _peak_figure(run: _Run, fit: Any, index: int | None, name: str, stem: str, title: str) -> None:
     axis = fit.plot(index or 0)
     axis.set_title(f"{title}: {name}")
-    run.figure(axis.figure, f"peaks-{_slug(title)}-{_slug(name)}", f"{title}: {name}")
+    run.figure(axis.figure, f"peaks-{_slug(title)}-{stem}", f"{title}: {name}")
 
 
 def _run_fit_peaks(run: _Run, table: Table, args: argparse.Namespace, progress_bar: bool):
@@ -1759,6 +1779,7 @@ def _run_fit_peaks(run: _Run, table: Table, args: argparse.Namespace, progress_b
     x = table.values[:, 0]
     spectra = table.values[:, 1:].T
     names = table.columns[1:]
+    stems = _spectrum_stems(names)
     batched = len(names) > 1
     baseline = _baseline_option(args.baseline)
     run.report.heading("MAP fit")
@@ -1772,7 +1793,7 @@ def _run_fit_peaks(run: _Run, table: Table, args: argparse.Namespace, progress_b
         fit = fit_peaks(x, spectra if batched else spectra[0], peaks=args.peaks, baseline=baseline)
     run.results["map"] = _peak_section(run, fit, names, "MAP")
     for index, name in list(enumerate(names))[:_PEAK_FIGURES]:
-        _peak_figure(run, fit, index if batched else None, name, "MAP")
+        _peak_figure(run, fit, index if batched else None, name, stems[index], "MAP")
     if len(names) > _PEAK_FIGURES:
         run.report.note(f"Figures of the first {_PEAK_FIGURES} spectra; all are in results.json.")
     save(fit, run.folder / "model.npz")
@@ -1803,11 +1824,11 @@ def _run_fit_peaks(run: _Run, table: Table, args: argparse.Namespace, progress_b
         run.report.heading(f"Spectrum {name}", level=3)
         posterior = sampled.posterior
         section = _posterior_section_named(
-            run, posterior, point, f"NUTS {name}", "MAP estimate", f"posterior-{_slug(name)}"
+            run, posterior, point, f"NUTS {name}", "MAP estimate", f"posterior-{stems[index]}"
         )
         posteriors[name] = section
         if index < _PEAK_FIGURES:
-            _peak_figure(run, sampled, None, name, "NUTS")
+            _peak_figure(run, sampled, None, name, stems[index], "NUTS")
     run.results["posterior"] = posteriors
 
 
@@ -2423,11 +2444,12 @@ def _mixture_files(args: argparse.Namespace, n_features: int) -> list[str]:
 
 def _peak_files(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     """The files ``fit-peaks`` will write (checked against --out before the fit)."""
+    stems = _spectrum_stems(names)
     files = [*_ALWAYS_WRITTEN, "model.npz"]
-    files += [f"peaks-map-{_slug(name)}.png" for name in names[:_PEAK_FIGURES]]
+    files += [f"peaks-map-{stem}.png" for stem in stems[:_PEAK_FIGURES]]
     if args.backend == "mcmc":
-        files += [f"posterior-{_slug(name)}.nc" for name in names]
-        files += [f"peaks-nuts-{_slug(name)}.png" for name in names[:_PEAK_FIGURES]]
+        files += [f"posterior-{stem}.nc" for stem in stems]
+        files += [f"peaks-nuts-{stem}.png" for stem in stems[:_PEAK_FIGURES]]
     return files
 
 

@@ -720,6 +720,31 @@ def test_fit_peaks_batch_matches_curve_fit(capsys, tmp_path):
     assert_page(tmp_path / "out", images=2)
 
 
+def test_spectra_whose_names_slug_alike_get_their_own_files(capsys, tmp_path):
+    """Columns "a b" and "a-b" both slug to "a-b": each spectrum keeps its own figure
+    (the second one overwrote the first)."""
+    x, spectra = cli._synthetic_spectra(2, 200, 0)
+    np.savetxt(
+        tmp_path / "s.csv", np.column_stack([x, spectra.T]), delimiter=",",
+        header="t,a b,a-b", comments="",
+    )  # fmt: skip
+    code, _, err = run_main(
+        capsys, "fit-peaks", tmp_path / "s.csv", "--x", "t", "--y", "a b", "a-b",
+        "--peaks", "gaussian,gaussian,gaussian", "--baseline", "linear", "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    figures = sorted(path.name for path in (tmp_path / "out").glob("peaks-map-*.png"))
+    assert figures == ["peaks-map-a-b-2.png", "peaks-map-a-b.png"]
+    first, second = ((tmp_path / "out" / name).read_bytes() for name in figures)
+    assert first != second
+    manifest = strict_json(tmp_path / "out" / cli.MANIFEST_NAME)
+    args = cli.build_parser().parse_args(
+        ["fit-peaks", "s.csv", "--x", "t", "--y", "a b", "a-b", "--out", "o"]
+    )
+    expected = set(cli._peak_files(args, ["a b", "a-b"]))
+    assert {entry["name"] for entry in manifest["files"]} == expected
+
+
 def test_fit_peaks_mcmc_one_spectrum(capsys, tmp_path):
     write_spectra(tmp_path / "s.csv")
     code, _, err = run_main(
