@@ -2,6 +2,7 @@
 
 import warnings
 
+import arviz_stats
 import numpy as np
 import pytest
 from arviz_base import from_dict
@@ -64,8 +65,43 @@ def test_r_hat_agrees_with_the_classic_formula_on_iid_draws():
     np.testing.assert_allclose(
         report.table.loc["mu", "r_hat"], split_r_hat(groups["posterior"]["mu"]), atol=5e-3
     )
-    # ESS of iid draws is about the number of draws.
-    assert 0.8 * CHAINS * DRAWS < report.table.loc["mu", "ess_bulk"] < 1.2 * CHAINS * DRAWS
+
+
+def test_table_is_arvizs_own_ess_r_hat_and_mcse():
+    """Every convergence column equals ArviZ's own function (``arviz_stats.ess``, ``rhat``,
+    ``mcse``) on the same DataTree: diagnose computes none of them itself, so only
+    float64 rounding could separate them (measured 0; 1e-12 relative allows a different
+    summation order). The draws are AR(1) chains (phi = 0.9, ESS about S (1 - phi) /
+    (1 + phi), a twentieth of the draws) with one chain shifted, so that ESS, R-hat and
+    the MCSEs are far from their iid values and a wrong column cannot agree by chance."""
+    rng = np.random.default_rng(9)
+    noise = rng.normal(size=(CHAINS, DRAWS, 3))
+    draws = np.empty_like(noise)
+    draws[:, 0] = noise[:, 0]
+    for index in range(1, DRAWS):
+        draws[:, index] = 0.9 * draws[:, index - 1] + np.sqrt(1 - 0.81) * noise[:, index]
+    draws[1] += 0.3
+    groups = healthy(9)
+    groups["posterior"] = {"mu": draws[..., 0], "beta": draws[..., 1:]}
+    tree = from_dict(groups)
+    table = diagnose(tree, warn=False).table
+    columns = {
+        "ess_bulk": arviz_stats.ess(tree, method="bulk"),
+        "ess_tail": arviz_stats.ess(tree, method="tail"),
+        "r_hat": arviz_stats.rhat(tree, method="rank"),
+        "mcse_mean": arviz_stats.mcse(tree, method="mean"),
+        "mcse_sd": arviz_stats.mcse(tree, method="sd"),
+    }
+    parameters = {"mu": ("mu", ()), "beta[0]": ("beta", (0,)), "beta[1]": ("beta", (1,))}
+    for label, (name, index) in parameters.items():
+        for column, reference in columns.items():
+            np.testing.assert_allclose(
+                float(table.loc[label, column]), float(reference[name].values[index]),
+                rtol=1e-12, err_msg=f"{label} {column}",
+            )  # fmt: skip
+        assert table.loc[label, "ess_bulk"] < CHAINS * DRAWS / 5
+    np.testing.assert_allclose(table.loc["mu", "mean"], draws[..., 0].mean(), rtol=1e-12)
+    np.testing.assert_allclose(table.loc["mu", "sd"], draws[..., 0].std(ddof=1), rtol=1e-12)
 
 
 def test_disagreeing_chains_warn_and_are_flagged_multimodal():
