@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import integrate, optimize
+import xarray
+from scipy import integrate, optimize, stats
 
 import gaussmix
 from gaussmix.peaks import PeakFit, PeakFitWarning, fit_peaks, select_peaks
@@ -281,14 +282,53 @@ def test_ties_and_fixed_values_against_curve_fit():
     assert fit.params["peak1_center"] == 6.0 and fit.stderr["peak1_center"] == 0.0
 
 
-def test_select_peaks_picks_two_by_bic(spectra):
+@pytest.fixture(scope="module")
+def selection(spectra):
     x, y, _, _ = spectra
-    selection = select_peaks(x, y[0], 3, baseline="linear")
+    return select_peaks(x, y[0], 3, baseline="linear")
+
+
+def test_select_peaks_picks_two_by_bic(selection):
     assert selection.n_peaks == 2
     assert list(selection.candidates) == [1, 2, 3]
     assert selection.bic[1] < selection.bic[0]
     assert selection.elpd_loo is None
     assert selection.best.lineshapes == ("gaussian", "gaussian")
+
+
+def peaks_on_a_line(x, *p):
+    """Gaussians (h, c, s) on a line c0 + c1 x: p = (h, c, s) per peak, then c0, c1."""
+    value = p[-2] + p[-1] * x
+    for k in range(len(p) // 3):
+        value = value + two_gaussians(x, *p[3 * k : 3 * k + 3], 0.0, 0.0, 1.0)
+    return value
+
+
+def test_select_peaks_bic_is_schwarzs_criterion_from_curve_fits_rss(spectra, selection):
+    """BIC = -2 log L + k log n with the Gaussian log-likelihood maximized over the noise,
+    -2 log L = n log(RSS / n) + n (1 + log 2 pi), and k counting every estimated
+    parameter, the noise scale included (Schwarz 1978; lmfit leaves the noise out of k
+    and the constant out of -2 log L, which shifts every candidate alike). RSS from
+    curve_fit started 1 % off each candidate's optimum (the same basin)."""
+    x, y, _, _ = spectra
+    n = x.size
+    for count, fit in zip(selection.candidates, selection.fits, strict=True):
+        names = [f"peak{k}_{p}" for k in range(count) for p in ("height", "center", "sigma")]
+        names += ["baseline_c0", "baseline_c1"]
+        assert fit.parameter_names == tuple(names)
+        start = np.array([fit.params[name] for name in names]) * 1.01
+        values, _ = optimize.curve_fit(
+            peaks_on_a_line, x, y[0], p0=start, ftol=1e-15, xtol=1e-15, gtol=1e-15
+        )
+        rss = np.sum((y[0] - peaks_on_a_line(x, *values)) ** 2)
+        bic = n * np.log(rss / n) + n * (1 + np.log(2 * np.pi)) + (len(names) + 1) * np.log(n)
+        # The MAP stops at a relative decrease below 1e-10 but converges quadratically:
+        # measured RSS 1.1e-13 relative from curve_fit's: bound 1e-12. The BIC moves by
+        # n times that relative error (150 x 1e-12): bound 2e-10 (one parameter more or
+        # less in k would move it by log n = 5).
+        assert fit.rss == pytest.approx(rss, rel=1e-12)
+        assert fit.bic == pytest.approx(bic, rel=0, abs=2e-10)
+    assert selection.bic == pytest.approx([fit.bic for fit in selection.fits], rel=0, abs=0)
 
 
 @pytest.mark.parametrize(
@@ -436,9 +476,37 @@ def test_select_peaks_by_loo_picks_two_and_agrees_with_the_laplace_approximation
     for fit, elpd in zip(selection.fits, selection.elpd_loo, strict=True):
         assert fit.backend == "mcmc"
         assert fit.posterior["log_likelihood"]["y"].shape == (1, 200, x.size)
+        # The reference: the pointwise log-likelihood of every draw written by hand
+        # (scipy's normal density of the hand-written curve), and ArviZ's PSIS-LOO of a
+        # tree holding only that (one chain: relative efficiency 1, as for the product).
+        draws = fit.posterior["posterior"]
+        mean = sum(
+            two_gaussians(
+                x[:, None, None],
+                *(np.asarray(draws[f"peak{k}_{p}"]) for p in ("height", "center", "sigma")),
+                0.0, 0.0, 1.0,
+            )
+            for k in range(len(fit.lineshapes))
+        )  # fmt: skip
+        log_likelihood = stats.norm.logpdf(y[:, None, None], mean, np.asarray(draws["sigma"]))
+        log_likelihood = np.moveaxis(log_likelihood, 0, -1)  # (chain, draw, point)
+        stored = np.asarray(fit.posterior["log_likelihood"]["y"])
+        # Float64 rounding of log densities of a few nats: measured 1e-14: bound 1e-13.
+        np.testing.assert_allclose(stored, log_likelihood, rtol=0, atol=1e-13)
+        tree = xarray.DataTree.from_dict(
+            {
+                "posterior": xarray.Dataset({"sigma": (("chain", "draw"), draws["sigma"].values)}),
+                "log_likelihood": xarray.Dataset(
+                    {"y": (("chain", "draw", "point"), log_likelihood)}
+                ),
+            }
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            assert elpd == pytest.approx(float(arviz_stats.loo(fit.posterior).elpd))
+            reference = float(arviz_stats.loo(tree).elpd)
+        # The same PSIS on log-likelihoods 1e-14 apart: a sum over 60 points of
+        # log-sum-exps, each rounded to ~1e-15; measured 1.8e-15: bound 1e-13.
+        assert elpd == pytest.approx(reference, rel=0, abs=1e-13)
         assert abs(elpd - (-fit.aic / 2)) < 2.0
     best = selection.best
     laplace = fit_peaks(x, y, ("gaussian", "gaussian"))
