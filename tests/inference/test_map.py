@@ -109,13 +109,18 @@ def test_nist_certified_values_from_both_starts(shared_data, name):
         result = fit_map(NIST_MODEL, x, y, init | {"sigma": 1.0})
         assert bool(result.converged)
         values = np.array([float(result.params[s]) / f for s, f in NIST_SITES])
-        # At least 6 significant digits of every certified value.
-        np.testing.assert_allclose(values, certified, rtol=1e-6)
-        assert float(result.rss) == pytest.approx(certified_rss, rel=1e-8)
+        # NIST certifies 11 significant digits (rounding 5e-11). The fit stops at the
+        # default tolerance (relative decrease 1e-10: within sqrt(1e-10 (n - p)) = 1.6e-4
+        # standard errors of the optimum at worst), but Levenberg-Marquardt converges
+        # quadratically: measured over both starts of Gauss1-3, values 1.7e-8 relative
+        # (Gauss3, start 2), RSS 2.5e-11 (Gauss2) and standard errors 3.4e-8 (Gauss3,
+        # start 2; they move with the values through the Jacobian). Bounds 10x.
+        np.testing.assert_allclose(values, certified, rtol=2e-7)
+        assert float(result.rss) == pytest.approx(certified_rss, rel=3e-10)
         index = [result.parameter_names.index(s) for s, _ in NIST_SITES]
         errors = np.sqrt(np.diag(np.asarray(result.covariance)))[index]
         errors /= np.array([f for _, f in NIST_SITES])
-        np.testing.assert_allclose(errors, deviations, rtol=0.01)
+        np.testing.assert_allclose(errors, deviations, rtol=4e-7)
 
 
 # -- batches, masks, compilation -------------------------------------------------------
