@@ -190,3 +190,39 @@ def test_exponential_integral_at_zero_rate_is_the_constant_one():
 def test_unknown_names_are_value_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+SQRT_2_LN_2 = np.sqrt(2.0 * np.log(2.0))
+
+#: Each lineshape written from its formula (module docstring) in NumPy/scipy.
+FORMULAS = {
+    "gaussian": lambda x, h, c, s: h * np.exp(-0.5 * ((x - c) / s) ** 2),
+    "lorentzian": lambda x, h, c, g: h / (1.0 + ((x - c) / g) ** 2),
+    "voigt": lambda x, h, c, s, g: (
+        h * special.voigt_profile(x - c, s, g) / special.voigt_profile(0.0, s, g)
+    ),
+    "voigt_area": lambda x, a, c, s, g: a * special.voigt_profile(x - c, s, g),
+    "pseudo_voigt": lambda x, h, c, s, eta: (
+        h
+        * (
+            (1.0 - eta) * np.exp(-0.5 * ((x - c) / s) ** 2)
+            + eta / (1.0 + ((x - c) / (s * SQRT_2_LN_2)) ** 2)
+        )
+    ),
+    "skewed_gaussian": lambda x, h, c, s, a: (
+        h * np.exp(-0.5 * ((x - c) / s) ** 2) * (1.0 + special.erf(a * (x - c) / (s * np.sqrt(2))))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINESHAPES))
+def test_profile_is_its_formula(name):
+    """Each profile against its formula written independently (scipy's voigt_profile and
+    erf). Elementary functions round to a few ulps and the Faddeeva function to 1e-13
+    relative (test above); measured at most 1.4e-16 relative to the height (Voigt
+    6.7e-16): bound 7e-15. A width constant off in its 7th digit moves it by ~1e-7."""
+    x = np.linspace(-6.0, 8.0, 57)
+    lineshape, parameters, _ = _profile(name)
+    value = np.asarray(lineshape.profile_fn(x, *parameters))
+    reference = FORMULAS[name](x, *parameters)
+    np.testing.assert_allclose(value, reference, rtol=0, atol=7e-15 * np.max(np.abs(reference)))
