@@ -67,8 +67,9 @@ def test_initialization_is_scikit_learns_initialize_of_the_same_labels(init_para
     agree. Tolerances (float64, 120 rows of magnitude <= 8, sqrt(N) eps ~ 2.4e-15
     relative): means and covariances 1e-13 absolute (measured 1e-14); precision factors
     of the one-row components (covariance reg_covar = 1e-6, so the centring's rounding of
-    1e-15 moves them by 1e-15 / 1e-6 / 2 = 5e-10 relative; measured 4e-10): 5e-9
-    of the factor's largest entry (off the diagonal too: measured 8.9e-7 of 1e3); lower bounds 1e-14 relative (measured 8.9e-16), the first one, -d^2 / (2 reg_covar) ~ -2e6 for
+    1e-15 moves them by 1e-15 / 1e-6 / 2 = 5e-10 relative; measured 4e-10): 5e-9 of the
+    factor's largest entry (off the diagonal too: measured 8.9e-7 of 1e3); lower bounds
+    1e-14 relative (measured 8.9e-16), the first one, -d^2 / (2 reg_covar) ~ -2e6 for
     one-row components, inherits their 5e-10 (measured 1.8e-10): 5e-9 relative."""
     x = three_clusters()
     with warnings.catch_warnings():
