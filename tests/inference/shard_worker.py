@@ -46,15 +46,18 @@ def save_fit(results: dict, prefix: str, fit, covariance_type: str) -> None:
     results[f"{prefix}/covariances"] = np.asarray(fit.params[COVARIANCE_SITES[covariance_type]])
     results[f"{prefix}/lower_bound"] = np.asarray(fit.lower_bound)
     results[f"{prefix}/n_iter"] = np.asarray(fit.n_iter)
+    results[f"{prefix}/lower_bounds"] = np.asarray(fit.lower_bounds)
 
 
 def fit_options(config: dict) -> dict:
+    start = {name: np.asarray(value) for name, value in config.get("start", {}).items()}
     return {
         "n_components": config["n_components"],
         "covariance_type": config["covariance_type"],
         "priors": config["priors"],
         "tol": config["tol"],
         "max_iter": config["max_iter"],
+        **start,
     }
 
 
