@@ -119,6 +119,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     Mutation(
+        name="online-share",
+        path="inference/streaming.py",
+        original="share = chunk.total_weight / (state.total_weight + chunk.total_weight)",
+        mutated=(
+            "share = chunk.total_weight / (state.total_weight + chunk.total_weight) * (1 + 1e-6)"
+        ),
+        description="online EM continuing a fit: a chunk's share of all weight off by 1e-6 "
+        "relative",
+        tests=(
+            "tests/inference/test_streaming.py::"
+            "test_continuing_a_fit_a_chunk_moves_the_model_by_its_share[full]",
+        ),
+    ),
+    Mutation(
         name="inverse-wishart-mode",
         path="inference/em.py",
         original="covariances = numerator / (counts + nu + n_features + 2)[:, None, None]",
