@@ -1200,7 +1200,9 @@ def _mixture_section(run: "_Run", model: Any, x: np.ndarray, columns: Sequence[s
         run.warn(f"{title}: EM stopped after {results['n_iter']} iterations without converging")
     shown = list(columns[:6])
     variances = np.asarray(
-        _diagonal_variances(np.asarray(model.covariances_), model.covariance_type, n_components)
+        _diagonal_variances(
+            np.asarray(model.covariances_), model.covariance_type, n_components, n_features
+        )
     )
     rows = [
         [
@@ -1220,7 +1222,9 @@ def _mixture_section(run: "_Run", model: Any, x: np.ndarray, columns: Sequence[s
     return results
 
 
-def _diagonal_variances(covariances: np.ndarray, covariance_type: str, n_components: int):
+def _diagonal_variances(
+    covariances: np.ndarray, covariance_type: str, n_components: int, n_features: int
+):
     """(K, D) variances of each component along each feature."""
     if covariance_type == "full":
         return np.diagonal(covariances, axis1=1, axis2=2)
@@ -1228,7 +1232,7 @@ def _diagonal_variances(covariances: np.ndarray, covariance_type: str, n_compone
         return np.broadcast_to(np.diag(covariances), (n_components, covariances.shape[0]))
     if covariance_type == "diag":
         return covariances
-    return covariances[:, None] * np.ones((1, 1))
+    return np.broadcast_to(covariances[:, None], (n_components, n_features))
 
 
 def _ess_threshold(num_chains: int) -> float:
