@@ -148,7 +148,9 @@ def test_init_and_posterior_predictive(conjugate_tree):
     )
 
 
-def test_progress_bar_on_request(capsys):
+def test_progress_bar_on_request(capsys, conjugate_tree):
+    """The bar changes nothing compiled: the program of ``conjugate_tree`` (same shapes and
+    settings) is reused, whatever ran before."""
     y, counts = data(2)
     tree = sample(
         conjugate,
