@@ -68,10 +68,13 @@ def test_matches_the_exact_posterior(conjugate_tree):
     y, counts, tree = conjugate_tree
     exact = exact_posterior(y, counts)
     summary = arviz_stats.summary(tree, round_to="none")
+    # Mean and sd within 4 of their Monte Carlo standard errors (ESS ~ 1000: each known to
+    # a few %): false alarm ~6e-5 per check, 3e-4 for the four. The sd was within 10 %
+    # (~6 of its standard errors, 1/sqrt(2 ESS) = 2 %).
     for name, posterior in exact.items():
         row = summary.loc[name]
         assert abs(row["mean"] - posterior.mean()) < 4 * row["mcse_mean"], name
-        assert abs(row["sd"] / posterior.std() - 1) < 0.1, name
+        assert abs(row["sd"] - posterior.std()) < 4 * row["mcse_sd"], name
         assert row["r_hat"] < 1.01
     assert tree.sample_stats.attrs["init"] == "map"
     # The MAP search found the mode of the unconstrained density: loc's is the exact one.

@@ -74,8 +74,10 @@ def _reference(path):
     assert draws["theta"].shape == (10, 1000)
     tree = from_dict({"posterior": draws})
     mcse = arviz_stats.mcse(tree)
+    mcse_sd = arviz_stats.mcse(tree, method="sd")
     return {
-        name: (value.mean(), value.std(ddof=1), float(mcse[name])) for name, value in draws.items()
+        name: (value.mean(), value.std(ddof=1), float(mcse[name]), float(mcse_sd[name]))
+        for name, value in draws.items()
     }
 
 
@@ -97,10 +99,14 @@ def compare_to_reference(tree, reference, names):
     for reference_name, (site, index) in names.items():
         label = site + (f"[{', '.join(map(str, index))}]" if index else "")
         row = summary.loc[label]
-        mean, sd, mcse = reference[reference_name]
+        mean, sd, mcse, mcse_sd = reference[reference_name]
+        # Both estimates carry Monte Carlo error: 4 combined standard errors, false alarm
+        # 6e-5 per check, 6e-4 for the ten. For the sd (ESS ~5000 here and in the
+        # reference) that is 6.5-7.1 % of the sd (was a fixed 10 %); measured <= 1.7 %.
         tolerance = 4 * np.hypot(row["mcse_mean"], mcse)
         assert abs(row["mean"] - mean) < tolerance, (reference_name, row["mean"], mean)
-        assert abs(row["sd"] / sd - 1) < 0.1, (reference_name, row["sd"], sd)
+        tolerance = 4 * np.hypot(row["mcse_sd"], mcse_sd)
+        assert abs(row["sd"] - sd) < tolerance, (reference_name, row["sd"], sd, tolerance)
         assert row["r_hat"] < 1.01, reference_name
 
 
