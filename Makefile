@@ -11,8 +11,10 @@ PYTEST_ARGS ?=
 demo: $(STAMP)
 	$(PY) -m gaussmix.cli demo --out demo
 
+# The suite runs in a random order (seed printed in the header); rerun one order with
+# make test PYTEST_ARGS="--randomly-seed=N".
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -p randomly $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
