@@ -1088,7 +1088,18 @@ def _statistics(fit: PeakFit, result, model: PeakModel) -> None:
     p = fit.n_parameters
     k = p + (1 if model.has_noise else 0)
     if model.likelihood == "normal" and model.has_noise:
-        log_likelihood = -0.5 * n * (np.log(2 * np.pi * rss / n) + 1.0)
+        exact = rss == 0
+        if np.any(exact):
+            warnings.warn(
+                f"The residual sum of squares of {_spectra(np.flatnonzero(exact), fit.n_spectra)}"
+                " is 0: the curve goes through every point, or y is so small that its "
+                "squares underflow (rescale y); its log-likelihood is +inf and AIC and BIC "
+                "are -inf.",
+                PeakFitWarning,
+                stacklevel=4,
+            )
+        with np.errstate(divide="ignore"):  # rss = 0: log-likelihood +inf, said above
+            log_likelihood = -0.5 * n * (np.log(2 * np.pi * rss / n) + 1.0)
     else:
         log_likelihood = np.asarray(result.log_likelihood, float)
     fit.rss = _to_numpy(rss)

@@ -1,5 +1,6 @@
 """Test configuration: CPU, float64, a fixed key, headless matplotlib."""
 
+import gc
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -9,8 +10,31 @@ from pathlib import Path
 
 import jax
 import pytest
+from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
+
+# CI draws the same hypothesis examples every run (a red CI must mean a regression, not
+# a new random draw); a developer's run draws new ones and keeps failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every compiled CPU program keeps about three memory mappings for its machine code;
+    the suite compiles tens of thousands of programs, and one process that kept them all
+    would pass Linux's ``vm.max_map_count`` (65 530), after which LLVM's code allocation
+    fails and the process dies with a segmentation fault inside XLA's compiler. Programs
+    shared within a module (module-scoped fixtures, no-retrace checks) stay compiled.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
+
 
 #: Reference data shared by the project (not copied into the repository).
 DATA = Path(

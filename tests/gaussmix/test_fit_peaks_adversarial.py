@@ -417,3 +417,16 @@ def test_any_input_fits_or_is_a_value_error(problem):
     for name, value in fit.stderr.items():
         assert np.all(np.isfinite(np.atleast_1d(value)[converged])), name
     assert np.all(np.isfinite(np.atleast_1d(fit.rss)[converged]))
+
+
+def test_a_residual_sum_of_squares_of_zero_is_said_not_a_divide_by_zero():
+    """y = 1e-300 everywhere (found by the property test above): the squared residuals
+    underflow, the RSS is exactly 0 and log(RSS) would be -inf with a RuntimeWarning. The
+    fit says so in one PeakFitWarning; its log-likelihood is +inf and AIC/BIC -inf."""
+    with pytest.warns(PeakFitWarning, match="residual sum of squares of the spectrum is 0"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            fit = fit_peaks(X, np.full(X.shape, 1e-300), peaks=("gaussian",))
+    assert float(fit.rss) == 0.0
+    assert float(fit.log_likelihood) == np.inf
+    assert float(fit.aic) == -np.inf and float(fit.bic) == -np.inf
