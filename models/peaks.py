@@ -370,10 +370,12 @@ def default_priors(
 # Supports: what each site may take, and the checks of priors, fixed values and options
 # ---------------------------------------------------------------------------------------
 
-#: Support of each parameter kind (and of the noise scale ``sigma``).
+#: Support of each parameter kind (and of the noise scale ``sigma``). Heights and areas
+#: take either sign (absorption lines, dips, a basis of Gaussians with signed
+#: coefficients); their default priors keep them positive.
 KIND_SUPPORTS = {
-    "height": constraints.positive,
-    "area": constraints.positive,
+    "height": constraints.real,
+    "area": constraints.real,
     "width": constraints.positive,
     "fraction": constraints.unit_interval,
     "center": constraints.real,
@@ -396,12 +398,17 @@ def site_support(model: PeakModel, name: str) -> constraints.Constraint:
     ==================================  ==========================
     site                                support
     ==================================  ==========================
-    heights, areas, widths (sigma,      :math:`(0, \\infty)`
-    gamma), noise ``sigma``
+    widths (sigma, gamma), noise        :math:`(0, \\infty)`
+    ``sigma``
     fractions                           :math:`[0, 1]`
-    centres, skews, baseline            :math:`\\mathbb{R}`
-    coefficients, amplitude and rate
+    heights, areas (either sign: a      :math:`\\mathbb{R}`
+    dip or absorption line), centres,
+    skews, baseline coefficients,
+    amplitude and rate
     ==================================  ==========================
+
+    The default priors are narrower (heights and areas positive, centres inside the x
+    range); a user's prior may use all of the site's support.
 
     A prior fits a site when its support lies in the site's (the closure of it: a
     continuous prior on :math:`[0, b]` puts no mass on 0).

@@ -211,11 +211,11 @@ def test_every_lineshape_names_its_sites():
 def test_site_supports_by_kind():
     model = peak_model(("voigt_area", "pseudo_voigt", "skewed_gaussian"), "exponential")
     expected = {
-        "peak0_area": constraints.positive,
+        "peak0_area": constraints.real,
         "peak0_center": constraints.real,
         "peak0_sigma": constraints.positive,
         "peak0_gamma": constraints.positive,
-        "peak1_height": constraints.positive,
+        "peak1_height": constraints.real,
         "peak1_fraction": constraints.unit_interval,
         "peak2_skew": constraints.real,
         "baseline_amplitude": constraints.real,
@@ -241,7 +241,9 @@ PRIOR_CASES = [
     ("peak0_sigma", dist.Uniform(-0.5, 3.0), False),
     ("peak0_sigma", dist.TruncatedNormal(1.0, 1.0, low=-1.0), False),
     ("peak0_sigma", dist.Poisson(2.0), False),
-    ("peak0_height", dist.Cauchy(0.0, 1.0), False),
+    ("peak0_height", dist.Cauchy(0.0, 1.0), True),  # heights take either sign (a dip)
+    ("peak0_height", dist.Uniform(-100.0, 100.0), True),
+    ("peak0_height", dist.Poisson(2.0), False),
     ("peak1_fraction", dist.Beta(2.0, 2.0), True),
     ("peak1_fraction", dist.Uniform(0.0, 1.0), True),
     ("peak1_fraction", dist.Uniform(0.2, 0.8), True),
@@ -308,9 +310,10 @@ def test_the_program_refuses_bad_priors_fixed_values_and_options():
 def test_fixed_values_are_checked_against_their_support():
     model = peak_model(("pseudo_voigt",), fixed=["peak0_fraction", "peak0_height"])
     assert check_fixed(model, {"peak0_fraction": 0.0, "peak0_height": 1.0})
+    assert check_fixed(model, {"peak0_fraction": 1.0, "peak0_height": -2.0})  # a dip
     for fixed, match in [
         ({"peak0_fraction": 1.01}, r"must lie in \[0, 1\]"),
-        ({"peak0_height": 0.0}, "height must be > 0"),
+        ({"peak0_height": np.inf}, "not finite"),
         ({"peak0_height": np.ones(3)}, r"shape \(3,\)"),
     ]:
         with pytest.raises(ValueError, match=match):
