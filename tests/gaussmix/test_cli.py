@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from gaussmix import cli
+from gaussmix.cli import demo, fit_mixture, fit_peaks
+from gaussmix.cli.run import Run, show_progress
 
 EXIT_USAGE = 2
 
@@ -391,13 +393,13 @@ def test_progress_bars_only_on_a_terminal_outside_ci_and_not_quiet(monkeypatch):
 
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert cli._show_progress(SimpleNamespace(quiet=False)) is True
-    assert cli._show_progress(SimpleNamespace(quiet=True)) is False
+    assert show_progress(SimpleNamespace(quiet=False)) is True
+    assert show_progress(SimpleNamespace(quiet=True)) is False
     monkeypatch.setenv("CI", "true")
-    assert cli._show_progress(SimpleNamespace(quiet=False)) is False
+    assert show_progress(SimpleNamespace(quiet=False)) is False
     monkeypatch.delenv("CI")
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert cli._show_progress(SimpleNamespace(quiet=False)) is False
+    assert show_progress(SimpleNamespace(quiet=False)) is False
 
 
 # -- the exit-code contract in a real process ------------------------------------------
@@ -443,7 +445,7 @@ def assert_planned(folder: Path, *argv):
     args = cli.build_parser().parse_args(["fit-mixture", "d", *argv, "--out", "o"])
     manifest = strict_json(folder / cli.MANIFEST_NAME)
     written = {entry["name"] for entry in manifest["files"]}
-    assert written == set(cli._mixture_files(args, n_features=2))
+    assert written == set(fit_mixture.mixture_files(args, n_features=2))
 
 
 def assert_page(folder: Path, images: int):
@@ -484,7 +486,7 @@ def test_demo_quick_writes_the_tour(capsys, tmp_path):
     # scipy is installed (test extra): the demo's curve_fit columns must be there, and
     # gaussmix's optimum is scipy's curve_fit run here, not the number the demo wrote.
     assert "curve_fit" in peaks["two_gaussians"] and "curve_fit_rss" in peaks["batch"]
-    two = cli._TWO_GAUSSIANS
+    two = demo.TWO_GAUSSIANS
     values, _ = curve_fit(
         gaussian_peaks, two["x"], two["y"], p0=list(two["start"].values()), xtol=1e-14, ftol=1e-14
     )
@@ -496,8 +498,8 @@ def test_demo_quick_writes_the_tour(capsys, tmp_path):
     np.testing.assert_allclose(fitted["rss"], rss, rtol=2e-9)
     for name, value in zip(two["start"], values, strict=True):
         np.testing.assert_allclose(fitted["params"][name], value, rtol=0, atol=3e-4)
-    x, spectra = cli._synthetic_spectra(2, 200, 0)  # the quick demo's batch (--seed 0)
-    start = [*np.ravel(cli._SPECTRUM_PEAKS) * 1.05, *cli._SPECTRUM_BASELINE]
+    x, spectra = demo.synthetic_spectra(2, 200, 0)  # the quick demo's batch (--seed 0)
+    start = [*np.ravel(demo.SPECTRUM_PEAKS) * 1.05, *demo.SPECTRUM_BASELINE]
     for index, spectrum in enumerate(spectra):
         values, _ = curve_fit(
             gaussian_peaks_on_a_line, x, spectrum, p0=start, xtol=1e-14, ftol=1e-14
@@ -513,8 +515,8 @@ def test_demo_quick_writes_the_tour(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
     # The names the demo checks before it runs are the names it writes.
     manifest = strict_json(out / cli.MANIFEST_NAME)
-    assert {entry["name"] for entry in manifest["files"]} == set(cli._DEMO_FILES)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*cli._DEMO_FILES, cli.MANIFEST_NAME])
+    assert {entry["name"] for entry in manifest["files"]} == set(demo.DEMO_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*demo.DEMO_FILES, cli.MANIFEST_NAME])
 
 
 def test_posterior_round_trips_through_one_netcdf_file(tmp_path):
@@ -554,9 +556,9 @@ def test_posterior_round_trips_through_one_netcdf_file(tmp_path):
 
 def test_demo_peaks_without_scipy(tmp_path):
     """scipy is a test extra: without it the demo's peak section leaves curve_fit out."""
-    run = cli._Run(tmp_path, "peaks", quiet=True)
-    two_gaussians = cli._demo_two_gaussians(run, scipy_optimize=None)
-    *_, batch = cli._demo_spectra(run, None, n_spectra=2, n_points=200, seed=0)
+    run = Run(tmp_path, "peaks", quiet=True)
+    two_gaussians = demo.demo_two_gaussians(run, scipy_optimize=None)
+    *_, batch = demo.demo_spectra(run, None, n_spectra=2, n_points=200, seed=0)
     assert set(two_gaussians) == {"gaussmix"} and "curve_fit_rss" not in batch
     page = run.report.render()
     assert "curve_fit</th>" not in page and "curve_fit RSS" not in page
@@ -900,7 +902,7 @@ def test_fit_mixture_seed_fixes_every_draw(sm1_posteriors):
 
 def write_spectra(path: Path, seed: int = 0):
     """Two spectra of three Gaussian peaks on a linear baseline (the demo's generator)."""
-    x, spectra = cli._synthetic_spectra(2, 200, seed)
+    x, spectra = demo.synthetic_spectra(2, 200, seed)
     np.savetxt(path, np.column_stack([x, spectra.T]), delimiter=",", header="t,a,b", comments="")
     return x, spectra
 
@@ -920,12 +922,12 @@ def test_fit_peaks_batch_matches_curve_fit(capsys, tmp_path):
         zip(
             [f"peak{i}_{p}" for i in range(3) for p in ("height", "center", "sigma")]
             + ["baseline_c0", "baseline_c1"],
-            [*np.ravel(cli._SPECTRUM_PEAKS), *cli._SPECTRUM_BASELINE],
+            [*np.ravel(demo.SPECTRUM_PEAKS), *demo.SPECTRUM_BASELINE],
             strict=True,
         )
     )
     for index in range(2):
-        values, _, rss = cli._curve_fit(x, spectra[index], truth, 3, 1)
+        values, _, rss = demo.scipy_curve_fit(x, spectra[index], truth, 3, 1)
         assert fitted["statistics"][index]["converged"]
         assert fitted["statistics"][index]["rss"] == pytest.approx(rss, rel=1e-6)
         for name, value in values.items():
@@ -939,14 +941,14 @@ def test_fit_peaks_batch_matches_curve_fit(capsys, tmp_path):
     args = cli.build_parser().parse_args(
         ["fit-peaks", "s.csv", "--x", "t", "--y", "a", "b", "--out", "o"]
     )
-    assert {entry["name"] for entry in manifest["files"]} == set(cli._peak_files(args, ["a", "b"]))
+    assert {entry["name"] for entry in manifest["files"]} == set(fit_peaks.peak_files(args, ["a", "b"]))
     assert_page(tmp_path / "out", images=2)
 
 
 def test_spectra_whose_names_slug_alike_get_their_own_files(capsys, tmp_path):
     """Columns "a b" and "a-b" both slug to "a-b": each spectrum keeps its own figure
     (the second one overwrote the first)."""
-    x, spectra = cli._synthetic_spectra(2, 200, 0)
+    x, spectra = demo.synthetic_spectra(2, 200, 0)
     np.savetxt(
         tmp_path / "s.csv", np.column_stack([x, spectra.T]), delimiter=",",
         header="t,a b,a-b", comments="",
@@ -964,7 +966,7 @@ def test_spectra_whose_names_slug_alike_get_their_own_files(capsys, tmp_path):
     args = cli.build_parser().parse_args(
         ["fit-peaks", "s.csv", "--x", "t", "--y", "a b", "a-b", "--out", "o"]
     )
-    expected = set(cli._peak_files(args, ["a b", "a-b"]))
+    expected = set(fit_peaks.peak_files(args, ["a b", "a-b"]))
     assert {entry["name"] for entry in manifest["files"]} == expected
 
 
@@ -981,7 +983,7 @@ def test_fit_peaks_mcmc_one_spectrum(capsys, tmp_path):
     assert rows["peak1_center"]["MAP estimate"] == pytest.approx(
         results["map"]["params"]["peak1_center"]
     )
-    assert abs(rows["peak1_center"]["posterior mean"] - cli._SPECTRUM_PEAKS[1][1]) < 1.0
+    assert abs(rows["peak1_center"]["posterior mean"] - demo.SPECTRUM_PEAKS[1][1]) < 1.0
     assert_page(tmp_path / "out", images=2)
 
 

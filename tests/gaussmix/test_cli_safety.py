@@ -24,6 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gaussmix import cli
+from gaussmix.cli import fit_mixture, limits, output
+from gaussmix.cli.run import Run
 
 EXIT_USAGE = 2
 MANIFEST = cli.MANIFEST_NAME
@@ -125,7 +127,7 @@ def test_the_manifest_lists_every_file_with_size_and_hash(capsys, tmp_path, data
         assert entry["sha256"] == hashlib.sha256(content).hexdigest()
     # The names fit-mixture checks before the fit are the names it writes.
     args = cli.build_parser().parse_args(["fit-mixture", "d", "--components", "1", "--out", "o"])
-    assert set(cli._mixture_files(args, n_features=1)) == WRITTEN - {MANIFEST}
+    assert set(fit_mixture.mixture_files(args, n_features=1)) == WRITTEN - {MANIFEST}
 
 
 def test_a_rerun_replaces_exactly_the_listed_files(capsys, tmp_path, data):
@@ -295,12 +297,12 @@ def test_an_interrupt_while_files_move_in_waits_until_all_are_in(tmp_path, monke
         os.kill(os.getpid(), signal.SIGTERM)
         replace(source, target)
 
-    with cli._INTERRUPTS.installed():
+    with output.INTERRUPTS.installed():
         with pytest.raises(KeyboardInterrupt) as raised:
             with cli.atomic_output(out) as folder:
                 (folder / "a.txt").write_text("a")
                 (folder / "b.txt").write_text("b")
-                monkeypatch.setattr(cli.os, "replace", replace_and_signal)
+                monkeypatch.setattr(output.os, "replace", replace_and_signal)
     monkeypatch.undo()
     assert raised.value.signal_number == signal.SIGTERM
     assert raised.value.written == out
@@ -313,15 +315,15 @@ def test_an_interrupt_while_the_folders_are_made_removes_them(tmp_path, monkeypa
     they exist, then raised: the folders this run made are removed (the window the
     subprocess tests above hit only by chance)."""
     out = tmp_path / "new" / "out"
-    make_temporary = cli.tempfile.mkdtemp
+    make_temporary = output.tempfile.mkdtemp
 
     def make_and_signal(*args, **kwargs):
         folder = make_temporary(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGINT)
         return folder
 
-    monkeypatch.setattr(cli.tempfile, "mkdtemp", make_and_signal)
-    with cli._INTERRUPTS.installed():
+    monkeypatch.setattr(output.tempfile, "mkdtemp", make_and_signal)
+    with output.INTERRUPTS.installed():
         with pytest.raises(KeyboardInterrupt) as raised:
             with cli.atomic_output(out):
                 pytest.fail("the block must not run after an interrupt")
@@ -399,7 +401,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(capsys, tmp_path, data, monk
     def full(self, command, arguments):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.folder / "report.html"))
 
-    monkeypatch.setattr(cli._Run, "finish", full)
+    monkeypatch.setattr(Run, "finish", full)
     out = tmp_path / "out"
     code, err = fit(capsys, data, out)
     assert_one_line(code, err, "No space left on device")
@@ -411,7 +413,7 @@ def test_a_programming_error_keeps_its_traceback(capsys, tmp_path, data, monkeyp
     def broken(self, command, arguments):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli._Run, "finish", broken)
+    monkeypatch.setattr(Run, "finish", broken)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="a bug"):
         fit(capsys, data, out)
@@ -496,7 +498,7 @@ def test_mcmc_at_the_smallest_settings_allowed_runs(capsys, tmp_path, data):
 
 
 def test_draws_that_would_exhaust_memory_are_refused(capsys, tmp_path, data, monkeypatch):
-    monkeypatch.setattr(cli, "_available_memory", lambda: 2**30)
+    monkeypatch.setattr(limits, "available_memory", lambda: 2**30)
     out = tmp_path / "o"
     # 4 chains x 10**6 draws x (3 parameters + 40 pointwise log-likelihoods) x 8 bytes
     # = 1.4 GB before any copy: more than the 1 GiB made available.
