@@ -14,7 +14,7 @@ import numpyro.distributions as dist
 import pytest
 from scipy import stats
 
-from gaussmix.inference import mcmc
+from gaussmix.inference import mcmc_program, mcmc_progress
 from gaussmix.inference.diagnostics import SamplingWarning
 from gaussmix.inference.em import fit_em
 from gaussmix.inference.mcmc import sample, sample_mixture
@@ -174,8 +174,8 @@ def test_progress_bar_on_request(capsys, conjugate_tree):
 
 def test_progress_bar_default_is_off_in_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
-    assert mcmc._show_progress(None) is False
-    assert mcmc._show_progress(True) is True
+    assert mcmc_progress.show_progress(None) is False
+    assert mcmc_progress.show_progress(True) is True
 
 
 def funnel():
@@ -403,7 +403,7 @@ def test_cache_signature_converts_no_array():
     }
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        signature = mcmc._signature(tree)
+        signature = mcmc_program.signature(tree)
     shapes = {path.split("'")[1]: (shape, dtype) for path, shape, dtype in signature}
     assert shapes["jax"] == ((2, 3), "float32")
     assert shapes["numpy"] == ((4,), "int32")

@@ -1,0 +1,179 @@
+"""A NumPyro program bound to its arguments, and the cache of its compiled programs.
+
+The NUTS back end (:mod:`gaussmix.inference.mcmc`) compiles three programs per model:
+preparation, chains and post-processing. Each takes the array arguments of the model as
+traced inputs and closes over everything else, so a later call with data of the same
+shapes and dtypes (and the same static arguments) finds them in :data:`COMPILED`, a
+least-recently-used cache of :data:`CACHE_SIZE` entries.
+"""
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "CACHE_SIZE",
+    "COMPILED",
+    "TRACING_ERRORS",
+    "ConcreteProgram",
+    "Program",
+    "Structure",
+    "bind",
+    "compiled",
+    "signature",
+]
+
+#: Compiled programs kept for reuse.
+CACHE_SIZE = 32
+#: ``(name, program key, extra key) -> (compiled, found)``, least recently used first.
+COMPILED: OrderedDict = OrderedDict()
+
+#: Errors of a program that needs concrete argument values (it cannot be traced).
+TRACING_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+class Structure(NamedTuple):
+    """What tracing NumPyro's ``initialize_model`` tells about a program.
+
+    Attributes:
+        potential_fn_gen: ``potential_fn_gen(*args, **kwargs)`` is the potential
+            :math:`U` of a dict of unconstrained site values.
+        unravel: flat (P,) unconstrained position -> dict of site values.
+        latent: continuous latent sites, in the order of the flat position.
+        deterministic: deterministic sites.
+        observed: observed sites.
+    """
+
+    potential_fn_gen: Callable
+    unravel: Callable
+    latent: tuple
+    deterministic: tuple
+    observed: tuple
+
+
+class Program(NamedTuple):
+    """A model bound to its arguments: array leaves are traced, the rest is static.
+
+    Attributes:
+        model: the NumPyro program.
+        treedef: tree structure of ``(args, kwargs)``.
+        static_leaves: every leaf, ``None`` where an array leaf is traced.
+        dynamic: the array leaves (numeric or boolean), in order.
+        dynamic_index: their positions among all leaves.
+        cache_key: hashable key of everything but the array values, or ``None`` when the
+            arguments cannot be hashed (nothing is cached then).
+    """
+
+    model: Callable
+    treedef: Any
+    static_leaves: tuple
+    dynamic: tuple
+    dynamic_index: tuple
+    cache_key: Any
+
+    def arguments(self, dynamic=None) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` of the model, with ``dynamic`` (traced) arrays if given."""
+        leaves = list(self.static_leaves)
+        for index, value in zip(
+            self.dynamic_index, self.dynamic if dynamic is None else dynamic, strict=True
+        ):
+            leaves[index] = value
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
+def bind(model: Callable, args: tuple, kwargs: dict) -> Program:
+    """Bind ``model`` to ``(args, kwargs)``; NumPy and JAX arrays become traced inputs.
+
+    Example:
+        >>> import numpy as np
+        >>> program = bind(print, (np.zeros(3),), {"sep": ","})
+        >>> [value.shape for value in program.dynamic], program.arguments()[1]
+        ([(3,)], {'sep': ','})
+    """
+    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
+    dynamic_index = tuple(
+        i
+        for i, leaf in enumerate(leaves)
+        if isinstance(leaf, jax.Array | np.ndarray)
+        and (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == np.bool_)
+    )
+    dynamic = tuple(jnp.asarray(leaves[i]) for i in dynamic_index)
+    static_leaves = tuple(None if i in dynamic_index else leaf for i, leaf in enumerate(leaves))
+    shapes = tuple((value.shape, str(value.dtype)) for value in dynamic)
+    cache_key = (model, treedef, static_leaves, dynamic_index, shapes)
+    try:
+        hash(cache_key)
+    except TypeError:
+        cache_key = None
+    return Program(model, treedef, static_leaves, dynamic, dynamic_index, cache_key)
+
+
+class ConcreteProgram:
+    """A program with its arguments closed over (for programs that need concrete values).
+
+    Binding it (``bind(ConcreteProgram(model, args, kwargs), (), {})``) traces nothing of
+    the arguments; nothing is cached across calls, since each instance is a new key.
+    """
+
+    def __init__(self, model: Callable, args: tuple, kwargs: dict):
+        self.model, self.args, self.kwargs = model, args, kwargs
+
+    def __call__(self):
+        return self.model(*self.args, **self.kwargs)
+
+
+def compiled(name: str, program: Program, extra_key: tuple, build: Callable, *example):
+    """Lower and compile ``build(found)`` for ``(program.dynamic, *example)``, cached.
+
+    Args:
+        name: which of the program's compiled functions ("prepare", "nuts", ...).
+        program: the bound model.
+        extra_key: hashable settings the compiled function depends on.
+        build: ``build(found)`` returns the function to compile; it may fill the dict
+            ``found`` while being traced (e.g. with the program's :class:`Structure`).
+        *example: the arguments after ``program.dynamic`` (their shapes and dtypes).
+
+    Returns:
+        ``(compiled, found, seconds spent compiling)``; 0 seconds from the cache.
+    """
+    key = None if program.cache_key is None else (name, program.cache_key, extra_key)
+    if key is not None and key in COMPILED:
+        COMPILED.move_to_end(key)
+        function, found = COMPILED[key]
+        return function, found, 0.0
+    found: dict = {}
+    start = time.perf_counter()
+    function = jax.jit(build(found)).lower(program.dynamic, *example).compile()
+    seconds = time.perf_counter() - start
+    if key is not None:
+        COMPILED[key] = (function, found)
+        while len(COMPILED) > CACHE_SIZE:
+            COMPILED.popitem(last=False)
+    return function, found, seconds
+
+
+def signature(tree) -> tuple:
+    """Hashable (path, shape, dtype) of every leaf; reads attributes, converts nothing.
+
+    Example:
+        >>> import numpy as np
+        >>> signature({"a": np.zeros((2, 3), np.float32)})
+        (("(DictKey(key='a'),)", (2, 3), 'float32'),)
+    """
+
+    def describe(path, leaf):
+        if not hasattr(leaf, "dtype"):  # a Python scalar or sequence
+            leaf = jnp.asarray(leaf)
+        return str(path), tuple(leaf.shape), str(leaf.dtype)
+
+    return tuple(describe(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree))

@@ -1,0 +1,374 @@
+"""NUTS on the Gaussian mixture: EM start, relabeled draws, posterior responsibilities.
+
+What is special about :func:`gaussmix.models.gaussian_mixture` under NUTS lives here, and
+reaches the generic driver (:func:`gaussmix.inference.mcmc.sample`) through its sampling
+hooks (:mod:`gaussmix.inference.sampling_hooks`), registered when this module is imported:
+
+* the chains start at the EM answer (:func:`gaussmix.inference.em.fit_em` under the
+  program's prior) unless the caller passes ``init``;
+* the draws are relabeled (:mod:`gaussmix.inference.relabel`) to the labelling of the
+  starting point (``init``, else the EM answer) before anything is summarized. In one
+  dimension they are ordered by their means: ascending after an EM start; after ``init``,
+  the ordered components take the labels of ``init``'s components of the same rank, so
+  the draws keep ``init``'s labelling. The ``posterior`` group's attributes say how
+  (``relabel_method``) and how often labels switched (``label_switching``); the group
+  ``mixture`` holds the reference point as ``reference_<site>``;
+* the sites get named dimensions (``components``, ``features``, ``data``).
+
+The log-likelihood is the marginal one (the component index is summed out), so
+``arviz_stats.loo`` is right. :func:`sample_mixture` adds the posterior mean of the
+responsibilities.
+"""
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from gaussmix.inference.diagnostics import SamplingWarning
+from gaussmix.inference.mcmc import sample
+from gaussmix.inference.relabel import (
+    apply_permutation,
+    label_switching_fraction,
+    relabel_mixture,
+    relabeling_permutation,
+    sort_components,
+)
+from gaussmix.inference.sampling_hooks import (
+    PostprocessedDraws,
+    SamplingHooks,
+    register_sampling_hooks,
+)
+from gaussmix.models.mixture import check_priors, component_log_density, gaussian_mixture
+from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
+
+__all__ = [
+    "mixture_dims",
+    "mixture_sampling_hooks",
+    "posterior_responsibilities",
+    "relabel_mixture_draws",
+    "sample_mixture",
+]
+
+
+def mixture_sampling_hooks(args: tuple, kwargs: dict) -> SamplingHooks:
+    """The sampling hooks of :func:`gaussmix.models.gaussian_mixture` for its arguments.
+
+    Checks the arguments with concrete values (data given, covariance type, priors)
+    before EM or NUTS trace anything.
+
+    Args:
+        args: the program's positional arguments (``x``).
+        kwargs: its keyword arguments (``n_components``, ``covariance_type``, ``priors``,
+            ``sample_weight``, ...).
+
+    Returns:
+        Hooks that start the chains at the EM answer, relabel the draws and name the
+        dimensions.
+
+    Raises:
+        ValueError: no data, or an invalid covariance type or prior.
+    """
+    x = args[0] if args else kwargs.get("x")
+    if x is None:
+        raise ValueError("Sampling the mixture posterior needs data: pass x.")
+    x = jnp.asarray(x)
+    covariance_type = kwargs.get("covariance_type", "full")
+    check_covariance_type(covariance_type)
+    check_priors(
+        kwargs.get("priors"),
+        covariance_type,
+        n_components=kwargs["n_components"],
+        n_features=1 if x.ndim < 2 else x.shape[-1],
+    )
+    x = x.reshape((-1, 1)) if x.ndim == 1 else x
+
+    def initial_values(seed: int) -> dict | None:
+        return _em_answer(
+            x,
+            kwargs["n_components"],
+            covariance_type,
+            kwargs.get("priors"),
+            kwargs.get("sample_weight"),
+            seed,
+        )
+
+    def postprocess(samples: dict, start: Mapping, source: str) -> PostprocessedDraws:
+        import xarray as xr
+
+        reference = {name: np.asarray(value) for name, value in start.items()}
+        samples, reference, method, switching = relabel_mixture_draws(
+            samples, reference, covariance_type, keep_reference_labels=source == "init"
+        )
+        site_dims = mixture_dims(reference, (), sample_ndim=0)
+        group = xr.Dataset(
+            {
+                f"reference_{name}": (site_dims[name], np.asarray(value))
+                for name, value in reference.items()
+                if name in site_dims
+            },
+            attrs={"description": "the point whose labelling the draws follow (the MAP)"},
+        )
+        attrs = {"relabel_method": method, "label_switching": switching, "init": source}
+        return PostprocessedDraws(samples, attrs, {"mixture": group})
+
+    return SamplingHooks(
+        initial_values_fn=initial_values,
+        initial_values_label="em",
+        postprocess_fn=postprocess,
+        dims_fn=mixture_dims,
+    )
+
+
+def _em_answer(x, n_components, covariance_type, priors, sample_weight, seed) -> dict | None:
+    """The EM answer under the program's prior, or None (with a warning if EM fails)."""
+    from gaussmix.inference import em
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", em.ConvergenceWarning)
+            result = em.fit_em(
+                x,
+                n_components=n_components,
+                covariance_type=covariance_type,
+                priors=priors if priors else "default",
+                sample_weight=sample_weight,
+                seed=seed,
+            )
+    except ValueError as error:
+        warnings.warn(
+            f"EM could not provide the starting point ({error}); starting from the generic "
+            "MAP search instead.",
+            SamplingWarning,
+            stacklevel=5,  # past sample: its caller's caller (e.g. the user of sample_mixture)
+        )
+        return None
+    params = {name: jnp.asarray(value) for name, value in result.params.items()}
+    if not all(bool(jnp.all(jnp.isfinite(value))) for value in params.values()):
+        return None
+    return params
+
+
+def mixture_dims(samples: Mapping, observed: tuple, sample_ndim: int = 2) -> dict:
+    """Dimension names of the mixture sites.
+
+    Args:
+        samples: site -> values with ``sample_ndim`` leading sample axes.
+        observed: observed sites (named ``data``, ``features``).
+        sample_ndim: number of leading sample axes (2: chain, draw).
+
+    Returns:
+        site -> names of its dimensions after the sample axes.
+
+    Example:
+        >>> import numpy as np
+        >>> mixture_dims({"weights": np.ones(2), "variances": np.ones((2, 3))}, (), 0)
+        {'weights': ['components'], 'variances': ['components', 'features']}
+    """
+    dims = {}
+    for name, value in samples.items():
+        event_ndim = np.ndim(value) - sample_ndim
+        if name == "weights":
+            dims[name] = ["components"]
+        elif name == "means":
+            dims[name] = ["components", "features"]
+        elif name == "covariances":
+            dims[name] = ["components", "feature_row", "feature_column"]
+        elif name == "covariance":
+            dims[name] = ["feature_row", "feature_column"]
+        elif name in ("variances", "scales"):
+            dims[name] = ["components"] + (["features"] if event_ndim == 2 else [])
+    for name in observed:
+        dims[name] = ["data", "features"]
+    return dims
+
+
+def relabel_mixture_draws(
+    samples: Mapping,
+    reference: Mapping,
+    covariance_type: str,
+    keep_reference_labels: bool = False,
+) -> tuple[dict, dict, str, float]:
+    """Relabel the draws to the reference labelling.
+
+    In one dimension the draws are ordered by their means; the reference is sorted too,
+    unless ``keep_reference_labels`` (a user's ``init``), in which case the ordered
+    components take the labels of the reference's components of the same rank. In more
+    dimensions each draw is matched to the reference
+    (:func:`gaussmix.inference.relabel.relabel_mixture`, ``method="match"``).
+
+    Args:
+        samples: site -> (C, S, ...) draws.
+        reference: site -> values of the reference point.
+        covariance_type: of the program.
+        keep_reference_labels: keep the reference's labels in one dimension.
+
+    Returns:
+        ``(relabeled draws, reference, method, label-switching fraction)``.
+    """
+    one_dimensional = np.shape(samples["means"])[-1] == 1
+    samples = {name: jnp.asarray(value) for name, value in samples.items()}
+    if not one_dimensional:
+        relabeled, permutation = relabel_mixture(
+            samples, reference, covariance_type, method="match"
+        )
+    else:
+        permutation = relabeling_permutation(samples, None, covariance_type, method="order")
+        if keep_reference_labels:
+            # Label k gets the draw's component whose mean has the rank of reference k's.
+            rank = np.argsort(np.argsort(np.asarray(reference["means"])[:, 0], kind="stable"))
+            permutation = permutation[..., rank]
+        else:
+            reference = sort_components(reference, covariance_type)
+        relabeled = apply_permutation(samples, permutation, covariance_type)
+    return (
+        {name: np.asarray(value) for name, value in relabeled.items()},
+        reference,
+        "order" if one_dimensional else "match",
+        label_switching_fraction(permutation),
+    )
+
+
+register_sampling_hooks(gaussian_mixture, mixture_sampling_hooks)
+
+
+def _responsibilities_impl(x, weights, means, covariance, covariance_type):
+    def add(total, draw):
+        w, m, c = draw
+        log_prob = component_log_density(x, m, c, covariance_type)
+        return total + jax.nn.softmax(log_prob + jnp.log(w), axis=-1), None
+
+    initial = jnp.zeros((x.shape[0], weights.shape[-1]), x.dtype)
+    total, _ = lax.scan(add, initial, (weights, means, covariance))
+    return total / weights.shape[0]
+
+
+_mean_responsibilities = jax.jit(_responsibilities_impl, static_argnames=("covariance_type",))
+
+
+def posterior_responsibilities(x: ArrayLike, tree, covariance_type: str) -> jax.Array:
+    """Posterior mean of the responsibilities, accumulated draw by draw.
+
+    .. math::
+
+        \\bar r_{nk} = \\frac{1}{S}\\sum_{s=1}^{S}
+            \\frac{\\pi^{(s)}_k \\mathcal{N}(x_n \\mid \\mu^{(s)}_k, \\Sigma^{(s)}_k)}
+                 {\\sum_j \\pi^{(s)}_j \\mathcal{N}(x_n \\mid \\mu^{(s)}_j, \\Sigma^{(s)}_j)}
+
+    Args:
+        x: (N, D) or (N,) data.
+        tree: DataTree of the mixture posterior (relabeled).
+        covariance_type: of the program.
+
+    Returns:
+        (N, K), rows summing to one.
+    """
+    x = jnp.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    site = COVARIANCE_SITES[covariance_type]
+    values = {
+        name: jnp.asarray(tree.posterior[name].values).reshape(
+            (-1, *tree.posterior[name].shape[2:])
+        )
+        for name in ("weights", "means", site)
+    }
+    values = {name: value.astype(x.dtype) for name, value in values.items()}
+    return _mean_responsibilities(
+        x, values["weights"], values["means"], values[site], covariance_type
+    )
+
+
+def sample_mixture(
+    x: ArrayLike,
+    *,
+    n_components: int,
+    covariance_type: str = "full",
+    priors: Mapping[str, Any] | None = None,
+    sample_weight: ArrayLike | None = None,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    num_chains: int = 4,
+    seed: int | jax.Array = 0,
+    progress_bar: bool | None = None,
+    init: Mapping[str, ArrayLike] | None = None,
+    prior_parameters=None,
+    posterior_predictive: bool = False,
+):
+    """NUTS on :func:`gaussmix.models.gaussian_mixture`: relabeled draws, responsibilities.
+
+    Runs :func:`~gaussmix.inference.mcmc.sample` (chains from ``init``, else the EM
+    answer under the program's prior), relabels the draws to the labelling of that point
+    (ordered by the means in one dimension, ascending after EM, in ``init``'s rank order
+    after ``init``) and adds the group ``mixture`` with
+
+    .. math::
+
+        \\bar r_{nk} = \\frac{1}{S}\\sum_{s=1}^{S}
+            \\frac{\\pi^{(s)}_k \\mathcal{N}(x_n \\mid \\mu^{(s)}_k, \\Sigma^{(s)}_k)}
+                 {\\sum_j \\pi^{(s)}_j \\mathcal{N}(x_n \\mid \\mu^{(s)}_j, \\Sigma^{(s)}_j)},
+
+    the posterior-averaged responsibilities ``responsibilities`` (data, components), and
+    the reference point of the labelling as ``reference_<site>``.
+
+    Args:
+        x: (N, D) or (N,) data.
+        n_components, covariance_type, priors, sample_weight, prior_parameters: as in
+            :func:`gaussmix.models.gaussian_mixture`.
+        num_warmup, num_samples, num_chains, seed, progress_bar, init,
+            posterior_predictive: as in :func:`~gaussmix.inference.mcmc.sample`.
+
+    Returns:
+        The DataTree of :func:`~gaussmix.inference.mcmc.sample` plus the group
+        ``mixture``.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = np.concatenate([rng.normal(-3, 1, 100), rng.normal(3, 1, 100)])
+        >>> tree = sample_mixture(x, n_components=2, covariance_type="spherical",
+        ...                       num_warmup=300, num_samples=300, num_chains=2,
+        ...                       progress_bar=False)
+        >>> np.round(tree.posterior["means"].mean(("chain", "draw")).values.ravel()).tolist()
+        [-3.0, 3.0]
+        >>> tree["mixture"]["responsibilities"].shape
+        (200, 2)
+    """
+    check_covariance_type(covariance_type)
+    kwargs = {"n_components": n_components, "covariance_type": covariance_type}
+    if priors is not None:
+        kwargs["priors"] = priors
+    if sample_weight is not None:
+        kwargs["sample_weight"] = sample_weight
+    if prior_parameters is not None:
+        kwargs["prior_parameters"] = prior_parameters
+    tree = sample(
+        gaussian_mixture,
+        x,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        seed=seed,
+        init=init,
+        progress_bar=progress_bar,
+        posterior_predictive=posterior_predictive,
+        **kwargs,
+    )
+    responsibilities = posterior_responsibilities(
+        tree.observed_data["x"].values, tree, covariance_type
+    )
+    import xarray as xr
+
+    group = tree["mixture"].to_dataset() if "mixture" in tree.children else xr.Dataset()
+    group["responsibilities"] = xr.DataArray(
+        np.asarray(responsibilities),
+        dims=("data", "components"),
+        attrs={"description": "posterior mean of p(z_n = k | x_n, theta) over the draws"},
+    )
+    tree["mixture"] = group
+    return tree
