@@ -39,7 +39,17 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-from gaussmix.inference import em, streaming
+from gaussmix.inference.em.core import StepConfig, init, iterate
+from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
+from gaussmix.inference.em.results import EMResult, best_restart
+from gaussmix.inference.em.statistics import sufficient_statistics
+from gaussmix.inference.streaming.chunks import pad_rows, prepare_chunk
+from gaussmix.inference.streaming.processes import process_gather
+from gaussmix.inference.streaming.survey import (
+    initial_parameters,
+    survey_context,
+    survey_with_rows,
+)
 
 __all__ = ["BATCH_AXIS", "ROW_AXIS", "device_mesh", "fit_em_sharded", "shard_batch"]
 
@@ -106,78 +116,24 @@ def device_mesh(
 # Multi-device and multi-process EM
 
 
-def _sharded_em(
-    x,
-    weight,
-    initial,
-    centre,
-    start_bound,
-    tol,
-    reg_covar,
-    priors,
-    prior_parameters,
-    conjugate_prior,
-    *,
-    mesh,
-    config,
-):
-    """The whole fit: vmapped restarts of a while loop whose statistics are psummed."""
+def _sharded_em(x, weight, initial, context, start_bound, *, mesh, config, max_iter, block_rows):
+    """The whole fit: vmapped restarts of the one EM loop
+    (:func:`gaussmix.inference.em.core.iterate`) whose statistics are psummed."""
 
-    def per_device(
-        x, weight, initial, centre, start_bound, tol, reg_covar, priors, prior_parameters,
-        conjugate_prior,
-    ):  # fmt: skip
-        dtype = x.dtype
-
+    def per_device(x, weight, initial, context, start_bound):
         def statistics_fn(parameters):
-            local = em.sufficient_statistics(
+            local = sufficient_statistics(
                 x,
                 parameters,
                 covariance_type=config.covariance_type,
-                centre=centre,
+                centre=context.centre,
                 sample_weight=weight,
-                block_rows=config.block_rows,
+                block_rows=block_rows,
             )
             return lax.psum(local, ROW_AXIS)
 
-        def step(state: em.EMState) -> em.EMState:
-            statistics = statistics_fn(state.parameters)
-            bound, parameters, collapsed = streaming._em_update(
-                statistics,
-                state.parameters,
-                centre,
-                reg_covar,
-                priors,
-                prior_parameters,
-                conjugate_prior,
-                config,
-            )
-            return em.EMState(
-                parameters=parameters,
-                lower_bound=bound,
-                n_iter=state.n_iter + 1,
-                converged=jnp.abs(bound - state.lower_bound) < tol,
-                lower_bounds=state.lower_bounds.at[state.n_iter].set(bound),
-                collapsed_component=collapsed,
-            )
-
-        def cond(state: em.EMState):
-            return (
-                (state.n_iter < config.max_iter)
-                & ~state.converged
-                & (state.collapsed_component < 0)
-            )
-
         def run(parameters):
-            start = em.EMState(
-                parameters=parameters,
-                lower_bound=start_bound,
-                n_iter=jnp.zeros((), jnp.int32),
-                converged=jnp.array(False),
-                lower_bounds=jnp.full((max(config.max_iter, 1),), -jnp.inf, dtype),
-                collapsed_component=jnp.full((), -1, jnp.int32),
-            )
-            return lax.while_loop(cond, step, start)
+            return iterate(init(parameters, start_bound), statistics_fn, context, config, max_iter)
 
         return jax.vmap(run)(initial)
 
@@ -185,18 +141,15 @@ def _sharded_em(
     return jax.shard_map(
         per_device,
         mesh=mesh,
-        in_specs=(rows, rows) + (replicated,) * 8,
+        in_specs=(rows, rows, replicated, replicated, replicated),
         out_specs=replicated,
         # em's block scan starts from unvarying zeros; the psum makes the result
         # replicated, which the checker cannot see through the scan.
         check_vma=False,
-    )(
-        x, weight, initial, centre, start_bound, tol, reg_covar, priors, prior_parameters,
-        conjugate_prior,
-    )  # fmt: skip
+    )(x, weight, initial, context, start_bound)
 
 
-_sharded_em_jit = jax.jit(_sharded_em, static_argnames=("mesh", "config"))
+_sharded_em_jit = jax.jit(_sharded_em, static_argnames=("mesh", "config", "max_iter", "block_rows"))
 
 
 def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
@@ -208,7 +161,7 @@ def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
     process = jax.process_index()
     local_devices = [d for d in mesh.devices.flat if d.process_index == process]
     header = np.array([x.shape[0], len(local_devices)], np.int64)
-    headers = streaming._process_gather(header)
+    headers = process_gather(header)
     if np.any(headers[:, 1] == 0):
         missing = np.flatnonzero(headers[:, 1] == 0).tolist()
         raise ValueError(
@@ -216,7 +169,7 @@ def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
             "part; use devices=None (all devices) or include devices of every process."
         )
     shard = max(1, int(np.max(-(-headers[:, 0] // headers[:, 1]))))
-    x_padded, w_padded = streaming._pad_rows(x, weight, shard * len(local_devices), centre)
+    x_padded, w_padded = pad_rows(x, weight, shard * len(local_devices), centre)
     sharding = NamedSharding(mesh, PartitionSpec(ROW_AXIS))
     if jax.process_count() == 1:
         return jax.device_put(x_padded, sharding), jax.device_put(w_padded, sharding)
@@ -248,7 +201,7 @@ def _local(tree):
 def fit_em_sharded(
     x: ArrayLike,
     *,
-    n_components: int,
+    n_components: int | None = None,
     covariance_type: str = "full",
     priors: str | Mapping[str, dist.Distribution] | None = None,
     sample_weight: ArrayLike | None = None,
@@ -263,13 +216,16 @@ def fit_em_sharded(
     seed: int | jax.Array = 0,
     start_lower_bound: float = -np.inf,
     devices: int | Sequence[jax.Device] | Mesh | None = None,
-    init_rows: int = streaming.DEFAULT_INIT_ROWS,
+    init_rows: int = DEFAULT_INIT_ROWS,
     block_rows: int | None = None,
-) -> em.EMResult:
+    options: EMOptions | None = None,
+) -> EMResult:
     """EM with the rows split over devices (and processes); statistics summed by psum.
 
-    One ``jax.jit`` runs every iteration and restart. The initialization runs on a
-    uniform sample of at most ``init_rows`` rows (``fit_em`` with ``max_iter=0``); with
+    One ``jax.jit`` runs every iteration and restart: the in-memory driver's loop
+    (:func:`gaussmix.inference.em.core.iterate`) with a statistics function that sums
+    over devices by ``psum``. The initialization runs on a uniform sample of at most
+    ``init_rows`` rows (:func:`gaussmix.inference.em.initialize`); with
     at most that many rows in all and ``n_init=1`` the sample is the whole data in order,
     so the result is :func:`gaussmix.inference.em.fit_em`'s up to the order of
     floating-point sums (1e-10 in float64).
@@ -286,6 +242,8 @@ def fit_em_sharded(
             init_params, weights_init, means_init, precisions_init, seed,
             start_lower_bound, block_rows: as in :func:`gaussmix.inference.em.fit_em`
             (``block_rows`` per device).
+        options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`; it replaces
+            every option keyword (all but ``x``, ``sample_weight`` and ``devices``).
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`, the same on every process.
@@ -302,10 +260,24 @@ def fit_em_sharded(
         >>> sorted(np.round(np.asarray(result.params["means"][:, 0])).tolist())
         [-5.0, 5.0]
     """
-    options = streaming._check_options(
-        n_components, covariance_type, priors, max_iter, n_init, tol, reg_covar, init_params,
-        init_rows,
-    )  # fmt: skip
+    if options is None:
+        options = check_options(
+            n_components=n_components,
+            covariance_type=covariance_type,
+            priors=priors,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            n_init=n_init,
+            init_params=init_params,
+            weights_init=weights_init,
+            means_init=means_init,
+            precisions_init=precisions_init,
+            seed=seed,
+            start_lower_bound=start_lower_bound,
+            block_rows=block_rows,
+            init_rows=init_rows,
+        )
     mesh = device_mesh(devices)
     if sample_weight is not None and (
         np.ndim(sample_weight) != 1 or np.shape(sample_weight)[0] != np.shape(x)[0]
@@ -314,46 +286,28 @@ def fit_em_sharded(
             f"sample_weight has shape {np.shape(sample_weight)}; expected ({np.shape(x)[0]},), "
             "one weight per row of x."
         )
-    survey, _ = streaming._survey_with_rows([(x, sample_weight)], options, seed)
-    local_x, local_w = streaming._prepare(
+    survey, _ = survey_with_rows([(x, sample_weight)], options)
+    local_x, local_w = prepare_chunk(
         x, sample_weight, survey.dtype, survey.n_features, "x", validate=False
     )
     dtype = survey.dtype
-    inits = {
-        "weights_init": weights_init,
-        "means_init": means_init,
-        "precisions_init": precisions_init,
-    }
-    initial = streaming._initial_parameters(survey, options, inits, seed)
-    centre = (survey.weighted_sum / survey.total_weight).astype(dtype)
-    x_global, w_global = _global_rows(local_x, local_w, mesh, centre)
-    config = streaming._em_config(options, block_rows)
-    prior_parameters, conjugate_prior = streaming._prior_setup(survey, options)
-    arguments = _replicated(
-        (
-            initial,
-            centre,
-            np.asarray(start_lower_bound, dtype),
-            np.asarray(options.tol, dtype),
-            np.asarray(options.reg_covar, dtype),
-            streaming._priors_argument(options),
-            prior_parameters,
-            conjugate_prior,
-        ),
-        mesh,
+    initial = initial_parameters(survey, options)
+    context = survey_context(survey, options)
+    x_global, w_global = _global_rows(local_x, local_w, mesh, np.asarray(context.centre))
+    config = StepConfig.from_options(options)
+    arguments = _replicated((initial, context, np.asarray(options.start_lower_bound, dtype)), mesh)
+    states, infos, lower_bounds = _local(
+        _sharded_em_jit(
+            x_global,
+            w_global,
+            *arguments,
+            mesh=mesh,
+            config=config,
+            max_iter=options.max_iter,
+            block_rows=options.block_rows,
+        )
     )
-    states = _local(_sharded_em_jit(x_global, w_global, *arguments, mesh=mesh, config=config))
-    lower_bounds = states.lower_bounds[:, : options.max_iter]
-    return streaming._finish(
-        states.parameters,
-        states.lower_bound,
-        lower_bounds,
-        states.n_iter,
-        states.converged,
-        states.collapsed_component,
-        config,
-        dtype,
-    )
+    return best_restart(states, infos, lower_bounds, config, options.max_iter, dtype)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 from gaussmix.inference import em
-from gaussmix.inference.em import fit_em
+from gaussmix.inference.em import features, fit_em, maximization, options
+from gaussmix.inference.em import fit as fit_module
+from gaussmix.inference.em import parameters as parameters_module
 from gaussmix.models.mixture import gaussian_mixture
 from gaussmix.models.priors import COVARIANCE_SITES, default_prior_parameters
 
@@ -206,7 +208,7 @@ def test_closed_form_log_prior_is_the_programs(covariance_type):
         "diag": rng.uniform(1, 2, (K, D)),
         "spherical": rng.uniform(1, 2, K),
     }[covariance_type]
-    parameters = em._with_covariances(
+    parameters = parameters_module.with_covariances(
         jnp.asarray(rng.dirichlet(np.ones(K))),
         jnp.asarray(rng.normal(size=(K, D))),
         jnp.asarray(covariances),
@@ -217,7 +219,9 @@ def test_closed_form_log_prior_is_the_programs(covariance_type):
 
         @jax.jit
         def both(parameters, priors, hyper):
-            prior = em._conjugate_prior(priors, hyper, K, covariance_type, jnp.float64)
+            prior = maximization.make_conjugate_prior(
+                priors, hyper, K, covariance_type, jnp.float64
+            )
             closed_form = em.conjugate_log_prior(parameters, prior, covariance_type)
             program = em.program_log_prior(
                 em.site_values(parameters, covariance_type),
@@ -258,7 +262,7 @@ def test_generalized_em_reaches_a_stationary_point():
     ],
 )
 def test_priors_choose_the_m_step(covariance_type, priors, method):
-    assert em._check_priors(priors, covariance_type)[0] == method
+    assert options.check_priors(priors, covariance_type)[0] == method
 
 
 def test_dirichlet_below_one_has_no_map():
@@ -334,7 +338,7 @@ def test_e_step_matches_scipy_densities():
     np.testing.assert_allclose(got, expected, rtol=1e-11)
 
 
-@pytest.mark.parametrize("n_features", [3, em._SLICED_PRODUCTS_MAX_FEATURES + 1])
+@pytest.mark.parametrize("n_features", [3, features.SLICED_PRODUCTS_MAX_FEATURES + 1])
 def test_full_design_matrix_is_the_upper_triangle_of_the_outer_product(n_features):
     """Both ways of building the features (slice products, one gather for wide data)."""
     x = np.random.default_rng(2).normal(size=(5, n_features))
@@ -345,25 +349,25 @@ def test_full_design_matrix_is_the_upper_triangle_of_the_outer_product(n_feature
 
 
 def test_default_blocks_are_aligned_within_budget_with_little_padding(monkeypatch):
-    monkeypatch.setattr(em.jax, "default_backend", lambda: "cpu")
-    width = em._feature_count(32, "full") + 2 * 16
-    budget = em._CPU_BLOCK_BYTES
-    rows = em._block_size(100_000, 32, 16, "full", 8, None)
+    monkeypatch.setattr(features.jax, "default_backend", lambda: "cpu")
+    width = features.feature_count(32, "full") + 2 * 16
+    budget = features.CPU_BLOCK_BYTES
+    rows = features.block_size(100_000, 32, 16, "full", 8, None)
     assert rows == 512  # E1: the largest power of two within the budget
     assert rows * width * 8 <= budget < 2 * rows * width * 8
-    rows = em._block_size(100_000, 8, 4, "diag", 8, None)  # 16384 -> 7 blocks, evened
-    width = em._feature_count(8, "diag") + 2 * 4
-    assert rows % em._BLOCK_ALIGNMENT == 0 and rows * width * 8 <= budget
-    assert 0 <= 7 * rows - 100_000 < 7 * em._BLOCK_ALIGNMENT
+    rows = features.block_size(100_000, 8, 4, "diag", 8, None)  # 16384 -> 7 blocks, evened
+    width = features.feature_count(8, "diag") + 2 * 4
+    assert rows % features.BLOCK_ALIGNMENT == 0 and rows * width * 8 <= budget
+    assert 0 <= 7 * rows - 100_000 < 7 * features.BLOCK_ALIGNMENT
     # a batch: one block per dataset up to _BATCH_DESIGN_CACHE_BYTES in all, then each
     # dataset's budget until the whole reaches the accelerator budget, then shared down to
     # _MIN_BLOCK_ROWS; small data is one block; an explicit size is kept
-    assert em._block_size(20_000, 8, 4, "full", 8, None, n_datasets=16) == 20_000
-    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=3) == 512
-    assert em._block_size(100_000, 32, 16, "full", 8, None, n_datasets=1000) == 256
-    assert em._block_size(500, 32, 16, "full", 8, None, n_datasets=1000) == 500
-    assert em._block_size(1_000, 32, 16, "full", 8, None) == 1_000
-    assert em._block_size(1_000, 32, 16, "full", 8, 7) == 7
+    assert features.block_size(20_000, 8, 4, "full", 8, None, n_datasets=16) == 20_000
+    assert features.block_size(100_000, 32, 16, "full", 8, None, n_datasets=3) == 512
+    assert features.block_size(100_000, 32, 16, "full", 8, None, n_datasets=1000) == 256
+    assert features.block_size(500, 32, 16, "full", 8, None, n_datasets=1000) == 500
+    assert features.block_size(1_000, 32, 16, "full", 8, None) == 1_000
+    assert features.block_size(1_000, 32, 16, "full", 8, 7) == 7
 
 
 # -- weights, batches, restarts, retracing ------------------------------------------------
@@ -461,13 +465,13 @@ def test_every_initialization_finds_the_maximum_likelihood(
 
 def test_second_call_with_same_shapes_does_not_retrace(monkeypatch):
     traces = []
-    original = em._fit_dataset
+    original = fit_module._fit_dataset
 
     def counting(*args, **kwargs):
         traces.append(1)  # runs only while tracing
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(em, "_fit_dataset", counting)
+    monkeypatch.setattr(fit_module, "_fit_dataset", counting)
     x = np.random.default_rng(0).normal(size=(37, 2))  # a shape no other test uses
     kwargs = dict(n_components=2, covariance_type="spherical", init_params="random_from_data")
     fit_em(x, max_iter=5, seed=0, **kwargs)

@@ -1,0 +1,268 @@
+"""Exact EM over chunks of data that need not fit in memory (:func:`fit_em_chunked`).
+
+The E-step statistics are sums over rows, so one EM iteration is one pass over the
+chunks: one jitted statistics function per chunk shape (chunks are padded with
+zero-weight rows to one shape), the statistics added on the host in float64 and summed
+over processes, then the one EM step of :mod:`gaussmix.inference.em.core`:
+
+.. math::
+
+    S^{(t)} = \\sum_{c} \\hat S_c(\\theta^{(t)}),\\qquad
+    \\theta^{(t+1)} = \\operatorname{M-step}(S^{(t)}),
+
+which is the in-memory EM of :func:`gaussmix.inference.em.fit_em` up to the order of
+the floating-point sums (equal to 1e-10 in float64).
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jax.typing import ArrayLike
+
+from gaussmix.inference.em.core import EMInfo, EMState, StepConfig, init, step
+from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
+from gaussmix.inference.em.parameters import MixtureParameters
+from gaussmix.inference.em.results import EMResult, best_restart
+from gaussmix.inference.em.statistics import SufficientStatistics, sufficient_statistics
+from gaussmix.inference.streaming.chunks import ChunkSource, pad_rows, prepare_chunk
+from gaussmix.inference.streaming.processes import process_sum
+from gaussmix.inference.streaming.survey import (
+    Survey,
+    initial_parameters,
+    survey_context,
+    survey_with_rows,
+)
+
+__all__ = ["exact_em", "fit_em_chunked"]
+
+
+def _chunk_statistics(x, weight, parameters, centre, covariance_type, block_rows):
+    """(R,) statistics of one chunk for stacked parameters of R restarts."""
+
+    def one(parameters):
+        return sufficient_statistics(
+            x,
+            parameters,
+            covariance_type=covariance_type,
+            centre=centre,
+            sample_weight=weight,
+            block_rows=block_rows,
+        )
+
+    return jax.vmap(one)(parameters)
+
+
+_chunk_statistics_jit = jax.jit(
+    _chunk_statistics, static_argnames=("covariance_type", "block_rows")
+)
+
+
+def _statistics_pass(
+    source, survey: Survey, local_rows: int, parameters, centre, options: EMOptions
+) -> SufficientStatistics:
+    """Statistics of all rows (all processes) for stacked parameters, summed in float64."""
+    rows = max(1, survey.chunk_rows)
+    totals = None
+    seen = 0
+    centre_rows = np.asarray(centre)
+    for x, w in source:
+        x, w = prepare_chunk(x, w, survey.dtype, survey.n_features, "chunk", validate=False)
+        for start in range(0, x.shape[0], rows):
+            piece_x = x[start : start + rows]
+            piece_w = None if w is None else w[start : start + rows]
+            seen += piece_x.shape[0]
+            padded_x, padded_w = pad_rows(piece_x, piece_w, rows, centre_rows)
+            statistics = _chunk_statistics_jit(
+                padded_x,
+                padded_w,
+                parameters,
+                centre,
+                covariance_type=options.covariance_type,
+                block_rows=options.block_rows,
+            )
+            statistics = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), statistics)
+            totals = statistics if totals is None else jax.tree.map(np.add, totals, statistics)
+    if seen != local_rows:
+        raise ValueError(
+            f"The data changed between passes ({seen} rows now, {local_rows} on the first "
+            "pass); exact EM reads the same rows on every pass."
+        )
+    if totals is None:  # a process without rows contributes zeros
+        totals = jax.tree.map(
+            lambda leaf: np.zeros(leaf.shape, np.float64),
+            jax.eval_shape(
+                _chunk_statistics,
+                jnp.zeros((1, survey.n_features), survey.dtype),
+                jnp.zeros(1, survey.dtype),
+                parameters,
+                centre,
+                options.covariance_type,
+                options.block_rows,
+            ),
+        )
+    return process_sum(totals)
+
+
+def fit_em_chunked(
+    data: Any,
+    *,
+    n_components: int | None = None,
+    covariance_type: str = "full",
+    priors: str | Mapping[str, dist.Distribution] | None = None,
+    sample_weight: Any = None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    n_init: int = 1,
+    init_params: str = "kmeans",
+    weights_init: ArrayLike | None = None,
+    means_init: ArrayLike | None = None,
+    precisions_init: ArrayLike | None = None,
+    seed: int | jax.Array = 0,
+    start_lower_bound: float = -np.inf,
+    chunk_rows: int | None = None,
+    init_rows: int = DEFAULT_INIT_ROWS,
+    block_rows: int | None = None,
+    options: EMOptions | None = None,
+) -> EMResult:
+    """Exact EM over chunks of data that need not fit in memory.
+
+    Every iteration is one pass: the statistics of each chunk (one jitted function, chunks
+    padded to one shape), summed on the host in float64, then the M-step of
+    :mod:`gaussmix.inference.em`. The answer is :func:`gaussmix.inference.em.fit_em`'s up
+    to the order of floating-point sums (1e-10 in float64) when the initialization
+    sample is the whole data (at most ``init_rows`` rows) or the initialization is given.
+    Under ``jax.distributed`` each process passes its own rows; the statistics are summed
+    across processes and every process returns the same result.
+
+    Args:
+        data: (N, D) ``np.memmap`` or array, a ``.npy`` path, an iterable of chunks that
+            can be iterated repeatedly (a list, ...) or a callable returning a fresh
+            iterator; a chunk is (n, D) or ``(x, w)`` with (n,) weights.
+        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init,
+            init_params, weights_init, means_init, precisions_init, seed,
+            start_lower_bound, block_rows: as in :func:`gaussmix.inference.em.fit_em`.
+        sample_weight: (N,) weights (array, ``np.memmap`` or ``.npy`` path) for array data.
+        chunk_rows: rows per chunk read from array data (default: about 16 MiB).
+        init_rows: the initialization runs on a uniform sample of at most this many rows
+            (with the sample's own default prior for MAP); restarts of ``n_init`` differ
+            by their seeds.
+        options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`; it replaces
+            every option keyword (all but ``data``, ``sample_weight`` and
+            ``chunk_rows``).
+
+    Returns:
+        :class:`gaussmix.inference.em.EMResult`.
+
+    Raises:
+        ValueError: bad input, data that can be read only once (a generator: use
+            :func:`fit_em_online` or pass a callable that returns a fresh iterator), data
+            that changes between passes, or a collapsed component.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = np.concatenate([rng.normal(m, 1.0, (500, 2)) for m in (-5.0, 5.0)])
+        >>> chunks = [x[i : i + 300] for i in range(0, 1000, 300)]
+        >>> result = fit_em_chunked(chunks, n_components=2, covariance_type="diag")
+        >>> sorted(np.round(np.asarray(result.params["means"][:, 0])).tolist())
+        [-5.0, 5.0]
+    """
+    if options is None:
+        options = check_options(
+            n_components=n_components,
+            covariance_type=covariance_type,
+            priors=priors,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            n_init=n_init,
+            init_params=init_params,
+            weights_init=weights_init,
+            means_init=means_init,
+            precisions_init=precisions_init,
+            seed=seed,
+            start_lower_bound=start_lower_bound,
+            block_rows=block_rows,
+            init_rows=init_rows,
+        )
+    source = ChunkSource(data, sample_weight=sample_weight, chunk_rows=chunk_rows)
+    if not source.reiterable:
+        raise ValueError(
+            "Exact EM reads the data once per iteration, but this iterator can be read only "
+            "once; pass a list of chunks or a callable returning a fresh iterator, or use "
+            "fit_em_online (one pass)."
+        )
+    survey, local_rows = survey_with_rows(source, options)
+    return exact_em(
+        lambda parameters, centre: _statistics_pass(
+            source, survey, local_rows, parameters, centre, options
+        ),
+        survey,
+        options,
+        initial_parameters(survey, options),
+    )
+
+
+def _select(mask: np.ndarray, new, old):
+    """Per restart (leading axis), ``new`` where ``mask`` else ``old``."""
+    mask = jnp.asarray(mask)
+    return jax.tree.map(
+        lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old
+    )
+
+
+def _stacked_step(states: EMState, statistics: SufficientStatistics, context, config):
+    """:func:`gaussmix.inference.em.core.step` of each restart (leading axis)."""
+    return jax.vmap(lambda state, totals: step(state, totals, context, config))(states, statistics)
+
+
+_stacked_step_jit = jax.jit(_stacked_step, static_argnames=("config",))
+
+
+def exact_em(
+    statistics_pass: Callable[[MixtureParameters, jax.Array], SufficientStatistics],
+    survey: Survey,
+    options: EMOptions,
+    parameters: MixtureParameters,
+) -> EMResult:
+    """The host loop of exact EM around the one EM step, restarts stacked.
+
+    Args:
+        statistics_pass: ``(parameters (R,), centre) -> statistics (R,)`` of all data (all
+            processes), float64 host arrays.
+        survey: the first pass (:func:`gaussmix.inference.streaming.survey.take_survey`).
+        options: the validated :class:`gaussmix.inference.em.options.EMOptions`.
+        parameters: (R,) stacked starts.
+
+    Returns:
+        The best restart's :class:`gaussmix.inference.em.EMResult`.
+    """
+    dtype = survey.dtype
+    config = StepConfig.from_options(options)
+    context = survey_context(survey, options)
+    n_restarts = parameters.weights.shape[0]
+    states = jax.vmap(lambda start: init(start, options.start_lower_bound))(parameters)
+    lower_bounds = np.full((n_restarts, options.max_iter), -np.inf, dtype)
+    converged = np.zeros(n_restarts, bool)
+    collapsed = np.full(n_restarts, -1, np.int32)
+    while True:
+        n_iter = np.asarray(states.n_iter)
+        active = (n_iter < options.max_iter) & ~converged & (collapsed < 0)
+        if not active.any():
+            break
+        totals = statistics_pass(states.parameters, context.centre)
+        statistics = jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), totals)
+        new_states, infos = _stacked_step_jit(states, statistics, context, config=config)
+        states = _select(active, new_states, states)
+        bound = np.asarray(infos.lower_bound)
+        for restart in np.flatnonzero(active):
+            lower_bounds[restart, n_iter[restart]] = bound[restart]
+        converged = np.where(active, np.asarray(infos.converged), converged)
+        collapsed = np.where(active, np.asarray(infos.collapsed_component), collapsed)
+    infos = EMInfo(states.lower_bound, np.zeros(n_restarts, dtype), converged, collapsed)
+    return best_restart(states, infos, lower_bounds, config, options.max_iter, dtype)

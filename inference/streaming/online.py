@@ -1,0 +1,622 @@
+"""Online (stochastic) EM, Cappé and Moulines (2009), and incremental EM.
+
+The statistics per unit weight are a running average with a decreasing step size
+
+.. math::
+
+    s_t = (1 - \\rho_t)\\, s_{t-1} + \\rho_t\\, \\hat s(x_{(t)}; \\theta_{t-1}),\\qquad
+    \\rho_t = (t + \\tau_0)^{-\\kappa},\\quad \\kappa \\in (0.5, 1],
+
+and :math:`\\theta_t` is the one EM step (:func:`gaussmix.inference.em.core.step`) on
+:math:`W_t s_t` (:math:`W_t` the weight seen so far), one pass over the data. The start is
+EM on the first chunk. Continuing a fit (:func:`online_em_continue`), the fitted data's
+statistics start the average with its weight :math:`W_0` and each chunk enters by its
+share, :math:`\\rho_t = w_t / W_t` (incremental EM).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jax.typing import ArrayLike
+
+from gaussmix.inference.em.core import (
+    EMContext,
+    EMState,
+    StepConfig,
+    lower_bound,
+    make_context,
+    step,
+)
+from gaussmix.inference.em.fit import fit_em
+from gaussmix.inference.em.initialization import prior_parameters_of
+from gaussmix.inference.em.options import EMOptions, check_options, check_priors
+from gaussmix.inference.em.parameters import MixtureParameters, site_values
+from gaussmix.inference.em.results import EMResult, parameters_of, raise_on_failure
+from gaussmix.inference.em.statistics import SufficientStatistics, sufficient_statistics
+from gaussmix.inference.streaming.chunks import ChunkSource, chunk_dtype, pad_rows, prepare_chunk
+from gaussmix.models.priors import check_covariance_type
+
+__all__ = [
+    "OnlineEMState",
+    "check_schedule",
+    "fit_em_online",
+    "online_em_continue",
+    "online_em_result",
+    "online_em_start",
+    "online_em_step",
+    "step_size",
+]
+
+
+class OnlineEMState(NamedTuple):
+    """State of online EM.
+
+    Attributes:
+        parameters: current :class:`gaussmix.inference.MixtureParameters`.
+        statistics: running average of the statistics per unit weight (moments about
+            ``centre``; ``total_weight`` is 1).
+        centre: (D,) weighted mean of the first chunk, the centre of all moments.
+        n_updates: () online updates done (chunks after the first).
+        total_weight: () weight seen so far, :math:`W_t`.
+        lower_bound: () running average of the per-sample log-likelihood (+ log prior /
+            :math:`W_t` for MAP) of the parameters that entered each update.
+        prior_parameters: the default prior of the first chunk (MAP), else None.
+        conjugate_prior: the closed-form MAP prior, else None.
+        incremental: () False: step sizes :math:`\\rho_t = (t + \\tau_0)^{-\\kappa}`
+            (Cappé and Moulines); True: each chunk's share of all weight seen,
+            :math:`\\rho_t = w_t / W_t` (incremental EM, the state continues a fit; see
+            :func:`online_em_continue`).
+    """
+
+    parameters: MixtureParameters
+    statistics: SufficientStatistics
+    centre: jax.Array
+    n_updates: jax.Array
+    total_weight: jax.Array
+    lower_bound: jax.Array
+    prior_parameters: Any
+    conjugate_prior: Any
+    incremental: Any = False
+
+
+def step_size(n_updates: ArrayLike, learning_decay: float, learning_offset: float) -> jax.Array:
+    """Step size :math:`\\rho_t = (t + \\tau_0)^{-\\kappa}` of online EM.
+
+    Args:
+        n_updates: t >= 1, the index of the update.
+        learning_decay: :math:`\\kappa \\in (0.5, 1]` (Robbins-Monro: :math:`\\sum \\rho_t
+            = \\infty`, :math:`\\sum \\rho_t^2 < \\infty`).
+        learning_offset: :math:`\\tau_0 \\ge 0`; larger values trust early chunks less.
+
+    Example:
+        >>> float(step_size(1, 1.0, 0.0))
+        1.0
+    """
+    return (jnp.asarray(n_updates, float) + learning_offset) ** (-learning_decay)
+
+
+def check_schedule(learning_decay: float, learning_offset: float) -> None:
+    """Raise ValueError unless :math:`\\kappa \\in (0.5, 1]` and :math:`\\tau_0 \\ge 0`.
+
+    Example:
+        >>> check_schedule(0.7, 10.0)
+    """
+    if not (0.5 < float(learning_decay) <= 1.0):
+        raise ValueError(
+            f"learning_decay must be in (0.5, 1] so that the step sizes sum to infinity "
+            f"while their squares converge; got {learning_decay!r}."
+        )
+    if not (np.isfinite(learning_offset) and float(learning_offset) >= 0):
+        raise ValueError(f"learning_offset must be a finite number >= 0; got {learning_offset!r}.")
+
+
+def _normalized(statistics: SufficientStatistics) -> SufficientStatistics:
+    return jax.tree.map(lambda leaf: leaf / statistics.total_weight, statistics)
+
+
+def _online_start(x, weight, parameters, priors, prior_parameters, config: StepConfig):
+    centre = weight @ x / jnp.sum(weight)
+    statistics = sufficient_statistics(
+        x,
+        parameters,
+        covariance_type=config.covariance_type,
+        centre=centre,
+        sample_weight=weight,
+    )
+    context = make_context(
+        config,
+        centre=centre,
+        reg_covar=0.0,
+        tol=0.0,
+        priors=priors,
+        prior_parameters=prior_parameters,
+    )
+    bound = lower_bound(statistics, parameters, context, config)
+    return OnlineEMState(
+        parameters=parameters,
+        statistics=_normalized(statistics),
+        centre=centre,
+        n_updates=jnp.zeros((), jnp.int32),
+        total_weight=statistics.total_weight,
+        lower_bound=bound,
+        prior_parameters=prior_parameters,
+        conjugate_prior=context.conjugate_prior,
+    )
+
+
+def _online_step(
+    state: OnlineEMState, x, weight, priors, reg_covar, learning_decay, learning_offset, config
+):
+    """One online EM update (pure): returns the new state and the collapsed component."""
+    n_updates = state.n_updates + 1
+    chunk = sufficient_statistics(
+        x,
+        state.parameters,
+        covariance_type=config.covariance_type,
+        centre=state.centre,
+        sample_weight=weight,
+    )
+    share = chunk.total_weight / (state.total_weight + chunk.total_weight)
+    rho = jnp.where(
+        jnp.asarray(state.incremental),
+        share,
+        step_size(n_updates, learning_decay, learning_offset).astype(x.dtype),
+    ).astype(x.dtype)
+    # a chunk of zero weight carries nothing (and its statistics per unit weight are 0/0)
+    present = chunk.total_weight > 0
+    rho = jnp.where(present, rho, 0.0).astype(x.dtype)
+    normalized = jax.tree.map(
+        lambda leaf: jnp.where(present, leaf / jnp.where(present, chunk.total_weight, 1), 0),
+        chunk,
+    )
+    running = jax.tree.map(
+        lambda old, new: (1 - rho) * old + rho * new, state.statistics, normalized
+    )
+    total_weight = state.total_weight + chunk.total_weight
+    scaled = jax.tree.map(lambda leaf: leaf * total_weight, running)
+    context = EMContext(
+        centre=state.centre,
+        reg_covar=reg_covar,
+        tol=jnp.zeros((), x.dtype),
+        priors=priors,
+        prior_parameters=state.prior_parameters,
+        conjugate_prior=state.conjugate_prior,
+    )
+    start = EMState(state.parameters, state.lower_bound, state.n_updates)
+    new_state, info = step(start, scaled, context, config)
+    state = state._replace(
+        parameters=new_state.parameters,
+        statistics=running,
+        n_updates=n_updates,
+        total_weight=total_weight,
+        lower_bound=info.lower_bound,
+    )
+    return state, info.collapsed_component
+
+
+_online_start_jit = jax.jit(_online_start, static_argnames=("config",))
+_online_step_jit = jax.jit(_online_step, static_argnames=("config",))
+
+
+def _padded_chunk(x, w, dtype, n_features, index):
+    """A validated chunk padded to a power of two of rows (few compiled shapes)."""
+    x, w = prepare_chunk(x, w, dtype, n_features, f"chunk {index}", validate=True)
+    n = x.shape[0]
+    rows = 1 << max(0, n - 1).bit_length()
+    weight = np.ones(n, dtype) if w is None else w
+    centre = (weight @ x / weight.sum()) if weight.sum() > 0 else np.zeros(x.shape[1], dtype)
+    return pad_rows(x, weight, rows, centre.astype(dtype))
+
+
+def online_em_start(
+    x: ArrayLike,
+    parameters: MixtureParameters,
+    *,
+    covariance_type: str = "full",
+    priors: str | Mapping[str, dist.Distribution] | None = None,
+    sample_weight: ArrayLike | None = None,
+    incremental: bool = False,
+) -> OnlineEMState:
+    """Online EM state that starts from ``parameters`` with the statistics of chunk ``x``.
+
+    Args:
+        x: (n, D) the first chunk (its weighted mean becomes the centre of the moments;
+            for MAP, the default prior is scaled from it).
+        parameters: starting :class:`gaussmix.inference.MixtureParameters`, e.g. EM
+            on ``x``.
+        covariance_type, priors: as in :func:`gaussmix.inference.em.fit_em`.
+        sample_weight: (n,) non-negative weights.
+        incremental: False: later steps use :func:`step_size` (online EM from a first
+            chunk); True: ``x`` is all the data ``parameters`` were fitted to, and each
+            later step weighs its chunk by its share of all weight seen (incremental
+            EM, as :func:`online_em_continue`, with the statistics of ``x`` under
+            ``parameters``: any priors).
+
+    Example:
+        >>> import numpy as np
+        >>> from gaussmix.inference.em import MixtureParameters, fit_em
+        >>> x = np.random.default_rng(0).normal(size=(200, 2))
+        >>> r = fit_em(x, n_components=1, covariance_type="diag")
+        >>> p = MixtureParameters(r.params["weights"], r.params["means"],
+        ...     r.params["variances"], r.precisions_cholesky)
+        >>> int(online_em_start(x, p, covariance_type="diag").n_updates)
+        0
+    """
+    options = check_options(
+        n_components=int(np.shape(parameters.weights)[-1]),
+        covariance_type=covariance_type,
+        priors=priors,
+        max_iter=0,
+        tol=0.0,
+        reg_covar=0.0,
+    )
+    dtype = chunk_dtype(np.asarray(x))
+    x, w = prepare_chunk(x, sample_weight, dtype, None, "x", validate=True)
+    weight = np.ones(x.shape[0], dtype) if w is None else w
+    if weight.sum() <= 0:
+        raise ValueError("sample_weight sums to zero; give at least one point a positive weight.")
+    prior_parameters = None
+    if options.method != "maximum_likelihood":
+        prior_parameters = prior_parameters_of(x, covariance_type)
+    config = StepConfig.from_options(options)
+    parameters = MixtureParameters(*(jnp.asarray(a, dtype) for a in parameters))
+    state = _online_start_jit(
+        jnp.asarray(x),
+        jnp.asarray(weight),
+        parameters,
+        options.priors,
+        prior_parameters,
+        config=config,
+    )
+    return state._replace(incremental=jnp.asarray(bool(incremental)))
+
+
+def _fixed_point_statistics(parameters, total_weight, centre, reg_covar, covariance_type):
+    """Statistics per unit weight whose maximum-likelihood M-step is ``parameters``."""
+    weights, means, covariances, _ = parameters
+    n_features = means.shape[-1]
+    offset = means - centre  # (K, D)
+    identity = jnp.eye(n_features, dtype=means.dtype)
+    if covariance_type == "full":
+        second = weights[:, None, None] * (
+            covariances - reg_covar * identity + offset[:, :, None] * offset[:, None, :]
+        )
+    elif covariance_type == "tied":
+        second = (
+            covariances - reg_covar * identity + jnp.einsum("k,ki,kj->ij", weights, offset, offset)
+        )
+    elif covariance_type == "diag":
+        second = weights[:, None] * (covariances - reg_covar + offset**2)
+    else:
+        second = weights * (n_features * (covariances - reg_covar) + jnp.sum(offset**2, axis=1))
+    return SufficientStatistics(
+        counts=weights,
+        first=weights[:, None] * offset,
+        second=second,
+        log_likelihood=jnp.zeros((), means.dtype),
+        total_weight=jnp.ones((), means.dtype),
+    )
+
+
+def online_em_continue(
+    parameters: MixtureParameters,
+    *,
+    total_weight: float,
+    covariance_type: str = "full",
+    reg_covar: float = 1e-6,
+    lower_bound: float = 0.0,
+) -> OnlineEMState:
+    """Online EM state that continues a maximum-likelihood fit (incremental EM).
+
+    The fitted data, of total weight :math:`W_0`, is carried by the statistics whose
+    M-step gives ``parameters`` (no pass over the data): for component :math:`k` with
+    weight :math:`\\pi_k`, mean :math:`\\mu_k` and covariance :math:`\\Sigma_k`, about the
+    centre :math:`c = \\sum_k \\pi_k \\mu_k`,
+
+    .. math::
+
+        s_0 = \\Big(\\pi_k,\\ \\pi_k (\\mu_k - c),\\
+              \\pi_k \\big(\\Sigma_k - \\lambda I + (\\mu_k - c)(\\mu_k - c)^T\\big)\\Big)_k
+
+    per unit weight (:math:`\\lambda` = ``reg_covar``; the other covariance types
+    likewise). These are the statistics of the fit's last E-step, equal to those of the
+    data under ``parameters`` at a fixed point of EM (to within the fit's ``tol``).
+    Each :func:`online_em_step` then adds a chunk of weight :math:`w_t` by its share of
+    all weight seen,
+
+    .. math::
+
+        s_t = \\frac{W_{t-1} s_{t-1} + w_t\\, \\hat s(x_{(t)}; \\theta_{t-1})}{W_t},\\quad
+        W_t = W_{t-1} + w_t,\\quad \\theta_t = \\operatorname{M-step}(W_t s_t),
+
+    i.e. :math:`\\rho_t = w_t / W_t`: the summed statistics grow by the chunk's, so a
+    chunk moves the model by its share of the data, never by a fresh start's step size.
+
+    Args:
+        parameters: the fitted :class:`gaussmix.inference.MixtureParameters`
+            (maximum likelihood, ``reg_covar`` on the diagonal).
+        total_weight: :math:`W_0 > 0`, the total sample weight of the fitted data.
+        covariance_type: as in :func:`gaussmix.inference.em.fit_em`.
+        reg_covar: the fit's ``reg_covar``.
+        lower_bound: the fit's per-sample lower bound (starts the running average).
+
+    Example:
+        >>> import numpy as np
+        >>> from gaussmix.inference.em import MixtureParameters, fit_em
+        >>> x = np.random.default_rng(0).normal(size=(200, 1))
+        >>> r = fit_em(x, n_components=1, covariance_type="diag")
+        >>> p = MixtureParameters(r.params["weights"], r.params["means"],
+        ...     r.params["variances"], r.precisions_cholesky)
+        >>> state = online_em_continue(p, total_weight=200.0, covariance_type="diag")
+        >>> state = online_em_step(state, x[:1], covariance_type="diag")
+        >>> float(state.total_weight)
+        201.0
+    """
+    check_covariance_type(covariance_type)
+    if not (np.isfinite(total_weight) and total_weight > 0):
+        raise ValueError(f"total_weight must be a finite number > 0; got {total_weight!r}.")
+    parameters = MixtureParameters(*(jnp.asarray(a) for a in parameters))
+    dtype = parameters.means.dtype
+    centre = parameters.weights @ parameters.means / jnp.sum(parameters.weights)
+    statistics = _fixed_point_statistics(
+        parameters, total_weight, centre, jnp.asarray(reg_covar, dtype), covariance_type
+    )._replace(log_likelihood=jnp.asarray(lower_bound, dtype))
+    return OnlineEMState(
+        parameters=parameters,
+        statistics=statistics,
+        centre=centre,
+        n_updates=jnp.zeros((), jnp.int32),
+        total_weight=jnp.asarray(total_weight, dtype),
+        lower_bound=jnp.asarray(lower_bound, dtype),
+        prior_parameters=None,
+        conjugate_prior=None,
+        incremental=jnp.asarray(True),
+    )
+
+
+def online_em_step(
+    state: OnlineEMState,
+    x: ArrayLike,
+    *,
+    covariance_type: str = "full",
+    priors: str | Mapping[str, dist.Distribution] | None = None,
+    reg_covar: float = 1e-6,
+    learning_decay: float = 0.7,
+    learning_offset: float = 10.0,
+    sample_weight: ArrayLike | None = None,
+) -> OnlineEMState:
+    """One online EM update with chunk ``x`` (validated, then one jitted pure step).
+
+    .. math::
+
+        s_t = (1 - \\rho_t) s_{t-1} + \\rho_t \\hat s(x;\\theta_{t-1}),\\quad
+        \\theta_t = \\operatorname{M-step}(W_t s_t),\\quad \\rho_t = (t + \\tau_0)^{-\\kappa}.
+
+    Args:
+        state: from :func:`online_em_start` or a previous step.
+        x: (n, D) the next chunk; chunks are padded to a power of two of rows with zero
+            weights, so few shapes are compiled.
+        covariance_type, priors, reg_covar: as in :func:`gaussmix.inference.em.fit_em`
+            (the same as for the start).
+        learning_decay: :math:`\\kappa \\in (0.5, 1]`.
+        learning_offset: :math:`\\tau_0 \\ge 0`.
+        sample_weight: (n,) non-negative weights.
+
+    Raises:
+        ValueError: bad input or a component whose covariance stops being positive
+            definite.
+
+    Example:
+        >>> import numpy as np
+        >>> from gaussmix.inference.em import MixtureParameters, fit_em
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(200, 2))
+        >>> r = fit_em(x, n_components=1, covariance_type="diag")
+        >>> p = MixtureParameters(r.params["weights"], r.params["means"],
+        ...     r.params["variances"], r.precisions_cholesky)
+        >>> state = online_em_start(x, p, covariance_type="diag")
+        >>> state = online_em_step(state, rng.normal(size=(200, 2)), covariance_type="diag")
+        >>> int(state.n_updates)
+        1
+    """
+    check_schedule(learning_decay, learning_offset)
+    n_components, n_features = state.parameters.means.shape
+    options = check_options(
+        n_components=n_components,
+        covariance_type=covariance_type,
+        priors=priors,
+        max_iter=0,
+        tol=0.0,
+        reg_covar=reg_covar,
+    )
+    dtype = np.dtype(state.centre.dtype)
+    x, weight = _padded_chunk(x, sample_weight, dtype, n_features, state.n_updates)
+    config = StepConfig.from_options(options)
+    new_state, collapsed = _online_step_jit(
+        state,
+        jnp.asarray(x),
+        jnp.asarray(weight),
+        options.priors,
+        jnp.asarray(reg_covar, dtype),
+        float(learning_decay),
+        float(learning_offset),
+        config=config,
+    )
+    raise_on_failure(
+        np.asarray(collapsed).reshape(1, 1),
+        np.asarray(new_state.n_updates).reshape(1, 1),
+        np.asarray(new_state.lower_bound).reshape(1),
+        False,
+        covariance_type,
+        dtype,
+    )
+    return new_state
+
+
+def fit_em_online(
+    data: Any,
+    *,
+    n_components: int | None = None,
+    covariance_type: str = "full",
+    priors: str | Mapping[str, dist.Distribution] | None = None,
+    sample_weight: Any = None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    n_init: int = 1,
+    init_params: str = "kmeans",
+    weights_init: ArrayLike | None = None,
+    means_init: ArrayLike | None = None,
+    precisions_init: ArrayLike | None = None,
+    seed: int | jax.Array = 0,
+    learning_decay: float = 0.7,
+    learning_offset: float = 10.0,
+    chunk_rows: int | None = None,
+    options: EMOptions | None = None,
+) -> EMResult:
+    """Online (stochastic) EM: one pass over the chunks, any size of data.
+
+    EM on the first chunk (:func:`gaussmix.inference.em.fit_em` with ``max_iter``,
+    ``n_init`` and the initialization options) gives the start; each further chunk is one
+    :func:`online_em_step`. A generator is fine: the data is read once.
+
+    Args:
+        data: as in :func:`fit_em_chunked` (a one-shot iterator too).
+        learning_decay: :math:`\\kappa \\in (0.5, 1]` of :func:`step_size`.
+        learning_offset: :math:`\\tau_0 \\ge 0` of :func:`step_size`.
+        options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`; it replaces
+            the option keywords of :func:`gaussmix.inference.em.fit_em`.
+        Others: as in :func:`gaussmix.inference.streaming.fit_em_chunked`.
+
+    Returns:
+        :class:`gaussmix.inference.EMResult` with ``lower_bound`` the running average
+        of :class:`OnlineEMState`, ``lower_bounds`` its value after each update (the EM
+        fit of the first chunk when there is no further chunk), ``n_iter`` the number of
+        updates and ``converged`` whether the last update changed the running lower bound
+        by less than ``tol``.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> chunks = (rng.normal(3.0, 1.0, (1000, 1)) for _ in range(20))
+        >>> result = fit_em_online(chunks, n_components=1)
+        >>> round(float(result.params["means"][0, 0]), 1)
+        3.0
+    """
+    check_schedule(learning_decay, learning_offset)
+    if options is None:
+        options = check_options(
+            n_components=n_components,
+            covariance_type=covariance_type,
+            priors=priors,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            n_init=n_init,
+            init_params=init_params,
+            weights_init=weights_init,
+            means_init=means_init,
+            precisions_init=precisions_init,
+            seed=seed,
+        )
+    covariance_type = options.covariance_type
+    priors = _priors_keyword(options)
+    source = ChunkSource(data, sample_weight=sample_weight, chunk_rows=chunk_rows)
+    state = None
+    bounds = []
+    first_result = None
+    for index, (x, w) in enumerate(source):
+        if np.shape(x)[0] == 0:
+            continue
+        if state is None:
+            dtype = chunk_dtype(np.asarray(x))
+            x, w = prepare_chunk(x, w, dtype, None, f"chunk {index}", validate=True)
+            first_result = fit_em(x, sample_weight=w, options=options)
+            state = online_em_start(
+                x,
+                parameters_of(first_result, covariance_type),
+                covariance_type=covariance_type,
+                priors=priors,
+                sample_weight=w,
+            )
+            continue
+        state = online_em_step(
+            state,
+            x,
+            covariance_type=covariance_type,
+            priors=priors,
+            reg_covar=options.reg_covar,
+            learning_decay=learning_decay,
+            learning_offset=learning_offset,
+            sample_weight=w,
+        )
+        bounds.append(float(state.lower_bound))
+    if state is None:
+        raise ValueError("data has no rows; pass at least one non-empty chunk.")
+    if not bounds:
+        return first_result
+    return online_em_result(
+        state, bounds, covariance_type=covariance_type, priors=priors, tol=options.tol
+    )
+
+
+def online_em_result(
+    state: OnlineEMState,
+    lower_bounds: Sequence[float],
+    *,
+    covariance_type: str = "full",
+    priors: str | Mapping[str, dist.Distribution] | None = None,
+    tol: float = 1e-3,
+) -> EMResult:
+    """The :class:`gaussmix.inference.EMResult` of online EM after some updates.
+
+    Args:
+        state: the state after the last :func:`online_em_step`.
+        lower_bounds: ``state.lower_bound`` after each update so far (at least one).
+        covariance_type, priors: as given to :func:`online_em_start`.
+        tol: ``converged`` is whether the last update changed the running lower bound
+            by less than ``tol``.
+
+    Returns:
+        An ``EMResult`` with the state's parameters, ``lower_bounds`` as given, ``n_iter``
+        the number of updates and ``method`` the M-step of ``priors``.
+
+    Example:
+        >>> import numpy as np
+        >>> from gaussmix.inference.em import MixtureParameters, fit_em
+        >>> rng = np.random.default_rng(0)
+        >>> r = fit_em(rng.normal(size=(200, 1)), n_components=1, covariance_type="diag")
+        >>> p = MixtureParameters(r.params["weights"], r.params["means"],
+        ...     r.params["variances"], r.precisions_cholesky)
+        >>> state = online_em_start(rng.normal(size=(200, 1)), p, covariance_type="diag")
+        >>> state = online_em_step(state, rng.normal(size=(200, 1)), covariance_type="diag")
+        >>> result = online_em_result(state, [float(state.lower_bound)], covariance_type="diag")
+        >>> int(result.n_iter), bool(result.converged)
+        (1, False)
+    """
+    if len(lower_bounds) == 0:
+        raise ValueError("lower_bounds is empty; online_em_result needs at least one update.")
+    method, priors = check_priors(priors, covariance_type)
+    dtype = np.dtype(state.centre.dtype)
+    converged = len(lower_bounds) > 1 and abs(lower_bounds[-1] - lower_bounds[-2]) < tol
+    return EMResult(
+        params=site_values(state.parameters, covariance_type, with_scales="scales" in priors),
+        precisions_cholesky=state.parameters.precisions_cholesky,
+        lower_bound=state.lower_bound,
+        lower_bounds=jnp.asarray(lower_bounds, dtype),
+        n_iter=jnp.asarray(len(lower_bounds), jnp.int32),
+        converged=jnp.asarray(converged),
+        method=method,
+    )
+
+
+def _priors_keyword(options: EMOptions):
+    """The ``priors`` keyword that validated ``options`` came from (None, 'default' or the
+    checked dict)."""
+    if options.method == "maximum_likelihood":
+        return None
+    return options.priors or "default"
