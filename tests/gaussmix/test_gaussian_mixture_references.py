@@ -145,7 +145,7 @@ def test_verbose_prints_scikit_learns_lines_with_the_fits_numbers(capsys):
     assert capsys.readouterr().out.splitlines() == [expected[0], expected[-1]]
 
 
-def test_n_init_keeps_the_restart_scikit_learn_finds_best(monkeypatch):
+def test_n_init_keeps_the_restart_scikit_learn_finds_best(monkeypatch, request):
     """``n_init`` restarts: each restart's start is recorded as it is drawn (a callback in
     the traced initialization), scikit-learn runs its EM from each of those starts, and
     gaussmix's fit must be the one scikit-learn scores best, as scikit-learn's own
@@ -158,14 +158,14 @@ def test_n_init_keeps_the_restart_scikit_learn_finds_best(monkeypatch):
     over the iterations), the other restarts differ by O(1) (another optimum or another
     labelling): tolerance 1e-12.
     """
-    from gaussmix.inference import em
+    from gaussmix.inference.em import initialization
 
     starts = []
 
     def record(weights, means, factors):
         starts.append((np.asarray(weights), np.asarray(means), np.asarray(factors)))
 
-    original = em._initial_parameters
+    original = initialization.initial_parameters
 
     def recording(*args, **kwargs):
         parameters = original(*args, **kwargs)
@@ -174,14 +174,11 @@ def test_n_init_keeps_the_restart_scikit_learn_finds_best(monkeypatch):
         )
         return parameters
 
-    monkeypatch.setattr(em, "_initial_parameters", recording)
+    monkeypatch.setattr(initialization, "initial_parameters", recording)
     # Fresh compiled programs, so that the recording initialization is traced (and no
     # program traced with it outlives this test).
-    monkeypatch.setattr(
-        em,
-        "_fit_programs",
-        {level: jax.jit(em._fit_program, static_argnames=("config",)) for level in (0, 1, None)},
-    )
+    jax.clear_caches()
+    request.addfinalizer(jax.clear_caches)
     x = three_clusters(seed=3)
     options = {"covariance_type": "full", "tol": 1e-10, "max_iter": 500}
     fitted = GaussianMixture(4, n_init=5, init_params="random", random_state=0, **options).fit(x)
