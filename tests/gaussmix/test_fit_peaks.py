@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import xarray
@@ -30,7 +31,7 @@ def reference():
     """The ten-point example: curve_fit from the reference start, and fit_peaks."""
     values, pcov = optimize.curve_fit(two_gaussians, X, Y, p0=list(START.values()))
     values, pcov = optimize.curve_fit(two_gaussians, X, Y, p0=values, ftol=1e-15, xtol=1e-15)
-    fit = fit_peaks(X, Y, peaks=("gaussian", "gaussian"), init=START, tolerance=1e-14)
+    fit = fit_peaks(X, Y, peaks=("gaussian", "gaussian"), init=START, tol=1e-14)
     return values, pcov, fit
 
 
@@ -124,7 +125,7 @@ def test_plot_draws_data_fit_and_components(reference):
 
 def test_non_converged_fit_is_flagged_and_warned():
     with pytest.warns(PeakFitWarning, match="did not converge"):
-        fit = fit_peaks(X, Y, init=START, max_iterations=2)
+        fit = fit_peaks(X, Y, init=START, max_iter=2)
     assert fit.converged is False
 
 
@@ -177,7 +178,7 @@ def lost_peak():
 
 def test_a_lost_peak_is_reseeded_from_the_residual_and_refitted(lost_peak):
     x, y, init, optima = lost_peak
-    kwargs = dict(peaks=("gaussian",) * 3, baseline="linear", init=init, tolerance=1e-12)
+    kwargs = dict(peaks=("gaussian",) * 3, baseline="linear", init=init, tol=1e-12)
     with pytest.warns(PeakFitWarning, match=r"\['peak2_height'\] ended at a bound"):
         first = fit_peaks(x, y, lost_peak_retries=0, **kwargs)
     assert first.params["peak2_height"][1] < 1e-3 and not first.converged[1]
@@ -199,7 +200,7 @@ def test_a_lost_peak_is_reseeded_from_the_residual_and_refitted(lost_peak):
 
 
 def test_noise_start_is_the_median_absolute_deviation_of_the_differences():
-    from gaussmix.peaks import _noise_start
+    from gaussmix.peaks.start import noise_start
 
     rng = np.random.default_rng(0)
     for size in (9, 10):
@@ -208,14 +209,14 @@ def test_noise_start_is_the_median_absolute_deviation_of_the_differences():
         deviation = np.abs(differences - np.median(differences, axis=1, keepdims=True))
         expected = np.median(deviation, axis=1) * 1.4826 / np.sqrt(2)
         for mask in (None, np.ones(y.shape, bool)):
-            np.testing.assert_allclose(_noise_start(y, mask, "student_t"), expected, rtol=1e-15)
+            np.testing.assert_allclose(noise_start(y, mask, "student_t"), expected, rtol=1e-15)
 
 
 def test_a_normal_likelihoods_noise_start_does_not_change_the_fit():
     """fit_map restarts a Normal scale at sqrt(RSS / n) of the starting curve."""
-    first = fit_peaks(X, Y, init=START, tolerance=1e-14)
+    first = fit_peaks(X, Y, init=START, tol=1e-14)
     for sigma in (0.01, 3.0):
-        fit = fit_peaks(X, Y, init=START | {"sigma": sigma}, tolerance=1e-14)
+        fit = fit_peaks(X, Y, init=START | {"sigma": sigma}, tol=1e-14)
         assert fit.n_iter == first.n_iter
         for name in [*NAMES, "sigma"]:
             assert fit.params[name] == first.params[name]
@@ -513,3 +514,47 @@ def test_select_peaks_by_loo_picks_two_and_agrees_with_the_laplace_approximation
     for name in laplace.parameter_names:
         assert abs(best.params[name] - laplace.params[name]) < 0.5 * laplace.stderr[name], name
         assert best.stderr[name] == pytest.approx(laplace.stderr[name], rel=0.3), name
+
+
+# -- renamed keywords ------------------------------------------------------------------
+
+
+def future_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, FutureWarning)]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "value"), [("max_iterations", "max_iter", 2), ("tolerance", "tol", 1e-2)]
+)
+def test_fit_peaks_old_keyword_spellings_warn_and_give_the_same_fit(reference, old, new, value):
+    *_, precise = reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PeakFitWarning)  # max_iter=2 does not converge
+        renamed = fit_peaks(X, Y, init=START, **{new: value})
+    with pytest.warns(FutureWarning) as record, warnings.catch_warnings():
+        warnings.simplefilter("ignore", PeakFitWarning)
+        deprecated = fit_peaks(X, Y, init=START, **{old: value})
+    assert future_warnings(record) == [
+        f"fit_peaks: '{old}' is deprecated and will be removed in a future release; "
+        f"use '{new}' instead."
+    ]
+    assert next(w for w in record if w.category is FutureWarning).filename == __file__
+    assert renamed.n_iter < precise.n_iter  # the value travelled
+    for name in ("params", "stderr", "covariance", "rss", "n_iter", "converged"):
+        # Same compiled fit, same inputs: equal to the last bit.
+        jax.tree.map(
+            np.testing.assert_array_equal, getattr(deprecated, name), getattr(renamed, name)
+        )
+
+
+def test_select_peaks_old_keyword_spelling_warns_once_and_gives_the_same_selection():
+    selection = select_peaks(X, Y, 1, max_iter=2)
+    assert selection.fits[0].n_iter == 2  # the value travelled (unlimited: more steps)
+    with pytest.warns(FutureWarning) as record:
+        deprecated = select_peaks(X, Y, 1, max_iterations=2)
+    assert future_warnings(record) == [
+        "select_peaks: 'max_iterations' is deprecated and will be removed in a future "
+        "release; use 'max_iter' instead."
+    ]
+    np.testing.assert_array_equal(deprecated.bic, selection.bic)
+    assert deprecated.fits[0].n_iter == selection.fits[0].n_iter

@@ -148,6 +148,8 @@ def test_invalid_degrees_of_freedom_are_refused(degrees_of_freedom, likelihood):
         ({"tolerance": -1.0}, "tolerance"),
         ({"tolerance": np.nan}, "tolerance"),
         ({"max_iterations": 0}, "max_iterations"),
+        ({"tol": 0.0}, "tol must be None or a number in"),
+        ({"max_iter": 0}, "max_iter must be an integer >= 1"),
         ({"fixed": ["peak0_sigma"]}, "fixed must be a dict"),
         ({"priors": {"peak0_sigma": 1.0}}, "must be a numpyro distribution"),
         ({"nan_policy": "ignore"}, "nan_policy"),
@@ -269,7 +271,7 @@ def test_a_degenerate_design_gives_a_singular_covariance():
 
 
 def test_running_out_of_iterations_is_flagged_and_keeps_what_was_computed():
-    fit, message = fit_with_one_warning(X, spectrum(), peaks=("gaussian",), max_iterations=1)
+    fit, message = fit_with_one_warning(X, spectrum(), peaks=("gaussian",), max_iter=1)
     assert not fit.converged
     assert "did not converge in 1 iterations" in message
     assert np.isfinite(fit.rss) and fit.rss > 0

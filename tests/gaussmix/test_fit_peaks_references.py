@@ -134,7 +134,7 @@ def mixed():
         tuple(name for name, *_ in MIXED),
         3,
         init=dict(zip(MIXED_NAMES, start, strict=True)),
-        tolerance=1e-14,
+        tol=1e-14,
     )
     values, pcov = optimize.curve_fit(
         mixed_curve, x, y, p0=start, method="trf", jac="3-point", ftol=1e-15, xtol=1e-15, gtol=1e-15
@@ -220,7 +220,7 @@ def test_poisson_likelihood_is_scipys_maximum_likelihood_with_fisher_errors():
     start = [35.0, 4.4, 1.0, 4.0]
     fit = fit_peaks(
         x, counts, ("gaussian",), "constant", likelihood="poisson",
-        init=dict(zip(PEAK_NAMES, start, strict=True)), tolerance=1e-14,
+        init=dict(zip(PEAK_NAMES, start, strict=True)), tol=1e-14,
     )  # fmt: skip
     assert fit.converged is True and "sigma" not in fit.params
 
@@ -267,7 +267,7 @@ def test_student_t_likelihood_with_the_default_noise_prior_is_scipys_map():
     names = [*PEAK_NAMES, "sigma"]
     fit = fit_peaks(
         x, y, ("gaussian",), "constant", likelihood="student_t", degrees_of_freedom=df,
-        init=dict(zip(names, start, strict=True)), tolerance=1e-14,
+        init=dict(zip(names, start, strict=True)), tol=1e-14,
     )  # fmt: skip
     assert fit.converged is True
 
@@ -324,7 +324,7 @@ def test_user_priors_are_penalties_of_scipys_objective():
     names = [*PEAK_NAMES, "sigma"]
     fit = fit_peaks(
         x, y, ("gaussian",), "constant", priors=priors,
-        init=dict(zip(names, start, strict=True)), tolerance=1e-14,
+        init=dict(zip(names, start, strict=True)), tol=1e-14,
     )  # fmt: skip
     assert fit.converged is True
     n = x.size

@@ -1,0 +1,349 @@
+"""Many spectra through one compiled loop of :func:`~gaussmix.inference.map.
+levenberg_marquardt.map_step`, on one device or split over several.
+
+One ``jax.jit`` around a ``lax.while_loop``. Spectra are fitted in ``n_slots`` slots
+(``vmap``): a slot whose spectrum has finished takes the next one, so a spectrum needing
+many iterations holds up nothing. The loop holds only the Levenberg-Marquardt steps: each
+spectrum's priors are read from the program before it, and its covariance and
+log-likelihood (:func:`finish`) computed after it. A second call with the same shapes and
+static arguments does not recompile.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gaussmix.inference.map.levenberg_marquardt import (
+    MAPInfo,
+    MAPSettings,
+    MAPState,
+    inverse_positive_definite,
+    map_init,
+    map_step,
+)
+from gaussmix.inference.map.problem import MAPProblem
+
+__all__ = ["BatchOutputs", "Finished", "finish", "fit_batch"]
+
+
+class Finished(NamedTuple):
+    """What :func:`finish` reads of a finished spectrum (all a batch keeps of it).
+
+    Attributes:
+        params, noise, curvature, prior_hessian, log_prior, rss, n_points, decrement:
+            those of the last accepted :class:`~gaussmix.inference.map.
+            levenberg_marquardt.MAPPoint`.
+        n_iter: trial steps used.
+        converged, started, support: from the last :class:`~gaussmix.inference.map.
+            levenberg_marquardt.MAPInfo`.
+    """
+
+    params: jax.Array
+    noise: jax.Array
+    curvature: jax.Array
+    prior_hessian: jax.Array
+    log_prior: jax.Array
+    rss: jax.Array
+    n_points: jax.Array
+    decrement: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    started: jax.Array
+    support: jax.Array
+
+    @classmethod
+    def from_step(cls, state: MAPState, info: MAPInfo) -> "Finished":
+        """The record of a state and of the info of its last step."""
+        point = state.point
+        return cls(
+            params=point.params,
+            noise=point.noise,
+            curvature=point.curvature,
+            prior_hessian=point.prior_hessian,
+            log_prior=point.log_prior,
+            rss=point.rss,
+            n_points=point.n_points,
+            decrement=point.decrement,
+            n_iter=state.n_iter,
+            converged=info.converged,
+            started=info.started,
+            support=info.support,
+        )
+
+
+class BatchOutputs(NamedTuple):
+    """Per spectrum results of :func:`fit_batch`, each with a leading (B,) axis.
+
+    Attributes:
+        theta: (B, P) curve parameters at the MAP.
+        noise: (B,) noise scale.
+        covariance: (B, P, P) Laplace covariance of theta.
+        objective: negative log posterior at the MAP.
+        log_likelihood: log-likelihood at the MAP.
+        rss: residual sum of squares.
+        n_points: unmasked points.
+        decrement: Newton decrement at the MAP.
+        converged: convergence flag (and finite objective, rss and covariance).
+        n_iter: trial steps used.
+        support: (B, n_sites) whether each site's start lay in its prior support.
+        started: whether the start had a finite objective, gradient and curvature.
+    """
+
+    theta: jax.Array
+    noise: jax.Array
+    covariance: jax.Array
+    objective: jax.Array
+    log_likelihood: jax.Array
+    rss: jax.Array
+    n_points: jax.Array
+    decrement: jax.Array
+    converged: jax.Array
+    n_iter: jax.Array
+    support: jax.Array
+    started: jax.Array
+
+
+def finish(problem: MAPProblem, state: Finished) -> BatchOutputs:
+    """Results of a finished spectrum: the Laplace covariance from its curvature, and the
+    log-likelihood at the MAP (evaluated here once rather than at every step).
+
+    A spectrum that failed at its start gives NaN for all it could not compute; one whose
+    optimum has a non-finite objective, rss or covariance is not converged. (Unbatched:
+    the fields of the returned :class:`BatchOutputs` have no leading axis.)
+    """
+    unit = problem.unit(state.noise)
+    if problem.family.name == "normal" and problem.has_noise:
+        # curve_fit's pcov: J^T J over the residual variance s^2 = RSS / (n - p), written
+        # s^2 (J^T J - s^2 prior Hessian)^{-1} so that a perfect fit (s^2 = 0) gives zeros.
+        gram = state.curvature + unit * state.prior_hessian
+        dof = jnp.maximum(state.n_points - state.params.shape[0], 1.0)
+        variance = state.rss / dof
+        covariance = variance * inverse_positive_definite(gram - variance * state.prior_hessian)
+    else:
+        covariance = inverse_positive_definite(state.curvature / unit)
+    evaluation = problem.observe(state.params, state.noise)
+    log_likelihood = problem.log_likelihood(evaluation, state.noise)
+    objective = (
+        -log_likelihood - state.log_prior - problem.noise_log_prior(state.params, state.noise)
+    )
+    started = state.started
+
+    def known(value):
+        return jnp.where(started, value, jnp.nan)
+
+    objective, log_likelihood, rss = known(objective), known(log_likelihood), known(state.rss)
+    covariance = known(covariance)
+    theta, noise = known(state.params), known(state.noise)
+    finite = (
+        jnp.isfinite(objective)
+        & jnp.isfinite(rss)
+        & jnp.all(jnp.isfinite(theta))
+        & jnp.all(jnp.isfinite(covariance))
+    )
+    return BatchOutputs(
+        theta,
+        noise,
+        covariance,
+        objective,
+        log_likelihood,
+        rss,
+        jnp.sum(evaluation.mask),
+        known(state.decrement),
+        state.converged & started & finite,
+        state.n_iter,
+        state.support,
+        started,
+    )
+
+
+def _fit_batch(
+    model, sites, observed, family, n_slots,
+    x, y, mask, active, theta, noise, model_kwargs, tol, step_tol, max_iter,
+):  # fmt: skip
+    """Fit the ``active`` ones of B spectra through ``n_slots`` slots iterated together;
+    finished slots refill. The other spectra come back as unfitted zeros.
+
+    Per spectrum and outside the loop: the priors (read from the program once, before)
+    and the covariance and log-likelihood (:func:`finish`, once, after); inside it only
+    Levenberg-Marquardt steps, and the gathers and scatters that move spectra in and out
+    of the slots.
+    """
+    settings = MAPSettings(tol, step_tol, max_iter)
+    n_spectra = y.shape[0]
+
+    def problem_for(y_one, mask_one, priors=None):
+        kwargs = dict(model_kwargs)
+        if mask_one is not None:
+            kwargs["mask"] = mask_one
+        return MAPProblem(model, sites, observed, family, x, y_one, kwargs, priors)
+
+    def priors_of(theta_one, noise_one, y_one, mask_one):
+        return problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors
+
+    priors = jax.vmap(priors_of)(theta, noise, y, mask)
+    # The active spectra first, in their order; slots visit order[:n_active].
+    order = jnp.argsort(~active, stable=True).astype(jnp.int32)
+    n_active = jnp.sum(active, dtype=jnp.int32)
+
+    def start(index):
+        y_one, mask_one, priors_one = jax.tree.map(lambda leaf: leaf[index], (y, mask, priors))
+        state = map_init(theta[index], noise[index], problem_for(y_one, mask_one))
+        return state, y_one, mask_one, priors_one
+
+    class Slots(NamedTuple):
+        index: jax.Array  # (S,) spectrum index, -1 when empty
+        state: MAPState
+        y: jax.Array
+        mask: Any
+        priors: Any
+
+    class Carry(NamedTuple):
+        slots: Slots
+        next_index: jax.Array
+        finals: Finished  # (B, ...) finished spectra
+
+    def refill(carry: Carry) -> Carry:
+        slots = carry.slots
+        empty = slots.index < 0
+        rank = jnp.cumsum(empty, dtype=jnp.int32) - 1
+        candidate = carry.next_index + rank
+        take = empty & (candidate < n_active)
+        candidate = order[jnp.clip(candidate, 0, n_spectra - 1)]
+        fresh = jax.vmap(start)(candidate)
+        new_slots = Slots(jnp.where(take, candidate, slots.index), *fresh)
+        merged = jax.tree.map(
+            lambda new, old: jnp.where(take.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+            new_slots,
+            slots,
+        )
+        n_taken = jnp.sum(take, dtype=jnp.int32)
+        return carry._replace(slots=merged, next_index=carry.next_index + n_taken)
+
+    def step(carry: Carry) -> tuple[Carry, MAPInfo]:
+        slots = carry.slots
+
+        def one(state, y_one, mask_one, priors_one):
+            return map_step(state, problem_for(y_one, mask_one, priors_one), settings)
+
+        state, info = jax.vmap(one)(slots.state, slots.y, slots.mask, slots.priors)
+        return carry._replace(slots=slots._replace(state=state)), info
+
+    def harvest(carry: Carry, info: MAPInfo) -> Carry:
+        slots = carry.slots
+        done = (slots.index >= 0) & info.done
+        target = jnp.where(done, slots.index, jnp.int32(n_spectra))
+        finals = jax.tree.map(
+            lambda stored, new: stored.at[target].set(new, mode="drop"),
+            carry.finals,
+            Finished.from_step(slots.state, info),
+        )
+        index = jnp.where(done, jnp.int32(-1), slots.index)
+        return carry._replace(slots=slots._replace(index=index), finals=finals)
+
+    def body(carry: Carry) -> Carry:
+        carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)
+        carry, info = step(carry)
+        return lax.cond(
+            jnp.any((carry.slots.index >= 0) & info.done),
+            harvest,
+            lambda carry, info: carry,
+            carry,
+            info,
+        )
+
+    def running(carry: Carry) -> jax.Array:
+        return (carry.next_index < n_active) | jnp.any(carry.slots.index >= 0)
+
+    n_slots = min(n_slots, n_spectra)
+    initial_slots = jax.vmap(start)(jnp.zeros((n_slots,), jnp.int32))
+    slots = Slots(jnp.full((n_slots,), -1, jnp.int32), *initial_slots)
+    n_sites = len(sites.names)
+    no_info = MAPInfo(*(jnp.zeros((), bool),) * 4, jnp.zeros((n_sites,), bool))
+    template = Finished.from_step(jax.tree.map(lambda leaf: leaf[0], slots.state), no_info)
+    finals = jax.tree.map(lambda leaf: jnp.zeros((n_spectra, *leaf.shape), leaf.dtype), template)
+    carry = Carry(slots, jnp.asarray(0, jnp.int32), finals)
+    finals = lax.while_loop(running, body, carry).finals
+
+    def finish_one(state, y_one, mask_one, priors_one):
+        return finish(problem_for(y_one, mask_one, priors_one), state)
+
+    return jax.vmap(finish_one)(finals, y, mask, priors)
+
+
+_fit_batch_jit = jax.jit(
+    _fit_batch, static_argnames=("model", "sites", "observed", "family", "n_slots")
+)
+
+#: Compiled multi-device fits by (static arguments, mask given, devices).
+_SHARDED_FITS: dict[tuple, Callable] = {}
+
+
+def _fit_batch_sharded(devices, model, sites, observed, family, n_slots, x, y, mask, *rest):
+    """:func:`_fit_batch` with the spectra split over ``devices``
+    (:func:`gaussmix.inference.shard.shard_batch`): each device runs its own slots and
+    loop over its share, so none waits for another's slowest spectrum."""
+    from gaussmix.inference.shard import BATCH_AXIS, device_mesh, shard_batch
+
+    mesh = device_mesh(devices, axis_name=BATCH_AXIS)
+    key = (model, sites, observed, family, n_slots, mask is None, tuple(mesh.devices.flat))
+    if key not in _SHARDED_FITS:
+        batch = functools.partial(_fit_batch, model, sites, observed, family, n_slots)
+        in_axes = (None, 0, None if mask is None else 0, 0, 0, 0, None, None, None, None)
+        _SHARDED_FITS[key] = shard_batch(batch, devices=mesh, in_axes=in_axes)
+    return _SHARDED_FITS[key](x, y, mask, *rest)
+
+
+def fit_batch(
+    devices: int | Sequence[jax.Device] | Any | None,
+    model: Callable,
+    sites,
+    observed: str,
+    family,
+    n_slots: int,
+    x: jax.Array,
+    y: jax.Array,
+    mask: jax.Array | None,
+    active: Any,
+    theta: jax.Array,
+    noise: jax.Array,
+    model_kwargs: dict,
+    tol: jax.Array,
+    step_tol: jax.Array,
+    max_iter: jax.Array,
+) -> BatchOutputs:
+    """MAP fits of the ``active`` spectra of a batch, compiled once per static arguments.
+
+    Args:
+        devices: None (one device, the default one) or what
+            :func:`gaussmix.inference.shard.device_mesh` takes: the spectra are then
+            split over the devices, each running its own loop.
+        model: the NumPyro program (static: the same function object reuses the
+            compilation).
+        sites: its :class:`~gaussmix.inference.map.problem.Sites` (static).
+        observed: the observed site's name (static).
+        family: its :class:`~gaussmix.inference.map.families.ObservationFamily` (static).
+        n_slots: spectra iterated together per device (static).
+        x: (M,) abscissae.
+        y: (B, M) spectra (0 where masked).
+        mask: (B, M) booleans or None.
+        active: (B,) booleans: the spectra to fit; the others come back as zeros.
+        theta: (B, P) starting curve parameters.
+        noise: (B,) starting noise scales.
+        model_kwargs: further keyword arguments of the program (traced).
+        tol, step_tol, max_iter: the :class:`~gaussmix.inference.map.
+            levenberg_marquardt.MAPSettings`.
+
+    Returns:
+        :class:`BatchOutputs`.
+    """
+    arguments = (
+        model, sites, observed, family, n_slots,
+        x, y, mask, active, theta, noise, model_kwargs, tol, step_tol, max_iter,
+    )  # fmt: skip
+    if devices is None:
+        return _fit_batch_jit(*arguments)
+    return _fit_batch_sharded(devices, *arguments)

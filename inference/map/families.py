@@ -1,0 +1,151 @@
+"""Observation families of the MAP back end: Normal, StudentT and Poisson.
+
+Each family gives, in units of the noise variance (every quantity multiplied by
+:math:`\\sigma^2`; Poisson: :math:`\\sigma = 1`), the half deviance, the score and the
+Fisher information of the location :math:`\\mu_m` of one observation:
+
+.. math::
+
+    \\tfrac12 \\sigma^2 D(y, \\mu), \\qquad
+    \\sigma^2 \\frac{\\partial \\log p(y \\mid \\mu, \\sigma)}{\\partial \\mu}, \\qquad
+    \\sigma^2 I(\\mu).
+
+A new family is one :class:`ObservationFamily` row in :data:`FAMILIES`.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+
+__all__ = [
+    "FAMILIES",
+    "ObservationFamily",
+    "base_distribution",
+    "distribution_mask",
+    "family_of",
+]
+
+
+class ObservationFamily(NamedTuple):
+    """How the MAP back end reads one observed distribution.
+
+    Every function is pure and works pointwise on (M,) arrays; ``scale`` is the (M,)
+    scale, or None for a family without one (Poisson), and ``extra`` what ``split_fn``
+    returned besides location and scale (StudentT: the degrees of freedom).
+
+    Attributes:
+        name: "normal", "student_t" or "poisson".
+        split_fn: distribution -> (location, scale or None, extra).
+        log_prob_fn: (y, location, scale, extra) -> pointwise log density.
+        half_deviance_fn: (y, location, scale, extra) -> :math:`\\sigma^2 D / 2`.
+        score_fn: (y, location, scale, extra) -> :math:`\\sigma^2\\,\\partial_\\mu \\log p`.
+        fisher_fn: (location, scale, extra) -> :math:`\\sigma^2 I(\\mu)`.
+        noise_loss_fn: (y, location, mask, extra) -> (scale -> negative log-likelihood),
+            None for a family without a noise scale.
+    """
+
+    name: str
+    split_fn: Callable
+    log_prob_fn: Callable
+    half_deviance_fn: Callable
+    score_fn: Callable
+    fisher_fn: Callable
+    noise_loss_fn: Callable | None
+
+
+def _normal_noise_loss(y, location, mask, extra):
+    n_points = jnp.sum(mask)
+    residual_sum = jnp.sum(mask * (y - location) ** 2)
+    return lambda scale: n_points * jnp.log(scale) + residual_sum / (2.0 * scale**2)
+
+
+def _student_t_half_deviance(y, location, scale, df):
+    return 0.5 * scale**2 * (df + 1.0) * jnp.log1p((y - location) ** 2 / (df * scale**2))
+
+
+def _student_t_score(y, location, scale, df):
+    residual = y - location
+    return (df + 1.0) * residual * scale**2 / (df * scale**2 + residual**2)
+
+
+def _student_t_noise_loss(y, location, mask, df):
+    return lambda scale: -jnp.sum(mask * dist.StudentT(df, location, scale).log_prob(y))
+
+
+def _poisson_half_deviance(y, rate, scale, extra):
+    return jax.scipy.special.xlogy(y, y) - jax.scipy.special.xlogy(y, rate) - y + rate
+
+
+#: Distribution class of the observed site -> its family.
+FAMILIES = {
+    dist.Normal: ObservationFamily(
+        "normal",
+        lambda fn: (fn.loc, fn.scale, ()),
+        lambda y, loc, scale, extra: dist.Normal(loc, scale).log_prob(y),
+        lambda y, loc, scale, extra: 0.5 * (y - loc) ** 2,
+        lambda y, loc, scale, extra: y - loc,
+        lambda loc, scale, extra: jnp.ones_like(loc),
+        _normal_noise_loss,
+    ),
+    dist.StudentT: ObservationFamily(
+        "student_t",
+        lambda fn: (fn.loc, fn.scale, fn.df),
+        lambda y, loc, scale, df: dist.StudentT(df, loc, scale).log_prob(y),
+        _student_t_half_deviance,
+        _student_t_score,
+        lambda loc, scale, df: jnp.broadcast_to((df + 1.0) / (df + 3.0), loc.shape),
+        _student_t_noise_loss,
+    ),
+    dist.Poisson: ObservationFamily(
+        "poisson",
+        lambda fn: (fn.rate, None, ()),
+        lambda y, rate, scale, extra: dist.Poisson(rate).log_prob(y),
+        _poisson_half_deviance,
+        lambda y, rate, scale, extra: y / rate - 1.0,
+        lambda rate, scale, extra: 1.0 / rate,
+        None,
+    ),
+}
+
+
+def base_distribution(fn: dist.Distribution) -> dist.Distribution:
+    """The distribution under numpyro's wrappers (masks, expanded or independent batches)."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def distribution_mask(fn: dist.Distribution):
+    """The mask of numpyro's ``handlers.mask`` (a MaskedDistribution wrapper), or None."""
+    mask = None
+    while hasattr(fn, "base_dist"):
+        if isinstance(fn, dist.MaskedDistribution) and not isinstance(fn._mask, bool):
+            mask = fn._mask if mask is None else mask & fn._mask
+        elif isinstance(fn, dist.MaskedDistribution) and fn._mask is False:
+            mask = False
+        fn = fn.base_dist
+    return mask
+
+
+def family_of(fn: dist.Distribution) -> ObservationFamily:
+    """The family of an observed site's distribution.
+
+    Raises:
+        ValueError: the distribution is not Normal, StudentT or Poisson.
+
+    Example:
+        >>> import numpyro.distributions as dist
+        >>> family_of(dist.StudentT(4.0, 0.0, 1.0)).name
+        'student_t'
+    """
+    base = base_distribution(fn)
+    for kind, family in FAMILIES.items():
+        if type(base) is kind:
+            return family
+    raise ValueError(
+        "The MAP back end fits Normal, StudentT or Poisson observations; the observed site "
+        f"has a {type(base).__name__} distribution."
+    )

@@ -1,0 +1,501 @@
+"""MINPACK's Levenberg-Marquardt (``lmder``) as a pure step on one spectrum.
+
+BlackJAX style: :func:`map_init` builds the :class:`MAPState` of a start, and
+:func:`map_step` maps ``(state, problem, settings) -> (state, info)``: what the next step
+needs (:class:`MAPState`) apart from what a driver reads (:class:`MAPInfo`). The step
+neither jits nor loops; :mod:`gaussmix.inference.map.batch` runs it in one
+``lax.while_loop`` over slots of spectra.
+
+Curve parameters take Levenberg-Marquardt steps on :math:`\\sigma^2 F` at fixed
+:math:`\\sigma`,
+
+.. math::
+
+    (\\tilde H + \\lambda D^2)\\,\\delta = -\\tilde g, \\qquad
+    \\tilde H = J^\\top \\tilde W J - \\sigma^2 \\nabla^2 \\log p(\\theta), \\qquad
+    \\tilde g = \\sigma^2 \\nabla_\\theta F,
+
+and after each accepted step :math:`\\sigma` takes Newton steps on :math:`\\log\\sigma`
+(:func:`gaussmix.inference.map.problem.update_noise`). The damping :math:`\\lambda`, the
+scaling :math:`D` and the trust radius follow MINPACK (Moré 1978) step for step.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gaussmix.inference.map.problem import Evaluation, MAPProblem, jacobian, update_noise
+
+__all__ = [
+    "MAPInfo",
+    "MAPPoint",
+    "MAPSettings",
+    "MAPState",
+    "cholesky",
+    "cholesky_solve",
+    "evaluate_point",
+    "inverse_positive_definite",
+    "map_init",
+    "map_step",
+    "trust_region_step",
+]
+
+# MINPACK's constants: initial trust radius factor, inner iterations of lmpar.
+RADIUS_FACTOR = 100.0
+LMPAR_ITERATIONS = 10
+#: Newton steps on log(sigma) at each evaluated point.
+NOISE_STEPS = 2
+
+
+class MAPSettings(NamedTuple):
+    """Stopping rules of :func:`map_step` (arrays, so that changing them recompiles
+    nothing).
+
+    Attributes:
+        tol: relative actual and predicted decrease of :math:`\\sigma^2 F`, and Newton
+            decrement (nats), counted as converged.
+        step_tol: trust radius, relative to the scaled parameter norm, counted as
+            converged.
+        max_iter: trial steps before giving up.
+    """
+
+    tol: jax.Array
+    step_tol: jax.Array
+    max_iter: jax.Array
+
+
+class MAPPoint(NamedTuple):
+    """The objective and its derivatives at one point, in units of :math:`\\sigma^2`.
+
+    Attributes:
+        params: (P,) curve parameters :math:`\\theta` (latent sites but the noise),
+            raveled, natural coordinates.
+        noise: noise scale :math:`\\sigma` (1 without a noise site).
+        half_deviances: (M,) pointwise half deviance times the noise variance (half the
+            squared residuals for a Normal likelihood), 0 where masked.
+        log_prior: log prior of params (the noise prior excluded).
+        objective: :math:`\\sigma^2(\\tfrac12\\sum \\mathrm{deviance} - \\log p(\\theta))`,
+            half the RSS for a Normal likelihood under flat priors.
+        gradient: (P,) :math:`\\tilde g`.
+        curvature: (P, P) :math:`\\tilde H`.
+        prior_hessian: (P, P) :math:`\\nabla^2 \\log p(\\theta)`.
+        scaling: (P,) MINPACK's D.
+        factor: (P, P) Cholesky factor of the scaled curvature
+            :math:`D^{-1}\\tilde H D^{-1}` (NaN when singular).
+        gauss_newton: (P,) scaled Gauss-Newton step :math:`Dp`.
+        decrement: Newton decrement :math:`\\nabla F^\\top H^{-1} \\nabla F` (nats).
+        rss: residual sum of squares.
+        n_points: unmasked points.
+    """
+
+    params: jax.Array
+    noise: jax.Array
+    half_deviances: jax.Array
+    log_prior: jax.Array
+    objective: jax.Array
+    gradient: jax.Array
+    curvature: jax.Array
+    prior_hessian: jax.Array
+    scaling: jax.Array
+    factor: jax.Array
+    gauss_newton: jax.Array
+    decrement: jax.Array
+    rss: jax.Array
+    n_points: jax.Array
+
+
+class MAPState(NamedTuple):
+    """What the next Levenberg-Marquardt step of one spectrum needs.
+
+    Attributes:
+        point: the last accepted :class:`MAPPoint` (unevaluated while ``fresh``).
+        radius: trust radius :math:`\\Delta`.
+        damping: Levenberg-Marquardt parameter :math:`\\lambda`.
+        parameter_norm: :math:`\\|D\\theta\\|` at the last accepted point.
+        n_iter: trial steps (the starting point not counted).
+        n_accepted: accepted steps.
+        fresh: the starting point is still to be evaluated (by the next step).
+    """
+
+    point: MAPPoint
+    radius: jax.Array
+    damping: jax.Array
+    parameter_norm: jax.Array
+    n_iter: jax.Array
+    n_accepted: jax.Array
+    fresh: jax.Array
+
+
+class MAPInfo(NamedTuple):
+    """What one :func:`map_step` reports.
+
+    A step from a ``fresh`` state evaluates the start: ``started`` and ``support`` say
+    how that went, and a failed start is ``done``. The steps after it continue only from
+    a start inside every support that evaluated finitely, so they report ``started``
+    True and ``support`` all True. Stepping a state after ``done`` is meaningless.
+
+    Attributes:
+        accepted: the trial point (the start, for a fresh state) was accepted.
+        converged: a convergence test passed (never after a failed start).
+        done: stop: converged, out of iterations, or non-finite (a failed start).
+        started: the start was evaluated with a finite objective, gradient and curvature.
+        support: (n_sites,) whether each site's starting value lies in its prior support.
+    """
+
+    accepted: jax.Array
+    converged: jax.Array
+    done: jax.Array
+    started: jax.Array
+    support: jax.Array
+
+
+# ---------------------------------------------------------------------------------------
+# Linear algebra
+# ---------------------------------------------------------------------------------------
+
+
+def cholesky(matrix: jax.Array) -> jax.Array:
+    """Lower Cholesky factor (LAPACK); NaN when the matrix is not positive definite."""
+    return jnp.linalg.cholesky(matrix)
+
+
+def solve_lower(factor: jax.Array, vector: jax.Array) -> jax.Array:
+    """Solve :math:`L y = b` for b of shape (n,) or (n, k)."""
+    return jax.scipy.linalg.solve_triangular(factor, vector, lower=True)
+
+
+def cholesky_solve(factor: jax.Array, vector: jax.Array) -> jax.Array:
+    """Solve :math:`L L^\\top x = b` given the lower Cholesky factor L."""
+    lower = solve_lower(factor, vector)
+    return jax.scipy.linalg.solve_triangular(factor, lower, lower=True, trans="T")
+
+
+def inverse_positive_definite(matrix: jax.Array) -> jax.Array:
+    """Inverse of a symmetric positive definite matrix (Jacobi-scaled Cholesky); NaN when
+    it is not positive definite."""
+    diagonal = jnp.diag(matrix)
+    scaling = jnp.where(diagonal > 0, jnp.sqrt(jnp.abs(diagonal)), jnp.nan)
+    factor = cholesky(matrix / jnp.outer(scaling, scaling))
+    identity = jnp.eye(matrix.shape[0], dtype=matrix.dtype)
+    return cholesky_solve(factor, identity) / jnp.outer(scaling, scaling)
+
+
+# ---------------------------------------------------------------------------------------
+# One point, one trust-region step
+# ---------------------------------------------------------------------------------------
+
+
+def evaluate_point(
+    problem: MAPProblem,
+    theta: jax.Array,
+    noise: jax.Array,
+    jacobian: jax.Array,
+    evaluation: Evaluation,
+    scaling: jax.Array,
+) -> MAPPoint:
+    """Everything at (theta, noise) in units of unit(): objective, gradient, curvature,
+    MINPACK's scaling D (never below the previous ``scaling``), the Cholesky factor of the
+    scaled curvature :math:`D^{-1}\\tilde H D^{-1}` and the scaled Gauss-Newton step
+    :math:`Dp`.
+
+    Args:
+        problem: the spectrum.
+        theta: (P,) curve parameters.
+        noise: noise scale.
+        jacobian: (M, P) Jacobian of the location at theta.
+        evaluation: the observed site and prior at theta.
+        scaling: (P,) MINPACK's D so far.
+    """
+    weights = problem.weights(evaluation, noise)
+    scale = problem.scale(evaluation, noise)
+    location, extra = evaluation.location, evaluation.extra
+    score = weights * problem.family.score_fn(problem.y, location, scale, extra)
+    fisher = weights * problem.family.fisher_fn(location, scale, extra)
+    unit = problem.unit(noise)
+    prior_gradient, prior_hessian = problem.prior_derivatives(theta, noise)
+    gradient = -(jacobian.T @ score) - unit * prior_gradient
+    curvature = jacobian.T @ (fisher[:, None] * jacobian) - unit * prior_hessian
+    half_deviances = problem.half_deviances(evaluation, noise)
+    objective = jnp.sum(half_deviances) - unit * evaluation.log_prior
+    scaling = jnp.maximum(scaling, jnp.sqrt(jnp.maximum(jnp.diag(curvature), 0.0)))
+    scaling = jnp.where(scaling > 0, scaling, 1.0)
+    factor = cholesky(curvature / jnp.outer(scaling, scaling))
+    scaled_gradient = gradient / scaling
+    gauss_newton = -cholesky_solve(factor, scaled_gradient)
+    decrement = -jnp.dot(scaled_gradient, gauss_newton) / unit
+    decrement = jnp.where(jnp.isfinite(decrement) & (decrement >= 0), decrement, jnp.inf)
+    residuals = problem.y - location
+    mask = evaluation.mask
+    return MAPPoint(
+        params=theta,
+        noise=noise,
+        half_deviances=half_deviances,
+        log_prior=evaluation.log_prior,
+        objective=objective,
+        gradient=gradient,
+        curvature=curvature,
+        prior_hessian=prior_hessian,
+        scaling=scaling,
+        factor=factor,
+        gauss_newton=gauss_newton,
+        decrement=decrement,
+        rss=jnp.dot(mask * residuals, residuals),
+        n_points=jnp.sum(mask),
+    )
+
+
+def trust_region_step(
+    point: MAPPoint, radius: jax.Array, damping: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """MINPACK's lmpar in scaled coordinates :math:`q = Dp`, :math:`\\hat H = D^{-1}
+    \\tilde H D^{-1}`, :math:`\\hat g = D^{-1}\\tilde g`.
+
+    Returns the Gauss-Newton step when :math:`\\|q\\| \\le 1.1\\Delta`, else
+    :math:`q(\\lambda) = -(\\hat H + \\lambda I)^{-1}\\hat g` with
+    :math:`|\\,\\|q\\| - \\Delta| \\le 0.1\\Delta` from at most 10 of MINPACK's
+    safeguarded Newton iterations on the secular equation; and the :math:`\\lambda` used.
+    The point's ``factor`` is the Cholesky factor of :math:`\\hat H` and its
+    ``gauss_newton`` the scaled Gauss-Newton step (NaN when :math:`\\hat H` is singular);
+    its ``curvature`` :math:`\\tilde H`, whose damped form still gives a step when
+    :math:`\\hat H` is singular (a column of zeros in the Jacobian: a peak with no data
+    under it).
+
+    Args:
+        point: the current point.
+        radius: trust radius :math:`\\Delta`.
+        damping: the previous :math:`\\lambda`, MINPACK's first guess.
+
+    Returns:
+        (P,) step in natural coordinates, and the damping used (0 for Gauss-Newton).
+    """
+    factor, gauss_newton, gradient = point.factor, point.gauss_newton, point.gradient
+    scaling = point.scaling
+    tiny = jnp.finfo(gradient.dtype).tiny
+    scaled_gradient = gradient / scaling
+    full_rank = jnp.all(jnp.isfinite(gauss_newton))
+    norm = jnp.linalg.norm(gauss_newton)
+    excess = jnp.where(full_rank, norm - radius, jnp.inf)
+    use_gauss_newton = excess <= 0.1 * radius
+    # MINPACK's ||L^{-1} q / ||q|| ||^2: minus the slope of ||q(lambda)|| times ||q||.
+    slope = jnp.sum(solve_lower(factor, gauss_newton / norm) ** 2)
+    lower = jnp.where(full_rank, excess / radius / slope, 0.0)
+    lower = jnp.where(jnp.isfinite(lower), lower, 0.0)
+    gradient_norm = jnp.linalg.norm(scaled_gradient)
+    upper = gradient_norm / radius
+    upper = jnp.where(upper == 0, tiny / jnp.minimum(radius, 0.1), upper)
+    start = jnp.minimum(jnp.maximum(damping, lower), upper)
+    start = jnp.where(
+        (start == 0) & full_rank, gradient_norm / jnp.where(norm > 0, norm, 1.0), start
+    )
+    identity = jnp.eye(gradient.shape[0], dtype=gradient.dtype)
+    curvature = jnp.where(
+        full_rank, factor @ factor.T, point.curvature / jnp.outer(scaling, scaling)
+    )
+
+    class Carry(NamedTuple):
+        iteration: jax.Array
+        damping: jax.Array
+        lower: jax.Array
+        upper: jax.Array
+        excess: jax.Array
+        step: jax.Array
+        done: jax.Array
+
+    def body(carry: Carry) -> Carry:
+        iteration = carry.iteration + 1
+        damping = jnp.where(
+            carry.damping == 0, jnp.maximum(tiny, 0.001 * carry.upper), carry.damping
+        )
+        damped_factor = cholesky(curvature + damping * identity)
+        step = -cholesky_solve(damped_factor, scaled_gradient)
+        norm = jnp.linalg.norm(step)
+        excess = norm - radius
+        done = (
+            (jnp.abs(excess) <= 0.1 * radius)
+            | ((carry.lower == 0) & (excess <= carry.excess) & (carry.excess < 0))
+            | (iteration == LMPAR_ITERATIONS)
+            | ~jnp.all(jnp.isfinite(step))
+        )
+        slope = jnp.sum(solve_lower(damped_factor, step / norm) ** 2)
+        correction = excess / radius / slope
+        lower = jnp.where(excess > 0, jnp.maximum(carry.lower, damping), carry.lower)
+        upper = jnp.where(excess < 0, jnp.minimum(carry.upper, damping), carry.upper)
+        new_damping = jnp.where(done, damping, jnp.maximum(lower, damping + correction))
+        return Carry(iteration, new_damping, lower, upper, excess, step, done)
+
+    initial = Carry(
+        jnp.asarray(0, jnp.int32),
+        start,
+        lower,
+        upper,
+        excess,
+        jnp.where(full_rank, gauss_newton, 0.0),
+        use_gauss_newton,
+    )
+    final = lax.while_loop(lambda carry: ~carry.done, body, initial)
+    return final.step / scaling, jnp.where(use_gauss_newton, 0.0, final.damping)
+
+
+# ---------------------------------------------------------------------------------------
+# init and step
+# ---------------------------------------------------------------------------------------
+
+
+def map_init(params: jax.Array, noise: jax.Array, problem: MAPProblem) -> MAPState:
+    """A ``fresh`` state at (params, noise): nothing evaluated yet, the first
+    :func:`map_step` evaluates the start.
+
+    Args:
+        params: (P,) raveled curve parameters.
+        noise: scalar noise scale (1 without a noise site).
+        problem: the spectrum (only its shapes are read).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gaussmix.inference.map.problem import MAPProblem, Sites
+        >>> sites = Sites(("slope",), ((),), -1)
+        >>> problem = MAPProblem(None, sites, "y", None, jnp.zeros(3), jnp.zeros(3), {})
+        >>> state = map_init(jnp.ones(1), jnp.ones(()), problem)
+        >>> bool(state.fresh), state.point.half_deviances.shape
+        (True, (3,))
+    """
+    dtype = params.dtype
+    size = params.shape[0]
+    zero = jnp.zeros((), dtype)
+    matrix = jnp.zeros((size, size), dtype)
+    point = MAPPoint(
+        params=params,
+        noise=noise,
+        half_deviances=jnp.zeros(problem.y.shape, dtype),
+        log_prior=zero,
+        objective=zero,
+        gradient=jnp.zeros_like(params),
+        curvature=matrix,
+        prior_hessian=matrix,
+        scaling=jnp.zeros_like(params),
+        factor=matrix,
+        gauss_newton=jnp.zeros_like(params),
+        decrement=jnp.asarray(jnp.inf, dtype),
+        rss=zero,
+        n_points=zero,
+    )
+    return MAPState(
+        point=point,
+        radius=zero,
+        damping=zero,
+        parameter_norm=zero,
+        n_iter=jnp.asarray(0, jnp.int32),
+        n_accepted=jnp.asarray(0, jnp.int32),
+        fresh=jnp.asarray(True),
+    )
+
+
+def map_step(
+    state: MAPState, problem: MAPProblem, settings: MAPSettings
+) -> tuple[MAPState, MAPInfo]:
+    """One step of MINPACK's lmder (pure): propose, evaluate, accept or reject.
+
+    A ``fresh`` state evaluates its starting point instead and sets up MINPACK's scaling
+    and trust radius there. With :math:`\\rho` the ratio of actual to predicted decrease
+    of :math:`\\sigma^2 F`, a step is accepted when :math:`\\rho \\ge 10^{-4}`; the
+    radius shrinks when :math:`\\rho \\le 1/4` and grows when :math:`\\rho \\ge 3/4`.
+    Trial points outside a prior's support count as failed steps.
+
+    Args:
+        state: from :func:`map_init` or the previous step.
+        problem: the spectrum, its priors read (:meth:`MAPProblem.with_priors`).
+        settings: the stopping rules.
+
+    Returns:
+        The next state and the step's :class:`MAPInfo`.
+    """
+    current = state.point
+    epsilon = jnp.finfo(current.params.dtype).eps
+    fresh = state.fresh
+    scaling = current.scaling
+    step, damping = trust_region_step(current, state.radius, state.damping)
+    step = jnp.where(fresh, 0.0, step)
+    damping = jnp.where(fresh, 0.0, damping)
+    step_norm = jnp.linalg.norm(scaling * step)
+    radius = jnp.where(state.n_accepted == 0, jnp.minimum(state.radius, step_norm), state.radius)
+    trial = current.params + step
+    jacobian_matrix, evaluation = jacobian(problem, trial, current.noise)
+    unit = problem.unit(current.noise)
+    half_deviances = problem.half_deviances(evaluation, current.noise)
+    # Point-by-point differences keep the decrease accurate in float32.
+    decrease = jnp.sum(current.half_deviances - half_deviances) + unit * (
+        evaluation.log_prior - current.log_prior
+    )
+    reference = jnp.where(current.objective > 0, current.objective, unit * 0.5 * problem.y.shape[0])
+    valid = jnp.all(evaluation.support) & jnp.isfinite(decrease) & jnp.all(jnp.isfinite(step))
+    small_enough = valid & (current.objective - decrease < 100.0 * reference)
+    actual = jnp.where(small_enough, decrease / reference, -1.0)
+    quadratic = jnp.dot(step, current.curvature @ step)
+    damped = damping * step_norm**2
+    predicted = (quadratic + 2.0 * damped) / (2.0 * reference)
+    directional = -(quadratic + damped) / (2.0 * reference)
+    ratio = jnp.where(predicted != 0, actual / predicted, 0.0)
+
+    # MINPACK's update of the trust radius and of the damping.
+    shrink = jnp.where(actual >= 0, 0.5, 0.5 * directional / (directional + 0.5 * actual))
+    shrink = jnp.where(~small_enough | (shrink < 0.1) | ~jnp.isfinite(shrink), 0.1, shrink)
+    poor = ratio <= 0.25
+    good = ~poor & ((damping == 0) | (ratio >= 0.75))
+    new_radius = jnp.where(
+        poor,
+        shrink * jnp.minimum(radius, step_norm / 0.1),
+        jnp.where(good, step_norm / 0.5, radius),
+    )
+    new_damping = jnp.where(poor, damping / shrink, jnp.where(good, 0.5 * damping, damping))
+
+    noise = update_noise(problem, trial, current.noise, evaluation, NOISE_STEPS)
+    local = evaluate_point(problem, trial, noise, jacobian_matrix, evaluation, scaling)
+    finite = (
+        jnp.isfinite(local.objective)
+        & jnp.all(jnp.isfinite(local.gradient))
+        & jnp.all(jnp.isfinite(local.curvature))
+    )
+    accept = valid & finite & (fresh | (ratio >= 1e-4))
+
+    # A fresh state: MINPACK's initial scaling, radius and parameter norm.
+    start_norm = jnp.linalg.norm(local.scaling * trial)
+    start_radius = jnp.where(start_norm > 0, RADIUS_FACTOR * start_norm, RADIUS_FACTOR)
+    new_radius = jnp.where(fresh, start_radius, new_radius)
+    new_damping = jnp.where(fresh, 0.0, new_damping)
+
+    def pick(new, old):
+        return jnp.where(accept, new, old)
+
+    parameter_norm = jnp.where(
+        fresh, start_norm, pick(jnp.linalg.norm(scaling * trial), state.parameter_norm)
+    )
+    tol, step_tol = settings.tol, settings.step_tol
+    relative_tests = ~fresh & (0.5 * ratio <= 1) & (predicted >= 0)
+    converged = (
+        (relative_tests & (jnp.abs(actual) <= tol) & (predicted <= tol))
+        | (~fresh & (new_radius <= step_tol * parameter_norm))
+        | (relative_tests & (jnp.abs(actual) <= epsilon) & (predicted <= epsilon))
+        | (~fresh & (new_radius <= epsilon * parameter_norm))
+        | (accept & (local.decrement <= tol))
+    )
+    n_iter = state.n_iter + (~fresh).astype(state.n_iter.dtype)
+    failed = (fresh & ~accept) | ~jnp.isfinite(new_radius)
+    new_state = MAPState(
+        point=jax.tree.map(pick, local, current),
+        radius=new_radius,
+        damping=new_damping,
+        parameter_norm=parameter_norm,
+        n_iter=n_iter,
+        n_accepted=state.n_accepted + (accept & ~fresh).astype(state.n_accepted.dtype),
+        fresh=jnp.zeros_like(fresh),
+    )
+    info = MAPInfo(
+        accepted=accept,
+        converged=converged & ~failed,
+        done=converged | failed | (n_iter >= settings.max_iter),
+        started=jnp.where(fresh, accept, True),
+        support=jnp.where(fresh, evaluation.support, True),
+    )
+    return new_state, info
