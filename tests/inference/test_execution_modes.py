@@ -1,0 +1,226 @@
+"""One EM step, every way to get its statistics: the same fit to 1e-10 in float64.
+
+In memory (``fit_em``: a scan over blocks), by chunks out of core (``fit_em_chunked``: a
+host loop summing chunk statistics), over 4 CPU devices (``fit_em_sharded``: ``psum``
+inside ``shard_map``) and over two processes joined by ``jax.distributed`` (each passing
+its half of the rows; chunk statistics summed across processes, and rows sharded over
+the processes' devices) run the one step of ``gaussmix.inference.em.core`` from the same
+start, so only the statistics path differs: weights, means, covariances, lower bound
+and iteration count agree for all four covariance types.
+
+Several devices or processes must exist before JAX starts, so those fits run in fresh
+interpreters: this file is also their worker script (``python test_execution_modes.py
+SPEC``), one subprocess for the 4 devices and one per process.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # a worker: set the platform up before JAX starts
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from gaussmix.inference.em import fit_em  # noqa: E402
+from gaussmix.inference.shard import fit_em_sharded  # noqa: E402
+from gaussmix.inference.streaming import fit_em_chunked  # noqa: E402
+from gaussmix.models.priors import COVARIANCE_SITES  # noqa: E402
+
+#: The issue's bar. Every mode adds the same float64 terms in another order (blocks,
+#: chunks, devices, processes): a relative rounding of ~1e-16 per sum, carried through
+#: the M-step's divisions and the few dozen iterations EM takes to converge here.
+EXACT = 1e-10
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+#: A hang (a process that never joins) must fail the test rather than block CI; far
+#: above the seconds the workers need.
+SUBPROCESS_TIMEOUT = 600
+CHUNK_ROWS = 50
+FIELDS = ("weights", "means", "covariances", "lower_bound", "n_iter")
+
+
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """201 rows (divisible by neither 2 nor 4) of three 2-D clusters, positive weights."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.normal(m, s, (67, 2)) for m, s in ((-3, 1.0), (0, 0.6), (4, 1.4))])
+    rng.shuffle(x)
+    return x, rng.uniform(0.5, 2.0, x.shape[0])
+
+
+def options(x: np.ndarray, covariance_type: str) -> dict:
+    """Options with a given start (all three inits: no data-dependent initialization),
+    several EM iterations from the optimum."""
+    n_components, n_features = 3, x.shape[1]
+    precisions = {
+        "full": np.stack([0.3 * np.eye(n_features)] * n_components),
+        "tied": 0.3 * np.eye(n_features),
+        "diag": np.full((n_components, n_features), 0.3),
+        "spherical": np.full(n_components, 0.3),
+    }[covariance_type]
+    return {
+        "n_components": n_components,
+        "covariance_type": covariance_type,
+        "tol": 1e-6,
+        "max_iter": 300,
+        "weights_init": np.full(n_components, 1 / n_components),
+        "means_init": x[[0, 1, 2]],
+        "precisions_init": precisions,
+    }
+
+
+def summary(result, covariance_type: str) -> dict:
+    return {
+        "weights": np.asarray(result.params["weights"]),
+        "means": np.asarray(result.params["means"]),
+        "covariances": np.asarray(result.params[COVARIANCE_SITES[covariance_type]]),
+        "lower_bound": np.asarray(result.lower_bound),
+        "n_iter": np.asarray(result.n_iter),
+    }
+
+
+def assert_same_fit(got: dict, expected: dict, where: str) -> None:
+    for name in FIELDS:
+        np.testing.assert_allclose(
+            got[name], expected[name], rtol=0, atol=EXACT, err_msg=f"{where}: {name}"
+        )
+    assert int(expected["n_iter"]) > 1, where  # EM moved: the statistics were used
+
+
+def run_workers(specs: list[dict], env: dict) -> None:
+    """Run the worker of each spec concurrently; fail with their stderr."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, __file__, json.dumps(spec)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for spec in specs
+    ]
+    errors = []
+    try:
+        for process in processes:
+            _, stderr = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+            if process.returncode != 0:
+                errors.append(stderr[-4000:])
+    except subprocess.TimeoutExpired:
+        errors.append(f"a worker did not finish in {SUBPROCESS_TIMEOUT} s")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture(scope="module")
+def in_memory() -> dict:
+    x, weight = data()
+    return {
+        covariance_type: summary(
+            fit_em(x, sample_weight=weight, **options(x, covariance_type)), covariance_type
+        )
+        for covariance_type in COVARIANCE_TYPES
+    }
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_chunked_equals_in_memory(in_memory, covariance_type):
+    x, weight = data()
+    result = fit_em_chunked(
+        x, sample_weight=weight, chunk_rows=CHUNK_ROWS, **options(x, covariance_type)
+    )
+    assert_same_fit(summary(result, covariance_type), in_memory[covariance_type], "chunked")
+
+
+def test_four_devices_equal_in_memory(in_memory, tmp_path):
+    out = tmp_path / "devices.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    run_workers([{"mode": "devices", "out": str(out)}], env)
+    results = np.load(out)
+    assert int(results["device_count"]) == 4
+    for covariance_type in COVARIANCE_TYPES:
+        got = {name: results[f"{covariance_type}/sharded/{name}"] for name in FIELDS}
+        assert_same_fit(got, in_memory[covariance_type], f"{covariance_type}, 4 devices")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    "jax_cpu_collectives_implementation" not in jax.config.values,
+    reason="this JAX build has no CPU collectives for multi-process computations",
+)
+def test_two_processes_equal_in_memory(in_memory, tmp_path):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    port = free_port()
+    specs = [
+        {"mode": "process", "out": str(tmp_path / f"process{index}.npz"), "port": port,
+         "process_id": index, "num_processes": 2}
+        for index in range(2)
+    ]  # fmt: skip
+    run_workers(specs, env)
+    for index, spec in enumerate(specs):
+        results = np.load(spec["out"])
+        assert int(results["process_count"]) == 2
+        for covariance_type in COVARIANCE_TYPES:
+            for method in ("chunked", "sharded"):
+                got = {name: results[f"{covariance_type}/{method}/{name}"] for name in FIELDS}
+                where = f"{covariance_type}, process {index}, {method}"
+                assert_same_fit(got, in_memory[covariance_type], where)
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+
+def devices_worker(spec: dict) -> dict:
+    x, weight = data()
+    results = {"device_count": np.asarray(jax.device_count())}
+    for covariance_type in COVARIANCE_TYPES:
+        result = fit_em_sharded(x, sample_weight=weight, devices=4, **options(x, covariance_type))
+        for name, value in summary(result, covariance_type).items():
+            results[f"{covariance_type}/sharded/{name}"] = value
+    return results
+
+
+def process_worker(spec: dict) -> dict:
+    jax.distributed.initialize(
+        f"127.0.0.1:{spec['port']}",
+        num_processes=spec["num_processes"],
+        process_id=spec["process_id"],
+        initialization_timeout=120,
+    )
+    x, weight = data()
+    bounds = np.linspace(0, x.shape[0], spec["num_processes"] + 1).astype(int)
+    rows = slice(bounds[spec["process_id"]], bounds[spec["process_id"] + 1])
+    results = {"process_count": np.asarray(jax.process_count())}
+    for covariance_type in COVARIANCE_TYPES:
+        # the start is the whole data's, as every process is given it
+        fit_options = options(x, covariance_type)
+        chunked = fit_em_chunked(
+            x[rows], sample_weight=weight[rows], chunk_rows=CHUNK_ROWS, **fit_options
+        )
+        sharded = fit_em_sharded(x[rows], sample_weight=weight[rows], **fit_options)
+        for method, result in (("chunked", chunked), ("sharded", sharded)):
+            for name, value in summary(result, covariance_type).items():
+                results[f"{covariance_type}/{method}/{name}"] = value
+    jax.distributed.shutdown()
+    return results
+
+
+if __name__ == "__main__":
+    worker_spec = json.loads(sys.argv[1])
+    worker = devices_worker if worker_spec["mode"] == "devices" else process_worker
+    np.savez(Path(worker_spec["out"]), **worker(worker_spec))
