@@ -246,7 +246,7 @@ def sample(
         # The program needs concrete argument values: close over them instead.
         concrete = bind(ConcreteProgram(model, args, kwargs), (), {})
         return _sample(
-            concrete, init, source, num_chains, options, rng_key, None, posterior_predictive
+            concrete, init, source, num_chains, options, rng_key, hooks, posterior_predictive
         )
 
 

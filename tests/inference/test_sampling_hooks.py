@@ -134,3 +134,26 @@ def test_the_mixture_hooks_are_found_without_importing_their_module():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["em", "True"]
+
+
+def spread_prior(y):
+    """A program that needs concrete data: its prior scale is computed with NumPy."""
+    loc = numpyro.sample("loc", dist.Normal(0.0, 10.0 * float(np.std(y))))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+
+def test_hooks_also_serve_a_program_that_needs_concrete_arguments():
+    """Such a program is sampled with its arguments closed over; its hooks still apply."""
+    y, _ = grouped_data()
+
+    def postprocess(samples, start_point, source):
+        return PostprocessedDraws(samples, {"started_at": float(start_point["loc"])}, {})
+
+    register_sampling_hooks(
+        spread_prior,
+        SamplingHooks(lambda seed: {"loc": np.asarray(1.0)}, "custom", postprocess),
+    )
+    tree = sample(spread_prior, y, **RUN)
+    assert tree.sample_stats.attrs["init"] == "custom"
+    assert tree.posterior.attrs["started_at"] == 1.0
