@@ -2,7 +2,10 @@
 
 import contextlib
 import csv
+import io
+import itertools
 import math
+import operator
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -14,9 +17,9 @@ import numpy as np
 
 from gaussmix.cli.errors import UsageError
 
+#: Cells read as missing (after stripping whitespace, in any letter case).
 _MISSING = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})
-
-
+#: Most row numbers listed in a message.
 _LISTED = 8
 
 
@@ -126,7 +129,8 @@ def _open_data(path: Path) -> Iterator[Any]:
         yield file
 
 
-def _read_csv_text(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, a leading byte-order mark dropped)."""
     with _open_data(path) as file:
         try:
             data = file.read()
@@ -135,13 +139,12 @@ def _read_csv_text(path: Path) -> list[str]:
                 f"cannot read {path}: {error.strerror}; give a file you may read"
             ) from None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(
             f"cannot read {path}: it is not UTF-8 text; give a CSV file with a header row "
             "or a .npy array"
         ) from None
-    return text.splitlines()
 
 
 def _delimiter(header: str) -> str | None:
@@ -158,25 +161,64 @@ def _parse_float(cell: str) -> float:
     return float(text)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    lines = _read_csv_text(path)
-    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
-    if not numbered:
-        raise UsageError(f"cannot read {path}: the file is empty")
-    header_number, header_line = numbered[0]
-    delimiter = _delimiter(header_line)
+@dataclass
+class _Lines:
+    """A CSV file's non-blank lines: the header's names, the data lines and their numbers
+    in the file (1-based, blank lines counted).
 
-    def split(line: str) -> list[str]:
-        if delimiter is None:
+    Attributes:
+        source: the data lines as the file holds them, when pandas splits them into the
+            same lines as ``str.splitlines`` (no blank line; ASCII without the control
+            characters ``splitlines`` or ``str.split`` take as breaks); else None.
+        quoted: whether the file holds a quote character.
+    """
+
+    path: Path
+    header: list[str]
+    rows: list[str]
+    numbers: np.ndarray
+    delimiter: str | None
+    source: str | None
+    quoted: bool
+
+    def cells(self, line: str, number: int) -> list[str]:
+        """The fields of one line: split on the delimiter with Python's ``csv`` (quotes
+        read), or on whitespace when the header holds no comma, semicolon or tab."""
+        if self.delimiter is None:
             return line.split()
-        return next(csv.reader([line], delimiter=delimiter))
+        try:
+            return next(csv.reader([line], delimiter=self.delimiter))
+        except csv.Error as error:
+            raise UsageError(f"cannot read {self.path} as CSV: line {number}: {error}") from None
 
-    try:
-        header = [name.strip() for name in split(header_line)]
-    except csv.Error as error:
-        raise UsageError(f"cannot read {path} as CSV: line {header_number}: {error}") from None
+
+#: Characters ``str.splitlines`` or ``str.split`` take as line breaks or spaces and
+#: pandas does not (besides non-ASCII ones).
+_CONTROL_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _read_lines(path: Path) -> _Lines:
+    """The header and data lines, after checking the header names distinct columns and
+    every data line has as many fields."""
+    text = _read_text(path)
+    lines = text.splitlines()
+    blank = "" in lines or any(map(str.isspace, lines))
+    if blank:
+        numbers = np.array([n for n, line in enumerate(lines, 1) if line and not line.isspace()])
+        rows = [lines[n - 1] for n in numbers[1:]]
+    else:
+        numbers, rows = np.arange(1, len(lines) + 1), lines[1:]
+    if not numbers.size:
+        raise UsageError(f"cannot read {path}: the file is empty")
+    header_line = lines[numbers[0] - 1]
+    source = None
+    if not blank and text.isascii() and not any(c in text for c in _CONTROL_BREAKS):
+        end = len(header_line)
+        source = text[end + 2 if text.startswith("\r\n", end) else end + 1 :]
+    table = _Lines(path, [], rows, numbers[1:], _delimiter(header_line), source, '"' in text)
+    table.header = [name.strip() for name in table.cells(header_line, int(numbers[0]))]
     numeric_header = True
-    for name in header:
+    for name in table.header:
         try:
             float(name)
         except ValueError:
@@ -187,41 +229,110 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
             f"cannot read {path} as CSV: its first line holds numbers, not column names; "
             "add a header row naming the columns (for example x,y)"
         )
-    if len(set(header)) != len(header) or not all(header):
+    if len(set(table.header)) != len(table.header) or not all(table.header):
         raise UsageError(
             f"cannot read {path} as CSV: the header row needs distinct, non-empty column names"
         )
-    cells, line_numbers = [], []
-    for number, line in numbered[1:]:
-        try:
-            row = split(line)
-        except csv.Error as error:
-            raise UsageError(f"cannot read {path} as CSV: line {number}: {error}") from None
-        if len(row) != len(header):
-            raise UsageError(
-                f"cannot read {path} as CSV: line {number} has {len(row)} fields but the "
-                f"header has {len(header)}"
-            )
-        cells.append(row)
-        line_numbers.append(number)
-    if not cells:
+    if not rows:
         raise UsageError(f"cannot read {path}: it has a header row but no data rows")
-    return header, cells, line_numbers
+    _check_fields(table)
+    return table
 
 
-def _numeric_columns(
-    path: Path, header: list[str], cells: list[list[str]], lines: list[int], hint: str
-) -> np.ndarray:
-    strings = np.array(cells, dtype=object)
-    values = np.empty(strings.shape, dtype=np.float64)
-    for column, name in enumerate(header):
-        for row, cell in enumerate(strings[:, column]):
+def _check_fields(table: _Lines) -> None:
+    """Stop at the first data line whose number of fields is not the header's.
+
+    Fields are counted without splitting where that gives the same count: whitespace-
+    separated fields by ``str.split``, delimited ones as delimiters + 1 when no line
+    holds a quote or a field longer than ``csv``'s limit; else line by line with ``csv``.
+    """
+    rows, delimiter, width = table.rows, table.delimiter, len(table.header)
+    if delimiter is not None and (table.quoted or max(map(len, rows)) > csv.field_size_limit()):
+        for row, number in zip(rows, table.numbers, strict=True):
+            count = len(table.cells(row, int(number)))
+            if count != width:
+                break
+        else:
+            return
+    else:
+        if delimiter is None:
+            counts = map(len, map(str.split, rows))
+        else:
+            counts = map(operator.methodcaller("count", delimiter), rows)
+        counts = np.fromiter(counts, dtype=np.int64, count=len(rows)) + (delimiter is not None)
+        wrong = np.flatnonzero(counts != width)
+        if not wrong.size:
+            return
+        count, number = counts[wrong[0]], table.numbers[wrong[0]]
+    raise UsageError(
+        f"cannot read {table.path} as CSV: line {number} has {count} fields but the "
+        f"header has {width}"
+    )
+
+
+#: The missing-value spellings as pandas' exact-match ``na_values``: every letter case.
+_MISSING_SPELLINGS = sorted(
+    "".join(letters)
+    for word in _MISSING
+    for letters in itertools.product(*({c.lower(), c.upper()} for c in word))
+)
+
+
+def _parse_with_pandas(table: _Lines, indices: Sequence[int]) -> np.ndarray | None:
+    """The columns ``indices`` parsed by ``pandas.read_csv`` (C parser, correctly rounded
+    like ``float``), or None where pandas refuses a cell or splits the lines differently
+    from :meth:`_Lines.cells`: the caller then parses line by line."""
+    import pandas
+
+    text = table.source
+    if text is None:
+        text = "\n".join(table.rows)
+        if table.delimiter is None and not (text.isascii() and "\x1f" not in text):
+            # str.split also splits on Unicode whitespace; pandas on spaces and tabs only.
+            text = "\n".join(" ".join(row.split()) for row in table.rows)
+    try:
+        frame = pandas.read_csv(
+            io.BytesIO(text.encode()),
+            sep=r"\s+" if table.delimiter is None else table.delimiter,
+            quoting=csv.QUOTE_NONE if table.delimiter is None else csv.QUOTE_MINIMAL,
+            header=None,
+            names=list(range(len(table.header))),
+            usecols=sorted(set(indices)),
+            index_col=False,
+            dtype=np.float64,
+            keep_default_na=False,
+            na_values=_MISSING_SPELLINGS,
+            skip_blank_lines=False,
+            engine="c",
+        )
+    except (ValueError, OverflowError):  # a cell float() may read ("1_000", " NA ") or not
+        return None
+    if len(frame) != len(table.rows):  # a quoted field ran over a line end
+        return None
+    return frame[list(indices)].to_numpy(dtype=np.float64)
+
+
+def _parse_line_by_line(table: _Lines, indices: Sequence[int], hint: str) -> np.ndarray:
+    """The columns ``indices``, each cell read by :func:`_parse_float`; stops at the first
+    cell that is not a number, naming its column and line."""
+    cells = [
+        [row[i] for i in indices]
+        for row in (
+            table.cells(line, int(number))
+            for line, number in zip(table.rows, table.numbers, strict=True)
+        )
+    ]
+    values = np.empty((len(cells), len(indices)), dtype=np.float64)
+    for column, index in enumerate(indices):
+        name = table.header[index]
+        for row, line in enumerate(cells):
+            cell = line[column]
             try:
                 values[row, column] = _parse_float(cell)
             except ValueError:
                 raise UsageError(
-                    f"column {name!r} of {path.name} is not numeric (line {lines[row]}: "
-                    f"{cell.strip()[:30]!r}); {hint}"
+                    f"column {name!r} of {table.path.name} is not numeric "
+                    f"(line {table.numbers[row]}: {cell.strip()[:30]!r}); {hint}"
                 ) from None
     return values
 
@@ -232,7 +343,13 @@ def read_table(
     """Read numeric columns of a CSV file (with a header row) or a ``.npy`` array.
 
     Only the selected columns must be numeric. Missing values (empty cells, ``nan``,
-    ``NA``) become NaN; :func:`drop_missing` reports or omits those rows.
+    ``NA``, ``null``, ``none``, ``-``, in any letter case) become NaN; :func:`drop_missing`
+    reports or omits those rows. Blank lines are skipped; line numbers count them.
+
+    ``pandas.read_csv`` parses the cells. Where it refuses one, the lines are read again
+    one by one with Python's ``csv`` and ``float``: that names the first cell that is not
+    a number with its line, and reads what ``float`` reads and pandas does not (``1_000``,
+    a missing-value word between spaces), so the result never depends on the parser.
 
     Args:
         path: the file.
@@ -241,8 +358,10 @@ def read_table(
 
     Raises:
         UsageError: the file is missing, unreadable or not a regular file (a folder, a
-            FIFO, a socket or a device, checked before it is opened), a column is
-            unknown or not numeric; the message is one line saying what to do.
+            FIFO, a socket or a device, checked before it is opened), empty, without a
+            header row or data rows, a line has more or fewer fields than the header
+            (named by its number), a column is unknown or not numeric (with the line of
+            the first bad cell); the message is one line saying what to do.
 
     Example:
         >>> import tempfile, pathlib
@@ -255,12 +374,13 @@ def read_table(
     path = Path(path)
     if path.suffix.lower() == ".npy":
         return _read_npy(path, columns, option)
-    header, cells, lines = _read_csv(path)
+    lines = _read_lines(path)
+    header = lines.header
     table = Table(
-        np.empty((len(cells), len(header))),
+        np.empty((len(lines.rows), len(header))),
         header,
-        np.arange(1, len(cells) + 1),
-        np.asarray(lines),
+        np.arange(1, len(lines.rows) + 1),
+        lines.numbers,
         path,
     )
     indices = (
@@ -273,11 +393,10 @@ def read_table(
         if option == "--columns"
         else "name a numeric column"
     )
-    chosen = [header[i] for i in indices]
-    values = _numeric_columns(
-        path, chosen, [[row[i] for i in indices] for row in cells], lines, hint
-    )
-    return Table(values, chosen, table.rows, table.lines, path)
+    values = _parse_with_pandas(lines, indices)
+    if values is None:
+        values = _parse_line_by_line(lines, indices, hint)
+    return Table(values, [header[i] for i in indices], table.rows, table.lines, path)
 
 
 def _read_npy(path: Path, columns: Sequence[str] | None, option: str) -> Table:

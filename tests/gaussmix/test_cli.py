@@ -941,7 +941,9 @@ def test_fit_peaks_batch_matches_curve_fit(capsys, tmp_path):
     args = cli.build_parser().parse_args(
         ["fit-peaks", "s.csv", "--x", "t", "--y", "a", "b", "--out", "o"]
     )
-    assert {entry["name"] for entry in manifest["files"]} == set(fit_peaks.peak_files(args, ["a", "b"]))
+    assert {entry["name"] for entry in manifest["files"]} == set(
+        fit_peaks.peak_files(args, ["a", "b"])
+    )
     assert_page(tmp_path / "out", images=2)
 
 
