@@ -39,6 +39,14 @@ traceback of an error.
 
 The command computes in float64 (it enables ``jax_enable_x64``) and draws with
 matplotlib's Agg backend.
+
+The package, one concern per module: ``entry`` (:func:`main`: parse, run one command,
+map errors to exit codes), ``arguments`` (the parser), ``limits`` (option bounds, memory
+checks), ``tables`` (reading DATA through ``pandas.read_csv``), ``output`` (the manifest,
+the temporary folder, interrupts), ``run`` (what one run writes), ``sections`` (report
+sections), one module per command (``fit_mixture``, ``fit_peaks``, ``demo``) and
+``errors``. A new command is a module with a ``*_command(args) -> int``, a subparser in
+``arguments`` and one line in ``entry.COMMANDS``.
 """
 
 from gaussmix.cli.arguments import build_parser

@@ -54,7 +54,7 @@ def mixture_figure(model: Any, x: np.ndarray, title: str, columns: Sequence[str]
     return axis.figure
 
 
-def mixture_section(run: "Run", model: Any, x: np.ndarray, columns: Sequence[str], title: str):
+def mixture_section(run: Run, model: Any, x: np.ndarray, columns: Sequence[str], title: str):
     """Tables and the figure of a fitted mixture; returns its results."""
     report = run.report
     n_components, n_features = np.asarray(model.means_).shape
@@ -142,7 +142,7 @@ def _upper_triangle(label: str) -> bool:
 
 
 def posterior_section(
-    run: "Run",
+    run: Run,
     tree: Any,
     point: dict[str, Any],
     title: str,
@@ -222,7 +222,7 @@ def posterior_section(
     }
 
 
-def _diagnostics_table(run: "Run", diagnostics: Any, title: str) -> dict[str, Any]:
+def _diagnostics_table(run: Run, diagnostics: Any, title: str) -> dict[str, Any]:
     """The run-level diagnostics as a table (failed rows flagged); returns them."""
     thresholds = diagnostics.thresholds
     table = diagnostics.table
