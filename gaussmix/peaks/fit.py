@@ -242,18 +242,51 @@ def fit_peaks(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Out-of-support values", UserWarning)
         map_fit = _fit_map(
-            model, x, y, mask, start, priors, fixed, degrees_of_freedom, max_iter, tol,
-            batch_size, devices, lost_peak_retries,
-        )  # fmt: skip
+            model,
+            x,
+            y,
+            mask,
+            start,
+            priors=priors,
+            fixed=fixed,
+            degrees_of_freedom=degrees_of_freedom,
+            max_iter=max_iter,
+            tol=tol,
+            batch_size=batch_size,
+            devices=devices,
+            lost_peak_retries=lost_peak_retries,
+        )
     if backend == "map":
         return map_fit
-    return _fit_mcmc(map_fit, priors, num_warmup, num_samples, num_chains, seed, progress_bar)
+    return _fit_mcmc(
+        map_fit,
+        priors,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        seed=seed,
+        progress_bar=progress_bar,
+    )
 
 
 def _fit_map(
-    model, x, y, mask, start, priors, fixed, degrees_of_freedom, max_iter, tol,
-    batch_size, devices, lost_peak_retries,
-) -> PeakFit:  # fmt: skip
+    model: PeakModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray | None,
+    start: dict,
+    *,
+    priors,
+    fixed: dict,
+    degrees_of_freedom: float,
+    max_iter: int,
+    tol: float | None,
+    batch_size: int,
+    devices,
+    lost_peak_retries: int,
+) -> PeakFit:
+    """The MAP path of :func:`fit_peaks` on checked input, from ``start`` (site -> value
+    or (B,) values): fit, refit the spectra that lost a peak, then the PeakFit."""
     dtype = jnp.result_type(float)
     program = _program(
         tuple(shape.name for shape in model.lineshapes),
@@ -428,7 +461,10 @@ def _order_by_center(tree, model: PeakModel, priors):
     return tree
 
 
-def _fit_mcmc(map_fit: PeakFit, priors, num_warmup, num_samples, num_chains, seed, progress_bar):
+def _fit_mcmc(
+    map_fit: PeakFit, priors, *, num_warmup, num_samples, num_chains, seed, progress_bar
+) -> PeakFit:
+    """The MCMC path of :func:`fit_peaks`: NUTS started at the MAP fit of one spectrum."""
     from gaussmix.inference.mcmc import sample
 
     model = map_fit.model

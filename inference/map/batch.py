@@ -162,7 +162,7 @@ def finish(problem: MAPProblem, state: Finished) -> BatchOutputs:
 
 def _fit_batch(
     model, sites, observed, family, n_slots,
-    x, y, mask, active, theta, noise, model_kwargs, tol, step_tol, max_iter,
+    x, y, mask, active, theta, noise, model_kwargs, settings,
 ):  # fmt: skip
     """Fit the ``active`` ones of B spectra through ``n_slots`` slots iterated together;
     finished slots refill. The other spectra come back as unfitted zeros.
@@ -172,7 +172,6 @@ def _fit_batch(
     Levenberg-Marquardt steps, and the gathers and scatters that move spectra in and out
     of the slots.
     """
-    settings = MAPSettings(tol, step_tol, max_iter)
     n_spectra = y.shape[0]
 
     def problem_for(y_one, mask_one, priors=None):
@@ -292,7 +291,7 @@ def _fit_batch_sharded(devices, model, sites, observed, family, n_slots, x, y, m
     key = (model, sites, observed, family, n_slots, mask is None, tuple(mesh.devices.flat))
     if key not in _SHARDED_FITS:
         batch = functools.partial(_fit_batch, model, sites, observed, family, n_slots)
-        in_axes = (None, 0, None if mask is None else 0, 0, 0, 0, None, None, None, None)
+        in_axes = (None, 0, None if mask is None else 0, 0, 0, 0, None, None)
         _SHARDED_FITS[key] = shard_batch(batch, devices=mesh, in_axes=in_axes)
     return _SHARDED_FITS[key](x, y, mask, *rest)
 
@@ -311,9 +310,7 @@ def fit_batch(
     theta: jax.Array,
     noise: jax.Array,
     model_kwargs: dict,
-    tol: jax.Array,
-    step_tol: jax.Array,
-    max_iter: jax.Array,
+    settings: MAPSettings,
 ) -> BatchOutputs:
     """MAP fits of the ``active`` spectra of a batch, compiled once per static arguments.
 
@@ -334,15 +331,14 @@ def fit_batch(
         theta: (B, P) starting curve parameters.
         noise: (B,) starting noise scales.
         model_kwargs: further keyword arguments of the program (traced).
-        tol, step_tol, max_iter: the :class:`~gaussmix.inference.map.
-            levenberg_marquardt.MAPSettings`.
+        settings: the stopping rules (arrays: new values compile nothing new).
 
     Returns:
         :class:`BatchOutputs`.
     """
     arguments = (
         model, sites, observed, family, n_slots,
-        x, y, mask, active, theta, noise, model_kwargs, tol, step_tol, max_iter,
+        x, y, mask, active, theta, noise, model_kwargs, settings,
     )  # fmt: skip
     if devices is None:
         return _fit_batch_jit(*arguments)

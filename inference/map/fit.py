@@ -17,6 +17,7 @@ from numpyro import handlers
 from gaussmix.inference.deprecation import UNSET, renamed_keyword
 from gaussmix.inference.map.batch import fit_batch
 from gaussmix.inference.map.families import family_of
+from gaussmix.inference.map.levenberg_marquardt import MAPSettings
 from gaussmix.inference.map.problem import Sites
 
 __all__ = ["TOLERANCES", "MAPResult", "fit_map"]
@@ -259,9 +260,11 @@ def fit_map(
         theta,
         noise_start,
         model_kwargs,
-        jnp.asarray(default_tolerance if tol is None else tol, dtype),
-        jnp.asarray(default_step if step_tol is None else step_tol, dtype),
-        jnp.asarray(max_iter, jnp.int32),
+        MAPSettings(
+            tol=jnp.asarray(default_tolerance if tol is None else tol, dtype),
+            step_tol=jnp.asarray(default_step if step_tol is None else step_tol, dtype),
+            max_iter=jnp.asarray(max_iter, jnp.int32),
+        ),
     )
     if not active.all():
         skipped = jnp.asarray(~active)

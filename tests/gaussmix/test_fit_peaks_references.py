@@ -351,7 +351,7 @@ def test_user_priors_are_penalties_of_scipys_objective():
         return np.append(location, scale)
 
     reference = stationary_point(objective, gradient, start)
-    # The Laplace covariance documented in inference/map.py: the noise variance at
+    # The Laplace covariance documented in inference/map/__init__.py: the noise variance at
     # s^2 = RSS / (n - p), s^2 (J^T J - s^2 Hessian of the log prior)^-1.
     residual = y - peak_on_a_constant(x, *reference[:4])
     variance = np.sum(residual**2) / (n - 4)
