@@ -160,7 +160,7 @@ def sweep_components(
     rows, fitted = [], []
     for k in progress(components, "K sweep", progress_bar):
         table, estimator = select_components(
-            x, [k], covariance_type, criterion, n_init=n_init, random_state=seed
+            x, [k], covariance_type, criterion, n_init=n_init, seed=seed
         )
         rows.append(
             {
@@ -227,7 +227,7 @@ def _select_by_loo(
                 "loo",
                 mcmc_options={**settings, "progress_bar": progress_bar},
                 n_init=args.n_init,
-                random_state=args.seed,
+                seed=args.seed,
             )
         models[f"K={k}"], trees[f"K={k}"] = model, table.posteriors[0]
         looic[f"K={k}"] = float(table.criterion[0])
