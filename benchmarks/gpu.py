@@ -110,7 +110,7 @@ def peaks_case(n_spectra, scipy_subset, batch_sizes, repeat):
                             peaks=("gaussian",) * 3,
                             baseline="linear",
                             init=init,
-                            tolerance=tolerance,
+                            tol=tolerance,
                             batch_size=batch_size,
                         )
                     return np.asarray(fit.rss), np.asarray(fit.converged)

@@ -154,7 +154,7 @@ def gaussmix_fit(x, y, start, tolerance=CURVE_FIT_TOLERANCE, devices=None, cpu=N
             peaks=("gaussian",) * 3,
             baseline="linear",
             init=init,
-            tolerance=tolerance,
+            tol=tolerance,
             devices=devices,
         )
     if cpu is not None:
