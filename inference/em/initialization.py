@@ -58,7 +58,9 @@ def restart_key(seed: int | jax.Array, restart: int = 0, dataset: int = 0) -> ja
 
     Example:
         >>> import jax
-        >>> bool(jax.random.key_data(restart_key(0, 1) == restart_key(0, 1)).all())
+        >>> expected = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), 2)
+        >>> key = restart_key(0, restart=2)
+        >>> bool((jax.random.key_data(key) == jax.random.key_data(expected)).all())
         True
     """
     key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))

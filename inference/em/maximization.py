@@ -200,8 +200,8 @@ def n_parameters(covariance_type: str, n_components: int, n_features: int) -> in
     """Free parameters of a mixture (BIC, AIC): covariances + K D means + K - 1 weights.
 
     Example:
-        >>> n_parameters("diag", 3, 2)
-        17
+        >>> n_parameters("diag", 3, 2)  # 6 variances + 6 means + 2 weights
+        14
     """
     covariance = _COVARIANCE_PARAMETERS[covariance_type](n_components, n_features)
     return int(covariance + n_features * n_components + n_components - 1)

@@ -463,6 +463,23 @@ def test_every_initialization_finds_the_maximum_likelihood(
     assert abs(float(result.lower_bound) - reference.lower_bound_) < 7e-13
 
 
+def test_initialize_starts_where_fit_em_starts():
+    """The public initialization API gives a fit's start (restart 0's key; random
+    responsibilities are drawn per block of rows, so the blocks must agree too)."""
+    x = three_clusters()
+    options = em.check_options(n_components=K, covariance_type="diag", init_params="random")
+    start = em.initialize(em.restart_key(5), x, None, options)
+    fit = fit_em(
+        x, n_components=K, covariance_type="diag", init_params="random", max_iter=0, seed=5
+    )
+    # the same operations compiled in two programs: equal up to rounding (float64)
+    np.testing.assert_allclose(start.weights, fit.params["weights"], rtol=1e-12)
+    np.testing.assert_allclose(start.means, fit.params["means"], rtol=1e-12)
+    np.testing.assert_allclose(start.covariances, fit.params["variances"], rtol=1e-12)
+    other = em.initialize(em.restart_key(5, restart=1), x, None, options)
+    assert not np.allclose(other.means, start.means)  # another restart, another start
+
+
 def test_second_call_with_same_shapes_does_not_retrace(monkeypatch):
     traces = []
     original = fit_module._fit_dataset
