@@ -72,7 +72,7 @@ class Mutation:
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="covariance-m-step",
-        path="inference/em.py",
+        path="inference/em/maximization.py",
         original="covariances = scatter / regularized_counts[:, None, None] + reg_covar",
         mutated="covariances = scatter / regularized_counts[:, None, None] * (1 + 1e-6) + reg_covar",
         description="full-covariance maximum-likelihood M-step off by 1e-6 relative",
@@ -93,7 +93,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="prior-gradient-sign",
-        path="inference/map.py",
+        path="inference/map/levenberg_marquardt.py",
         original="gradient = -(jacobian.T @ score) - unit * prior_gradient",
         mutated="gradient = -(jacobian.T @ score) + unit * prior_gradient",
         description="wrong sign of the log prior's gradient in the peak MAP (Levenberg-Marquardt)",
@@ -104,7 +104,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="chunk-boundary",
-        path="inference/streaming.py",
+        path="inference/streaming/chunks.py",
         original=(
             "x = np.array(array[start : start + rows])\n"
             "            w = None if weight is None else np.array(weight[start : start + rows])"
@@ -120,7 +120,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="online-share",
-        path="inference/streaming.py",
+        path="inference/streaming/online.py",
         original="share = chunk.total_weight / (state.total_weight + chunk.total_weight)",
         mutated=(
             "share = chunk.total_weight / (state.total_weight + chunk.total_weight) * (1 + 1e-6)"
@@ -134,7 +134,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="inverse-wishart-mode",
-        path="inference/em.py",
+        path="inference/em/maximization.py",
         original="covariances = numerator / (counts + nu + n_features + 2)[:, None, None]",
         mutated="covariances = numerator / (counts + nu + n_features + 1)[:, None, None]",
         description="conjugate MAP M-step: inverse-Wishart mode's denominator off by one",
@@ -145,9 +145,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         name="log-2pi-constant",
-        path="inference/em.py",
-        original="_LOG_2PI = math.log(2.0 * math.pi)",
-        mutated="_LOG_2PI = math.log(6.283185)",  # 2 pi = 6.2831853...: 5e-8 relative
+        path="inference/em/parameters.py",
+        original="LOG_2PI = math.log(2.0 * math.pi)",
+        mutated="LOG_2PI = math.log(6.283185)",  # 2 pi = 6.2831853...: 5e-8 relative
         description="Gaussian normalizing constant log(2 pi) from 2 pi cut to 7 digits "
         "(moves only the log-likelihood and lower bound, not the fit)",
         tests=(
