@@ -31,7 +31,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference.diagnostics import SamplingWarning
-from gaussmix.inference.mcmc import sample
+from gaussmix.inference.mcmc.driver import sample
 from gaussmix.inference.relabel import (
     apply_permutation,
     label_switching_fraction,

@@ -14,7 +14,8 @@ import numpyro.distributions as dist
 import pytest
 from scipy import stats
 
-from gaussmix.inference import mcmc_program, mcmc_progress
+import gaussmix.inference.mcmc.program as mcmc_program
+import gaussmix.inference.mcmc.progress as mcmc_progress
 from gaussmix.inference.diagnostics import SamplingWarning
 from gaussmix.inference.em import fit_em
 from gaussmix.inference.mcmc import sample, sample_mixture

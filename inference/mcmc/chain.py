@@ -20,8 +20,8 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.hmc_util import build_adaptation_schedule, dual_averaging
 from numpyro.infer.util import ParamInfo
 
-from gaussmix.inference.mcmc_program import Program, Structure
-from gaussmix.inference.mcmc_progress import tick
+from gaussmix.inference.mcmc.program import Program, Structure
+from gaussmix.inference.mcmc.progress import tick
 
 __all__ = [
     "Draws",
@@ -269,7 +269,7 @@ def chain_device_count(num_chains: int) -> int:
 def build_sampler(
     program: Program, structure: Structure, settings: NutsSettings, devices: int
 ) -> Callable:
-    """``build(found)`` of the chains, for :func:`~.mcmc_program.compiled`.
+    """``build(found)`` of the chains, for :func:`~.program.compiled`.
 
     The compiled ``run(dynamic, starts (C, P), rng_keys (C,), fallback,
     inverse_mass_matrix, progress)`` returns :class:`Draws` with leading (C, S) axes;

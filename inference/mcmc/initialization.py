@@ -17,7 +17,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import initialize_model
 
-from gaussmix.inference.mcmc_program import Program, Structure
+from gaussmix.inference.mcmc.program import Program, Structure
 
 __all__ = ["FALLBACK_JITTER", "LAPLACE_MAX_DIMENSION", "build_prepare", "laplace", "map_search"]
 
@@ -31,13 +31,13 @@ _MAP_RESTARTS = 10
 
 
 def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable:
-    """``build(found)`` of the preparation program, for :func:`~.mcmc_program.compiled`.
+    """``build(found)`` of the preparation program, for :func:`~.program.compiled`.
 
     The compiled ``prepare(dynamic, init_values, rng_key)`` returns a dict with
     ``starts`` (C, P), ``covariance`` (P, P) or (P,), ``laplace_valid``, ``fallback``
     (``(center, U, dU)`` of the mode), ``start_valid`` (finite potential and gradient
     at the initial point) and ``map_accepted``; tracing it records the program's
-    :class:`~.mcmc_program.Structure` as ``found["structure"]``.
+    :class:`~.program.Structure` as ``found["structure"]``.
     """
 
     def build(found: dict):

@@ -1,60 +1,14 @@
-"""NUTS for any NumPyro program, started at the MAP, returned as an ArviZ DataTree.
+"""The NUTS driver: :func:`sample`, three compiled programs per model, one DataTree.
 
-:func:`sample` runs the No-U-Turn sampler (NumPyro's kernel) on the potential of a
-NumPyro program, the negative log joint density in the unconstrained space of its latent
-sites,
-
-.. math::
-
-    U(z) = -\\log p\\big(T(z), y\\big) - \\log\\left|\\det J_T(z)\\right|,
-
-with :math:`T` the transform from the unconstrained space to each site's support.
-
-Initialization (:mod:`gaussmix.inference.mcmc_initialization`). Chains start at the mode
-:math:`z^*` with jitter drawn from the Laplace approximation
-:math:`\\mathcal{N}(z^*, H^{-1})`, :math:`H = \\nabla^2 U(z^*)` (central differences of
-the gradient), which also seeds the mass matrix. The mode is
-
-* ``init`` when given (constrained site values, e.g. a MAP from elsewhere);
-* the starting point of the program's sampling hooks when it has one
-  (:mod:`gaussmix.inference.sampling_hooks`; for
-  :func:`gaussmix.models.gaussian_mixture`, the EM answer, see
-  :mod:`gaussmix.inference.mixture_sampling`);
-* otherwise the minimum of :math:`U` found by BFGS from NumPyro's ``init_to_median``;
-  when that search fails, ``init_to_median`` itself (with a
-  :class:`~gaussmix.inference.diagnostics.SamplingWarning`).
-
-A program without any point of finite log density and gradient raises ``ValueError``.
-
-Execution. Three ``jax.jit``-compiled programs do all the work: preparation (NumPyro's
-``initialize_model``, the MAP search, the Laplace fit), the chains (warmup and sampling
-in one ``lax.scan`` around NumPyro's NUTS step, :mod:`gaussmix.inference.mcmc_chain`) and
-post-processing (constrained draws, pointwise log-likelihood, observed values,
-:mod:`gaussmix.inference.mcmc_output`). Array arguments of the program are traced, so a
-later call with data of the same shapes reuses all three
-(:mod:`gaussmix.inference.mcmc_program`; compile time is reported apart from sampling
-time in ``sample_stats.attrs``). Chains run one after the other on one device
-(``lax.map``): measured on a 2-core CPU this is 2-3x faster than vectorizing them with
-``vmap``, whose tree building waits for the slowest chain at every step. With several
-host devices, chains are split over them (``shard_map``); on CPU create the devices
-before JAX starts with
-
->>> import numpyro  # doctest: +SKIP
->>> numpyro.set_host_device_count(4)  # doctest: +SKIP
-
-The mass matrix is dense up to 100 unconstrained dimensions and diagonal beyond.
-
-Program-specific steps. The driver knows no model: a program may register sampling hooks
-(a starting point, post-processing of the draws, dimension names;
-:func:`~gaussmix.inference.sampling_hooks.register_sampling_hooks`). The mixture
-program's hooks relabel its draws (see :mod:`gaussmix.inference.relabel`) to the
-labelling of the starting point before anything is summarized; its log-likelihood is
-the marginal one (the component index is summed out), so ``arviz_stats.loo`` is right.
-:func:`sample_mixture` (from :mod:`gaussmix.inference.mixture_sampling`) adds the
-posterior mean of the responsibilities.
+:func:`sample` checks its arguments, asks the program's sampling hooks
+(:mod:`gaussmix.inference.sampling_hooks`) for a starting point, then runs the
+preparation (:mod:`~gaussmix.inference.mcmc.initialization`), the chains
+(:mod:`~gaussmix.inference.mcmc.chain`) and the post-processing
+(:mod:`~gaussmix.inference.mcmc.output`), each compiled once per program and argument
+shapes (:mod:`~gaussmix.inference.mcmc.program`), and assembles the DataTree. The method
+is described in :mod:`gaussmix.inference.mcmc`.
 """
 
-import importlib
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -67,15 +21,14 @@ from jax.typing import ArrayLike
 from numpyro import handlers
 
 from gaussmix.inference.diagnostics import SamplingWarning
-from gaussmix.inference.mcmc_chain import (
-    Draws,
+from gaussmix.inference.mcmc.chain import (
     NutsSettings,
     build_sampler,
     chain_device_count,
 )
-from gaussmix.inference.mcmc_initialization import build_prepare
-from gaussmix.inference.mcmc_output import build_postprocess, build_predictive, to_datatree
-from gaussmix.inference.mcmc_program import (
+from gaussmix.inference.mcmc.initialization import build_prepare
+from gaussmix.inference.mcmc.output import build_postprocess, build_predictive, to_datatree
+from gaussmix.inference.mcmc.program import (
     TRACING_ERRORS,
     ConcreteProgram,
     Program,
@@ -83,38 +36,16 @@ from gaussmix.inference.mcmc_program import (
     compiled,
     signature,
 )
-from gaussmix.inference.mcmc_progress import run_with_progress, show_progress
+from gaussmix.inference.mcmc.progress import run_with_progress, show_progress
 from gaussmix.inference.sampling_hooks import (
     SamplingHooks,
-    register_sampling_hooks,
     sampling_hooks,
 )
 
-__all__ = [
-    "DENSE_MASS_MAX_DIMENSION",
-    "Draws",
-    "NutsSettings",
-    "SamplingHooks",
-    "posterior_responsibilities",  # noqa: F822 (module __getattr__)
-    "register_sampling_hooks",
-    "sample",
-    "sample_mixture",  # noqa: F822 (module __getattr__)
-]
+__all__ = ["DENSE_MASS_MAX_DIMENSION", "sample"]
 
 #: Largest number of unconstrained dimensions with a dense mass matrix.
 DENSE_MASS_MAX_DIMENSION = 100
-
-# The mixture's public names, kept on this path; their module is built on this one.
-_MIXTURE_NAMES = {
-    "posterior_responsibilities": "gaussmix.inference.mixture_sampling",
-    "sample_mixture": "gaussmix.inference.mixture_sampling",
-}
-
-
-def __getattr__(name: str):
-    if name in _MIXTURE_NAMES:
-        return getattr(importlib.import_module(_MIXTURE_NAMES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_count(name: str, value, minimum: int) -> int:

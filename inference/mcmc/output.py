@@ -15,14 +15,14 @@ from numpyro import handlers
 from numpyro.infer.util import constrain_fn
 from numpyro.primitives import Messenger
 
-from gaussmix.inference.mcmc_chain import Draws, NutsSettings
-from gaussmix.inference.mcmc_program import Program, Structure
+from gaussmix.inference.mcmc.chain import Draws, NutsSettings
+from gaussmix.inference.mcmc.program import Program, Structure
 
 __all__ = ["Unobserve", "build_postprocess", "build_predictive", "to_datatree"]
 
 
 def build_postprocess(program: Program, structure: Structure) -> Callable:
-    """``build(found)`` of the post-processing, for :func:`~.mcmc_program.compiled`.
+    """``build(found)`` of the post-processing, for :func:`~.program.compiled`.
 
     The compiled ``postprocess(dynamic, positions (C, S, P), center (P,))`` returns a
     dict with ``samples`` (site -> (C, S, ...) constrained values, deterministic sites
@@ -76,7 +76,7 @@ class Unobserve(Messenger):
 
 
 def build_predictive(program: Program, structure: Structure) -> Callable:
-    """``build(found)`` of the posterior predictive, for :func:`~.mcmc_program.compiled`.
+    """``build(found)`` of the posterior predictive, for :func:`~.program.compiled`.
 
     The compiled ``predictive(dynamic, samples, rng_key)`` returns, for each observed
     site, one draw (C, S, ...) given each posterior draw.
@@ -115,7 +115,7 @@ def to_datatree(
 
     Args:
         samples: site -> (C, S, ...) constrained draws.
-        draws: the chains' :class:`~.mcmc_chain.Draws` (for ``sample_stats``).
+        draws: the chains' :class:`~.chain.Draws` (for ``sample_stats``).
         log_likelihood: observed site -> (C, S, N) pointwise log-likelihood.
         observed: observed site -> values.
         predictive: observed site -> (C, S, ...) predictive draws, or None.
