@@ -16,8 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from gaussmix._base import (
+    EstimatorBase,
+    check_is_fitted,
+    check_parameter,
+    scikit_learn_tags,
+    seed_from_random_state,
+    validate_data,
+)
 from gaussmix.inference import em
-from gaussmix.mixture import EstimatorBase, _check_parameter, seed_from_random_state
 
 __all__ = ["KMeans"]
 
@@ -104,17 +111,17 @@ class KMeans(EstimatorBase):
         self.random_state = random_state
 
     def __sklearn_tags__(self):
-        tags = self._sklearn_tags("clusterer")
+        tags = scikit_learn_tags("clusterer")
         tags.non_deterministic = self.random_state is None
         return tags
 
     def _check_parameters(self, n_samples: int, n_features: int, dtype):
         name = type(self).__name__
-        _check_parameter("n_clusters", self.n_clusters, "int", 1, name)
-        _check_parameter("max_iter", self.max_iter, "int", 1, name)
-        _check_parameter("tol", self.tol, "float", 0.0, name)
+        check_parameter("n_clusters", self.n_clusters, "int", 1, name)
+        check_parameter("max_iter", self.max_iter, "int", 1, name)
+        check_parameter("tol", self.tol, "float", 0.0, name)
         if self.n_init != "auto":
-            _check_parameter("n_init", self.n_init, "int", 1, name)
+            check_parameter("n_init", self.n_init, "int", 1, name)
         if n_samples < self.n_clusters:
             raise ValueError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}.")
         if isinstance(self.init, str):
@@ -139,7 +146,7 @@ class KMeans(EstimatorBase):
 
     def fit(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None):
         """Cluster X (N, D); ``sample_weight`` (N,) weights the points. Returns self."""
-        X = self._validate_data(X, reset=True)
+        X = validate_data(self, X, reset=True)
         n_samples, n_features = X.shape
         init, centers, n_init = self._check_parameters(n_samples, n_features, X.dtype)
         if sample_weight is None:
@@ -175,23 +182,23 @@ class KMeans(EstimatorBase):
 
     def transform(self, X: ArrayLike) -> np.ndarray:
         """Euclidean distances to each centre, shape (N, K)."""
-        self._check_is_fitted()
-        X = self._validate_data(X, reset=False)
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
         return np.sqrt(
             np.asarray(_assign(jnp.asarray(X), jnp.asarray(self.cluster_centers_, X.dtype)))
         )
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Index of the closest centre (N,)."""
-        self._check_is_fitted()
-        X = self._validate_data(X, reset=False)
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
         distances = _assign(jnp.asarray(X), jnp.asarray(self.cluster_centers_, X.dtype))
         return np.asarray(jnp.argmin(distances, axis=1))
 
     def score(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None) -> float:
         """Opposite of the inertia of X under the fitted centres."""
-        self._check_is_fitted()
-        X = self._validate_data(X, reset=False)
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
         distances = np.asarray(_assign(jnp.asarray(X), jnp.asarray(self.cluster_centers_, X.dtype)))
         weight = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight)
         return -float(np.sum(weight * distances.min(axis=1)))

@@ -19,388 +19,43 @@ runs online EM one chunk per call, and ``devices=`` splits the rows over devices
 (:func:`gaussmix.inference.shard.fit_em_sharded`).
 """
 
-import inspect
-import numbers
 import os
-import sys
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from gaussmix._base import (
+    EstimatorBase,
+    NotFittedError,
+    check_is_fitted,
+    check_parameter,
+    convergence_warning_class,
+    numpy_random_state,
+    scikit_learn_tags,
+    seed_from_random_state,
+    validate_data,
+)
+from gaussmix._mixture_streaming import (
+    OnlineFitMixin,
+    check_rereadable,
+    chunk_weight,
+    reads_by_chunks,
+)
 from gaussmix.inference import em, shard, streaming
 from gaussmix.inference.em import ConvergenceWarning
-from gaussmix.models.priors import COVARIANCE_SITES, COVARIANCE_TYPES, MixturePriorParameters
+from gaussmix.models.priors import COVARIANCE_SITES, COVARIANCE_TYPES
 
-__all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError"]
-
-
-class NotFittedError(ValueError, AttributeError):
-    """An estimator was used before ``fit`` (scikit-learn's ``NotFittedError``)."""
-
-
-# ---------------------------------------------------------------------------------------
-# scikit-learn conventions without scikit-learn: parameters, validation, tags
-
-
-def _is_hardware(value) -> bool:
-    """A JAX device, a mesh, or a list or tuple of devices."""
-    if isinstance(value, (list, tuple)):
-        return bool(value) and all(isinstance(item, jax.Device) for item in value)
-    return isinstance(value, (jax.Device, jax.sharding.Mesh))
-
-
-class EstimatorBase:
-    """``get_params`` / ``set_params`` / ``repr`` and input validation, scikit-learn style."""
-
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return sorted(
-            name
-            for name, parameter in signature.parameters.items()
-            if name != "self" and parameter.kind != parameter.VAR_KEYWORD
-        )
-
-    def get_params(self, deep: bool = True) -> dict:
-        """Parameters of this estimator (scikit-learn's ``get_params``)."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params):
-        """Set parameters (scikit-learn's ``set_params``); returns self."""
-        valid = self._get_param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"Invalid parameter {name!r} for estimator {self}. Valid parameters are: "
-                    f"{valid!r}."
-                )
-            setattr(self, name, value)
-        return self
-
-    def __sklearn_clone__(self):
-        """scikit-learn's ``clone``: parameters cloned as scikit-learn does, except JAX
-        devices and meshes (handles to hardware, which cannot be deep-copied): the clone
-        shares them."""
-        from sklearn.base import clone
-
-        params = {
-            name: value if _is_hardware(value) else clone(value, safe=False)
-            for name, value in self.get_params(deep=False).items()
-        }
-        return type(self)(**params)
-
-    def __repr__(self) -> str:
-        defaults = {
-            name: parameter.default
-            for name, parameter in inspect.signature(type(self).__init__).parameters.items()
-        }
-        changed = []
-        for name, value in self.get_params().items():
-            default = defaults.get(name, inspect.Parameter.empty)
-            try:
-                same = value is default or bool(value == default)
-            except (ValueError, TypeError):
-                same = False
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "n_features_in_")
-
-    def _check_is_fitted(self) -> None:
-        if not self.__sklearn_is_fitted__():
-            raise _not_fitted_error_class()(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
-    def _validate_data(self, X, *, reset: bool, ensure_min_samples: int = 1) -> np.ndarray:
-        """scikit-learn's ``validate_data``: a finite 2-D float32/float64 array."""
-        name = type(self).__name__
-        feature_names = _feature_names(X)
-        if type(X).__module__.startswith("scipy.sparse") or hasattr(X, "tocsr"):
-            raise TypeError(
-                "Sparse data was passed for X, but dense data is required. Use '.toarray()' "
-                "to convert to a dense numpy array."
-            )
-        array = np.asarray(X)
-        if np.iscomplexobj(array):
-            raise ValueError(f"Complex data not supported\n{array}\n")
-        if array.dtype.kind in "OUSV":
-            try:
-                array = array.astype(np.float64)
-            except TypeError as error:
-                raise TypeError(f"{error}; X must contain only numbers.") from error
-            except ValueError as error:
-                raise ValueError(
-                    f"Unable to convert X to numbers with dtype float64 ({error}); "
-                    "X must contain only numbers."
-                ) from error
-        elif array.dtype.kind == "b" or array.dtype.kind in "iu":
-            array = array.astype(np.float64)
-        elif array.dtype.kind != "f":
-            raise ValueError(f"X has dtype {array.dtype}; expected numbers.")
-        if array.dtype not in (np.float32, np.float64):
-            array = array.astype(np.float64)
-        if array.ndim == 0:
-            raise ValueError(
-                f"Expected 2D array, got scalar array instead:\narray={array}.\n"
-                "Reshape your data either using array.reshape(-1, 1) if your data has a "
-                "single feature or array.reshape(1, -1) if it contains a single sample."
-            )
-        if array.ndim == 1:
-            raise ValueError(
-                f"Expected 2D array, got 1D array instead:\narray={array}.\n"
-                "Reshape your data either using array.reshape(-1, 1) if your data has a "
-                "single feature or array.reshape(1, -1) if it contains a single sample."
-            )
-        if array.ndim > 2:
-            raise ValueError(f"Found array with dim {array.ndim}. {name} expected <= 2.")
-        n_samples, n_features = array.shape
-        if n_samples < ensure_min_samples:
-            raise ValueError(
-                f"Found array with {n_samples} sample(s) (shape={array.shape}) while a "
-                f"minimum of {ensure_min_samples} is required by {name}."
-            )
-        if n_features < 1:
-            raise ValueError(
-                f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 "
-                f"is required by {name}."
-            )
-        if np.isnan(array).any():
-            raise ValueError(
-                f"Input X contains NaN.\n{name} does not accept missing values encoded as "
-                "NaN; impute them or drop those rows first."
-            )
-        if not np.isfinite(array).all():
-            raise ValueError(
-                f"Input X contains infinity or a value too large for {array.dtype!r}; "
-                "remove those rows or scale the data."
-            )
-        if not jax.config.jax_enable_x64 and array.dtype == np.float64:
-            # finite float64 values beyond float32's range: an overflow, not the data's fault
-            array = em.check_finite_input(array, "X", np.float32)
-        if reset:
-            self.n_features_in_ = n_features
-            if feature_names is not None:
-                self.feature_names_in_ = feature_names
-            elif hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        else:
-            self._check_feature_names(feature_names)
-            if n_features != self.n_features_in_:
-                raise ValueError(
-                    f"X has {n_features} features, but {name} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
-        return array
-
-    def _check_feature_names(self, feature_names) -> None:
-        fitted = getattr(self, "feature_names_in_", None)
-        name = type(self).__name__
-        if fitted is None and feature_names is None:
-            return
-        if fitted is None:
-            warnings.warn(
-                f"X has feature names, but {name} was fitted without feature names",
-                UserWarning,
-                stacklevel=3,
-            )
-            return
-        if feature_names is None:
-            warnings.warn(
-                f"X does not have valid feature names, but {name} was fitted with feature names",
-                UserWarning,
-                stacklevel=3,
-            )
-            return
-        if len(fitted) != len(feature_names) or np.any(fitted != feature_names):
-            unseen = sorted(set(feature_names) - set(fitted))
-            missing = sorted(set(fitted) - set(feature_names))
-            message = "The feature names should match those that were passed during fit.\n"
-            if unseen:
-                message += "Feature names unseen at fit time:\n" + "".join(
-                    f"- {n}\n" for n in unseen
-                )
-            if missing:
-                message += "Feature names seen at fit time, yet now missing:\n" + "".join(
-                    f"- {n}\n" for n in missing
-                )
-            if not unseen and not missing:
-                message += "Feature names must be in the same order as they were in fit.\n"
-            raise ValueError(message)
-
-    def _sklearn_tags(self, estimator_type: str):
-        """scikit-learn's tags, built only when scikit-learn asks for them."""
-        from sklearn.utils import InputTags, Tags, TargetTags
-
-        return Tags(
-            estimator_type=estimator_type,
-            target_tags=TargetTags(required=False),
-            transformer_tags=None,
-            regressor_tags=None,
-            classifier_tags=None,
-            input_tags=InputTags(two_d_array=True),
-        )
-
-
-def _not_fitted_error_class() -> type:
-    """scikit-learn's ``NotFittedError`` when scikit-learn is loaded (so its tools
-    recognize the error), else ours; both are ValueError and AttributeError."""
-    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
-    if sklearn_exceptions is not None:
-        return sklearn_exceptions.NotFittedError
-    return NotFittedError
-
-
-def _feature_names(X):
-    columns = getattr(X, "columns", None)
-    if columns is None or not hasattr(X, "iloc"):
-        return None
-    names = np.asarray(columns, dtype=object)
-    are_strings = [isinstance(n, str) for n in names]
-    if all(are_strings):
-        return names
-    if any(are_strings):
-        raise TypeError(
-            "Feature names are only supported if all input features have string names, "
-            f"but your input has {sorted({type(n).__name__ for n in names})} as feature name "
-            "/ column name types. If you want feature names to be stored and validated, you "
-            "must convert them all to strings, by using X.columns = X.columns.astype(str) "
-            "for example. Otherwise you can remove feature / column names from your input "
-            "data, or convert them all to a non-string data type."
-        )
-    return None
-
-
-def seed_from_random_state(random_state) -> int:
-    """An int seed for JAX from scikit-learn's ``random_state`` (None, int, RandomState)."""
-    if random_state is None:
-        return int(np.random.mtrand._rand.randint(np.iinfo(np.int32).max))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(np.iinfo(np.int32).max))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(np.iinfo(np.int32).max))
-    raise ValueError(
-        f"random_state must be None, an int, a numpy RandomState or Generator; got {random_state!r}."
-    )
-
-
-def _numpy_random_state(random_state) -> np.random.RandomState:
-    if random_state is None:
-        return np.random.mtrand._rand
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return np.random.RandomState(int(random_state))
-    if isinstance(random_state, np.random.RandomState):
-        return random_state
-    if isinstance(random_state, np.random.Generator):
-        return np.random.RandomState(int(random_state.integers(np.iinfo(np.int32).max)))
-    raise ValueError(
-        f"random_state must be None, an int, a numpy RandomState or Generator; got {random_state!r}."
-    )
-
-
-def _check_parameter(name, value, kind, low, owner):
-    if kind == "int":
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-        description = f"an int in the range [{low}, inf)"
-    else:
-        ok = (
-            isinstance(value, numbers.Real)
-            and not isinstance(value, bool)
-            and np.isfinite(value)
-            and value >= low
-        )
-        description = f"a float in the range [{low}, inf)"
-    if not ok:
-        raise ValueError(
-            f"The {name!r} parameter of {owner} must be {description}. Got {value!r} instead."
-        )
-
+__all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError", "seed_from_random_state"]
 
 _log_responsibilities = jax.jit(em.log_responsibilities, static_argnames=("covariance_type",))
 
 
-#: NamedTuple fields of the online EM state, rebuilt from the dicts they are kept as.
-_ONLINE_STATE_PARTS = {
-    "parameters": em.MixtureParameters,
-    "statistics": em.SufficientStatistics,
-    "prior_parameters": MixturePriorParameters,
-    "conjugate_prior": em.ConjugatePrior,
-}
-
-
-def _online_record(state: streaming.OnlineEMState) -> dict:
-    """The online EM state as nested dicts of arrays, which ``gaussmix.save`` stores."""
-    return {
-        name: value._asdict() if hasattr(value, "_asdict") else value
-        for name, value in state._asdict().items()
-    }
-
-
-def _online_state(record: dict) -> streaming.OnlineEMState:
-    """The inverse of :func:`_online_record`."""
-    return streaming.OnlineEMState(
-        **{
-            name: _ONLINE_STATE_PARTS[name](**value)
-            if name in _ONLINE_STATE_PARTS and value is not None
-            else value
-            for name, value in record.items()
-        }
-    )
-
-
-def _is_chunk(item) -> bool:
-    """An (n, D) array, or an ``(x, w)`` tuple with an (n, D) array ``x``."""
-    if isinstance(item, tuple) and len(item) == 2:
-        item = item[0]
-    return isinstance(item, np.ndarray | jax.Array) and item.ndim == 2
-
-
-def _reads_by_chunks(X, chunk_size) -> bool:
-    """Whether :meth:`GaussianMixture.fit` reads ``X`` chunk by chunk.
-
-    Chunks: an ``np.memmap``, a path (str or ``os.PathLike``), a callable, a list or
-    tuple whose items are all (n, D) arrays or ``(x, w)`` tuples, any other iterable
-    that is not array-like (a generator, a dataset object), and any array when
-    ``chunk_size`` is set. In memory: arrays, nested lists of numbers, data frames.
-    """
-    if isinstance(X, np.memmap | str | os.PathLike):
-        return True
-    array_like = (
-        isinstance(X, np.ndarray | jax.Array)
-        or hasattr(X, "__array__")
-        or hasattr(X, "shape")
-        or type(X).__module__.startswith("scipy.sparse")
-    )
-    if array_like:
-        return chunk_size is not None and isinstance(X, np.ndarray | jax.Array)
-    if isinstance(X, list | tuple):
-        return len(X) > 0 and all(_is_chunk(item) for item in X)
-    return callable(X) or isinstance(X, Iterable)
-
-
-# ---------------------------------------------------------------------------------------
-# The estimator
-
-
 def _labels(norm, log_resp) -> np.ndarray:
     return np.argmax(log_resp, axis=1)
-
-
-def _chunk_weight(x, w) -> float:
-    """Rows of a chunk, or the sum of its weights (NaN for a chunk fit rejects)."""
-    try:
-        return float(np.shape(x)[0] if w is None else np.sum(np.asarray(w, np.float64)))
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _overflow_error(X: np.ndarray, rows: np.ndarray, what: str) -> ValueError:
@@ -428,7 +83,7 @@ def _checked_score(norm, log_resp) -> np.ndarray:
     return norm
 
 
-class GaussianMixture(EstimatorBase):
+class GaussianMixture(OnlineFitMixin, EstimatorBase):
     """Gaussian mixture fitted by JIT-compiled EM; scikit-learn's API and answers.
 
     Args:
@@ -548,7 +203,7 @@ class GaussianMixture(EstimatorBase):
         self.devices = devices
 
     def __sklearn_tags__(self):
-        tags = self._sklearn_tags("density_estimator")
+        tags = scikit_learn_tags("density_estimator")
         tags.non_deterministic = self.random_state is None
         return tags
 
@@ -556,12 +211,12 @@ class GaussianMixture(EstimatorBase):
 
     def _check_parameters(self) -> None:
         name = type(self).__name__
-        _check_parameter("n_components", self.n_components, "int", 1, name)
-        _check_parameter("tol", self.tol, "float", 0.0, name)
-        _check_parameter("reg_covar", self.reg_covar, "float", 0.0, name)
-        _check_parameter("max_iter", self.max_iter, "int", 0, name)
-        _check_parameter("n_init", self.n_init, "int", 1, name)
-        _check_parameter("verbose_interval", self.verbose_interval, "int", 1, name)
+        check_parameter("n_components", self.n_components, "int", 1, name)
+        check_parameter("tol", self.tol, "float", 0.0, name)
+        check_parameter("reg_covar", self.reg_covar, "float", 0.0, name)
+        check_parameter("max_iter", self.max_iter, "int", 0, name)
+        check_parameter("n_init", self.n_init, "int", 1, name)
+        check_parameter("verbose_interval", self.verbose_interval, "int", 1, name)
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"The 'covariance_type' parameter of {name} must be a str among "
@@ -585,7 +240,7 @@ class GaussianMixture(EstimatorBase):
                 f"{{site: numpyro distribution}}. Got {self.priors!r} instead."
             )
         if self.chunk_size is not None:
-            _check_parameter("chunk_size", self.chunk_size, "int", 1, name)
+            check_parameter("chunk_size", self.chunk_size, "int", 1, name)
         streaming.check_schedule(self.learning_decay, self.learning_offset)
 
     def fit(self, X, y=None, sample_weight=None):
@@ -632,10 +287,10 @@ class GaussianMixture(EstimatorBase):
         """Fit by the EM that ``X`` and the parameters call for; returns the validated
         in-memory ``X``, or None when it was read by chunks."""
         self._check_parameters()
-        if _reads_by_chunks(X, self.chunk_size):
+        if reads_by_chunks(X, self.chunk_size):
             self._fit_chunks(X, sample_weight)
             return None
-        X = self._validate_data(X, reset=True, ensure_min_samples=2)
+        X = validate_data(self, X, reset=True, ensure_min_samples=2)
         n_samples = X.shape[0]
         if n_samples < self.n_components:
             raise ValueError(
@@ -659,16 +314,7 @@ class GaussianMixture(EstimatorBase):
                 f"({type(X).__name__}) is read by chunks; load it with np.asarray(X) to "
                 "use devices, or leave devices=None to fit it chunk by chunk."
             )
-        if (
-            not callable(X)
-            and not isinstance(X, np.ndarray | jax.Array | str | os.PathLike | list | tuple)
-            and iter(X) is X
-        ):
-            raise ValueError(
-                f"fit reads the data once per EM iteration, but X ({type(X).__name__}) is an "
-                "iterator that can be read only once; pass a list of chunks or a callable "
-                "returning a fresh iterator, or call partial_fit on each chunk (online EM)."
-            )
+        check_rereadable(X)
         options, n_init = self._em_options()
         source = streaming.ChunkSource(X, sample_weight=sample_weight, chunk_rows=self.chunk_size)
         passes = []
@@ -677,7 +323,7 @@ class GaussianMixture(EstimatorBase):
             """The chunks of ``source``, adding up the weight of each full pass."""
             total = 0.0
             for x, w in source:
-                total += _chunk_weight(x, w)
+                total += chunk_weight(x, w)
                 yield x, w
             passes.append(total)
 
@@ -730,22 +376,13 @@ class GaussianMixture(EstimatorBase):
             X, weight = data
             fit_weight = float(X.shape[0] if weight is None else np.sum(weight, dtype=np.float64))
             if self.priors is not None:
-                # a MAP M-step has no closed-form inverse: one pass over the data
-                state = streaming.online_em_start(
-                    X,
-                    self._fitted_parameters(),
-                    covariance_type=self.covariance_type,
-                    priors=self.priors,
-                    sample_weight=weight,
-                    incremental=True,
-                )
-                self._online_record = _online_record(state)
+                self._start_online_after_fit(X, weight)
         self._fit_weight = fit_weight
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
+                convergence_warning_class(),
                 stacklevel=4,
             )
         self._print_verbose(n_init)
@@ -757,7 +394,7 @@ class GaussianMixture(EstimatorBase):
         source = streaming.ChunkSource(X, chunk_rows=self.chunk_size)
         dtype = self.means_.dtype
         parts = [
-            pick(*self._log_resp(self._validate_data(x, reset=False).astype(dtype)))
+            pick(*self._log_resp(validate_data(self, x, reset=False).astype(dtype)))
             for x, _ in source
             if np.shape(x)[0] > 0
         ]
@@ -767,117 +404,6 @@ class GaussianMixture(EstimatorBase):
                 f"{type(self).__name__}."
             )
         return np.concatenate(parts)
-
-    def partial_fit(self, X, y=None, sample_weight=None):
-        """One step of online (stochastic) EM with the chunk ``X``.
-
-        Each call is one update of the running statistics per unit weight
-        :math:`s_t` and the M-step of their sum :math:`W_t s_t` (:math:`W_t` the weight
-        seen so far, see :func:`gaussmix.inference.streaming.online_em_step`):
-
-        .. math::
-
-            s_t = (1 - \\rho_t)\\, s_{t-1} + \\rho_t\\, \\hat s(X_t; \\theta_{t-1}),\\quad
-            \\theta_t = \\operatorname{M-step}(W_t s_t).
-
-        On an unfitted estimator the first call runs EM on the chunk (``n_init``,
-        ``init_params`` or the given ``*_init``, ``max_iter``), exactly as :meth:`fit`
-        would on that chunk, and that chunk's statistics start the average; further
-        calls use the step sizes of Cappé and Moulines (2009),
-        :math:`\\rho_t = (t + \\tau_0)^{-\\kappa}`, with :math:`\\kappa` =
-        ``learning_decay`` and :math:`\\tau_0` = ``learning_offset``.
-
-        After :meth:`fit` on data of total weight :math:`W_0`, the average starts from
-        that data's statistics with weight :math:`W_0` (maximum likelihood: the
-        statistics whose M-step is the fitted model, no pass over the data, see
-        :func:`gaussmix.inference.streaming.online_em_continue`; MAP on an in-memory
-        array: the data's statistics under the fitted parameters, computed at the end
-        of :meth:`fit`), and every call, the first included, adds its chunk of weight
-        :math:`w_t` by its share of all data seen (incremental EM):
-        :math:`\\rho_t = w_t / W_t`, :math:`W_t = W_{t-1} + w_t`, so that
-        :math:`W_t s_t = W_{t-1} s_{t-1} + w_t \\hat s_t`. A few rows after a fit on
-        thousands move the model by a few thousandths. (A MAP fit read by chunks starts
-        the average from the first chunk instead.) :meth:`fit` drops the online state.
-        After ``t`` updates,
-        ``n_iter_`` is ``t``, ``lower_bounds_`` holds the running per-sample lower bound
-        after each update and ``converged_`` says whether the last update changed it by
-        less than ``tol``. One pass over shuffled chunks reaches the maximum-likelihood
-        answer up to Monte Carlo error; :meth:`fit` gives the exact one.
-
-        Args:
-            X: (n, D) the next chunk (the first one needs n >= n_components).
-            y: ignored.
-            sample_weight: (n,) non-negative weights of the chunk's points.
-
-        Returns:
-            self.
-
-        Raises:
-            ValueError: bad input, e.g. a chunk with another number of features.
-
-        Example:
-            >>> import numpy as np
-            >>> rng = np.random.default_rng(0)
-            >>> gm = GaussianMixture(n_components=2, covariance_type="diag", random_state=0)
-            >>> for _ in range(20):
-            ...     labels = rng.integers(2, size=500)
-            ...     gm = gm.partial_fit(rng.normal(size=(500, 1)) + 6.0 * labels[:, None])
-            >>> sorted(gm.means_[:, 0].round().tolist())
-            [0.0, 6.0]
-        """
-        self._check_parameters()
-        record = getattr(self, "_online_record", None)
-        fitted = hasattr(self, "weights_")
-        # The first chunk of an unfitted estimator starts EM: n_components rows at least.
-        X = self._validate_data(
-            X, reset=not fitted, ensure_min_samples=1 if fitted else int(self.n_components)
-        )
-        weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
-        online = {"covariance_type": self.covariance_type, "priors": self.priors}
-        if record is None and fitted and getattr(self, "_fit_weight", None) is not None:
-            if self.priors is None:
-                record = _online_record(
-                    streaming.online_em_continue(
-                        self._fitted_parameters(),
-                        total_weight=float(self._fit_weight),
-                        covariance_type=self.covariance_type,
-                        reg_covar=float(self.reg_covar),
-                        lower_bound=float(self.lower_bound_),
-                    )
-                )
-        if record is None:
-            if fitted:
-                parameters = em.MixtureParameters(
-                    self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
-                )
-            else:
-                options, _ = self._em_options()
-                result = em.fit_em(X, sample_weight=weight, **options)
-                self._set_result(result)
-                parameters = em.MixtureParameters(
-                    result.params["weights"],
-                    result.params["means"],
-                    result.params[COVARIANCE_SITES[self.covariance_type]],
-                    result.precisions_cholesky,
-                )
-            state = streaming.online_em_start(X, parameters, sample_weight=weight, **online)
-            self._online_record, self._online_bounds = _online_record(state), []
-            return self
-        state = streaming.online_em_step(
-            _online_state(record),
-            X,
-            reg_covar=float(self.reg_covar),
-            learning_decay=float(self.learning_decay),
-            learning_offset=float(self.learning_offset),
-            sample_weight=weight,
-            **online,
-        )
-        self._online_record = _online_record(state)
-        self._online_bounds = [*self._online_bounds, float(state.lower_bound)]
-        self._set_result(
-            streaming.online_em_result(state, self._online_bounds, tol=float(self.tol), **online)
-        )
-        return self
 
     def _fitted_parameters(self) -> em.MixtureParameters:
         return em.MixtureParameters(
@@ -948,7 +474,7 @@ class GaussianMixture(EstimatorBase):
         (``covariances`` | ``covariance`` | ``variances``), plus ``scales`` when the
         priors name it.
         """
-        self._check_is_fitted()
+        check_is_fitted(self)
         site = COVARIANCE_SITES[self.covariance_type]
         params = {"weights": self.weights_, "means": self.means_, site: self.covariances_}
         if getattr(self, "_scales", None) is not None:
@@ -1005,7 +531,7 @@ class GaussianMixture(EstimatorBase):
 
         if not self.__sklearn_is_fitted__():
             self.fit(X, sample_weight=sample_weight)
-        X = self._validate_data(X, reset=False)
+        X = validate_data(self, X, reset=False)
         seed = seed_from_random_state(self.random_state if random_state is None else random_state)
         init = {name: jnp.asarray(value, X.dtype) for name, value in self.params_.items()}
         return sample_mixture(
@@ -1051,10 +577,10 @@ class GaussianMixture(EstimatorBase):
     def _responsibility_output(self, X, pick) -> np.ndarray:
         """``pick(norm, log_resp)`` of ``X``; an ``np.memmap`` or ``.npy`` path is read
         chunk by chunk (``chunk_size`` rows), as :meth:`fit` reads it."""
-        self._check_is_fitted()
+        check_is_fitted(self)
         if isinstance(X, np.memmap | str | os.PathLike):
             return self._chunked(X, pick)
-        return pick(*self._log_resp(self._validate_data(X, reset=False)))
+        return pick(*self._log_resp(validate_data(self, X, reset=False)))
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-likelihood of each sample, shape (N,).
@@ -1086,14 +612,14 @@ class GaussianMixture(EstimatorBase):
         Returns:
             X (n_samples, D) and the component labels (n_samples,).
         """
-        self._check_is_fitted()
+        check_is_fitted(self)
         if n_samples < 1:
             raise ValueError(
                 f"Invalid value for 'n_samples': {n_samples} . The sampling requires at "
                 "least one sample."
             )
         _, n_features = self.means_.shape
-        rng = _numpy_random_state(self.random_state)
+        rng = numpy_random_state(self.random_state)
         counts = rng.multinomial(n_samples, self.weights_.astype(np.float64))
         means = self.means_.astype(np.float64)
         covariances = self.covariances_.astype(np.float64)
@@ -1124,16 +650,10 @@ class GaussianMixture(EstimatorBase):
     # -- model selection -----------------------------------------------------------------
 
     def _n_parameters(self) -> int:
-        """Free parameters: covariance + means + K - 1 weights."""
+        """Free parameters: covariance + means + K - 1 weights
+        (:func:`gaussmix.inference.em.n_parameters`)."""
         _, n_features = self.means_.shape
-        K = self.n_components
-        covariance_parameters = {
-            "full": K * n_features * (n_features + 1) / 2.0,
-            "diag": K * n_features,
-            "tied": n_features * (n_features + 1) / 2.0,
-            "spherical": K,
-        }[self.covariance_type]
-        return int(covariance_parameters + n_features * K + K - 1)
+        return em.n_parameters(self.covariance_type, int(self.n_components), int(n_features))
 
     def bic(self, X: ArrayLike) -> float:
         """Bayesian information criterion :math:`-2 \\log L + p \\log N` (lower is better)."""

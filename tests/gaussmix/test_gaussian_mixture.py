@@ -1,6 +1,7 @@
 """gaussmix.GaussianMixture against scikit-learn's GaussianMixture and its own invariants."""
 
 import pickle
+import sys
 import warnings
 
 import jax
@@ -148,6 +149,41 @@ def test_stopping_at_max_iter_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         GaussianMixture(K, max_iter=0, random_state=0).fit(x)  # initialization only
+
+
+def test_convergence_warning_is_also_scikit_learns_when_scikit_learn_is_loaded(monkeypatch):
+    """With scikit-learn loaded the warning is an instance of gaussmix's and of
+    scikit-learn's ConvergenceWarning (filters and ``pytest.warns`` written for either
+    catch it); without it, gaussmix's own class (scikit-learn is never imported)."""
+    x = three_clusters()
+    with pytest.warns(SklearnConvergenceWarning, match="did not converge") as caught:
+        GaussianMixture(K, max_iter=1, random_state=0).fit(x)
+    convergence = [w.message for w in caught if isinstance(w.message, SklearnConvergenceWarning)]
+    assert all(isinstance(message, ConvergenceWarning) for message in convergence)
+    monkeypatch.delitem(sys.modules, "sklearn.exceptions")
+    with pytest.warns(ConvergenceWarning, match="did not converge") as caught:
+        GaussianMixture(K, max_iter=1, random_state=0).fit(x)
+    assert {type(w.message) for w in caught if isinstance(w.message, ConvergenceWarning)} == {
+        ConvergenceWarning
+    }
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_precisions_init_of_the_initialization_changes_nothing(covariance_type):
+    """scikit-learn's non-regression test for its #16944 on gaussmix's own initialization:
+    ``precisions_init`` equal to the precisions the initialization computes gives the same
+    fit in the same number of iterations (a wrongly converted ``precisions_init`` would
+    start elsewhere and take more). The two starts differ by the rounding of precision
+    -> Cholesky factor (a few eps relative), which EM's contraction does not amplify over
+    a handful of iterations: 1e-10 relative."""
+    x = three_clusters()
+    options = {"covariance_type": covariance_type, "random_state": 0}
+    start = GaussianMixture(K, max_iter=0, **options).fit(x)
+    given = GaussianMixture(K, precisions_init=start.precisions_, **options).fit(x)
+    drawn = GaussianMixture(K, **options).fit(x)
+    assert given.n_iter_ == drawn.n_iter_
+    np.testing.assert_allclose(given.precisions_cholesky_, drawn.precisions_cholesky_, rtol=1e-10)
+    np.testing.assert_allclose(given.means_, drawn.means_, rtol=1e-10)
 
 
 def test_warm_start_continues_where_it_stopped():
