@@ -6,7 +6,7 @@
 
 with :math:`\\log L = \\sum_n w_n \\log p(x_n \\mid \\hat\\theta)`, :math:`W = \\sum_n w_n`
 (N without weights, scikit-learn's ``bic`` / ``aic``) and p free parameters
-(:meth:`gaussmix.GaussianMixture._n_parameters`). Lower is better.
+(:func:`gaussmix.inference.em.n_parameters`). Lower is better.
 
 ``criterion="loo"`` samples the posterior of every K by NUTS
 (:func:`gaussmix.inference.mcmc.sample_mixture`, chains started at that K's fitted
@@ -21,6 +21,9 @@ from typing import NamedTuple
 import numpy as np
 from jax.typing import ArrayLike
 
+from gaussmix._base import seed_from_random_state, validate_data
+from gaussmix.inference import em
+from gaussmix.inference.deprecation import UNSET, renamed_keyword
 from gaussmix.mixture import GaussianMixture
 
 __all__ = ["CRITERIA", "SelectionTable", "select_components"]
@@ -58,6 +61,8 @@ def select_components(
     *,
     sample_weight: ArrayLike | None = None,
     mcmc_options: Mapping | None = None,
+    seed=None,
+    random_state=UNSET,
     **estimator_parameters,
 ) -> tuple[SelectionTable, GaussianMixture]:
     """Fit a :class:`~gaussmix.GaussianMixture` for every K and keep the best by BIC/AIC.
@@ -74,8 +79,12 @@ def select_components(
             :func:`~gaussmix.inference.mcmc.sample_mixture` (``num_warmup``,
             ``num_samples``, ``num_chains``, ``progress_bar``, ``prior_parameters``; not
             ``init``: each K starts at its fitted estimator).
+        seed: None, an int (or a NumPy ``RandomState`` / ``Generator``) seeding every
+            K's initialization (the estimator's ``random_state``) and, for "loo", the
+            chains.
+        random_state: deprecated spelling of ``seed`` (a FutureWarning).
         **estimator_parameters: passed to :class:`~gaussmix.GaussianMixture` (``n_init``,
-            ``random_state``, ``priors``, ...).
+            ``max_iter``, ``tol``, ``priors``, ...).
 
     Returns:
         The :class:`SelectionTable` and the fitted estimator with the smallest criterion
@@ -85,7 +94,7 @@ def select_components(
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = np.concatenate([rng.normal(m, 0.5, (100, 2)) for m in (-4, 0, 4)])
-        >>> table, best = select_components(X, range(1, 5), random_state=0)
+        >>> table, best = select_components(X, range(1, 5), seed=0)
         >>> best.n_components, table.n_components.tolist()
         (3, [1, 2, 3, 4])
     """
@@ -102,6 +111,8 @@ def select_components(
             raise ValueError(f"Every candidate in n_components must be an int >= 1, got {k!r}.")
     if "n_components" in estimator_parameters or "covariance_type" in estimator_parameters:
         raise ValueError("Give n_components and covariance_type as arguments of select_components.")
+    seed = renamed_keyword("select_components", "random_state", random_state, "seed", seed, None)
+    estimator_parameters = {**estimator_parameters, "random_state": seed}
     if criterion == "loo":
         return _select_by_loo(
             X, candidates, covariance_type, sample_weight, mcmc_options, estimator_parameters
@@ -110,9 +121,9 @@ def select_components(
     for k in candidates:
         estimator = GaussianMixture(int(k), covariance_type=covariance_type, **estimator_parameters)
         estimator.fit(X, sample_weight=sample_weight)
-        data = estimator._validate_data(X, reset=False)
+        data = validate_data(estimator, X, reset=False)
         log_likelihood, total = _total_log_likelihood(estimator, data, sample_weight)
-        n_parameters = estimator._n_parameters()
+        n_parameters = em.n_parameters(covariance_type, int(k), data.shape[1])
         penalty = n_parameters * np.log(total) if criterion == "bic" else 2.0 * n_parameters
         values.append(-2.0 * log_likelihood + penalty)
         log_likelihoods.append(log_likelihood)
@@ -156,7 +167,6 @@ def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, 
     import arviz_stats
 
     from gaussmix.inference.mcmc import sample_mixture
-    from gaussmix.mixture import seed_from_random_state
 
     options = {"num_warmup": 1000, "num_samples": 1000, "num_chains": 4, **(mcmc_options or {})}
     if "init" in options:
@@ -170,7 +180,7 @@ def _select_by_loo(X, candidates, covariance_type, sample_weight, mcmc_options, 
     for k in candidates:
         estimator = GaussianMixture(int(k), covariance_type=covariance_type, **parameters)
         estimator.fit(X, sample_weight=sample_weight)
-        data = estimator._validate_data(X, reset=False)
+        data = validate_data(estimator, X, reset=False)
         # Chains start at the fitted parameters and the draws keep their labelling, so
         # posteriors[i]["means"][..., k, :] belongs to the estimator's component k.
         init = {name: np.asarray(value, data.dtype) for name, value in estimator.params_.items()}

@@ -27,7 +27,7 @@ def test_table_is_scikit_learns_criterion_from_the_same_start(criterion):
     sums of N = 120 log densities, sqrt(N) eps = 2.4e-15 relative (measured 2.2e-16);
     1e-14 relative."""
     x = three_blobs()
-    table, best = select_components(x, CANDIDATES, criterion=criterion, random_state=0)
+    table, best = select_components(x, CANDIDATES, criterion=criterion, seed=0)
     assert isinstance(best, GaussianMixture) and best.n_components == 3
     assert table.criterion_name == criterion
     np.testing.assert_array_equal(table.n_components, list(CANDIDATES))
@@ -52,8 +52,8 @@ def test_table_is_scikit_learns_criterion_from_the_same_start(criterion):
 
 def test_aic_penalizes_less_than_bic():
     x = three_blobs()
-    bic, _ = select_components(x, CANDIDATES, random_state=0)
-    aic, _ = select_components(x, CANDIDATES, criterion="aic", random_state=0)
+    bic, _ = select_components(x, CANDIDATES, seed=0)
+    aic, _ = select_components(x, CANDIDATES, criterion="aic", seed=0)
     np.testing.assert_allclose(aic.log_likelihood, bic.log_likelihood)
     parameters = (bic.criterion - aic.criterion) / (np.log(len(x)) - 2.0)
     np.testing.assert_allclose(parameters, [5, 11, 17, 23])  # 6K - 1 for full, D = 2
@@ -62,7 +62,7 @@ def test_aic_penalizes_less_than_bic():
 def test_sample_weights_enter_the_criterion():
     x = three_blobs()
     weight = np.random.default_rng(3).integers(0, 3, len(x)).astype(float)
-    table, best = select_components(x, CANDIDATES, sample_weight=weight, random_state=0)
+    table, best = select_components(x, CANDIDATES, sample_weight=weight, seed=0)
     per_point = best.score_samples(x)
     index = int(np.flatnonzero(table.n_components == best.n_components)[0])
     np.testing.assert_allclose(table.log_likelihood[index], np.sum(weight * per_point))
@@ -81,3 +81,17 @@ def test_sample_weights_enter_the_criterion():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         select_components(three_blobs(), **kwargs)
+
+
+def test_random_state_is_the_deprecated_spelling_of_seed():
+    """``random_state`` (the estimator's name) still works for one release: a
+    FutureWarning naming ``seed``, and the very same table (same seed, same programs:
+    bit for bit)."""
+    x = three_blobs()
+    table, best = select_components(x, CANDIDATES, seed=0)
+    with pytest.warns(FutureWarning, match="'random_state' is deprecated.*use 'seed'"):
+        old_table, old_best = select_components(x, CANDIDATES, random_state=0)
+    np.testing.assert_array_equal(old_table.criterion, table.criterion)
+    np.testing.assert_array_equal(old_best.means_, best.means_)
+    with pytest.raises(ValueError, match="got both 'seed'=1"):
+        select_components(x, CANDIDATES, seed=1, random_state=0)
