@@ -84,7 +84,7 @@ def main() -> None:
 
     grid = range(10, 21, 10) if args.quick else range(20, 221, 20)
     table, mixture = gaussmix.select_components(
-        scores, n_components=grid, covariance_type="full", criterion="aic", random_state=0
+        scores, n_components=grid, covariance_type="full", criterion="aic", seed=0
     )
     aic = np.asarray(table.criterion, float)
     print("  K  " + "".join(f"{k:>10d}" for k in grid))

@@ -65,7 +65,7 @@ def main() -> None:
             covariance_type="full",
             criterion=criterion,
             n_init=3,
-            random_state=0,
+            seed=0,
         )
         criteria[criterion.upper()] = np.asarray(table.criterion, float)
         picks[criterion.upper()] = int(best.n_components)
@@ -76,7 +76,7 @@ def main() -> None:
         covariance_type="full",
         criterion="loo",
         n_init=3,
-        random_state=0,
+        seed=0,
         mcmc_options=dict(progress_bar=False, **draws),
     )
     trees = {f"K={k}": tree for k, tree in zip(loo_candidates, loo_table.posteriors, strict=True)}

@@ -125,11 +125,18 @@ def _fit_program(x, sample_weight, inits, key, arguments: _Arguments, config: Fi
 
 
 def _map_or_call(fn, keys):
-    """``vmap(fn)(keys)``, without the batching machinery for a single key (faster to
-    compile)."""
+    """``fn`` over ``keys`` stacked: ``fn(keys[0])`` unbatched and ``vmap(fn)`` over the rest.
+
+    Restart 0 is the very computation of a single fit (``n_init=1``), not a lane of a
+    vmap, whose rounding differs in the last bits: so more restarts never end below one
+    restart with the same seed (scikit-learn's ``test_init``). A single key needs no
+    batching machinery at all (faster to compile).
+    """
+    first = jax.tree.map(lambda leaf: leaf[None], fn(keys[0]))
     if keys.shape[0] == 1:
-        return jax.tree.map(lambda leaf: leaf[None], fn(keys[0]))
-    return jax.vmap(fn)(keys)
+        return first
+    rest = jax.vmap(fn)(keys[1:])
+    return jax.tree.map(lambda head, tail: jnp.concatenate([head, tail]), first, rest)
 
 
 #: Work (rows x features x components x restarts x datasets) below which compile time,
@@ -314,10 +321,12 @@ def fit_em(
         reg_covar=np.asarray(options.reg_covar, dtype),
         start_lower_bound=np.asarray(options.start_lower_bound, dtype),
     )
+    # The optimization level does not depend on n_init: restart 0 must be compiled as
+    # the single fit is (see _map_or_call).
     work = n_samples * feature_count(n_features, covariance_type) * n_components
-    state, info, lower_bounds, params, collapsed, n_iters = _fit_program_for(
-        work * n_init * n_datasets
-    )(x, weight, inits, options.key, arguments, config=config)
+    state, info, lower_bounds, params, collapsed, n_iters = _fit_program_for(work * n_datasets)(
+        x, weight, inits, options.key, arguments, config=config
+    )
     raise_on_failure(
         np.asarray(collapsed).reshape(n_datasets, -1),
         np.asarray(n_iters).reshape(n_datasets, -1),

@@ -238,7 +238,7 @@ def test_select_components_by_loo_keeps_the_posteriors():
         "prior_parameters": prior,
     }
     table, best = select_components(
-        x, [1, 2], "spherical", criterion="loo", mcmc_options=options, random_state=0
+        x, [1, 2], "spherical", criterion="loo", mcmc_options=options, seed=0
     )
     assert table.criterion_name == "loo" and best.n_components == 2
     assert len(table.posteriors) == 2

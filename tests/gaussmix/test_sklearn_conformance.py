@@ -76,12 +76,6 @@ EXPECTED_FAILURES: dict[str, str] = {
         "(-6.652163) beats the single fit's (-6.652170, the same start as restart 0) while "
         "its score is 1e-4 lower; scikit-learn passes with its own starts"
     ),
-    "test_init": (
-        "restart 0 starts where the n_init=1 fit starts (same key), but inside the vmap "
-        "over restarts it rounds differently: for random_state=1 its lower bound is 4e-16 "
-        "below the n_init=1 fit's. Fixed in the EM core (restart 0 computed outside the "
-        "vmap, inference/em/fit.py); remove this entry when that lands"
-    ),
     "test_gaussian_mixture_precisions_init_diag": (
         "the test computes precisions_init from scikit-learn's KMeans labels, and "
         "gaussmix's k-means initialization (JAX keys, not NumPy's RandomState) numbers "
