@@ -209,7 +209,7 @@ class OnlineFitMixin:
                 parameters = self._fitted_parameters()
             else:
                 options, _ = self._em_options()
-                result = em.fit_em(X, sample_weight=weight, **options)
+                result = em.fit_em(X, sample_weight=weight, options=options)
                 self._set_result(result)
                 parameters = em.MixtureParameters(
                     result.params["weights"],

@@ -300,9 +300,9 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         weight = self._check_sample_weight(sample_weight, n_samples, X.dtype)
         options, n_init = self._em_options()
         if self.devices is None:
-            result = em.fit_em(X, sample_weight=weight, **options)
+            result = em.fit_em(X, sample_weight=weight, options=options)
         else:
-            result = shard.fit_em_sharded(X, sample_weight=weight, devices=self.devices, **options)
+            result = shard.fit_em_sharded(X, sample_weight=weight, devices=self.devices, options=options)
         self._finish_fit(result, n_init, data=(X, weight))
         return X
 
@@ -327,15 +327,15 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 yield x, w
             passes.append(total)
 
-        result = streaming.fit_em_chunked(chunks, **options)
+        result = streaming.fit_em_chunked(chunks, options=options)
         self.n_features_in_ = int(np.shape(result.params["means"])[1])
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self._finish_fit(result, n_init, fit_weight=passes[0] if passes else None)
 
-    def _em_options(self) -> tuple[dict, int]:
-        """Keyword arguments of the EM functions (a warm start continues from the last
-        fit) and the number of initializations."""
+    def _em_options(self) -> tuple[em.EMOptions, int]:
+        """The EM options, validated once for whichever EM runs (a warm start continues
+        from the last fit), and the number of initializations."""
         if not (self.warm_start and hasattr(self, "converged_")):
             inits = {
                 "weights_init": self.weights_init,
@@ -361,9 +361,10 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             "init_params": self.init_params,
             "seed": seed_from_random_state(self.random_state),
             "start_lower_bound": float(start),
+            "init_rows": streaming.DEFAULT_INIT_ROWS,
             **inits,
         }
-        return options, n_init
+        return em.check_options(**options), n_init
 
     def _finish_fit(self, result: em.EMResult, n_init: int, data=None, fit_weight=None) -> None:
         """Fitted attributes, and what :meth:`partial_fit` continues from: the total weight
