@@ -302,7 +302,9 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         if self.devices is None:
             result = em.fit_em(X, sample_weight=weight, options=options)
         else:
-            result = shard.fit_em_sharded(X, sample_weight=weight, devices=self.devices, options=options)
+            result = shard.fit_em_sharded(
+                X, sample_weight=weight, devices=self.devices, options=options
+            )
         self._finish_fit(result, n_init, data=(X, weight))
         return X
 
