@@ -54,7 +54,7 @@ class Mutation:
 
     Attributes:
         name: short identifier (``--only``).
-        path: the source file, relative to the repository root (e.g. ``inference/em.py``).
+        path: the source file, relative to the repository root (e.g. ``inference/em/maximization.py``).
         original: the exact text replaced; it must occur exactly once in ``path``.
         mutated: the text put in its place.
         description: what the error is, in words.
