@@ -193,9 +193,17 @@ def package_directories(root: Path) -> dict[str, Path]:
     with open(root / "pyproject.toml", "rb") as file:
         setuptools = tomllib.load(file)["tool"]["setuptools"]
     mapping = setuptools.get("package-dir", {})
-    return {
-        name: root / mapping.get(name, name.replace(".", "/")) for name in setuptools["packages"]
-    }
+
+    def folder(name: str) -> Path:
+        # setuptools' rule: the longest mapped parent, then the rest of the name as folders
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            parent = ".".join(parts[:cut])
+            if parent in mapping:
+                return root / mapping[parent] / "/".join(parts[cut:])
+        return root / "/".join(parts)
+
+    return {name: folder(name) for name in setuptools["packages"]}
 
 
 def _ignored(directory: str, names: list[str]) -> set[str]:
