@@ -22,7 +22,9 @@ from numpyro.distributions.transforms import StickBreakingTransform
 from numpyro.infer.util import log_density
 
 from gaussmix import GaussianMixture
-from gaussmix.inference import em, mcmc, sample
+from gaussmix.inference import em, sample
+from gaussmix.inference.em import fit as em_fit
+from gaussmix.inference.mcmc import driver as mcmc_driver
 from gaussmix.models import gaussian_mixture
 from gaussmix.models.mixture import check_priors
 from gaussmix.models.priors import COVARIANCE_SITES, SITE_SUPPORTS, support_within
@@ -317,7 +319,7 @@ def test_mixture_em_refuses_priors_outside_the_site_support(
     covariance_type, site, index, monkeypatch
 ):
     prior = bad_support_priors(site)[index]
-    monkeypatch.setattr(em, "_fit_program_for", must_not_run)
+    monkeypatch.setattr(em_fit, "_fit_program_for", must_not_run)
     model = GaussianMixture(K, covariance_type=covariance_type, priors={site: prior})
     with pytest.raises(ValueError, match=rf"priors\['{site}'\].*{EXPECTED[site]}"):
         model.fit(two_clusters())
@@ -326,14 +328,14 @@ def test_mixture_em_refuses_priors_outside_the_site_support(
 @pytest.mark.parametrize(("covariance_type", "site", "index"), cases("pathological"))
 def test_mixture_em_refuses_invalid_prior_parameters(covariance_type, site, index, monkeypatch):
     prior = pathological_priors(site)[index]
-    monkeypatch.setattr(em, "_fit_program_for", must_not_run)
+    monkeypatch.setattr(em_fit, "_fit_program_for", must_not_run)
     model = GaussianMixture(K, covariance_type=covariance_type, priors={site: prior})
     with pytest.raises(ValueError, match=rf"priors\['{site}'\] is {type(prior).__name__}"):
         model.fit(two_clusters())
 
 
 def test_mixture_em_refuses_a_weight_prior_of_another_size(monkeypatch):
-    monkeypatch.setattr(em, "_fit_program_for", must_not_run)
+    monkeypatch.setattr(em_fit, "_fit_program_for", must_not_run)
     model = GaussianMixture(3, priors={"weights": dist.Dirichlet(jnp.ones(2))})
     with pytest.raises(ValueError, match=r"priors\['weights'\].*event shape \(3,\)"):
         model.fit(two_clusters())
@@ -393,7 +395,7 @@ def test_mixture_nuts_refuses_priors_outside_the_site_support(
 ):
     prior = bad_support_priors(site)[index]
     monkeypatch.setattr(em, "fit_em", must_not_run)  # the EM starting point
-    monkeypatch.setattr(mcmc, "_sample", must_not_run)
+    monkeypatch.setattr(mcmc_driver, "_sample", must_not_run)
     with pytest.raises(ValueError, match=rf"priors\['{site}'\].*{EXPECTED[site]}"):
         nuts(covariance_type, {site: prior})
 
@@ -402,14 +404,14 @@ def test_mixture_nuts_refuses_priors_outside_the_site_support(
 def test_mixture_nuts_refuses_invalid_prior_parameters(covariance_type, site, index, monkeypatch):
     prior = pathological_priors(site)[index]
     monkeypatch.setattr(em, "fit_em", must_not_run)
-    monkeypatch.setattr(mcmc, "_sample", must_not_run)
+    monkeypatch.setattr(mcmc_driver, "_sample", must_not_run)
     with pytest.raises(ValueError, match=rf"priors\['{site}'\] is {type(prior).__name__}"):
         nuts(covariance_type, {site: prior})
 
 
 def test_mixture_nuts_refuses_prior_shapes_that_do_not_fit(monkeypatch):
     monkeypatch.setattr(em, "fit_em", must_not_run)
-    monkeypatch.setattr(mcmc, "_sample", must_not_run)
+    monkeypatch.setattr(mcmc_driver, "_sample", must_not_run)
     with pytest.raises(ValueError, match=r"priors\['weights'\].*event shape \(2,\)"):
         nuts("full", {"weights": dist.Dirichlet(jnp.ones(K + 1))})
 
@@ -419,7 +421,7 @@ def test_mixture_sample_posterior_refuses_a_bad_prior_of_a_fitted_model(monkeypa
     x = two_clusters()
     model = GaussianMixture(K, covariance_type="spherical", random_state=0).fit(x)
     model.set_params(priors={"scales": dist.Normal(0.0, 1.0)})
-    monkeypatch.setattr(mcmc, "_sample", must_not_run)
+    monkeypatch.setattr(mcmc_driver, "_sample", must_not_run)
     with pytest.raises(ValueError, match=r"priors\['scales'\].*positive reals"):
         model.sample_posterior(x, num_warmup=1, num_samples=1, num_chains=1, progress_bar=False)
 
@@ -429,7 +431,7 @@ def test_mixture_traced_prior_parameters_are_checked_before_tracing(monkeypatch)
     with numpyro.validation_enabled(False):
         priors = {"weights": dist.Dirichlet(jnp.array([1.0, -1.0]))}
     monkeypatch.setattr(em, "fit_em", must_not_run)
-    monkeypatch.setattr(mcmc, "_sample", must_not_run)
+    monkeypatch.setattr(mcmc_driver, "_sample", must_not_run)
     with pytest.raises(ValueError, match=r"invalid concentration \(\[1.0, -1.0\]\)"):
         nuts("diag", priors)
 
