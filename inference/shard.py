@@ -11,7 +11,7 @@ collective adds them,
     S = \\operatorname{psum}_{d}\\, \\hat S_d(\\theta),
 
 after which every device runs the same M-step. One ``jax.jit`` holds the whole fit (the
-``lax.while_loop`` over iterations, the vmapped restarts); the answer is
+``lax.while_loop`` over iterations, the restarts); the answer is
 :func:`gaussmix.inference.em.fit_em`'s up to the order of floating-point sums.
 
 Multi-process. After ``jax.distributed.initialize(coordinator_address, num_processes,
@@ -117,8 +117,8 @@ def device_mesh(
 
 
 def _sharded_em(x, weight, initial, context, start_bound, *, mesh, config, max_iter, block_rows):
-    """The whole fit: vmapped restarts of the one EM loop
-    (:func:`gaussmix.inference.em.core.iterate`) whose statistics are psummed."""
+    """The whole fit: the restarts, one after another (``lax.map``, as in memory), of the
+    one EM loop (:func:`gaussmix.inference.em.core.iterate`) whose statistics are psummed."""
 
     def per_device(x, weight, initial, context, start_bound):
         def statistics_fn(parameters):
@@ -135,7 +135,7 @@ def _sharded_em(x, weight, initial, context, start_bound, *, mesh, config, max_i
         def run(parameters):
             return iterate(init(parameters, start_bound), statistics_fn, context, config, max_iter)
 
-        return jax.vmap(run)(initial)
+        return lax.map(run, initial)
 
     rows, replicated = PartitionSpec(ROW_AXIS), PartitionSpec()
     return jax.shard_map(

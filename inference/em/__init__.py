@@ -1,9 +1,10 @@
 """EM and MAP-EM for the Gaussian mixture program :func:`gaussmix.models.gaussian_mixture`.
 
 One call of :func:`fit_em` is one ``jax.jit``-compiled program: every EM iteration runs
-inside a ``lax.while_loop``, the ``n_init`` restarts are vmapped, the best restart is
-chosen by its lower bound, and ``B`` independent datasets of one shape (``x`` of shape
-(B, N, D)) are vmapped as well. A second call with the same shapes does not recompile.
+inside a ``lax.while_loop``, the ``n_init`` restarts run one after another (``lax.map``:
+restart 0 is the ``n_init=1`` fit to the last bit), the best restart is chosen by its
+lower bound, and ``B`` independent datasets of one shape (``x`` of shape (B, N, D)) are
+vmapped. A second call with the same shapes does not recompile.
 
 E-step in exponential-family form. On data centred at :math:`c` (the weighted data mean)
 the log density of component :math:`k` with precision :math:`P_k` is linear in the

@@ -3,9 +3,9 @@
 Every EM iteration runs inside one ``lax.while_loop``
 (:func:`gaussmix.inference.em.core.iterate`) whose statistics function is a ``lax.scan``
 over blocks of rows (:func:`gaussmix.inference.em.statistics.block_statistics`, or the
-compiled CPU kernel of :mod:`gaussmix.inference.native`); the ``n_init`` restarts are
-vmapped, the best restart is chosen by its lower bound, and ``B`` independent datasets of
-one shape (``x`` of shape (B, N, D)) are vmapped as well. A second call with the same
+compiled CPU kernel of :mod:`gaussmix.inference.native`); the ``n_init`` restarts run one
+after another inside the program (``lax.map``), the best restart is chosen by its lower
+bound, and ``B`` independent datasets of one shape (``x`` of shape (B, N, D)) are vmapped. A second call with the same
 shapes does not recompile.
 """
 
@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import native
@@ -57,7 +58,7 @@ class _Arguments(NamedTuple):
 
 
 def _fit_dataset(x, sample_weight, inits, key, arguments: _Arguments, config: FitConfig):
-    """Fit one dataset: vmapped restarts, best by lower bound."""
+    """Fit one dataset: the restarts one after another, the best by its lower bound."""
     covariance_type = config.step.covariance_type
     # The design matrix depends on the data alone: data of one block computes it once per
     # fit (config.cache_design), larger data once per block per iteration.
@@ -125,18 +126,19 @@ def _fit_program(x, sample_weight, inits, key, arguments: _Arguments, config: Fi
 
 
 def _map_or_call(fn, keys):
-    """``fn`` over ``keys`` stacked: ``fn(keys[0])`` unbatched and ``vmap(fn)`` over the rest.
+    """``fn`` over the restart ``keys``, stacked: one after another by ``lax.map``.
 
-    Restart 0 is the very computation of a single fit (``n_init=1``), not a lane of a
+    Each restart is the very computation of a single fit (``n_init=1``), not a lane of a
     vmap, whose rounding differs in the last bits: so more restarts never end below one
-    restart with the same seed (scikit-learn's ``test_init``). A single key needs no
-    batching machinery at all (faster to compile).
+    restart with the same seed (scikit-learn's ``test_init``). The loop body is compiled
+    once, as for one restart, and each restart stops at its own convergence (a vmapped
+    ``while_loop`` runs every lane until the slowest converges): measured as fast or
+    faster than vmapped restarts, and a third quicker to compile for ``n_init=4``.
+    A single key needs no loop at all.
     """
-    first = jax.tree.map(lambda leaf: leaf[None], fn(keys[0]))
     if keys.shape[0] == 1:
-        return first
-    rest = jax.vmap(fn)(keys[1:])
-    return jax.tree.map(lambda head, tail: jnp.concatenate([head, tail]), first, rest)
+        return jax.tree.map(lambda leaf: leaf[None], fn(keys[0]))
+    return lax.map(fn, keys)
 
 
 #: Work (rows x features x components x restarts x datasets) below which compile time,
@@ -197,7 +199,8 @@ def fit_em(
         max_iter: EM iterations at most (0 returns the initialization).
         tol: convergence threshold on the change of the lower bound.
         reg_covar: added to the diagonal of every covariance the M-step returns.
-        n_init: restarts (vmapped); the one with the largest lower bound is kept.
+        n_init: restarts (one after another inside the compiled program; restart 0 is
+            the ``n_init=1`` fit); the one with the largest lower bound is kept.
         init_params: "kmeans", "k-means++", "random" or "random_from_data".
         weights_init: (K,) or (B, K). means_init: (K, D) or (B, K, D).
         precisions_init: precisions in scikit-learn's shapes, optionally with (B,).
