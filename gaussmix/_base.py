@@ -80,9 +80,21 @@ def _convergence_warning_of(scikit_learn_class: type) -> type:
         (em.ConvergenceWarning, scikit_learn_class),
         {
             "__module__": __name__,
+            "__qualname__": "ConvergenceWarning",
             "__doc__": "gaussmix's ConvergenceWarning, also scikit-learn's.",
         },
     )
+
+
+def __getattr__(name: str):
+    """``gaussmix._base.ConvergenceWarning``, the class above, found by its module and
+    name as pickle and pytest-xdist find a warning's class in another process (importing
+    scikit-learn there: only a process that got such a warning asks)."""
+    if name == "ConvergenceWarning":
+        import sklearn.exceptions
+
+        return _convergence_warning_of(sklearn.exceptions.ConvergenceWarning)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_hardware(value) -> bool:

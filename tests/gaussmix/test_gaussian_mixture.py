@@ -1,5 +1,6 @@
 """gaussmix.GaussianMixture against scikit-learn's GaussianMixture and its own invariants."""
 
+import importlib
 import pickle
 import sys
 import warnings
@@ -166,6 +167,21 @@ def test_convergence_warning_is_also_scikit_learns_when_scikit_learn_is_loaded(m
     assert {type(w.message) for w in caught if isinstance(w.message, ConvergenceWarning)} == {
         ConvergenceWarning
     }
+
+
+def test_convergence_warning_crosses_processes():
+    """The combined class is found by its module and name, as pickle and pytest-xdist
+    look a warning's class up in another process (a class made on the fly and found
+    nowhere crashed xdist's controller)."""
+    x = three_clusters()
+    with pytest.warns(SklearnConvergenceWarning) as caught:
+        GaussianMixture(K, max_iter=1, random_state=0).fit(x)
+    message = next(w.message for w in caught if isinstance(w.message, ConvergenceWarning))
+    category = type(message)
+    module = importlib.import_module(category.__module__)
+    assert getattr(module, category.__name__) is category
+    copy = pickle.loads(pickle.dumps(message))
+    assert type(copy) is category and str(copy) == str(message)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
