@@ -11,10 +11,13 @@ PYTEST_ARGS ?=
 demo: $(STAMP)
 	$(PY) -m gaussmix.cli demo --out demo
 
-# The suite runs in a random order (seed printed in the header); rerun one order with
-# make test PYTEST_ARGS="--randomly-seed=N".
+# The suite runs in a random order (seed printed in the header; rerun one order with
+# make test PYTEST_ARGS="--randomly-seed=N") on TEST_WORKERS processes (pytest-xdist: most
+# of the suite's time is single-threaded XLA compilation, so two workers use both cores
+# of a 2-core machine; TEST_WORKERS=0 runs in this process).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -p randomly $(PYTEST_ARGS)
+	$(PY) -m pytest -p randomly -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
