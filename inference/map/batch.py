@@ -26,6 +26,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
     map_step,
 )
 from gaussmix.inference.map.problem import MAPProblem
+from gaussmix.inference.map.trees import canonical, plain
 
 __all__ = ["BatchOutputs", "Finished", "finish", "fit_batch"]
 
@@ -173,15 +174,17 @@ def _fit_batch(
     of the slots.
     """
     n_spectra = y.shape[0]
+    model_kwargs = plain(model_kwargs)
 
     def problem_for(y_one, mask_one, priors=None):
         kwargs = dict(model_kwargs)
         if mask_one is not None:
             kwargs["mask"] = mask_one
-        return MAPProblem(model, sites, observed, family, x, y_one, kwargs, priors)
+        return MAPProblem(model, sites, observed, family, x, y_one, kwargs, plain(priors))
 
     def priors_of(theta_one, noise_one, y_one, mask_one):
-        return problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors
+        # Canonical: the priors flatten in the same order in every process.
+        return canonical(problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors)
 
     priors = jax.vmap(priors_of)(theta, noise, y, mask)
     # The active spectra first, in their order; slots visit order[:n_active].
@@ -338,7 +341,7 @@ def fit_batch(
     """
     arguments = (
         model, sites, observed, family, n_slots,
-        x, y, mask, active, theta, noise, model_kwargs, settings,
+        x, y, mask, active, theta, noise, canonical(model_kwargs), settings,
     )  # fmt: skip
     if devices is None:
         return _fit_batch_jit(*arguments)
