@@ -71,6 +71,4 @@ def canonical(tree: Any) -> Any:
 def plain(tree: Any) -> Any:
     """``tree`` with every :class:`CanonicalDistribution` unwrapped (inverse of
     :func:`canonical`)."""
-    return jax.tree.map(
-        _unwrap, tree, is_leaf=lambda node: isinstance(node, CanonicalDistribution)
-    )
+    return jax.tree.map(_unwrap, tree, is_leaf=lambda node: isinstance(node, CanonicalDistribution))
