@@ -1,0 +1,629 @@
+"""A persistent cache of gaussmix's compiled programs: a script's second run compiles
+nothing.
+
+gaussmix's fits are a few large XLA programs (an EM loop, a Levenberg-Marquardt batch, a
+NUTS chain), compiled on first use. XLA compiles them in seconds; this module keeps the
+compiled executables on disk, so that the next process with the same call loads them in
+milliseconds. It leaves JAX's global configuration and the user's own programs alone:
+only gaussmix's programs go through it, serialized with
+:mod:`jax.experimental.serialize_executable` into gaussmix's own cache folder.
+
+Keys. A program is found again by a SHA-256 over the environment (JAX, jaxlib and NumPyro
+versions, backend, device kind and count, ``XLA_FLAGS``, JAX's configuration) and either
+
+- its **signature** — the function's module, qualified name and closure, its static
+  arguments, the tree structure, shapes and dtypes of its array arguments, and a hash of
+  gaussmix's own source — when every static argument is gaussmix's, JAX's or NumPyro's own
+  code or plain data (:func:`fingerprint`); found without tracing anything; or
+- its **lowered program text** (StableHLO, without source locations) otherwise, e.g. a
+  user's own NumPyro program: tracing and lowering run, XLA's compilation does not.
+
+A key never holds an object's address, a per-call constant or data: the same call in a
+fresh process gives the same key (tested), and a changed source, version or setting
+gives another one.
+
+Where. ``$GAUSSMIX_CACHE_DIR/programs`` (default ``~/.cache/gaussmix/programs``, see
+:mod:`gaussmix.inference.cache_folder`): created with mode 0700 and refused, with one
+:class:`CompilationCacheWarning`, when it or a cached file is a symbolic link, someone
+else's, or writable by group or others — loading a cached executable runs code, so the
+folder gets the same checks as the compiled E-step kernel. Files are written under a
+temporary name and renamed into place; each holds a header and the SHA-256 of its
+payload, so a damaged or foreign file is ignored (and replaced), never loaded. The folder
+is kept under :data:`MAX_BYTES` by deleting its least recently used programs (only files
+named as this module names them).
+
+Off. ``GAUSSMIX_COMPILATION_CACHE=0`` (or ``false``, ``no``, ``off``) or
+:func:`set_enabled(False) <set_enabled>` compile in every process as plain ``jax.jit``
+does. When the user has configured JAX's own persistent cache
+(``jax_compilation_cache_dir``), that one is used and this one stays out of its way.
+Programs whose arguments are traced (gaussmix called inside the user's ``jit`` or
+``vmap``), live on other devices than the default one, or hold host callbacks (a progress
+bar) are compiled as ``jax.jit`` would and kept in memory only.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> def scaled_sum(values, power):
+    ...     return jnp.sum(values**power)
+    >>> program = jit(scaled_sum, static_argnames=("power",))
+    >>> float(program(jnp.arange(4.0), power=2))
+    14.0
+"""
+
+import enum
+import functools
+import hashlib
+import importlib.metadata
+import inspect
+import io
+import logging
+import os
+import pickle
+import threading
+import types
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import serialize_executable
+
+from gaussmix.inference import cache_folder
+
+__all__ = [
+    "MAX_BYTES",
+    "CachedFunction",
+    "CompilationCacheWarning",
+    "compile_lowered",
+    "enabled",
+    "fingerprint",
+    "jit",
+    "set_enabled",
+    "statistics",
+    "status",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The folder is trimmed to this many bytes of programs (least recently used first).
+MAX_BYTES = 2 * 1024**3
+#: First bytes of every cached program file (format version included).
+MAGIC = b"gaussmix-program-1\n"
+SUFFIX = ".gaussmix-program"
+#: Modules whose functions and classes are named rather than hashed: their source is in
+#: the key (gaussmix) or their version is (jax, jaxlib, numpyro, numpy).
+TRUSTED_MODULES = ("gaussmix", "jax", "jaxlib", "numpyro", "numpy")
+_OFF = ("0", "false", "no", "off")
+# JAX settings that do not change a program (logging, caches, tracebacks).
+_IGNORED_SETTINGS = (
+    "log_compiles",
+    "explain_cache_misses",
+    "compilation_cache",
+    "persistent_cache",
+    "traceback",
+    "logging",
+)
+
+_switch: bool | None = None
+_lock = threading.Lock()
+_state: dict = {}  # "folder": Path | None once looked up, "reason": why not; "warned"
+_counts = {"memory": 0, "disk": 0, "compiled": 0, "stored": 0, "uncacheable": 0}
+
+
+class CompilationCacheWarning(UserWarning):
+    """gaussmix's compilation cache folder is not safe or cannot be written: programs are
+    compiled again in every process until it is fixed."""
+
+
+def set_enabled(value: bool | None) -> None:
+    """Turn the persistent cache on or off from Python, over
+    ``GAUSSMIX_COMPILATION_CACHE``.
+
+    Args:
+        value: True, False, or None (follow ``GAUSSMIX_COMPILATION_CACHE`` again).
+
+    Example:
+        >>> set_enabled(False)
+        >>> status()
+        'off: gaussmix.inference.compilation.set_enabled(False)'
+        >>> set_enabled(None)
+    """
+    global _switch
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(
+            "set_enabled takes True, False or None (follow GAUSSMIX_COMPILATION_CACHE), "
+            f"not {value!r}"
+        )
+    _switch = value
+
+
+def enabled() -> bool:
+    """Whether gaussmix's persistent cache is used: :func:`set_enabled`'s choice, else
+    ``GAUSSMIX_COMPILATION_CACHE``, and never while JAX's own persistent cache is set."""
+    if _switch is not None:
+        on = _switch
+    else:
+        on = os.environ.get("GAUSSMIX_COMPILATION_CACHE", "1").strip().lower() not in _OFF
+    return on and not jax.config.jax_compilation_cache_dir
+
+
+def status() -> str:
+    """Where compiled programs are kept, or why they are not.
+
+    Returns:
+        ``"on: FOLDER"``, ``"off: HOW"``, ``"jax: FOLDER"`` (JAX's own persistent cache
+        is configured and used instead) or ``"unavailable: WHY"``.
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return f"jax: {jax.config.jax_compilation_cache_dir}"
+    if not enabled():
+        if _switch is False:
+            return "off: gaussmix.inference.compilation.set_enabled(False)"
+        value = os.environ.get("GAUSSMIX_COMPILATION_CACHE", "").strip()
+        return f"off: GAUSSMIX_COMPILATION_CACHE={value}"
+    folder = _folder()
+    return f"on: {folder}" if folder is not None else f"unavailable: {_state['reason']}"
+
+
+def statistics() -> dict[str, int]:
+    """Counts since the process started: programs found in memory, loaded from disk,
+    compiled, stored, and compiled without the persistent cache."""
+    return dict(_counts)
+
+
+# ---------------------------------------------------------------------------------------
+# Keys
+# ---------------------------------------------------------------------------------------
+
+
+def _trusted(module: str | None) -> bool:
+    return bool(module) and module.split(".")[0] in TRUSTED_MODULES
+
+
+def fingerprint(value: Any) -> str | None:
+    """A text that names ``value`` the same way in every process, or None.
+
+    Plain data (None, booleans, numbers, strings, bytes, tuples, lists, dicts with string
+    keys, NumPy dtypes, enums, NamedTuples and frozen dataclasses of those) is written
+    out; functions, classes and ``functools.partial`` objects of gaussmix, JAX, NumPyro or
+    NumPy are named by module, qualified name and first line, with their closures,
+    defaults and arguments. Anything else — a user's function, an object whose only name
+    is its address — has no fingerprint: the program is then keyed by its lowered text.
+
+    Example:
+        >>> fingerprint(("normal", 3, {"ties": None}))
+        "('normal',3,{'ties':None},)"
+        >>> fingerprint(lambda x: x) is None  # a function of this doctest's module
+        True
+    """
+    try:
+        return _fingerprint(value, 0)
+    except _NoFingerprint:
+        return None
+
+
+class _NoFingerprint(Exception):
+    pass
+
+
+def _fingerprint(value: Any, depth: int) -> str:
+    if depth > 50:
+        raise _NoFingerprint
+    depth += 1
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return f"{type(value).__name__}:{value!r}"
+    if isinstance(value, np.dtype):
+        return f"dtype:{value.str}"
+    if isinstance(value, type):
+        if not _trusted(value.__module__):
+            raise _NoFingerprint
+        return f"class:{value.__module__}.{value.__qualname__}"
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        cls = type(value)
+        fields = ",".join(_fingerprint(item, depth) for item in value)
+        return f"{_fingerprint(cls, depth)}({fields})"
+    if isinstance(value, tuple | list):
+        return f"{type(value).__name__}({','.join(_fingerprint(v, depth) for v in value)},)"
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise _NoFingerprint
+        items = ",".join(f"{key!r}:{_fingerprint(value[key], depth)}" for key in sorted(value))
+        return f"dict({items})"
+    if isinstance(value, frozenset):
+        return f"frozenset({','.join(sorted(_fingerprint(v, depth) for v in value))})"
+    if isinstance(value, functools.partial):
+        keywords = _fingerprint(dict(value.keywords), depth)
+        return f"partial({_fingerprint(value.func, depth)},{_fingerprint(value.args, depth)},{keywords})"
+    if isinstance(value, types.FunctionType):
+        if not _trusted(value.__module__):
+            raise _NoFingerprint
+        code = value.__code__
+        cells = tuple(cell.cell_contents for cell in value.__closure__ or ())
+        parts = (cells, value.__defaults__, value.__kwdefaults__)
+        return (
+            f"function:{value.__module__}.{value.__qualname__}@{code.co_firstlineno}"
+            f"{_fingerprint(parts, depth)}"
+        )
+    if isinstance(value, types.MethodType):
+        return f"method:{_fingerprint(value.__func__, depth)}/{_fingerprint(value.__self__, depth)}"
+    if hasattr(value, "__dataclass_fields__") and getattr(
+        value.__dataclass_params__, "frozen", False
+    ):
+        fields = {name: getattr(value, name) for name in value.__dataclass_fields__}
+        return f"{_fingerprint(type(value), depth)}{_fingerprint(fields, depth)}"
+    if isinstance(value, enum.Enum):
+        return f"{_fingerprint(type(value), depth)}.{value.name}"
+    if callable(value):
+        module = getattr(value, "__module__", None)
+        qualname = getattr(value, "__qualname__", None)
+        # jax.numpy's functions, builtins and other named callables of trusted modules
+        if qualname and _trusted(module) and not getattr(value, "__self__", None):
+            return f"callable:{module}.{qualname}"
+    raise _NoFingerprint
+
+
+@functools.cache
+def _source_hash() -> str:
+    """SHA-256 of gaussmix's own source (every .py and .cc file of its packages)."""
+    import gaussmix
+    import gaussmix.inference
+    import gaussmix.models
+
+    digest = hashlib.sha256()
+    roots = {
+        name: Path(module.__file__).parent
+        for name, module in (
+            ("gaussmix", gaussmix),
+            ("gaussmix.inference", gaussmix.inference),
+            ("gaussmix.models", gaussmix.models),
+        )
+    }
+    for name, root in sorted(roots.items()):
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".cc") and "__pycache__" not in path.parts:
+                relative = path.relative_to(root).as_posix()
+                if name == "gaussmix" and relative.split("/")[0] in ("inference", "models"):
+                    continue
+                digest.update(f"{name}/{relative}\0".encode())
+                digest.update(path.read_bytes())
+                digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _settings_text() -> str:
+    """JAX's configuration, but for the settings that change no program."""
+    items = []
+    for name, value in sorted(jax.config.values.items()):
+        if any(part in name for part in _IGNORED_SETTINGS):
+            continue
+        if value is None or isinstance(value, bool | int | float | str):
+            items.append(f"{name}={value!r}")
+        else:  # enums and other settings objects: their class and value
+            items.append(f"{name}={type(value).__name__}:{getattr(value, 'value', value)!s}")
+    return ";".join(items)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _environment() -> str:
+    device = jax.devices()[0]
+    return "\n".join(
+        [
+            f"jax {jax.__version__} jaxlib {_version('jaxlib')} numpyro {_version('numpyro')}",
+            f"numpy {np.__version__}",
+            f"backend {device.platform} {device.client.platform_version} {device.device_kind}",
+            f"devices {jax.device_count()} local {jax.local_device_count()}",
+            f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '')}",
+            _settings_text(),
+        ]
+    )
+
+
+@functools.cache
+def _runtime_ready() -> bool:
+    """Whether programs may be loaded without being lowered first in this process.
+
+    Lowering a program that calls LAPACK (Cholesky, triangular solves) is what points
+    jaxlib's CPU kernels at SciPy's LAPACK; an executable loaded without it crashes. JAX
+    does the same before it runs a deserialized program (``jax.export``). Where this
+    cannot be done, programs are keyed by their lowered text instead (lowering then does
+    it).
+    """
+    try:
+        from jax._src.lax.linalg import initialize_lapack
+
+        initialize_lapack()
+    except Exception:  # another jaxlib: lower before loading
+        return False
+    return True
+
+
+def _key(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in (_environment(), *parts):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# The folder
+# ---------------------------------------------------------------------------------------
+
+
+def _warn_once(message: str) -> None:
+    if not _state.get("warned"):
+        _state["warned"] = True
+        warnings.warn(
+            f"gaussmix's compilation cache is not used: {message}. Programs are compiled "
+            "again in every process (set GAUSSMIX_COMPILATION_CACHE=0 to silence this).",
+            CompilationCacheWarning,
+            stacklevel=4,
+        )
+
+
+def _folder() -> Path | None:
+    """The checked programs folder, or None (``_state["reason"]`` says why)."""
+    root = os.environ.get("GAUSSMIX_CACHE_DIR", ""), os.environ.get("XDG_CACHE_HOME", "")
+    if _state.get("root") == root and "folder" in _state:
+        return _state["folder"]
+    _state.update(root=root, folder=None)
+    try:
+        folder = cache_folder.cache_root() / "programs"
+        cache_folder.private_folder(folder)
+    except cache_folder.Unavailable as reason:
+        _state["reason"] = str(reason)
+        return None
+    except cache_folder.Refused as reason:
+        _state["reason"] = str(reason)
+        _warn_once(str(reason))
+        return None
+    _state["folder"] = folder
+    return folder
+
+
+def _load(path: Path) -> jax.stages.Compiled | None:
+    """The program stored at ``path``, or None when there is none or it is damaged."""
+    try:
+        if not cache_folder.check_file(path, "cached program"):
+            return None
+        data = path.read_bytes()
+    except cache_folder.Refused as reason:
+        _warn_once(str(reason))
+        return None
+    except OSError:
+        return None
+    header = len(MAGIC) + 32
+    payload = data[header:]
+    if data[: len(MAGIC)] != MAGIC or hashlib.sha256(payload).digest() != data[len(MAGIC) : header]:
+        logger.debug("ignoring damaged cached program %s", path)
+        return None
+    try:
+        serialized, in_tree, out_tree = pickle.loads(payload)
+        compiled = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+    except Exception as error:  # a program this jaxlib cannot load: compile again
+        logger.debug("cannot load cached program %s: %s", path, error)
+        return None
+    try:
+        os.utime(path)  # most recently used
+    except OSError:
+        pass
+    return compiled
+
+
+def _store(path: Path, compiled: jax.stages.Compiled) -> None:
+    """Write ``compiled`` to ``path`` (temporary name, then renamed); trim the folder."""
+    try:
+        serialized, in_tree, out_tree = serialize_executable.serialize(compiled)
+        payload = pickle.dumps((serialized, in_tree, out_tree), protocol=5)
+    except Exception as error:  # host callbacks, constants, a backend without support
+        logger.debug("program not serializable: %s", error)
+        _counts["uncacheable"] += 1
+        return
+    data = MAGIC + hashlib.sha256(payload).digest() + payload
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with io.FileIO(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        _warn_once(f"cannot write to {path.parent}: {error}")
+        return
+    _counts["stored"] += 1
+    _trim(path.parent)
+
+
+def _trim(folder: Path) -> None:
+    """Delete the least recently used programs beyond :data:`MAX_BYTES` (only files named
+    ``*.gaussmix-program``; nothing else in the folder is touched)."""
+    try:
+        entries = []
+        for entry in os.scandir(folder):
+            if entry.name.endswith(SUFFIX) and entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                entries.append((info.st_mtime, info.st_size, entry.path))
+    except OSError:
+        return
+    total = sum(size for _, size, _ in entries)
+    for _, size, name in sorted(entries):
+        if total <= MAX_BYTES:
+            break
+        try:
+            os.unlink(name)
+            total -= size
+        except OSError:
+            pass
+
+
+def _load_or_compile(lower: Callable[[], jax.stages.Lowered], key: str | None):
+    """The program under ``key`` (or under the hash of its lowered text when ``key`` is
+    None), loaded from the folder, else lowered, compiled and stored there."""
+    folder = _folder() if enabled() else None
+    if folder is None:
+        _counts["compiled"] += 1
+        return lower().compile()
+    with _lock:
+        lowered = None
+        if key is None:
+            lowered = lower()
+            key = _key("lowered", lowered.as_text())
+        path = folder / f"{key}{SUFFIX}"
+        compiled = _load(path)
+        if compiled is not None:
+            _counts["disk"] += 1
+            return compiled
+        compiled = (lowered if lowered is not None else lower()).compile()
+        _counts["compiled"] += 1
+        _store(path, compiled)
+    return compiled
+
+
+def compile_lowered(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+    """Compile ``lowered``, or load the same program compiled by an earlier process (keyed
+    by its lowered text).
+
+    Args:
+        lowered: from ``jax.jit(f).lower(...)``.
+
+    Returns:
+        The compiled program (``compiled(*dynamic_arguments)`` runs it).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> compiled = compile_lowered(jax.jit(jnp.cumsum).lower(jnp.ones(3)))
+        >>> compiled(jnp.ones(3)).tolist()
+        [1.0, 2.0, 3.0]
+    """
+    return _load_or_compile(lambda: lowered, None)
+
+
+# ---------------------------------------------------------------------------------------
+# jit
+# ---------------------------------------------------------------------------------------
+
+
+def _leaf_signature(leaf, device) -> tuple | None:
+    """(shape, dtype, weak type) of an argument leaf, or None when the program must not be
+    cached for it (a tracer, an array on another device or sharded)."""
+    if isinstance(leaf, jax.core.Tracer):
+        return None
+    if isinstance(leaf, jax.Array):
+        sharding = leaf.sharding
+        if not isinstance(sharding, jax.sharding.SingleDeviceSharding):
+            return None
+        if next(iter(sharding.device_set)) != device:
+            return None
+        return leaf.shape, leaf.dtype.str, leaf.weak_type
+    if isinstance(leaf, np.ndarray | np.generic):
+        return leaf.shape, leaf.dtype.str, False
+    if isinstance(leaf, bool | int | float | complex):
+        return (), type(leaf).__name__, True
+    return None
+
+
+class CachedFunction:
+    """``jax.jit(fun, static_argnames=...)`` whose compiled programs persist across
+    processes (see the module docstring); made by :func:`jit`.
+
+    Called as ``fun`` is; the arguments are bound to ``fun``'s signature, so positional
+    and keyword calls share one program.
+    """
+
+    def __init__(self, fun: Callable, static_argnames: Sequence[str] = ()):
+        self.fun = fun
+        self.signature = inspect.signature(fun)
+        names = list(self.signature.parameters)
+        unknown = [name for name in static_argnames if name not in names]
+        if unknown:
+            raise ValueError(f"static_argnames {unknown} are not parameters of {fun.__name__}")
+        self.static_positions = tuple(names.index(name) for name in static_argnames)
+        self.jitted = jax.jit(fun, static_argnums=self.static_positions)
+        self.programs: OrderedDict = OrderedDict()
+        self.function_fingerprint = fingerprint(fun)
+        functools.update_wrapper(self, fun)
+
+    def lower(self, *args, **kwargs) -> jax.stages.Lowered:
+        """``jax.jit(fun).lower(...)`` for these arguments."""
+        return self.jitted.lower(*self._bind(args, kwargs))
+
+    def _bind(self, args, kwargs) -> tuple:
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return bound.args
+
+    def __call__(self, *args, **kwargs):
+        values = self._bind(args, kwargs)
+        if not enabled():
+            return self.jitted(*values)
+        static = tuple(values[i] for i in self.static_positions)
+        dynamic = tuple(v for i, v in enumerate(values) if i not in self.static_positions)
+        leaves, treedef = jax.tree.flatten(dynamic)
+        device = jax.devices()[0]
+        shapes = tuple(_leaf_signature(leaf, device) for leaf in leaves)
+        try:
+            memory_key = (static, treedef, shapes, jax.config.jax_enable_x64)
+            hash(memory_key)
+        except TypeError:  # an unhashable static argument: jax.jit says so
+            return self.jitted(*values)
+        if None in shapes:
+            _counts["uncacheable"] += 1
+            return self.jitted(*values)
+        compiled = self.programs.get(memory_key)
+        if compiled is None:
+            compiled = self._compile(values, static, treedef, shapes)
+            self.programs[memory_key] = compiled
+            while len(self.programs) > 64:
+                self.programs.popitem(last=False)
+        else:
+            _counts["memory"] += 1
+        return compiled(*dynamic)
+
+    def _compile(self, values, static, treedef, shapes) -> jax.stages.Compiled:
+        """Load or compile the program; keyed by its signature when every part of it has a
+        fingerprint, else by its lowered text."""
+        key = None
+        static_fingerprint = fingerprint(static)
+        structure = str(treedef)
+        if (
+            _runtime_ready()
+            and self.function_fingerprint is not None
+            and static_fingerprint is not None
+            and " at 0x" not in structure  # a node whose text is its address: no key
+        ):
+            key = _key(
+                "signature",
+                _source_hash(),
+                self.function_fingerprint,
+                static_fingerprint,
+                structure,
+                repr(shapes),
+            )
+        return _load_or_compile(lambda: self.jitted.lower(*values), key)
+
+
+def jit(fun: Callable | None = None, *, static_argnames: Sequence[str] = ()):
+    """``jax.jit`` with gaussmix's persistent compilation cache (a decorator, too).
+
+    Args:
+        fun: the function to compile.
+        static_argnames: parameters passed as static arguments (hashable; part of the
+            key, so they should be plain data or gaussmix's own functions).
+
+    Returns:
+        A :class:`CachedFunction`.
+    """
+    if fun is None:
+        return functools.partial(jit, static_argnames=static_argnames)
+    return CachedFunction(fun, tuple(static_argnames))

@@ -1,0 +1,358 @@
+"""gaussmix's persistent compilation cache (:mod:`gaussmix.inference.compilation`).
+
+Layers: keys (fingerprints that name the same thing the same way and refuse what has only
+an address), results (a cached program computes what ``jax.jit`` computes), persistence
+(a second fresh process compiles nothing, counted by JAX's own compile events), and
+safety (damaged, foreign and planted files, unsafe folders, full or read-only folders,
+the switches).
+"""
+
+import errno
+import functools
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gaussmix.inference import compilation
+from gaussmix.inference.compilation import CompilationCacheWarning, fingerprint
+from gaussmix.inference.map.levenberg_marquardt import inverse_positive_definite
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A private cache folder for this test, state of the module reset around it."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("GAUSSMIX_CACHE_DIR", str(folder))
+    monkeypatch.delenv("GAUSSMIX_COMPILATION_CACHE", raising=False)
+    monkeypatch.setattr(compilation, "_state", {})
+    monkeypatch.setattr(compilation, "_switch", None)
+    return folder
+
+
+def programs(folder: Path) -> list[Path]:
+    return sorted((folder / "programs").glob(f"*{compilation.SUFFIX}"))
+
+
+class Point(NamedTuple):
+    name: str
+    size: int
+
+
+# ---------------------------------------------------------------------------------------
+# Keys
+# ---------------------------------------------------------------------------------------
+
+
+def test_fingerprints_of_plain_data_are_their_values():
+    value = ("normal", 3, 2.5, None, True, {"b": (1, 2), "a": "x"}, np.dtype("float32"))
+    copy = ("normal", 3, 2.5, None, True, {"a": "x", "b": (1, 2)}, np.dtype(np.float32))
+    assert fingerprint(value) == fingerprint(copy)
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint((1,)) != fingerprint([1]) != fingerprint((1.0,))
+    assert fingerprint(True) != fingerprint(1)
+
+
+def test_fingerprints_of_gaussmix_functions_name_them_and_their_arguments():
+    named = fingerprint(inverse_positive_definite)
+    assert "gaussmix.inference.map.levenberg_marquardt.inverse_positive_definite" in named
+    partial = functools.partial(inverse_positive_definite)
+    assert fingerprint(partial) != named
+    assert fingerprint(functools.partial(compilation.jit, static_argnames=("a",))) != (
+        fingerprint(functools.partial(compilation.jit, static_argnames=("b",)))
+    )
+
+
+def test_what_has_only_an_address_has_no_fingerprint():
+    """A function of the user's module, an object, a dict with non-string keys: the
+    program is then keyed by its lowered text."""
+    assert fingerprint(lambda x: x) is None  # this test module is not gaussmix's
+    assert fingerprint(object()) is None
+    assert fingerprint({1: "a"}) is None
+    assert fingerprint((1, object())) is None
+    assert fingerprint(Point("a", 1)) is None  # a class of the user's module
+    assert fingerprint(functools.partial(lambda x: x, 1)) is None
+
+
+# ---------------------------------------------------------------------------------------
+# Results in one process
+# ---------------------------------------------------------------------------------------
+
+
+def powered_sum(values, extra, power):
+    return jnp.sum(values**power) + extra["shift"]
+
+
+def test_a_cached_program_computes_what_jit_computes(cache_dir):
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    values = jnp.linspace(0.0, 1.0, 7)
+    extra = {"shift": jnp.asarray(2.0)}
+    expected = jax.jit(powered_sum, static_argnames=("power",))(values, extra, power=3)
+    before = compilation.statistics()
+    assert program(values, extra, power=3) == expected
+    assert program(values, extra, 3) == expected  # positional: the same program
+    after = compilation.statistics()
+    assert after["compiled"] - before["compiled"] == 1
+    assert after["memory"] - before["memory"] == 1
+    assert len(programs(cache_dir)) == 1
+    # Another static value and another shape are other programs.
+    assert program(values, extra, power=2) == pytest.approx(float(jnp.sum(values**2) + 2))
+    program(jnp.ones(3), extra, power=2)
+    assert len(programs(cache_dir)) == 3
+
+
+def test_traced_arguments_compile_as_jit_does(cache_dir):
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    batched = jax.vmap(lambda v: program(v, {"shift": 1.0}, power=2))(jnp.ones((4, 3)))
+    np.testing.assert_allclose(batched, 4.0)
+    assert jax.grad(lambda v: program(v, {"shift": 0.0}, power=2))(jnp.ones(2)).tolist() == [
+        2.0,
+        2.0,
+    ]
+
+
+def test_unknown_static_names_are_refused():
+    with pytest.raises(ValueError, match="not parameters"):
+        compilation.jit(powered_sum, static_argnames=("exponent",))
+
+
+# ---------------------------------------------------------------------------------------
+# Across processes
+# ---------------------------------------------------------------------------------------
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from jax._src import monitoring
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event)
+        if event.endswith("backend_compile_duration") else None)
+    from gaussmix.inference import compilation
+    from gaussmix.inference.map.levenberg_marquardt import inverse_positive_definite
+
+    def users_own(matrix):  # keyed by its lowered text
+        return jnp.linalg.cholesky(matrix) * 2.0
+
+    import numpy as np
+    matrix = np.asarray([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    inverse = compilation.jit(inverse_positive_definite)(matrix)
+    factor = compilation.jit(users_own)(matrix)
+    print(json.dumps({"compiles": len(compiles), "stats": compilation.statistics(),
+                      "inverse": inverse.tolist(), "factor": factor.tolist(),
+                      "status": compilation.status()}))
+    """
+)
+
+
+def run_script(cache: Path, script: str = SCRIPT, **environment) -> dict:
+    env = {key: value for key, value in os.environ.items() if key != "GAUSSMIX_COMPILATION_CACHE"}
+    env.update(GAUSSMIX_CACHE_DIR=str(cache), **environment)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_compiles_nothing(tmp_path):
+    """Both kinds of key: a gaussmix function (by signature, nothing traced) and a
+    user's function (by lowered text), both calling LAPACK (Cholesky): a program loaded
+    without being lowered first must still find its LAPACK kernels."""
+    cache = tmp_path / "cache"
+    first = run_script(cache)
+    second = run_script(cache)
+    assert first["stats"]["compiled"] == 2 and first["stats"]["stored"] == 2
+    assert second["compiles"] == 0
+    assert second["stats"]["disk"] == 2 and second["stats"]["compiled"] == 0
+    assert second["inverse"] == first["inverse"] and second["factor"] == first["factor"]
+    matrix = np.asarray([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    np.testing.assert_allclose(second["inverse"], np.linalg.inv(matrix), rtol=1e-12)
+    np.testing.assert_allclose(second["factor"], 2.0 * np.linalg.cholesky(matrix), rtol=1e-12)
+    assert second["status"] == f"on: {cache / 'programs'}"
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(cache / "programs").st_mode) == 0o700
+    for path in programs(cache):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_another_setting_is_another_program(tmp_path):
+    cache = tmp_path / "cache"
+    run_script(cache)
+    other = run_script(cache, XLA_FLAGS="--xla_cpu_enable_fast_math=false")
+    assert other["stats"]["compiled"] == 2
+    assert len(programs(cache)) == 4
+
+
+def test_switched_off_it_writes_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    for value in ("0", "off", "False"):
+        result = run_script(cache, GAUSSMIX_COMPILATION_CACHE=value)
+        assert result["status"] == f"off: GAUSSMIX_COMPILATION_CACHE={value}"
+        assert result["compiles"] >= 2
+    assert not cache.exists()
+
+
+def test_jax_own_cache_is_used_when_the_user_configured_it(tmp_path):
+    cache = tmp_path / "cache"
+    jax_cache = tmp_path / "jax-cache"
+    script = SCRIPT.replace(
+        'jax.config.update("jax_enable_x64", True)',
+        f'jax.config.update("jax_enable_x64", True)\n'
+        f'jax.config.update("jax_compilation_cache_dir", {str(jax_cache)!r})',
+    )
+    result = run_script(cache, script)
+    assert result["status"] == f"jax: {jax_cache}"
+    assert not cache.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged, foreign and planted files; unsafe folders
+# ---------------------------------------------------------------------------------------
+
+
+def fill(cache_dir) -> tuple:
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    values, extra = jnp.arange(5.0), {"shift": jnp.asarray(1.0)}
+    expected = float(program(values, extra, power=2))
+    return program, values, extra, expected
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # truncated (an interrupted copy)
+        lambda data: data[:-10] + b"0123456789",  # a changed payload
+        lambda data: b"not a program at all",  # a foreign file under the name
+        lambda data: b"",
+    ],
+)
+def test_a_damaged_program_is_compiled_again_and_replaced(cache_dir, damage):
+    _, values, extra, expected = fill(cache_dir)
+    (path,) = programs(cache_dir)
+    path.write_bytes(damage(path.read_bytes()))
+    fresh = compilation.jit(powered_sum, static_argnames=("power",))
+    before = compilation.statistics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(fresh(values, extra, power=2)) == expected
+    after = compilation.statistics()
+    assert after["compiled"] - before["compiled"] == 1
+    assert after["disk"] == before["disk"]
+    # ... and the next process (here: a new function object) loads the replacement.
+    again = compilation.jit(powered_sum, static_argnames=("power",))
+    assert float(again(values, extra, power=2)) == expected
+    assert compilation.statistics()["disk"] == after["disk"] + 1
+
+
+def test_a_planted_program_that_others_can_write_is_refused(cache_dir):
+    _, values, extra, expected = fill(cache_dir)
+    (path,) = programs(cache_dir)
+    os.chmod(path, 0o666)
+    fresh = compilation.jit(powered_sum, static_argnames=("power",))
+    with pytest.warns(CompilationCacheWarning, match="writable by group and others"):
+        assert float(fresh(values, extra, power=2)) == expected
+
+
+def test_a_symbolic_link_in_place_of_a_program_is_refused(cache_dir, tmp_path):
+    _, values, extra, expected = fill(cache_dir)
+    (path,) = programs(cache_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(elsewhere)
+    fresh = compilation.jit(powered_sum, static_argnames=("power",))
+    with pytest.warns(CompilationCacheWarning, match="symbolic link"):
+        assert float(fresh(values, extra, power=2)) == expected
+    assert elsewhere.read_bytes()  # left alone
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o722])
+def test_a_folder_others_can_write_is_neither_read_nor_written(cache_dir, mode):
+    folder = cache_dir / "programs"
+    folder.mkdir(parents=True, mode=0o700)
+    os.chmod(cache_dir, 0o700)
+    os.chmod(folder, mode)
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    with pytest.warns(CompilationCacheWarning, match="chmod 700"):
+        assert float(program(jnp.arange(3.0), {"shift": 0.0}, power=1)) == 3.0
+    assert programs(cache_dir) == []
+    assert compilation.status().startswith("unavailable: cache folder")
+
+
+def test_a_folder_that_is_a_symbolic_link_is_refused(cache_dir, tmp_path):
+    target = tmp_path / "target"
+    target.mkdir(mode=0o700)
+    cache_dir.mkdir(mode=0o700)
+    (cache_dir / "programs").symlink_to(target)
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    with pytest.warns(CompilationCacheWarning, match="symbolic link"):
+        program(jnp.arange(3.0), {"shift": 0.0}, power=1)
+    assert list(target.iterdir()) == []
+
+
+def test_a_full_disk_warns_once_leaves_nothing_half_written_and_still_computes(
+    cache_dir, monkeypatch
+):
+    real_replace = os.replace
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(compilation.os, "replace", full)
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    with pytest.warns(CompilationCacheWarning, match="cannot write.*No space left"):
+        assert float(program(jnp.arange(3.0), {"shift": 0.0}, power=1)) == 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(program(jnp.arange(4.0), {"shift": 0.0}, power=1)) == 6.0
+    monkeypatch.setattr(compilation.os, "replace", real_replace)
+    assert list((cache_dir / "programs").iterdir()) == []  # no partial file left
+
+
+def test_the_folder_is_trimmed_oldest_first_and_nothing_else_is_touched(cache_dir, monkeypatch):
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    program(jnp.arange(3.0), {"shift": 0.0}, power=1)
+    folder = cache_dir / "programs"
+    (oldest,) = programs(cache_dir)
+    os.utime(oldest, (1.0, 1.0))
+    keep = folder / "notes.txt"
+    keep.write_text("someone's notes")
+    os.utime(keep, (0.0, 0.0))
+    monkeypatch.setattr(compilation, "MAX_BYTES", oldest.stat().st_size + 10)
+    program(jnp.arange(4.0), {"shift": 0.0}, power=1)
+    remaining = programs(cache_dir)
+    assert len(remaining) == 1 and remaining[0] != oldest
+    assert keep.read_text() == "someone's notes"
+
+
+def test_switches(cache_dir, monkeypatch):
+    compilation.set_enabled(False)
+    try:
+        assert compilation.status() == "off: gaussmix.inference.compilation.set_enabled(False)"
+        compilation.jit(powered_sum, static_argnames=("power",))(
+            jnp.arange(3.0), {"shift": 0.0}, power=1
+        )
+        assert not cache_dir.exists()
+    finally:
+        compilation.set_enabled(None)
+    with pytest.raises(ValueError, match="True, False or None"):
+        compilation.set_enabled("yes")
+    monkeypatch.delenv("GAUSSMIX_CACHE_DIR")
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(compilation, "_state", {})
+    assert compilation.status().startswith("unavailable: no cache folder")
