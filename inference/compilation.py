@@ -61,6 +61,7 @@ import pickle
 import threading
 import types
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,6 +77,7 @@ __all__ = [
     "MAX_BYTES",
     "CachedFunction",
     "CompilationCacheWarning",
+    "clear_memory",
     "compile_lowered",
     "enabled",
     "fingerprint",
@@ -109,6 +111,7 @@ _IGNORED_SETTINGS = (
 _switch: bool | None = None
 _lock = threading.Lock()
 _state: dict = {}  # "folder": Path | None once looked up, "reason": why not; "warned"
+_functions: "weakref.WeakSet[CachedFunction]" = weakref.WeakSet()
 _counts = {"memory": 0, "disk": 0, "compiled": 0, "stored": 0, "uncacheable": 0}
 
 
@@ -165,6 +168,14 @@ def status() -> str:
         return f"off: GAUSSMIX_COMPILATION_CACHE={value}"
     folder = _folder()
     return f"on: {folder}" if folder is not None else f"unavailable: {_state['reason']}"
+
+
+def clear_memory() -> None:
+    """Forget the programs held in this process (the folder keeps them): the next call
+    loads its program from the folder again. ``jax.clear_caches()`` does the same for
+    JAX's own programs; a long test session calls both to bound its memory mappings."""
+    for function in list(_functions):
+        function.programs.clear()
 
 
 def statistics() -> dict[str, int]:
@@ -553,6 +564,7 @@ class CachedFunction:
         self.programs: OrderedDict = OrderedDict()
         self.function_fingerprint = fingerprint(fun)
         functools.update_wrapper(self, fun)
+        _functions.add(self)
 
     def lower(self, *args, **kwargs) -> jax.stages.Lowered:
         """``jax.jit(fun).lower(...)`` for these arguments."""

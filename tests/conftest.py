@@ -8,9 +8,20 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from pathlib import Path
 
+# One compilation cache for the whole session, its worker processes and the subprocesses
+# its tests start (CLI runs, examples): a program compiled once is loaded everywhere else.
+# It lives in the repository's ignored .pytest_cache, not in the user's cache folder; a
+# second local run starts warm, a clean clone (CI) cold. Tests about the cache itself set
+# their own folder.
+os.environ.setdefault(
+    "GAUSSMIX_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "gaussmix")
+)
+
 import jax
 import pytest
 from hypothesis import settings
+
+from gaussmix.inference import compilation
 
 jax.config.update("jax_enable_x64", True)
 
@@ -29,10 +40,12 @@ def _release_compiled_programs():
     the suite compiles tens of thousands of programs, and one process that kept them all
     would pass Linux's ``vm.max_map_count`` (65 530), after which LLVM's code allocation
     fails and the process dies with a segmentation fault inside XLA's compiler. Programs
-    shared within a module (module-scoped fixtures, no-retrace checks) stay compiled.
+    shared within a module (module-scoped fixtures, no-retrace checks) stay compiled;
+    gaussmix's own programs are loaded again from the session's compilation cache.
     """
     yield
     jax.clear_caches()
+    compilation.clear_memory()
     gc.collect()
 
 
