@@ -552,7 +552,12 @@ class CachedFunction:
     and keyword calls share one program.
     """
 
-    def __init__(self, fun: Callable, static_argnames: Sequence[str] = ()):
+    def __init__(
+        self,
+        fun: Callable,
+        static_argnames: Sequence[str] = (),
+        compiler_options: dict[str, Any] | None = None,
+    ):
         self.fun = fun
         self.signature = inspect.signature(fun)
         names = list(self.signature.parameters)
@@ -560,9 +565,12 @@ class CachedFunction:
         if unknown:
             raise ValueError(f"static_argnames {unknown} are not parameters of {fun.__name__}")
         self.static_positions = tuple(names.index(name) for name in static_argnames)
-        self.jitted = jax.jit(fun, static_argnums=self.static_positions)
+        self.jitted = jax.jit(
+            fun, static_argnums=self.static_positions, compiler_options=compiler_options
+        )
         self.programs: OrderedDict = OrderedDict()
-        self.function_fingerprint = fingerprint(fun)
+        # XLA's options are part of the program: in its key beside the function.
+        self.function_fingerprint = fingerprint((fun, compiler_options or {}))
         functools.update_wrapper(self, fun)
         _functions.add(self)
 
@@ -625,17 +633,25 @@ class CachedFunction:
         return _load_or_compile(lambda: self.jitted.lower(*values), key)
 
 
-def jit(fun: Callable | None = None, *, static_argnames: Sequence[str] = ()):
+def jit(
+    fun: Callable | None = None,
+    *,
+    static_argnames: Sequence[str] = (),
+    compiler_options: dict[str, Any] | None = None,
+):
     """``jax.jit`` with gaussmix's persistent compilation cache (a decorator, too).
 
     Args:
         fun: the function to compile.
         static_argnames: parameters passed as static arguments (hashable; part of the
             key, so they should be plain data or gaussmix's own functions).
+        compiler_options: XLA options, as ``jax.jit`` takes them (part of the key).
 
     Returns:
         A :class:`CachedFunction`.
     """
     if fun is None:
-        return functools.partial(jit, static_argnames=static_argnames)
-    return CachedFunction(fun, tuple(static_argnames))
+        return functools.partial(
+            jit, static_argnames=static_argnames, compiler_options=compiler_options
+        )
+    return CachedFunction(fun, tuple(static_argnames), compiler_options)

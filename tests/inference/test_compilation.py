@@ -358,3 +358,15 @@ def test_switches(cache_dir, monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setattr(compilation, "_state", {})
     assert compilation.status().startswith("unavailable: no cache folder")
+
+
+def test_compiler_options_are_part_of_the_key(cache_dir):
+    values, extra = jnp.arange(3.0), {"shift": 0.0}
+    plain = compilation.jit(powered_sum, static_argnames=("power",))
+    quick = compilation.jit(
+        powered_sum,
+        static_argnames=("power",),
+        compiler_options={"xla_backend_optimization_level": 0},
+    )
+    assert float(plain(values, extra, power=2)) == float(quick(values, extra, power=2)) == 5.0
+    assert len(programs(cache_dir)) == 2
