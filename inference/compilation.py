@@ -478,35 +478,60 @@ def _trim(folder: Path) -> None:
             pass
 
 
-def _load_or_compile(lower: Callable[[], jax.stages.Lowered], key: str | None):
-    """The program under ``key`` (or under the hash of its lowered text when ``key`` is
-    None), loaded from the folder, else lowered, compiled and stored there."""
+def _load_or_compile(
+    lower: Callable[[], jax.stages.Lowered],
+    key: str | None,
+    compiler_options: dict[str, Any] | None = None,
+) -> jax.stages.Compiled:
+    """The program under ``key`` (or under the hash of its lowered text and XLA options
+    when ``key`` is None), loaded from the folder, else lowered, compiled and stored."""
+    options = dict(compiler_options or {})
+
+    def compile_(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+        _counts["compiled"] += 1
+        return lowered.compile(options) if options else lowered.compile()
+
     folder = _folder() if enabled() else None
     if folder is None:
-        _counts["compiled"] += 1
-        return lower().compile()
+        return compile_(lower())
     with _lock:
         lowered = None
         if key is None:
             lowered = lower()
-            key = _key("lowered", lowered.as_text())
+            key = _key("lowered", lowered.as_text(), repr(sorted(options.items())))
         path = folder / f"{key}{SUFFIX}"
         compiled = _load(path)
         if compiled is not None:
             _counts["disk"] += 1
             return compiled
-        compiled = (lowered if lowered is not None else lower()).compile()
-        _counts["compiled"] += 1
-        _store(path, compiled)
+        lowered = lowered if lowered is not None else lower()
+        compiled = compile_(lowered)
+        if _host_callbacks(lowered):  # not loadable by another process: kept in memory
+            _counts["uncacheable"] += 1
+        else:
+            _store(path, compiled)
     return compiled
 
 
-def compile_lowered(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+def _host_callbacks(lowered: jax.stages.Lowered) -> bool:
+    """Whether the program calls back into this Python process (a progress bar, a debug
+    print): such a program cannot run in another one."""
+    arguments = getattr(getattr(lowered, "_lowering", None), "compile_args", None)
+    if isinstance(arguments, dict) and "host_callbacks" in arguments:
+        return bool(arguments["host_callbacks"])
+    return "callback" in lowered.as_text()
+
+
+def compile_lowered(
+    lowered: jax.stages.Lowered, compiler_options: dict[str, Any] | None = None
+) -> jax.stages.Compiled:
     """Compile ``lowered``, or load the same program compiled by an earlier process (keyed
-    by its lowered text).
+    by its lowered text and XLA options).
 
     Args:
-        lowered: from ``jax.jit(f).lower(...)``.
+        lowered: from ``jax.jit(f).lower(...)`` (without ``compiler_options``: give them
+            here, so that they are part of the key).
+        compiler_options: XLA options for the compilation.
 
     Returns:
         The compiled program (``compiled(*dynamic_arguments)`` runs it).
@@ -517,7 +542,7 @@ def compile_lowered(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
         >>> compiled(jnp.ones(3)).tolist()
         [1.0, 2.0, 3.0]
     """
-    return _load_or_compile(lambda: lowered, None)
+    return _load_or_compile(lambda: lowered, None, compiler_options)
 
 
 # ---------------------------------------------------------------------------------------
@@ -565,9 +590,9 @@ class CachedFunction:
         if unknown:
             raise ValueError(f"static_argnames {unknown} are not parameters of {fun.__name__}")
         self.static_positions = tuple(names.index(name) for name in static_argnames)
-        self.jitted = jax.jit(
-            fun, static_argnums=self.static_positions, compiler_options=compiler_options
-        )
+        self.jitted = jax.jit(fun, static_argnums=self.static_positions)
+        self.compiler_options = dict(compiler_options or {})
+        self.options_jitted = None
         self.programs: OrderedDict = OrderedDict()
         # XLA's options are part of the program: in its key beside the function.
         self.function_fingerprint = fingerprint((fun, compiler_options or {}))
@@ -586,7 +611,7 @@ class CachedFunction:
     def __call__(self, *args, **kwargs):
         values = self._bind(args, kwargs)
         if not enabled():
-            return self.jitted(*values)
+            return self._fallback(values)
         static = tuple(values[i] for i in self.static_positions)
         dynamic = tuple(v for i, v in enumerate(values) if i not in self.static_positions)
         leaves, treedef = jax.tree.flatten(dynamic)
@@ -599,7 +624,7 @@ class CachedFunction:
             return self.jitted(*values)
         if None in shapes:
             _counts["uncacheable"] += 1
-            return self.jitted(*values)
+            return self._fallback(values)
         compiled = self.programs.get(memory_key)
         if compiled is None:
             compiled = self._compile(values, static, treedef, shapes)
@@ -630,7 +655,22 @@ class CachedFunction:
                 structure,
                 repr(shapes),
             )
-        return _load_or_compile(lambda: self.jitted.lower(*values), key)
+        return _load_or_compile(lambda: self.jitted.lower(*values), key, self.compiler_options)
+
+    def _fallback(self, values: tuple):
+        """As ``jax.jit(fun, compiler_options=...)`` would: traced arguments (inlined
+        into the caller's program) or the cache switched off."""
+        if not self.compiler_options or any(
+            isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(values)
+        ):
+            return self.jitted(*values)
+        if self.options_jitted is None:
+            self.options_jitted = jax.jit(
+                self.fun,
+                static_argnums=self.static_positions,
+                compiler_options=self.compiler_options,
+            )
+        return self.options_jitted(*values)
 
 
 def jit(

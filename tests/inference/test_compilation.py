@@ -370,3 +370,19 @@ def test_compiler_options_are_part_of_the_key(cache_dir):
     )
     assert float(plain(values, extra, power=2)) == float(quick(values, extra, power=2)) == 5.0
     assert len(programs(cache_dir)) == 2
+
+
+def counted_sum(values):
+    jax.debug.callback(lambda total: None, jnp.sum(values))
+    return jnp.sum(values)
+
+
+def test_programs_that_call_back_into_python_stay_in_memory(cache_dir):
+    """A progress bar or a debug print calls this process: no other process could run
+    the program, so it is not stored."""
+    program = compilation.jit(counted_sum)
+    before = compilation.statistics()["uncacheable"]
+    assert float(program(jnp.arange(4.0))) == 6.0
+    assert float(program(jnp.arange(4.0))) == 6.0
+    assert compilation.statistics()["uncacheable"] == before + 1
+    assert programs(cache_dir) == []
