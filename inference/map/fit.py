@@ -102,6 +102,20 @@ def _probe(model, x, y, init, model_kwargs):
     return found["latent"], observed, family_of(fn)
 
 
+def _unravel(sites: Sites, theta, noise) -> dict:
+    """Site name -> (B, *shape) values from the (B, P) raveled curve parameters and the
+    (B,) noise: :meth:`Sites.unravel` spectrum by spectrum, by slices of the batch."""
+    values, start = {}, 0
+    for index in sites.curve:
+        shape = sites.shapes[index]
+        size = int(np.prod(shape))
+        values[sites.names[index]] = theta[:, start : start + size].reshape(-1, *shape)
+        start += size
+    if sites.noise >= 0:
+        values[sites.names[sites.noise]] = noise
+    return values
+
+
 def fit_map(
     model: Callable,
     x: ArrayLike,
@@ -185,9 +199,11 @@ def fit_map(
     step_tol = renamed_keyword(
         "fit_map", "step_tolerance", step_tolerance, "step_tol", step_tol, None
     )
-    dtype = jnp.result_type(float)
-    x = jnp.asarray(x, dtype)
-    y = jnp.asarray(y, dtype)
+    dtype = np.dtype(jnp.result_type(float))
+    # Everything around the compiled fit runs in NumPy on host arrays: an operation on a
+    # JAX array outside it would compile a program of its own.
+    x = np.asarray(x, dtype)
+    y = np.asarray(y, dtype)
     if x.ndim != 1 or y.ndim not in (1, 2) or y.shape[-1] != x.shape[0]:
         raise ValueError(
             f"x must be (M,) and y (M,) or (B, M) with the same M; got {x.shape} and {y.shape}."
@@ -196,8 +212,8 @@ def fit_map(
     y = y if batched else y[None]
     n_spectra = y.shape[0]
     if mask is not None:
-        mask = jnp.broadcast_to(jnp.asarray(mask, bool), y.shape)
-        y = jnp.where(mask, y, 0.0)  # masked points may hold NaN
+        mask = np.broadcast_to(np.asarray(mask, bool), y.shape)
+        y = np.where(mask, y, dtype.type(0))  # masked points may hold NaN
     model_kwargs = dict(model_kwargs or {})
     if active is None:
         active = np.ones(n_spectra, bool)
@@ -209,9 +225,9 @@ def fit_map(
                 f"{active.dtype} of shape {active.shape}."
             )
         active = active.reshape(n_spectra)
+    given, init = init, {name: np.asarray(value, dtype) for name, value in init.items()}
 
     def first(value):
-        value = jnp.asarray(value, dtype)
         return value[0] if batched and value.ndim > 0 and value.shape[0] == n_spectra else value
 
     probe_kwargs = dict(model_kwargs)
@@ -233,18 +249,18 @@ def fit_map(
     sites = Sites(names, tuple(shape for _, shape in latent), noise)
     values = {}
     for name, shape in latent:
-        value = jnp.asarray(init[name], dtype)
+        value = init[name]
         if value.shape == shape:
-            value = jnp.broadcast_to(value, (n_spectra, *shape))
+            value = np.broadcast_to(value, (n_spectra, *shape))
         elif value.shape != (n_spectra, *shape):
             raise ValueError(
                 f"init[{name!r}] has shape {value.shape}; expected {shape} or "
                 f"{(n_spectra, *shape)}."
             )
         values[name] = value.reshape(n_spectra, -1)
-    theta = jnp.concatenate([values[names[i]] for i in sites.curve], axis=1)
-    noise_start = values[noise_site][:, 0] if noise >= 0 else jnp.ones(n_spectra, dtype)
-    key = "float64" if dtype == jnp.float64 else "float32"
+    theta = np.concatenate([values[names[i]] for i in sites.curve], axis=1)
+    noise_start = values[noise_site][:, 0] if noise >= 0 else np.ones(n_spectra, dtype)
+    key = "float64" if dtype == np.float64 else "float32"
     default_tolerance, default_step = TOLERANCES[key]
     outputs = fit_batch(
         devices,
@@ -261,30 +277,36 @@ def fit_map(
         noise_start,
         model_kwargs,
         MAPSettings(
-            tol=jnp.asarray(default_tolerance if tol is None else tol, dtype),
-            step_tol=jnp.asarray(default_step if step_tol is None else step_tol, dtype),
-            max_iter=jnp.asarray(max_iter, jnp.int32),
+            tol=np.asarray(default_tolerance if tol is None else tol, dtype),
+            step_tol=np.asarray(default_step if step_tol is None else step_tol, dtype),
+            max_iter=np.asarray(max_iter, np.int32),
         ),
     )
-    if not active.all():
-        skipped = jnp.asarray(~active)
-
-        def blank(value):
-            if not jnp.issubdtype(value.dtype, jnp.floating):
-                return value  # converged False, n_iter 0: as the loop left them
-            return jnp.where(skipped.reshape((-1,) + (1,) * (value.ndim - 1)), jnp.nan, value)
-
-        outputs = jax.tree.map(blank, outputs._replace(support=outputs.support | skipped[:, None]))
-    theta, noise_value, covariance, *rest, support, started = outputs
-    if not bool(jnp.all(support)):
-        spectrum, site = (int(i) for i in np.argwhere(~np.asarray(support))[0])
+    # One device: the results to the host, named there, and back as JAX arrays without
+    # a program. Several: the same operations on the split arrays, which stay split.
+    xp = np if devices is None else jnp
+    if devices is None:
+        outputs = jax.tree.map(np.asarray, outputs)
+    support = np.asarray(outputs.support) | ~active[:, None]
+    if not np.all(support):
+        spectrum, site = (int(i) for i in np.argwhere(~support)[0])
         name = names[site]
-        start = np.asarray(init[name])
+        start = np.asarray(given[name])
         shown = start if start.ndim == 0 or not batched else start[spectrum]
         raise ValueError(
             f"init[{name!r}] = {shown} (spectrum {spectrum}) lies outside the support of its "
             "prior; start inside it or widen the prior."
         )
+    if not active.all():
+        skipped = xp.asarray(~active)
+
+        def blank(value):
+            if not jnp.issubdtype(value.dtype, jnp.floating):
+                return value  # converged False, n_iter 0: as the loop left them
+            return xp.where(skipped.reshape((-1,) + (1,) * (value.ndim - 1)), xp.nan, value)
+
+        outputs = jax.tree.map(blank, outputs._replace(support=outputs.support | skipped[:, None]))
+    theta, noise_value, covariance, *rest = outputs
     parameter_names = []
     for index in sites.curve:
         name, shape = names[index], sites.shapes[index]
@@ -292,10 +314,12 @@ def fit_map(
             parameter_names.append(name)
         else:
             parameter_names.extend(f"{name}[{i}]" for i in range(int(np.prod(shape))))
-    params = jax.vmap(sites.unravel)(theta, noise_value)
-    arrays = (covariance, *rest, support, started)
+    params = _unravel(sites, theta, noise_value)
+    arrays = (covariance, *rest)
     if not batched:
         params = {name: value[0] for name, value in params.items()}
         arrays = tuple(value[0] for value in arrays)
+    if devices is None:
+        params, arrays = jax.device_put((params, arrays))  # jnp.asarray would compile
     covariance, *rest = arrays
     return MAPResult(params, covariance, tuple(parameter_names), *rest)
