@@ -10,7 +10,14 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
-from gaussmix.models.peaks import NOISE_SITE, PeakModel, default_priors
+from gaussmix.models.peaks import (
+    BASELINE_FACTOR,
+    HEIGHT_FACTOR,
+    NOISE_SITE,
+    RATE_BOUND,
+    SKEW_BOUND,
+    PeakModel,
+)
 from gaussmix.peaks.result import PeakFit, PeakFitWarning, to_numpy
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "check_init_support",
     "check_init_values",
     "check_result",
+    "default_priors_on_host",
     "describe_spectra",
     "priors_of_sites",
 ]
@@ -113,7 +121,7 @@ def check_init_support(given: Mapping, site_priors: Mapping) -> None:
     """Starting values given by the user inside their priors' supports (per spectrum),
     checked before anything is compiled."""
     for name, value in given.items():
-        inside = np.asarray(site_priors[name].support(jnp.asarray(value)), bool)
+        inside = np.asarray(site_priors[name].support(np.asarray(value)), bool)
         if not inside.all():
             raise ValueError(
                 f"init[{name!r}] = {np.asarray(value).tolist()} lies outside the support of "
@@ -121,12 +129,79 @@ def check_init_support(given: Mapping, site_priors: Mapping) -> None:
             )
 
 
+def _integer_power(base: np.ndarray, exponent: int) -> np.ndarray:
+    """``base ** exponent`` by binary powering, as ``jax.lax.integer_pow`` computes it (so
+    bit for bit the same; NumPy's ``**`` calls the C library's ``pow``)."""
+    if exponent == 0:
+        return np.ones_like(base)
+    result = None
+    while exponent > 0:
+        if exponent & 1:
+            result = base if result is None else result * base
+        exponent >>= 1
+        if exponent > 0:
+            base = base * base
+    return result
+
+
+def default_priors_on_host(
+    model: PeakModel, x_range: tuple[ArrayLike, ArrayLike], y_range: tuple[ArrayLike, ArrayLike]
+) -> dict[str, dist.Distribution]:
+    """:func:`gaussmix.models.peaks.default_priors` in NumPy: the same boxes by the same
+    arithmetic in the same dtype, with NumPy parameters, so that the host-side checks of
+    a fit (its starting values, its prior bounds) compile no program. A test holds the
+    two equal for every kind of parameter (to the last bit but where XLA divides an array
+    by a scalar through the scalar's reciprocal)."""
+    dtype = np.dtype(jnp.result_type(float, *x_range, *y_range))
+    x_low, x_high = (np.asarray(value, dtype) for value in x_range)
+    y_low, y_high = (np.asarray(value, dtype) for value in y_range)
+    magnitude = np.maximum(np.abs(y_low), np.abs(y_high))
+    spread = y_high - y_low
+    spread = np.where(spread > 0, spread, np.maximum(magnitude, dtype.type(1.0)))
+    length = x_high - x_low
+    length = np.where(length > 0, length, dtype.type(1.0))
+    reach = np.maximum(np.maximum(np.abs(x_low), np.abs(x_high)), length)
+    bound = dtype.type(BASELINE_FACTOR) * (magnitude + spread)
+    zero = np.zeros((), dtype)
+
+    def scaled(factor: float, value: np.ndarray) -> np.ndarray:
+        return dtype.type(factor) * value
+
+    priors = {}
+    for name in model.free_names:
+        kind = model.kind(name)
+        if kind == "height":
+            low, high = zero, scaled(HEIGHT_FACTOR, spread)
+        elif kind == "area":
+            low, high = zero, scaled(HEIGHT_FACTOR, spread) * length
+        elif kind == "center":
+            low, high = x_low, x_high
+        elif kind == "width":
+            low, high = zero, length
+        elif kind == "fraction":
+            low, high = zero, np.ones((), dtype)
+        elif kind == "shape":
+            low, high = dtype.type(-SKEW_BOUND) + zero, dtype.type(SKEW_BOUND) + zero
+        elif kind == "baseline_amplitude":
+            low, high = -bound, bound
+        elif kind == "baseline_rate":
+            low, high = dtype.type(-RATE_BOUND) / reach, dtype.type(RATE_BOUND) / reach
+        else:  # polynomial coefficient c_k
+            power = _integer_power(reach, int(kind[len("baseline_c") :]))
+            low, high = -bound / power, bound / power
+        priors[name] = dist.Uniform(np.asarray(low, dtype), np.asarray(high, dtype))
+    if model.has_noise:
+        priors[NOISE_SITE] = dist.HalfNormal(np.asarray(spread, dtype))
+    return priors
+
+
 def priors_of_sites(model: PeakModel, x, y, mask, priors) -> dict:
     """The prior of every latent site as the program sets it for this data (per spectrum
-    bounds for a batch): the defaults, replaced by the user's."""
+    bounds for a batch): the defaults (:func:`default_priors_on_host`), replaced by the
+    user's."""
     values = y if mask is None else np.where(mask, y, np.nan)
     y_range = (np.nanmin(values, axis=-1), np.nanmax(values, axis=-1))
-    site_priors = default_priors(model, (float(x.min()), float(x.max())), y_range)
+    site_priors = default_priors_on_host(model, (float(x.min()), float(x.max())), y_range)
     site_priors.update(priors or {})
     return site_priors
 

@@ -29,7 +29,6 @@ from gaussmix.models.peaks import (
     check_priors,
     peak_model,
     peaks,
-    resolve_parameters,
 )
 from gaussmix.peaks.checks import (
     check_data,
@@ -39,7 +38,7 @@ from gaussmix.peaks.checks import (
     describe_spectra,
     priors_of_sites,
 )
-from gaussmix.peaks.result import PeakFit, PeakFitWarning, delta_method, to_numpy
+from gaussmix.peaks.result import PeakFit, PeakFitWarning, delta_method, resolve_on_host, to_numpy
 from gaussmix.peaks.start import auto_init, noise_start, reseed_lost_peaks
 
 __all__ = ["BACKENDS", "fit_peaks"]
@@ -56,13 +55,15 @@ def _program(lineshapes: tuple, baseline, likelihood: str, ties: tuple):
 
 
 def _model_kwargs(priors, fixed, likelihood, degrees_of_freedom, dtype) -> dict:
+    """The program's keyword arguments as arrays of ``dtype``, host (NumPy) arrays where
+    they are numbers: converting them to JAX arrays here would compile a program each."""
     kwargs = {}
     if priors:
         kwargs["priors"] = jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), dict(priors))
     if fixed:
-        kwargs["fixed"] = {name: jnp.asarray(value, dtype) for name, value in fixed.items()}
+        kwargs["fixed"] = {name: np.asarray(value, dtype) for name, value in fixed.items()}
     if likelihood == "student_t":
-        kwargs["degrees_of_freedom"] = jnp.asarray(degrees_of_freedom, dtype)
+        kwargs["degrees_of_freedom"] = np.asarray(degrees_of_freedom, dtype)
     return kwargs
 
 
@@ -255,6 +256,7 @@ def fit_peaks(
             batch_size=batch_size,
             devices=devices,
             lost_peak_retries=lost_peak_retries,
+            derived=backend == "map",  # NUTS gives its own from the draws
         )
     if backend == "map":
         return map_fit
@@ -284,9 +286,11 @@ def _fit_map(
     batch_size: int,
     devices,
     lost_peak_retries: int,
+    derived: bool = True,
 ) -> PeakFit:
     """The MAP path of :func:`fit_peaks` on checked input, from ``start`` (site -> value
-    or (B,) values): fit, refit the spectra that lost a peak, then the PeakFit."""
+    or (B,) values): fit, refit the spectra that lost a peak, then the PeakFit (with the
+    derived quantities and their delta-method errors if ``derived``)."""
     dtype = jnp.result_type(float)
     program = _program(
         tuple(shape.name for shape in model.lineshapes),
@@ -299,7 +303,7 @@ def _fit_map(
         fit_map,
         program,
         x,
-        jnp.asarray(y, dtype),  # on the device once for the first fit and the refits
+        y,
         mask=mask,
         model_kwargs=kwargs,
         noise_site=NOISE_SITE,
@@ -320,9 +324,8 @@ def _fit_map(
     names = result.parameter_names
     free = {name: np.asarray(result.params[name]) for name in names}
     covariance = np.asarray(result.covariance)
-    fixed_values = {name: jnp.asarray(value) for name, value in fixed.items()}
     batched = y.ndim == 2
-    resolved = resolve_parameters(model, free, fixed_values)
+    resolved = resolve_on_host(model, free, fixed)
     params = {
         name: np.broadcast_to(np.asarray(value), (y.shape[0],)).copy() if batched else float(value)
         for name, value in resolved.items()
@@ -359,7 +362,7 @@ def _fit_map(
         converged=to_numpy(result.converged),
         n_iter=to_numpy(result.n_iter),
     )
-    if model.derived_names:
+    if derived and model.derived_names:
         values, errors = delta_method(fit, ("derived", model.derived_names))
         for index, name in enumerate(model.derived_names):
             fit.params[name] = to_numpy(values[..., index])
@@ -474,7 +477,7 @@ def _fit_mcmc(
         priors, map_fit.fixed, model.likelihood, map_fit.degrees_of_freedom, dtype
     )
     if map_fit.mask is not None:
-        kwargs["mask"] = jnp.asarray(map_fit.mask)
+        kwargs["mask"] = np.asarray(map_fit.mask)
     init = {name: float(map_fit.params[name]) for name in model.site_names}
     if not all(math.isfinite(value) for value in init.values()):
         raise ValueError(
@@ -483,8 +486,8 @@ def _fit_mcmc(
         )
     tree = sample(
         program,
-        jnp.asarray(map_fit.x, dtype),
-        jnp.asarray(map_fit.y, dtype),
+        np.asarray(map_fit.x, dtype),
+        np.asarray(map_fit.y, dtype),
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,

@@ -4,7 +4,6 @@ Derived quantities and integrals carry delta-method standard errors on the Lapla
 covariance (MAP) or posterior standard deviations (MCMC).
 """
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,15 @@ from gaussmix.models.peaks import (
     resolve_parameters,
 )
 
-__all__ = ["Integral", "PeakFit", "PeakFitWarning", "delta_method", "to_numpy"]
+__all__ = [
+    "Integral",
+    "PeakFit",
+    "PeakFitWarning",
+    "curve_on_host",
+    "delta_method",
+    "resolve_on_host",
+    "to_numpy",
+]
 
 # How each lineshape's integral over [a, b] is computed (see integrate_profile).
 _INTEGRAL_METHODS = {
@@ -160,7 +167,7 @@ class PeakFit:
         """
         grid = self._grid(x)
         values = {k: v[..., None] for k, v in self._curve_values().items()}
-        return np.asarray(mean_curve(grid, self.model, values))
+        return curve_on_host(grid, self.model, values)
 
     def components(self, x: ArrayLike | None = None) -> dict[str, np.ndarray]:
         """Each peak (``peak0`` ...) and the ``baseline`` at x: (G,) or (B, G) each."""
@@ -227,8 +234,10 @@ class PeakFit:
         quantity = ("integral", a, b, selected, bool(baseline))
         if self.backend == "mcmc":
             draws = self._curve_values(draws=True)
+            limits = jnp.asarray([a, b])
+            integral = ("integral", selected, bool(baseline))
             values = np.asarray(
-                jax.vmap(lambda params: _quantity(model, quantity, params)[0])(
+                jax.vmap(lambda params: _quantity(model, integral, params, limits)[0])(
                     {k: jnp.asarray(v) for k, v in draws.items()}
                 )
             )
@@ -356,12 +365,14 @@ class PeakFit:
         )
 
 
-def _quantity(model: PeakModel, quantity: tuple, params) -> jax.Array:
-    """("derived", names) -> derived quantities; ("integral", a, b, peaks, baseline)."""
+def _quantity(model: PeakModel, quantity: tuple, params, limits) -> jax.Array:
+    """("derived", names) -> derived quantities; ("integral", peaks, baseline) -> the
+    integral from ``limits[0]`` to ``limits[1]``."""
     if quantity[0] == "derived":
         derived = derived_quantities(model, params)
         return jnp.stack([derived[name] for name in quantity[1]])
-    _, a, b, selected, baseline = quantity
+    _, selected, baseline = quantity
+    a, b = limits[0], limits[1]
     value = 0.0
     for index in selected:
         arguments = tuple(params[name] for name in model.peak_parameter_names(index))
@@ -372,13 +383,15 @@ def _quantity(model: PeakModel, quantity: tuple, params) -> jax.Array:
     return jnp.reshape(value, (1,))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _delta(model: PeakModel, names: tuple, quantity: tuple, free, covariance, fixed):
-    """Values of a quantity and their delta-method standard errors, (Q,) or (B, Q)."""
+def _delta(model: PeakModel, names: tuple, quantity: tuple, free, covariance, fixed, limits):
+    """Values of a quantity and their delta-method standard errors, (Q,) or (B, Q).
+
+    ``quantity`` is ("derived", names) or ("integral", peaks, baseline), with the limits
+    of an integral in ``limits`` (an array, so that new limits compile nothing new)."""
 
     def of_vector(vector):
         params = resolve_parameters(model, dict(zip(names, vector, strict=True)), fixed)
-        return _quantity(model, quantity, params)
+        return _quantity(model, quantity, params, limits)
 
     def one(vector, covariance):
         jacobian = jax.jacfwd(of_vector)(vector)
@@ -388,21 +401,58 @@ def _delta(model: PeakModel, names: tuple, quantity: tuple, free, covariance, fi
     return one(free, covariance) if free.ndim == 1 else jax.vmap(one)(free, covariance)
 
 
+#: The one program of the delta method, compiled per model, quantity and shapes.
+_delta_program = jax.jit(_delta, static_argnums=(0, 1, 2))
+
+
+def _on_device(value, dtype) -> jax.Array:
+    """A host value as a JAX array of ``dtype``: ``jax.device_put`` copies it without a
+    program (``jnp.asarray`` would compile one per shape and dtype)."""
+    return jax.device_put(np.asarray(value, dtype))
+
+
 def delta_method(fit: PeakFit, quantity: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Quantity values and delta-method standard errors at the MAP: (Q,) or (B, Q)."""
+    """Quantity values and delta-method standard errors at the MAP: (Q,) or (B, Q).
+
+    ``quantity``: ("derived", names) or ("integral", a, b, peaks, baseline)."""
     names = fit.parameter_names
     free = np.stack([np.asarray(fit.params[name], float) for name in names], axis=-1)
-    fixed = {name: jnp.asarray(value) for name, value in fit.fixed.items()}
     dtype = jnp.result_type(float)
-    value, error = _delta(
+    fixed = {name: _on_device(value, dtype) for name, value in fit.fixed.items()}
+    limits = np.zeros(2)
+    if quantity[0] == "integral":
+        _, a, b, selected, baseline = quantity
+        quantity, limits = ("integral", selected, baseline), np.array([a, b])
+    value, error = _delta_program(
         fit.model,
         tuple(names),
         quantity,
-        jnp.asarray(free, dtype),
-        jnp.asarray(fit.covariance, dtype),
+        _on_device(free, dtype),
+        _on_device(fit.covariance, dtype),
         fixed,
+        _on_device(limits, dtype),
     )
     return np.asarray(value), np.asarray(error)
+
+
+#: The model curve, compiled per model and shapes.
+_curve_program = jax.jit(mean_curve, static_argnums=(1,))
+
+
+def curve_on_host(x, model: PeakModel, params: dict) -> np.ndarray:
+    """:func:`gaussmix.models.peaks.mean_curve` at ``x`` from the values of every curve
+    parameter, NumPy in and out, by one compiled program (the curve's operations one by
+    one would compile one program each)."""
+    return np.asarray(_curve_program(x, model, params))
+
+
+def resolve_on_host(model: PeakModel, free: dict, fixed: dict) -> dict[str, np.ndarray]:
+    """:func:`gaussmix.models.peaks.resolve_parameters` on host values: every curve
+    parameter (free, tied, fixed) as a NumPy array of the dtype of floats."""
+    dtype = jnp.result_type(float)
+    on_device = {name: _on_device(value, dtype) for name, value in {**free, **fixed}.items()}
+    resolved = resolve_parameters(model, on_device, on_device)  # on the device: no program
+    return {name: np.asarray(value) for name, value in resolved.items()}
 
 
 def to_numpy(value):

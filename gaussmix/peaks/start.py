@@ -13,15 +13,9 @@ import numpy as np
 import numpyro.distributions as dist
 
 from gaussmix.models.lineshapes import GAUSSIAN_FWHM
-from gaussmix.models.peaks import (
-    NOISE_SITE,
-    PeakModel,
-    default_priors,
-    mean_curve,
-    resolve_parameters,
-)
-from gaussmix.peaks.checks import bound_hits
-from gaussmix.peaks.result import to_numpy
+from gaussmix.models.peaks import NOISE_SITE, PeakModel
+from gaussmix.peaks.checks import bound_hits, default_priors_on_host
+from gaussmix.peaks.result import curve_on_host, resolve_on_host, to_numpy
 
 __all__ = ["auto_init", "noise_start", "reseed_lost_peaks"]
 
@@ -126,11 +120,11 @@ def _auto_start(x: np.ndarray, y: np.ndarray, keep: np.ndarray, model: PeakModel
     found = _residual_peaks(xs, smooth - base, model.n_peaks, spacing, float(np.ptp(ys)))
     for index, (center, height, fwhm) in enumerate(sorted(found)):
         values.update(_peak_start(model, index, center, height, fwhm))
-    fitted = mean_curve(xs, model, {**{k: 0.0 for k in model.parameter_names}, **values})
     differences = np.diff(ys)
     noise = float(np.median(np.abs(differences - np.median(differences)))) * 1.4826 / math.sqrt(2)
     if not noise > 0:
-        noise = float(np.std(ys - np.asarray(fitted))) or max(float(np.ptp(ys)), 1.0) * 1e-3
+        fitted = curve_on_host(xs, model, {**{k: 0.0 for k in model.parameter_names}, **values})
+        noise = float(np.std(ys - fitted)) or max(float(np.ptp(ys)), 1.0) * 1e-3
     values[NOISE_SITE] = noise
     return values
 
@@ -148,7 +142,7 @@ def _inside(prior: dist.Distribution, value: float, row: int) -> float:
 def _clip_to_defaults(values: dict, model: PeakModel, x: np.ndarray, y: np.ndarray, keep) -> dict:
     """Keep automatic starting values strictly inside the default prior boxes."""
     ranges = (x.min(), x.max()), (y[keep].min(), y[keep].max())
-    priors = default_priors(model, *ranges)
+    priors = default_priors_on_host(model, *ranges)
     return {name: _inside(priors.get(name), value, 0) for name, value in values.items()}
 
 
@@ -216,7 +210,7 @@ def reseed_lost_peaks(model: PeakModel, x, y, mask, params, fixed, site_priors):
         spectra = np.atleast_2d(y)[rows]
         keeps = np.ones(spectra.shape, bool) if mask is None else np.atleast_2d(mask)[rows]
         free = {name: value[rows, None] for name, value in values.items()}
-        curves = np.asarray(mean_curve(x, model, resolve_parameters(model, free, fixed)))
+        curves = curve_on_host(x, model, resolve_on_host(model, free, fixed))
         for row, spectrum, curve, keep in zip(rows, spectra, curves, keeps, strict=True):
             xs, residual, smooth, spacing = _sorted_and_smoothed(x, spectrum - curve, keep)
             peaks = np.flatnonzero(lost[row])
