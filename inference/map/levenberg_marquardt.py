@@ -205,7 +205,8 @@ def evaluate_point(
         theta: (P,) curve parameters.
         noise: noise scale.
         jacobian: (M, P) Jacobian of the location at theta.
-        evaluation: the observed site and prior at theta.
+        evaluation: the observed site and prior at theta, with the prior's derivatives
+            (from :func:`~gaussmix.inference.map.problem.jacobian`).
         scaling: (P,) MINPACK's D so far.
     """
     weights = problem.weights(evaluation, noise)
@@ -214,7 +215,7 @@ def evaluate_point(
     score = weights * problem.family.score_fn(problem.y, location, scale, extra)
     fisher = weights * problem.family.fisher_fn(location, scale, extra)
     unit = problem.unit(noise)
-    prior_gradient, prior_hessian = problem.prior_derivatives(theta, noise)
+    prior_gradient, prior_hessian = evaluation.prior_gradient, evaluation.prior_hessian
     gradient = -(jacobian.T @ score) - unit * prior_gradient
     curvature = jacobian.T @ (fisher[:, None] * jacobian) - unit * prior_hessian
     half_deviances = problem.half_deviances(evaluation, noise)

@@ -17,7 +17,15 @@ from numpyro import handlers
 
 from gaussmix.inference.map.families import ObservationFamily, base_distribution, distribution_mask
 
-__all__ = ["Evaluation", "MAPProblem", "Sites", "jacobian", "update_noise"]
+__all__ = [
+    "Evaluation",
+    "MAPProblem",
+    "PriorTerms",
+    "Sites",
+    "jacobian",
+    "site_derivatives",
+    "update_noise",
+]
 
 
 class Sites(NamedTuple):
@@ -61,6 +69,9 @@ class Evaluation(NamedTuple):
         log_prior: log prior of the curve parameters (0 when not evaluated).
         support: (n_sites,) whether each site's value lies in its prior's support.
         mask: (M,) 1.0 where a point counts, 0.0 where it is masked.
+        prior_gradient: (P,) gradient of the log prior of the curve parameters, or None
+            when not evaluated.
+        prior_hessian: (P, P) its Hessian, or None when not evaluated.
     """
 
     location: jax.Array
@@ -69,6 +80,45 @@ class Evaluation(NamedTuple):
     log_prior: jax.Array
     support: jax.Array
     mask: jax.Array
+    prior_gradient: Any = None
+    prior_hessian: Any = None
+
+
+class PriorTerms(NamedTuple):
+    """The log prior of the curve parameters at one point (:meth:`MAPProblem.prior_terms`).
+
+    Attributes:
+        log_prior: log prior of theta (the noise prior excluded).
+        support: (n_sites,) whether each site's value lies in its prior's support.
+        gradient: (P,) its gradient.
+        hessian: (P, P) its Hessian (block diagonal).
+    """
+
+    log_prior: jax.Array
+    support: jax.Array
+    gradient: jax.Array
+    hessian: jax.Array
+
+
+def site_derivatives(prior, value: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Summed log density of one site, its gradient (size,) and Hessian (size, size).
+
+    A scalar site takes one forward-over-reverse pass (value, slope and curvature
+    together); another shape its ``jax.grad`` and ``jax.hessian``.
+    """
+    shape = jnp.shape(value)
+    flat = jnp.ravel(value)
+
+    def log_prob(flat):
+        return jnp.sum(prior.log_prob(flat.reshape(shape)))
+
+    if flat.shape == (1,):
+        (total, gradient), (_, curvature) = jax.jvp(
+            jax.value_and_grad(log_prob), (flat,), (jnp.ones_like(flat),)
+        )
+        return total, gradient, curvature[:, None]
+    total, gradient = jax.value_and_grad(log_prob)(flat)
+    return total, gradient, jax.hessian(log_prob)(flat)
 
 
 class MAPProblem(NamedTuple):
@@ -126,35 +176,31 @@ class MAPProblem(NamedTuple):
         support = jnp.ones((len(self.sites.names),), bool)
         return Evaluation(location, scale, extra, empty, support, mask * 1.0)
 
-    def prior_terms(self, theta: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Log prior of theta and (n_sites,) support checks (noise site included)."""
+    def prior_terms(self, theta: jax.Array, noise: jax.Array) -> "PriorTerms":
+        """Log prior of theta, its gradient (P,) and Hessian (P, P), and the (n_sites,)
+        support checks (noise site included), each site's log density traced once.
+
+        The priors are independent, so the Hessian is block diagonal: a scalar site's
+        value, slope and curvature come from one forward-over-reverse pass
+        (:func:`site_derivatives`), a site of another shape adds its ``jax.hessian`` block.
+        """
         values = self.sites.unravel(theta, noise)
         log_prior = jnp.zeros((), theta.dtype)
-        support = []
+        support, gradients, blocks = [], [], []
         for index, name in enumerate(self.sites.names):
             prior = self.priors[name]
             support.append(jnp.all(prior.support(values[name])))
-            if index != self.sites.noise:
-                log_prior = log_prior + jnp.sum(prior.log_prob(values[name]))
-        return log_prior, jnp.stack(support)
-
-    def prior_derivatives(self, theta: jax.Array, noise: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Gradient (P,) and Hessian (P, P) of the log prior of theta, site by site (the
-        priors are independent, so the Hessian is block diagonal)."""
-        values = self.sites.unravel(theta, noise)
-        gradients, blocks = [], []
-        for index in self.sites.curve:
-            name = self.sites.names[index]
-            prior = self.priors[name]
-            value = jnp.ravel(values[name])
-            shape = values[name].shape
-
-            def log_prob(flat, prior=prior, shape=shape):
-                return jnp.sum(prior.log_prob(flat.reshape(shape)))
-
-            gradients.append(jax.grad(log_prob)(value))
-            blocks.append(jax.hessian(log_prob)(value))
-        return jnp.concatenate(gradients), jax.scipy.linalg.block_diag(*blocks)
+            if index == self.sites.noise:
+                continue
+            value, gradient, hessian = site_derivatives(prior, values[name])
+            log_prior = log_prior + value
+            gradients.append(gradient)
+            blocks.append(hessian)
+        if all(block.shape == (1, 1) for block in blocks):
+            hessian = jnp.diag(jnp.concatenate([block[0] for block in blocks]))
+        else:
+            hessian = jax.scipy.linalg.block_diag(*blocks)
+        return PriorTerms(log_prior, jnp.stack(support), jnp.concatenate(gradients), hessian)
 
     @property
     def has_noise(self) -> bool:
@@ -199,15 +245,21 @@ class MAPProblem(NamedTuple):
 
 
 def jacobian(problem: MAPProblem, theta: jax.Array, noise: jax.Array):
-    """(M, P) forward-mode Jacobian of the location, and the :class:`Evaluation` at theta."""
+    """(M, P) forward-mode Jacobian of the location, and the :class:`Evaluation` at theta
+    (the prior's log density and derivatives included)."""
 
     def location(theta):
         evaluation = problem.observe(theta, noise)
         return evaluation.location, evaluation
 
     matrix, evaluation = jax.jacfwd(location, has_aux=True)(theta)
-    log_prior, support = problem.prior_terms(theta, noise)
-    return matrix, evaluation._replace(log_prior=log_prior, support=support)
+    prior = problem.prior_terms(theta, noise)
+    return matrix, evaluation._replace(
+        log_prior=prior.log_prior,
+        support=prior.support,
+        prior_gradient=prior.gradient,
+        prior_hessian=prior.hessian,
+    )
 
 
 def update_noise(
@@ -233,11 +285,23 @@ def update_noise(
         mask = evaluation.mask
         variance = jnp.sum(mask * (problem.y - evaluation.location) ** 2) / jnp.sum(mask)
         log_noise = jnp.where(variance > 0, 0.5 * jnp.log(variance), log_noise)
-    gradient_fn = jax.grad(objective)
-    second_fn = jax.grad(gradient_fn)
+    # One forward-over-reverse pass gives the objective, its slope and its curvature.
+    derivatives = jax.value_and_grad(objective)
+
+    def evaluate(log_noise):
+        (value, gradient), (_, second) = jax.jvp(
+            derivatives, (log_noise,), (jnp.ones_like(log_noise),)
+        )
+        return value, gradient, second
+
+    value, gradient, second = evaluate(log_noise)
     for _ in range(n_steps):
-        gradient, second = gradient_fn(log_noise), second_fn(log_noise)
         newton = jnp.where(second > 0, -gradient / second, -jnp.sign(gradient))
         new = log_noise + jnp.clip(newton, -1.0, 1.0)
-        log_noise = jnp.where(objective(new) <= objective(log_noise), new, log_noise)
+        new_value, new_gradient, new_second = evaluate(new)
+        better = new_value <= value
+        log_noise = jnp.where(better, new, log_noise)
+        value = jnp.where(better, new_value, value)
+        gradient = jnp.where(better, new_gradient, gradient)
+        second = jnp.where(better, new_second, second)
     return jnp.exp(log_noise)
