@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
+from gaussmix.inference.map.closed_form import location_jacobian_of
 from gaussmix.inference.map.families import ObservationFamily, base_distribution, distribution_mask
 
 __all__ = [
@@ -245,14 +246,37 @@ class MAPProblem(NamedTuple):
 
 
 def jacobian(problem: MAPProblem, theta: jax.Array, noise: jax.Array):
-    """(M, P) forward-mode Jacobian of the location, and the :class:`Evaluation` at theta
-    (the prior's log density and derivatives included)."""
+    """(M, P) Jacobian of the location, and the :class:`Evaluation` at theta (the prior's
+    log density and derivatives included).
 
-    def location(theta):
+    In closed form when the program offers it
+    (:func:`~gaussmix.inference.map.closed_form.location_jacobian_of`), else by forward
+    mode through the program.
+    """
+    closed_form = location_jacobian_of(problem.model)
+    if closed_form is None:
+
+        def location(theta):
+            evaluation = problem.observe(theta, noise)
+            return evaluation.location, evaluation
+
+        matrix, evaluation = jax.jacfwd(location, has_aux=True)(theta)
+    else:
         evaluation = problem.observe(theta, noise)
-        return evaluation.location, evaluation
-
-    matrix, evaluation = jax.jacfwd(location, has_aux=True)(theta)
+        values = problem.sites.unravel(theta, noise)
+        location, columns = closed_form(values, problem.x, problem.y, **problem.model_kwargs)
+        size = problem.y.shape[0]
+        names = problem.sites.names
+        matrix = jnp.concatenate(
+            [
+                jnp.broadcast_to(columns[names[index]], (size, *problem.sites.shapes[index]))
+                .reshape(size, -1)
+                .astype(theta.dtype)
+                for index in problem.sites.curve
+            ],
+            axis=1,
+        )
+        evaluation = evaluation._replace(location=jnp.broadcast_to(location, problem.y.shape))
     prior = problem.prior_terms(theta, noise)
     return matrix, evaluation._replace(
         log_prior=prior.log_prior,

@@ -1,0 +1,61 @@
+"""Programs whose location and Jacobian are known in closed form.
+
+The MAP back end differentiates a program's location by forward mode through the whole
+NumPyro program. A program may offer its location and Jacobian instead,
+``location_jacobian_fn(values, *args, **kwargs) -> (location, {site: jacobian})``, called
+with the latent sites' values and then the program's own arguments; each curve site's
+Jacobian has shape ``(M, *site_shape)``. The back end then traces the program only for the
+rest of the observed site (its scale, mask and further parameters) and takes the location
+from ``location_jacobian_fn``: it must be the program's, bit for bit.
+
+Register one with :func:`register_location_jacobian`. A program built with
+``functools.partial`` finds the one registered for the function it wraps, called with the
+partial's keywords. :func:`gaussmix.models.peaks.peaks` is registered here
+(:func:`gaussmix.models.peaks.location_and_jacobian`).
+
+Example:
+    >>> import jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> def line(x, y):
+    ...     slope = numpyro.sample("slope", dist.Normal(0.0, 10.0))
+    ...     numpyro.sample("y", dist.Normal(slope * x, 1.0), obs=y)
+    >>> register_location_jacobian(
+    ...     line, lambda values, x, y: (values["slope"] * x, {"slope": x}))
+    >>> fn = location_jacobian_of(line)
+    >>> fn({"slope": 2.0}, jnp.arange(3.0), None)[0].tolist()
+    [0.0, 2.0, 4.0]
+"""
+
+import functools
+from collections.abc import Callable
+
+from gaussmix.models.peaks import location_and_jacobian, peaks
+
+__all__ = ["location_jacobian_of", "register_location_jacobian"]
+
+_REGISTRY: dict[Callable, Callable] = {peaks: location_and_jacobian}
+
+
+def register_location_jacobian(program: Callable, location_jacobian_fn: Callable) -> None:
+    """Register the closed-form location and Jacobian of ``program`` (replacing any
+    registered before)."""
+    _REGISTRY[program] = location_jacobian_fn
+
+
+def location_jacobian_of(program: Callable) -> Callable | None:
+    """``fn(values, *args, **kwargs)`` giving the location and Jacobian of ``program``,
+    or None when it has none registered (the back end then uses forward mode).
+
+    A ``functools.partial`` of a registered function gets that function's, with the
+    partial's keywords bound (a partial with positional arguments gets None).
+    """
+    try:
+        found = _REGISTRY.get(program)
+    except TypeError:  # an unhashable callable
+        return None
+    if found is not None:
+        return found
+    if isinstance(program, functools.partial) and not program.args:
+        inner = location_jacobian_of(program.func)
+        if inner is not None:
+            return functools.partial(inner, **program.keywords)
+    return None
