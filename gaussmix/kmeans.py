@@ -142,7 +142,7 @@ class KMeans(EstimatorBase):
             )
         if not np.all(np.isfinite(centers)):
             raise ValueError("The initial centers contain NaN or infinity.")
-        return "array", jnp.asarray(centers), 1
+        return "array", centers, 1
 
     def fit(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None):
         """Cluster X (N, D); ``sample_weight`` (N,) weights the points. Returns self."""
@@ -157,11 +157,12 @@ class KMeans(EstimatorBase):
                 raise ValueError(f"sample_weight.shape == {weight.shape}, expected ({n_samples},)!")
             if not np.all(np.isfinite(weight)) or np.any(weight < 0) or weight.sum() <= 0:
                 raise ValueError("sample_weight must be finite, non-negative and not all zero.")
+        # NumPy in: jnp.asarray would compile a program per argument
         result = _fit_kmeans(
-            jnp.asarray(X),
-            jnp.asarray(weight),
-            jax.random.key(seed_from_random_state(self.random_state)),
-            jnp.asarray(self.tol, X.dtype),
+            X,
+            weight,
+            em.key_of(seed_from_random_state(self.random_state)),
+            np.asarray(self.tol, X.dtype),
             centers,
             n_clusters=int(self.n_clusters),
             n_init=n_init,
@@ -184,21 +185,19 @@ class KMeans(EstimatorBase):
         """Euclidean distances to each centre, shape (N, K)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        return np.sqrt(
-            np.asarray(_assign(jnp.asarray(X), jnp.asarray(self.cluster_centers_, X.dtype)))
-        )
+        return np.sqrt(np.asarray(_assign(X, self.cluster_centers_.astype(X.dtype))))
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Index of the closest centre (N,)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        distances = _assign(jnp.asarray(X), jnp.asarray(self.cluster_centers_, X.dtype))
-        return np.asarray(jnp.argmin(distances, axis=1))
+        distances = _assign(X, self.cluster_centers_.astype(X.dtype))
+        return np.argmin(np.asarray(distances), axis=1)
 
     def score(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None) -> float:
         """Opposite of the inertia of X under the fitted centres."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
-        distances = np.asarray(_assign(jnp.asarray(X), jnp.asarray(self.cluster_centers_, X.dtype)))
+        distances = np.asarray(_assign(X, self.cluster_centers_.astype(X.dtype)))
         weight = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight)
         return -float(np.sum(weight * distances.min(axis=1)))

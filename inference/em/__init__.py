@@ -99,6 +99,7 @@ from gaussmix.inference.em.options import (
     METHODS,
     EMOptions,
     check_options,
+    key_of,
 )
 from gaussmix.inference.em.parameters import (
     MixtureParameters,
@@ -141,6 +142,7 @@ __all__ = [
     "init",
     "initialize",
     "iterate",
+    "key_of",
     "kmeans_plusplus",
     "lloyd",
     "log_responsibilities",

@@ -30,7 +30,7 @@ from gaussmix.inference.em.core import EMContext, StepConfig, make_context
 from gaussmix.inference.em.features import DataBlocks, block_size, data_blocks, design_matrix
 from gaussmix.inference.em.kmeans import kmeans_plusplus, lloyd
 from gaussmix.inference.em.maximization import maximization_step
-from gaussmix.inference.em.options import EMOptions
+from gaussmix.inference.em.options import EMOptions, key_of
 from gaussmix.inference.em.parameters import (
     MixtureParameters,
     covariances_from_precisions_cholesky,
@@ -63,7 +63,7 @@ def restart_key(seed: int | jax.Array, restart: int = 0, dataset: int = 0) -> ja
         >>> bool((jax.random.key_data(key) == jax.random.key_data(expected)).all())
         True
     """
-    key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
+    key = key_of(seed)
     return jax.random.fold_in(jax.random.fold_in(key, dataset), restart)
 
 

@@ -81,25 +81,27 @@ def kmeans_plusplus(
     uniforms = jax.random.uniform(key, (n_clusters, n_local_trials), x.dtype)
 
     def draw(potential, uniform):
+        # all points equally likely where the potential is zero everywhere (duplicates)
+        potential = jnp.where(jnp.sum(potential) > 0, potential, weight)
         cumulative = jnp.cumsum(potential)
-        fallback = jnp.cumsum(weight)
-        cumulative = jnp.where(cumulative[-1] > 0, cumulative, fallback)
         chosen = jnp.searchsorted(
             cumulative, uniform * cumulative[-1], side="right", method="compare_all"
         )
         return jnp.minimum(chosen, n_samples - 1).astype(jnp.int32)
 
-    first = draw(weight, uniforms[0, :1])[0]
-    closest = _squared_distances(x, x[first][None, :], squared_norms)[:, 0]
-    centers = jnp.zeros((n_clusters, x.shape[1]), x.dtype).at[0].set(x[first])
-    indices = jnp.zeros(n_clusters, jnp.int32).at[0].set(first)
+    # One loop for every centre (the first is candidate 0 of a draw by weight alone): a
+    # single copy of the draw in the compiled program.
+    closest = jnp.full(n_samples, jnp.inf, x.dtype)
+    centers = jnp.zeros((n_clusters, x.shape[1]), x.dtype)
+    indices = jnp.zeros(n_clusters, jnp.int32)
 
     def body(index, carry):
         centers, indices, closest = carry
-        candidates = draw(weight * closest, uniforms[index])
+        first = index == 0
+        candidates = draw(jnp.where(first, weight, weight * closest), uniforms[index])
         distances = _squared_distances(x, x[candidates], squared_norms)
         new_closest = jnp.minimum(closest[:, None], distances)
-        best = jnp.argmin(weight @ new_closest)
+        best = jnp.where(first, 0, jnp.argmin(weight @ new_closest))
         chosen = candidates[best]
         return (
             centers.at[index].set(x[chosen]),
@@ -107,7 +109,7 @@ def kmeans_plusplus(
             new_closest[:, best],
         )
 
-    centers, indices, _ = lax.fori_loop(1, n_clusters, body, (centers, indices, closest))
+    centers, indices, _ = lax.fori_loop(0, n_clusters, body, (centers, indices, closest))
     return centers, indices
 
 

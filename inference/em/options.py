@@ -29,6 +29,7 @@ __all__ = [
     "check_options",
     "check_priors",
     "is_conjugate",
+    "key_of",
 ]
 
 #: The M-step that ran, as reported in :attr:`gaussmix.inference.em.EMResult.method`.
@@ -93,13 +94,34 @@ class EMOptions(NamedTuple):
     @property
     def key(self) -> jax.Array:
         """The seed as a JAX key."""
-        seed = self.seed
-        return seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
+        return key_of(self.seed)
 
     @classmethod
     def create(cls, **keywords) -> "EMOptions":
         """:func:`check_options` (the same keywords)."""
         return check_options(**keywords)
+
+
+def key_of(seed: int | jax.Array) -> jax.Array:
+    """The JAX key of ``seed`` (a key is returned as it is): ``jax.random.key(seed)``.
+
+    An int seed of the default threefry generator is wrapped from its two words, computed
+    here (``[high, low]`` 32-bit words of the seed, the high word 0 in 32-bit mode),
+    instead of by ``jax.random.key``, which compiles and runs two small programs.
+
+    Example:
+        >>> import jax
+        >>> bool((jax.random.key_data(key_of(7)) == jax.random.key_data(jax.random.key(7))).all())
+        True
+    """
+    if isinstance(seed, jax.Array):
+        return seed
+    seed = int(seed)
+    if jax.config.jax_default_prng_impl != "threefry2x32" or not -(2**31) <= seed < 2**31:
+        return jax.random.key(seed)
+    high = 0xFFFFFFFF if seed < 0 and jax.config.jax_enable_x64 else 0
+    words = np.array([high, seed & 0xFFFFFFFF], dtype=np.uint32)
+    return jax.random.wrap_key_data(words, impl="threefry2x32")
 
 
 def _check_int(name: str, value, low: int) -> None:
