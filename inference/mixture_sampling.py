@@ -212,7 +212,9 @@ def relabel_mixture_draws(
         ``(relabeled draws, reference, method, label-switching fraction)``.
     """
     one_dimensional = np.shape(samples["means"])[-1] == 1
-    samples = {name: jnp.asarray(value) for name, value in samples.items()}
+    # NumPy throughout: nothing is compiled for the relabeling (K <= 6)
+    samples = {name: np.asarray(value) for name, value in samples.items()}
+    reference = {name: np.asarray(value) for name, value in reference.items()}
     if not one_dimensional:
         relabeled, permutation = relabel_mixture(
             samples, reference, covariance_type, method="match"
@@ -268,17 +270,20 @@ def posterior_responsibilities(x: ArrayLike, tree, covariance_type: str) -> jax.
     Returns:
         (N, K), rows summing to one.
     """
-    x = jnp.asarray(x)
+    # Reshaped and cast in NumPy, then moved: no small programs compiled on the way.
+    x = np.asarray(x)
     if x.ndim == 1:
         x = x[:, None]
+    x = jax.device_put(x)
     site = COVARIANCE_SITES[covariance_type]
     values = {
-        name: jnp.asarray(tree.posterior[name].values).reshape(
-            (-1, *tree.posterior[name].shape[2:])
+        name: jax.device_put(
+            np.asarray(tree.posterior[name].values, x.dtype).reshape(
+                (-1, *tree.posterior[name].shape[2:])
+            )
         )
         for name in ("weights", "means", site)
     }
-    values = {name: value.astype(x.dtype) for name, value in values.items()}
     return _mean_responsibilities(
         x, values["weights"], values["means"], values[site], covariance_type
     )

@@ -58,18 +58,23 @@ RELABEL_METHODS = ("auto", "order", "match")
 _EXHAUSTIVE_MAX_COMPONENTS = 6
 
 
-def _full_covariances(covariance: jax.Array, covariance_type: str, n_components: int, n_features):
+def _namespace(*arrays):
+    """NumPy when no argument is a JAX array (nothing is compiled), else ``jax.numpy``."""
+    return jnp if any(isinstance(array, jax.Array) for array in arrays) else np
+
+
+def _full_covariances(covariance, covariance_type: str, n_components: int, n_features, xp=jnp):
     """The covariance site as (..., K, D, D) matrices, or (..., K, D) diagonals."""
     if covariance_type == "full":
         return covariance
     if covariance_type == "tied":
-        return jnp.broadcast_to(
+        return xp.broadcast_to(
             covariance[..., None, :, :],
             (*covariance.shape[:-2], n_components, *covariance.shape[-2:]),
         )
     if covariance_type == "diag":
         return covariance
-    return jnp.broadcast_to(covariance[..., None], (*covariance.shape, n_features))
+    return xp.broadcast_to(covariance[..., None], (*covariance.shape, n_features))
 
 
 def component_cost(
@@ -98,7 +103,8 @@ def component_cost(
         covariance_type: "full", "tied", "diag" or "spherical".
 
     Returns:
-        (..., K, K) costs, reference label j first, draw component k second.
+        (..., K, K) costs, reference label j first, draw component k second; a NumPy
+        array when no argument is a JAX array.
 
     Example:
         >>> import numpy as np
@@ -109,28 +115,37 @@ def component_cost(
         [[2.0, 0.0], [0.0, 2.0]]
     """
     check_covariance_type(covariance_type)
-    means = jnp.asarray(means)
-    reference_means = jnp.asarray(reference_means, means.dtype)
+    xp = _namespace(means, covariance, reference_means, reference_covariance)
+    means = xp.asarray(means)
+    if not xp.issubdtype(means.dtype, xp.floating):
+        means = means.astype(jnp.result_type(float))
+    reference_means = xp.asarray(reference_means, means.dtype)
     n_components, n_features = means.shape[-2:]
-    draws = _full_covariances(jnp.asarray(covariance), covariance_type, n_components, n_features)
+    draws = _full_covariances(
+        xp.asarray(covariance, means.dtype), covariance_type, n_components, n_features, xp
+    )
     reference = _full_covariances(
-        jnp.asarray(reference_covariance, means.dtype), covariance_type, n_components, n_features
+        xp.asarray(reference_covariance, means.dtype),
+        covariance_type,
+        n_components,
+        n_features,
+        xp,
     )
     # difference[..., j, k, :] = mu_k - mu*_j
     difference = means[..., None, :, :] - reference_means[:, None, :]
     if covariance_type in ("full", "tied"):
-        reference_precision = jnp.linalg.inv(reference)  # (K, D, D), K and D small
-        trace = jnp.einsum("jab,...kba->...jk", reference_precision, draws)
-        mahalanobis = jnp.einsum(
+        reference_precision = xp.linalg.inv(reference)  # (K, D, D), K and D small
+        trace = xp.einsum("jab,...kba->...jk", reference_precision, draws)
+        mahalanobis = xp.einsum(
             "...jka,jab,...jkb->...jk", difference, reference_precision, difference
         )
-        reference_log_det = jnp.linalg.slogdet(reference)[1]
-        draw_log_det = jnp.linalg.slogdet(draws)[1]
+        reference_log_det = xp.linalg.slogdet(reference)[1]
+        draw_log_det = xp.linalg.slogdet(draws)[1]
     else:
-        trace = jnp.sum(draws[..., None, :, :] / reference[:, None, :], axis=-1)
-        mahalanobis = jnp.sum(difference**2 / reference[:, None, :], axis=-1)
-        reference_log_det = jnp.sum(jnp.log(reference), axis=-1)
-        draw_log_det = jnp.sum(jnp.log(draws), axis=-1)
+        trace = xp.sum(draws[..., None, :, :] / reference[:, None, :], axis=-1)
+        mahalanobis = xp.sum(difference**2 / reference[:, None, :], axis=-1)
+        reference_log_det = xp.sum(xp.log(reference), axis=-1)
+        draw_log_det = xp.sum(xp.log(draws), axis=-1)
     return 0.5 * (
         trace + mahalanobis - n_features + reference_log_det[:, None] - draw_log_det[..., None, :]
     )
@@ -245,20 +260,29 @@ def assignment(cost: ArrayLike) -> jax.Array:
         cost: (..., K, K), row j (reference label) first.
 
     Returns:
-        (..., K) permutations, ``permutation[..., j]`` the column given row j.
+        (..., K) permutations, ``permutation[..., j]`` the column given row j; found in
+        NumPy (nothing compiled) for a NumPy ``cost`` and K <= 6.
 
     Example:
         >>> import numpy as np
         >>> assignment(np.array([[[0.0, 1.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])).tolist()
         [[0, 1], [1, 0]]
     """
-    cost = jnp.asarray(cost)
+    xp = _namespace(cost)
+    cost = xp.asarray(cost)
     if cost.ndim < 2 or cost.shape[-1] != cost.shape[-2]:
         raise ValueError(f"cost must have shape (..., K, K), got {cost.shape}.")
-    if not jnp.issubdtype(cost.dtype, jnp.floating):
+    if not xp.issubdtype(cost.dtype, xp.floating):
         cost = cost.astype(jnp.result_type(float))
-    cost = jnp.where(jnp.isfinite(cost), cost, jnp.finfo(cost.dtype).max / (4 * cost.shape[-1]))
-    return _assignment(cost, cost.shape[-1] <= _EXHAUSTIVE_MAX_COMPONENTS)
+    n = cost.shape[-1]
+    cost = xp.where(xp.isfinite(cost), cost, xp.finfo(cost.dtype).max / (4 * n))
+    exhaustive = n <= _EXHAUSTIVE_MAX_COMPONENTS
+    if xp is np and exhaustive:
+        permutations = np.asarray(list(itertools.permutations(range(n))), np.int32)  # (P, K)
+        flat = cost.reshape((-1, n, n))
+        totals = np.sum(flat[:, np.arange(n), permutations], axis=-1)  # (B, P)
+        return permutations[np.argmin(totals, axis=-1)].reshape((*cost.shape[:-2], n))
+    return _assignment(jnp.asarray(cost), exhaustive)
 
 
 def _resolve_method(method: str, n_features: int) -> str:
@@ -291,15 +315,16 @@ def relabeling_permutation(
 
     Returns:
         (..., K) integer permutations: the relabeled component j is the draw's component
-        ``permutation[..., j]``.
+        ``permutation[..., j]``; NumPy when the draws are (K <= 6).
     """
     check_covariance_type(covariance_type)
-    means = jnp.asarray(samples["means"])
+    xp = _namespace(samples["means"])
+    means = xp.asarray(samples["means"])
     if means.ndim < 2:
         raise ValueError(f"samples['means'] must have shape (..., K, D), got {means.shape}.")
     method = _resolve_method(method, means.shape[-1])
     if method == "order":
-        return jnp.argsort(means[..., 0], axis=-1).astype(jnp.int32)
+        return xp.argsort(means[..., 0], axis=-1, stable=True).astype(xp.int32)
     if reference is None:
         raise ValueError("Matching to a reference labelling needs `reference` (e.g. the MAP).")
     site = COVARIANCE_SITES[covariance_type]
@@ -321,16 +346,17 @@ def apply_permutation(
         covariance_type: tells whether ``covariance`` is shared (tied).
 
     Returns:
-        A new dict with the permuted draws.
+        A new dict with the permuted draws (NumPy arrays when no input is a JAX array).
     """
-    permutation = jnp.asarray(permutation)
+    xp = _namespace(permutation, *samples.values())
+    permutation = xp.asarray(permutation)
     batch_ndim = permutation.ndim - 1
     relabeled = {}
     for name, value in samples.items():
-        value = jnp.asarray(value)
+        value = xp.asarray(value)
         if name in COMPONENT_SITES and not (covariance_type == "tied" and name == "covariance"):
             index = permutation.reshape(permutation.shape + (1,) * (value.ndim - batch_ndim - 1))
-            relabeled[name] = jnp.take_along_axis(value, index, axis=batch_ndim)
+            relabeled[name] = xp.take_along_axis(value, index, axis=batch_ndim)
         else:
             relabeled[name] = value
     return relabeled
