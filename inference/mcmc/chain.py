@@ -29,6 +29,7 @@ __all__ = [
     "adapted_metric",
     "build_sampler",
     "chain_device_count",
+    "initial_metric",
     "mass_window",
     "metric",
     "run_chain",
@@ -145,7 +146,7 @@ def run_chain(
     inverse_mass_matrix: jax.Array,
     settings: NutsSettings,
     keep_warmup: bool = False,
-    report_progress: bool | jax.Array = False,
+    report_progress: bool = False,
 ) -> Draws:
     """Warmup then sampling of one chain; pure, so it jits, maps and shards.
 
@@ -165,9 +166,9 @@ def run_chain(
         inverse_mass_matrix: (P,) or (P, P) initial metric.
         settings: the run's settings.
         keep_warmup: also return the warmup iterations.
-        report_progress: (traced, so one program serves both) switches on the host
-            callbacks that advance the progress bar; each is a device-host round trip,
-            skipped when no bar is shown.
+        report_progress: (static) add the host callbacks that advance the progress
+            bar. Without them the program has no host callback, so it can be serialized
+            (persistent compilation caches refuse programs with host callbacks).
 
     Returns:
         :class:`Draws` with a leading (S,) axis (warmup + S with ``keep_warmup``).
@@ -237,12 +238,13 @@ def run_chain(
                 state,
                 moments,
             )
-        done = iteration + 1  # progress to the tqdm bar of the run in flight
-        lax.cond(
-            jnp.asarray(report_progress) & ((done % rate == 0) | (done == total)),
-            lambda: jax.debug.callback(tick, done, rate, total),
-            lambda: None,
-        )
+        if report_progress:  # progress to the tqdm bar of the run in flight
+            done = iteration + 1
+            lax.cond(
+                (done % rate == 0) | (done == total),
+                lambda: jax.debug.callback(tick, done, rate, total),
+                lambda: None,
+            )
         return (state, moments), Draws(
             state.z,
             state.potential_energy,
@@ -266,20 +268,40 @@ def chain_device_count(num_chains: int) -> int:
     return max(d for d in range(1, min(devices, num_chains) + 1) if num_chains % d == 0)
 
 
+def initial_metric(covariance: jax.Array, dense_mass: bool) -> jax.Array:
+    """The starting inverse mass matrix from the preparation's covariance.
+
+    Args:
+        covariance: (P, P) Laplace covariance (the identity where the Hessian was not
+            definite), or (P,) ones when no Laplace fit was made.
+        dense_mass: dense (P, P) or diagonal (P,) metric.
+    """
+    if covariance.ndim == 1:
+        return jnp.diag(covariance) if dense_mass else covariance
+    return covariance if dense_mass else jnp.diagonal(covariance)
+
+
 def build_sampler(
-    program: Program, structure: Structure, settings: NutsSettings, devices: int
+    program: Program,
+    structure: Structure,
+    settings: NutsSettings,
+    devices: int,
+    progress: bool = False,
 ) -> Callable:
     """``build(found)`` of the chains, for :func:`~.program.compiled`.
 
-    The compiled ``run(dynamic, starts (C, P), rng_keys (C,), fallback,
-    inverse_mass_matrix, progress)`` returns :class:`Draws` with leading (C, S) axes;
-    chains are mapped on one device or sharded over ``devices``.
+    The compiled ``run(dynamic, starts (C, P), rng_keys (C,), fallback, covariance)``
+    returns :class:`Draws` with leading (C, S) axes; chains are mapped on one device or
+    sharded over ``devices``; the metric starts at :func:`initial_metric` of
+    ``covariance``. With ``progress`` it advances the progress bar through host
+    callbacks; without, it has none.
     """
 
     def build(found: dict):
-        def run(dynamic, starts, rng_keys, fallback, inverse_mass_matrix, progress):
+        def run(dynamic, starts, rng_keys, fallback, covariance):
             args, kwargs = program.arguments(dynamic)
             potential = structure.potential_fn_gen(*args, **kwargs)
+            inverse_mass_matrix = initial_metric(covariance, settings.dense_mass)
 
             def flat_potential(flat):
                 return potential(structure.unravel(flat))

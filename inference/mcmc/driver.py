@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from jax.typing import ArrayLike
 from numpyro import handlers
 
@@ -54,12 +55,22 @@ def _check_count(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _rng_key(seed):
+def _seed_argument(seed):
+    """A JAX key as given, an integer as a scalar array (the key is made when compiled)."""
     if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
         return seed
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an integer or a JAX key, got {seed!r}.")
-    return jax.random.key(int(seed))
+    dtype = jax.dtypes.canonicalize_dtype(np.int64)
+    try:
+        return jax.device_put(np.asarray(int(seed), dtype))
+    except OverflowError:
+        raise ValueError(f"seed must fit in {dtype}, got {seed!r}.") from None
+
+
+def _device_array(value):
+    """``value`` on the device; NumPy arrays are moved without compiling anything."""
+    return value if isinstance(value, jax.Array) else jax.device_put(np.asarray(value))
 
 
 def _nuts_settings(options, num_warmup, num_samples, progress_bar) -> dict:
@@ -155,7 +166,7 @@ def sample(
     num_samples = _check_count("num_samples", num_samples, 1)
     num_chains = _check_count("num_chains", num_chains, 1)
     options = _nuts_settings(nuts_options, num_warmup, num_samples, progress_bar)
-    rng_key = _rng_key(seed)
+    seed_argument = _seed_argument(seed)
     if init is not None and not isinstance(init, Mapping):
         raise ValueError(
             f"init must be a dict of site values (constrained), got {type(init).__name__}."
@@ -169,7 +180,7 @@ def sample(
         source = hooks.initial_values_label
     try:
         return _sample(
-            program, init, source, num_chains, options, rng_key, hooks, posterior_predictive
+            program, init, source, num_chains, options, seed_argument, hooks, posterior_predictive
         )
     except TRACING_ERRORS:
         if not program.dynamic:
@@ -177,7 +188,7 @@ def sample(
         # The program needs concrete argument values: close over them instead.
         concrete = bind(ConcreteProgram(model, args, kwargs), (), {})
         return _sample(
-            concrete, init, source, num_chains, options, rng_key, hooks, posterior_predictive
+            concrete, init, source, num_chains, options, seed_argument, hooks, posterior_predictive
         )
 
 
@@ -196,7 +207,8 @@ def _check_init_names(program: Program, init_values: Mapping) -> None:
         }
         return jnp.zeros(())
 
-    jax.eval_shape(record, program.dynamic)
+    with numpyro.validation_enabled(False):  # names only: no checks compiled op by op
+        jax.eval_shape(record, program.dynamic)
     unknown = sorted(set(init_values) - names["known"])
     if unknown:
         raise ValueError(
@@ -210,33 +222,34 @@ def _sample(
     source: str,
     num_chains: int,
     options: dict,
-    rng_key: jax.Array,
+    seed: jax.Array,
     hooks: SamplingHooks | None,
     posterior_predictive: bool,
 ):
     """The three compiled programs of one run, the program's hooks, the DataTree."""
-    prepare_key, chain_key, predictive_key = jax.random.split(rng_key, 3)
-    init_values = None if init is None else {n: jnp.asarray(v) for n, v in init.items()}
+    init_values = (
+        None if init is None else {name: _device_array(value) for name, value in init.items()}
+    )
     compile_time = 0.0
     if init_values is not None and source == "init":  # the hooks' values are trusted
         _check_init_names(program, init_values)
 
-    # 1. Initial point, mode, Laplace fit.
+    # 1. Initial point, mode, Laplace fit, the keys of the later programs.
     prepare, found, seconds = compiled(
         "prepare",
         program,
-        (num_chains, signature(init_values)),
+        (num_chains, signature(init_values), signature(seed)),
         build_prepare(program, num_chains, init_values is not None),
         init_values,
-        prepare_key,
+        seed,
     )
     compile_time += seconds
     structure = found["structure"]
-    prepared = prepare(program.dynamic, init_values, prepare_key)
-    if not bool(prepared["start_valid"]) or not (
-        bool(jnp.isfinite(prepared["fallback"][1]))
-        and bool(jnp.all(jnp.isfinite(prepared["fallback"][2])))
-    ):
+    prepared = prepare(program.dynamic, init_values, seed)
+    checks = jax.device_get(
+        {name: prepared[name] for name in ("valid", "map_accepted", "laplace_valid")}
+    )
+    if not checks["valid"]:
         if init_values is not None:
             raise ValueError(
                 "The log density or its gradient is not finite at the values given in init "
@@ -251,7 +264,7 @@ def _sample(
         )
     if init_values is None:
         source = "map"
-        if not bool(prepared["map_accepted"]):
+        if not checks["map_accepted"]:
             source = "init_to_median"
             warnings.warn(
                 "The MAP search (BFGS on the unconstrained log density) failed to find a "
@@ -264,13 +277,8 @@ def _sample(
     dimension = starts.shape[-1]
     dense_mass = options["dense_mass"]
     dense_mass = bool(dimension <= DENSE_MASS_MAX_DIMENSION if dense_mass is None else dense_mass)
-    covariance = prepared["covariance"]
-    if covariance.ndim == 1:  # no Laplace fit (too many dimensions): the identity
-        inverse_mass_matrix = jnp.diag(covariance) if dense_mass else covariance
-    else:  # the Laplace covariance, or the identity where the Hessian was not definite
-        inverse_mass_matrix = covariance if dense_mass else jnp.diagonal(covariance)
 
-    # 2. The chains.
+    # 2. The chains (one program with the progress bar's callbacks, one without).
     settings = NutsSettings(
         num_warmup=options["num_warmup"],
         num_samples=options["num_samples"],
@@ -279,17 +287,18 @@ def _sample(
         max_tree_depth=options["max_tree_depth"],
     )
     devices = chain_device_count(num_chains)
-    chain_keys = jax.random.split(chain_key, num_chains)
+    arguments = (
+        starts,
+        prepared["chain_keys"],
+        prepared["fallback"],
+        prepared["covariance"],
+    )
     sampler, _, seconds = compiled(
         "nuts",
         program,
-        (settings, devices, num_chains, signature(starts)),
-        build_sampler(program, structure, settings, devices),
-        starts,
-        chain_keys,
-        prepared["fallback"],
-        inverse_mass_matrix,
-        jnp.asarray(False),
+        (settings, devices, options["progress"], signature(arguments)),
+        build_sampler(program, structure, settings, devices, options["progress"]),
+        *arguments,
     )
     compile_time += seconds
     start = time.perf_counter()
@@ -298,10 +307,7 @@ def _sample(
         num_chains * (settings.num_warmup + settings.num_samples),
         options["progress"],
         program.dynamic,
-        starts,
-        chain_keys,
-        prepared["fallback"],
-        inverse_mass_matrix,
+        *arguments,
     )
     sampling_time = time.perf_counter() - start
 
@@ -326,16 +332,16 @@ def _sample(
             (signature(samples),),
             build_predictive(program, structure),
             samples,
-            predictive_key,
+            prepared["predictive_key"],
         )
         compile_time += seconds
-        predictive = jax.device_get(predict(program.dynamic, samples, predictive_key))
+        predictive = jax.device_get(predict(program.dynamic, samples, prepared["predictive_key"]))
     attrs = {
         "sampling_time": sampling_time,
         "compile_time": compile_time,
         "init": source,
         "dense_mass": int(dense_mass),
-        "laplace": int(bool(prepared["laplace_valid"])),
+        "laplace": int(checks["laplace_valid"]),
         "num_warmup": settings.num_warmup,
         "chain_devices": devices,
     }

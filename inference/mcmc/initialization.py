@@ -19,10 +19,19 @@ from numpyro.infer.util import initialize_model
 
 from gaussmix.inference.mcmc.program import Program, Structure
 
-__all__ = ["FALLBACK_JITTER", "LAPLACE_MAX_DIMENSION", "build_prepare", "laplace", "map_search"]
+__all__ = [
+    "FALLBACK_JITTER",
+    "LAPLACE_MAX_DIMENSION",
+    "NEWTON_STEPS",
+    "build_prepare",
+    "laplace",
+    "map_search",
+]
 
 #: Largest number of unconstrained dimensions for which the Laplace Hessian is formed.
 LAPLACE_MAX_DIMENSION = 500
+#: Newton steps at most from the given (or found) center toward the mode (:func:`laplace`).
+NEWTON_STEPS = 20
 #: Standard deviation of the jitter (unconstrained space) when there is no Laplace fit.
 FALLBACK_JITTER = 0.1
 #: BFGS iterations of the generic MAP search, and restarts after a failed line search.
@@ -33,17 +42,23 @@ _MAP_RESTARTS = 10
 def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable:
     """``build(found)`` of the preparation program, for :func:`~.program.compiled`.
 
-    The compiled ``prepare(dynamic, init_values, rng_key)`` returns a dict with
-    ``starts`` (C, P), ``covariance`` (P, P) or (P,), ``laplace_valid``, ``fallback``
-    (``(center, U, dU)`` of the mode), ``start_valid`` (finite potential and gradient
-    at the initial point) and ``map_accepted``; tracing it records the program's
-    :class:`~.program.Structure` as ``found["structure"]``.
+    The compiled ``prepare(dynamic, init_values, seed)`` (``seed``: an integer scalar or
+    a JAX key) returns a dict with ``starts`` (C, P), ``covariance`` (P, P) or (P,),
+    ``laplace_valid``, ``fallback`` (``(center, U, dU)`` of the mode), ``valid`` (finite
+    potential and gradient at the initial point and at the mode), ``map_accepted``, and
+    the keys of the later programs: ``chain_keys`` (C,) and ``predictive_key``. Tracing
+    it records the program's :class:`~.program.Structure` as ``found["structure"]``.
     """
 
     def build(found: dict):
-        def prepare(dynamic, init_values, rng_key):
+        def prepare(dynamic, init_values, seed):
             args, kwargs = program.arguments(dynamic)
-            init_key, noise_key = jax.random.split(rng_key)
+            rng_key = (
+                seed if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) else jax.random.key(seed)
+            )
+            # The keys of the three programs, as split before they were compiled together.
+            prepare_key, chain_key, predictive_key = jax.random.split(rng_key, 3)
+            init_key, noise_key = jax.random.split(prepare_key)
             info = initialize_model(
                 init_key,
                 program.model,
@@ -75,14 +90,19 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
             else:
                 center, map_accepted = map_search(flat_potential, start, start_energy)
             noise = jax.random.normal(noise_key, (num_chains, start.size), start.dtype)
-            starts, laplace_valid, covariance, fallback = laplace(flat_potential, center, noise)
+            starts, laplace_valid, covariance, fallback = laplace(
+                flat_potential, center, noise, NEWTON_STEPS
+            )
+            valid = start_valid & jnp.isfinite(fallback[1]) & jnp.all(jnp.isfinite(fallback[2]))
             return {
                 "starts": starts,
                 "covariance": covariance,
                 "laplace_valid": laplace_valid,
                 "fallback": fallback,
-                "start_valid": start_valid,
+                "valid": valid,
                 "map_accepted": map_accepted,
+                "chain_keys": jax.random.split(chain_key, num_chains),
+                "predictive_key": predictive_key,
             }
 
         return prepare
@@ -134,58 +154,111 @@ def map_search(flat_potential: Callable, start: jax.Array, start_energy: jax.Arr
 
     initial = (start, start_energy, jnp.full_like(start, jnp.inf), jnp.asarray(False), 0)
     position, energy, gradient, _, _ = lax.while_loop(keep_going, restart, initial)
-    stationary = jnp.max(jnp.abs(gradient)) <= 1e-3 * jnp.maximum(1.0, jnp.abs(energy))
-    accepted = jnp.all(jnp.isfinite(position)) & jnp.isfinite(energy) & stationary
+    accepted = (
+        jnp.all(jnp.isfinite(position)) & jnp.isfinite(energy) & _stationary(energy, gradient)
+    )
     return jnp.where(accepted, position, start), accepted
 
 
-def laplace(flat_potential: Callable, center: jax.Array, noise: jax.Array):
-    """Potential and gradient at the mode, Laplace covariance, jittered chain starts.
+def _stationary(energy, gradient):
+    r"""Nearly stationary: :math:`\max_i |\partial_i U| \le 10^{-3} \max(1, |U|)`."""
+    return jnp.max(jnp.abs(gradient)) <= 1e-3 * jnp.maximum(1.0, jnp.abs(energy))
+
+
+def laplace(flat_potential: Callable, center: jax.Array, noise: jax.Array, max_steps: int = 0):
+    """The mode refined by Newton steps, its Laplace covariance, jittered chain starts.
 
     The Hessian is the central difference of gradients, one coordinate after the other
-    (``lax.map``: the gradient is compiled once, unlike ``jax.hessian``); a start is
-    :math:`z^* + L^{-\\top} e`, :math:`H = L L^\\top`, :math:`e` = ``noise``, so that it
-    has covariance :math:`H^{-1}`. Beyond :data:`LAPLACE_MAX_DIMENSION` dimensions, or
-    where :math:`H` is not positive definite, the jitter is :data:`FALLBACK_JITTER`
-    ``* noise`` and the covariance the identity.
+    (``lax.map``: the gradient is compiled once, unlike ``jax.hessian``). While the
+    point is not stationary (as :func:`map_search` accepts a mode), at most
+    ``max_steps`` damped Newton steps :math:`z \\leftarrow z - s\\,|H|^{-1} \nabla U`
+    move it toward the mode (:math:`|H|`: the Hessian with its eigenvalues made
+    positive, so that a saddle is left downhill; :math:`s` halves after a step that does
+    not lower :math:`U`, and grows back after one that does). A start given away from the
+    mode (e.g. a maximum-likelihood fit, where the posterior's Hessian can be
+    indefinite) thus ends at the mode and its curvature; one loop evaluates every point,
+    so the gradient is compiled once. A start is :math:`z^* + L^{-\top} e`,
+    :math:`H = L L^\top`, :math:`e` = ``noise``, so that it has covariance
+    :math:`H^{-1}`. Beyond :data:`LAPLACE_MAX_DIMENSION` dimensions, or where :math:`H`
+    is not positive definite, the jitter is :data:`FALLBACK_JITTER` ``* noise`` and the
+    covariance the identity.
 
     Args:
         flat_potential: :math:`U` of a flat (P,) unconstrained position.
-        center: (P,) the mode.
+        center: (P,) the mode, or a point near it.
         noise: (C, P) standard normal draws, one row per chain.
+        max_steps: (static) Newton steps at most (0: the Hessian at ``center`` only).
 
     Returns:
-        ``(starts (C, P), valid, covariance (P, P) or ones (P,), (center, U, dU))``.
+        ``(starts (C, P), valid, covariance (P, P) or ones (P,), (center, U, dU))``, the
+        center after the Newton steps.
 
     Example:
         >>> import jax.numpy as jnp
-        >>> starts, valid, covariance, _ = laplace(
-        ...     lambda z: 2.0 * jnp.sum(z**2), jnp.zeros(2), jnp.ones((1, 2)))
-        >>> bool(valid), covariance.round(4).tolist()
-        (True, [[0.25, 0.0], [0.0, 0.25]])
+        >>> starts, valid, covariance, (mode, _, _) = laplace(
+        ...     lambda z: 2.0 * jnp.sum((z - 1.0) ** 2), jnp.zeros(2), jnp.ones((1, 2)), 5)
+        >>> bool(valid), covariance.round(4).tolist(), mode.round(3).tolist()
+        (True, [[0.25, 0.0], [0.0, 0.25]], [1.0, 1.0])
     """
     dimension = center.size
-    with_hessian = dimension <= LAPLACE_MAX_DIMENSION
     identity = jnp.eye(dimension, dtype=center.dtype)
-    if with_hessian:
-        step = jnp.finfo(center.dtype).eps ** (1 / 3) * jnp.maximum(1.0, jnp.abs(center))
-        offsets = jnp.concatenate(
-            [jnp.zeros((1, dimension), center.dtype), identity * step, -identity * step]
-        )
-    else:
-        offsets = jnp.zeros((1, dimension), center.dtype)
-    energies, gradients = lax.map(jax.value_and_grad(flat_potential), center + offsets)
-    fallback = (center, energies[0], gradients[0])
-    if not with_hessian:
+    value_and_grad = jax.value_and_grad(flat_potential)
+    if dimension > LAPLACE_MAX_DIMENSION:
+        energy, gradient = value_and_grad(center)
         return (
             center + FALLBACK_JITTER * noise,
             jnp.asarray(False),
             jnp.ones_like(center),
-            fallback,
+            (center, energy, gradient),
         )
-    # Row i: the change of the gradient along coordinate i.
-    hessian = (gradients[1 : dimension + 1] - gradients[dimension + 1 :]) / (2 * step[:, None])
-    hessian = 0.5 * (hessian + hessian.T)
+
+    def evaluate(point):
+        """U, its gradient and the central-difference Hessian at ``point``."""
+        step = jnp.finfo(point.dtype).eps ** (1 / 3) * jnp.maximum(1.0, jnp.abs(point))
+        offsets = jnp.concatenate(
+            [jnp.zeros((1, dimension), point.dtype), identity * step, -identity * step]
+        )
+        energies, gradients = lax.map(value_and_grad, point + offsets)
+        # Row i: the change of the gradient along coordinate i.
+        hessian = (gradients[1 : dimension + 1] - gradients[dimension + 1 :]) / (2 * step[:, None])
+        return energies[0], gradients[0], 0.5 * (hessian + hessian.T)
+
+    def newton_step(point, gradient, hessian):
+        eigenvalues, vectors = jnp.linalg.eigh(hessian)
+        magnitude = jnp.abs(eigenvalues)
+        magnitude = jnp.maximum(magnitude, 1e-6 * jnp.max(magnitude) + jnp.finfo(point.dtype).tiny)
+        return vectors @ ((vectors.T @ gradient) / magnitude)
+
+    def keep_going(state):
+        _, _, energy, gradient, _, scale, steps = state
+        return (steps == 0) | (
+            (steps <= max_steps) & ~_stationary(energy, gradient) & (scale > 1e-3)
+        )
+
+    def iterate(state):
+        candidate, point, energy, gradient, hessian, scale, steps = state
+        new_energy, new_gradient, new_hessian = evaluate(candidate)
+        finite = (
+            jnp.isfinite(new_energy)
+            & jnp.all(jnp.isfinite(new_gradient))
+            & jnp.all(jnp.isfinite(new_hessian))
+        )
+        better = (steps == 0) | (finite & (new_energy < energy))
+        point = jnp.where(better, candidate, point)
+        energy = jnp.where(better, new_energy, energy)
+        gradient = jnp.where(better, new_gradient, gradient)
+        hessian = jnp.where(better, new_hessian, hessian)
+        scale = jnp.where(
+            steps == 0, 1.0, jnp.where(better, jnp.minimum(1.0, 2 * scale), scale / 2)
+        )
+        step = newton_step(point, gradient, hessian)
+        candidate = jnp.where(jnp.all(jnp.isfinite(step)), point - scale * step, point)
+        return candidate, point, energy, gradient, hessian, scale, steps + 1
+
+    zero = jnp.zeros((), center.dtype)
+    initial = (center, center, zero, jnp.zeros_like(center), identity, zero + 1, 0)
+    _, center, energy, gradient, hessian, _, _ = lax.while_loop(keep_going, iterate, initial)
+    fallback = (center, energy, gradient)
     cholesky = jnp.linalg.cholesky(hessian)
     valid = jnp.all(jnp.isfinite(cholesky))
     safe = jnp.where(valid, cholesky, identity)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import numpyro
 
 __all__ = [
     "CACHE_SIZE",
@@ -107,7 +107,8 @@ def bind(model: Callable, args: tuple, kwargs: dict) -> Program:
         if isinstance(leaf, jax.Array | np.ndarray)
         and (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == np.bool_)
     )
-    dynamic = tuple(jnp.asarray(leaves[i]) for i in dynamic_index)
+    # device_put moves NumPy arrays without compiling (jnp.asarray compiles a copy per shape)
+    dynamic = tuple(jax.device_put(leaves[i]) for i in dynamic_index)
     static_leaves = tuple(None if i in dynamic_index else leaf for i, leaf in enumerate(leaves))
     shapes = tuple((value.shape, str(value.dtype)) for value in dynamic)
     cache_key = (model, treedef, static_leaves, dynamic_index, shapes)
@@ -145,6 +146,12 @@ def compiled(name: str, program: Program, extra_key: tuple, build: Callable, *ex
 
     Returns:
         ``(compiled, found, seconds spent compiling)``; 0 seconds from the cache.
+
+    The program is traced with NumPyro's argument validation off: inside a trace it can
+    only check constant parameters, and each of its checks compiles a handful of small
+    programs op by op (the sampling hooks and the potential's finiteness catch the rest).
+    ``found`` is filled by tracing alone: ``jax.eval_shape(build(found), program.dynamic,
+    *example)`` under the same switch refills it without compiling.
     """
     key = None if program.cache_key is None else (name, program.cache_key, extra_key)
     if key is not None and key in COMPILED:
@@ -153,7 +160,8 @@ def compiled(name: str, program: Program, extra_key: tuple, build: Callable, *ex
         return function, found, 0.0
     found: dict = {}
     start = time.perf_counter()
-    function = jax.jit(build(found)).lower(program.dynamic, *example).compile()
+    with numpyro.validation_enabled(False):
+        function = jax.jit(build(found)).lower(program.dynamic, *example).compile()
     seconds = time.perf_counter() - start
     if key is not None:
         COMPILED[key] = (function, found)
@@ -172,8 +180,9 @@ def signature(tree) -> tuple:
     """
 
     def describe(path, leaf):
-        if not hasattr(leaf, "dtype"):  # a Python scalar or sequence
-            leaf = jnp.asarray(leaf)
+        if not hasattr(leaf, "dtype"):  # a Python scalar or sequence (NumPy: nothing compiled)
+            leaf = np.asarray(leaf)
+            return str(path), leaf.shape, str(jax.dtypes.canonicalize_dtype(leaf.dtype))
         return str(path), tuple(leaf.shape), str(leaf.dtype)
 
     return tuple(describe(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree))

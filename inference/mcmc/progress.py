@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 __all__ = ["PROGRESS", "run_with_progress", "show_progress", "tick"]
 
@@ -40,21 +39,21 @@ def tick(iteration, rate, total) -> None:
 
 
 def run_with_progress(sampler: Callable, total: int, progress: bool, *arguments):
-    """``sampler(*arguments, progress)``, waited for, with a bar of ``total`` iterations.
+    """``sampler(*arguments)``, waited for, with a bar of ``total`` iterations.
 
     Args:
-        sampler: compiled chains; its last argument switches the host callbacks on.
+        sampler: compiled chains, with the host callbacks of the bar when ``progress``.
         total: iterations of all chains together (warmup included).
         progress: show a bar (on stderr).
-        *arguments: the other arguments of ``sampler``.
+        *arguments: the arguments of ``sampler``.
     """
     if not progress:
-        return jax.block_until_ready(sampler(*arguments, jnp.asarray(False)))
+        return jax.block_until_ready(sampler(*arguments))
     from tqdm.auto import tqdm
 
     with tqdm(total=total, desc="NUTS", unit="it", file=sys.stderr) as bar:
         PROGRESS["bar"] = bar
         try:
-            return jax.block_until_ready(sampler(*arguments, jnp.asarray(True)))
+            return jax.block_until_ready(sampler(*arguments))
         finally:
             PROGRESS["bar"] = None
