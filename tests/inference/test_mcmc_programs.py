@@ -1,0 +1,152 @@
+"""The programs a first NUTS run compiles: which, how many, and that they are stable.
+
+Each check runs in a fresh Python process (what a process compiles depends on what it
+compiled before) and reads JAX's own compilation log (``jax_log_compiles``) and the
+lowered text of each program (``Lowered.as_text()``, recorded when it is compiled).
+The persistent compilation cache needs these programs to be the same text in every
+process (no per-call constants, no closures over fresh objects) and free of host
+callbacks (JAX does not serialize programs that call back into Python).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+#: Run in a fresh process; prints one JSON line with the compiled program names per
+#: phase and the sha256 of the lowered text of every program compiled.
+SCRIPT = r"""
+import hashlib, json, logging, re, sys
+import jax
+
+names = []
+
+class Record(logging.Handler):
+    def emit(self, record):
+        found = re.search(r"Compiling (\S+)", record.getMessage())
+        if found:
+            names.append(found.group(1))
+
+logging.getLogger("jax").addHandler(Record())
+logging.getLogger("jax").setLevel(logging.WARNING)
+jax.config.update("jax_log_compiles", True)
+
+texts = {}
+compile_lowered = jax.stages.Lowered.compile
+
+def recording_compile(self, *args, **kwargs):
+    text = self.as_text()
+    name = re.search(r"module @(\S+)", text).group(1)
+    texts.setdefault(name, []).append(text)
+    return compile_lowered(self, *args, **kwargs)
+
+jax.stages.Lowered.compile = recording_compile
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from gaussmix import GaussianMixture
+from gaussmix.inference.mcmc import sample
+
+RUN = dict(num_warmup=30, num_samples=20, num_chains=2)
+
+def model(y):
+    loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
+    scale = numpyro.sample("scale", dist.HalfNormal(2.0))
+    with numpyro.plate("data", len(y)):
+        numpyro.sample("y", dist.Normal(loc, scale), obs=y)
+
+rng = np.random.default_rng(0)
+phases = {}
+
+def phase(name, function):
+    start = len(names)
+    function()
+    phases[name] = names[start:]
+
+y = rng.normal(3.0, 1.0, 40)
+phase("sample", lambda: sample(model, y, progress_bar=False, **RUN))
+phase("sample_again", lambda: sample(model, y + 1.0, seed=1, progress_bar=False, **RUN))
+
+x = np.concatenate([rng.normal(-3.0, 1.0, (60, 2)), rng.normal(3.0, 1.0, (60, 2))])
+gm = GaussianMixture(2, random_state=0).fit(x)
+phase("sample_posterior", lambda: gm.sample_posterior(x, progress_bar=False, **RUN))
+other = x + rng.normal(0.0, 0.1, x.shape)
+phase(
+    "sample_posterior_again",
+    lambda: gm.sample_posterior(other, random_state=1, progress_bar=False, **RUN),
+)
+if "--progress" in sys.argv:
+    phase("with_progress", lambda: sample(model, y, progress_bar=True, **RUN))
+
+callback = re.compile(r"callback", re.IGNORECASE)
+print(json.dumps({
+    "phases": phases,
+    "hashes": {
+        name: [hashlib.sha256(text.encode()).hexdigest() for text in versions]
+        for name, versions in texts.items()
+    },
+    "callbacks": {
+        name: [bool(callback.search(text)) for text in versions]
+        for name, versions in texts.items()
+    },
+}))
+"""
+
+
+def run_fresh(*arguments) -> dict:
+    environment = dict(os.environ, GAUSSMIX_NATIVE="0")
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def processes():
+    """Two fresh processes running the same calls (the first also with a progress bar)."""
+    return run_fresh("--progress"), run_fresh()
+
+
+def test_first_sample_compiles_the_three_programs(processes):
+    phases = processes[0]["phases"]
+    assert phases["sample"] == ["jit(prepare)", "jit(run)", "jit(postprocess)"]
+
+
+def test_first_sample_posterior_compiles_three_programs_and_the_responsibilities(processes):
+    # After the fit (its own programs): the three NUTS programs for the mixture and the
+    # posterior mean of the responsibilities; no op-by-op program on the way.
+    phases = processes[0]["phases"]
+    assert sorted(phases["sample_posterior"]) == sorted(
+        ["jit(prepare)", "jit(run)", "jit(postprocess)", "jit(_responsibilities_impl)"]
+    )
+
+
+def test_second_call_with_new_data_of_the_same_shapes_compiles_nothing(processes):
+    phases = processes[0]["phases"]
+    assert phases["sample_again"] == []
+    assert phases["sample_posterior_again"] == []
+
+
+def test_lowered_text_is_the_same_in_two_fresh_processes(processes):
+    first, second = (process["hashes"] for process in processes)
+    for name in ("jit_prepare", "jit_run", "jit_postprocess"):
+        # the generic program's and the mixture's (the first process also has the run
+        # with a progress bar, compiled last)
+        assert first[name][: len(second[name])] == second[name], name
+        assert len(second[name]) == 2, name
+
+
+def test_program_without_progress_bar_has_no_host_callback(processes):
+    callbacks = processes[0]["callbacks"]
+    assert callbacks["jit_prepare"] == [False, False]
+    assert callbacks["jit_postprocess"] == [False, False]
+    # runs: generic, mixture, then generic with the progress bar (its callbacks found)
+    assert callbacks["jit_run"] == [False, False, True]
