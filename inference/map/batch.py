@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from gaussmix.inference.map.levenberg_marquardt import (
     MAPInfo,
@@ -191,22 +192,34 @@ def _fit_batch(
     order = jnp.argsort(~active, stable=True).astype(jnp.int32)
     n_active = jnp.sum(active, dtype=jnp.int32)
 
+    # Each slot's spectrum (y, mask, priors) and state travel as one flat row each, and
+    # the finished spectra as one (B, F) array: one gather, select or scatter per step
+    # moves them all (a separate one per leaf made XLA compile hundreds of small kernels).
+    first = jax.tree.map(lambda leaf: leaf[0], (y, mask, priors))
+    _, unpack_data = ravel_pytree(first)
+    data = jax.vmap(lambda *row: ravel_pytree(row)[0])(y, mask, priors)
+    first_state = map_init(theta[0], noise[0], problem_for(first[0], first[1]))
+    _, unpack_state = ravel_pytree(first_state)
+    n_sites = len(sites.names)
+    no_info = MAPInfo(*(jnp.zeros((), bool),) * 4, jnp.zeros((n_sites,), bool))
+    _, unpack_finished = ravel_pytree(Finished.from_step(first_state, no_info))
+
+    def pack(tree):
+        return ravel_pytree(tree)[0]
+
     def start(index):
-        y_one, mask_one, priors_one = jax.tree.map(lambda leaf: leaf[index], (y, mask, priors))
-        state = map_init(theta[index], noise[index], problem_for(y_one, mask_one))
-        return state, y_one, mask_one, priors_one
+        y_one, mask_one, _ = unpack_data(data[index])
+        return pack(map_init(theta[index], noise[index], problem_for(y_one, mask_one)))
 
     class Slots(NamedTuple):
         index: jax.Array  # (S,) spectrum index, -1 when empty
-        state: MAPState
-        y: jax.Array
-        mask: Any
-        priors: Any
+        state: jax.Array  # (S, K) packed MAPState
+        data: jax.Array  # (S, D) packed (y, mask, priors)
 
     class Carry(NamedTuple):
         slots: Slots
         next_index: jax.Array
-        finals: Finished  # (B, ...) finished spectra
+        finals: jax.Array  # (B, F) packed Finished records
 
     def refill(carry: Carry) -> Carry:
         slots = carry.slots
@@ -215,63 +228,44 @@ def _fit_batch(
         candidate = carry.next_index + rank
         take = empty & (candidate < n_active)
         candidate = order[jnp.clip(candidate, 0, n_spectra - 1)]
-        fresh = jax.vmap(start)(candidate)
-        new_slots = Slots(jnp.where(take, candidate, slots.index), *fresh)
-        merged = jax.tree.map(
-            lambda new, old: jnp.where(take.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-            new_slots,
-            slots,
+        merged = Slots(
+            jnp.where(take, candidate, slots.index),
+            jnp.where(take[:, None], jax.vmap(start)(candidate), slots.state),
+            jnp.where(take[:, None], data[candidate], slots.data),
         )
         n_taken = jnp.sum(take, dtype=jnp.int32)
         return carry._replace(slots=merged, next_index=carry.next_index + n_taken)
 
-    def step(carry: Carry) -> tuple[Carry, MAPInfo]:
-        slots = carry.slots
-
-        def one(state, y_one, mask_one, priors_one):
-            return map_step(state, problem_for(y_one, mask_one, priors_one), settings)
-
-        state, info = jax.vmap(one)(slots.state, slots.y, slots.mask, slots.priors)
-        return carry._replace(slots=slots._replace(state=state)), info
-
-    def harvest(carry: Carry, info: MAPInfo) -> Carry:
-        slots = carry.slots
-        done = (slots.index >= 0) & info.done
-        target = jnp.where(done, slots.index, jnp.int32(n_spectra))
-        finals = jax.tree.map(
-            lambda stored, new: stored.at[target].set(new, mode="drop"),
-            carry.finals,
-            Finished.from_step(slots.state, info),
+    def one(packed_state, packed_data):
+        y_one, mask_one, priors_one = unpack_data(packed_data)
+        state, info = map_step(
+            unpack_state(packed_state), problem_for(y_one, mask_one, priors_one), settings
         )
-        index = jnp.where(done, jnp.int32(-1), slots.index)
-        return carry._replace(slots=slots._replace(index=index), finals=finals)
+        return pack(state), pack(Finished.from_step(state, info)), info.done
 
     def body(carry: Carry) -> Carry:
         carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)
-        carry, info = step(carry)
-        return lax.cond(
-            jnp.any((carry.slots.index >= 0) & info.done),
-            harvest,
-            lambda carry, info: carry,
-            carry,
-            info,
-        )
+        slots = carry.slots
+        state, record, done = jax.vmap(one)(slots.state, slots.data)
+        done = (slots.index >= 0) & done
+        target = jnp.where(done, slots.index, jnp.int32(n_spectra))
+        finals = carry.finals.at[target].set(record, mode="drop")
+        index = jnp.where(done, jnp.int32(-1), slots.index)
+        return carry._replace(slots=Slots(index, state, slots.data), finals=finals)
 
     def running(carry: Carry) -> jax.Array:
         return (carry.next_index < n_active) | jnp.any(carry.slots.index >= 0)
 
     n_slots = min(n_slots, n_spectra)
-    initial_slots = jax.vmap(start)(jnp.zeros((n_slots,), jnp.int32))
-    slots = Slots(jnp.full((n_slots,), -1, jnp.int32), *initial_slots)
-    n_sites = len(sites.names)
-    no_info = MAPInfo(*(jnp.zeros((), bool),) * 4, jnp.zeros((n_sites,), bool))
-    template = Finished.from_step(jax.tree.map(lambda leaf: leaf[0], slots.state), no_info)
-    finals = jax.tree.map(lambda leaf: jnp.zeros((n_spectra, *leaf.shape), leaf.dtype), template)
+    zeros = jnp.zeros((n_slots,), jnp.int32)
+    slots = Slots(jnp.full((n_slots,), -1, jnp.int32), jax.vmap(start)(zeros), data[zeros])
+    record_size = pack(Finished.from_step(first_state, no_info)).shape[0]
+    finals = jnp.zeros((n_spectra, record_size), data.dtype)
     carry = Carry(slots, jnp.asarray(0, jnp.int32), finals)
     finals = lax.while_loop(running, body, carry).finals
 
-    def finish_one(state, y_one, mask_one, priors_one):
-        return finish(problem_for(y_one, mask_one, priors_one), state)
+    def finish_one(record, y_one, mask_one, priors_one):
+        return finish(problem_for(y_one, mask_one, priors_one), unpack_finished(record))
 
     return jax.vmap(finish_one)(finals, y, mask, priors)
 

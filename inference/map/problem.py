@@ -277,7 +277,9 @@ def jacobian(problem: MAPProblem, theta: jax.Array, noise: jax.Array):
             axis=1,
         )
         evaluation = evaluation._replace(location=jnp.broadcast_to(location, problem.y.shape))
-    prior = problem.prior_terms(theta, noise)
+    # A barrier: the prior's scalars are computed once, not again inside every fusion
+    # that reads them (XLA duplicates cheap producers into their consumers).
+    prior = jax.lax.optimization_barrier(problem.prior_terms(theta, noise))
     return matrix, evaluation._replace(
         log_prior=prior.log_prior,
         support=prior.support,
