@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/peaks.py            # 10 000 spectra (about a minute)
     .venv/bin/python benchmarks/peaks.py --quick    # 1 000 spectra, a smoke test
+    .venv/bin/python benchmarks/peaks.py --cores 1  # per spectrum on one core, float64
 
 P3: spectra of 1000 points on x in [0, 100], three Gaussian peaks on a linear baseline,
 noise sd 0.5, starting values = truth +- 10 % (uniform, per parameter). gaussmix fits all
@@ -21,6 +22,14 @@ relative difference of the residual sums of squares on every spectrum of the sub
 gaussmix) stopped in a local minimum that lost a peak counted apart: where curve_fit
 loses a peak, gaussmix (which re-seeds lost peaks, ``lost_peak_retries``) usually keeps
 it, and its RSS is lower, not the same.
+
+``--cores 1`` measures issue 17's criterion instead: float64, the whole process pinned to
+one CPU (``os.sched_setaffinity``), XLA with one thread
+(``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``) and BLAS with one
+(``OMP_NUM_THREADS=1``), gaussmix (after a first call that compiles) and curve_fit
+alternating ``--repeat`` times in the same process; it prints each side's time per
+spectrum, the median ratio, and whether gaussmix's RSS is no worse than curve_fit's
+(1e-6 relative) on at least 99 % of the spectra curve_fit fitted.
 """
 
 import argparse
@@ -31,14 +40,24 @@ import sys
 import time
 import warnings
 
+#: ``--cores 1``: one CPU, one XLA thread, one BLAS thread; all set before JAX starts.
+ONE_CORE = "--cores" in sys.argv[:-1] and sys.argv[sys.argv.index("--cores") + 1] == "1"
+if ONE_CORE:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
 # One CPU device per core, for the multi-device run; must precede JAX's start.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+elif "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "")
         + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
     )
 
-import jax
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -162,8 +181,49 @@ def gaussmix_fit(x, y, start, tolerance=CURVE_FIT_TOLERANCE, devices=None, cpu=N
     return time.perf_counter() - begin, fit
 
 
+def one_core(args) -> None:
+    """Issue 17's P3 criterion: float64 per spectrum on one core, side by side."""
+    print(f"machine: {machine()}")
+    print(
+        f"one core: CPU {sorted(os.sched_getaffinity(0))}, XLA_FLAGS={os.environ['XLA_FLAGS']!r}, "
+        f"load average before the run: {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
+    x, y, _, start = generate(args.spectra)
+    subset = slice(0, args.scipy_subset)
+    first, _ = gaussmix_fit(x, y, start)
+    per_spectrum = {"gaussmix": [], "curve_fit": []}
+    for _ in range(args.repeat):
+        elapsed, fit = gaussmix_fit(x, y, start)
+        per_spectrum["gaussmix"].append(elapsed / args.spectra)
+        elapsed, scipy_rss, _ = scipy_fits(x, y[subset], start[subset])
+        per_spectrum["curve_fit"].append(elapsed / args.scipy_subset)
+    gaussmix_time = float(np.median(per_spectrum["gaussmix"]))
+    scipy_time = float(np.median(per_spectrum["curve_fit"]))
+    ratios = np.array(per_spectrum["curve_fit"]) / np.array(per_spectrum["gaussmix"])
+    print(
+        f"P3 float64, {args.spectra} spectra (curve_fit: the first {args.scipy_subset}), "
+        f"{args.repeat} alternating runs, medians per spectrum: gaussmix "
+        f"{gaussmix_time * 1e3:.3f} ms, curve_fit {scipy_time * 1e3:.2f} ms"
+    )
+    print(
+        f"ratio {scipy_time / gaussmix_time:.1f}x curve_fit per spectrum on one core (runs: "
+        f"{', '.join(f'{r:.1f}' for r in ratios)}); first call (compilation) {first:.1f} s"
+    )
+    rss = np.asarray(fit.rss)[subset]
+    fitted = np.isfinite(scipy_rss)
+    no_worse = rss[fitted] <= scipy_rss[fitted] * (1 + 1e-6)
+    print(
+        f"RSS no worse than curve_fit's (1e-6 relative) on {np.mean(no_worse):.1%} of the "
+        f"{fitted.sum()} spectra curve_fit fitted: {'met' if np.mean(no_worse) >= 0.99 else 'NOT met'}"
+        f" (>= 99 %); criterion 30x: {'met' if scipy_time / gaussmix_time >= 30 else 'NOT met'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cores", choices=("1", "all"), default="all", help="1: issue 17's one-core criterion"
+    )
     parser.add_argument("--spectra", type=int, default=10_000)
     parser.add_argument("--scipy-subset", type=int, default=300)
     parser.add_argument("--lmfit-subset", type=int, default=60)
@@ -172,6 +232,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.spectra, args.scipy_subset, args.lmfit_subset, args.repeat = 1000, 50, 10, 1
+    if args.cores == "1":
+        one_core(args)
+        return
     print(f"machine: {machine()}")
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"P3: {args.spectra} spectra x {N_POINTS} points, 3 Gaussians + linear baseline")
