@@ -59,7 +59,7 @@ def _model_kwargs(priors, fixed, likelihood, degrees_of_freedom, dtype) -> dict:
     they are numbers: converting them to JAX arrays here would compile a program each."""
     kwargs = {}
     if priors:
-        kwargs["priors"] = jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), dict(priors))
+        kwargs["priors"] = jax.tree.map(lambda leaf: np.asarray(leaf, dtype), dict(priors))
     if fixed:
         kwargs["fixed"] = {name: np.asarray(value, dtype) for name, value in fixed.items()}
     if likelihood == "student_t":

@@ -84,7 +84,9 @@ WORKER = textwrap.dedent(
             return gaussmix.fit_peaks(x, y, nan_policy="omit", **options)
         if scenario == "options":
             init = {"peak0_center": 4.5, "peak1_sigma": 0.5}
-            options |= dict(init=init, fixed={"baseline_c1": 0.1}, likelihood="student_t")
+            priors = {"peak0_center": dist.Normal(4.5, 1.0)}
+            options |= dict(init=init, fixed={"baseline_c1": 0.1}, priors=priors)
+            options |= dict(likelihood="student_t")
             return gaussmix.fit_peaks(x, y, **options)
         if scenario == "fit_map":
             keep = np.ones(x.size, bool)
