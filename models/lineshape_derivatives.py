@@ -111,13 +111,9 @@ def forward_value_and_jacobian(
     profile_fn: Callable[..., jax.Array], x: ArrayLike, *parameters: ArrayLike
 ) -> tuple[jax.Array, jax.Array]:
     """A profile and its (..., k) Jacobian by forward mode, one tangent per parameter."""
-    parameters = jnp.stack(jnp.broadcast_arrays(*_floats(*parameters)))
-
-    def profile(flat):
-        value = profile_fn(x, *flat)
-        return value, value
-
-    columns, value = jax.jacfwd(profile, has_aux=True)(parameters)
+    value = profile_fn(x, *parameters)
+    stacked = jnp.stack(jnp.broadcast_arrays(*_floats(*parameters)))
+    columns = jax.jacfwd(lambda flat: profile_fn(x, *flat))(stacked)
     return value, columns
 
 
