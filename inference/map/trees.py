@@ -62,8 +62,9 @@ def canonical(tree: Any) -> Any:
     Example:
         >>> import numpyro.distributions as dist
         >>> tree = canonical({"a": dist.Uniform(0.0, 2.0)})
-        >>> [float(leaf) for leaf in jax.tree.leaves(tree)]  # high, low: sorted by name
-        [2.0, 0.0]
+        >>> # fields sorted by name: _support (its bounds), high, low
+        >>> [float(leaf) for leaf in jax.tree.leaves(tree)]
+        [0.0, 2.0, 2.0, 0.0]
     """
     return jax.tree.map(_wrap, tree, is_leaf=lambda node: isinstance(node, Distribution))
 
