@@ -176,8 +176,9 @@ def laplace(flat_potential: Callable, center: jax.Array, noise: jax.Array, max_s
     positive, so that a saddle is left downhill; :math:`s` halves after a step that does
     not lower :math:`U`, and grows back after one that does). A start given away from the
     mode (e.g. a maximum-likelihood fit, where the posterior's Hessian can be
-    indefinite) thus ends at the mode and its curvature; one loop evaluates every point,
-    so the gradient is compiled once. A start is :math:`z^* + L^{-\top} e`,
+    indefinite) thus ends at the mode and its curvature; where the steps find no
+    stationary point (a density without a mode), the center stays as given. One loop
+    evaluates every point, so the gradient is compiled once. A start is :math:`z^* + L^{-\top} e`,
     :math:`H = L L^\top`, :math:`e` = ``noise``, so that it has covariance
     :math:`H^{-1}`. Beyond :data:`LAPLACE_MAX_DIMENSION` dimensions, or where :math:`H`
     is not positive definite, the jitter is :data:`FALLBACK_JITTER` ``* noise`` and the
@@ -230,13 +231,13 @@ def laplace(flat_potential: Callable, center: jax.Array, noise: jax.Array, max_s
         return vectors @ ((vectors.T @ gradient) / magnitude)
 
     def keep_going(state):
-        _, _, energy, gradient, _, scale, steps = state
+        _, _, energy, gradient, _, scale, steps, _ = state
         return (steps == 0) | (
             (steps <= max_steps) & ~_stationary(energy, gradient) & (scale > 1e-3)
         )
 
     def iterate(state):
-        candidate, point, energy, gradient, hessian, scale, steps = state
+        candidate, point, energy, gradient, hessian, scale, steps, first = state
         new_energy, new_gradient, new_hessian = evaluate(candidate)
         finite = (
             jnp.isfinite(new_energy)
@@ -248,16 +249,29 @@ def laplace(flat_potential: Callable, center: jax.Array, noise: jax.Array, max_s
         energy = jnp.where(better, new_energy, energy)
         gradient = jnp.where(better, new_gradient, gradient)
         hessian = jnp.where(better, new_hessian, hessian)
+        first = jax.tree.map(
+            lambda new, old: jnp.where(steps == 0, new, old), (energy, gradient, hessian), first
+        )
         scale = jnp.where(
             steps == 0, 1.0, jnp.where(better, jnp.minimum(1.0, 2 * scale), scale / 2)
         )
         step = newton_step(point, gradient, hessian)
         candidate = jnp.where(jnp.all(jnp.isfinite(step)), point - scale * step, point)
-        return candidate, point, energy, gradient, hessian, scale, steps + 1
+        return candidate, point, energy, gradient, hessian, scale, steps + 1, first
 
     zero = jnp.zeros((), center.dtype)
-    initial = (center, center, zero, jnp.zeros_like(center), identity, zero + 1, 0)
-    _, center, energy, gradient, hessian, _, _ = lax.while_loop(keep_going, iterate, initial)
+    first = (zero, jnp.zeros_like(center), identity)
+    initial = (center, center, zero, jnp.zeros_like(center), identity, zero + 1, 0, first)
+    _, point, energy, gradient, hessian, _, _, first = lax.while_loop(keep_going, iterate, initial)
+    # Moved only to a mode (as map_search accepts one): a density without one (a funnel)
+    # keeps the given center.
+    found = jnp.all(jnp.isfinite(point)) & jnp.isfinite(energy) & _stationary(energy, gradient)
+    center = jnp.where(found, point, center)
+    energy, gradient, hessian = jax.tree.map(
+        lambda refined, given: jnp.where(found, refined, given),
+        (energy, gradient, hessian),
+        first,
+    )
     fallback = (center, energy, gradient)
     cholesky = jnp.linalg.cholesky(hessian)
     valid = jnp.all(jnp.isfinite(cholesky))
