@@ -2,7 +2,9 @@
 
 Reads the program once by abstract tracing (its latent sites, its observed site and that
 site's family), checks the starting values, runs the compiled batch
-(:func:`gaussmix.inference.map.batch.fit_batch`) and names the results.
+(:func:`gaussmix.inference.map.batch.fit_batch`) and names the results. All but the
+compiled batch runs in NumPy on host arrays, so that a first fit compiles that one
+program and nothing else (an operation on a JAX array would compile one of its own).
 """
 
 from collections.abc import Callable, Mapping, Sequence
