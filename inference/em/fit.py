@@ -91,7 +91,8 @@ def _fit_dataset(x, sample_weight, inits, key, arguments: _Arguments, config: Fi
     # restarts can only raise the lower bound.
     restart_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(config.n_init))
     states, infos, traces = _map_or_call(one_restart, restart_keys)
-    best = jnp.argmax(states.lower_bound)
+    # a static index where there is one restart (no gather per leaf in the program)
+    best = 0 if config.n_init == 1 else jnp.argmax(states.lower_bound)
     state, info, trace = jax.tree.map(lambda leaf: leaf[best], (states, infos, traces))
     filled = jnp.where(
         jnp.arange(config.max_iter) < state.n_iter, trace[: config.max_iter], state.lower_bound
