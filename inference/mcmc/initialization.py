@@ -56,9 +56,9 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
             rng_key = (
                 seed if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) else jax.random.key(seed)
             )
-            # The keys of the three programs, as split before they were compiled together.
-            prepare_key, chain_key, predictive_key = jax.random.split(rng_key, 3)
-            init_key, noise_key = jax.random.split(prepare_key)
+            # Every key of the three programs from one split (each split is a threefry).
+            keys = jax.random.split(rng_key, 3 + num_chains)
+            init_key, noise_key, predictive_key, chain_keys = keys[0], keys[1], keys[2], keys[3:]
             info = initialize_model(
                 init_key,
                 program.model,
@@ -101,7 +101,7 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
                 "fallback": fallback,
                 "valid": valid,
                 "map_accepted": map_accepted,
-                "chain_keys": jax.random.split(chain_key, num_chains),
+                "chain_keys": chain_keys,
                 "predictive_key": predictive_key,
             }
 
