@@ -97,7 +97,9 @@ print(json.dumps({
 
 
 def run_fresh(*arguments) -> dict:
-    environment = dict(os.environ, GAUSSMIX_NATIVE="0")
+    # Persistent caches off (gaussmix's and JAX's): every program is compiled and logged.
+    environment = dict(os.environ, GAUSSMIX_NATIVE="0", GAUSSMIX_COMPILATION_CACHE="0")
+    environment.pop("JAX_COMPILATION_CACHE_DIR", None)
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, *arguments],
         capture_output=True,
