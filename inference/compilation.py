@@ -53,6 +53,7 @@ import enum
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import inspect
 import io
 import logging
@@ -278,19 +279,11 @@ def _fingerprint(value: Any, depth: int) -> str:
 @functools.cache
 def _source_hash() -> str:
     """SHA-256 of gaussmix's own source (every .py and .cc file of its packages)."""
-    import gaussmix
-    import gaussmix.inference
-    import gaussmix.models
-
     digest = hashlib.sha256()
-    roots = {
-        name: Path(module.__file__).parent
-        for name, module in (
-            ("gaussmix", gaussmix),
-            ("gaussmix.inference", gaussmix.inference),
-            ("gaussmix.models", gaussmix.models),
-        )
-    }
+    roots = {}
+    for name in ("gaussmix", "gaussmix.inference", "gaussmix.models"):
+        spec = importlib.util.find_spec(name)  # the package's folder, nothing imported
+        roots[name] = Path(next(iter(spec.submodule_search_locations)))
     for name, root in sorted(roots.items()):
         for path in sorted(root.rglob("*")):
             if path.suffix in (".py", ".cc") and "__pycache__" not in path.parts:
