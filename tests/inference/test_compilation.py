@@ -386,3 +386,21 @@ def test_programs_that_call_back_into_python_stay_in_memory(cache_dir):
     assert float(program(jnp.arange(4.0))) == 6.0
     assert compilation.statistics()["uncacheable"] == before + 1
     assert programs(cache_dir) == []
+
+
+def with_defaults(values, scale=2.0, *, power=1):
+    return jnp.sum(values**power) * scale
+
+
+def test_arguments_bind_as_in_python(cache_dir):
+    program = compilation.jit(with_defaults, static_argnames=("power",))
+    values = jnp.arange(3.0)
+    assert float(program(values)) == float(program(values, 2.0)) == 6.0
+    assert float(program(values, scale=1.0, power=2)) == 5.0
+    assert float(program(values=values, power=2)) == 10.0
+    with pytest.raises(TypeError, match="unexpected keyword argument 'shift'"):
+        program(values, shift=1.0)
+    with pytest.raises(TypeError, match="missing a required argument"):
+        program()
+    with pytest.raises(TypeError, match="too many positional"):
+        program(values, 1.0, 2)
