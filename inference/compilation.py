@@ -562,6 +562,25 @@ def _leaf_signature(leaf, device) -> tuple | None:
     return None
 
 
+def _positional(fun: Callable, signature: inspect.Signature) -> Callable:
+    """``fun`` taking all its parameters by position, in order (``jax.jit`` takes static
+    arguments by position; keyword-only parameters cannot be)."""
+    parameters = list(signature.parameters.values())
+    if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters):
+        return fun
+    positional = [p.name for p in parameters if p.kind != p.KEYWORD_ONLY]
+    keywords = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+    if len(positional) + len(keywords) != len(parameters):
+        raise ValueError(f"{fun.__name__} takes *args or **kwargs: it cannot be cached")
+
+    def call(*values):
+        head = values[: len(positional)]
+        return fun(*head, **dict(zip(keywords, values[len(positional) :], strict=True)))
+
+    call.__name__, call.__qualname__ = fun.__name__, fun.__qualname__
+    return call
+
+
 class CachedFunction:
     """``jax.jit(fun, static_argnames=...)`` whose compiled programs persist across
     processes (see the module docstring); made by :func:`jit`.
@@ -579,10 +598,12 @@ class CachedFunction:
         self.fun = fun
         self.signature = inspect.signature(fun)
         names = list(self.signature.parameters)
-        kinds = {parameter.kind for parameter in self.signature.parameters.values()}
-        # Binding by hand is 10x quicker than Signature.bind; *args or **kwargs need it.
-        self.plain = not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+        # Binding by hand is 10x quicker than Signature.bind (which gives the errors).
         self.names = tuple(names)
+        self.n_positional = sum(
+            parameter.kind != parameter.KEYWORD_ONLY
+            for parameter in self.signature.parameters.values()
+        )
         self.defaults = {
             name: parameter.default
             for name, parameter in self.signature.parameters.items()
@@ -592,7 +613,9 @@ class CachedFunction:
         if unknown:
             raise ValueError(f"static_argnames {unknown} are not parameters of {fun.__name__}")
         self.static_positions = tuple(names.index(name) for name in static_argnames)
-        self.jitted = jax.jit(fun, static_argnums=self.static_positions)
+        self.jitted = jax.jit(
+            _positional(fun, self.signature), static_argnums=self.static_positions
+        )
         self.compiler_options = dict(compiler_options or {})
         self.options_jitted = None
         self.programs: OrderedDict = OrderedDict()
@@ -607,7 +630,7 @@ class CachedFunction:
 
     def _bind(self, args, kwargs) -> tuple:
         """The arguments in the order of ``fun``'s parameters, defaults filled in."""
-        if self.plain and len(args) <= len(self.names):
+        if len(args) <= self.n_positional:
             values = list(args)
             used = 0
             for name in self.names[len(args) :]:
@@ -623,7 +646,7 @@ class CachedFunction:
                     return tuple(values)
         bound = self.signature.bind(*args, **kwargs)  # raises the usual TypeError
         bound.apply_defaults()
-        return bound.args
+        return tuple(bound.arguments[name] for name in self.names)
 
     def __call__(self, *args, **kwargs):
         values = self._bind(args, kwargs)
