@@ -16,7 +16,14 @@ import pytest
 from gaussmix.inference.map import closed_form, fit_map, problem
 from gaussmix.inference.map.families import FAMILIES
 from gaussmix.inference.map.problem import MAPProblem, Sites, jacobian
-from gaussmix.models.peaks import peak_model, peaks
+from gaussmix.models.peaks import location_and_jacobian, peak_model, peaks
+
+
+@pytest.fixture
+def peaks_closed_form(monkeypatch):
+    """The peak program's closed form registered for this test only."""
+    monkeypatch.setattr(closed_form, "_REGISTRY", {})
+    closed_form.register_location_jacobian(peaks, location_and_jacobian)
 
 
 def forward_mode_only(monkeypatch):
@@ -48,7 +55,7 @@ def start_values(model, rng):
 
 @pytest.mark.parametrize("lineshapes, baseline, likelihood, ties, fixed", MODELS)
 def test_closed_form_jacobian_matches_forward_mode(
-    monkeypatch, lineshapes, baseline, likelihood, ties, fixed
+    monkeypatch, peaks_closed_form, lineshapes, baseline, likelihood, ties, fixed
 ):
     model = peak_model(lineshapes, baseline, likelihood, ties, fixed)
     rng = np.random.default_rng(1)
@@ -85,7 +92,9 @@ def test_closed_form_jacobian_matches_forward_mode(
         )
 
 
-def test_a_user_program_without_a_closed_form_uses_forward_mode():
+def test_a_user_program_without_a_closed_form_uses_forward_mode(monkeypatch):
+    monkeypatch.setattr(closed_form, "_REGISTRY", {})
+
     def line(x, y):
         import numpyro
 
@@ -96,7 +105,7 @@ def test_a_user_program_without_a_closed_form_uses_forward_mode():
     assert closed_form.location_jacobian_of(functools.partial(line, np.ones(3))) is None
 
 
-def test_fits_are_the_same_with_and_without_the_closed_form(monkeypatch):
+def test_fits_are_the_same_with_and_without_the_closed_form(monkeypatch, peaks_closed_form):
     rng = np.random.default_rng(3)
     x = np.linspace(0.0, 10.0, 120)
     truth = (3.0, 3.2, 0.5, 2.0, 6.5, 0.9, 0.4, 0.05)
