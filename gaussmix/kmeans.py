@@ -9,8 +9,6 @@ inertia is kept. The same pure functions (:func:`gaussmix.inference.em.kmeans_pl
     \\min_{c_1..c_K} \\sum_n w_n \\min_k \\lVert x_n - c_k \\rVert^2
 """
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,12 +22,12 @@ from gaussmix._base import (
     seed_from_random_state,
     validate_data,
 )
-from gaussmix.inference import em
+from gaussmix.inference import compilation, em
 
 __all__ = ["KMeans"]
 
 
-@partial(jax.jit, static_argnames=("n_clusters", "n_init", "init", "max_iter"))
+@compilation.jit(static_argnames=("n_clusters", "n_init", "init", "max_iter"))
 def _fit_kmeans(x, weight, key, tol, initial_centers, *, n_clusters, n_init, init, max_iter):
     centre = weight @ x / jnp.sum(weight)
     centred = x - centre
@@ -56,7 +54,7 @@ def _fit_kmeans(x, weight, key, tol, initial_centers, *, n_clusters, n_init, ini
     return result._replace(centers=result.centers + centre)
 
 
-@jax.jit
+@compilation.jit
 def _assign(x, centers):
     centre = jnp.mean(centers, axis=0)
     centred, centred_centers = x - centre, centers - centre

@@ -23,7 +23,6 @@ import os
 import warnings
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
@@ -45,13 +44,15 @@ from gaussmix._mixture_streaming import (
     chunk_weight,
     reads_by_chunks,
 )
-from gaussmix.inference import em, shard, streaming
+from gaussmix.inference import compilation, em, shard, streaming
 from gaussmix.inference.em import ConvergenceWarning
 from gaussmix.models.priors import COVARIANCE_SITES, COVARIANCE_TYPES
 
 __all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError", "seed_from_random_state"]
 
-_log_responsibilities = jax.jit(em.log_responsibilities, static_argnames=("covariance_type",))
+_log_responsibilities = compilation.jit(
+    em.log_responsibilities, static_argnames=("covariance_type",)
+)
 
 
 def _labels(norm, log_resp) -> np.ndarray:

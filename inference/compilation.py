@@ -554,9 +554,10 @@ def _leaf_signature(leaf, device) -> tuple | None:
             return None
         if next(iter(sharding.device_set)) != device:
             return None
-        return leaf.shape, leaf.dtype.str, leaf.weak_type
+        # str(dtype): a key<fry> dtype has no .str; typed keys have no weak_type
+        return leaf.shape, str(leaf.dtype), getattr(leaf, "weak_type", False)
     if isinstance(leaf, np.ndarray | np.generic):
-        return leaf.shape, leaf.dtype.str, False
+        return leaf.shape, str(leaf.dtype), False
     if isinstance(leaf, bool | int | float | complex):
         return (), type(leaf).__name__, True
     return None

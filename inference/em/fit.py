@@ -19,7 +19,7 @@ import numpyro.distributions as dist
 from jax import lax
 from jax.typing import ArrayLike
 
-from gaussmix.inference import native
+from gaussmix.inference import compilation, native
 from gaussmix.inference.em import initialization
 from gaussmix.inference.em.core import StepConfig, init, iterate, make_context
 from gaussmix.inference.em.features import block_size, data_blocks, feature_count
@@ -147,7 +147,7 @@ def _map_or_call(fn, keys):
 #: ``xla_backend_optimization_level``), which roughly halves compile time on CPU.
 _SMALL_WORK, _MEDIUM_WORK = 1e6, 1e8
 _fit_programs = {
-    level: jax.jit(
+    level: compilation.jit(
         _fit_program,
         static_argnames=("config",),
         compiler_options=None if level is None else {"xla_backend_optimization_level": level},

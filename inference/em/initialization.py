@@ -26,6 +26,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from gaussmix.inference import compilation
 from gaussmix.inference.em.core import EMContext, StepConfig, make_context
 from gaussmix.inference.em.features import DataBlocks, block_size, data_blocks, design_matrix
 from gaussmix.inference.em.kmeans import kmeans_plusplus, lloyd
@@ -214,7 +215,9 @@ def _initialize(key, x, sample_weight, inits, priors, reg_covar, block_rows, ini
     return initial_parameters(key, blocks, context, config, init_params, inits)
 
 
-_initialize_jit = jax.jit(_initialize, static_argnames=("block_rows", "init_params", "config"))
+_initialize_jit = compilation.jit(
+    _initialize, static_argnames=("block_rows", "init_params", "config")
+)
 
 
 def initialize(

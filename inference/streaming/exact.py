@@ -23,6 +23,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
+from gaussmix.inference import compilation
 from gaussmix.inference.em.core import EMInfo, EMState, StepConfig, init, step
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
 from gaussmix.inference.em.parameters import MixtureParameters
@@ -56,7 +57,7 @@ def _chunk_statistics(x, weight, parameters, centre, covariance_type, block_rows
     return jax.vmap(one)(parameters)
 
 
-_chunk_statistics_jit = jax.jit(
+_chunk_statistics_jit = compilation.jit(
     _chunk_statistics, static_argnames=("covariance_type", "block_rows")
 )
 
@@ -221,7 +222,7 @@ def _stacked_step(states: EMState, statistics: SufficientStatistics, context, co
     return jax.vmap(lambda state, totals: step(state, totals, context, config))(states, statistics)
 
 
-_stacked_step_jit = jax.jit(_stacked_step, static_argnames=("config",))
+_stacked_step_jit = compilation.jit(_stacked_step, static_argnames=("config",))
 
 
 def exact_em(

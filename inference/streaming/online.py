@@ -23,6 +23,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
+from gaussmix.inference import compilation
 from gaussmix.inference.em.core import (
     EMContext,
     EMState,
@@ -198,8 +199,8 @@ def _online_step(
     return state, info.collapsed_component
 
 
-_online_start_jit = jax.jit(_online_start, static_argnames=("config",))
-_online_step_jit = jax.jit(_online_step, static_argnames=("config",))
+_online_start_jit = compilation.jit(_online_start, static_argnames=("config",))
+_online_step_jit = compilation.jit(_online_step, static_argnames=("config",))
 
 
 def _padded_chunk(x, w, dtype, n_features, index):

@@ -77,7 +77,13 @@ print("PROGRAMS", json.dumps(result))
 
 def run_stages(*stages: str, env: dict | None = None) -> dict:
     """{stage: names of the programs it compiled} from a fresh process."""
-    environment = {**os.environ, "GAUSSMIX_NATIVE": "0", "JAX_PLATFORMS": "cpu", **(env or {})}
+    environment = {
+        **os.environ,
+        "GAUSSMIX_NATIVE": "0",
+        "GAUSSMIX_COMPILATION_CACHE": "0",  # what a first call compiles, no cache
+        "JAX_PLATFORMS": "cpu",
+        **(env or {}),
+    }
     environment.pop("JAX_ENABLE_X64", None)
     completed = subprocess.run(
         [sys.executable, "-c", SCRIPT, *stages],
@@ -138,7 +144,12 @@ for covariance_type in ("full", "diag"):
 def test_fit_programs_lower_to_the_same_text_in_two_processes(tmp_path):
     """The persistent cache can key the fit by its lowered text: no data, ids or fresh
     objects baked into it (data drawn with another seed in each process)."""
-    environment = {**os.environ, "GAUSSMIX_NATIVE": "0", "JAX_PLATFORMS": "cpu"}
+    environment = {
+        **os.environ,
+        "GAUSSMIX_NATIVE": "0",
+        "GAUSSMIX_COMPILATION_CACHE": "0",
+        "JAX_PLATFORMS": "cpu",
+    }
     environment.pop("JAX_ENABLE_X64", None)
     texts = []
     for run in range(2):
