@@ -625,6 +625,11 @@ class CachedFunction:
         functools.update_wrapper(self, fun)
         _functions.add(self)
 
+    def cache_size(self) -> int:
+        """Programs of this function held in this process (one per shape and static
+        arguments seen)."""
+        return len(self.programs)
+
     def lower(self, *args, **kwargs) -> jax.stages.Lowered:
         """``jax.jit(fun).lower(...)`` for these arguments."""
         return self.jitted.lower(*self._bind(args, kwargs))

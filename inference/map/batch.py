@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from gaussmix.inference import compilation
 from gaussmix.inference.map.levenberg_marquardt import (
     MAPInfo,
     MAPSettings,
@@ -270,7 +271,7 @@ def _fit_batch(
     return jax.vmap(finish_one)(finals, y, mask, priors)
 
 
-_fit_batch_jit = jax.jit(
+_fit_batch_jit = compilation.jit(
     _fit_batch, static_argnames=("model", "sites", "observed", "family", "n_slots")
 )
 
