@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from gaussmix.inference import compilation
 from gaussmix.models.lineshapes import integrate_profile
 from gaussmix.models.peaks import (
     NOISE_SITE,
@@ -402,7 +403,7 @@ def _delta(model: PeakModel, names: tuple, quantity: tuple, free, covariance, fi
 
 
 #: The one program of the delta method, compiled per model, quantity and shapes.
-_delta_program = jax.jit(_delta, static_argnums=(0, 1, 2))
+_delta_program = compilation.jit(_delta, static_argnames=("model", "names", "quantity"))
 
 
 def _on_device(value, dtype) -> jax.Array:
@@ -436,7 +437,7 @@ def delta_method(fit: PeakFit, quantity: tuple) -> tuple[np.ndarray, np.ndarray]
 
 
 #: The model curve, compiled per model and shapes.
-_curve_program = jax.jit(mean_curve, static_argnums=(1,))
+_curve_program = compilation.jit(mean_curve, static_argnames=("model",))
 
 
 def curve_on_host(x, model: PeakModel, params: dict) -> np.ndarray:
