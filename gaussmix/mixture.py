@@ -23,7 +23,6 @@ import os
 import warnings
 from collections.abc import Mapping
 
-import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
@@ -537,7 +536,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             self.fit(X, sample_weight=sample_weight)
         X = validate_data(self, X, reset=False)
         seed = seed_from_random_state(self.random_state if random_state is None else random_state)
-        init = {name: jnp.asarray(value, X.dtype) for name, value in self.params_.items()}
+        # NumPy: jnp.asarray would compile a copy program per parameter shape
+        init = {name: np.asarray(value, X.dtype) for name, value in self.params_.items()}
         return sample_mixture(
             X,
             n_components=self.n_components,

@@ -59,6 +59,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import threading
 import types
 import warnings
@@ -78,7 +79,9 @@ __all__ = [
     "MAX_BYTES",
     "CachedFunction",
     "CompilationCacheWarning",
+    "canonical_text",
     "clear_memory",
+    "compile_keyed",
     "compile_lowered",
     "enabled",
     "fingerprint",
@@ -471,6 +474,24 @@ def _trim(folder: Path) -> None:
             pass
 
 
+_SYMBOL = re.compile(r"@[\w$.\-]+")
+
+
+def canonical_text(text: str) -> str:
+    """The lowered program with its function symbols renumbered in order of first use.
+
+    JAX names the private functions of a lowered program by a per-process counter
+    (``@_where_44`` in one process is ``@_where_55`` in a process that lowered other
+    programs first); two programs that differ only in those names are the same program.
+
+    Example:
+        >>> canonical_text("call @_where_44(%x) ... func.func private @_where_44")
+        'call @0(%x) ... func.func private @0'
+    """
+    symbols: dict[str, str] = {}
+    return _SYMBOL.sub(lambda match: symbols.setdefault(match[0], f"@{len(symbols)}"), text)
+
+
 def _load_or_compile(
     lower: Callable[[], jax.stages.Lowered],
     key: str | None,
@@ -491,7 +512,8 @@ def _load_or_compile(
         lowered = None
         if key is None:
             lowered = lower()
-            key = _key("lowered", lowered.as_text(), repr(sorted(options.items())))
+            text = canonical_text(lowered.as_text())
+            key = _key("lowered", text, repr(sorted(options.items())))
         path = folder / f"{key}{SUFFIX}"
         compiled = _load(path)
         if compiled is not None:
@@ -513,6 +535,47 @@ def _host_callbacks(lowered: jax.stages.Lowered) -> bool:
     if isinstance(arguments, dict) and "host_callbacks" in arguments:
         return bool(arguments["host_callbacks"])
     return "callback" in lowered.as_text()
+
+
+def compile_keyed(
+    parts: Any,
+    lower: Callable[[], jax.stages.Lowered],
+    compiler_options: dict[str, Any] | None = None,
+) -> tuple[jax.stages.Compiled, bool]:
+    """Load or compile the program that ``lower()`` lowers, keyed by ``parts`` when they
+    have a :func:`fingerprint` (nothing is traced on a hit), else by its lowered text.
+
+    Args:
+        parts: everything the program depends on besides gaussmix's source and the
+            environment: the functions it runs, static settings, the shapes and dtypes of
+            its arguments.
+        lower: lowers the program (called only when it must be compiled or keyed by
+            its text).
+        compiler_options: XLA options (part of the key).
+
+    Returns:
+        The compiled program and whether ``lower`` was called (what tracing records,
+        e.g. a program's structure, is then filled).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> compiled, lowered = compile_keyed(
+        ...     ("example", (3,), "float32"), lambda: jax.jit(jnp.cumsum).lower(jnp.ones(3))
+        ... )
+        >>> compiled(jnp.ones(3)).tolist()
+        [1.0, 2.0, 3.0]
+    """
+    calls = []
+
+    def counted() -> jax.stages.Lowered:
+        calls.append(True)
+        return lower()
+
+    printed = fingerprint(parts) if _runtime_ready() else None
+    key = None
+    if printed is not None and " at 0x" not in printed:  # an address is no key
+        key = _key("parts", _source_hash(), printed)
+    return _load_or_compile(counted, key, compiler_options), bool(calls)
 
 
 def compile_lowered(

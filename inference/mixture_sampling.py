@@ -30,6 +30,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from gaussmix.inference import compilation
 from gaussmix.inference.diagnostics import SamplingWarning
 from gaussmix.inference.mcmc.driver import sample
 from gaussmix.inference.relabel import (
@@ -250,7 +251,9 @@ def _responsibilities_impl(x, weights, means, covariance, covariance_type):
     return total / weights.shape[0]
 
 
-_mean_responsibilities = jax.jit(_responsibilities_impl, static_argnames=("covariance_type",))
+_mean_responsibilities = compilation.jit(
+    _responsibilities_impl, static_argnames=("covariance_type",)
+)
 
 
 def posterior_responsibilities(x: ArrayLike, tree, covariance_type: str) -> jax.Array:

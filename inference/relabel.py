@@ -27,7 +27,6 @@ Sites of the mixture program that carry a component axis first and are permuted:
 
 import itertools
 from collections.abc import Mapping
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +34,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from gaussmix.inference import compilation
 from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
 
 __all__ = [
@@ -236,7 +236,7 @@ def hungarian(cost: ArrayLike) -> jax.Array:
     return permutation[1:] - 1
 
 
-@partial(jax.jit, static_argnames=("exhaustive",))
+@compilation.jit(static_argnames=("exhaustive",))
 def _assignment(cost: jax.Array, exhaustive: bool) -> jax.Array:
     n = cost.shape[-1]
     batch_shape = cost.shape[:-2]

@@ -242,6 +242,7 @@ def _sample(
         build_prepare(program, num_chains, init_values is not None),
         init_values,
         seed,
+        needs_found=True,
     )
     compile_time += seconds
     structure = found["structure"]

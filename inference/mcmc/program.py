@@ -16,6 +16,8 @@ import jax
 import numpy as np
 import numpyro
 
+from gaussmix.inference import compilation
+
 __all__ = [
     "CACHE_SIZE",
     "COMPILED",
@@ -133,7 +135,14 @@ class ConcreteProgram:
         return self.model(*self.args, **self.kwargs)
 
 
-def compiled(name: str, program: Program, extra_key: tuple, build: Callable, *example):
+def compiled(
+    name: str,
+    program: Program,
+    extra_key: tuple,
+    build: Callable,
+    *example,
+    needs_found: bool = False,
+):
     """Lower and compile ``build(found)`` for ``(program.dynamic, *example)``, cached.
 
     Args:
@@ -143,9 +152,12 @@ def compiled(name: str, program: Program, extra_key: tuple, build: Callable, *ex
         build: ``build(found)`` returns the function to compile; it may fill the dict
             ``found`` while being traced (e.g. with the program's :class:`Structure`).
         *example: the arguments after ``program.dynamic`` (their shapes and dtypes).
+        needs_found: the caller reads ``found``: a program loaded without tracing is
+            traced abstractly (``jax.eval_shape``, nothing compiled) to fill it.
 
     Returns:
-        ``(compiled, found, seconds spent compiling)``; 0 seconds from the cache.
+        ``(compiled, found, seconds spent compiling)``; 0 seconds from this process's
+        cache (a program loaded from the persistent cache counts its tracing only).
 
     The program is traced with NumPyro's argument validation off: inside a trace it can
     only check constant parameters, and each of its checks compiles a handful of small
@@ -160,8 +172,23 @@ def compiled(name: str, program: Program, extra_key: tuple, build: Callable, *ex
         return function, found, 0.0
     found: dict = {}
     start = time.perf_counter()
-    with numpyro.validation_enabled(False):
-        function = jax.jit(build(found)).lower(program.dynamic, *example).compile()
+    # Through the persistent compilation cache: keyed by what the program depends on when
+    # that has a fingerprint (a gaussmix model: a later process traces nothing), else by
+    # its lowered text (a user's model: a later process traces but compiles nothing).
+    parts = None
+    if key is not None:
+        shapes = signature((program.dynamic, example))
+        parts = ("gaussmix.inference.mcmc", name, program.model, str(program.treedef))
+        parts += (program.static_leaves, program.dynamic_index, extra_key, shapes)
+
+    def lower() -> jax.stages.Lowered:
+        with numpyro.validation_enabled(False):
+            return jax.jit(build(found)).lower(program.dynamic, *example)
+
+    function, traced = compilation.compile_keyed(parts, lower)
+    if not traced and needs_found:  # what tracing records, without compiling
+        with numpyro.validation_enabled(False):
+            jax.eval_shape(build(found), program.dynamic, *example)
     seconds = time.perf_counter() - start
     if key is not None:
         COMPILED[key] = (function, found)
