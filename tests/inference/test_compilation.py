@@ -404,3 +404,60 @@ def test_arguments_bind_as_in_python(cache_dir):
         program()
     with pytest.raises(TypeError, match="too many positional"):
         program(values, 1.0, 2)
+
+
+def test_another_gaussmix_source_is_another_program(cache_dir, monkeypatch):
+    """Keyed by signature, a program is found without tracing: gaussmix's source is in
+    the key, so an edited or upgraded gaussmix never loads a stale program."""
+    matrix = np.array([[2.0, 0.3], [0.3, 1.0]])
+    compilation.jit(inverse_positive_definite)(matrix)
+    compilation.jit(inverse_positive_definite)(matrix)
+    assert len(programs(cache_dir)) == 1
+    monkeypatch.setattr(compilation, "_source_hash", lambda: "an edited gaussmix")
+    before = compilation.statistics()["compiled"]
+    compilation.jit(inverse_positive_definite)(matrix)
+    assert compilation.statistics()["compiled"] == before + 1
+    assert len(programs(cache_dir)) == 2
+
+
+END_TO_END = textwrap.dedent(
+    """
+    import json
+    import jax
+    from jax._src import monitoring
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event)
+        if event.endswith("backend_compile_duration") else None)
+    import numpy as np
+    import gaussmix
+    from gaussmix.inference import compilation
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 10.0, 80)
+    y = 3.0 * np.exp(-0.5 * ((x - 4.0) / 0.6) ** 2) + 0.2 + 0.02 * rng.normal(size=x.size)
+    peaks = gaussmix.fit_peaks(x, y, ("gaussian",), baseline="constant")
+    X = np.concatenate([rng.normal(-3.0, 1.0, (40, 2)), rng.normal(3.0, 1.0, (40, 2))])
+    mixture = gaussmix.GaussianMixture(2, random_state=0).fit(X)
+    tree = mixture.sample_posterior(X, num_warmup=30, num_samples=30, num_chains=1,
+                                    progress_bar=False)
+    print(json.dumps({
+        "compiles": len(compiles), "stats": compilation.statistics(),
+        "peaks": {k: float(np.asarray(v)) for k, v in peaks.params.items()},
+        "means": mixture.means_.tolist(),
+        "draws": np.asarray(tree.posterior["means"]).ravel().tolist()}))
+    """
+)
+
+
+def test_a_second_process_runs_fit_peaks_fit_and_sample_posterior_without_compiling(tmp_path):
+    """Issue 17's test: the same calls in a second fresh process compile nothing (JAX's
+    compile events counted) and give the same numbers, to the last bit."""
+    cache = tmp_path / "cache"
+    first = run_script(cache, END_TO_END, GAUSSMIX_NATIVE="0")
+    second = run_script(cache, END_TO_END, GAUSSMIX_NATIVE="0")
+    assert first["compiles"] > 0 and first["stats"]["stored"] >= 5
+    assert second["compiles"] == 0, second["stats"]
+    assert second["stats"]["compiled"] == 0
+    for name in ("peaks", "means", "draws"):
+        assert second[name] == first[name]
