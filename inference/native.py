@@ -76,7 +76,6 @@ import os
 import platform
 import shlex
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -87,6 +86,8 @@ from pathlib import Path
 import jax
 import jaxlib
 import numpy as np
+
+from gaussmix.inference import cache_folder
 
 SOURCE = "em_full_kernel.cc"
 _TARGETS = {
@@ -111,14 +112,12 @@ class NativeBuildWarning(UserWarning):
     uses XLA (slower)."""
 
 
-class _Unavailable(Exception):
-    """The kernel is unavailable for a reason that is nobody's fault (no compiler, no cache
-    folder): :func:`status` says it, nothing warns."""
-
-
-class _Refused(Exception):
-    """Something the user should fix (a compiler that fails, a cache folder that is not
-    safe): one :class:`NativeBuildWarning`."""
+# The kernel is unavailable for a reason that is nobody's fault (no compiler, no cache
+# folder): status() says it, nothing warns.
+_Unavailable = cache_folder.Unavailable
+# Something the user should fix (a compiler that fails, a cache folder that is not safe):
+# one NativeBuildWarning.
+_Refused = cache_folder.Refused
 
 
 def set_enabled(value: bool | None) -> None:
@@ -227,95 +226,6 @@ def _library_name(compiler: list[str], flags: list[str], source: bytes) -> str:
     return f"em_full_kernel-{key.hexdigest()[:16]}.so"
 
 
-def _cache_folder() -> Path:
-    """``$GAUSSMIX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gaussmix``, else
-    ``~/.cache/gaussmix``; no home folder known: unavailable (no shared fallback)."""
-    configured = os.environ.get("GAUSSMIX_CACHE_DIR", "").strip()
-    if configured:
-        return Path(os.path.abspath(os.path.expanduser(configured)))
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    if os.path.isabs(xdg):  # the XDG specification ignores a relative path
-        return Path(xdg) / "gaussmix"
-    try:  # an empty HOME is no home (Python would make it the root folder)
-        home = Path.home() if os.environ.get("HOME", "unset").strip() else None
-    except RuntimeError:
-        home = None
-    if home is None or not home.is_absolute():
-        raise _Unavailable("no cache folder: no home folder is known (set GAUSSMIX_CACHE_DIR)")
-    return home / ".cache" / "gaussmix"
-
-
-def _writable_by(mode: int) -> str | None:
-    who = [name for bit, name in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "others")) if mode & bit]
-    return " and ".join(who) or None
-
-
-def _check_folder(folder: Path) -> None:
-    """Refuse (:class:`_Refused`) a folder that is a symbolic link, is owned by someone
-    else or is writable by group or others."""
-    try:
-        info = os.lstat(folder)
-    except OSError as error:
-        raise _Unavailable(f"cache folder {folder} cannot be read: {error}") from None
-    another = "; set GAUSSMIX_CACHE_DIR to a folder of your own (mode 700)"
-    if stat.S_ISLNK(info.st_mode):
-        raise _Refused(f"cache folder {folder} is a symbolic link{another}")
-    if not stat.S_ISDIR(info.st_mode):
-        raise _Unavailable(f"cache folder {folder} is not a folder")
-    if info.st_uid != os.geteuid():
-        raise _Refused(
-            f"cache folder {folder} is owned by uid {info.st_uid}, not by you "
-            f"(uid {os.geteuid()}){another}"
-        )
-    if writers := _writable_by(info.st_mode):
-        raise _Refused(
-            f"cache folder {folder} is writable by {writers}: run `chmod 700 {folder}`, "
-            "or set GAUSSMIX_CACHE_DIR to a folder of your own"
-        )
-
-
-def _private_folder(folder: Path) -> None:
-    """Create ``folder`` and the missing folders above it with mode 0700, and check each
-    of those and ``folder`` with :func:`_check_folder`."""
-    missing = []
-    path = folder
-    while not os.path.lexists(path) and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o700)
-            os.chmod(path, 0o700)  # whatever the umask left
-        except FileExistsError:
-            pass  # created meanwhile, by this user or by another: checked next
-        except OSError as error:
-            raise _Unavailable(f"cache folder {folder} cannot be created: {error}") from None
-        _check_folder(path)
-    if not missing:
-        _check_folder(folder)
-
-
-def _cached(library: Path) -> bool:
-    """Whether ``library`` exists; refuse (:class:`_Refused`) one that is a symbolic link,
-    not a regular file, owned by someone else or writable by group or others."""
-    try:
-        info = os.lstat(library)
-    except FileNotFoundError:
-        return False
-    problem = None
-    if stat.S_ISLNK(info.st_mode):
-        problem = "is a symbolic link"
-    elif not stat.S_ISREG(info.st_mode):
-        problem = "is not a regular file"
-    elif info.st_uid != os.geteuid():
-        problem = f"is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
-    elif writers := _writable_by(info.st_mode):
-        problem = f"is writable by {writers}"
-    if problem:
-        raise _Refused(f"cached library {library} {problem}: delete it (gaussmix rebuilds it)")
-    return True
-
-
 def _compile(compiler: list[str], flags: list[str], source: bytes, library: Path) -> None:
     """Compile into a private temporary folder beside ``library`` and rename the result into
     place, so that no half-written library is ever loaded (concurrent builds each write
@@ -345,14 +255,14 @@ def _build() -> Path:
     """The shared library for this source, compiler, flags and jaxlib (named by their hash)
     in the checked cache folder: the cached one, else compiled there."""
     compiler = _compiler()
-    folder = _cache_folder()
+    folder = cache_folder.cache_root()
     source = resources.files("gaussmix.inference").joinpath(SOURCE).read_bytes()
     flags = _flags()
     library = folder / _library_name(compiler, flags, source)
-    _private_folder(folder)
-    if not _cached(library):
+    cache_folder.private_folder(folder)
+    if not cache_folder.check_file(library, "cached library"):
         _compile(compiler, flags, source, library)
-        _cached(library)
+        cache_folder.check_file(library, "cached library")
     return library
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from gaussmix.inference import em, native
+from gaussmix.inference import cache_folder, em, native
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +189,13 @@ def test_build_is_cached_private_and_atomic(kernel, tmp_path, monkeypatch):
 def test_default_cache_folder_is_created_private(tmp_path, monkeypatch):
     monkeypatch.delenv("GAUSSMIX_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    folder = native._cache_folder()
+    folder = cache_folder.cache_root()
     assert folder == tmp_path / "xdg" / "gaussmix"
-    native._private_folder(folder)
+    cache_folder.private_folder(folder)
     assert private(tmp_path / "xdg") == 0o700 and private(folder) == 0o700
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as XDG says
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert native._cache_folder() == tmp_path / "home" / ".cache" / "gaussmix"
+    assert cache_folder.cache_root() == tmp_path / "home" / ".cache" / "gaussmix"
 
 
 PLANTED_SOURCE = r"""
