@@ -400,6 +400,7 @@ def sufficient_statistics(
     centre: ArrayLike,
     sample_weight: ArrayLike | None = None,
     block_rows: int | None = None,
+    use_kernel: bool | None = None,
 ) -> SufficientStatistics:
     """E-step statistics of a chunk of data (pure; sum them over chunks or devices).
 
@@ -412,9 +413,11 @@ def sufficient_statistics(
             accurate.
         sample_weight: (n,) non-negative weights, default ones.
         block_rows: rows per matrix product; default as in :func:`gaussmix.inference.em.fit_em`.
-
-    A full-covariance mixture's statistics go through the compiled CPU kernel where
-    :func:`gaussmix.inference.native.usable` says so when this is traced.
+        use_kernel: a full-covariance mixture's statistics through the compiled CPU kernel
+            (:mod:`gaussmix.inference.native`); None: where
+            :func:`gaussmix.inference.native.usable` says so when this is traced. A
+            compiled program that calls this passes it as a static argument decided on the
+            host, so that its cache key says whether it calls the kernel.
 
     Example:
         >>> import jax.numpy as jnp
@@ -442,5 +445,6 @@ def sufficient_statistics(
     )
     centre = jnp.asarray(centre, dtype)
     blocks = DataBlocks(split_blocks(x - centre, block), split_blocks(weight, block), None, centre)
-    use_kernel = covariance_type == "full" and native.usable(dtype)
+    if use_kernel is None:
+        use_kernel = covariance_type == "full" and native.usable(dtype)
     return block_statistics(parameters, blocks, covariance_type, use_kernel=use_kernel)

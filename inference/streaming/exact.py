@@ -23,7 +23,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
-from gaussmix.inference import compilation
+from gaussmix.inference import compilation, native
 from gaussmix.inference.em.core import EMInfo, EMState, StepConfig, init, step
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
 from gaussmix.inference.em.parameters import MixtureParameters
@@ -41,7 +41,7 @@ from gaussmix.inference.streaming.survey import (
 __all__ = ["exact_em", "fit_em_chunked"]
 
 
-def _chunk_statistics(x, weight, parameters, centre, covariance_type, block_rows):
+def _chunk_statistics(x, weight, parameters, centre, covariance_type, block_rows, use_kernel):
     """(R,) statistics of one chunk for stacked parameters of R restarts."""
 
     def one(parameters):
@@ -52,13 +52,14 @@ def _chunk_statistics(x, weight, parameters, centre, covariance_type, block_rows
             centre=centre,
             sample_weight=weight,
             block_rows=block_rows,
+            use_kernel=use_kernel,
         )
 
     return jax.vmap(one)(parameters)
 
 
 _chunk_statistics_jit = compilation.jit(
-    _chunk_statistics, static_argnames=("covariance_type", "block_rows")
+    _chunk_statistics, static_argnames=("covariance_type", "block_rows", "use_kernel")
 )
 
 
@@ -70,6 +71,7 @@ def _statistics_pass(
     totals = None
     seen = 0
     centre_rows = np.asarray(centre)
+    use_kernel = options.covariance_type == "full" and native.usable(survey.dtype)
     for x, w in source:
         x, w = prepare_chunk(x, w, survey.dtype, survey.n_features, "chunk", validate=False)
         for start in range(0, x.shape[0], rows):
@@ -84,6 +86,7 @@ def _statistics_pass(
                 centre,
                 covariance_type=options.covariance_type,
                 block_rows=options.block_rows,
+                use_kernel=use_kernel,
             )
             statistics = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), statistics)
             totals = statistics if totals is None else jax.tree.map(np.add, totals, statistics)

@@ -23,7 +23,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
-from gaussmix.inference import compilation
+from gaussmix.inference import compilation, native
 from gaussmix.inference.em.core import (
     EMContext,
     EMState,
@@ -119,7 +119,9 @@ def _normalized(statistics: SufficientStatistics) -> SufficientStatistics:
     return jax.tree.map(lambda leaf: leaf / statistics.total_weight, statistics)
 
 
-def _online_start(x, weight, parameters, priors, prior_parameters, config: StepConfig):
+def _online_start(
+    x, weight, parameters, priors, prior_parameters, config: StepConfig, use_kernel: bool
+):
     centre = weight @ x / jnp.sum(weight)
     statistics = sufficient_statistics(
         x,
@@ -127,6 +129,7 @@ def _online_start(x, weight, parameters, priors, prior_parameters, config: StepC
         covariance_type=config.covariance_type,
         centre=centre,
         sample_weight=weight,
+        use_kernel=use_kernel,
     )
     context = make_context(
         config,
@@ -150,7 +153,15 @@ def _online_start(x, weight, parameters, priors, prior_parameters, config: StepC
 
 
 def _online_step(
-    state: OnlineEMState, x, weight, priors, reg_covar, learning_decay, learning_offset, config
+    state: OnlineEMState,
+    x,
+    weight,
+    priors,
+    reg_covar,
+    learning_decay,
+    learning_offset,
+    config,
+    use_kernel,
 ):
     """One online EM update (pure): returns the new state and the collapsed component."""
     n_updates = state.n_updates + 1
@@ -160,6 +171,7 @@ def _online_step(
         covariance_type=config.covariance_type,
         centre=state.centre,
         sample_weight=weight,
+        use_kernel=use_kernel,
     )
     share = chunk.total_weight / (state.total_weight + chunk.total_weight)
     rho = jnp.where(
@@ -199,8 +211,10 @@ def _online_step(
     return state, info.collapsed_component
 
 
-_online_start_jit = compilation.jit(_online_start, static_argnames=("config",))
-_online_step_jit = compilation.jit(_online_step, static_argnames=("config",))
+# Whether the compiled E-step kernel is used is decided on the host (static): part of
+# each program's cache key, and its handler registered before a loaded program runs.
+_online_start_jit = compilation.jit(_online_start, static_argnames=("config", "use_kernel"))
+_online_step_jit = compilation.jit(_online_step, static_argnames=("config", "use_kernel"))
 
 
 def _padded_chunk(x, w, dtype, n_features, index):
@@ -272,6 +286,7 @@ def online_em_start(
         options.priors,
         prior_parameters,
         config=config,
+        use_kernel=covariance_type == "full" and native.usable(dtype),
     )
     return state._replace(incremental=jnp.asarray(bool(incremental)))
 
@@ -446,6 +461,7 @@ def online_em_step(
         float(learning_decay),
         float(learning_offset),
         config=config,
+        use_kernel=config.covariance_type == "full" and native.usable(dtype),
     )
     raise_on_failure(
         np.asarray(collapsed).reshape(1, 1),
