@@ -471,3 +471,37 @@ def test_a_second_process_runs_fit_peaks_fit_and_sample_posterior_without_compil
     assert second["stats"]["compiled"] == 0
     for name in ("peaks", "means", "draws"):
         assert second[name] == first[name]
+
+
+KERNEL_CHOICE = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import gaussmix
+    from gaussmix.inference import compilation
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(-3.0, 1.0, (60, 2)), rng.normal(3.0, 1.0, (60, 2))])
+    model = gaussmix.GaussianMixture(2, random_state=0)
+    for chunk in np.split(X, 3):
+        model.partial_fit(chunk)
+    print(json.dumps({"stats": compilation.statistics(), "means": model.means_.tolist()}))
+    """
+)
+
+
+def test_a_program_that_calls_the_kernel_is_not_loaded_where_the_kernel_is_off(tmp_path):
+    """Whether a program calls the compiled E-step kernel is in its key: a process with
+    the kernel off compiles its own program instead of loading one whose custom call it
+    never registered (which would crash), and gets the same fit to rounding."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    session = Path(os.environ.get("GAUSSMIX_CACHE_DIR", tmp_path / "none"))
+    for library in session.glob("em_full_kernel-*.so"):
+        shutil.copy2(library, cache / library.name)
+    with_kernel = run_script(cache, KERNEL_CHOICE, GAUSSMIX_NATIVE="1")
+    without = run_script(cache, KERNEL_CHOICE, GAUSSMIX_NATIVE="0")
+    again = run_script(cache, KERNEL_CHOICE, GAUSSMIX_NATIVE="1")
+    assert without["stats"]["compiled"] >= 1
+    assert again["stats"]["compiled"] == 0
+    np.testing.assert_allclose(without["means"], with_kernel["means"], rtol=1e-4)
+    assert again["means"] == with_kernel["means"]
