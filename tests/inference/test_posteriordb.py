@@ -152,7 +152,11 @@ def test_poorly_separated_components_get_a_warning_not_a_confident_summary(
         )
         report = diagnose(tree)
     assert not report.ok
-    assert any("swap labels" in problem for problem in report.problems)
+    # Which symptom shows depends on where the chains start: chains that meet different
+    # labellings swap labels; chains started at the posterior mode (issue 17) stay with
+    # one and show too few effective draws and divergences. Either way: no confidence.
+    symptoms = ("swap labels", "ESS <", "diverged", "R-hat")
+    assert any(s in problem for problem in report.problems for s in symptoms), report.problems
     text = str(report)
     assert "WARNING" in text and "NOT reliable" in text
     assert text.index("WARNING") < text.index("Unreliable estimates")
