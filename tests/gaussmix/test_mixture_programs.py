@@ -13,23 +13,16 @@ from pathlib import Path
 
 import pytest
 
+#: The lines that record what a fresh process compiles (``compiled``).
+RECORD = (Path(__file__).resolve().parents[1] / "compile_log.py").read_text()
+
 #: Runs the stages named on the command line in one process, printing a JSON dict
 #: {stage: [compiled program names]}.
-SCRIPT = r"""
-import json, logging, re, sys
-import jax
+SCRIPT = (
+    RECORD
+    + r"""
+import json, sys
 import numpy as np
-
-compiled = []
-
-class Collect(logging.Handler):
-    def emit(self, record):
-        match = re.match(r"Compiling (\S+)", record.getMessage())
-        if match:
-            compiled.append(match.group(1))
-
-logging.getLogger("jax").addHandler(Collect())
-jax.config.update("jax_log_compiles", True)
 import gaussmix
 
 rng = np.random.default_rng(0)
@@ -73,6 +66,7 @@ for stage in sys.argv[1:]:
     result[stage] = list(compiled)
 print("PROGRAMS", json.dumps(result))
 """
+)
 
 
 def run_stages(*stages: str, env: dict | None = None) -> dict:

@@ -12,26 +12,19 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+#: The lines that record what a fresh process compiles (``compiled``).
+RECORD = (Path(__file__).resolve().parents[1] / "compile_log.py").read_text()
+
 #: Run in a fresh process; prints one JSON line with the compiled program names per
 #: phase and the sha256 of the lowered text of every program compiled.
-SCRIPT = r"""
-import hashlib, json, logging, re, sys
-import jax
-
-names = []
-
-class Record(logging.Handler):
-    def emit(self, record):
-        found = re.search(r"Compiling (\S+)", record.getMessage())
-        if found:
-            names.append(found.group(1))
-
-logging.getLogger("jax").addHandler(Record())
-logging.getLogger("jax").setLevel(logging.WARNING)
-jax.config.update("jax_log_compiles", True)
+SCRIPT = (
+    RECORD
+    + r"""
+import hashlib, json, sys
 
 texts = {}
 compile_lowered = jax.stages.Lowered.compile
@@ -62,9 +55,9 @@ rng = np.random.default_rng(0)
 phases = {}
 
 def phase(name, function):
-    start = len(names)
+    start = len(compiled)
     function()
-    phases[name] = names[start:]
+    phases[name] = compiled[start:]
 
 y = rng.normal(3.0, 1.0, 40)
 phase("sample", lambda: sample(model, y, progress_bar=False, **RUN))
@@ -94,6 +87,7 @@ print(json.dumps({
     },
 }))
 """
+)
 
 
 def run_fresh(*arguments) -> dict:
