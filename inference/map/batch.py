@@ -30,15 +30,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
 from gaussmix.inference.map.problem import MAPProblem
 from gaussmix.inference.map.trees import canonical, plain
 
-__all__ = [
-    "MEDIUM_WORK",
-    "SMALL_WORK",
-    "BatchOutputs",
-    "Finished",
-    "finish",
-    "fit_batch",
-    "fit_batch_program",
-]
+__all__ = ["BatchOutputs", "Finished", "finish", "fit_batch"]
 
 
 class Finished(NamedTuple):
@@ -279,29 +271,9 @@ def _fit_batch(
     return jax.vmap(finish_one)(finals, y, mask, priors)
 
 
-#: Work (spectra x points x curve parameters) below which compile time, not run time,
-#: dominates a fit; such fits get fewer LLVM optimizations (XLA
-#: ``xla_backend_optimization_level``), as small EM fits do: one 300-point spectrum
-#: compiles in 1.6-1.9 s instead of 2.6 s and runs as fast (measured on a 2-core Xeon).
-SMALL_WORK, MEDIUM_WORK = 1e6, 1e8
-_fit_batch_programs = {
-    level: compilation.jit(
-        _fit_batch,
-        static_argnames=("model", "sites", "observed", "family", "n_slots"),
-        compiler_options=None if level is None else {"xla_backend_optimization_level": level},
-    )
-    for level in (0, 1, None)
-}
-
-
-def fit_batch_program(work: float) -> compilation.CachedFunction:
-    """The compiled batch fit for a problem of this size (see :data:`SMALL_WORK`)."""
-    if work < SMALL_WORK:
-        return _fit_batch_programs[0]
-    if work < MEDIUM_WORK:
-        return _fit_batch_programs[1]
-    return _fit_batch_programs[None]
-
+_fit_batch_jit = compilation.jit(
+    _fit_batch, static_argnames=("model", "sites", "observed", "family", "n_slots")
+)
 
 #: Compiled multi-device fits by (static arguments, mask given, devices).
 _SHARDED_FITS: dict[tuple, Callable] = {}
@@ -367,5 +339,5 @@ def fit_batch(
         x, y, mask, active, theta, noise, canonical(model_kwargs), settings,
     )  # fmt: skip
     if devices is None:
-        return fit_batch_program(y.size * theta.shape[-1])(*arguments)
+        return _fit_batch_jit(*arguments)
     return _fit_batch_sharded(devices, *arguments)
