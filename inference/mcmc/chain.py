@@ -141,6 +141,7 @@ def adapted_metric(prior: jax.Array, count, mean, scatter) -> jax.Array:
 def run_chain(
     potential_fn: Callable,
     start: jax.Array,
+    start_value: tuple,
     rng_key: jax.Array,
     fallback: tuple,
     inverse_mass_matrix: jax.Array,
@@ -160,6 +161,9 @@ def run_chain(
     Args:
         potential_fn: :math:`U` of a flat (P,) unconstrained position.
         start: (P,) the chain's start.
+        start_value: ``(potential, gradient)`` at ``start`` (the preparation evaluates
+            them, so that the potential's gradient is compiled once here: in the NUTS
+            step).
         rng_key: the chain's key.
         fallback: ``(center, potential, gradient)`` of the mode, taken instead of
             ``start`` when the jittered start has no finite potential or gradient.
@@ -174,7 +178,7 @@ def run_chain(
         :class:`Draws` with a leading (S,) axis (warmup + S with ``keep_warmup``).
     """
     center, center_energy, center_gradient = fallback
-    energy, gradient = jax.value_and_grad(potential_fn)(start)
+    energy, gradient = start_value
     valid = jnp.isfinite(energy) & jnp.all(jnp.isfinite(gradient))
     init_kernel, sample_kernel = hmc(potential_fn=potential_fn, algo="NUTS")
     state = init_kernel(
@@ -290,7 +294,8 @@ def build_sampler(
 ) -> Callable:
     """``build(found)`` of the chains, for :func:`~.program.compiled`.
 
-    The compiled ``run(dynamic, starts (C, P), rng_keys (C,), fallback, covariance)``
+    The compiled ``run(dynamic, starts (C, P), start_values ((C,), (C, P)), rng_keys (C,),
+    fallback, covariance)``
     returns :class:`Draws` with leading (C, S) axes; chains are mapped on one device or
     sharded over ``devices``; the metric starts at :func:`initial_metric` of
     ``covariance``. With ``progress`` it advances the progress bar through host
@@ -298,7 +303,7 @@ def build_sampler(
     """
 
     def build(found: dict):
-        def run(dynamic, starts, rng_keys, fallback, covariance):
+        def run(dynamic, starts, start_values, rng_keys, fallback, covariance):
             args, kwargs = program.arguments(dynamic)
             potential = structure.potential_fn_gen(*args, **kwargs)
             inverse_mass_matrix = initial_metric(covariance, settings.dense_mass)
@@ -306,27 +311,28 @@ def build_sampler(
             def flat_potential(flat):
                 return potential(structure.unravel(flat))
 
-            def chains(starts, rng_keys):
+            def chains(starts, start_values, rng_keys):
                 return lax.map(
                     lambda chain: run_chain(
                         flat_potential,
                         chain[0],
                         chain[1],
+                        chain[2],
                         fallback,
                         inverse_mass_matrix,
                         settings,
                         report_progress=progress,
                     ),
-                    (starts, rng_keys),
+                    (starts, start_values, rng_keys),
                 )
 
             if devices == 1:
-                return chains(starts, rng_keys)
+                return chains(starts, start_values, rng_keys)
             mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()[:devices]), ("chain",))
             spec = jax.sharding.PartitionSpec("chain")
             return jax.shard_map(
-                chains, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False
-            )(starts, rng_keys)
+                chains, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
+            )(starts, start_values, rng_keys)
 
         return run
 

@@ -290,6 +290,7 @@ def _sample(
     devices = chain_device_count(num_chains)
     arguments = (
         starts,
+        prepared["start_values"],
         prepared["chain_keys"],
         prepared["fallback"],
         prepared["covariance"],

@@ -146,3 +146,57 @@ def test_program_without_progress_bar_has_no_host_callback(processes):
     assert callbacks["jit_postprocess"] == [False, False]
     # runs: generic, mixture, then generic with the progress bar (its callbacks found)
     assert callbacks["jit_run"] == [False, False, True]
+
+
+#: A fresh process samples a program whose potential sorts (an XLA op that fusion does not
+#: duplicate, one per compiled copy of the potential and its gradient) and prints the
+#: number of sorts in each optimized program.
+GRADIENT_COPIES = r"""
+import json, re
+import jax, jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist
+
+optimized = {}
+compile_lowered = jax.stages.Lowered.compile
+
+def recording_compile(self, *args, **kwargs):
+    compiled = compile_lowered(self, *args, **kwargs)
+    name = re.search(r"module @(\S+)", self.as_text()).group(1)
+    optimized.setdefault(name, []).append(compiled.as_text())
+    return compiled
+
+jax.stages.Lowered.compile = recording_compile
+from gaussmix.inference.mcmc import sample
+
+def model(y):
+    loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
+    scale = numpyro.sample("scale", dist.HalfNormal(2.0))
+    weights = jnp.linspace(0.0, 1.0, y.shape[0])
+    numpyro.factor("sorted", -1e-3 * jnp.sum(jnp.sort(loc * y) * weights))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Normal(loc, scale), obs=y)
+
+y = np.random.default_rng(0).normal(3.0, 1.0, 40)
+sample(model, y, num_warmup=30, num_samples=20, num_chains=2, progress_bar=False,
+       init={"loc": 3.0, "scale": 1.0})
+print(json.dumps({name: [len(re.findall(r" sort\(", text)) for text in texts]
+                  for name, texts in optimized.items()}))
+"""
+
+
+def test_the_potential_and_its_gradient_are_compiled_once_per_program():
+    """From a given start (the mixture's EM answer takes the same path) the preparation
+    evaluates the potential in one place (the Laplace fit's loop, which also evaluates
+    the chain starts) and the chains in one (the NUTS step): one compiled copy each, not
+    one per call site (NumPyro's initialization, the start of each chain)."""
+    environment = dict(os.environ, GAUSSMIX_NATIVE="0", GAUSSMIX_COMPILATION_CACHE="0")
+    environment.pop("JAX_COMPILATION_CACHE_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-c", GRADIENT_COPIES],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sorts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorts == {"jit_prepare": [1], "jit_run": [1], "jit_postprocess": [1]}
