@@ -45,7 +45,12 @@ from gaussmix._mixture_streaming import (
 )
 from gaussmix.inference import compilation, em, shard, streaming
 from gaussmix.inference.em import ConvergenceWarning
-from gaussmix.models.priors import COVARIANCE_SITES, COVARIANCE_TYPES
+from gaussmix.models.priors import (
+    COVARIANCE_LAYOUTS,
+    COVARIANCE_SITES,
+    canonical_covariance_type,
+    check_covariance_type,
+)
 
 __all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError", "seed_from_random_state"]
 
@@ -88,7 +93,15 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
 
     Args:
         n_components: number of mixture components K.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical", or one of mclust's 14
+            models :math:`\\Sigma_k = \\lambda_k D_k A_k D_k^T` (volume, shape,
+            orientation each Equal, Variable or Identity: "EII", "VII", "EEI", "VEI",
+            "EVI", "VVI", "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV"; VVV,
+            EEE, VVI and VII are full, tied, diag and spherical, with the same numbers).
+            A constrained model's ``covariances_`` use its storage layout's shape
+            (EII's (K,), EEI/VEI/EVI's (K, D), the others' (K, D, D)), and ``bic``
+            counts mclust's free parameters. EM only: ``sample_posterior`` needs one
+            of the classic four (or its alias).
         tol: convergence threshold on the change of the mean per-sample lower bound.
         reg_covar: non-negative value added to the diagonal of the covariances.
         max_iter: EM iterations per initialization (0 keeps the initialization).
@@ -217,10 +230,12 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         check_parameter("max_iter", self.max_iter, "int", 0, name)
         check_parameter("n_init", self.n_init, "int", 1, name)
         check_parameter("verbose_interval", self.verbose_interval, "int", 1, name)
-        if self.covariance_type not in COVARIANCE_TYPES:
+        if not isinstance(self.covariance_type, str) or (
+            self.covariance_type not in COVARIANCE_LAYOUTS
+        ):
             raise ValueError(
                 f"The 'covariance_type' parameter of {name} must be a str among "
-                f"{set(COVARIANCE_TYPES)}. Got {self.covariance_type!r} instead."
+                f"{set(COVARIANCE_LAYOUTS)}. Got {self.covariance_type!r} instead."
             )
         if self.init_params not in em.INIT_PARAMS:
             raise ValueError(
@@ -436,15 +451,16 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
 
     def _set_result(self, result: em.EMResult) -> None:
         site = COVARIANCE_SITES[self.covariance_type]
+        layout = COVARIANCE_LAYOUTS[self.covariance_type]
         self.method_ = result.method
         self.weights_ = np.asarray(result.params["weights"])
         self.means_ = np.asarray(result.params["means"])
         self.covariances_ = np.asarray(result.params[site])
         self.precisions_cholesky_ = np.asarray(result.precisions_cholesky)
         factor = self.precisions_cholesky_
-        if self.covariance_type == "full":
+        if layout == "full":
             self.precisions_ = factor @ np.swapaxes(factor, -1, -2)
-        elif self.covariance_type == "tied":
+        elif layout == "tied":
             self.precisions_ = factor @ factor.T
         else:
             self.precisions_ = factor**2
@@ -532,6 +548,10 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """
         from gaussmix.inference.mcmc import sample_mixture
 
+        # the program's name of the type: an alias runs as its classic type; a
+        # constrained mclust model has no program yet (NotImplementedError, before a fit)
+        covariance_type = canonical_covariance_type(self.covariance_type)
+        check_covariance_type(covariance_type)
         if not self.__sklearn_is_fitted__():
             self.fit(X, sample_weight=sample_weight)
         X = validate_data(self, X, reset=False)
@@ -541,7 +561,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         return sample_mixture(
             X,
             n_components=self.n_components,
-            covariance_type=self.covariance_type,
+            covariance_type=covariance_type,
             priors=None if self.priors in (None, "default") else self.priors,
             sample_weight=sample_weight,
             num_warmup=num_warmup,
@@ -566,7 +586,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             self.weights_.astype(X.dtype),
             self.means_.astype(X.dtype),
             self.precisions_cholesky_.astype(X.dtype),
-            covariance_type=self.covariance_type,
+            covariance_type=COVARIANCE_LAYOUTS[self.covariance_type],
         )
         norm, log_resp = np.asarray(norm), np.asarray(log_resp)
         broken = np.isnan(log_resp).any(axis=1)
@@ -627,14 +647,15 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         counts = rng.multinomial(n_samples, self.weights_.astype(np.float64))
         means = self.means_.astype(np.float64)
         covariances = self.covariances_.astype(np.float64)
-        if self.covariance_type == "full":
+        layout = COVARIANCE_LAYOUTS[self.covariance_type]
+        if layout == "full":
             X = np.vstack(
                 [
                     rng.multivariate_normal(m, c, int(n))
                     for m, c, n in zip(means, covariances, counts, strict=True)
                 ]
             )
-        elif self.covariance_type == "tied":
+        elif layout == "tied":
             X = np.vstack(
                 [
                     rng.multivariate_normal(m, covariances, int(n))

@@ -25,15 +25,49 @@ import numpyro.distributions as dist
 from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
+#: The covariance types of the NumPyro program (and of every back end).
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
-#: Name of the covariance site of each covariance type.
-COVARIANCE_SITES = {
+#: mclust's 14 models :math:`\\Sigma_k = \\lambda_k D_k A_k D_k^T` (Celeux & Govaert 1995):
+#: volume :math:`\\lambda`, shape :math:`A` (diagonal, :math:`|A| = 1`) and orientation
+#: :math:`D` (orthogonal), each Equal across components, Variable, or the Identity.
+MCLUST_MODELS = (
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+    "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
+
+#: mclust's names of the four classic types: the same code, the same numbers.
+COVARIANCE_ALIASES = {"VVV": "full", "EEE": "tied", "VVI": "diag", "VII": "spherical"}
+
+#: Every covariance type the EM back end fits: the four classic ones and mclust's 14.
+EM_COVARIANCE_TYPES = COVARIANCE_TYPES + tuple(
+    name for name in MCLUST_MODELS if name not in COVARIANCE_ALIASES
+)
+
+#: Covariance type -> the classic type whose storage its covariances use (and so its
+#: E-step statistics and precision factors): (K,) spherical, (K, D) diag, (D, D) tied,
+#: (K, D, D) full. A constrained model stores its covariances in the smallest layout
+#: that holds every component's (EII: one variance repeated K times).
+COVARIANCE_LAYOUTS = {
+    **{name: name for name in COVARIANCE_TYPES},
+    **COVARIANCE_ALIASES,
+    "EII": "spherical",
+    "EEI": "diag",
+    "VEI": "diag",
+    "EVI": "diag",
+    **{name: "full" for name in ("VEE", "EVE", "VVE", "EEV", "VEV", "EVV")},
+}
+
+_LAYOUT_SITES = {
     "full": "covariances",
     "tied": "covariance",
     "diag": "variances",
     "spherical": "variances",
 }
+
+#: Name of the covariance site of each covariance type (that of its layout).
+COVARIANCE_SITES = {name: _LAYOUT_SITES[layout] for name, layout in COVARIANCE_LAYOUTS.items()}
+
 
 #: Support of the value of each site (one component's value for the per-component sites).
 SITE_SUPPORTS = {
@@ -65,12 +99,67 @@ class MixturePriorParameters(NamedTuple):
     covariance_prior: ArrayLike
 
 
+class ProgramCovarianceError(NotImplementedError, ValueError):
+    """A covariance type the EM back end fits but the NumPyro program (NUTS) has not yet
+    (a ``NotImplementedError``, and a ``ValueError`` for callers that report bad input)."""
+
+
 def check_covariance_type(covariance_type: str) -> None:
+    """Raise ValueError unless ``covariance_type`` is one of the program's types
+    (:class:`ProgramCovarianceError` for one that EM alone fits)."""
     if covariance_type not in COVARIANCE_TYPES:
+        if isinstance(covariance_type, str) and covariance_type in COVARIANCE_LAYOUTS:
+            raise ProgramCovarianceError(
+                f"covariance_type={covariance_type!r} is fitted by EM only (maximum "
+                "likelihood or the conjugate MAP); the NumPyro program, and so NUTS, "
+                f"has {list(COVARIANCE_TYPES)}"
+                + (
+                    f": use {COVARIANCE_ALIASES[covariance_type]!r}, the same model."
+                    if covariance_type in COVARIANCE_ALIASES
+                    else "."
+                )
+            )
         raise ValueError(
             f"Invalid value for 'covariance_type': {covariance_type!r}; "
             f"'covariance_type' should be in {list(COVARIANCE_TYPES)}"
         )
+
+
+def check_em_covariance_type(covariance_type: str) -> None:
+    """Raise ValueError unless ``covariance_type`` is one the EM back end fits.
+
+    Example:
+        >>> check_em_covariance_type("VEV")
+    """
+    if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_LAYOUTS:
+        raise ValueError(
+            f"Invalid value for 'covariance_type': {covariance_type!r}; "
+            f"'covariance_type' should be in {list(EM_COVARIANCE_TYPES)} or an alias "
+            f"among {list(COVARIANCE_ALIASES)} (mclust's names of the classic four)."
+        )
+
+
+def covariance_layout(covariance_type: str) -> str:
+    """The classic type whose storage ``covariance_type`` uses (see
+    :data:`COVARIANCE_LAYOUTS`).
+
+    Example:
+        >>> covariance_layout("EEV"), covariance_layout("EII"), covariance_layout("tied")
+        ('full', 'spherical', 'tied')
+    """
+    check_em_covariance_type(covariance_type)
+    return COVARIANCE_LAYOUTS[covariance_type]
+
+
+def canonical_covariance_type(covariance_type: str) -> str:
+    """The classic name of an alias (``"VVV"`` -> ``"full"``), any other name as it is.
+
+    Example:
+        >>> canonical_covariance_type("EEE"), canonical_covariance_type("EVE")
+        ('tied', 'EVE')
+    """
+    check_em_covariance_type(covariance_type)
+    return COVARIANCE_ALIASES.get(covariance_type, covariance_type)
 
 
 def default_prior_parameters(
@@ -90,7 +179,7 @@ def default_prior_parameters(
         >>> p.mean_prior.tolist(), p.covariance_prior.shape
         ([2.0, 2.0], (2, 2))
     """
-    check_covariance_type(covariance_type)
+    covariance_type = covariance_layout(covariance_type)
     dtype = jnp.asarray(0.0).dtype
     if x is None:
         if n_features is None:

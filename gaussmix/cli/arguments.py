@@ -13,7 +13,11 @@ from gaussmix.cli.limits import (
     MAX_SEED,
 )
 
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+_COVARIANCE_TYPES = (
+    *("full", "tied", "diag", "spherical"),
+    *("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE", "EVE", "VVE", "EEV", "VEV"),
+    *("EVV", "VVV"),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of components, or a range A:B (inclusive) to choose from",
     )
     mixture.add_argument(
-        "--covariance", choices=_COVARIANCE_TYPES, default="full", help="(default: full)"
+        "--covariance",
+        choices=_COVARIANCE_TYPES,
+        default="full",
+        help="full, tied, diag, spherical or one of mclust's 14 models (EM only; "
+        "VVV, EEE, VVI, VII are the first four) (default: full)",
     )
     mixture.add_argument(
         "--backend",

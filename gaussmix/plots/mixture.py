@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from gaussmix.models.priors import COVARIANCE_LAYOUTS
 from gaussmix.plots.style import (
     axes_or_new,
     check_dims,
@@ -23,7 +24,6 @@ __all__ = [
     "plot_posterior_ellipses",
 ]
 
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _CIRCLE_POINTS = 100
 
 
@@ -35,7 +35,8 @@ def covariance_matrices(
     Args:
         covariances: (..., K, D, D) full, (..., D, D) tied, (..., K, D) diag or
             (..., K) spherical; leading dimensions (posterior draws) are kept.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's
+            models (stored in one of those four layouts).
         n_components: K.
         n_features: D.
 
@@ -47,10 +48,11 @@ def covariance_matrices(
         array([[4., 0.],
                [0., 4.]])
     """
-    if covariance_type not in _COVARIANCE_TYPES:
+    if covariance_type not in COVARIANCE_LAYOUTS:
         raise ValueError(
-            f"covariance_type must be one of {list(_COVARIANCE_TYPES)}, got {covariance_type!r}."
+            f"covariance_type must be one of {list(COVARIANCE_LAYOUTS)}, got {covariance_type!r}."
         )
+    covariance_type = COVARIANCE_LAYOUTS[covariance_type]
     c = finite_array("covariances", covariances)
     K, D = n_components, n_features
     expected = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}

@@ -106,7 +106,8 @@ class StepConfig(NamedTuple):
 
     Attributes:
         n_components: K.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's
+            constrained models (its classic name for an alias).
         method: "maximum_likelihood", "conjugate_map" or "generalized_em".
         with_scales: whether the priors name ``scales`` (generalized EM's log prior).
     """
@@ -221,7 +222,8 @@ def maximize(
     context: EMContext,
     config: StepConfig,
 ) -> MixtureParameters:
-    """The M-step of ``config.method`` (``parameters``: where generalized EM starts)."""
+    """The M-step of ``config.method`` (``parameters``: where generalized EM starts, and
+    the warm start of an iterative constrained M-step)."""
     if config.method == "generalized_em":
         return generalized_m_step(
             statistics,
@@ -240,6 +242,7 @@ def maximize(
         centre=context.centre,
         reg_covar=context.reg_covar,
         prior=prior,
+        previous=parameters.covariances,
     )
 
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gaussmix.inference.em.parameters import LOG_2PI, MixtureParameters
+from gaussmix.models.priors import covariance_layout
 
 __all__ = [
     "ACCELERATOR_BLOCK_BYTES",
@@ -87,6 +88,7 @@ def design_matrix(x_centred: jax.Array, covariance_type: str) -> jax.Array:
     Returns:
         (n, F) features.
     """
+    covariance_type = covariance_layout(covariance_type)
     n = x_centred.shape[0]
     extended = jnp.concatenate([x_centred, jnp.ones((n, 1), x_centred.dtype)], axis=1)
     if covariance_type == "diag":
@@ -113,6 +115,7 @@ def natural_parameters(
     """Natural parameters :math:`\\eta` (F, K) so that ``design_matrix(x - centre) @ eta``
     is :math:`\\log \\pi_k + \\log \\mathcal{N}(x \\mid \\mu_k, \\Sigma_k)` (minus the shared
     quadratic form for ``tied``, see :func:`estimate_weighted_log_prob`)."""
+    covariance_type = covariance_layout(covariance_type)
     weights, means, _, factor = parameters
     centred_means = means - centre
     n_features = means.shape[-1]
@@ -186,6 +189,7 @@ def block_size(
 
 def feature_count(n_features: int, covariance_type: str) -> int:
     """F, the columns of :func:`design_matrix` for D features."""
+    covariance_type = covariance_layout(covariance_type)
     quadratic = {
         "full": n_features * (n_features + 1) // 2,
         "tied": 0,

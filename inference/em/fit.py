@@ -30,6 +30,7 @@ from gaussmix.inference.em.results import EMResult, raise_on_failure
 from gaussmix.inference.em.statistics import block_statistics
 from gaussmix.inference.em.validation import as_float_array, check_range
 from gaussmix.models.mixture import check_priors as check_program_priors
+from gaussmix.models.priors import covariance_layout
 
 __all__ = ["fit_em"]
 
@@ -118,7 +119,7 @@ def _fit_program(x, sample_weight, inits, key, arguments: _Arguments, config: Fi
     if not config.batched:
         return one_dataset(x, sample_weight, inits, jax.random.fold_in(key, 0))
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(x.shape[0]))
-    base_ndims = (1, 2, PRECISION_NDIM[config.step.covariance_type])
+    base_ndims = (1, 2, PRECISION_NDIM[covariance_layout(config.step.covariance_type)])
     init_axes = tuple(
         None if a is None or a.ndim == base else 0
         for a, base in zip(inits, base_ndims, strict=True)
@@ -190,7 +191,13 @@ def fit_em(
     Args:
         x: (N, D) data, or (B, N, D) for B independent datasets fitted together.
         n_components: K >= 1.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's 14
+            models :math:`\\Sigma_k = \\lambda_k D_k A_k D_k^T` ("EII", "VII", "EEI", "VEI",
+            "EVI", "VVI", "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV"; VVV,
+            EEE, VVI and VII are full, tied, diag and spherical:
+            :mod:`gaussmix.inference.em.covariance_models`). A constrained model's
+            ``params`` use its storage layout's site and shape (e.g. EEV's
+            ``covariances`` (K, D, D), EII's ``variances`` (K,)).
         priors: ``None`` maximum likelihood (equals scikit-learn's GaussianMixture);
             ``"default"`` MAP under the program's default conjugate prior; a dict
             ``{site: numpyro distribution}`` as the program's ``priors``: MAP under it
@@ -264,9 +271,10 @@ def fit_em(
     n_samples, n_features = x.shape[-2:]
     if n_features < 1:
         raise ValueError("x has no features (D = 0).")
+    layout = covariance_layout(covariance_type)
     if options.priors:  # their shapes, now that D is known
         check_program_priors(
-            options.priors, covariance_type, n_components=n_components, n_features=n_features
+            options.priors, layout, n_components=n_components, n_features=n_features
         )
     if n_samples < n_components:
         raise ValueError(
@@ -308,7 +316,7 @@ def fit_em(
         options.block_rows,
         n_datasets,
     )
-    use_kernel = covariance_type == "full" and native.usable(dtype)
+    use_kernel = layout == "full" and native.usable(dtype)
     config = FitConfig(
         step=StepConfig.from_options(options),
         max_iter=options.max_iter,

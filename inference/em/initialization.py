@@ -39,7 +39,11 @@ from gaussmix.inference.em.parameters import (
 )
 from gaussmix.inference.em.statistics import scan_statistics
 from gaussmix.inference.em.validation import as_float_array, check_init
-from gaussmix.models.priors import MixturePriorParameters, default_prior_parameters
+from gaussmix.models.priors import (
+    MixturePriorParameters,
+    covariance_layout,
+    default_prior_parameters,
+)
 
 __all__ = [
     "PRECISION_NDIM",
@@ -79,12 +83,13 @@ def check_inits(options: EMOptions, n_features: int, dtype, n_datasets: int = 1)
     """(weights_init, means_init, precisions_init) of ``options`` as checked arrays of
     ``dtype`` (or None), one dataset's shapes or with a leading (``n_datasets``,) axis."""
     n_components, covariance_type = options.n_components, options.covariance_type
+    layout = covariance_layout(covariance_type)
     precision_shape = {
         "full": (n_components, n_features, n_features),
         "tied": (n_features, n_features),
         "diag": (n_components, n_features),
         "spherical": (n_components,),
-    }[covariance_type]
+    }[layout]
     return (
         check_init(
             options.weights_init, (n_components,), "weights", covariance_type, dtype, n_datasets

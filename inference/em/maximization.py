@@ -17,10 +17,14 @@ the centre :math:`c`):
       \\Sigma_k = \\frac{\\Psi_0 + S_k(\\mu_k) + \\kappa_0 (\\mu_k - m_0)(\\mu_k - m_0)^T}
                        {N_k + \\nu_0 + D + 2}.
 
-Weights and means are the same for every family; a family is the function that turns the
-statistics into its covariances, one entry of :data:`MAXIMUM_LIKELIHOOD_COVARIANCES` and
-one of :data:`CONJUGATE_COVARIANCES` (and its count of free parameters,
-:func:`n_parameters`). A new family adds its functions and registry entries here.
+Weights and means are the same for every family; a classic family is the function that
+turns the statistics into its covariances, one entry of
+:data:`MAXIMUM_LIKELIHOOD_COVARIANCES` and one of :data:`CONJUGATE_COVARIANCES`.
+mclust's constrained models (:mod:`gaussmix.inference.em.covariance_models`) take the
+covariances of their storage layout's classic family (with ``reg_covar``; under a
+conjugate prior its MAP covariances, with the prior's pseudo-counts) as the sample
+covariances :math:`S_k` of their constrained maximization; a new model is one entry of
+:data:`gaussmix.inference.em.covariance_models.COVARIANCE_MODELS`.
 """
 
 import math
@@ -33,9 +37,10 @@ import numpyro.distributions as dist
 from jax.scipy.special import gammaln, multigammaln
 from jax.typing import ArrayLike
 
+from gaussmix.inference.em.covariance_models import COVARIANCE_MODELS, n_covariance_parameters
 from gaussmix.inference.em.parameters import LOG_2PI, MixtureParameters, with_covariances
 from gaussmix.inference.em.statistics import SufficientStatistics
-from gaussmix.models.priors import COVARIANCE_SITES, MixturePriorParameters
+from gaussmix.models.priors import COVARIANCE_SITES, MixturePriorParameters, covariance_layout
 
 __all__ = [
     "CONJUGATE_COVARIANCES",
@@ -187,49 +192,76 @@ CONJUGATE_COVARIANCES: dict[str, Callable] = {
     "spherical": _spherical_conjugate,
 }
 
-#: Covariance type -> free covariance parameters for K components of D features.
-_COVARIANCE_PARAMETERS: dict[str, Callable[[int, int], float]] = {
-    "full": lambda n_components, n_features: n_components * n_features * (n_features + 1) / 2.0,
-    "tied": lambda n_components, n_features: n_features * (n_features + 1) / 2.0,
-    "diag": lambda n_components, n_features: n_components * n_features,
-    "spherical": lambda n_components, n_features: n_components,
-}
-
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
     """Free parameters of a mixture (BIC, AIC): covariances + K D means + K - 1 weights.
 
+    The covariances' count is mclust's for its 14 models (Scrucca et al. 2016, Table 1;
+    :func:`gaussmix.inference.em.covariance_models.n_covariance_parameters`), so that
+    ``bic`` is minus mclust's BIC.
+
     Example:
         >>> n_parameters("diag", 3, 2)  # 6 variances + 6 means + 2 weights
         14
+        >>> n_parameters("EEV", 3, 2)  # 1 volume + 1 shape + 3 angles + 6 + 2
+        13
     """
-    covariance = _COVARIANCE_PARAMETERS[covariance_type](n_components, n_features)
+    covariance = n_covariance_parameters(covariance_type, n_components, n_features)
     return int(covariance + n_features * n_components + n_components - 1)
 
 
-def _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar):
+def _conjugate_pseudo_counts(counts, prior: ConjugatePrior, layout: str, n_features: int):
+    r"""(K,) the weights :math:`n_k'` with which a conjugate prior's log density joins the
+    likelihood's in a constrained model's objective (its MAP is the maximizer of
+    :math:`-\sum_k n_k' (\log|\Sigma_k| + \operatorname{tr}(\Sigma_k^{-1} S_k'))`
+    with :math:`S_k'` the classic family's MAP covariance)."""
+    nu = prior.covariance_concentration
+    if layout == "full":  # inverse Wishart and the mean's normal: n + nu + D + 2
+        return counts + nu + n_features + 2
+    if layout == "diag":  # inverse gamma (one concentration per component) and normal
+        return counts + 2 * nu[:, 0] + 3
+    # spherical: the D variances of a component are one
+    return counts + (n_features + 2 * nu + 2) / n_features
+
+
+def _constrained(model, sample_covariances, counts, previous):
+    """The model's covariances from the classic layout's ``sample_covariances``."""
+    if model.covariance_fn is None:
+        return sample_covariances
+    return model.covariance_fn(sample_covariances, counts, previous)
+
+
+def _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar, previous):
     counts, first = statistics.counts, statistics.first
+    model = COVARIANCE_MODELS[covariance_type]
     regularized_counts = counts + 10 * jnp.finfo(first.dtype).eps
     weights = regularized_counts / jnp.sum(regularized_counts)
     centred_means = first / regularized_counts[:, None]
-    covariances = MAXIMUM_LIKELIHOOD_COVARIANCES[covariance_type](
+    covariances = MAXIMUM_LIKELIHOOD_COVARIANCES[model.layout](
         statistics, centred_means, regularized_counts, reg_covar
     )
-    return with_covariances(weights, centred_means + centre, covariances, covariance_type)
+    covariances = _constrained(model, covariances, regularized_counts, previous)
+    return with_covariances(weights, centred_means + centre, covariances, model.layout)
 
 
-def _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior: ConjugatePrior):
+def _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior, previous):
     counts, first = statistics.counts, statistics.first
+    model = COVARIANCE_MODELS[covariance_type]
     unnormalized = counts + prior.weight_concentration - 1
     weights = unnormalized / jnp.sum(unnormalized)
     kappa = prior.mean_precision
     centred_prior_mean = prior.mean_prior - centre
     centred_means = (first + kappa * centred_prior_mean) / (counts + kappa)[:, None]
     offset = centred_means - centred_prior_mean
-    covariances = CONJUGATE_COVARIANCES[covariance_type](
+    covariances = CONJUGATE_COVARIANCES[model.layout](
         statistics, centred_means, offset, prior, reg_covar
     )
-    return with_covariances(weights, centred_means + centre, covariances, covariance_type)
+    if model.covariance_fn is not None:
+        pseudo_counts = _conjugate_pseudo_counts(
+            counts, prior, model.layout, centred_means.shape[-1]
+        )
+        covariances = _constrained(model, covariances, pseudo_counts, previous)
+    return with_covariances(weights, centred_means + centre, covariances, model.layout)
 
 
 def maximization_step(
@@ -239,16 +271,23 @@ def maximization_step(
     centre: ArrayLike,
     reg_covar: ArrayLike = 1e-6,
     prior: ConjugatePrior | None = None,
+    previous: jax.Array | None = None,
 ) -> MixtureParameters:
-    """Closed-form M-step from summed statistics (pure).
+    """The M-step from summed statistics (pure): closed form, or for mclust's iterative
+    models a fixed point iterated to convergence inside the program.
 
     Args:
         statistics: :class:`SufficientStatistics` summed over all data, about ``centre``.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's 14
+            models (:data:`gaussmix.models.priors.EM_COVARIANCE_TYPES`).
         centre: (D,) the centre the statistics were taken about.
-        reg_covar: added to the diagonal of every covariance.
+        reg_covar: added to the diagonal of every covariance (of every component's
+            sample covariance before a constrained model's maximization, so that the
+            result keeps the model's constraint).
         prior: ``None`` for maximum likelihood (scikit-learn's estimates), else the
             :class:`ConjugatePrior` whose MAP is returned.
+        previous: the covariances of the step before (the warm start of an iterative
+            M-step), or None.
 
     Returns:
         The new :class:`MixtureParameters`; a component whose covariance is not positive
@@ -264,8 +303,8 @@ def maximization_step(
     """
     centre = jnp.asarray(centre, statistics.first.dtype)
     if prior is None:
-        return _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar)
-    return _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior)
+        return _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar, previous)
+    return _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior, previous)
 
 
 def base_distribution(distribution: dist.Distribution) -> dist.Distribution:
@@ -285,6 +324,7 @@ def make_conjugate_prior(
     """The :class:`ConjugatePrior` of conjugate ``priors`` (the program's default where a
     site has none), from the default prior's hyperparameters ``prior_parameters``."""
     p = prior_parameters
+    layout = covariance_layout(covariance_type)
     n_features = p.mean_prior.shape[-1]
     if "weights" in priors:
         alpha = jnp.broadcast_to(priors["weights"].concentration, (n_components,))
@@ -292,19 +332,19 @@ def make_conjugate_prior(
         alpha = jnp.full((n_components,), p.weight_concentration)
     site = COVARIANCE_SITES[covariance_type]
     user = base_distribution(priors[site]) if site in priors else None
-    if covariance_type in ("full", "tied"):
+    if layout in ("full", "tied"):
         if user is None:
             nu, scale = p.degrees_of_freedom, p.covariance_prior
         else:
             nu = user.concentration
             scale = user.scale_tril @ jnp.swapaxes(user.scale_tril, -1, -2)
-        if covariance_type == "full":
+        if layout == "full":
             nu = jnp.broadcast_to(nu, (n_components,))
             scale = jnp.broadcast_to(scale, (n_components, n_features, n_features))
         else:
             scale = jnp.broadcast_to(scale, (n_features, n_features))
     else:
-        shape = (n_components, n_features) if covariance_type == "diag" else (n_components,)
+        shape = (n_components, n_features) if layout == "diag" else (n_components,)
         if user is None:
             nu, scale = p.degrees_of_freedom / 2, jnp.asarray(p.covariance_prior) / 2
         else:
@@ -329,8 +369,10 @@ def conjugate_log_prior(
         + \\sum_k \\log \\mathcal{W}^{-1}(\\Sigma_k \\mid \\nu, \\Psi)
         + \\sum_k \\log \\mathcal{N}(\\mu_k \\mid m_0, \\Sigma_k / \\kappa_0)
 
-    (inverse gamma per variance for diag / spherical).
+    (inverse gamma per variance for diag / spherical; a constrained model's prior is
+    its storage layout's, evaluated at its covariances).
     """
+    covariance_type = covariance_layout(covariance_type)
     weights, means, covariances, factor = parameters
     n_features = means.shape[-1]
     alpha = prior.weight_concentration

@@ -19,7 +19,13 @@ import numpyro.distributions as dist
 
 from gaussmix.inference.em.maximization import base_distribution
 from gaussmix.models.mixture import check_priors as check_program_priors
-from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
+from gaussmix.models.priors import (
+    COVARIANCE_LAYOUTS,
+    COVARIANCE_SITES,
+    COVARIANCE_TYPES,
+    canonical_covariance_type,
+    check_em_covariance_type,
+)
 
 __all__ = [
     "DEFAULT_INIT_ROWS",
@@ -46,7 +52,9 @@ class EMOptions(NamedTuple):
 
     Attributes:
         n_components: K >= 1.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's models
+            (:data:`gaussmix.models.priors.EM_COVARIANCE_TYPES`); an alias (VVV, EEE,
+            VVI, VII) is stored as its classic name, so that it runs the same code.
         priors: the checked priors, a dict {site: distribution} (empty for maximum
             likelihood and for the program's default prior).
         method: the M-step the priors call for, one of :data:`METHODS`.
@@ -169,7 +177,8 @@ def check_options(
         >>> check_options(n_components=3, priors="default").method
         'conjugate_map'
     """
-    check_covariance_type(covariance_type)
+    check_em_covariance_type(covariance_type)
+    covariance_type = canonical_covariance_type(covariance_type)
     _check_int("n_components", n_components, 1)
     _check_int("max_iter", max_iter, 0)
     _check_int("n_init", n_init, 1)
@@ -221,7 +230,8 @@ def is_conjugate(priors: Mapping, covariance_type: str) -> bool:
         return False
     site = COVARIANCE_SITES[covariance_type]
     if site in priors:
-        family = dist.InverseWishart if covariance_type in ("full", "tied") else dist.InverseGamma
+        layout = COVARIANCE_LAYOUTS[covariance_type]
+        family = dist.InverseWishart if layout in ("full", "tied") else dist.InverseGamma
         if not isinstance(base_distribution(priors[site]), family):
             return False
     return True
@@ -253,15 +263,35 @@ def check_priors(
             "priors must be None, 'default' or a dict mapping a site name to a numpyro "
             f"distribution, got {type(priors).__name__}."
         )
-    priors = check_program_priors(
-        priors, covariance_type, n_components=n_components, n_features=n_features
-    )
+    check_em_covariance_type(covariance_type)
+    covariance_type = canonical_covariance_type(covariance_type)
+    # a constrained model's priors are its storage layout's (the program's sites)
+    layout = COVARIANCE_LAYOUTS[covariance_type]
+    priors = check_program_priors(priors, layout, n_components=n_components, n_features=n_features)
     weights = priors.get("weights")
     if isinstance(weights, dist.Dirichlet) and np.any(np.asarray(weights.concentration) < 1):
         raise ValueError(
             "A Dirichlet weight prior with concentration < 1 has no MAP (the posterior "
             "is unbounded where a weight reaches 0); use concentration >= 1."
         )
+    constrained = covariance_type not in COVARIANCE_TYPES
     if not is_conjugate(priors, covariance_type):
+        if constrained:
+            raise NotImplementedError(
+                f"covariance_type={covariance_type!r} takes conjugate priors only (a "
+                "Dirichlet on 'weights', an InverseWishart on 'covariances' or an "
+                "InverseGamma on 'variances', as its storage layout "
+                f"{layout!r} has them): the generalized EM of other priors needs the "
+                f"NumPyro program, which has {list(COVARIANCE_TYPES)} only."
+            )
         return "generalized_em", priors
+    site = COVARIANCE_SITES[covariance_type]
+    if constrained and layout == "diag" and site in priors:
+        concentration = np.asarray(base_distribution(priors[site]).concentration)
+        if concentration.ndim and np.any(concentration != concentration[..., :1]):
+            raise ValueError(
+                f"covariance_type={covariance_type!r} needs one InverseGamma concentration "
+                "per component (its variances share a volume or a shape across features); "
+                f"got concentrations that vary over the features: {concentration.tolist()}."
+            )
     return "conjugate_map", priors

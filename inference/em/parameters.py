@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from gaussmix.models.priors import COVARIANCE_SITES
+from gaussmix.models.priors import COVARIANCE_SITES, covariance_layout
 
 __all__ = [
     "LOG_2PI",
@@ -82,6 +82,7 @@ def precisions_cholesky_from_covariances(covariances: ArrayLike, covariance_type
 
     For full / tied :math:`U = L^{-T}` with :math:`\\Sigma = L L^T`, so :math:`P = U U^T`.
     """
+    covariance_type = covariance_layout(covariance_type)
     covariances = jnp.asarray(covariances)
     if covariance_type in ("full", "tied"):
         lower = jnp.linalg.cholesky(covariances)
@@ -91,6 +92,7 @@ def precisions_cholesky_from_covariances(covariances: ArrayLike, covariance_type
 
 def precisions_cholesky_from_precisions(precisions: ArrayLike, covariance_type: str) -> jax.Array:
     """scikit-learn's upper factor :math:`U` with :math:`P = U U^T` from precisions."""
+    covariance_type = covariance_layout(covariance_type)
     precisions = jnp.asarray(precisions)
     if covariance_type in ("full", "tied"):
         flipped = jnp.flip(precisions, axis=(-1, -2))
@@ -100,6 +102,7 @@ def precisions_cholesky_from_precisions(precisions: ArrayLike, covariance_type: 
 
 def covariances_from_precisions_cholesky(factor: ArrayLike, covariance_type: str) -> jax.Array:
     """Covariances :math:`(U U^T)^{-1} = U^{-T} U^{-1}` from scikit-learn's factor."""
+    covariance_type = covariance_layout(covariance_type)
     factor = jnp.asarray(factor)
     if covariance_type in ("full", "tied"):
         inverse_transposed = lower_triangular_inverse(jnp.swapaxes(factor, -1, -2))
@@ -109,6 +112,7 @@ def covariances_from_precisions_cholesky(factor: ArrayLike, covariance_type: str
 
 def collapsed_components(parameters: MixtureParameters, covariance_type: str) -> jax.Array:
     """(K,) True where a component's covariance is not positive definite."""
+    covariance_type = covariance_layout(covariance_type)
     factor = parameters.precisions_cholesky
     n_components = parameters.means.shape[0]
     if covariance_type == "full":

@@ -39,6 +39,7 @@ from gaussmix.inference.em.features import (
     upper_triangle,
 )
 from gaussmix.inference.em.parameters import LOG_2PI, MixtureParameters
+from gaussmix.models.priors import covariance_layout
 
 __all__ = [
     "SufficientStatistics",
@@ -189,6 +190,7 @@ def estimate_weighted_log_prob(
         >>> lp.shape
         (3, 2)
     """
+    covariance_type = covariance_layout(covariance_type)
     constant, distance, _ = _prediction_terms(
         x, weights, means, precisions_cholesky, covariance_type, block_rows
     )
@@ -225,6 +227,7 @@ def log_responsibilities(
         >>> jnp.exp(log_resp).sum(axis=1).tolist()
         [1.0, 1.0, 1.0]
     """
+    covariance_type = covariance_layout(covariance_type)
     constant, distance, log_distance = _prediction_terms(
         x, weights, means, precisions_cholesky, covariance_type, block_rows
     )
@@ -314,6 +317,7 @@ def scan_statistics(
         n_components: K.
         covariance_type: "full", "tied", "diag" or "spherical".
     """
+    covariance_type = covariance_layout(covariance_type)
     packed, scatter, log_likelihood = _scan_packed(
         blocks.x, blocks.weight, responsibility_fn, n_components, covariance_type, blocks.features
     )
@@ -347,6 +351,7 @@ def block_statistics(
         covariance_type: "full", "tied", "diag" or "spherical".
         use_kernel: through :mod:`gaussmix.inference.native` where possible.
     """
+    covariance_type = covariance_layout(covariance_type)
     x_blocks, weight_blocks, feature_blocks, centre = blocks
     natural = natural_parameters(parameters, centre, covariance_type)
     factor = parameters.precisions_cholesky
@@ -430,6 +435,7 @@ def sufficient_statistics(
         >>> [round(float(c), 3) for c in total.counts]
         [2.0, 2.0]
     """
+    covariance_type = covariance_layout(covariance_type)
     x = jnp.asarray(x)
     dtype = x.dtype
     weight = (

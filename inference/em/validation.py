@@ -4,6 +4,8 @@ to do (NaN, overflow in the computing dtype, init shapes and ranges)."""
 import jax
 import numpy as np
 
+from gaussmix.models.priors import covariance_layout
+
 __all__ = [
     "as_float_array",
     "check_finite_input",
@@ -129,7 +131,7 @@ def check_init(value, shape, name, covariance_type, dtype, batch):
             )
     if name.endswith("precision"):
         values = array
-        if covariance_type in ("full", "tied"):
+        if covariance_layout(covariance_type) in ("full", "tied"):
             symmetric = np.allclose(values, np.swapaxes(values, -1, -2))
             if not symmetric or np.any(np.linalg.eigvalsh(values) <= 0):
                 raise ValueError(

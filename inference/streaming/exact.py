@@ -37,6 +37,7 @@ from gaussmix.inference.streaming.survey import (
     survey_context,
     survey_with_rows,
 )
+from gaussmix.models.priors import covariance_layout
 
 __all__ = ["exact_em", "fit_em_chunked"]
 
@@ -71,7 +72,9 @@ def _statistics_pass(
     totals = None
     seen = 0
     centre_rows = np.asarray(centre)
-    use_kernel = options.covariance_type == "full" and native.usable(survey.dtype)
+    use_kernel = covariance_layout(options.covariance_type) == "full" and native.usable(
+        survey.dtype
+    )
     for x, w in source:
         x, w = prepare_chunk(x, w, survey.dtype, survey.n_features, "chunk", validate=False)
         for start in range(0, x.shape[0], rows):

@@ -39,7 +39,7 @@ from gaussmix.inference.em.parameters import MixtureParameters, site_values
 from gaussmix.inference.em.results import EMResult, parameters_of, raise_on_failure
 from gaussmix.inference.em.statistics import SufficientStatistics, sufficient_statistics
 from gaussmix.inference.streaming.chunks import ChunkSource, chunk_dtype, pad_rows, prepare_chunk
-from gaussmix.models.priors import check_covariance_type
+from gaussmix.models.priors import check_em_covariance_type, covariance_layout
 
 __all__ = [
     "OnlineEMState",
@@ -286,13 +286,15 @@ def online_em_start(
         options.priors,
         prior_parameters,
         config=config,
-        use_kernel=covariance_type == "full" and native.usable(dtype),
+        use_kernel=covariance_layout(covariance_type) == "full" and native.usable(dtype),
     )
     return state._replace(incremental=jnp.asarray(bool(incremental)))
 
 
 def _fixed_point_statistics(parameters, total_weight, centre, reg_covar, covariance_type):
-    """Statistics per unit weight whose maximum-likelihood M-step is ``parameters``."""
+    """Statistics per unit weight whose maximum-likelihood M-step is ``parameters`` (for
+    a constrained model too: its covariances are already the maximizer)."""
+    covariance_type = covariance_layout(covariance_type)
     weights, means, covariances, _ = parameters
     n_features = means.shape[-1]
     offset = means - centre  # (K, D)
@@ -372,7 +374,7 @@ def online_em_continue(
         >>> float(state.total_weight)
         201.0
     """
-    check_covariance_type(covariance_type)
+    check_em_covariance_type(covariance_type)
     if not (np.isfinite(total_weight) and total_weight > 0):
         raise ValueError(f"total_weight must be a finite number > 0; got {total_weight!r}.")
     parameters = MixtureParameters(*(jnp.asarray(a) for a in parameters))
@@ -461,7 +463,7 @@ def online_em_step(
         float(learning_decay),
         float(learning_offset),
         config=config,
-        use_kernel=config.covariance_type == "full" and native.usable(dtype),
+        use_kernel=covariance_layout(config.covariance_type) == "full" and native.usable(dtype),
     )
     raise_on_failure(
         np.asarray(collapsed).reshape(1, 1),
