@@ -1,12 +1,25 @@
-"""Choose the number of mixture components by an information criterion.
+"""Choose the number of mixture components and the covariance model by an information
+criterion, as mclust's ``mclustBIC`` / ``mclustICL`` do.
 
 .. math::
 
-    \\mathrm{BIC} = -2 \\log L + p \\log W,\\qquad \\mathrm{AIC} = -2 \\log L + 2p,
+    \\mathrm{BIC} = -2 \\log L + p \\log W,\\qquad \\mathrm{AIC} = -2 \\log L + 2p,\\qquad
+    \\mathrm{ICL} = \\mathrm{BIC} - 2 \\sum_n w_n \\log z_{n, \\hat k(n)},
 
 with :math:`\\log L = \\sum_n w_n \\log p(x_n \\mid \\hat\\theta)`, :math:`W = \\sum_n w_n`
-(N without weights, scikit-learn's ``bic`` / ``aic``) and p free parameters
-(:func:`gaussmix.inference.em.n_parameters`). Lower is better.
+(N without weights, scikit-learn's ``bic`` / ``aic``), p free parameters
+(:func:`gaussmix.inference.em.n_parameters`, mclust's counts) and
+:math:`z_{n k}` the responsibilities at the fitted parameters,
+:math:`\\hat k(n) = \\arg\\max_k z_{n k}`. Lower is better for all three: they are
+mclust's BIC and ICL times -1 (mclust maximises :math:`2 \\log L - p \\log n`).
+
+The ICL is mclust's (``icl``, ``mclustICL``): the BIC approximation of the integrated
+*completed* likelihood of Biernacki, Celeux & Govaert (2000, IEEE TPAMI 22(7), 719-725),
+with the unknown labels replaced by their maximum a posteriori assignment, so the BIC
+is penalised by :math:`-2 \\sum_n \\log z_{n,\\hat k(n)} \\ge 0`, the cost of
+assigning points that the mixture leaves ambiguous. (Biernacki et al.'s
+"BIC-like" form uses the entropy :math:`-\\sum_{n k} z_{nk} \\log z_{nk}` instead; mclust,
+and gaussmix, use the MAP labels.)
 
 ``criterion="loo"`` samples the posterior of every K by NUTS
 (:func:`gaussmix.inference.mcmc.sample_mixture`, chains started at that K's fitted
@@ -21,26 +34,38 @@ from typing import NamedTuple
 import numpy as np
 from jax.typing import ArrayLike
 
-from gaussmix._base import seed_from_random_state, validate_data
+from gaussmix._base import check_is_fitted, seed_from_random_state, validate_data
 from gaussmix.inference import em
 from gaussmix.inference.deprecation import UNSET, renamed_keyword
 from gaussmix.mixture import GaussianMixture
+from gaussmix.models import priors
 
-__all__ = ["CRITERIA", "SelectionTable", "select_components"]
+__all__ = [
+    "CRITERIA",
+    "MCLUST_NAMES",
+    "CriterionTable",
+    "SelectionTable",
+    "covariance_models",
+    "integrated_completed_likelihood",
+    "select_components",
+]
 
 #: Criteria :func:`select_components` knows.
-CRITERIA = ("bic", "aic", "loo")
+CRITERIA = ("bic", "aic", "icl", "loo")
+
+#: scikit-learn's covariance types and the mclust models they are.
+MCLUST_NAMES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
 
 
 class SelectionTable(NamedTuple):
-    """One row per candidate K.
+    """One row per candidate K (one covariance type).
 
     Attributes:
         n_components: (M,) the candidate K.
         criterion: (M,) the criterion's value (lower is better).
         log_likelihood: (M,) total (weighted) log-likelihood at the fitted parameters.
         converged: (M,) whether EM converged.
-        criterion_name: "bic", "aic" or "loo".
+        criterion_name: "bic", "aic", "icl" or "loo".
         posteriors: for "loo", the (M,) posterior DataTrees, else empty; each is
             labelled like the EM fit of its K (started at its ``params_``).
     """
@@ -53,10 +78,136 @@ class SelectionTable(NamedTuple):
     posteriors: tuple = ()
 
 
+class CriterionTable(NamedTuple):
+    """The criterion of every K and covariance model (mclust's ``mclustBIC`` table, in
+    scikit-learn's sign: lower is better).
+
+    Attributes:
+        n_components: (M,) the candidate K (rows).
+        covariance_types: (T,) the covariance models (columns).
+        criterion: (M, T) the criterion's value; NaN where the fit failed.
+        log_likelihood: (M, T) total (weighted) log-likelihood; NaN where it failed.
+        n_parameters: (M, T) free parameters of each model.
+        converged: (M, T) whether EM converged (False where it failed).
+        failures: {(K, covariance type): why that fit failed} for the NaN cells.
+        criterion_name: "bic", "aic" or "icl".
+        best_n_components: K of the smallest criterion.
+        best_covariance_type: the covariance model of the smallest criterion.
+    """
+
+    n_components: np.ndarray
+    covariance_types: tuple[str, ...]
+    criterion: np.ndarray
+    log_likelihood: np.ndarray
+    n_parameters: np.ndarray
+    converged: np.ndarray
+    failures: dict
+    criterion_name: str
+    best_n_components: int
+    best_covariance_type: str
+
+    def summary(self, n_best: int = 3) -> list[tuple[str, int, float]]:
+        """The ``n_best`` smallest cells as (covariance type, K, criterion), best first
+        (mclust's ``summary(mclustBIC)``; ties: smaller K, then the earlier model)."""
+        rows, columns = np.nonzero(np.isfinite(self.criterion))
+        values = self.criterion[rows, columns]
+        order = np.lexsort((columns, self.n_components[rows], values))[:n_best]
+        return [
+            (
+                self.covariance_types[columns[i]],
+                int(self.n_components[rows[i]]),
+                float(values[i]),
+            )
+            for i in order
+        ]
+
+
+def covariance_models() -> tuple[str, ...]:
+    """The covariance models ``covariance_type="all"`` fits: every name the estimator
+    knows (read now: mclust's 14 once they are registered), each model once (a
+    scikit-learn name is dropped when its mclust name is registered too).
+
+    Example:
+        >>> {"full", "VVV"} & set(covariance_models()) != {"full", "VVV"}
+        True
+    """
+    known = tuple(priors.COVARIANCE_TYPES)
+    return tuple(name for name in known if MCLUST_NAMES.get(name) not in known)
+
+
+def integrated_completed_likelihood(
+    estimator: GaussianMixture, X: ArrayLike, sample_weight: ArrayLike | None = None
+) -> float:
+    """mclust's ICL of a fitted mixture, in scikit-learn's sign (lower is better).
+
+    .. math::
+
+        \\mathrm{ICL} = -2 \\sum_n w_n \\log p(x_n \\mid \\hat\\theta) + p \\log W
+            - 2 \\sum_n w_n \\log z_{n, \\hat k(n)},
+
+    the BIC (weighted as :func:`select_components` weighs it; the estimator's ``bic``
+    without weights) plus twice the (weighted) negative log responsibility of each
+    point's most probable component. It equals ``-icl(fit)`` of R's mclust for the same
+    parameters, so ICL >= BIC, with equality when every point is assigned with
+    certainty (and for K = 1).
+
+    Args:
+        estimator: a fitted :class:`~gaussmix.GaussianMixture`.
+        X: (N, D) data.
+        sample_weight: (N,) non-negative weights of the points, or None.
+
+    Returns:
+        The ICL (a float).
+
+    Example:
+        >>> import numpy as np
+        >>> from gaussmix import GaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([rng.normal(m, 0.5, (100, 2)) for m in (-0.5, 0.5)])
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)  # overlapping: ambiguous labels
+        >>> bool(integrated_completed_likelihood(gm, X) > gm.bic(X) + 10.0)
+        True
+    """
+    check_is_fitted(estimator)
+    data = validate_data(estimator, X, reset=False)
+    weight = _checked_weight(sample_weight, data.shape[0])
+    log_likelihood, total = _total_log_likelihood(estimator, data, weight)
+    n_features = data.shape[1]
+    n_parameters = em.n_parameters(
+        estimator.covariance_type, int(estimator.n_components), int(n_features)
+    )
+    bic = -2.0 * log_likelihood + n_parameters * np.log(total)
+    return bic + _assignment_penalty(estimator, data, weight)
+
+
+def _assignment_penalty(estimator, data, weight) -> float:
+    """:math:`-2 \\sum_n w_n \\log z_{n, \\hat k(n)}` (>= 0): the responsibility of each
+    point's most probable component is >= 1/K, so its log is accurate."""
+    largest = np.max(estimator.predict_proba(data), axis=1).astype(np.float64)
+    log_largest = np.log(np.minimum(largest, 1.0))
+    if weight is None:
+        return float(-2.0 * np.sum(log_largest))
+    return float(-2.0 * np.sum(weight * log_largest))
+
+
+def _checked_weight(sample_weight, n_samples) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    weight = np.asarray(sample_weight, dtype=np.float64)
+    if weight.shape != (n_samples,):
+        raise ValueError(f"sample_weight has shape {weight.shape}; X has {n_samples} rows.")
+    if not np.all(np.isfinite(weight)) or np.any(weight < 0) or weight.sum() <= 0:
+        raise ValueError(
+            "sample_weight must be finite and non-negative with a positive sum; "
+            "give every point a weight >= 0."
+        )
+    return weight
+
+
 def select_components(
     X: ArrayLike,
     n_components: Iterable[int] = range(1, 21),
-    covariance_type: str = "full",
+    covariance_type: str | Iterable[str] = "full",
     criterion: str = "bic",
     *,
     sample_weight: ArrayLike | None = None,
@@ -64,31 +215,45 @@ def select_components(
     seed=None,
     random_state=UNSET,
     **estimator_parameters,
-) -> tuple[SelectionTable, GaussianMixture]:
-    """Fit a :class:`~gaussmix.GaussianMixture` for every K and keep the best by BIC/AIC.
+) -> tuple[SelectionTable | CriterionTable, GaussianMixture]:
+    """Fit a :class:`~gaussmix.GaussianMixture` for every K (and covariance model) and
+    keep the best by BIC, AIC, ICL or LOO.
 
     Each K is one compiled fit (its shapes differ); the restarts of each are vmapped.
+    With one covariance type (a str) the answer is a :class:`SelectionTable` (one row
+    per K) and a fit that fails raises. With several (a list, or ``"all"``) it is the
+    :class:`CriterionTable` of every K and model, as mclust's ``mclustBIC``: a fit that
+    fails (a collapsed component, K > N, ...) is a NaN cell whose reason is kept in
+    ``failures``, and the best is the smallest finite cell.
 
     Args:
         X: (N, D) data.
         n_components: candidate numbers of components (each >= 1 and <= N).
-        covariance_type: "full", "tied", "diag" or "spherical".
-        criterion: "bic", "aic" or "loo" (NUTS for every K, then PSIS-LOO).
+        covariance_type: one name ("full", "tied", "diag", "spherical", or any other
+            the estimator knows), a list of names, or "all" (:func:`covariance_models`:
+            mclust's 14 models once registered, the four scikit-learn types until then).
+        criterion: "bic", "aic", "icl" (mclust's ICL,
+            :func:`integrated_completed_likelihood`) or "loo" (NUTS for every K, then
+            PSIS-LOO; one covariance type only).
         sample_weight: (N,) weights of the points.
         mcmc_options: for "loo", arguments of
             :func:`~gaussmix.inference.mcmc.sample_mixture` (``num_warmup``,
             ``num_samples``, ``num_chains``, ``progress_bar``, ``prior_parameters``; not
             ``init``: each K starts at its fitted estimator).
         seed: None, an int (or a NumPy ``RandomState`` / ``Generator``) seeding every
-            K's initialization (the estimator's ``random_state``) and, for "loo", the
+            fit's initialization (the estimator's ``random_state``) and, for "loo", the
             chains.
         random_state: deprecated spelling of ``seed`` (a FutureWarning).
         **estimator_parameters: passed to :class:`~gaussmix.GaussianMixture` (``n_init``,
             ``max_iter``, ``tol``, ``priors``, ...).
 
     Returns:
-        The :class:`SelectionTable` and the fitted estimator with the smallest criterion
-        (the smallest K among ties).
+        The table and the fitted estimator with the smallest criterion (the smallest K
+        among ties, then the earlier covariance model).
+
+    Raises:
+        ValueError: an unknown criterion or covariance type, bad candidates, bad data,
+            or (several models) every fit failed (the first reason is given).
 
     Example:
         >>> import numpy as np
@@ -97,11 +262,14 @@ def select_components(
         >>> table, best = select_components(X, range(1, 5), seed=0)
         >>> best.n_components, table.n_components.tolist()
         (3, [1, 2, 3, 4])
+        >>> table, best = select_components(X, [2, 3], ["full", "spherical"], seed=0)
+        >>> table.criterion.shape, table.best_n_components, table.best_covariance_type
+        ((2, 2), 3, 'spherical')
     """
     if criterion not in CRITERIA:
         raise ValueError(
             f"Unknown criterion {criterion!r}; select_components knows {list(CRITERIA)} "
-            "(choose 'bic', 'aic' or 'loo')."
+            "(choose 'bic', 'aic', 'icl' or 'loo')."
         )
     candidates = [k for k in n_components]
     if not candidates:
@@ -113,6 +281,14 @@ def select_components(
         raise ValueError("Give n_components and covariance_type as arguments of select_components.")
     seed = renamed_keyword("select_components", "random_state", random_state, "seed", seed, None)
     estimator_parameters = {**estimator_parameters, "random_state": seed}
+    models = _covariance_models(covariance_type)
+    if models is not None:
+        if criterion == "loo":
+            raise ValueError(
+                "criterion='loo' samples one covariance type; give covariance_type as one "
+                "name, or choose 'bic', 'aic' or 'icl' to compare several."
+            )
+        return _select_table(X, candidates, models, criterion, sample_weight, estimator_parameters)
     if criterion == "loo":
         return _select_by_loo(
             X, candidates, covariance_type, sample_weight, mcmc_options, estimator_parameters
@@ -122,14 +298,101 @@ def select_components(
         estimator = GaussianMixture(int(k), covariance_type=covariance_type, **estimator_parameters)
         estimator.fit(X, sample_weight=sample_weight)
         data = validate_data(estimator, X, reset=False)
-        log_likelihood, total = _total_log_likelihood(estimator, data, sample_weight)
-        n_parameters = em.n_parameters(covariance_type, int(k), data.shape[1])
-        penalty = n_parameters * np.log(total) if criterion == "bic" else 2.0 * n_parameters
-        values.append(-2.0 * log_likelihood + penalty)
+        value, log_likelihood, _ = _criterion(estimator, data, sample_weight, criterion)
+        values.append(value)
         log_likelihoods.append(log_likelihood)
         converged.append(estimator.converged_)
         fitted.append(estimator)
     return _table_and_best(candidates, values, log_likelihoods, converged, fitted, criterion)
+
+
+def _covariance_models(covariance_type) -> tuple[str, ...] | None:
+    """None for one covariance type (a str other than "all"), else the models, checked."""
+    if isinstance(covariance_type, str) and covariance_type != "all":
+        return None
+    models = (
+        covariance_models()
+        if isinstance(covariance_type, str)
+        else tuple(covariance_type)
+        if isinstance(covariance_type, Iterable)
+        else None
+    )
+    if not models or not all(isinstance(name, str) for name in models):
+        raise ValueError(
+            f"covariance_type must be a name, a list of names or 'all', got {covariance_type!r}."
+        )
+    known = tuple(priors.COVARIANCE_TYPES)
+    unknown = [name for name in models if name not in known]
+    if unknown:
+        raise ValueError(
+            f"Unknown covariance_type {unknown}; the estimator knows {list(known)} (or give 'all')."
+        )
+    if len(set(models)) != len(models):
+        raise ValueError(f"covariance_type lists a model twice: {list(models)}.")
+    return models
+
+
+def _criterion(estimator, data, sample_weight, criterion) -> tuple[float, float, int]:
+    """(criterion, total log-likelihood, free parameters) of a fitted estimator."""
+    weight = _checked_weight(sample_weight, data.shape[0])
+    log_likelihood, total = _total_log_likelihood(estimator, data, weight)
+    n_parameters = em.n_parameters(
+        estimator.covariance_type, int(estimator.n_components), int(data.shape[1])
+    )
+    if criterion == "aic":
+        return -2.0 * log_likelihood + 2.0 * n_parameters, log_likelihood, n_parameters
+    value = -2.0 * log_likelihood + n_parameters * np.log(total)
+    if criterion == "icl":
+        value += _assignment_penalty(estimator, data, weight)
+    return value, log_likelihood, n_parameters
+
+
+def _select_table(X, candidates, models, criterion, sample_weight, parameters):
+    """Every (K, model): fit, criterion; a failed fit is a NaN cell with its reason."""
+    data = validate_data(GaussianMixture(), X, reset=True, ensure_min_samples=2)
+    shape = (len(candidates), len(models))
+    values = np.full(shape, np.nan)
+    log_likelihoods = np.full(shape, np.nan)
+    n_parameters = np.zeros(shape, dtype=np.int64)
+    converged = np.zeros(shape, dtype=bool)
+    failures, fitted = {}, {}
+    for i, k in enumerate(candidates):
+        for j, model in enumerate(models):
+            n_parameters[i, j] = em.n_parameters(model, int(k), int(data.shape[1]))
+            estimator = GaussianMixture(int(k), covariance_type=model, **parameters)
+            try:
+                estimator.fit(X, sample_weight=sample_weight)  # keeps feature names
+                values[i, j], log_likelihoods[i, j], _ = _criterion(
+                    estimator, validate_data(estimator, X, reset=False), sample_weight, criterion
+                )
+            except ValueError as error:  # a collapsed component, K > N, overflow, ...
+                failures[(int(k), model)] = str(error)
+                continue
+            converged[i, j] = estimator.converged_
+            fitted[(i, j)] = estimator
+    if not fitted:
+        first = next(iter(failures.items()))
+        raise ValueError(
+            f"Every fit failed; the first, K = {first[0][0]}, {first[0][1]}: {first[1]}"
+        )
+    cells = list(fitted)
+    rows = np.array([i for i, _ in cells])
+    columns = np.array([j for _, j in cells])
+    order = np.lexsort((columns, rows, values[rows, columns]))
+    best = cells[int(order[0])]
+    table = CriterionTable(
+        n_components=np.asarray(candidates, dtype=np.int64),
+        covariance_types=tuple(models),
+        criterion=values,
+        log_likelihood=log_likelihoods,
+        n_parameters=n_parameters,
+        converged=converged,
+        failures=failures,
+        criterion_name=criterion,
+        best_n_components=int(candidates[best[0]]),
+        best_covariance_type=models[best[1]],
+    )
+    return table, fitted[best]
 
 
 def _total_log_likelihood(estimator, data, sample_weight) -> tuple[float, float]:

@@ -7,6 +7,7 @@ import pytest
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 from gaussmix import GaussianMixture, select_components
+from gaussmix.inference import em
 from gaussmix.inference.em import ConvergenceWarning
 
 CANDIDATES = range(1, 5)
@@ -95,3 +96,199 @@ def test_random_state_is_the_deprecated_spelling_of_seed():
     np.testing.assert_array_equal(old_best.means_, best.means_)
     with pytest.raises(ValueError, match="got both 'seed'=1"):
         select_components(x, CANDIDATES, seed=1, random_state=0)
+
+
+# --------------------------------------------------------------------------------------
+# ICL and the table of several covariance models (issue 18).
+
+
+def icl_by_hand(estimator, x, weight=None):
+    """mclust's ICL from scipy's densities of the fitted parameters: BIC minus twice
+    the log responsibility of each point's most probable component (scikit-learn's
+    sign), weighted as select_components weighs the BIC."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    covariances = {
+        "full": lambda: estimator.covariances_,
+        "tied": lambda: [estimator.covariances_] * estimator.n_components,
+        "diag": lambda: [np.diag(v) for v in estimator.covariances_],
+        "spherical": lambda: [v * np.eye(x.shape[1]) for v in estimator.covariances_],
+    }[estimator.covariance_type]()
+    joint = np.stack(
+        [
+            np.log(w) + multivariate_normal(m, c).logpdf(x)
+            for w, m, c in zip(estimator.weights_, estimator.means_, covariances, strict=True)
+        ],
+        axis=1,
+    )
+    log_density = logsumexp(joint, axis=1)
+    log_z_map = np.max(joint, axis=1) - log_density
+    weight = np.ones(len(x)) if weight is None else weight
+    n_parameters = em.n_parameters(estimator.covariance_type, estimator.n_components, x.shape[1])
+    bic = -2 * np.sum(weight * log_density) + n_parameters * np.log(weight.sum())
+    return bic - 2 * np.sum(weight * log_z_map)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_icl_is_bic_plus_the_cost_of_the_map_labels(covariance_type):
+    """Against scipy's densities, with and without weights (1e-10 relative: sums of
+    120 log densities, computed two ways); ICL >= BIC, equal for K = 1."""
+    from gaussmix.selection import integrated_completed_likelihood
+
+    x = three_blobs()
+    x[:40] += 2.5  # two of the blobs overlap: ambiguous labels, a visible penalty
+    weight = np.random.default_rng(1).uniform(0.2, 3.0, len(x))
+    estimator = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(x)
+    icl = integrated_completed_likelihood(estimator, x)
+    np.testing.assert_allclose(icl, icl_by_hand(estimator, x), rtol=1e-10)
+    assert icl - estimator.bic(x) > 1.0
+    weighted = integrated_completed_likelihood(estimator, x, sample_weight=weight)
+    np.testing.assert_allclose(weighted, icl_by_hand(estimator, x, weight), rtol=1e-10)
+    one = GaussianMixture(1, covariance_type=covariance_type).fit(x)
+    np.testing.assert_allclose(integrated_completed_likelihood(one, x), one.bic(x), rtol=1e-12)
+
+
+def test_icl_bad_input():
+    from gaussmix.selection import integrated_completed_likelihood
+
+    x = three_blobs()
+    estimator = GaussianMixture(2, random_state=0).fit(x)
+    with pytest.raises(ValueError, match="sample_weight has shape"):
+        integrated_completed_likelihood(estimator, x, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        integrated_completed_likelihood(estimator, x, sample_weight=-np.ones(len(x)))
+    with pytest.raises(ValueError, match="NaN"):
+        integrated_completed_likelihood(estimator, np.full((4, 2), np.nan))
+    with pytest.raises(ValueError, match="features"):
+        integrated_completed_likelihood(estimator, np.ones((4, 3)))
+    with pytest.raises(Exception, match="not fitted"):
+        integrated_completed_likelihood(GaussianMixture(2), x)
+
+
+MODELS = ["full", "spherical", "diag"]
+
+
+@pytest.mark.parametrize("criterion", ["bic", "aic", "icl"])
+def test_table_of_models_is_each_models_own_selection(criterion):
+    """Every column of the (K x model) table is select_components of that model alone
+    (the same seed, the same fits: bit for bit), and the best is the smallest cell."""
+    x = three_blobs()
+    table, best = select_components(x, CANDIDATES, MODELS, criterion, seed=0)
+    assert table.criterion.shape == (len(CANDIDATES), len(MODELS))
+    assert table.covariance_types == tuple(MODELS) and table.criterion_name == criterion
+    assert not table.failures and table.converged.all()
+    for column, model in enumerate(MODELS):
+        single, _ = select_components(x, CANDIDATES, model, criterion, seed=0)
+        np.testing.assert_array_equal(table.criterion[:, column], single.criterion)
+        np.testing.assert_array_equal(table.log_likelihood[:, column], single.log_likelihood)
+        np.testing.assert_array_equal(
+            table.n_parameters[:, column],
+            [em.n_parameters(model, k, 2) for k in CANDIDATES],
+        )
+    row, column = np.unravel_index(np.argmin(table.criterion), table.criterion.shape)
+    assert (best.n_components, best.covariance_type) == (
+        table.n_components[row],
+        MODELS[column],
+    )
+    assert (table.best_n_components, table.best_covariance_type) == (
+        best.n_components,
+        best.covariance_type,
+    )
+    if criterion != "icl":  # the estimator's own bic / aic
+        own = best.bic(x) if criterion == "bic" else best.aic(x)
+        np.testing.assert_allclose(table.criterion[row, column], own, rtol=1e-12)
+    summary = table.summary(3)
+    assert summary[0] == (best.covariance_type, best.n_components, table.criterion[row, column])
+    assert [value for *_, value in summary] == sorted(np.sort(table.criterion.ravel())[:3])
+
+
+def test_failed_cells_are_nan_with_their_reason():
+    """K > N fails for every model; a component on duplicated points collapses for the
+    full model without reg_covar: NaN cells, the reason kept, the rest of the table
+    computed and the best chosen among the finite cells."""
+    x = np.concatenate([np.zeros((6, 2)), three_blobs()[:4]])  # 6 equal points
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        table, best = select_components(x, [1, 2, 11], ["spherical", "full"], seed=0, reg_covar=0.0)
+    assert np.isnan(table.criterion[2]).all()
+    assert "n_samples" in table.failures[(11, "spherical")]
+    failed = {cell for cell in table.failures if cell[0] != 11}
+    assert failed, "a collapsed component was expected for some K <= 2"
+    for k, model in failed:
+        assert "ill-defined empirical covariance" in table.failures[(k, model)]
+        row, column = [1, 2, 11].index(k), ["spherical", "full"].index(model)
+        assert np.isnan(table.criterion[row, column]) and not table.converged[row, column]
+    finite = np.isfinite(table.criterion)
+    assert finite.any()
+    assert best.bic(x) == pytest.approx(np.nanmin(table.criterion), rel=1e-12)
+
+
+def test_every_cell_failing_raises_the_first_reason():
+    with pytest.raises(ValueError, match=r"Every fit failed; the first, K = 5, full:.*n_samples"):
+        select_components(three_blobs()[:4], [5], ["full", "diag"])
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "kwargs", "message"),
+    [
+        (["full", "VVX"], {}, r"Unknown covariance_type \['VVX'\]; the estimator knows"),
+        (["full", "full"], {}, "lists a model twice"),
+        ([], {}, "a name, a list of names or 'all'"),
+        (3, {}, "a name, a list of names or 'all'"),
+        (["full", "diag"], {"criterion": "loo"}, "criterion='loo' samples one covariance"),
+    ],
+)
+def test_bad_covariance_types(covariance_type, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        select_components(three_blobs(), CANDIDATES, covariance_type, **kwargs)
+
+
+def test_bad_data_raises_before_any_fit():
+    x = three_blobs()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        select_components(x, CANDIDATES, "all")
+
+
+def test_all_is_every_registered_model_once(monkeypatch):
+    """ "all" reads the estimator's registry at call time; once mclust's names are
+    registered the scikit-learn aliases (full = VVV, ...) are not fitted twice."""
+    from gaussmix.models import priors
+    from gaussmix.selection import MCLUST_NAMES, covariance_models
+
+    assert covariance_models() == tuple(
+        name
+        for name in priors.COVARIANCE_TYPES
+        if MCLUST_NAMES.get(name) not in priors.COVARIANCE_TYPES
+    )
+    monkeypatch.setattr(
+        priors, "COVARIANCE_TYPES", ("full", "tied", "diag", "spherical", "EII", "VVV", "EEE")
+    )
+    assert covariance_models() == ("diag", "spherical", "EII", "VVV", "EEE")
+    monkeypatch.setattr(priors, "COVARIANCE_TYPES", ("full", "tied", "diag", "spherical"))
+    assert covariance_models() == ("full", "tied", "diag", "spherical")
+
+
+def test_the_table_plot_has_a_line_per_model_and_stars_the_best():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gaussmix.plots.selection import plot_criterion_table
+
+    x = three_blobs()
+    table, best = select_components(x, CANDIDATES, MODELS, seed=0)
+    ax = plot_criterion_table(table)
+    lines = {line.get_label(): line for line in ax.lines}
+    for column, model in enumerate(MODELS):
+        np.testing.assert_array_equal(lines[model].get_ydata(), table.criterion[:, column])
+    star = lines[f"best: {best.covariance_type}, K = {best.n_components}"]
+    assert star.get_marker() == "*"
+    assert float(star.get_ydata()[0]) == np.min(table.criterion)
+    assert ax.get_ylabel() == "BIC (lower is better)"
+    failed = table._replace(criterion=np.where(np.eye(4, 3) > 0, np.nan, table.criterion))
+    plot_criterion_table(failed)  # NaN cells are gaps
+    with pytest.raises(ValueError, match="expected \\(len\\(n_components\\)"):
+        plot_criterion_table(table._replace(criterion=table.criterion[:, 0]))
+    with pytest.raises(ValueError, match="not all NaN"):
+        plot_criterion_table(table._replace(criterion=np.full((4, 3), np.nan)))
