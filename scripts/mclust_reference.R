@@ -19,7 +19,12 @@
 #   loglik          (bic + n_parameters log n) / 2: the log-likelihood of each cell's fit;
 #   fits            for VVV, EEE, VVI and VII (gaussmix's full, tied, diag, spherical) and
 #                   every K: mclust's fitted pro (K), mean (K, d), sigma (K, d, d), its
-#                   log-likelihood, BIC and ICL (mclust's icl.Mclust of that same fit).
+#                   reported log-likelihood, BIC and ICL (icl.Mclust), and the same three
+#                   recomputed by mclust at those returned parameters (loglik_at, bic_at,
+#                   icl_at: dens(), estep(), bic(), icl.Mclust()). mclust reports the
+#                   log-likelihood and responsibilities of the E-step BEFORE its last
+#                   M-step, i.e. of the previous iterate (up to ~2e-3 lower here), so only
+#                   the recomputed values belong to the returned parameters.
 # All fits use mclust's defaults (hierarchical "hc" start on the VVV model, EM tol 1e-5).
 # Numbers are written with 17 significant digits (exact doubles).
 
@@ -79,13 +84,21 @@ one_fit <- function(bic, data, g, model) {
     paste(vapply(seq_len(g), function(k) json_matrix(sigma[, , k]), ""), collapse = ", "),
     "]"
   )
+  # mclust's numbers at the returned parameters (its own are the previous iterate's).
+  loglik_at <- sum(log(dens(data = data, modelName = model, parameters = parameters)))
+  z_at <- estep(data = data, modelName = model, parameters = parameters)$z
+  bic_at <- bic(model, loglik_at, nrow(data), d, g)
+  icl_at <- mclust:::icl.Mclust(list(n = nrow(data), z = z_at, bic = bic_at))
   json_object(list(
     pro = json_vector(parameters$pro),
     mean = json_matrix(t(means)),
     sigma = sigma_json,
     loglik = json_number(fit$loglik),
     bic = json_number(fit$bic),
-    icl = json_number(mclust:::icl.Mclust(fit))
+    icl = json_number(mclust:::icl.Mclust(fit)),
+    loglik_at = json_number(loglik_at),
+    bic_at = json_number(bic_at),
+    icl_at = json_number(icl_at)
   ))
 }
 
