@@ -504,3 +504,18 @@ def test_a_collapsing_component_is_a_clear_error():
     # an equal-volume model cannot collapse one component alone
     result = fit_em(x, n_components=2, covariance_type="EEV", reg_covar=0.0, means_init=means)
     assert np.all(np.isfinite(result.params["covariances"]))
+
+
+def test_free_parameters_equal_mclusts_own_table():
+    """mclust 6.0's ``nMclustParams`` on iris (d = 4, G = 1..9), from
+    scripts/mclust_reference.R's references."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "references" / "mclust" / "iris.json"
+    if not path.exists():
+        pytest.skip(f"mclust's references are absent ({path})")
+    reference = json.loads(path.read_text())
+    for i, k in enumerate(reference["G"]):
+        for j, name in enumerate(reference["models"]):
+            assert n_parameters(name, k, reference["d"]) == reference["n_parameters"][i][j]
