@@ -35,6 +35,7 @@ from gaussmix.inference.mcmc.program import (
     Program,
     bind,
     compiled,
+    compiler_options,
     signature,
 )
 from gaussmix.inference.mcmc.progress import run_with_progress, show_progress
@@ -47,6 +48,9 @@ __all__ = ["DENSE_MASS_MAX_DIMENSION", "sample"]
 
 #: Largest number of unconstrained dimensions with a dense mass matrix.
 DENSE_MASS_MAX_DIMENSION = 100
+#: Potential evaluations the preparation is counted to make (a few Newton steps, each
+#: 2P + 1 evaluations), for the choice of its XLA options (:func:`.program.compiler_options`).
+_PREPARE_EVALUATIONS = 100
 
 
 def _check_count(name: str, value, minimum: int) -> int:
@@ -243,6 +247,7 @@ def _sample(
         init_values,
         seed,
         needs_found=True,
+        compiler_options=compiler_options(program, _PREPARE_EVALUATIONS),
     )
     compile_time += seconds
     structure = found["structure"]
@@ -301,6 +306,9 @@ def _sample(
         (settings, devices, options["progress"], signature(arguments)),
         build_sampler(program, structure, settings, devices, options["progress"]),
         *arguments,
+        compiler_options=compiler_options(
+            program, num_chains * (settings.num_warmup + settings.num_samples)
+        ),
     )
     compile_time += seconds
     start = time.perf_counter()
@@ -322,6 +330,7 @@ def _sample(
         build_postprocess(program, structure),
         draws.position,
         center,
+        compiler_options=compiler_options(program, num_chains * settings.num_samples),
     )
     compile_time += seconds
     processed = jax.device_get(postprocess(program.dynamic, draws.position, center))

@@ -71,7 +71,7 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
             init_key, noise_key, predictive_key, chain_keys = keys[0], keys[1], keys[2], keys[3:]
             strategy = init_to_value(values=init_values) if has_init else init_to_median
 
-            def initialize(dynamic, init_key):
+            def initialize(dynamic, init_key, validate_grad=True):
                 args, kwargs = program.arguments(dynamic)
                 info = initialize_model(
                     init_key,
@@ -80,6 +80,7 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
                     dynamic_args=True,
                     model_args=args,
                     model_kwargs=kwargs,
+                    validate_grad=validate_grad,
                 )
                 start, unravel = ravel_pytree(info.param_info.z)
                 sites = info.model_trace.items()
@@ -92,13 +93,19 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
                         n for n, s in sites if s["type"] == "sample" and s["is_observed"]
                     ),
                 )
-                start_valid = jnp.isfinite(info.param_info.potential_energy) & jnp.all(
-                    jnp.isfinite(ravel_pytree(info.param_info.z_grad)[0])
-                )
+                start_valid = jnp.isfinite(info.param_info.potential_energy)
+                if validate_grad:
+                    gradient = ravel_pytree(info.param_info.z_grad)[0]
+                    start_valid = start_valid & jnp.all(jnp.isfinite(gradient))
                 return info.param_info.z, start, info.param_info.potential_energy, start_valid
 
-            # Abstractly first: the structure and the latent sites' shapes, nothing compiled.
-            latent_shapes = jax.eval_shape(initialize, dynamic, init_key)[0]
+            # Abstractly first: the structure and the latent sites' shapes, nothing compiled
+            # (and no gradient traced: only the shapes are read).
+            latent_shapes = jax.eval_shape(
+                lambda dynamic, init_key: initialize(dynamic, init_key, validate_grad=False),
+                dynamic,
+                init_key,
+            )[0]
             structure = found["structure"]
             start = _unconstrained_start(
                 program, args, kwargs, init_values, latent_shapes, init_key

@@ -26,13 +26,14 @@ SCRIPT = (
     + r"""
 import hashlib, json, sys
 
-texts = {}
+texts, options = {}, {}
 compile_lowered = jax.stages.Lowered.compile
 
 def recording_compile(self, *args, **kwargs):
     text = self.as_text()
     name = re.search(r"module @(\S+)", text).group(1)
     texts.setdefault(name, []).append(text)
+    options.setdefault(name, []).append(dict(args[0]) if args and args[0] else {})
     return compile_lowered(self, *args, **kwargs)
 
 jax.stages.Lowered.compile = recording_compile
@@ -85,6 +86,7 @@ print(json.dumps({
         name: [bool(callback.search(text)) for text in versions]
         for name, versions in texts.items()
     },
+    "options": options,
 }))
 """
 )
@@ -146,6 +148,16 @@ def test_program_without_progress_bar_has_no_host_callback(processes):
     assert callbacks["jit_postprocess"] == [False, False]
     # runs: generic, mixture, then generic with the progress bar (its callbacks found)
     assert callbacks["jit_run"] == [False, False, True]
+
+
+def test_small_runs_are_compiled_with_fewer_llvm_optimizations(processes):
+    """Runs this small (40 and 120 points, 2 chains of 50 iterations) spend their time in
+    XLA's compiler: all three programs get optimization level 0 (which program gets it
+    where is the doctest of ``program.compiler_options``)."""
+    options = processes[1]["options"]
+    small = {"xla_backend_optimization_level": 0}
+    for name in ("jit_prepare", "jit_run", "jit_postprocess"):
+        assert options[name] == [small, small], name
 
 
 #: A fresh process samples a program whose potential sorts (an XLA op that fusion does not
