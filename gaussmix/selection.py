@@ -42,7 +42,6 @@ from gaussmix.models import priors
 
 __all__ = [
     "CRITERIA",
-    "MCLUST_NAMES",
     "CriterionTable",
     "SelectionTable",
     "covariance_models",
@@ -52,9 +51,6 @@ __all__ = [
 
 #: Criteria :func:`select_components` knows.
 CRITERIA = ("bic", "aic", "icl", "loo")
-
-#: scikit-learn's covariance types and the mclust models they are.
-MCLUST_NAMES = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
 
 
 class SelectionTable(NamedTuple):
@@ -123,16 +119,24 @@ class CriterionTable(NamedTuple):
 
 
 def covariance_models() -> tuple[str, ...]:
-    """The covariance models ``covariance_type="all"`` fits: every name the estimator
-    knows (read now: mclust's 14 once they are registered), each model once (a
-    scikit-learn name is dropped when its mclust name is registered too).
+    """The covariance models ``covariance_type="all"`` fits, as ``mclustBIC`` does:
+    mclust's 14 (:data:`gaussmix.models.priors.MCLUST_MODELS`, in mclust's order; VVV,
+    EEE, VVI and VII are the estimator's full, tied, diag and spherical), read from the
+    estimator's registry when called; any other type the EM back end fits follows, each
+    model once.
 
     Example:
-        >>> {"full", "VVV"} & set(covariance_models()) != {"full", "VVV"}
-        True
+        >>> covariance_models()[:3], len(covariance_models())
+        (('EII', 'VII', 'EEI'), 14)
     """
-    known = tuple(priors.COVARIANCE_TYPES)
-    return tuple(name for name in known if MCLUST_NAMES.get(name) not in known)
+    mclust = tuple(priors.MCLUST_MODELS)
+    same = {priors.canonical_covariance_type(name) for name in mclust}
+    others = tuple(
+        name
+        for name in priors.EM_COVARIANCE_TYPES
+        if priors.canonical_covariance_type(name) not in same
+    )
+    return mclust + others
 
 
 def integrated_completed_likelihood(
@@ -229,9 +233,9 @@ def select_components(
     Args:
         X: (N, D) data.
         n_components: candidate numbers of components (each >= 1 and <= N).
-        covariance_type: one name ("full", "tied", "diag", "spherical", or any other
-            the estimator knows), a list of names, or "all" (:func:`covariance_models`:
-            mclust's 14 models once registered, the four scikit-learn types until then).
+        covariance_type: one name the estimator knows ("full", "tied", "diag",
+            "spherical", mclust's "EII" ... "VVV"), a list of names, or "all"
+            (:func:`covariance_models`: mclust's 14 models).
         criterion: "bic", "aic", "icl" (mclust's ICL,
             :func:`integrated_completed_likelihood`) or "loo" (NUTS for every K, then
             PSIS-LOO; one covariance type only).
@@ -321,14 +325,18 @@ def _covariance_models(covariance_type) -> tuple[str, ...] | None:
         raise ValueError(
             f"covariance_type must be a name, a list of names or 'all', got {covariance_type!r}."
         )
-    known = tuple(priors.COVARIANCE_TYPES)
+    known = tuple(priors.COVARIANCE_LAYOUTS)
     unknown = [name for name in models if name not in known]
     if unknown:
         raise ValueError(
             f"Unknown covariance_type {unknown}; the estimator knows {list(known)} (or give 'all')."
         )
-    if len(set(models)) != len(models):
-        raise ValueError(f"covariance_type lists a model twice: {list(models)}.")
+    same = [priors.canonical_covariance_type(name) for name in models]
+    if len(set(same)) != len(same):
+        raise ValueError(
+            f"covariance_type lists a model twice: {list(models)} (mclust's VVV, EEE, VVI "
+            "and VII are full, tied, diag and spherical); give each model once."
+        )
     return models
 
 

@@ -234,6 +234,7 @@ def test_every_cell_failing_raises_the_first_reason():
     [
         (["full", "VVX"], {}, r"Unknown covariance_type \['VVX'\]; the estimator knows"),
         (["full", "full"], {}, "lists a model twice"),
+        (["VVV", "diag", "full"], {}, "lists a model twice.*VVV.*full"),
         ([], {}, "a name, a list of names or 'all'"),
         (3, {}, "a name, a list of names or 'all'"),
         (["full", "diag"], {"criterion": "loo"}, "criterion='loo' samples one covariance"),
@@ -251,23 +252,17 @@ def test_bad_data_raises_before_any_fit():
         select_components(x, CANDIDATES, "all")
 
 
-def test_all_is_every_registered_model_once(monkeypatch):
-    """ "all" reads the estimator's registry at call time; once mclust's names are
-    registered the scikit-learn aliases (full = VVV, ...) are not fitted twice."""
+def test_all_is_mclusts_14_models_once_each():
+    """ "all" is mclust's 14 models in mclust's order (read from the estimator's
+    registry), then any other type EM fits; no model twice (full is VVV, ...)."""
     from gaussmix.models import priors
-    from gaussmix.selection import MCLUST_NAMES, covariance_models
+    from gaussmix.selection import covariance_models
 
-    assert covariance_models() == tuple(
-        name
-        for name in priors.COVARIANCE_TYPES
-        if MCLUST_NAMES.get(name) not in priors.COVARIANCE_TYPES
-    )
-    monkeypatch.setattr(
-        priors, "COVARIANCE_TYPES", ("full", "tied", "diag", "spherical", "EII", "VVV", "EEE")
-    )
-    assert covariance_models() == ("diag", "spherical", "EII", "VVV", "EEE")
-    monkeypatch.setattr(priors, "COVARIANCE_TYPES", ("full", "tied", "diag", "spherical"))
-    assert covariance_models() == ("full", "tied", "diag", "spherical")
+    models = covariance_models()
+    assert models[:14] == tuple(priors.MCLUST_MODELS)
+    same = [priors.canonical_covariance_type(name) for name in models]
+    assert len(set(same)) == len(same)
+    assert set(same) == {priors.canonical_covariance_type(n) for n in priors.EM_COVARIANCE_TYPES}
 
 
 def test_the_table_plot_has_a_line_per_model_and_stars_the_best():
