@@ -17,9 +17,10 @@ The ICL is mclust's (``icl``, ``mclustICL``): the BIC approximation of the integ
 *completed* likelihood of Biernacki, Celeux & Govaert (2000, IEEE TPAMI 22(7), 719-725),
 with the unknown labels replaced by their maximum a posteriori assignment, so the BIC
 is penalised by :math:`-2 \\sum_n \\log z_{n,\\hat k(n)} \\ge 0`, the cost of
-assigning points that the mixture leaves ambiguous. (Biernacki et al.'s
-"BIC-like" form uses the entropy :math:`-\\sum_{n k} z_{nk} \\log z_{nk}` instead; mclust,
-and gaussmix, use the MAP labels.)
+assigning points that the mixture leaves ambiguous (mclust's ``icl.Mclust``:
+``bic + 2 * sum(C * log(z))``, C the MAP labels). A variant with the soft entropy
+:math:`-\\sum_{n k} z_{nk} \\log z_{nk}` in place of the MAP term also circulates
+(e.g. in McLachlan & Peel, Finite Mixture Models, 2000); it is not this one.
 
 ``criterion="loo"`` samples the posterior of every K by NUTS
 (:func:`gaussmix.inference.mcmc.sample_mixture`, chains started at that K's fitted
