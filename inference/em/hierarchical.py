@@ -339,17 +339,18 @@ def hierarchical_clustering(
         pair[keep, others] = row
         pair[others, keep] = row
         # rows whose nearest group was one of the two merged: search them again
-        stale = others[(nearest[others] == keep) | (nearest[others] == drop)]
+        stale_mask = (nearest[others] == keep) | (nearest[others] == drop)
+        stale = others[stale_mask]
         if stale.size:
             nearest[stale] = np.argmin(pair[stale], axis=1)
             nearest_cost[stale] = pair[stale, nearest[stale]]
-        fresh = others[np.isin(others, stale, invert=True)]
-        closer = (row[np.isin(others, stale, invert=True)] < nearest_cost[fresh]) | (
-            (row[np.isin(others, stale, invert=True)] == nearest_cost[fresh])
-            & (keep < nearest[fresh])
+        # the others: the union may now be their nearest (ties to the lower index)
+        fresh, fresh_row = others[~stale_mask], row[~stale_mask]
+        closer = (fresh_row < nearest_cost[fresh]) | (
+            (fresh_row == nearest_cost[fresh]) & (keep < nearest[fresh])
         )
         nearest[fresh[closer]] = keep
-        nearest_cost[fresh[closer]] = row[np.isin(others, stale, invert=True)][closer]
+        nearest_cost[fresh[closer]] = fresh_row[closer]
         nearest[keep] = int(np.argmin(pair[keep]))
         nearest_cost[keep] = pair[keep, nearest[keep]]
     return HierarchicalClustering(merges, changes, labels, model)
