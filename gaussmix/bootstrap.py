@@ -1,0 +1,843 @@
+"""Choose the number of components by a parametric bootstrap of the likelihood-ratio
+statistic, as mclust's ``mclustBootstrapLRT`` does (McLachlan 1987).
+
+For :math:`g = 1, 2, \\dots` the test of :math:`H_0`: g components against :math:`H_1`:
+g + 1 components of the same covariance model uses
+
+.. math::
+
+    \\mathrm{LRTS} = 2\\,(\\log L_{g+1} - \\log L_g),
+
+whose null distribution is not the :math:`\\chi^2` of regular models (the g-component
+mixture sits on the boundary of the (g + 1)-component one). It is estimated by
+``n_boot`` datasets of the same size drawn from the fitted :math:`H_0` mixture, each
+fitted with g and g + 1 components, and
+
+.. math::
+
+    p = \\frac{1 + \\#\\{b : \\mathrm{LRTS}^*_b \\ge \\mathrm{LRTS}\\}}{B + 1},
+
+mclust's formula (``mclustBootstrapLRT``, mclust 6.0; Davison & Hinkley 1997, eq. 4.11),
+with B the replicates whose fits succeeded.
+
+As mclust: the observed data are fitted with g = 1 .. G + 1 components; on each replicate
+the g-component fit starts at the fitted :math:`H_0` parameters (the truth of the
+replicate) and the (g + 1)-component fit at the observed :math:`H_1` fit, and EM runs to
+convergence. ``max_components=None`` tests g = 1, 2, ... and stops at the first
+p-value above ``level`` (at most 8 against 9, mclust's ``G = 1:9``); an integer G tests
+every g = 1 .. G.
+
+Numerics (mclust redraws a replicate whose statistic is NA, and keeps negative ones):
+
+* **failed replicate fits**: a fit whose covariance stops being positive definite or
+  becomes singular to working precision (reciprocal condition number below the dtype's
+  machine epsilon, as mclust's test) or whose log-likelihood is not finite is *failed*:
+  its statistic is NaN in :attr:`BootstrapLRT.replicates`, it is counted in
+  :attr:`BootstrapLRT.n_failed` (and a warning names the count) and left out of the
+  p-value, whose B is that much smaller. mclust redraws such a replicate; conditioning
+  on success is the same estimator with fewer replicates.
+* **H1 below H0** (LRTS* < 0: the (g + 1)-component fit stopped at a worse local
+  optimum than the g-component one, impossible at the maxima since the models are
+  nested). Default: the statistic is set to 0 and counted in
+  :attr:`BootstrapLRT.n_clipped`; as any LRTS* < 0 is below a positive observed
+  statistic, the p-value is mclust's. ``refit_negative=True``: where the
+  (g + 1)-component fit failed or ended below the g-component one, it is run again from
+  the replicate's g-component fit with its heaviest component split in two along its
+  main axis (means at :math:`\\mu \\pm \\tfrac12 \\sqrt{\\lambda_1} v_1`, half the
+  weight each, EM climbs from there) and the better fit is kept (counted in
+  :attr:`BootstrapLRT.n_refit`); what is still below 0 (both fits at the g-component
+  solution, within ``tol``) is clipped. The statistics are then closer to the
+  likelihood ratio at the maxima, which mclust's single warm start underestimates when
+  the observed H1 is a poor start for the replicates (the p-values are then larger than
+  mclust's: on the simulated reference set, 0.91 against 0.85 and 0.28 against 0.24).
+  The observed fits get the same split start when the (g + 1)-component fit ends below
+  the g-component one.
+* replicate fits that stop at ``max_iter`` are kept (their statistic is a lower bound)
+  and counted in :attr:`BootstrapLRT.n_not_converged`, with a warning.
+
+All ``n_boot`` replicates of one g are one compiled program (or a few, for data past
+:data:`BATCH_BYTES`): the datasets are drawn inside it, and their fits run through
+:func:`pool_fit`, a ``lax.while_loop`` of :func:`gaussmix.inference.em.step` vmapped over
+:data:`SLOTS` lanes, each lane taking the next replicate when its fit ends.
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(-4, 1, (60, 1)), rng.normal(4, 1, (60, 1))])
+    >>> test = bootstrap_likelihood_ratio(x, "VVV", max_components=1, n_boot=19, random_state=0)
+    >>> test.p_value.tolist()  # no replicate of one component reaches the observed LRTS
+    [0.05]
+"""
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from gaussmix._base import seed_from_random_state, validate_data
+from gaussmix.inference import compilation, em
+from gaussmix.inference.em.features import natural_parameters, upper_triangle
+from gaussmix.inference.em.statistics import SufficientStatistics
+from gaussmix.mixture import GaussianMixture
+from gaussmix.models.priors import (
+    canonical_covariance_type,
+    check_em_covariance_type,
+    covariance_layout,
+)
+
+__all__ = ["BootstrapLRT", "ReplicateFits", "bootstrap_likelihood_ratio", "replicate_fits"]
+
+#: mclust's ``G = 1:9``: the largest g + 1 of a sequential test without ``max_components``.
+SEQUENTIAL_LIMIT = 9
+#: Bytes of replicate data (and its design matrices) one compiled call holds at most.
+BATCH_BYTES = 256 * 2**20
+#: Lanes of :func:`pool_fit` (fits run side by side) of a batch of replicates.
+SLOTS = 64
+
+
+class BootstrapLRT(NamedTuple):
+    """The bootstrap likelihood-ratio tests of g against g + 1 components, one row per g.
+
+    Attributes:
+        n_components: (G,) the g of each H0.
+        statistic: (G,) the observed LRTS, 2 (log L_{g+1} - log L_g).
+        p_value: (G,) the bootstrap p-values.
+        replicates: (G, n_boot) the replicate statistics, NaN for a failed replicate.
+        n_failed: (G,) replicates left out (a fit failed).
+        n_refit: (G,) replicates whose g + 1 fit was rerun from a split of the g fit.
+        n_clipped: (G,) replicate statistics below 0 set to 0.
+        n_not_converged: (G,) replicates with a fit stopped at ``max_iter``.
+        log_likelihood: (G + 1,) log-likelihood of the observed data with 1 .. G + 1
+            components.
+        selected: the first g whose p-value exceeds ``level``; G + 1 when every test
+            rejected (more components may fit better still).
+        covariance_type: the covariance model.
+        n_boot: replicates drawn per test.
+        level: the level of the tests.
+    """
+
+    n_components: np.ndarray
+    statistic: np.ndarray
+    p_value: np.ndarray
+    replicates: np.ndarray
+    n_failed: np.ndarray
+    n_refit: np.ndarray
+    n_clipped: np.ndarray
+    n_not_converged: np.ndarray
+    log_likelihood: np.ndarray
+    selected: int
+    covariance_type: str
+    n_boot: int
+    level: float
+
+    def summary(self) -> str:
+        """mclust's table: one line per test, LRTS and bootstrap p-value."""
+        lines = [
+            f"Bootstrap sequential LRT for the number of mixture components "
+            f"(model {self.covariance_type}, {self.n_boot} replicates, level {self.level:g})",
+            f"{'':>10} {'LRTS':>12} {'p-value':>9} {'failed':>7} {'refit':>6} "
+            f"{'clipped':>8} {'not conv.':>10}",
+        ]
+        for row in zip(
+            self.n_components,
+            self.statistic,
+            self.p_value,
+            self.n_failed,
+            self.n_refit,
+            self.n_clipped,
+            self.n_not_converged,
+            strict=True,
+        ):
+            g, statistic, p_value, failed, refit, clipped, not_converged = row
+            lines.append(
+                f"{f'{g} vs {g + 1}':>10} {statistic:12.6g} {p_value:9.4g} {failed:7d} "
+                f"{refit:6d} {clipped:8d} {not_converged:10d}"
+            )
+        lines.append(f"selected: {self.selected} component(s)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+class ReplicateFits(NamedTuple):
+    """The fits of one batch of bootstrap replicates (leading axis: replicates).
+
+    Attributes:
+        log_likelihood0: log-likelihood of the g-component fit.
+        log_likelihood1: of the (g + 1)-component fit started at the observed H1.
+        log_likelihood_split: of the (g + 1)-component fit started at the split g fit
+            (only where it ran: ``refit``; -inf elsewhere).
+        failed0, failed1, failed_split: whether each fit failed.
+        converged0, converged1, converged_split: whether each converged (True where the
+            split fit did not run).
+        refit: whether the split fit ran.
+        n_iter: (3,) EM steps of the three fits (0 where the split fit did not run).
+    """
+
+    log_likelihood0: jax.Array
+    log_likelihood1: jax.Array
+    log_likelihood_split: jax.Array
+    failed0: jax.Array
+    failed1: jax.Array
+    failed_split: jax.Array
+    converged0: jax.Array
+    converged1: jax.Array
+    converged_split: jax.Array
+    refit: jax.Array
+    n_iter: jax.Array
+
+
+class ReplicateConfig(NamedTuple):
+    """Static description of one compiled batch of replicates."""
+
+    n_components: int
+    covariance_type: str
+    n_samples: int
+    batch: int
+    max_iter: int
+    slots: int
+    refit: bool
+
+
+def _cholesky_factor(covariances, layout):
+    """Square roots of the covariances in their storage layout (for drawing)."""
+    if layout in ("full", "tied"):
+        return jnp.linalg.cholesky(covariances)
+    return jnp.sqrt(covariances)
+
+
+def draw(parameters: em.MixtureParameters, key: jax.Array, n_samples: int, layout: str):
+    """(n_samples, D) points drawn from the mixture (pure, jittable)."""
+    label_key, noise_key = jax.random.split(key)
+    means = parameters.means
+    labels = jax.random.categorical(label_key, jnp.log(parameters.weights), shape=(n_samples,))
+    noise = jax.random.normal(noise_key, (n_samples, means.shape[1]), means.dtype)
+    factor = _cholesky_factor(parameters.covariances, layout)
+    if layout == "full":
+        scaled = jnp.einsum("nij,nj->ni", factor[labels], noise)
+    elif layout == "tied":
+        scaled = noise @ factor.T
+    elif layout == "diag":
+        scaled = noise * factor[labels]
+    else:
+        scaled = noise * factor[labels][:, None]
+    return means[labels] + scaled
+
+
+def split_heaviest(parameters: em.MixtureParameters, layout: str) -> em.MixtureParameters:
+    """K + 1 components: the heaviest one split in two along its main axis.
+
+    Means at :math:`\\mu \\pm \\tfrac12 \\sqrt{\\lambda_1} v_1` (:math:`\\lambda_1, v_1`
+    the largest eigenpair of its covariance), half its weight each, its covariance and
+    precision factor repeated; every other component unchanged. Duplicated components
+    keep every equality constraint of mclust's models.
+    """
+    weights, means, covariances, factor = parameters
+    heaviest = jnp.argmax(weights)
+    n_features = means.shape[1]
+    if layout == "full":
+        dense = covariances[heaviest]
+    elif layout == "tied":
+        dense = covariances
+    elif layout == "diag":
+        dense = jnp.diag(covariances[heaviest])
+    else:
+        dense = covariances[heaviest] * jnp.eye(n_features, dtype=means.dtype)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(dense)
+    offset = 0.5 * jnp.sqrt(jnp.maximum(eigenvalues[-1], 0.0)) * eigenvectors[:, -1]
+    half = weights[heaviest] / 2
+    weights = jnp.append(weights.at[heaviest].set(half), half)
+    means = jnp.concatenate([means.at[heaviest].add(-offset), (means[heaviest] + offset)[None]])
+    if layout != "tied":
+        covariances = jnp.concatenate([covariances, covariances[heaviest][None]])
+        factor = jnp.concatenate([factor, factor[heaviest][None]])
+    return em.MixtureParameters(weights, means, covariances, factor)
+
+
+def ill_conditioned(parameters: em.MixtureParameters, layout: str) -> jax.Array:
+    """() whether a covariance is not positive definite or singular to working precision
+    (reciprocal condition number below the dtype's epsilon: mclust's failure test)."""
+    covariances = parameters.covariances
+    eps = jnp.finfo(covariances.dtype).eps
+    if layout in ("full", "tied"):
+        eigenvalues = jnp.linalg.eigvalsh(covariances)
+        smallest, largest = eigenvalues[..., 0], eigenvalues[..., -1]
+    elif layout == "diag":
+        smallest, largest = jnp.min(covariances, axis=-1), jnp.max(covariances, axis=-1)
+    else:
+        smallest, largest = covariances, jnp.ones_like(covariances)
+    bad = ~(smallest > eps * largest) | ~jnp.isfinite(largest)
+    return jnp.any(bad) | ~jnp.all(jnp.isfinite(parameters.precisions_cholesky))
+
+
+def lane_statistics(
+    parameters: em.MixtureParameters, x_rows: jax.Array, covariance_type: str
+) -> SufficientStatistics:
+    """E-step statistics of one small dataset with unit weights, rows minor (pure).
+
+    The same statistics as :func:`gaussmix.inference.em.statistics.block_statistics`
+    (the exponential-family form of :mod:`gaussmix.inference.em`), written for many
+    small datasets side by side: every product is an elementwise multiply-add over the
+    F features of :func:`gaussmix.inference.em.natural_parameters` with the rows on
+    the minor axis, which vectorizes under ``vmap`` where XLA's batched matrix products
+    of (n, F) by (F, K) do not (measured 2x faster per EM step on 272 x 2 data).
+
+    Args:
+        parameters: :class:`MixtureParameters` of K components.
+        x_rows: (D, n) the dataset centred at its mean, transposed.
+        covariance_type: a covariance type (its storage layout's statistics).
+    """
+    layout = covariance_layout(covariance_type)
+    n_features, n_rows = x_rows.shape
+    natural = natural_parameters(parameters, jnp.zeros(n_features, x_rows.dtype), layout)
+    if layout == "full":
+        rows, cols = upper_triangle(n_features)
+        quadratic = [x_rows[i] * x_rows[j] for i, j in zip(rows, cols, strict=True)]
+    elif layout == "diag":
+        quadratic = [x_rows[i] * x_rows[i] for i in range(n_features)]
+    elif layout == "spherical":
+        quadratic = [jnp.sum(x_rows * x_rows, axis=0)]
+    else:
+        quadratic = []
+    features = [*quadratic, *x_rows, jnp.ones(n_rows, x_rows.dtype)]
+    log_prob = sum(natural[f][:, None] * feature[None] for f, feature in enumerate(features))
+    if layout == "tied":  # the shared quadratic form, -x^T P x / 2
+        projected = parameters.precisions_cholesky.T @ x_rows
+        log_prob = log_prob - 0.5 * jnp.sum(projected * projected, axis=0)
+    largest = jnp.max(log_prob, axis=0)
+    unnormalized = jnp.exp(log_prob - largest)
+    total = jnp.sum(unnormalized, axis=0)
+    responsibilities = unnormalized / total
+    packed = jnp.sum(responsibilities[:, None, :] * jnp.stack(features)[None], axis=-1)
+    n_quadratic = len(quadratic)
+    counts = packed[:, -1]
+    first = packed[:, n_quadratic : n_quadratic + n_features]
+    if layout == "full":
+        position = np.zeros((n_features, n_features), np.int32)
+        position[rows, cols] = np.arange(rows.size)
+        position[cols, rows] = np.arange(rows.size)
+        second = packed[:, :n_quadratic][:, position]
+    elif layout == "tied":
+        second = x_rows @ x_rows.T
+    elif layout == "diag":
+        second = packed[:, :n_features]
+    else:
+        second = packed[:, 0]
+    log_likelihood = jnp.sum(largest + jnp.log(total))
+    return SufficientStatistics(
+        counts, first, second, log_likelihood, jnp.asarray(n_rows, x_rows.dtype)
+    )
+
+
+class PoolFits(NamedTuple):
+    """EM fits of a batch of datasets by :func:`pool_fit` (leading axis: datasets).
+
+    Attributes:
+        parameters: the final :class:`MixtureParameters`.
+        log_likelihood: total log-likelihood of the parameters that entered the last
+            step (mclust's convention: the E-step before its last M-step), -inf where
+            the dataset was not fitted.
+        converged: whether the fit converged.
+        collapsed: whether a covariance stopped being positive definite.
+        n_iter: EM steps run.
+    """
+
+    parameters: em.MixtureParameters
+    log_likelihood: jax.Array
+    converged: jax.Array
+    collapsed: jax.Array
+    n_iter: jax.Array
+
+
+def pool_fit(
+    x_rows: jax.Array,
+    centre: jax.Array,
+    starts: em.MixtureParameters,
+    mask: jax.Array,
+    rtol: jax.Array,
+    reg_covar: jax.Array,
+    config: em.StepConfig,
+    max_iter: int,
+    slots: int,
+) -> PoolFits:
+    """EM on the datasets of ``x_rows`` where ``mask`` holds, through ``slots`` lanes.
+
+    A vmapped ``while_loop`` runs every lane until the slowest converges; here each of
+    ``slots`` lanes takes the next waiting dataset as soon as its fit ends, so the
+    steps run are about the sum of the fits' iterations divided by ``slots`` (plus the
+    last fits' tail), not the longest fit's times the number of datasets (4-8x fewer
+    on the bootstrap of faithful).
+
+    Convergence is mclust's: :math:`|\\Delta \\log L| < \\mathrm{rtol}\\,(1 + |\\log L|)`
+    on the total log-likelihood.
+
+    Args:
+        x_rows: (B, D, n) B datasets, each centred at ``centre`` and transposed.
+        centre: (B, D) their centres.
+        starts: the start, one :class:`MixtureParameters` shared by all datasets, or
+            one per dataset (a leading (B,) axis).
+        mask: (B,) the datasets to fit.
+        rtol, reg_covar: () scalars.
+        config: the step's :class:`gaussmix.inference.em.StepConfig`.
+        max_iter: steps at most per dataset.
+        slots: lanes, at most B.
+
+    Returns:
+        :class:`PoolFits`.
+    """
+    n_datasets, _, n_rows = x_rows.shape
+    dtype = x_rows.dtype
+    shared = starts.means.ndim == 2
+    queue = jnp.nonzero(mask, size=n_datasets, fill_value=n_datasets)[0]
+    count = jnp.sum(mask)
+    lanes = jnp.arange(slots)
+
+    def start_of(index):
+        if shared:
+            return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (slots, *leaf.shape)), starts)
+        return jax.tree.map(lambda leaf: leaf[index], starts)
+
+    def centred_start(index):
+        # the statistics are about each dataset's centre: so are the means of the lanes
+        parameters = start_of(index)
+        return parameters._replace(means=parameters.means - centre[index][:, None, :])
+
+    slot_index = jnp.where(lanes < count, queue[lanes], -1)
+    template = start_of(jnp.zeros(slots, jnp.int32))
+    outputs = PoolFits(
+        parameters=jax.tree.map(
+            lambda leaf: jnp.zeros((n_datasets, *leaf.shape[1:]), leaf.dtype), template
+        ),
+        log_likelihood=jnp.full(n_datasets, -jnp.inf, dtype),
+        converged=jnp.zeros(n_datasets, bool),
+        collapsed=jnp.zeros(n_datasets, bool),
+        n_iter=jnp.zeros(n_datasets, jnp.int32),
+    )
+    context = em.EMContext(
+        centre=jnp.zeros((slots, x_rows.shape[1]), dtype),
+        reg_covar=jnp.broadcast_to(reg_covar, (slots,)),
+        tol=jnp.zeros(slots, dtype),
+        priors={},
+        prior_parameters=None,
+        conjugate_prior=None,
+    )
+
+    def cond(carry):
+        return jnp.any(carry[0] >= 0)
+
+    def body(carry):
+        slot_index, state, data, waiting, outputs = carry
+        statistics = jax.vmap(lane_statistics, in_axes=(0, 0, None))(
+            state.parameters, data, config.covariance_type
+        )
+        # mclust: |L_t - L_{t-1}| < rtol (1 + |L_t|) on totals, here on means
+        previous = jnp.where(jnp.isfinite(state.lower_bound), jnp.abs(state.lower_bound), 0.0)
+        step_context = context._replace(tol=rtol * (1.0 / n_rows + previous))
+        new_state, info = jax.vmap(em.step, in_axes=(0, 0, 0, None))(
+            state, statistics, step_context, config
+        )
+        collapsed = info.collapsed_component >= 0
+        finished = (slot_index >= 0) & (info.converged | collapsed | (new_state.n_iter >= max_iter))
+        target = jnp.where(finished, slot_index, n_datasets)
+        index = jnp.clip(slot_index, 0, n_datasets - 1)
+        final = new_state.parameters._replace(
+            means=new_state.parameters.means + centre[index][:, None, :]
+        )
+
+        def record(array, values):
+            return array.at[target].set(values, mode="drop")
+
+        outputs = PoolFits(
+            parameters=jax.tree.map(record, outputs.parameters, final),
+            log_likelihood=record(outputs.log_likelihood, info.lower_bound * n_rows),
+            converged=record(outputs.converged, info.converged),
+            collapsed=record(outputs.collapsed, collapsed),
+            n_iter=record(outputs.n_iter, new_state.n_iter),
+        )
+        position = waiting + jnp.cumsum(finished) - 1
+        refill = jnp.where(position < count, queue[jnp.clip(position, 0, n_datasets - 1)], -1)
+        slot_index = jnp.where(finished, refill, slot_index)
+        fresh_index = jnp.clip(refill, 0, n_datasets - 1)
+
+        def pick(new, old):
+            return jnp.where(finished.reshape((slots,) + (1,) * (new.ndim - 1)), new, old)
+
+        state = jax.tree.map(pick, jax.vmap(em.init)(centred_start(fresh_index)), new_state)
+        data = pick(x_rows[fresh_index], data)
+        return slot_index, state, data, waiting + jnp.sum(finished), outputs
+
+    index = jnp.clip(slot_index, 0, n_datasets - 1)
+    carry = (
+        slot_index,
+        jax.vmap(em.init)(centred_start(index)),
+        x_rows[index],
+        jnp.asarray(slots, queue.dtype),
+        outputs,
+    )
+    return lax.while_loop(cond, body, carry)[4]
+
+
+def _replicate_batch(null, alternative, key, first, rtol, reg_covar, config: ReplicateConfig):
+    """Fits of replicates ``first .. first + batch - 1`` of one test (compiled once)."""
+    layout = covariance_layout(config.covariance_type)
+    null_config = em.StepConfig(config.n_components, config.covariance_type)
+    alternative_config = em.StepConfig(config.n_components + 1, config.covariance_type)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, first + jnp.arange(config.batch))
+    x = jax.vmap(draw, in_axes=(None, 0, None, None))(null, keys, config.n_samples, layout)
+    centre = jnp.mean(x, axis=1)
+    x_rows = jnp.swapaxes(x - centre[:, None, :], 1, 2)
+    everywhere = jnp.ones(config.batch, bool)
+
+    def fit(starts, mask, step_config):
+        fits = pool_fit(
+            x_rows,
+            centre,
+            starts,
+            mask,
+            rtol,
+            reg_covar,
+            step_config,
+            config.max_iter,
+            config.slots,
+        )
+        bad = jax.vmap(ill_conditioned, in_axes=(0, None))(fits.parameters, layout)
+        failed = fits.collapsed | bad | ~jnp.isfinite(fits.log_likelihood)
+        return fits, failed
+
+    null_fits, failed0 = fit(null, everywhere, null_config)
+    alternative_fits, failed1 = fit(alternative, everywhere, alternative_config)
+    ll0, ll1 = null_fits.log_likelihood, alternative_fits.log_likelihood
+    if not config.refit:
+        false = jnp.zeros(config.batch, bool)
+        return ReplicateFits(
+            log_likelihood0=ll0,
+            log_likelihood1=ll1,
+            log_likelihood_split=jnp.full(config.batch, -jnp.inf, ll0.dtype),
+            failed0=failed0,
+            failed1=failed1,
+            failed_split=false,
+            converged0=null_fits.converged,
+            converged1=alternative_fits.converged,
+            converged_split=~false,
+            refit=false,
+            n_iter=jnp.stack(
+                [null_fits.n_iter, alternative_fits.n_iter, jnp.zeros_like(null_fits.n_iter)],
+                axis=1,
+            ),
+        )
+    refit = ~failed0 & (failed1 | (ll1 < ll0))
+    splits = jax.vmap(split_heaviest, in_axes=(0, None))(null_fits.parameters, layout)
+    split_fits, failed_split = fit(splits, refit, alternative_config)
+    return ReplicateFits(
+        log_likelihood0=ll0,
+        log_likelihood1=ll1,
+        log_likelihood_split=jnp.where(refit, split_fits.log_likelihood, -jnp.inf),
+        failed0=failed0,
+        failed1=failed1,
+        failed_split=failed_split & refit,
+        converged0=null_fits.converged,
+        converged1=alternative_fits.converged,
+        converged_split=split_fits.converged | ~refit,
+        refit=refit,
+        n_iter=jnp.stack([null_fits.n_iter, alternative_fits.n_iter, split_fits.n_iter], axis=1),
+    )
+
+
+_replicate_program = compilation.jit(_replicate_batch, static_argnames=("config",))
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+        raise ValueError(f"Invalid value for '{name}': {value!r}; it must be an int >= {low}.")
+    return int(value)
+
+
+def replicate_fits(
+    null: em.MixtureParameters,
+    alternative: em.MixtureParameters,
+    *,
+    covariance_type: str,
+    n_samples: int,
+    n_boot: int,
+    key: jax.Array,
+    tol: float,
+    reg_covar: float,
+    max_iter: int,
+    batch_size: int | None = None,
+    slots: int | None = None,
+    refit_negative: bool = False,
+) -> ReplicateFits:
+    """The fits of ``n_boot`` datasets of ``n_samples`` rows drawn from ``null``: g
+    components from ``null``, g + 1 from ``alternative`` (and from the split g fit where
+    needed), in batches of ``batch_size`` replicates, each one compiled call.
+
+    Replicate b uses ``fold_in(key, b)``: the answer does not depend on ``batch_size``
+    or ``slots`` (lanes of :func:`pool_fit`, default :data:`SLOTS`). ``tol`` is mclust's
+    relative tolerance on the log-likelihood. ``refit_negative``: rerun the (g + 1)
+    fit from the split g fit where the first one failed or ended below the g fit.
+
+    Returns:
+        :class:`ReplicateFits` of (n_boot,) NumPy arrays.
+    """
+    covariance_type = canonical_covariance_type(covariance_type)
+    means = np.asarray(null.means)
+    dtype = means.dtype
+    n_components, n_features = means.shape
+    if batch_size is None:
+        width = n_features + 2 * (n_features * (n_features + 3) // 2 + 2 * n_components + 4)
+        per_replicate = max(1, n_samples * width * dtype.itemsize)
+        batch_size = max(1, min(n_boot, BATCH_BYTES // per_replicate))
+    batch_size = min(_check_int("batch_size", batch_size, 1), n_boot)
+    config = ReplicateConfig(
+        n_components=int(n_components),
+        covariance_type=covariance_type,
+        n_samples=int(n_samples),
+        batch=int(batch_size),
+        max_iter=int(max_iter),
+        slots=min(batch_size, SLOTS if slots is None else _check_int("slots", slots, 1)),
+        refit=bool(refit_negative),
+    )
+    null, alternative = (
+        em.MixtureParameters(*(np.asarray(leaf, dtype) for leaf in parameters))
+        for parameters in (null, alternative)
+    )
+    batches = []
+    for first in range(0, n_boot, batch_size):
+        fits = _replicate_program(
+            null,
+            alternative,
+            key,
+            np.asarray(first, np.int32),
+            np.asarray(tol, dtype),
+            np.asarray(reg_covar, dtype),
+            config=config,
+        )
+        batches.append(jax.tree.map(np.asarray, fits))
+    return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n_boot], *batches)
+
+
+class _Replicates(NamedTuple):
+    statistics: np.ndarray
+    n_failed: int
+    n_refit: int
+    n_clipped: int
+    n_not_converged: int
+
+
+def replicate_statistics(fits: ReplicateFits) -> _Replicates:
+    """The replicate statistics under the policy of the module's docstring: the better
+    of the two (g + 1)-component fits, failures NaN, negative values clipped to 0."""
+    alternative = np.where(fits.failed1, -np.inf, fits.log_likelihood1)
+    split = np.where(fits.failed_split, -np.inf, fits.log_likelihood_split)
+    best = np.maximum(alternative, split)
+    failed = fits.failed0 | ~np.isfinite(best)
+    converged = fits.converged0 & np.where(
+        alternative >= split, fits.converged1, fits.converged_split
+    )
+    with np.errstate(invalid="ignore"):
+        statistics = 2.0 * (best - fits.log_likelihood0)
+    clipped = ~failed & (statistics < 0)
+    statistics = np.where(failed, np.nan, np.maximum(statistics, 0.0))
+    return _Replicates(
+        statistics=statistics,
+        n_failed=int(failed.sum()),
+        n_refit=int((fits.refit & ~failed).sum()),
+        n_clipped=int(clipped.sum()),
+        n_not_converged=int((~converged & ~failed).sum()),
+    )
+
+
+def bootstrap_p_value(statistic: float, replicates: np.ndarray) -> float:
+    """mclust's :math:`(1 + \\#\\{\\mathrm{LRTS}^* \\ge \\mathrm{LRTS}\\}) / (B + 1)` over
+    the replicates that are not NaN."""
+    valid = replicates[~np.isnan(replicates)]
+    return float((1 + np.sum(valid >= statistic)) / (valid.size + 1))
+
+
+def _parameters_of(estimator: GaussianMixture) -> em.MixtureParameters:
+    return em.MixtureParameters(
+        estimator.weights_,
+        estimator.means_,
+        estimator.covariances_,
+        estimator.precisions_cholesky_,
+    )
+
+
+def _precisions_of(parameters: em.MixtureParameters, layout: str) -> np.ndarray:
+    factor = np.asarray(parameters.precisions_cholesky)
+    if layout in ("full", "tied"):
+        return factor @ np.swapaxes(factor, -1, -2)
+    return factor * factor
+
+
+def bootstrap_likelihood_ratio(
+    X: ArrayLike,
+    covariance_type: str = "VVV",
+    *,
+    max_components: int | None = None,
+    n_boot: int = 999,
+    level: float = 0.05,
+    tol: float = 1e-5,
+    reg_covar: float = 0.0,
+    max_iter: int = 1000,
+    n_init: int = 5,
+    init_params: str = "kmeans",
+    random_state=None,
+    refit_negative: bool = False,
+    batch_size: int | None = None,
+) -> BootstrapLRT:
+    """The number of mixture components by bootstrap likelihood-ratio tests of g against
+    g + 1 components (mclust's ``mclustBootstrapLRT``; see the module's docstring).
+
+    Args:
+        X: (N, D) data.
+        covariance_type: one of mclust's 14 models ("EII" ... "VVV") or "full", "tied",
+            "diag", "spherical"; the same model under H0 and H1.
+        max_components: G: test every g = 1 .. G against g + 1 (fits up to G + 1
+            components, needs N > G). None: sequential, stop at the first p-value above
+            ``level`` (at most 8 against 9, mclust's default).
+        n_boot: bootstrap replicates per test (mclust's ``nboot``).
+        level: the level of each test (mclust's ``level``), in (0, 1).
+        tol: EM's relative convergence tolerance, mclust's (``emControl(tol)``): a fit
+            stops when the total log-likelihood changes by less than
+            ``tol * (1 + |log L|)``, for the observed and the replicate fits.
+        reg_covar: added to the diagonal of every covariance; 0, mclust's (which has
+            no regularization without a prior).
+        max_iter: EM iterations at most per fit.
+        n_init, init_params: restarts and start of the observed fits, as
+            :class:`gaussmix.GaussianMixture`'s.
+        random_state: None, an int or a NumPy random state: seeds the observed fits and
+            the replicates.
+        refit_negative: where a replicate's (g + 1)-component fit fails or ends below
+            its g-component fit, fit it again from the g fit's heaviest component split
+            in two and keep the better (the module's docstring). False: mclust's
+            procedure (the statistic is clipped at 0, the failure left out).
+        batch_size: replicates per compiled call (default: as many as fit in
+            :data:`BATCH_BYTES` of data); the answer does not depend on it.
+
+    Returns:
+        :class:`BootstrapLRT`.
+
+    Raises:
+        ValueError: bad input (NaN, too few rows for G + 1 components, ``n_boot < 1``, a
+            level outside (0, 1), an unknown model), an observed fit that fails (with
+            EM's message), or a test whose replicates all failed.
+    """
+    check_em_covariance_type(covariance_type)
+    n_boot = _check_int("n_boot", n_boot, 1)
+    if not isinstance(level, float | int) or not 0 < level < 1:
+        raise ValueError(f"Invalid value for 'level': {level!r}; it must be in (0, 1).")
+    for name, value in (("tol", tol), ("reg_covar", reg_covar)):
+        if not isinstance(value, float | int) or not np.isfinite(value) or value < 0:
+            raise ValueError(
+                f"Invalid value for '{name}': {value!r}; it must be a finite number >= 0."
+            )
+    data = validate_data(GaussianMixture(), X, reset=True, ensure_min_samples=2)
+    n_samples = data.shape[0]
+    sequential = max_components is None
+    if sequential:
+        largest = min(SEQUENTIAL_LIMIT - 1, n_samples - 1)
+    else:
+        largest = _check_int("max_components", max_components, 1)
+        if largest + 1 > n_samples:
+            raise ValueError(
+                f"max_components = {largest} tests {largest} against {largest + 1} "
+                f"components, more than the {n_samples} rows of X; use max_components "
+                f"<= {n_samples - 1}."
+            )
+    seed = seed_from_random_state(random_state)
+    key = em.key_of(seed)
+    layout = covariance_layout(covariance_type)
+    options = {
+        "covariance_type": covariance_type,
+        "tol": tol,
+        "reg_covar": reg_covar,
+        "max_iter": max_iter,
+        "n_init": n_init,
+        "init_params": init_params,
+        "random_state": seed,
+    }
+
+    def fit(n_components, **inits):
+        estimator = GaussianMixture(n_components, **{**options, **inits}).fit(data)
+        log_likelihood = float(np.sum(estimator.score_samples(data)))
+        return _parameters_of(estimator), log_likelihood
+
+    fits = [fit(1)]
+    # mclust's relative tolerance as GaussianMixture's absolute one on the mean
+    options["tol"] = tol * (1.0 / n_samples + abs(fits[0][1]) / n_samples)
+    rows = []
+    for g in range(1, largest + 1):
+        null, log_likelihood0 = fits[-1]
+        alternative, log_likelihood1 = fit(g + 1)
+        if log_likelihood1 < log_likelihood0:  # a poor local optimum: start from a split
+            split = split_heaviest(jax.tree.map(jnp.asarray, null), layout)
+            split_fit = fit(
+                g + 1,
+                n_init=1,
+                weights_init=np.asarray(split.weights),
+                means_init=np.asarray(split.means),
+                precisions_init=_precisions_of(split, layout),
+            )
+            alternative, log_likelihood1 = max(
+                (alternative, log_likelihood1), split_fit, key=lambda pair: pair[1]
+            )
+        fits.append((alternative, log_likelihood1))
+        statistic = max(2.0 * (log_likelihood1 - log_likelihood0), 0.0)
+        replicates = replicate_statistics(
+            replicate_fits(
+                null,
+                alternative,
+                covariance_type=covariance_type,
+                n_samples=n_samples,
+                n_boot=n_boot,
+                key=jax.random.fold_in(key, g),
+                tol=tol,
+                reg_covar=reg_covar,
+                max_iter=max_iter,
+                batch_size=batch_size,
+                refit_negative=refit_negative,
+            )
+        )
+        if replicates.n_failed == n_boot:
+            raise ValueError(
+                f"Every one of the {n_boot} bootstrap replicates of the test of {g} "
+                f"against {g + 1} components failed (a covariance became singular): the "
+                f"{covariance_type} model with {g + 1} components cannot be fitted to "
+                f"data like X; increase reg_covar, or test fewer components."
+            )
+        p_value = bootstrap_p_value(statistic, replicates.statistics)
+        rows.append((g, statistic, p_value, replicates))
+        if replicates.n_failed or replicates.n_not_converged:
+            warnings.warn(
+                f"test of {g} against {g + 1} components: {replicates.n_failed} of "
+                f"{n_boot} replicates failed (left out of the p-value) and "
+                f"{replicates.n_not_converged} stopped at max_iter = {max_iter} "
+                "(kept); increase max_iter or reg_covar.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if sequential and p_value > level:
+            break
+    selected = next((row[0] for row in rows if row[2] > level), rows[-1][0] + 1)
+    replicate_rows = [row[3] for row in rows]
+    return BootstrapLRT(
+        n_components=np.array([row[0] for row in rows]),
+        statistic=np.array([row[1] for row in rows]),
+        p_value=np.array([row[2] for row in rows]),
+        replicates=np.stack([r.statistics for r in replicate_rows]),
+        n_failed=np.array([r.n_failed for r in replicate_rows]),
+        n_refit=np.array([r.n_refit for r in replicate_rows]),
+        n_clipped=np.array([r.n_clipped for r in replicate_rows]),
+        n_not_converged=np.array([r.n_not_converged for r in replicate_rows]),
+        log_likelihood=np.array([pair[1] for pair in fits]),
+        selected=int(selected),
+        covariance_type=covariance_type,
+        n_boot=n_boot,
+        level=float(level),
+    )
