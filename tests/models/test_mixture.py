@@ -82,14 +82,24 @@ def test_log_density_matches_scipy(covariance_type, D):
     x = np.random.default_rng(1).normal(size=(40, D)) * 2.0
     params = random_parameters(covariance_type, D)
     kwargs = {"n_components": K, "covariance_type": covariance_type}
-    value, _ = log_density(gaussian_mixture, (x,), kwargs, params)
+
+    @jax.jit
+    def evaluate(params):
+        # One compiled program per case, as the back ends run the program; run eagerly,
+        # the program compiled about 150 single operations per case instead. The eager
+        # path is checked by test_sample_weight_scales_log_likelihood, the next test and
+        # tests/models/test_prior_support.py.
+        value, _ = log_density(gaussian_mixture, (x,), kwargs, params)
+        pointwise = log_likelihood(gaussian_mixture, params, x, batch_ndims=0, **kwargs)["x"]
+        return value, pointwise
+
+    value, pointwise = evaluate(params)
     hyper = default_prior_parameters(x, covariance_type)
     expected = scipy_pointwise(x, params, covariance_type, D).sum() + scipy_log_prior(
         params, covariance_type, hyper, D
     )
     np.testing.assert_allclose(float(value), expected, rtol=1e-10)
 
-    pointwise = log_likelihood(gaussian_mixture, params, x, batch_ndims=0, **kwargs)["x"]
     assert pointwise.shape == (40,)
     np.testing.assert_allclose(
         pointwise, scipy_pointwise(x, params, covariance_type, D), rtol=1e-10
