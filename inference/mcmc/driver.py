@@ -27,7 +27,7 @@ from gaussmix.inference.mcmc.chain import (
     build_sampler,
     chain_device_count,
 )
-from gaussmix.inference.mcmc.initialization import build_prepare
+from gaussmix.inference.mcmc.initialization import build_prepare, build_structure
 from gaussmix.inference.mcmc.output import build_postprocess, build_predictive, to_datatree
 from gaussmix.inference.mcmc.program import (
     TRACING_ERRORS,
@@ -248,6 +248,7 @@ def _sample(
         seed,
         needs_found=True,
         compiler_options=compiler_options(program, _PREPARE_EVALUATIONS),
+        refill=build_structure(program, init_values is not None),
     )
     compile_time += seconds
     structure = found["structure"]

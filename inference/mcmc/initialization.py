@@ -9,6 +9,7 @@ point a program's sampling hooks provide) or found by BFGS from NumPyro's
 """
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -27,6 +28,7 @@ __all__ = [
     "NEWTON_STEPS",
     "LaplaceFit",
     "build_prepare",
+    "build_structure",
     "laplace",
     "map_search",
 ]
@@ -69,41 +71,13 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
             # Every key of the three programs from one split (each split is a threefry).
             keys = jax.random.split(rng_key, 3 + num_chains)
             init_key, noise_key, predictive_key, chain_keys = keys[0], keys[1], keys[2], keys[3:]
-            strategy = init_to_value(values=init_values) if has_init else init_to_median
-
-            def initialize(dynamic, init_key, validate_grad=True):
-                args, kwargs = program.arguments(dynamic)
-                info = initialize_model(
-                    init_key,
-                    program.model,
-                    init_strategy=strategy,
-                    dynamic_args=True,
-                    model_args=args,
-                    model_kwargs=kwargs,
-                    validate_grad=validate_grad,
-                )
-                start, unravel = ravel_pytree(info.param_info.z)
-                sites = info.model_trace.items()
-                found["structure"] = Structure(
-                    potential_fn_gen=info.potential_fn,
-                    unravel=unravel,
-                    latent=tuple(info.param_info.z),
-                    deterministic=tuple(n for n, s in sites if s["type"] == "deterministic"),
-                    observed=tuple(
-                        n for n, s in sites if s["type"] == "sample" and s["is_observed"]
-                    ),
-                )
-                start_valid = jnp.isfinite(info.param_info.potential_energy)
-                if validate_grad:
-                    gradient = ravel_pytree(info.param_info.z_grad)[0]
-                    start_valid = start_valid & jnp.all(jnp.isfinite(gradient))
-                return info.param_info.z, start, info.param_info.potential_energy, start_valid
 
             # Abstractly first: the structure and the latent sites' shapes, nothing compiled
             # (and no gradient traced: only the shapes are read).
             latent_shapes = jax.eval_shape(
-                lambda dynamic, init_key: initialize(dynamic, init_key, validate_grad=False),
+                partial(_initialize, program, found, has_init, validate_grad=False),
                 dynamic,
+                init_values,
                 init_key,
             )[0]
             structure = found["structure"]
@@ -112,7 +86,9 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
             )
             start_given = start is not None
             if not start_given:  # NumPyro's search for a valid point, compiled
-                _, start, start_energy, start_valid = initialize(dynamic, init_key)
+                _, start, start_energy, start_valid = _initialize(
+                    program, found, has_init, dynamic, init_values, init_key
+                )
             potential = structure.potential_fn_gen(*args, **kwargs)
 
             def flat_potential(flat):
@@ -143,6 +119,52 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
         return prepare
 
     return build
+
+
+def build_structure(program: Program, has_init: bool) -> Callable:
+    """``build(found)`` that only records the program's :class:`~.program.Structure` in
+    ``found`` (an abstract trace of NumPyro's initialization, no gradient traced):
+    what a preparation program loaded from the persistent cache needs, without tracing
+    the whole preparation again (:func:`~.program.compiled`'s ``refill``)."""
+
+    def build(found: dict):
+        def record(dynamic, init_values, seed):
+            return _initialize(
+                program, found, has_init, dynamic, init_values, jax.random.key(0), False
+            )[0]
+
+        return record
+
+    return build
+
+
+def _initialize(program, found, has_init, dynamic, init_values, init_key, validate_grad=True):
+    """NumPyro's ``initialize_model`` of the program: records its structure in ``found``
+    and returns ``(latent values, flat start, potential, valid)``; without
+    ``validate_grad`` no gradient is traced (the validity is then the potential's)."""
+    args, kwargs = program.arguments(dynamic)
+    info = initialize_model(
+        init_key,
+        program.model,
+        init_strategy=init_to_value(values=init_values) if has_init else init_to_median,
+        dynamic_args=True,
+        model_args=args,
+        model_kwargs=kwargs,
+        validate_grad=validate_grad,
+    )
+    start, unravel = ravel_pytree(info.param_info.z)
+    sites = info.model_trace.items()
+    found["structure"] = Structure(
+        potential_fn_gen=info.potential_fn,
+        unravel=unravel,
+        latent=tuple(info.param_info.z),
+        deterministic=tuple(n for n, s in sites if s["type"] == "deterministic"),
+        observed=tuple(n for n, s in sites if s["type"] == "sample" and s["is_observed"]),
+    )
+    start_valid = jnp.isfinite(info.param_info.potential_energy)
+    if validate_grad:
+        start_valid = start_valid & jnp.all(jnp.isfinite(ravel_pytree(info.param_info.z_grad)[0]))
+    return info.param_info.z, start, info.param_info.potential_energy, start_valid
 
 
 def _unconstrained_start(program, args, kwargs, init_values, latent_shapes, rng_key):

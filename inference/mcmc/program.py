@@ -145,6 +145,7 @@ def compiled(
     *example,
     needs_found: bool = False,
     compiler_options: dict | None = None,
+    refill: Callable | None = None,
 ):
     """Lower and compile ``build(found)`` for ``(program.dynamic, *example)``, cached.
 
@@ -159,6 +160,9 @@ def compiled(
             traced abstractly (``jax.eval_shape``, nothing compiled) to fill it.
         compiler_options: XLA options (part of the keys), e.g. a lower
             ``xla_backend_optimization_level`` for a small run (:func:`compiler_options`).
+        refill: ``refill(found)``, like ``build``, fills ``found`` when traced
+            abstractly for a loaded program; a cheaper trace than ``build``'s (default:
+            ``build``).
 
     Returns:
         ``(compiled, found, seconds spent compiling)``; 0 seconds from this process's
@@ -195,7 +199,7 @@ def compiled(
     function, traced = compilation.compile_keyed(parts, lower, options)
     if not traced and needs_found:  # what tracing records, without compiling
         with numpyro.validation_enabled(False):
-            jax.eval_shape(build(found), program.dynamic, *example)
+            jax.eval_shape((refill or build)(found), program.dynamic, *example)
     seconds = time.perf_counter() - start
     if key is not None:
         COMPILED[key] = (function, found)

@@ -212,3 +212,55 @@ def test_the_potential_and_its_gradient_are_compiled_once_per_program():
     assert result.returncode == 0, result.stderr[-3000:]
     sorts = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorts == {"jit_prepare": [1], "jit_run": [1], "jit_postprocess": [1]}
+
+
+#: Samples the mixture posterior with gaussmix's persistent cache in the folder given
+#: and prints how often the preparation's Laplace fit was traced and the draws.
+WARM_PROCESS = r"""
+import json
+import numpy as np
+import gaussmix
+from gaussmix.inference.mcmc import initialization
+
+traced = []
+laplace = initialization.laplace
+
+def counting_laplace(*args, **kwargs):
+    traced.append(True)
+    return laplace(*args, **kwargs)
+
+initialization.laplace = counting_laplace
+rng = np.random.default_rng(0)
+x = np.concatenate([rng.normal(-3.0, 1.0, (40, 2)), rng.normal(3.0, 1.0, (40, 2))])
+model = gaussmix.GaussianMixture(2, random_state=0).fit(x)
+tree = model.sample_posterior(x, num_warmup=30, num_samples=30, num_chains=2,
+                              progress_bar=False)
+print(json.dumps({"laplace_traced": len(traced),
+                  "draws": np.asarray(tree.posterior["means"]).ravel().tolist()}))
+"""
+
+
+def test_a_loaded_preparation_is_not_traced_again(tmp_path):
+    """A second process loads the preparation from the persistent cache and reads the
+    program's structure from an abstract trace of NumPyro's initialization alone: the
+    Laplace fit (the potential, its gradient, the Newton loop) is not traced again; the
+    draws are the first process's, to the last bit."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    environment = dict(os.environ, GAUSSMIX_NATIVE="0", GAUSSMIX_CACHE_DIR=str(cache))
+    for name in ("GAUSSMIX_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR"):
+        environment.pop(name, None)
+    runs = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", WARM_PROCESS],
+            capture_output=True,
+            text=True,
+            env=environment,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert runs[0]["laplace_traced"] == 1
+    assert runs[1]["laplace_traced"] == 0
+    assert runs[1]["draws"] == runs[0]["draws"]
