@@ -33,7 +33,11 @@ post-processing (constrained draws, pointwise log-likelihood, observed values,
 :mod:`gaussmix.inference.mcmc.output`). Array arguments of the program are traced, so a
 later call with data of the same shapes reuses all three
 (:mod:`gaussmix.inference.mcmc.program`; compile time is reported apart from sampling
-time in ``sample_stats.attrs``). Chains run one after the other on one device
+time in ``sample_stats.attrs``), and gaussmix's persistent compilation cache keeps them
+for later processes. Each program evaluates the potential and its gradient in one place
+(the preparation's Laplace loop also evaluates the chain starts), so that they are
+compiled once per program; small runs, where XLA's compile time dominates, are compiled
+with fewer LLVM optimizations (:data:`~gaussmix.inference.mcmc.program.SMALL_WORK`). Chains run one after the other on one device
 (``lax.map``): measured on a 2-core CPU this is 2-3x faster than vectorizing them with
 ``vmap``, whose tree building waits for the slowest chain at every step. With several
 host devices, chains are split over them (``shard_map``); on CPU create the devices
