@@ -7,7 +7,8 @@ Run from the repository root::
     .venv/bin/python benchmarks/first_call.py --baseline-site /tmp/base-site
 
 Each measurement is one fresh Python process that imports gaussmix and runs one scenario;
-the time is that of the call (imports apart, printed too), the compilations are counted
+the time is that of the call (imports apart, printed too; its CPU time too, the steadier
+figure on a shared machine), the compilations are counted
 from JAX's ``backend_compile_duration`` events (programs, and seconds XLA spent):
 
 - ``fit_peaks``: one 300-point spectrum, two Gaussians on a linear baseline, float64;
@@ -59,22 +60,23 @@ if scenario == "fit_peaks":
     x = np.linspace(0.0, 10.0, 300)
     y = (3.0 * np.exp(-0.5 * ((x - 3.0) / 0.5) ** 2) + 2.0 * np.exp(-0.5 * ((x - 6.0) / 0.8) ** 2)
          + 0.1 * x + 1.0 + 0.05 * rng.normal(size=x.size))
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     fit = gaussmix.fit_peaks(x, y, ("gaussian", "gaussian"), baseline="linear")
     check = float(np.asarray(fit.params["peak0_center"]))
 else:
     X = np.concatenate([rng.normal(-3.0, 1.0, (150, 2)), rng.normal(3.0, 1.0, (150, 2))])
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     model = gaussmix.GaussianMixture(2, random_state=0).fit(X)
     check = float(np.sort(model.means_[:, 0])[0])
     if scenario == "sample_posterior":
-        begin = time.perf_counter()
+        begin, cpu = time.perf_counter(), time.process_time()
         compiles.clear()
         tree = model.sample_posterior(X, num_warmup=200, num_samples=200, num_chains=1,
                                       progress_bar=False)
         check = float(tree.posterior["means"].mean())
-end = time.perf_counter()
-print(json.dumps({"import": imported - start, "call": end - begin, "programs": len(compiles),
+end, cpu = time.perf_counter(), time.process_time() - cpu
+print(json.dumps({"import": imported - start, "call": end - begin, "cpu": cpu,
+                  "programs": len(compiles),
                   "compile": sum(compiles), "check": check}))
 """
 
@@ -118,6 +120,11 @@ def fresh_cache(root: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-site", help="folder holding the baseline gaussmix")
+    parser.add_argument(
+        "--site",
+        help="folder holding the gaussmix to measure (default: this checkout); a copy "
+        "installed with pip --target keeps a shared working tree's edits out of the keys",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     args = parser.parse_args()
@@ -133,15 +140,18 @@ def main() -> None:
                         run(scenario, cache, args.baseline_site)
                     )
                 cache = fresh_cache(root)
-                rows.setdefault((scenario, "cold"), []).append(run(scenario, cache, None))
-                rows.setdefault((scenario, "warm"), []).append(run(scenario, cache, None))
-    print(f"{'scenario':18} {'run':9} {'call s':>7} {'import s':>8} {'programs':>8} {'XLA s':>6}")
+                rows.setdefault((scenario, "cold"), []).append(run(scenario, cache, args.site))
+                rows.setdefault((scenario, "warm"), []).append(run(scenario, cache, args.site))
+    print(
+        f"{'scenario':18} {'run':9} {'call s':>7} {'CPU s':>6} {'import s':>8} {'programs':>8} "
+        f"{'XLA s':>6}"
+    )
     medians = {}
     for (scenario, kind), results in rows.items():
         median = {key: statistics.median(r[key] for r in results) for key in results[0]}
         medians[scenario, kind] = median
         print(
-            f"{scenario:18} {kind:9} {median['call']:7.2f} {median['import']:8.2f} "
+            f"{scenario:18} {kind:9} {median['call']:7.2f} {median['cpu']:6.2f} {median['import']:8.2f} "
             f"{median['programs']:8.0f} {median['compile']:6.2f}"
         )
     if args.baseline_site:
