@@ -89,7 +89,24 @@ from gaussmix.models.priors import (
     covariance_layout,
 )
 
-__all__ = ["BootstrapLRT", "ReplicateFits", "bootstrap_likelihood_ratio", "replicate_fits"]
+__all__ = [
+    "BATCH_BYTES",
+    "SEQUENTIAL_LIMIT",
+    "SLOTS",
+    "BootstrapLRT",
+    "PoolFits",
+    "ReplicateFits",
+    "ReplicateStatistics",
+    "bootstrap_likelihood_ratio",
+    "bootstrap_p_value",
+    "draw",
+    "ill_conditioned",
+    "lane_statistics",
+    "pool_fit",
+    "replicate_fits",
+    "replicate_statistics",
+    "split_heaviest",
+]
 
 #: mclust's ``G = 1:9``: the largest g + 1 of a sequential test without ``max_components``.
 SEQUENTIAL_LIMIT = 9
@@ -270,7 +287,7 @@ def ill_conditioned(parameters: em.MixtureParameters, layout: str) -> jax.Array:
     elif layout == "diag":
         smallest, largest = jnp.min(covariances, axis=-1), jnp.max(covariances, axis=-1)
     else:
-        smallest, largest = covariances, jnp.ones_like(covariances)
+        smallest, largest = covariances, jnp.broadcast_to(jnp.max(covariances), covariances.shape)
     bad = ~(smallest > eps * largest) | ~jnp.isfinite(largest)
     return jnp.any(bad) | ~jnp.all(jnp.isfinite(parameters.precisions_cholesky))
 
@@ -621,7 +638,10 @@ def replicate_fits(
     return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n_boot], *batches)
 
 
-class _Replicates(NamedTuple):
+class ReplicateStatistics(NamedTuple):
+    """The statistics of one test's replicates and their counts
+    (:class:`BootstrapLRT`'s fields of one row)."""
+
     statistics: np.ndarray
     n_failed: int
     n_refit: int
@@ -629,7 +649,7 @@ class _Replicates(NamedTuple):
     n_not_converged: int
 
 
-def replicate_statistics(fits: ReplicateFits) -> _Replicates:
+def replicate_statistics(fits: ReplicateFits) -> ReplicateStatistics:
     """The replicate statistics under the policy of the module's docstring: the better
     of the two (g + 1)-component fits, failures NaN, negative values clipped to 0."""
     alternative = np.where(fits.failed1, -np.inf, fits.log_likelihood1)
@@ -643,7 +663,7 @@ def replicate_statistics(fits: ReplicateFits) -> _Replicates:
         statistics = 2.0 * (best - fits.log_likelihood0)
     clipped = ~failed & (statistics < 0)
     statistics = np.where(failed, np.nan, np.maximum(statistics, 0.0))
-    return _Replicates(
+    return ReplicateStatistics(
         statistics=statistics,
         n_failed=int(failed.sum()),
         n_refit=int((fits.refit & ~failed).sum()),
@@ -737,6 +757,8 @@ def bootstrap_likelihood_ratio(
             raise ValueError(
                 f"Invalid value for '{name}': {value!r}; it must be a finite number >= 0."
             )
+    if batch_size is not None:
+        _check_int("batch_size", batch_size, 1)
     data = validate_data(GaussianMixture(), X, reset=True, ensure_min_samples=2)
     n_samples = data.shape[0]
     sequential = max_components is None
