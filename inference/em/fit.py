@@ -211,7 +211,9 @@ def fit_em(
             the ``n_init=1`` fit); the one with the largest lower bound is kept.
         init_params: "kmeans", "k-means++", "random" or "random_from_data".
         weights_init: (K,) or (B, K). means_init: (K, D) or (B, K, D).
-        precisions_init: precisions in scikit-learn's shapes, optionally with (B,).
+        precisions_init: precisions in scikit-learn's shapes (a constrained model's:
+            its storage layout's), optionally with (B,). A constrained model's start
+            need not obey its constraint: the first M-step imposes it.
         seed: int or JAX key for the initialization.
         start_lower_bound: lower bound of the starting point (warm start), so that the
             first iteration can already converge.
