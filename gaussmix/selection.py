@@ -36,7 +36,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from gaussmix._base import check_is_fitted, seed_from_random_state, validate_data
-from gaussmix.inference import em
+from gaussmix.inference import compilation, em
 from gaussmix.inference.deprecation import UNSET, renamed_keyword
 from gaussmix.mixture import GaussianMixture
 from gaussmix.models import priors
@@ -229,7 +229,10 @@ def select_components(
     per K) and a fit that fails raises. With several (a list, or ``"all"``) it is the
     :class:`CriterionTable` of every K and model, as mclust's ``mclustBIC``: a fit that
     fails (a collapsed component, K > N, ...) is a NaN cell whose reason is kept in
-    ``failures``, and the best is the smallest finite cell.
+    ``failures``, and the best is the smallest finite cell; the compiled programs held
+    in memory are released after each K (each cell compiles programs of its own shapes,
+    whose machine code would exhaust the process's memory mappings), so later fits
+    reload theirs from the compilation cache.
 
     Args:
         X: (N, D) data.
@@ -379,6 +382,7 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters):
                 continue
             converged[i, j] = estimator.converged_
             fitted[(i, j)] = estimator
+        _release_programs()
     if not fitted:
         first = next(iter(failures.items()))
         raise ValueError(
@@ -402,6 +406,19 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters):
         best_covariance_type=models[best[1]],
     )
     return table, fitted[best]
+
+
+def _release_programs() -> None:
+    """Drop the compiled programs held in memory after each K of a table (the folder of
+    compiled programs keeps them). Every cell compiles programs of its own shapes that
+    the table does not use again, and their machine code holds ~400 memory mappings per
+    cell until collected: 14 models x 9 K kept together pass Linux's ``vm.max_map_count``
+    (65 530) and the process dies in XLA's compiler. Other fits in this process load
+    their programs from the folder again (or recompile where the folder is off)."""
+    import gc
+
+    compilation.clear_memory()
+    gc.collect()  # the compiled executables sit in reference cycles
 
 
 def _total_log_likelihood(estimator, data, sample_weight) -> tuple[float, float]:

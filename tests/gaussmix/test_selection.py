@@ -287,3 +287,15 @@ def test_the_table_plot_has_a_line_per_model_and_stars_the_best():
         plot_criterion_table(table._replace(criterion=table.criterion[:, 0]))
     with pytest.raises(ValueError, match="not all NaN"):
         plot_criterion_table(table._replace(criterion=np.full((4, 3), np.nan)))
+
+
+def test_a_table_releases_its_programs_after_each_k(monkeypatch):
+    """Each K's programs are dropped once its row is done (kept together, the 14 x 9
+    programs of mclust's table exhaust vm.max_map_count): one release per row."""
+    from gaussmix.inference import compilation
+
+    calls = []
+    original = compilation.clear_memory
+    monkeypatch.setattr(compilation, "clear_memory", lambda: calls.append(1) or original())
+    select_components(three_blobs(), [1, 2, 3], ["diag", "spherical"], seed=0)
+    assert len(calls) == 3
