@@ -112,6 +112,12 @@ def gaussmix_run(data: Path, cache: Path) -> dict:
     return run_json([sys.executable, "-c", CHILD, str(data)], env)
 
 
+def record(rows: dict, name: str, repeat: int, result: dict) -> None:
+    """Keep one measurement and print it at once (a long run shows its progress)."""
+    rows[name].append(result)
+    print(f"repeat {repeat}, {name}: {json.dumps(result)}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -128,15 +134,18 @@ def main() -> None:
     rows = {"mclust, 14 models": [], "mclust, gaussmix's models": [], "cold": [], "warm": []}
     models = None
     try:
-        for _ in range(args.repeats):
-            rows["mclust, 14 models"].append(run_json(["Rscript", str(script), str(data)]))
+        for repeat in range(args.repeats):
+            record(rows, "mclust, 14 models", repeat, run_json(["Rscript", str(script), str(data)]))
             cache = fresh_cache(root)
-            rows["cold"].append(gaussmix_run(data, cache))
-            rows["warm"].append(gaussmix_run(data, cache))
+            record(rows, "cold", repeat, gaussmix_run(data, cache))
+            record(rows, "warm", repeat, gaussmix_run(data, cache))
             models = rows["warm"][-1]["models"]
             same = ",".join(MCLUST_NAMES.get(name, name) for name in models)
-            rows["mclust, gaussmix's models"].append(
-                run_json(["Rscript", str(script), str(data), same])
+            record(
+                rows,
+                "mclust, gaussmix's models",
+                repeat,
+                run_json(["Rscript", str(script), str(data), same]),
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
