@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gaussmix.io.schema import FITTED_ATTRIBUTES, SKIPPED_FIELDS, InvalidFile, describe
+from gaussmix.models.priors import COVARIANCE_LAYOUTS
 
 __all__ = ["ESTIMATOR_CHECKS", "RECORD_CHECKS", "check_estimator_keys", "check_record_keys"]
 
@@ -240,7 +241,8 @@ def _check_gaussian_mixture(model: Any, fitted: dict) -> dict:
         _integer(model.verbose, "hyperparameters.verbose", 0)
     if model.devices is not None:
         _integer(model.devices, "hyperparameters.devices", 1)
-    covariance_type, k = model.covariance_type, int(model.n_components)
+    # mclust's models are stored in one of the four classic layouts (checked by name above).
+    covariance_type, k = COVARIANCE_LAYOUTS[model.covariance_type], int(model.n_components)
     d = _integer(fitted["n_features_in_"], "fitted.n_features_in_", 1)
     _check_mixture_parameters(
         fitted,

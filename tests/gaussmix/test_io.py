@@ -45,7 +45,23 @@ def header_of(path):
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_gaussian_mixture_round_trip_predicts_exactly(tmp_path, sm1, models, covariance_type):
-    model = models[covariance_type]
+    assert_round_trip_predicts_exactly(tmp_path, sm1, models[covariance_type])
+
+
+@pytest.mark.parametrize("covariance_type", ["EII", "VEI", "EEV"])
+def test_mclust_models_round_trip_in_their_storage_layouts(tmp_path, sm1, covariance_type):
+    # One model per storage layout that is not a classic type's own: spherical, diag, full.
+    model = GaussianMixture(2, covariance_type=covariance_type, random_state=3).fit(sm1)
+    assert_round_trip_predicts_exactly(tmp_path, sm1, model)
+    # Relabelled as a model of another layout, the stored arrays no longer fit it.
+    header, arrays = parts_of(save(model, tmp_path / "model.npz"))
+    other = "EEV" if covariance_type != "EEV" else "EII"
+    changed = with_state(header, "hyperparameters", "covariance_type", value=other)
+    refused(write(tmp_path / "m.npz", changed, arrays), r"fitted\.covariances_ has shape")
+
+
+def assert_round_trip_predicts_exactly(tmp_path, data, model):
+    sm1 = data
     path = save(model, tmp_path / "model")
     assert path.name == "model.npz"
     loaded = load(path)
