@@ -689,3 +689,20 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """Akaike information criterion :math:`-2 \\log L + 2 p` (lower is better)."""
         X = np.asarray(X)
         return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+
+    def icl(self, X: ArrayLike) -> float:
+        """mclust's integrated completed likelihood criterion (lower is better): the BIC
+        plus :math:`-2 \\sum_n \\log z_{n, \\hat k(n)}`, the cost of the points the mixture
+        assigns with doubt (:func:`gaussmix.selection.integrated_completed_likelihood`).
+
+        Example:
+            >>> import numpy as np
+            >>> from gaussmix import GaussianMixture
+            >>> X = np.random.default_rng(0).normal(size=(200, 2))
+            >>> gm = GaussianMixture(2, random_state=0).fit(X)
+            >>> bool(gm.icl(X) >= gm.bic(X))
+            True
+        """
+        from gaussmix.selection import integrated_completed_likelihood
+
+        return integrated_completed_likelihood(self, X)

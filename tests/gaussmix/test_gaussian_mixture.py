@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpyro.infer.util import log_density
+from scipy import stats
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -128,6 +129,22 @@ def test_bic_and_aic_formulas():
     assert p == K * D * (D + 1) // 2 + K * D + K - 1
     np.testing.assert_allclose(model.bic(x), -2 * log_likelihood + p * np.log(len(x)))
     np.testing.assert_allclose(model.aic(x), -2 * log_likelihood + 2 * p)
+    # ICL: the BIC plus -2 sum log of each point's largest responsibility, from scipy's
+    # densities (an independent E-step); K = 1 assigns with certainty: ICL = BIC.
+    densities = np.stack(
+        [
+            weight * stats.multivariate_normal(mean, covariance).pdf(x)
+            for weight, mean, covariance in zip(
+                model.weights_, model.means_, model.covariances_, strict=True
+            )
+        ],
+        axis=1,
+    )
+    largest = np.max(densities / densities.sum(axis=1, keepdims=True), axis=1)
+    np.testing.assert_allclose(model.icl(x), model.bic(x) - 2 * np.sum(np.log(largest)), rtol=1e-9)
+    assert model.icl(x) > model.bic(x)
+    single = GaussianMixture(1).fit(x)
+    np.testing.assert_allclose(single.icl(x), single.bic(x), rtol=1e-12)
 
 
 # -- fitting behaviour -----------------------------------------------------------------------
