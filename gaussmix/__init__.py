@@ -17,6 +17,8 @@ _LAZY = {
     "GaussianMixture": "gaussmix.mixture",
     "KMeans": "gaussmix.kmeans",
     "select_components": "gaussmix.selection",
+    "bootstrap_likelihood_ratio": "gaussmix.bootstrap",
+    "BootstrapLRT": "gaussmix.bootstrap",
     "save": "gaussmix.io",
     "load": "gaussmix.io",
     "compare": "gaussmix.comparison",

@@ -34,10 +34,11 @@ from gaussmix.plots.mixture import (
     plot_posterior_ellipses,
 )
 from gaussmix.plots.peaks import plot_peaks
-from gaussmix.plots.selection import plot_information_criteria
+from gaussmix.plots.selection import plot_criterion_table, plot_information_criteria
 
 __all__ = [
     "covariance_matrices",
+    "plot_criterion_table",
     "plot_density",
     "plot_ellipses",
     "plot_forest",

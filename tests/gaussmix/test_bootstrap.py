@@ -32,13 +32,12 @@ from gaussmix.bootstrap import (
     bootstrap_likelihood_ratio,
     bootstrap_p_value,
     ill_conditioned,
-    lane_statistics,
-    pool_fit,
     replicate_fits,
     replicate_statistics,
     split_heaviest,
 )
 from gaussmix.inference import em
+from gaussmix.inference.em.pool import lane_statistics, pool_fit
 from gaussmix.models.priors import covariance_layout
 
 REFERENCES = Path(__file__).resolve().parents[1] / "references" / "mclust"
