@@ -30,6 +30,7 @@ __all__ = [
     "Integral",
     "PeakFit",
     "PeakFitWarning",
+    "component_curves",
     "curve_on_host",
     "delta_method",
     "resolve_on_host",
@@ -173,17 +174,9 @@ class PeakFit:
     def components(self, x: ArrayLike | None = None) -> dict[str, np.ndarray]:
         """Each peak (``peak0`` ...) and the ``baseline`` at x: (G,) or (B, G) each."""
         grid = self._grid(x)
-        model = self.model
         values = {k: v[..., None] for k, v in self._curve_values().items()}
-        curves = {}
-        for index, lineshape in enumerate(model.lineshapes):
-            arguments = [values[name] for name in model.peak_parameter_names(index)]
-            curves[f"peak{index}"] = np.asarray(lineshape.profile_fn(grid, *arguments))
-        if model.baseline is not None:
-            curves["baseline"] = np.broadcast_to(
-                np.asarray(baseline_curve(grid, model, values)), curves["peak0"].shape
-            ).copy()
-        return curves
+        curves = _components_program(grid, self.model, values)
+        return {name: np.array(curve) for name, curve in curves.items()}
 
     # -- integrals -------------------------------------------------------------------
 
@@ -438,6 +431,26 @@ def delta_method(fit: PeakFit, quantity: tuple) -> tuple[np.ndarray, np.ndarray]
 
 #: The model curve, compiled per model and shapes.
 _curve_program = compilation.jit(mean_curve, static_argnames=("model",))
+
+
+def component_curves(x, model: PeakModel, params: dict) -> dict[str, jax.Array]:
+    """Each peak (``peak{i}``) and the ``baseline`` of ``model`` at ``x``, from the values
+    of every curve parameter (broadcast against ``x``), the baseline broadcast to the
+    peaks' shape."""
+    curves = {}
+    for index, lineshape in enumerate(model.lineshapes):
+        arguments = [params[name] for name in model.peak_parameter_names(index)]
+        curves[f"peak{index}"] = lineshape.profile_fn(x, *arguments)
+    if model.baseline is not None:
+        curves["baseline"] = jnp.broadcast_to(
+            baseline_curve(x, model, params), curves["peak0"].shape
+        )
+    return curves
+
+
+#: The components' curves, one compiled program per model and shapes (op by op, a
+#: plot's curves compiled one program per operation, even with a warm cache).
+_components_program = compilation.jit(component_curves, static_argnames=("model",))
 
 
 def curve_on_host(x, model: PeakModel, params: dict) -> np.ndarray:

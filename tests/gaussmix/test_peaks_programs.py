@@ -93,6 +93,10 @@ WORKER = textwrap.dedent(
             keep[3] = False
             start = {"slope": 0.0, "intercept": 0.0, "sigma": 1.0}
             return fit_map(line, x, y, start, mask=keep)
+        if scenario == "curves":
+            fit = gaussmix.fit_peaks(x, y, **options)
+            grid = np.linspace(0.0, 10.0, 333)
+            return fit.components(grid), fit.predict(grid)
         if scenario == "mcmc":
             nuts = dict(num_warmup=20, num_samples=20, num_chains=1, progress_bar=False)
             return gaussmix.fit_peaks(x, y, backend="mcmc", **options, **nuts)
@@ -143,6 +147,16 @@ def test_a_first_fit_compiles_the_fit_and_the_delta_method_only(scenario, precis
     first, second = _programs(scenario, precision)
     assert Counter(name for name, _ in first) == FIT_PEAKS
     assert second == []  # other data of the same shapes: nothing new
+
+
+def test_a_fits_curves_and_components_are_one_program_each():
+    """A plot's curves: each component and the whole model, each one compiled program
+    (operation by operation they were about 27 programs, compiled again in every
+    process, since such programs are not in gaussmix's cache)."""
+    first, second = _programs("curves")
+    expected = FIT_PEAKS + Counter({"jit(component_curves)": 1, "jit(mean_curve)": 1})
+    assert Counter(name for name, _ in first) == expected
+    assert second == []
 
 
 def test_fit_map_of_a_users_program_compiles_one_program():
