@@ -14,7 +14,9 @@ GaussianMixture (tol 1e-8, max_iter 10 000, as the 95 % test) from
 
 and count the cells where gaussmix's BIC <= mclust's + 1e-6 |mclust's| (scikit-learn's
 sign). A fit that raises counts as worse. Prints one table; ``--json PATH`` keeps every
-cell. Run from the repository root:
+cell. Each cell compiles its own fits: run one or two data sets per process (a process
+that compiled ~350 fits died in LLVM with "Cannot allocate memory", the memory mappings
+that compiled programs hold). Run from the repository root:
 
     .venv/bin/python scripts/hc_start_bic.py [--datasets iris faithful] [--models VVV EEE]
         [--starts hc kmeans1 kmeans5] [--json out.json]
