@@ -107,7 +107,12 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         max_iter: EM iterations per initialization (0 keeps the initialization).
         n_init: initializations; the one with the largest lower bound is kept (they run
             together, vmapped).
-        init_params: "kmeans", "k-means++", "random" or "random_from_data".
+        init_params: "kmeans", "k-means++", "random", "random_from_data" or "hc"
+            (mclust's start: the K groups of the model-based hierarchical clustering,
+            :func:`gaussmix.inference.em.hierarchical.start_labels`, VVV criterion on
+            SVD-transformed data, a random subset of 2000 rows above that; then the
+            model's M-step. With ``n_init`` > 1 the other starts are k-means. "hc" needs
+            the data in memory: not with ``devices`` nor data read by chunks).
         weights_init: (K,) initial weights. means_init: (K, D) initial means.
         precisions_init: initial precisions, (K, D, D) full, (D, D) tied, (K, D) diag,
             (K,) spherical.
@@ -242,6 +247,12 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 f"The 'init_params' parameter of {name} must be a str among "
                 f"{set(em.INIT_PARAMS)}. Got {self.init_params!r} instead."
             )
+        if self.init_params == "hc" and self.devices is not None:
+            raise ValueError(
+                f"init_params='hc' needs the data in memory on the host, but devices="
+                f"{self.devices!r} fits it sharded; leave devices=None, or use "
+                "init_params='kmeans' with devices."
+            )
         if not isinstance(self.warm_start, bool | np.bool_):
             raise ValueError(
                 f"The 'warm_start' parameter of {name} must be an instance of 'bool'. "
@@ -330,6 +341,12 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 f"devices={self.devices!r} splits an in-memory array over devices, but X "
                 f"({type(X).__name__}) is read by chunks; load it with np.asarray(X) to "
                 "use devices, or leave devices=None to fit it chunk by chunk."
+            )
+        if self.init_params == "hc":
+            raise ValueError(
+                f"init_params='hc' needs the data in memory, but X ({type(X).__name__}) "
+                "is read by chunks; load it with np.asarray(X), or use init_params="
+                "'kmeans' (or 'k-means++', 'random', 'random_from_data') out of core."
             )
         check_rereadable(X)
         options, n_init = self._em_options()

@@ -23,6 +23,7 @@ from gaussmix.inference import compilation, native
 from gaussmix.inference.em import initialization
 from gaussmix.inference.em.core import StepConfig, init, iterate, make_context
 from gaussmix.inference.em.features import block_size, data_blocks, feature_count
+from gaussmix.inference.em.hierarchical import start_labels
 from gaussmix.inference.em.initialization import PRECISION_NDIM, check_inits, prior_parameters_of
 from gaussmix.inference.em.options import EMOptions, check_options
 from gaussmix.inference.em.parameters import site_values
@@ -58,8 +59,10 @@ class _Arguments(NamedTuple):
     start_lower_bound: jax.Array
 
 
-def _fit_dataset(x, sample_weight, inits, key, arguments: _Arguments, config: FitConfig):
-    """Fit one dataset: the restarts one after another, the best by its lower bound."""
+def _fit_dataset(x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig):
+    """Fit one dataset: the restarts one after another, the best by its lower bound.
+
+    ``labels``: the hc start's (N,) labels (``init_params="hc"``), else None."""
     covariance_type = config.step.covariance_type
     # The design matrix depends on the data alone: data of one block computes it once per
     # fit (config.cache_design), larger data once per block per iteration.
@@ -81,17 +84,26 @@ def _fit_dataset(x, sample_weight, inits, key, arguments: _Arguments, config: Fi
     def statistics_fn(parameters):
         return block_statistics(parameters, blocks, covariance_type, use_kernel=config.use_kernel)
 
-    def one_restart(restart_key):
+    def one_restart(restart):
+        if config.init_params == "hc":
+            restart_key, index = restart
+            extra = {"labels": labels, "restart": index}
+        else:
+            restart_key, extra = restart, {}
         parameters = initialization.initial_parameters(
-            restart_key, blocks, context, config.step, config.init_params, inits
+            restart_key, blocks, context, config.step, config.init_params, inits, **extra
         )
         start = init(parameters, arguments.start_lower_bound)
         return iterate(start, statistics_fn, context, config.step, config.max_iter)
 
     # Restart i uses fold_in(key, i): restart 0 does not depend on n_init, so more
-    # restarts can only raise the lower bound.
+    # restarts can only raise the lower bound. With "hc", restart 0 starts from the
+    # hierarchical clustering and the others from k-means.
     restart_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(config.n_init))
-    states, infos, traces = _map_or_call(one_restart, restart_keys)
+    restarts = restart_keys
+    if config.init_params == "hc":
+        restarts = (restart_keys, jnp.arange(config.n_init))
+    states, infos, traces = _map_or_call(one_restart, restarts)
     # a static index where there is one restart (no gather per leaf in the program)
     best = 0 if config.n_init == 1 else jnp.argmax(states.lower_bound)
     state, info, trace = jax.tree.map(lambda leaf: leaf[best], (states, infos, traces))
@@ -101,14 +113,15 @@ def _fit_dataset(x, sample_weight, inits, key, arguments: _Arguments, config: Fi
     return state, info, filled, infos.collapsed_component, states.n_iter
 
 
-def _fit_program(x, sample_weight, inits, key, arguments: _Arguments, config: FitConfig):
+def _fit_program(x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig):
     """The whole fit of one dataset (N, D) or a batch (B, N, D), compiled once per shape and
-    configuration. Returns the best state and info, the lower bounds, the program's site
-    dict and failure flags."""
+    configuration. ``labels``: the hc start's labels, (N,) or (B, N), an array argument
+    (None unless ``init_params="hc"``). Returns the best state and info, the lower bounds,
+    the program's site dict and failure flags."""
 
-    def one_dataset(x, sample_weight, inits, key):
+    def one_dataset(x, sample_weight, inits, labels, key):
         state, info, lower_bounds, collapsed, n_iters = _fit_dataset(
-            x, sample_weight, inits, key, arguments, config
+            x, sample_weight, inits, labels, key, arguments, config
         )
         params = site_values(
             state.parameters, config.step.covariance_type, with_scales=config.step.with_scales
@@ -117,18 +130,21 @@ def _fit_program(x, sample_weight, inits, key, arguments: _Arguments, config: Fi
 
     # Dataset b uses fold_in(key, b): an unbatched fit equals dataset 0 of a batch.
     if not config.batched:
-        return one_dataset(x, sample_weight, inits, jax.random.fold_in(key, 0))
+        return one_dataset(x, sample_weight, inits, labels, jax.random.fold_in(key, 0))
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(x.shape[0]))
     base_ndims = (1, 2, PRECISION_NDIM[covariance_layout(config.step.covariance_type)])
     init_axes = tuple(
         None if a is None or a.ndim == base else 0
         for a, base in zip(inits, base_ndims, strict=True)
     )
-    return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, 0))(x, sample_weight, inits, keys)
+    label_axis = None if labels is None else 0
+    return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, label_axis, 0))(
+        x, sample_weight, inits, labels, keys
+    )
 
 
 def _map_or_call(fn, keys):
-    """``fn`` over the restart ``keys``, stacked: one after another by ``lax.map``.
+    """``fn`` over the restart ``keys`` (or a tuple of arrays led by the keys), stacked: one after another by ``lax.map``.
 
     Each restart is the very computation of a single fit (``n_init=1``), not a lane of a
     vmap, whose rounding differs in the last bits: so more restarts never end below one
@@ -138,8 +154,8 @@ def _map_or_call(fn, keys):
     faster than vmapped restarts, and a third quicker to compile for ``n_init=4``.
     A single key needs no loop at all.
     """
-    if keys.shape[0] == 1:
-        return jax.tree.map(lambda leaf: leaf[None], fn(keys[0]))
+    if jax.tree.leaves(keys)[0].shape[0] == 1:
+        return jax.tree.map(lambda leaf: leaf[None], fn(jax.tree.map(lambda k: k[0], keys)))
     return lax.map(fn, keys)
 
 
@@ -164,6 +180,34 @@ def _fit_program_for(work: float):
     if work < _MEDIUM_WORK:
         return _fit_programs[1]
     return _fit_programs[None]
+
+
+def _hc_seed(seed) -> int:
+    """An integer of the fit's seed (an int or a JAX key) for the hc subset's draw."""
+    if isinstance(seed, jax.Array):
+        data = np.asarray(
+            jax.random.key_data(seed) if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) else seed
+        )
+        return int(np.bitwise_xor.reduce(data.astype(np.uint64).ravel()))
+    return int(seed) % 2**63
+
+
+def _hc_labels(x: np.ndarray, n_components: int, seed, batched: bool) -> np.ndarray:
+    """mclust's hc start (:func:`start_labels`) of each dataset, in NumPy: (N,) or (B, N)
+    int32 labels. Dataset b draws its subset (above 2000 rows) from ``(seed, b)``."""
+    base = _hc_seed(seed)
+    datasets = x if batched else x[None]
+    labels = np.stack(
+        [
+            start_labels(
+                np.asarray(data, np.float64),
+                n_components,
+                seed=int(np.random.SeedSequence([base, index]).generate_state(1)[0]),
+            )
+            for index, data in enumerate(datasets)
+        ]
+    ).astype(np.int32)
+    return labels if batched else labels[0]
 
 
 def fit_em(
@@ -209,7 +253,10 @@ def fit_em(
         reg_covar: added to the diagonal of every covariance the M-step returns.
         n_init: restarts (one after another inside the compiled program; restart 0 is
             the ``n_init=1`` fit); the one with the largest lower bound is kept.
-        init_params: "kmeans", "k-means++", "random" or "random_from_data".
+        init_params: "kmeans", "k-means++", "random", "random_from_data" or "hc"
+            (mclust's start, :func:`gaussmix.inference.em.hierarchical.start_labels` of
+            each dataset, computed on the host; its subset above 2000 rows is drawn from
+            ``seed``; with ``n_init`` > 1 the other restarts start from k-means).
         weights_init: (K,) or (B, K). means_init: (K, D) or (B, K, D).
         precisions_init: precisions in scikit-learn's shapes (a constrained model's:
             its storage layout's), optionally with (B,). A constrained model's start
@@ -319,6 +366,9 @@ def fit_em(
         n_datasets,
     )
     use_kernel = layout == "full" and native.usable(dtype)
+    labels = None
+    if options.init_params == "hc" and not all(value is not None for value in inits):
+        labels = _hc_labels(x, n_components, options.seed, batched)
     config = FitConfig(
         step=StepConfig.from_options(options),
         max_iter=options.max_iter,
@@ -339,7 +389,7 @@ def fit_em(
     # the single fit is (see _map_or_call).
     work = n_samples * feature_count(n_features, covariance_type) * n_components
     state, info, lower_bounds, params, collapsed, n_iters = _fit_program_for(work * n_datasets)(
-        x, weight, inits, options.key, arguments, config=config
+        x, weight, inits, labels, options.key, arguments, config=config
     )
     raise_on_failure(
         np.asarray(collapsed).reshape(n_datasets, -1),

@@ -120,6 +120,8 @@ def initial_parameters(
     config: StepConfig,
     init_params: str,
     inits: tuple,
+    labels: jax.Array | None = None,
+    restart: jax.Array | int = 0,
 ) -> MixtureParameters:
     """Initial parameters of one restart from a dataset's blocks (pure, jittable).
 
@@ -129,8 +131,13 @@ def initial_parameters(
         context: the fit's :class:`gaussmix.inference.em.core.EMContext` (centre,
             ``reg_covar``, conjugate prior).
         config: the fit's :class:`gaussmix.inference.em.core.StepConfig`.
-        init_params: "kmeans", "k-means++", "random" or "random_from_data".
+        init_params: "kmeans", "k-means++", "random", "random_from_data" or "hc".
         inits: (weights_init, means_init, precisions_init), each an array or None.
+        labels: "hc" only: (N,) int labels 0..K-1 of the dataset's unpadded rows
+            (:func:`gaussmix.inference.em.hierarchical.start_labels`, computed on the
+            host and passed in as an array argument of the program).
+        restart: "hc" only: the restart's index; restart 0 starts from ``labels``, the
+            others from k-means (so more restarts can only add starts).
 
     Returns:
         :class:`MixtureParameters`.
@@ -146,11 +153,31 @@ def initial_parameters(
     block_rows = x_blocks.shape[1]
     x_flat = x_blocks.reshape(-1, x_blocks.shape[-1])
     w_flat = w_blocks.reshape(-1)
+    labels_given = labels
     labels = None
-    if init_params == "kmeans":
+
+    def kmeans_labels():
         seed_key, _ = jax.random.split(key)
         centers, _ = kmeans_plusplus(x_flat, n_components, key=seed_key, sample_weight=w_flat)
-        labels = lloyd(x_flat, centers, sample_weight=w_flat).labels
+        return lloyd(x_flat, centers, sample_weight=w_flat).labels
+
+    if init_params == "kmeans":
+        labels = kmeans_labels()
+    elif init_params == "hc":
+        if labels_given is None:
+            raise ValueError(
+                "init_params='hc' needs the start's labels (start_labels of the data, "
+                "computed on the host): pass labels=..."
+            )
+        # padded rows (beyond the data) belong to no component, as in k-means++'s start
+        padding = x_flat.shape[0] - labels_given.shape[-1]
+        hc_labels = jnp.pad(labels_given.astype(jnp.int32), (0, padding), constant_values=-1)
+        if isinstance(restart, int) and restart == 0:
+            labels = hc_labels
+        else:
+            labels = lax.cond(
+                restart == 0, lambda: hc_labels, lambda: kmeans_labels().astype(jnp.int32)
+            )
     elif init_params == "k-means++":
         _, indices = kmeans_plusplus(x_flat, n_components, key=key, sample_weight=w_flat)
         labels = (
@@ -248,6 +275,13 @@ def initialize(
     Returns:
         :class:`MixtureParameters`.
     """
+    if options.init_params == "hc":
+        raise ValueError(
+            "init_params='hc' needs the data in memory (the hierarchical clustering of "
+            "the rows): fit in memory (fit_em, GaussianMixture.fit), or use "
+            "init_params='kmeans' (or 'k-means++', 'random', 'random_from_data') out of "
+            "core and sharded."
+        )
     x = as_float_array(x, "x")
     dtype = x.dtype
     n_samples, n_features = x.shape

@@ -40,8 +40,13 @@ __all__ = [
 
 #: The M-step that ran, as reported in :attr:`gaussmix.inference.em.EMResult.method`.
 METHODS = ("maximum_likelihood", "conjugate_map", "generalized_em")
-#: Initialization methods (scikit-learn's ``init_params``).
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+#: Initialization methods: scikit-learn's ``init_params``, and ``"hc"``, mclust's start:
+#: the K groups of the model-based hierarchical clustering
+#: (:func:`gaussmix.inference.em.hierarchical.start_labels`: VVV criterion, SVD
+#: transformation; above 2000 rows a random subset of 2000 is clustered and the other rows
+#: classified), computed on the host, then the model's own M-step. With ``n_init`` > 1,
+#: restart 0 starts from hc and the others from k-means. In-memory fits only.
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
 #: Rows of the uniform sample the initialization (k-means, ...) of out-of-core and
 #: sharded EM runs on.
 DEFAULT_INIT_ROWS = 100_000

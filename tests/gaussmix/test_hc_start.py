@@ -11,6 +11,7 @@ import json
 import warnings
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -126,3 +127,115 @@ def test_vvv_bic_from_hc_reaches_mclusts(name):
             if not ours <= expected + 1e-6 * abs(expected):
                 worse.append((k, ours, expected))
     assert len(worse) <= 1, worse
+
+
+# --- the wiring into the EM core (fit_em): labels as an argument, batches, blocks, refusals
+
+
+def test_batched_datasets_each_start_from_their_own_hc(blobs):
+    """A batch (B, N, D) vmaps the labels with the data: dataset b starts from the M-step
+    of start_labels of dataset b, not of dataset 0."""
+    other = blobs[::-1] * np.array([1.0, -2.0]) + 3.0
+    batch = np.stack([blobs, other])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        result = em.fit_em(batch, n_components=3, init_params="hc", max_iter=0)
+    for index, data in enumerate(batch):
+        expected = starting_values(data, start_labels(data, 3), "full", 3)
+        np.testing.assert_allclose(
+            result.params["means"][index], expected["means_init"], rtol=1e-10
+        )
+        np.testing.assert_allclose(
+            result.params["weights"][index], expected["weights_init"], rtol=1e-10
+        )
+
+
+def test_labels_are_an_argument_of_the_program_not_a_constant(monkeypatch):
+    """Other data of the same shape reuse the compiled fit (no retrace) and still start
+    from their own hierarchical clustering."""
+    from gaussmix.inference.em import fit as fit_module
+
+    traces = []
+    original = fit_module._fit_dataset
+
+    def counting(*args, **kwargs):
+        traces.append(1)  # runs only while tracing
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "_fit_dataset", counting)
+    rng = np.random.default_rng(3)
+    first = np.concatenate([rng.normal(size=(23, 2)), rng.normal(size=(22, 2)) + 5.0])
+    second = np.concatenate([rng.normal(size=(10, 2)) - 6.0, rng.normal(size=(35, 2))])
+    kwargs = dict(n_components=2, covariance_type="diag", init_params="hc", max_iter=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        results = [em.fit_em(x, **kwargs) for x in (first, second)]
+    assert len(traces) == 1
+    for x, result in zip((first, second), results, strict=True):
+        expected = starting_values(x, start_labels(x, 2), "diag", 2)
+        np.testing.assert_allclose(result.params["means"], expected["means_init"], rtol=1e-10)
+
+
+def test_blocks_of_rows_with_a_padded_last_block_keep_the_start(blobs):
+    """140 rows in blocks of 32: the padded rows of the last block belong to no group."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        result = em.fit_em(blobs, n_components=3, init_params="hc", max_iter=0, block_rows=32)
+    expected = starting_values(blobs, start_labels(blobs, 3), "full", 3)
+    np.testing.assert_allclose(result.params["means"], expected["means_init"], rtol=1e-10)
+    np.testing.assert_allclose(result.params["weights"], expected["weights_init"], rtol=1e-10)
+
+
+def test_above_the_subset_the_start_is_reproducible_from_the_seed():
+    """2500 rows: the clustering runs on a subset drawn from the fit's seed; the same seed
+    gives the same fit, and the start is start_labels' partition for the drawn seed."""
+    from gaussmix.inference.em import fit as fit_module
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(size=(1500, 2)), rng.normal(size=(1000, 2)) * 0.7 + 3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        fits = [em.fit_em(x, n_components=2, init_params="hc", max_iter=0, seed=7) for _ in "ab"]
+    np.testing.assert_array_equal(fits[0].params["means"], fits[1].params["means"])
+    labels = fit_module._hc_labels(x, 2, 7, batched=False)
+    assert labels.shape == (2500,) and set(np.unique(labels).tolist()) == {0, 1}
+    expected = starting_values(x, labels, "full", 2)
+    np.testing.assert_allclose(fits[0].params["means"], expected["means_init"], rtol=1e-10)
+
+
+def test_restarts_after_the_first_start_from_k_means(blobs):
+    """n_init = 3 with hc: restart 0 starts from hc, restarts 1 and 2 from k-means (the
+    starts em.initialize gives for them); the best of the three is kept."""
+    fit = dict(n_components=4, tol=1e-10, max_iter=1000, seed=2)
+    single = em.fit_em(blobs, init_params="hc", **fit)
+    several = em.fit_em(blobs, init_params="hc", n_init=3, **fit)
+    kmeans_options = em.check_options(n_components=4, init_params="kmeans")
+    bounds = [float(single.lower_bound)]
+    for restart in (1, 2):
+        start = em.initialize(em.restart_key(2, restart=restart), blobs, None, kmeans_options)
+        factor = np.asarray(start.precisions_cholesky)
+        given = em.fit_em(
+            blobs,
+            weights_init=np.asarray(start.weights),
+            means_init=np.asarray(start.means),
+            precisions_init=factor @ np.swapaxes(factor, -1, -2),
+            **fit,
+        )
+        bounds.append(float(given.lower_bound))
+    assert float(several.lower_bound) >= float(single.lower_bound)
+    np.testing.assert_allclose(float(several.lower_bound), max(bounds), rtol=1e-7)
+
+
+def test_hc_without_the_data_in_memory_is_refused(blobs):
+    options = em.check_options(n_components=2, init_params="hc")
+    with pytest.raises(ValueError, match="init_params='hc' needs the data in memory"):
+        em.initialize(em.restart_key(0), blobs, None, options)
+    with pytest.raises(ValueError, match=r"init_params='hc'.*devices=None"):
+        GaussianMixture(2, init_params="hc", devices=jax.devices()).fit(blobs)
+
+
+def test_non_finite_data_is_refused_before_the_clustering(blobs):
+    bad = blobs.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"(?i)nan|finite"):
+        em.fit_em(bad, n_components=2, init_params="hc")
