@@ -243,21 +243,26 @@ def _vei(sample_variances, counts, previous):
         shape = counts @ sample_variances  # EEI's
     else:
         shape = jnp.mean(previous / _geometric_mean(previous)[:, None], axis=0)
-    shape = shape / _geometric_mean(shape)
+    return _varying_volumes_common_shape(sample_variances, counts, shape / _geometric_mean(shape))
+
+
+def _varying_volumes_common_shape(variances, counts, shape):
+    """:math:`\\lambda_k B` (K, d) for per-component variances (K, d) along common axes:
+    alternating :math:`\\lambda_k = \\sum_j s_{kj} / (d b_j)` and :math:`B \\propto \\sum_k
+    n_k S_k / \\lambda_k`, :math:`|B| = 1`, from ``shape`` (|shape| = 1). VEI on the
+    sample variances, VEV on each component's eigenvalues."""
 
     def volumes_of(shape):
-        return jnp.mean(sample_variances / shape, axis=-1)
+        return jnp.mean(variances / shape, axis=-1)
 
     def update(shape):
-        pooled = (counts / volumes_of(shape)) @ sample_variances
+        pooled = (counts / volumes_of(shape)) @ variances
         return pooled / _geometric_mean(pooled)
 
     def objective(shape):
-        return constrained_objective(
-            volumes_of(shape)[:, None] * shape, sample_variances, counts, "diag"
-        )
+        return constrained_objective(volumes_of(shape)[:, None] * shape, variances, counts, "diag")
 
-    n_features = sample_variances.shape[-1]
+    n_features = variances.shape[-1]
     shape = _iterate(update, objective, shape, n_features * jnp.sum(counts))
     return volumes_of(shape)[:, None] * shape
 
@@ -319,19 +324,7 @@ def _vev(sample_covariances, counts, previous):
         volumes = jnp.exp(_log_det(previous) / n_features)
     shape = (counts / volumes) @ values
     shape = shape / _geometric_mean(shape)
-
-    def volumes_of(shape):
-        return jnp.mean(values / shape, axis=-1)
-
-    def update(shape):
-        pooled = (counts / volumes_of(shape)) @ values
-        return pooled / _geometric_mean(pooled)
-
-    def objective(shape):
-        return constrained_objective(volumes_of(shape)[:, None] * shape, values, counts, "diag")
-
-    shape = _iterate(update, objective, shape, n_features * jnp.sum(counts))
-    return _rotate(vectors, volumes_of(shape)[:, None] * shape)
+    return _rotate(vectors, _varying_volumes_common_shape(values, counts, shape))
 
 
 def _evv(sample_covariances, counts, previous):
