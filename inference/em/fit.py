@@ -20,9 +20,9 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
-from gaussmix.inference.em import initialization
+from gaussmix.inference.em import initialization, missing
 from gaussmix.inference.em.core import StepConfig, init, iterate, make_context
-from gaussmix.inference.em.features import block_size, data_blocks, feature_count
+from gaussmix.inference.em.features import block_size, data_blocks, feature_count, split_blocks
 from gaussmix.inference.em.hierarchical import start_labels
 from gaussmix.inference.em.initialization import PRECISION_NDIM, check_inits, prior_parameters_of
 from gaussmix.inference.em.options import EMOptions, check_options
@@ -59,10 +59,14 @@ class _Arguments(NamedTuple):
     start_lower_bound: jax.Array
 
 
-def _fit_dataset(x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig):
+def _fit_dataset(
+    x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig, patterns=None
+):
     """Fit one dataset: the restarts one after another, the best by its lower bound.
 
-    ``labels``: the hc start's (N,) labels (``init_params="hc"``), else None."""
+    ``labels``: the hc start's (N,) labels (``init_params="hc"``), else None.
+    ``patterns``: the :class:`gaussmix.inference.em.missing.MissingPatterns` of data with
+    missing entries (``x`` holding the column means there), else None."""
     covariance_type = config.step.covariance_type
     # The design matrix depends on the data alone: data of one block computes it once per
     # fit (config.cache_design), larger data once per block per iteration.
@@ -83,6 +87,14 @@ def _fit_dataset(x, sample_weight, inits, labels, key, arguments: _Arguments, co
 
     def statistics_fn(parameters):
         return block_statistics(parameters, blocks, covariance_type, use_kernel=config.use_kernel)
+
+    if patterns is not None:
+        pattern_blocks = missing.MissingPatterns(
+            split_blocks(patterns.pattern, config.block_rows, fill=0), patterns.observed
+        )
+
+        def statistics_fn(parameters):
+            return missing.block_statistics(parameters, blocks, pattern_blocks, covariance_type)
 
     def one_restart(restart):
         if config.init_params == "hc":
@@ -113,15 +125,19 @@ def _fit_dataset(x, sample_weight, inits, labels, key, arguments: _Arguments, co
     return state, info, filled, infos.collapsed_component, states.n_iter
 
 
-def _fit_program(x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig):
+def _fit_program(
+    x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig, patterns=None
+):
     """The whole fit of one dataset (N, D) or a batch (B, N, D), compiled once per shape and
     configuration. ``labels``: the hc start's labels, (N,) or (B, N), an array argument
-    (None unless ``init_params="hc"``). Returns the best state and info, the lower bounds,
-    the program's site dict and failure flags."""
+    (None unless ``init_params="hc"``). ``patterns``: the missingness patterns (their
+    ``pattern`` (N,) or (B, N), one table for the batch), None for complete data (the
+    program of complete data is unchanged by the argument). Returns the best state and
+    info, the lower bounds, the program's site dict and failure flags."""
 
-    def one_dataset(x, sample_weight, inits, labels, key):
+    def one_dataset(x, sample_weight, inits, labels, key, patterns):
         state, info, lower_bounds, collapsed, n_iters = _fit_dataset(
-            x, sample_weight, inits, labels, key, arguments, config
+            x, sample_weight, inits, labels, key, arguments, config, patterns
         )
         params = site_values(
             state.parameters, config.step.covariance_type, with_scales=config.step.with_scales
@@ -130,7 +146,7 @@ def _fit_program(x, sample_weight, inits, labels, key, arguments: _Arguments, co
 
     # Dataset b uses fold_in(key, b): an unbatched fit equals dataset 0 of a batch.
     if not config.batched:
-        return one_dataset(x, sample_weight, inits, labels, jax.random.fold_in(key, 0))
+        return one_dataset(x, sample_weight, inits, labels, jax.random.fold_in(key, 0), patterns)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(x.shape[0]))
     base_ndims = (1, 2, PRECISION_NDIM[covariance_layout(config.step.covariance_type)])
     init_axes = tuple(
@@ -138,8 +154,9 @@ def _fit_program(x, sample_weight, inits, labels, key, arguments: _Arguments, co
         for a, base in zip(inits, base_ndims, strict=True)
     )
     label_axis = None if labels is None else 0
-    return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, label_axis, 0))(
-        x, sample_weight, inits, labels, keys
+    pattern_axes = None if patterns is None else missing.MissingPatterns(0, None)
+    return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, label_axis, 0, pattern_axes))(
+        x, sample_weight, inits, labels, keys, patterns
     )
 
 
@@ -229,6 +246,7 @@ def fit_em(
     start_lower_bound: float = -np.inf,
     block_rows: int | None = None,
     options: EMOptions | None = None,
+    nan_policy: str = "raise",
 ) -> EMResult:
     """Fit the Gaussian mixture program by EM (maximum likelihood or MAP), one jit call.
 
@@ -274,8 +292,15 @@ def fit_em(
             dataset, its features computed once per fit (except through the kernel).
         options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`
             (:func:`gaussmix.inference.em.options.check_options`), validated once by the
-            caller; it replaces every option keyword above (all but ``x`` and
-            ``sample_weight``).
+            caller; it replaces every option keyword above (all but ``x``,
+            ``sample_weight`` and ``nan_policy``).
+        nan_policy: what NaN entries of ``x`` mean: "raise" refuses them; "marginalize"
+            treats them as missing at random and maximizes the likelihood of the observed
+            entries (:mod:`gaussmix.inference.em.missing`; the initialization sees each
+            NaN replaced by its column's mean, MAP's default prior is scaled from that
+            data); "omit" drops the rows holding any (not for a batch). Data without NaN
+            runs the same program under every policy. Infinity, and rows or columns
+            without an observed entry, are errors under every policy.
 
     Returns:
         :class:`EMResult`.
@@ -309,13 +334,26 @@ def fit_em(
             block_rows=block_rows,
         )
     n_components, covariance_type = options.n_components, options.covariance_type
-    x = as_float_array(x, "x")
-    batched = x.ndim == 3
-    if x.ndim not in (2, 3):
+    if np.ndim(x) not in (2, 3):
         raise ValueError(
-            f"x must have shape (N, D) or (B, N, D), got shape {x.shape}; reshape 1-D data "
-            "with x.reshape(-1, 1)."
+            f"x must have shape (N, D) or (B, N, D), got shape {np.shape(x)}; reshape 1-D "
+            "data with x.reshape(-1, 1)."
         )
+    x = missing.as_data_array(x, "x", nan_policy)
+    batched = x.ndim == 3
+    has_nan = bool(np.isnan(x).any())
+    if has_nan and nan_policy == "omit":
+        if batched:
+            raise ValueError(
+                "nan_policy='omit' drops rows, so the datasets of a batch would differ in "
+                "length; fit them one by one, or pass nan_policy='marginalize'."
+            )
+        keep = ~np.isnan(x).any(axis=1)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)
+            if sample_weight.shape == (x.shape[0],):
+                sample_weight = sample_weight[keep]
+        x, has_nan = x[keep], False
     n_datasets = x.shape[0] if batched else 1
     n_samples, n_features = x.shape[-2:]
     if n_features < 1:
@@ -347,6 +385,11 @@ def fit_em(
             raise ValueError(
                 "sample_weight sums to zero; give at least one point a positive weight."
             )
+    patterns = None
+    if has_nan:
+        pattern, observed = missing.find_patterns(x)
+        patterns = missing.MissingPatterns(pattern, observed)
+        x = missing.fill_missing(x, weight)
     check_range(x, weight)
     inits = check_inits(options, n_features, dtype, n_datasets)
     n_init = options.n_init
@@ -362,10 +405,12 @@ def fit_em(
         n_components,
         covariance_type,
         dtype.itemsize,
-        options.block_rows,
+        missing.block_rows(n_features, n_components, layout, dtype.itemsize)
+        if patterns is not None and options.block_rows is None
+        else options.block_rows,
         n_datasets,
     )
-    use_kernel = layout == "full" and native.usable(dtype)
+    use_kernel = layout == "full" and native.usable(dtype) and patterns is None
     labels = None
     if options.init_params == "hc" and not all(value is not None for value in inits):
         labels = _hc_labels(x, n_components, options.seed, batched)
@@ -376,7 +421,7 @@ def fit_em(
         init_params=options.init_params,
         block_rows=block,
         batched=batched,
-        cache_design=block == n_samples and not (use_kernel and not batched),
+        cache_design=block == n_samples and not (use_kernel and not batched) and patterns is None,
         use_kernel=use_kernel,
     )
     arguments = _Arguments(
@@ -389,7 +434,7 @@ def fit_em(
     # the single fit is (see _map_or_call).
     work = n_samples * feature_count(n_features, covariance_type) * n_components
     state, info, lower_bounds, params, collapsed, n_iters = _fit_program_for(work * n_datasets)(
-        x, weight, inits, labels, options.key, arguments, config=config
+        x, weight, inits, labels, options.key, arguments, config=config, patterns=patterns
     )
     raise_on_failure(
         np.asarray(collapsed).reshape(n_datasets, -1),
