@@ -289,7 +289,9 @@ def check_is_fitted(estimator) -> None:
         )
 
 
-def validate_data(estimator, X, *, reset: bool, ensure_min_samples: int = 1) -> np.ndarray:
+def validate_data(
+    estimator, X, *, reset: bool, ensure_min_samples: int = 1, allow_nan: bool = False
+) -> np.ndarray:
     """scikit-learn's ``validate_data``: ``X`` as a finite 2-D float32/float64 array.
 
     Integers and booleans become float64; float64 beyond float32's range is an error
@@ -301,6 +303,8 @@ def validate_data(estimator, X, *, reset: bool, ensure_min_samples: int = 1) -> 
         reset: ``fit``: record ``n_features_in_`` (and ``feature_names_in_``) on the
             estimator; else check ``X`` against them.
         ensure_min_samples: rows required.
+        allow_nan: keep NaN entries (missing values) instead of refusing them; infinity
+            stays an error. An estimator with a ``nan_policy`` names it in the message.
 
     Returns:
         (N, D) NumPy array.
@@ -344,19 +348,29 @@ def validate_data(estimator, X, *, reset: bool, ensure_min_samples: int = 1) -> 
             f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 "
             f"is required by {name}."
         )
-    if np.isnan(array).any():
+    holes = np.isnan(array)
+    if holes.any() and not allow_nan:
+        if hasattr(estimator, "nan_policy"):
+            raise ValueError(
+                f"Input X contains NaN.\n{name} with nan_policy={estimator.nan_policy!r} "
+                "does not accept missing values encoded as NaN; pass "
+                "nan_policy='marginalize' (the likelihood of the observed entries) or "
+                "nan_policy='omit' (fit without the rows holding NaN), or impute them or "
+                "drop those rows first."
+            )
         raise ValueError(
             f"Input X contains NaN.\n{name} does not accept missing values encoded as "
             "NaN; impute them or drop those rows first."
         )
-    if not np.isfinite(array).all():
+    if np.isinf(array).any():
         raise ValueError(
             f"Input X contains infinity or a value too large for {array.dtype!r}; "
             "remove those rows or scale the data."
         )
     if not jax.config.jax_enable_x64 and array.dtype == np.float64:
         # finite float64 values beyond float32's range: an overflow, not the data's fault
-        array = em.check_finite_input(array, "X", np.float32)
+        filled = em.check_finite_input(np.where(holes, 0.0, array), "X", np.float32)
+        array = np.where(holes, np.float32(np.nan), filled) if holes.any() else filled
     if reset:
         estimator.n_features_in_ = n_features
         if feature_names is not None:

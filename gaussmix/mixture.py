@@ -44,7 +44,7 @@ from gaussmix._mixture_streaming import (
     reads_by_chunks,
 )
 from gaussmix.inference import compilation, em, shard, streaming
-from gaussmix.inference.em import ConvergenceWarning
+from gaussmix.inference.em import ConvergenceWarning, missing
 from gaussmix.models.priors import (
     COVARIANCE_LAYOUTS,
     COVARIANCE_SITES,
@@ -140,6 +140,18 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             statistics with a collective. Under ``jax.distributed`` pass
             ``jax.devices()`` and each process's own rows. ``sklearn.base.clone`` gives
             the clone the same devices.
+        nan_policy: what a NaN in ``X`` means. "raise" (the default): an error.
+            "marginalize": a missing entry (missing at random); :meth:`fit` maximizes
+            the exact likelihood of the observed entries (EM with the conditional means
+            and covariances of the missing coordinates, Ghahramani & Jordan 1994;
+            :mod:`gaussmix.inference.em.missing`), and :meth:`score_samples`,
+            :meth:`predict`, :meth:`predict_proba`, :meth:`score`, :meth:`bic` and
+            :meth:`aic` answer from the observed coordinates of each row (its marginal
+            density). "omit": :meth:`fit` drops the rows holding any NaN (the fitted
+            attributes are those of the other rows; ``sample_weight`` loses the same
+            rows), and prediction refuses rows with NaN. A row or column without any
+            observed entry, and infinity, are errors under every policy. Data without
+            NaN gives the same fit under every policy.
 
     Which EM :meth:`fit` runs follows from ``X`` and these parameters, never from its
     size: in-memory EM for an array (:func:`gaussmix.inference.em.fit_em`); exact EM
@@ -199,6 +211,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         learning_decay=0.7,
         learning_offset=10.0,
         devices=None,
+        nan_policy="raise",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -219,6 +232,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
         self.devices = devices
+        self.nan_policy = nan_policy
 
     def __sklearn_tags__(self):
         tags = scikit_learn_tags("density_estimator")
@@ -267,6 +281,11 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             )
         if self.chunk_size is not None:
             check_parameter("chunk_size", self.chunk_size, "int", 1, name)
+        if not isinstance(self.nan_policy, str) or self.nan_policy not in missing.NAN_POLICIES:
+            raise ValueError(
+                f"The 'nan_policy' parameter of {name} must be a str among "
+                f"{set(missing.NAN_POLICIES)}. Got {self.nan_policy!r} instead."
+            )
         streaming.check_schedule(self.learning_decay, self.learning_offset)
 
     def fit(self, X, y=None, sample_weight=None):
@@ -316,23 +335,46 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         if reads_by_chunks(X, self.chunk_size):
             self._fit_chunks(X, sample_weight)
             return None
-        X = validate_data(self, X, reset=True, ensure_min_samples=2)
+        X = validate_data(
+            self, X, reset=True, ensure_min_samples=2, allow_nan=self.nan_policy != "raise"
+        )
+        weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        X, weight = self._apply_nan_policy(X, weight)
         n_samples = X.shape[0]
         if n_samples < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components "
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
-        weight = self._check_sample_weight(sample_weight, n_samples, X.dtype)
         options, n_init = self._em_options()
         if self.devices is None:
-            result = em.fit_em(X, sample_weight=weight, options=options)
+            result = em.fit_em(X, sample_weight=weight, options=options, nan_policy="marginalize")
         else:
             result = shard.fit_em_sharded(
                 X, sample_weight=weight, devices=self.devices, options=options
             )
         self._finish_fit(result, n_init, data=(X, weight))
         return X
+
+    def _apply_nan_policy(self, X: np.ndarray, weight):
+        """``X`` and ``weight`` for the fit: the rows with NaN dropped under "omit";
+        under "marginalize" rows and columns without an observed entry refused."""
+        holes = np.isnan(X)
+        if not holes.any():
+            return X, weight
+        if self.nan_policy == "omit":
+            keep = ~holes.any(axis=1)
+            if weight is not None:
+                weight = weight[keep]
+                if weight.sum() <= 0:
+                    raise ValueError(
+                        "sample_weight sums to zero over the rows without NaN that "
+                        "nan_policy='omit' keeps; give some of them a positive weight, or "
+                        "pass nan_policy='marginalize'."
+                    )
+            return X[keep], weight
+        missing.check_missing(X, "X")
+        return X, weight
 
     def _fit_chunks(self, X, sample_weight) -> None:
         """Exact EM over the chunks of ``X`` (one pass per iteration)."""
@@ -410,7 +452,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         if data is not None:
             X, weight = data
             fit_weight = float(X.shape[0] if weight is None else np.sum(weight, dtype=np.float64))
-            if self.priors is not None:
+            if self.priors is not None and not np.isnan(X).any():
                 self._start_online_after_fit(X, weight)
         self._fit_weight = fit_weight
         if not self.converged_ and self.max_iter > 0:
@@ -595,8 +637,12 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         Rows whose log-likelihood is below the dtype's range keep finite limit
         responsibilities and a log-likelihood of -inf (see
         :func:`gaussmix.inference.em.log_responsibilities`); a row where even ``X - means``
-        overflows is a ValueError.
+        overflows is a ValueError. Under ``nan_policy="marginalize"`` rows with NaN get
+        the answers of their observed coordinates (the others are computed as without).
         """
+        holes = np.isnan(X)
+        if holes.any():
+            return self._marginal_log_resp(X, holes)
         # NumPy in: the compiled function moves the arrays in one go
         norm, log_resp = _log_responsibilities(
             X,
@@ -611,6 +657,32 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             raise _overflow_error(X, broken, "the distance of")
         return norm, log_resp
 
+    def _marginal_log_resp(self, X: np.ndarray, holes: np.ndarray):
+        """:meth:`_log_resp` of ``X`` whose entries ``holes`` are NaN: complete rows as
+        without NaN, the others from the marginal densities of their observed entries."""
+        if self.nan_policy != "marginalize":
+            raise ValueError(
+                f"Input X contains NaN, and this {type(self).__name__} was built with "
+                f"nan_policy={self.nan_policy!r}; set nan_policy='marginalize' "
+                "(gm.set_params(nan_policy='marginalize')) to score, predict and label rows "
+                "with missing entries from their observed coordinates."
+            )
+        empty = np.flatnonzero(holes.all(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"{empty.size} row(s) of X have no observed entry (all NaN; first: row "
+                f"{int(empty[0])}); a row needs at least one observed value to be scored."
+            )
+        partial = holes.any(axis=1)
+        norm = np.empty(X.shape[0], X.dtype)
+        log_resp = np.empty((X.shape[0], int(self.n_components)), X.dtype)
+        if not partial.all():
+            norm[~partial], log_resp[~partial] = self._log_resp(X[~partial])
+        norm[partial], log_resp[partial] = missing.marginal_log_responsibilities(
+            X[partial], self._fitted_parameters(), self.covariance_type
+        )
+        return norm, log_resp
+
     def _estimate_weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
         norm, log_resp = self._log_resp(X)
         return log_resp + norm[:, None]
@@ -621,7 +693,11 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         check_is_fitted(self)
         if isinstance(X, np.memmap | str | os.PathLike):
             return self._chunked(X, pick)
-        return pick(*self._log_resp(validate_data(self, X, reset=False)))
+        return pick(
+            *self._log_resp(
+                validate_data(self, X, reset=False, allow_nan=self.nan_policy != "raise")
+            )
+        )
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-likelihood of each sample, shape (N,).

@@ -49,6 +49,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from gaussmix.inference import compilation
 from gaussmix.inference.em.features import (
     ACCELERATOR_BLOCK_BYTES,
     BLOCK_ALIGNMENT,
@@ -74,6 +75,7 @@ __all__ = [
     "fill_missing",
     "find_patterns",
     "log_responsibilities",
+    "marginal_log_responsibilities",
     "pattern_bucket",
     "pattern_factors",
     "row_terms",
@@ -450,3 +452,26 @@ def block_rows(n_features: int, n_components: int, layout: str, itemsize: int) -
     budget = CPU_BLOCK_BYTES if jax.default_backend() == "cpu" else ACCELERATOR_BLOCK_BYTES
     rows = max(MIN_BLOCK_ROWS, budget // (width * itemsize))
     return max(BLOCK_ALIGNMENT, rows // BLOCK_ALIGNMENT * BLOCK_ALIGNMENT)
+
+
+_log_responsibilities = compilation.jit(
+    log_responsibilities, static_argnames=("covariance_type", "block_rows")
+)
+
+
+def marginal_log_responsibilities(
+    x: np.ndarray, parameters: MixtureParameters, covariance_type: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`log_responsibilities` of host rows ``x`` (n, D) with NaN entries (each row
+    with at least one observed entry): patterns found here, one compiled program per
+    shape and pattern bucket. Returns NumPy arrays in ``x``'s dtype."""
+    pattern, observed = find_patterns(x)
+    norm, log_resp = _log_responsibilities(
+        np.where(np.isnan(x), 0, x),
+        pattern,
+        observed,
+        *(np.asarray(a, x.dtype) for a in parameters[:3]),
+        covariance_type=covariance_type,
+        block_rows=4096,
+    )
+    return np.asarray(norm), np.asarray(log_resp)
