@@ -3,7 +3,8 @@
 The MAP path runs :func:`gaussmix.inference.map.fit_map` on the peak program, refits the
 spectra that lost a peak (:func:`gaussmix.peaks.start.reseed_lost_peaks`), and turns the
 result into a :class:`~gaussmix.peaks.result.PeakFit` with derived quantities, AIC and
-BIC; the MCMC path samples the posterior by NUTS started at the MAP.
+BIC; the MCMC path samples the posterior by NUTS started at the MAP, or at the starting
+values when ``init`` gives them all (no MAP fit then).
 """
 
 import functools
@@ -112,7 +113,12 @@ def fit_peaks(
             dict of starting values like curve_fit's p0 (numbers, or (B,) arrays); missing
             ones are found automatically; tied, fixed and derived names are ignored, so a
             previous fit's ``params`` can be passed.
-        backend: "map" (Levenberg-Marquardt) or "mcmc" (NUTS from the MAP).
+        backend: "map" (Levenberg-Marquardt) or "mcmc" (NUTS from the MAP). When
+            ``init`` gives every site (``sigma`` too, where the likelihood has a noise
+            scale; a previous fit's ``params`` do), the chains start there and no MAP
+            fit runs: NUTS's preparation takes its own Newton steps toward the mode.
+            The fit's ``aic``, ``bic`` and ``log_likelihood``, which are the MAP's, are
+            then NaN (compare posteriors by LOO on ``posterior``) and ``n_iter`` is 0.
         priors: site name -> scalar numpyro distribution replacing a default prior.
         ties: ``{name: target}``: e.g. ``{"peak1_sigma": "peak0_sigma"}``.
         fixed: ``{name: value}`` parameters held fixed.
@@ -240,6 +246,11 @@ def fit_peaks(
     start.update(given)
     start = {name: start[name] for name in model.site_names}
     check_init_support(given, priors_of_sites(model, x, y, mask, priors))
+    nuts = {"num_warmup": num_warmup, "num_samples": num_samples, "num_chains": num_chains}
+    nuts.update(seed=seed, progress_bar=progress_bar)
+    if backend == "mcmc" and not missing:  # the chains start at the values given
+        first = _given_start(model, x, y, mask, start, priors, fixed, degrees_of_freedom)
+        return _fit_mcmc(first, priors, **nuts)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Out-of-support values", UserWarning)
         map_fit = _fit_map(
@@ -260,15 +271,7 @@ def fit_peaks(
         )
     if backend == "map":
         return map_fit
-    return _fit_mcmc(
-        map_fit,
-        priors,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        seed=seed,
-        progress_bar=progress_bar,
-    )
+    return _fit_mcmc(map_fit, priors, **nuts)
 
 
 def _fit_map(
@@ -372,6 +375,39 @@ def _fit_map(
     _statistics(fit, result, model)
     check_result(fit, model, site_priors, result.started, max_iter)
     return fit
+
+
+def _given_start(model: PeakModel, x, y, mask, start, priors, fixed, degrees_of_freedom):
+    """What starts the chains when ``init`` gave every site: those values, and no MAP fit
+    (no iterations; AIC, BIC and the log-likelihood, which are the MAP's, NaN)."""
+    names = model.free_names
+    nan = float("nan")
+    return PeakFit(
+        lineshapes=tuple(shape.name for shape in model.lineshapes),
+        baseline=_baseline_key(model),
+        likelihood=model.likelihood,
+        degrees_of_freedom=float(degrees_of_freedom),
+        ties=dict(model.ties),
+        fixed=dict(fixed),
+        priors=dict(priors) if priors else None,
+        backend="mcmc",
+        x=x,
+        y=y,
+        mask=mask,
+        params={name: float(start[name]) for name in model.site_names},
+        stderr={},
+        parameter_names=names,
+        covariance=np.full((len(names), len(names)), nan),
+        rss=nan,
+        redchi=nan,
+        aic=nan,
+        bic=nan,
+        log_likelihood=nan,
+        n_points=int(x.size if mask is None else np.count_nonzero(mask)),
+        n_parameters=len(names),
+        converged=True,
+        n_iter=0,
+    )
 
 
 def _keep_better(result, retry, refitted):

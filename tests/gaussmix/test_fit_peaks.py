@@ -558,3 +558,44 @@ def test_select_peaks_old_keyword_spelling_warns_once_and_gives_the_same_selecti
     ]
     np.testing.assert_array_equal(deprecated.bic, selection.bic)
     assert deprecated.fits[0].n_iter == selection.fits[0].n_iter
+
+
+def test_mcmc_from_a_complete_init_runs_no_map_fit(monkeypatch):
+    """backend="mcmc" with every site in init (a previous fit's params): the chains start
+    there and the Levenberg-Marquardt fit never runs (its entry point fails if called);
+    what is the MAP's is NaN or 0, as documented. Reference: the Laplace approximation of
+    the MAP fit (one clear peak, 60 points: the posterior is close to Gaussian), within
+    the Monte Carlo error of the draws."""
+    arviz_stats = pytest.importorskip("arviz_stats")
+    from gaussmix.peaks import fit as fitting
+
+    rng = np.random.default_rng(11)
+    x = np.linspace(0.0, 10.0, 60)
+    y = np.exp(-0.5 * ((x - 4.0) / 0.6) ** 2) + 0.2 + rng.normal(0.0, 0.05, x.size)
+    shape = {"peaks": ("gaussian",), "baseline": "constant"}
+    map_fit = fit_peaks(x, y, **shape)
+    options = {"num_warmup": 300, "num_samples": 400, "num_chains": 1, "progress_bar": False}
+
+    def no_map_fit(*args, **kwargs):
+        raise AssertionError("the Levenberg-Marquardt fit ran")
+
+    monkeypatch.setattr(fitting, "fit_map", no_map_fit)
+    fit = fit_peaks(x, y, **shape, init=map_fit.params, backend="mcmc", **options)
+    assert fit.backend == "mcmc" and fit.n_iter == 0
+    assert np.isnan(fit.aic) and np.isnan(fit.bic) and np.isnan(fit.log_likelihood)
+    assert fit.n_points == map_fit.n_points == 60 and fit.n_parameters == map_fit.n_parameters
+    assert fit.parameter_names == map_fit.parameter_names
+    diverging = int(np.asarray(fit.posterior["sample_stats"]["diverging"]).sum())
+    assert fit.converged is (diverging == 0)
+    assert fit.rss == pytest.approx(np.sum((y - fit.predict()) ** 2), rel=1e-12)
+    ess = arviz_stats.ess(fit.posterior, var_names=list(map_fit.parameter_names))
+    for name in map_fit.parameter_names:
+        standard_error = fit.stderr[name] / np.sqrt(float(ess[name]))
+        bound = 0.1 * map_fit.stderr[name] + 4 * standard_error
+        assert abs(fit.params[name] - map_fit.params[name]) < bound, name
+        assert fit.stderr[name] == pytest.approx(map_fit.stderr[name], rel=0.25), name
+    assert {"peak0_area", "peak0_fwhm", "sigma"} <= set(fit.params)
+    # Without sigma the init is not complete: the MAP fit starts the chains, as before.
+    partial = {name: value for name, value in map_fit.params.items() if name != "sigma"}
+    with pytest.raises(AssertionError, match="Levenberg-Marquardt fit ran"):
+        fit_peaks(x, y, **shape, init=partial, backend="mcmc", **options)
