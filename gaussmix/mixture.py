@@ -351,7 +351,11 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             result = em.fit_em(X, sample_weight=weight, options=options, nan_policy="marginalize")
         else:
             result = shard.fit_em_sharded(
-                X, sample_weight=weight, devices=self.devices, options=options
+                X,
+                sample_weight=weight,
+                devices=self.devices,
+                options=options,
+                nan_policy="marginalize",
             )
         self._finish_fit(result, n_init, data=(X, weight))
         return X
@@ -403,7 +407,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 yield x, w
             passes.append(total)
 
-        result = streaming.fit_em_chunked(chunks, options=options)
+        result = streaming.fit_em_chunked(chunks, options=options, nan_policy=self.nan_policy)
         self.n_features_in_ = int(np.shape(result.params["means"])[1])
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
@@ -471,7 +475,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         source = streaming.ChunkSource(X, chunk_rows=self.chunk_size)
         dtype = self.means_.dtype
         parts = [
-            pick(*self._log_resp(validate_data(self, x, reset=False).astype(dtype)))
+            pick(*self._log_resp(self._validate_rows(x).astype(dtype)))
             for x, _ in source
             if np.shape(x)[0] > 0
         ]
@@ -693,11 +697,11 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         check_is_fitted(self)
         if isinstance(X, np.memmap | str | os.PathLike):
             return self._chunked(X, pick)
-        return pick(
-            *self._log_resp(
-                validate_data(self, X, reset=False, allow_nan=self.nan_policy != "raise")
-            )
-        )
+        return pick(*self._log_resp(self._validate_rows(X)))
+
+    def _validate_rows(self, X) -> np.ndarray:
+        """Rows to score, predict or label: NaN kept unless ``nan_policy="raise"``."""
+        return validate_data(self, X, reset=False, allow_nan=self.nan_policy != "raise")
 
     def score_samples(self, X: ArrayLike) -> np.ndarray:
         """Log-likelihood of each sample, shape (N,).

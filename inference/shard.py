@@ -39,6 +39,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
+from gaussmix.inference.em import missing
 from gaussmix.inference.em.core import StepConfig, init, iterate
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
 from gaussmix.inference.em.results import EMResult, best_restart
@@ -116,12 +117,28 @@ def device_mesh(
 # Multi-device and multi-process EM
 
 
-def _sharded_em(x, weight, initial, context, start_bound, *, mesh, config, max_iter, block_rows):
+def _sharded_em(
+    x, weight, initial, context, start_bound, patterns, *, mesh, config, max_iter, block_rows
+):
     """The whole fit: the restarts, one after another (``lax.map``, as in memory), of the
-    one EM loop (:func:`gaussmix.inference.em.core.iterate`) whose statistics are psummed."""
+    one EM loop (:func:`gaussmix.inference.em.core.iterate`) whose statistics are psummed.
+    ``patterns``: None, or the rows' patterns and each device's own (P, D) pattern table
+    (data with missing entries), both split over the row axis."""
 
-    def per_device(x, weight, initial, context, start_bound):
+    def per_device(x, weight, initial, context, start_bound, patterns):
         def statistics_fn(parameters):
+            if patterns is not None:
+                local = missing.sufficient_statistics(
+                    x,
+                    patterns.pattern,
+                    patterns.observed,
+                    parameters,
+                    covariance_type=config.covariance_type,
+                    centre=context.centre,
+                    sample_weight=weight,
+                    block_rows=block_rows,
+                )
+                return lax.psum(local, ROW_AXIS)
             local = sufficient_statistics(
                 x,
                 parameters,
@@ -138,15 +155,16 @@ def _sharded_em(x, weight, initial, context, start_bound, *, mesh, config, max_i
         return lax.map(run, initial)
 
     rows, replicated = PartitionSpec(ROW_AXIS), PartitionSpec()
+    pattern_specs = None if patterns is None else missing.MissingPatterns(rows, rows)
     return jax.shard_map(
         per_device,
         mesh=mesh,
-        in_specs=(rows, rows, replicated, replicated, replicated),
+        in_specs=(rows, rows, replicated, replicated, replicated, pattern_specs),
         out_specs=replicated,
         # em's block scan starts from unvarying zeros; the psum makes the result
         # replicated, which the checker cannot see through the scan.
         check_vma=False,
-    )(x, weight, initial, context, start_bound)
+    )(x, weight, initial, context, start_bound, patterns)
 
 
 _sharded_em_jit = jax.jit(_sharded_em, static_argnames=("mesh", "config", "max_iter", "block_rows"))
@@ -177,6 +195,39 @@ def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
     return (
         jax.make_array_from_process_local_data(sharding, x_padded, (total, x.shape[1])),
         jax.make_array_from_process_local_data(sharding, w_padded, (total,)),
+    )
+
+
+def _global_patterns(x: np.ndarray, mesh: Mesh, rows: int):
+    """The missingness patterns of this process's rows ``x`` (NaN entries) as row-sharded
+    global arrays: each row's pattern (padded with pattern 0 to ``rows``, the padded
+    local length) and a (P, D) table per device (this process's own table on each of its
+    devices, P the largest bucket of all processes); None when no process has NaN."""
+    has_nan = bool(np.isnan(x).any())
+    pattern, observed = missing.find_patterns(x)
+    header = np.array([float(has_nan), observed.shape[0]], np.float64)
+    headers = process_gather(header)
+    if not np.any(headers[:, 0]):
+        return None
+    bucket = int(np.max(headers[:, 1]))
+    table = np.ones((bucket, x.shape[1]), x.dtype)
+    table[: observed.shape[0]] = observed
+    local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    tables = np.tile(table, (len(local_devices), 1))
+    padded = np.zeros(rows, np.int32)
+    padded[: pattern.shape[0]] = pattern
+    sharding = NamedSharding(mesh, PartitionSpec(ROW_AXIS))
+    if jax.process_count() == 1:
+        return missing.MissingPatterns(
+            jax.device_put(padded, sharding), jax.device_put(tables, sharding)
+        )
+    return missing.MissingPatterns(
+        jax.make_array_from_process_local_data(
+            sharding, padded, (rows // len(local_devices) * mesh.devices.size,)
+        ),
+        jax.make_array_from_process_local_data(
+            sharding, tables, (bucket * mesh.devices.size, x.shape[1])
+        ),
     )
 
 
@@ -219,6 +270,7 @@ def fit_em_sharded(
     init_rows: int = DEFAULT_INIT_ROWS,
     block_rows: int | None = None,
     options: EMOptions | None = None,
+    nan_policy: str = "raise",
 ) -> EMResult:
     """EM with the rows split over devices (and processes); statistics summed by psum.
 
@@ -243,7 +295,12 @@ def fit_em_sharded(
             start_lower_bound, block_rows: as in :func:`gaussmix.inference.em.fit_em`
             (``block_rows`` per device).
         options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`; it replaces
-            every option keyword (all but ``x``, ``sample_weight`` and ``devices``).
+            every option keyword (all but ``x``, ``sample_weight``, ``devices`` and
+            ``nan_policy``).
+        nan_policy: "raise", "marginalize" or "omit", as in
+            :func:`gaussmix.inference.em.fit_em` (maximum likelihood only with NaN, as
+            :func:`gaussmix.inference.streaming.fit_em_chunked`): each device gathers
+            its rows' factors from its process's pattern table.
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`, the same on every process.
@@ -286,14 +343,37 @@ def fit_em_sharded(
             f"sample_weight has shape {np.shape(sample_weight)}; expected ({np.shape(x)[0]},), "
             "one weight per row of x."
         )
-    survey, _ = survey_with_rows([(x, sample_weight)], options)
+    if nan_policy not in missing.NAN_POLICIES:
+        raise ValueError(
+            f"Invalid value for 'nan_policy': {nan_policy!r}; it should be in "
+            f"{list(missing.NAN_POLICIES)}."
+        )
+    if nan_policy == "omit" and np.asarray(x).dtype.kind == "f" and np.ndim(x) == 2:
+        keep = ~np.isnan(np.asarray(x)).any(axis=1)
+        x = np.asarray(x)[keep]
+        sample_weight = None if sample_weight is None else np.asarray(sample_weight)[keep]
+    survey, _ = survey_with_rows(
+        [(x, sample_weight)], options, allow_nan=nan_policy == "marginalize"
+    )
     local_x, local_w = prepare_chunk(
         x, sample_weight, survey.dtype, survey.n_features, "x", validate=False
     )
     dtype = survey.dtype
     initial = initial_parameters(survey, options)
     context = survey_context(survey, options)
-    x_global, w_global = _global_rows(local_x, local_w, mesh, np.asarray(context.centre))
+    centre = np.asarray(context.centre)
+    patterns = None
+    if nan_policy == "marginalize":
+        x_filled = np.where(np.isnan(local_x), centre, local_x).astype(dtype)
+        x_global, w_global = _global_rows(x_filled, local_w, mesh, centre)
+        local_rows = (
+            x_global.shape[0]
+            // mesh.devices.size
+            * len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+        )
+        patterns = _global_patterns(local_x, mesh, local_rows)
+    else:
+        x_global, w_global = _global_rows(local_x, local_w, mesh, centre)
     config = StepConfig.from_options(options)
     arguments = _replicated((initial, context, np.asarray(options.start_lower_bound, dtype)), mesh)
     states, infos, lower_bounds = _local(
@@ -301,6 +381,7 @@ def fit_em_sharded(
             x_global,
             w_global,
             *arguments,
+            patterns,
             mesh=mesh,
             config=config,
             max_iter=options.max_iter,

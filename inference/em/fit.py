@@ -405,7 +405,7 @@ def fit_em(
         n_components,
         covariance_type,
         dtype.itemsize,
-        missing.block_rows(n_features, n_components, layout, dtype.itemsize)
+        missing.default_block_rows(n_features, n_components, layout, dtype.itemsize)
         if patterns is not None and options.block_rows is None
         else options.block_rows,
         n_datasets,

@@ -69,9 +69,9 @@ __all__ = [
     "MissingPatterns",
     "PatternFactors",
     "as_data_array",
-    "block_rows",
     "block_statistics",
     "check_missing",
+    "default_block_rows",
     "fill_missing",
     "find_patterns",
     "log_responsibilities",
@@ -79,6 +79,7 @@ __all__ = [
     "pattern_bucket",
     "pattern_factors",
     "row_terms",
+    "sufficient_statistics",
 ]
 
 #: What a fit does with NaN entries: refuse them, maximize the likelihood of the observed
@@ -441,7 +442,7 @@ def fill_missing(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return np.where(holes, means, x).astype(x.dtype)
 
 
-def block_rows(n_features: int, n_components: int, layout: str, itemsize: int) -> int:
+def default_block_rows(n_features: int, n_components: int, layout: str, itemsize: int) -> int:
     """Default rows per block of the missing-data E-step: a block's gathered factors
     (two (n, K', D, D) for full and tied) and (n, K, D) temporaries within the E-step's
     block budget, at least ``MIN_BLOCK_ROWS``, a multiple of ``BLOCK_ALIGNMENT``."""
@@ -475,3 +476,45 @@ def marginal_log_responsibilities(
         block_rows=4096,
     )
     return np.asarray(norm), np.asarray(log_resp)
+
+
+def sufficient_statistics(
+    x: ArrayLike,
+    pattern: ArrayLike,
+    observed: ArrayLike,
+    parameters: MixtureParameters,
+    *,
+    covariance_type: str,
+    centre: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    block_rows: int | None = None,
+) -> SufficientStatistics:
+    """Expected E-step statistics of a chunk with missing entries (pure; sum them over
+    chunks or devices), as :func:`gaussmix.inference.em.statistics.sufficient_statistics`.
+
+    Args:
+        x: (n, D) one chunk, any finite value in the missing entries.
+        pattern: (n,) its rows' patterns in ``observed`` (P, D) (:func:`find_patterns`;
+            each chunk or device may have its own table).
+        parameters: the current :class:`MixtureParameters`.
+        covariance_type: any EM covariance type.
+        centre: (D,) the same point for every chunk.
+        sample_weight: (n,) non-negative weights, default ones.
+        block_rows: rows per block (default :func:`default_block_rows`).
+    """
+    x = jnp.asarray(x)
+    dtype = x.dtype
+    layout = covariance_layout(covariance_type)
+    n_rows, n_features = x.shape
+    if block_rows is None:
+        block_rows = default_block_rows(
+            n_features, parameters.means.shape[0], layout, dtype.itemsize
+        )
+    block = max(1, min(n_rows, block_rows))
+    weight = jnp.ones(n_rows, dtype) if sample_weight is None else jnp.asarray(sample_weight, dtype)
+    centre = jnp.asarray(centre, dtype)
+    blocks = DataBlocks(split_blocks(x - centre, block), split_blocks(weight, block), None, centre)
+    patterns = MissingPatterns(
+        split_blocks(jnp.asarray(pattern), block, fill=0), jnp.asarray(observed, dtype)
+    )
+    return block_statistics(parameters, blocks, patterns, covariance_type)

@@ -174,9 +174,10 @@ def chunk_dtype(x) -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(kind if kind.kind == "f" else np.float64))
 
 
-def prepare_chunk(x, w, dtype, n_features, where: str, validate: bool):
+def prepare_chunk(x, w, dtype, n_features, where: str, validate: bool, allow_nan: bool = False):
     """A chunk as (x (n, D) dtype, w (n,) dtype or None), checked when ``validate``;
-    ``where`` names it in error messages ("chunk 3")."""
+    ``where`` names it in error messages ("chunk 3"). With ``allow_nan`` NaN entries
+    (missing values) pass, but infinity and rows without an observed entry do not."""
     x = np.asarray(x)
     if validate:
         if x.dtype.kind not in "biuf":
@@ -188,8 +189,20 @@ def prepare_chunk(x, w, dtype, n_features, where: str, validate: bool):
                 "(reshape 1-D data with x.reshape(-1, 1))."
             )
     x = x.astype(dtype, copy=False)
-    if validate and not np.all(np.isfinite(x)):
-        raise ValueError(f"{where} contains NaN or infinity; remove or impute those values first.")
+    if validate and allow_nan and not np.all(np.isfinite(x)):
+        if np.isinf(x).any():
+            raise ValueError(f"{where} contains infinity; remove those values first.")
+        empty = np.flatnonzero(np.isnan(x).all(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"{empty.size} row(s) of {where} have no observed entry (all NaN; first: "
+                f"row {int(empty[0])} of the chunk); drop them."
+            )
+    elif validate and not np.all(np.isfinite(x)):
+        raise ValueError(
+            f"{where} contains NaN or infinity; remove or impute those values first (NaN "
+            "marks a missing entry under nan_policy='marginalize' or 'omit')."
+        )
     if w is not None:
         w = np.asarray(w)
         if validate:

@@ -24,6 +24,7 @@ import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
+from gaussmix.inference.em import missing
 from gaussmix.inference.em.core import EMInfo, EMState, StepConfig, init, step
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
 from gaussmix.inference.em.parameters import MixtureParameters
@@ -64,6 +65,44 @@ _chunk_statistics_jit = compilation.jit(
 )
 
 
+def _chunk_missing_statistics(x, weight, pattern, observed, parameters, centre, covariance_type):
+    """(R,) expected statistics of one chunk with missing entries, R stacked restarts."""
+
+    def one(parameters):
+        return missing.sufficient_statistics(
+            x,
+            pattern,
+            observed,
+            parameters,
+            covariance_type=covariance_type,
+            centre=centre,
+            sample_weight=weight,
+        )
+
+    return jax.vmap(one)(parameters)
+
+
+_chunk_missing_statistics_jit = compilation.jit(
+    _chunk_missing_statistics, static_argnames=("covariance_type",)
+)
+
+
+def without_nan_rows(source):
+    """The ``(x, w)`` chunks of ``source`` without their rows holding NaN
+    (``nan_policy="omit"``); a generator function, so it can be read again."""
+
+    def chunks():
+        for x, w in source:
+            x = np.asarray(x)
+            if x.dtype.kind != "f" or x.ndim != 2:
+                yield x, w
+                continue
+            keep = ~np.isnan(x).any(axis=1)
+            yield x[keep], None if w is None else np.asarray(w)[keep]
+
+    return chunks
+
+
 def _statistics_pass(
     source, survey: Survey, local_rows: int, parameters, centre, options: EMOptions
 ) -> SufficientStatistics:
@@ -82,6 +121,20 @@ def _statistics_pass(
             piece_w = None if w is None else w[start : start + rows]
             seen += piece_x.shape[0]
             padded_x, padded_w = pad_rows(piece_x, piece_w, rows, centre_rows)
+            holes = np.isnan(padded_x)
+            if holes.any():
+                pattern, observed = missing.find_patterns(padded_x)
+                statistics = _chunk_missing_statistics_jit(
+                    np.where(holes, centre_rows, padded_x),
+                    padded_w,
+                    pattern,
+                    observed,
+                    parameters,
+                    centre,
+                    covariance_type=options.covariance_type,
+                )
+                totals = _add(totals, statistics)
+                continue
             statistics = _chunk_statistics_jit(
                 padded_x,
                 padded_w,
@@ -91,8 +144,7 @@ def _statistics_pass(
                 block_rows=options.block_rows,
                 use_kernel=use_kernel,
             )
-            statistics = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), statistics)
-            totals = statistics if totals is None else jax.tree.map(np.add, totals, statistics)
+            totals = _add(totals, statistics)
     if seen != local_rows:
         raise ValueError(
             f"The data changed between passes ({seen} rows now, {local_rows} on the first "
@@ -112,6 +164,12 @@ def _statistics_pass(
             ),
         )
     return process_sum(totals)
+
+
+def _add(totals, statistics):
+    """``totals + statistics`` in float64 on the host (``statistics`` when no totals)."""
+    statistics = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), statistics)
+    return statistics if totals is None else jax.tree.map(np.add, totals, statistics)
 
 
 def fit_em_chunked(
@@ -135,6 +193,7 @@ def fit_em_chunked(
     init_rows: int = DEFAULT_INIT_ROWS,
     block_rows: int | None = None,
     options: EMOptions | None = None,
+    nan_policy: str = "raise",
 ) -> EMResult:
     """Exact EM over chunks of data that need not fit in memory.
 
@@ -159,8 +218,14 @@ def fit_em_chunked(
             (with the sample's own default prior for MAP); restarts of ``n_init`` differ
             by their seeds.
         options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`; it replaces
-            every option keyword (all but ``data``, ``sample_weight`` and
-            ``chunk_rows``).
+            every option keyword (all but ``data``, ``sample_weight``, ``chunk_rows``
+            and ``nan_policy``).
+        nan_policy: "raise", "marginalize" or "omit", as in
+            :func:`gaussmix.inference.em.fit_em`: chunks with NaN get the expected
+            statistics of :mod:`gaussmix.inference.em.missing` (the initialization sample
+            sees each NaN as its column's weighted mean), or lose their rows with NaN.
+            Maximum likelihood only with NaN (MAP's default prior needs the moments of
+            the completed data: fit in memory).
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`.
@@ -197,14 +262,21 @@ def fit_em_chunked(
             block_rows=block_rows,
             init_rows=init_rows,
         )
+    if nan_policy not in missing.NAN_POLICIES:
+        raise ValueError(
+            f"Invalid value for 'nan_policy': {nan_policy!r}; it should be in "
+            f"{list(missing.NAN_POLICIES)}."
+        )
     source = ChunkSource(data, sample_weight=sample_weight, chunk_rows=chunk_rows)
+    if nan_policy == "omit":
+        source = ChunkSource(without_nan_rows(source)) if source.reiterable else source
     if not source.reiterable:
         raise ValueError(
             "Exact EM reads the data once per iteration, but this iterator can be read only "
             "once; pass a list of chunks or a callable returning a fresh iterator, or use "
             "fit_em_online (one pass)."
         )
-    survey, local_rows = survey_with_rows(source, options)
+    survey, local_rows = survey_with_rows(source, options, allow_nan=nan_policy == "marginalize")
     return exact_em(
         lambda parameters, centre: _statistics_pass(
             source, survey, local_rows, parameters, centre, options

@@ -47,6 +47,8 @@ class Survey(NamedTuple):
     sample: np.ndarray  # (m, D) rows for the initialization, in row order
     sample_weight: np.ndarray | None  # (m,)
     chunk_rows: int  # largest chunk of this process
+    #: (D,) float64 weight of the observed entries of each column (data with NaN), else None
+    observed_weight: np.ndarray | None = None
 
 
 def _numpy_seed(seed) -> int:
@@ -55,11 +57,13 @@ def _numpy_seed(seed) -> int:
     return int(seed)
 
 
-def take_survey(source, *, moments: bool, init_rows: int, seed) -> Survey:
+def take_survey(source, *, moments: bool, init_rows: int, seed, allow_nan: bool = False) -> Survey:
     """One validating pass: N, total weight, weighted sum, moments, a uniform sample.
 
     The sample keeps the ``init_rows`` rows of smallest uniform priority (all rows when
-    there are not more), sorted by global row index.
+    there are not more), sorted by global row index. With ``allow_nan`` NaN entries are
+    missing values: the weighted sum and ``observed_weight`` count the observed entries
+    (the centre is each column's weighted mean of them), the sample keeps its NaN.
     """
     rng = np.random.default_rng([_numpy_seed(seed), jax.process_index()])
     dtype, n_features = None, None
@@ -70,10 +74,13 @@ def take_survey(source, *, moments: bool, init_rows: int, seed) -> Survey:
     rows, row_weights = None, None
     weighted = False
     largest = 0
+    observed_weight = None
     for index, (x, w) in enumerate(source):
         if dtype is None:
             dtype = chunk_dtype(np.asarray(x))
-        x, w = prepare_chunk(x, w, dtype, n_features, f"chunk {index}", validate=True)
+        x, w = prepare_chunk(
+            x, w, dtype, n_features, f"chunk {index}", validate=True, allow_nan=allow_nan
+        )
         n_features = x.shape[1]
         n = x.shape[0]
         if n == 0:
@@ -86,7 +93,19 @@ def take_survey(source, *, moments: bool, init_rows: int, seed) -> Survey:
         weighted = weighted or w is not None
         w64 = np.ones(n) if w is None else w.astype(np.float64)
         total_weight += float(w64.sum())
-        weighted_sum += w64 @ x.astype(np.float64)
+        if allow_nan:
+            holes = np.isnan(x)
+            observed_weight = (0.0 if observed_weight is None else observed_weight) + w64 @ ~holes
+            weighted_sum += w64 @ np.where(holes, 0.0, x.astype(np.float64))
+            if moments and holes.any():
+                raise ValueError(
+                    "MAP (priors) on data with NaN read by chunks or split over devices is "
+                    "not supported: the default prior needs the moments of the completed "
+                    "data; fit it in memory (GaussianMixture.fit on an array, devices=None), "
+                    "or fit by maximum likelihood (priors=None)."
+                )
+        else:
+            weighted_sum += w64 @ x.astype(np.float64)
         if moments:
             chunk_mean = x.mean(axis=0, dtype=np.float64)
             centred = x.astype(np.float64) - chunk_mean
@@ -109,6 +128,8 @@ def take_survey(source, *, moments: bool, init_rows: int, seed) -> Survey:
         n_rows += n
     if weighted_sum is None:
         raise ValueError("data has no rows; pass at least one non-empty chunk.")
+    if allow_nan:
+        observed_weight = np.broadcast_to(observed_weight, (n_features,)).astype(np.float64)
     return _combine_processes(
         Survey(
             n_rows=n_rows,
@@ -121,6 +142,7 @@ def take_survey(source, *, moments: bool, init_rows: int, seed) -> Survey:
             sample=rows,
             sample_weight=row_weights if weighted else None,
             chunk_rows=largest,
+            observed_weight=observed_weight,
         ),
         keys,
         indices,
@@ -147,6 +169,9 @@ def _combine_processes(survey: Survey, keys, indices, init_rows: int, weighted: 
     weighted = bool(np.any(headers[:, 2]))
     moments = survey.mean is not None
     sums = process_gather(survey.weighted_sum).sum(axis=0)
+    observed_weight = survey.observed_weight
+    if observed_weight is not None:
+        observed_weight = process_gather(observed_weight).sum(axis=0)
     mean, scatter = survey.mean, survey.scatter
     if moments:
         means = process_gather(mean)
@@ -179,6 +204,7 @@ def _combine_processes(survey: Survey, keys, indices, init_rows: int, weighted: 
         scatter=scatter,
         sample=all_rows[keep],
         sample_weight=all_weights[keep] if weighted else None,
+        observed_weight=observed_weight,
     )
 
 
@@ -203,16 +229,24 @@ def survey_prior_parameters(survey: Survey, covariance_type: str, dtype) -> Mixt
     return MixturePriorParameters(*(jnp.asarray(a, dtype) for a in parameters))
 
 
-def survey_with_rows(source, options: EMOptions) -> tuple[Survey, int]:
+def survey_with_rows(source, options: EMOptions, allow_nan: bool = False) -> tuple[Survey, int]:
     """The survey of all processes and the number of rows of this process (``source``
-    yields ``(x, w)`` chunks: a ChunkSource or a list)."""
+    yields ``(x, w)`` chunks: a ChunkSource or a list); ``allow_nan``: NaN entries are
+    missing values (a column without any observed entry is an error)."""
     counting = _Counting(source)
     survey = take_survey(
         counting,
         moments=options.method != "maximum_likelihood",
         init_rows=options.init_rows,
         seed=options.seed,
+        allow_nan=allow_nan,
     )
+    if survey.observed_weight is not None and np.any(survey.observed_weight <= 0):
+        column = int(np.flatnonzero(survey.observed_weight <= 0)[0])
+        raise ValueError(
+            f"column {column} of the data holds no observed entry of positive weight (all "
+            "NaN), so nothing can be estimated for it; drop that column."
+        )
     if survey.n_rows < options.n_components:
         raise ValueError(
             "Expected n_samples >= n_components "
@@ -251,10 +285,12 @@ def initial_parameters(survey: Survey, options: EMOptions) -> MixtureParameters:
     seeds = [key] + [jax.random.fold_in(key, restart) for restart in range(1, n_init)]
     sample_options = options._replace(block_rows=None)
     weight = survey.sample_weight
-    check_range(survey.sample, np.ones(survey.sample.shape[0]) if weight is None else weight)
-    starts = [
-        initialize(restart_key(seed), survey.sample, weight, sample_options) for seed in seeds
-    ]
+    sample = survey.sample
+    if survey.observed_weight is not None:  # missing entries: the column means
+        centre = survey.weighted_sum / survey.observed_weight
+        sample = np.where(np.isnan(sample), centre, sample).astype(sample.dtype)
+    check_range(sample, np.ones(sample.shape[0]) if weight is None else weight)
+    starts = [initialize(restart_key(seed), sample, weight, sample_options) for seed in seeds]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
     return broadcast_from_first(stacked)
 
@@ -266,9 +302,10 @@ def survey_context(survey: Survey, options: EMOptions) -> EMContext:
     prior_parameters = None
     if options.method != "maximum_likelihood":
         prior_parameters = survey_prior_parameters(survey, options.covariance_type, dtype)
+    weight = survey.total_weight if survey.observed_weight is None else survey.observed_weight
     return make_context(
         StepConfig.from_options(options),
-        centre=jnp.asarray(survey.weighted_sum / survey.total_weight, dtype),
+        centre=jnp.asarray(survey.weighted_sum / weight, dtype),
         reg_covar=options.reg_covar,
         tol=options.tol,
         priors=options.priors,
