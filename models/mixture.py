@@ -63,15 +63,21 @@ from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.distributions import constraints
 
+from gaussmix.models.eigen_covariance import EIGEN_MODELS, eigen_sites, sample_eigen_covariance
 from gaussmix.models.priors import (
+    COVARIANCE_LAYOUTS,
     COVARIANCE_SITES,
     SITE_SUPPORTS,
     MixturePriorParameters,
+    canonical_covariance_type,
     check_covariance_type,
     check_prior_parameters,
     check_prior_support,
     default_prior_parameters,
+    per_component_prior,
     prior_parts,
+    shared_prior,
+    whole_site_prior,
 )
 
 __all__ = [
@@ -85,9 +91,20 @@ __all__ = [
 ]
 
 
-def prior_site_names(covariance_type: str) -> tuple[str, ...]:
-    """Site names a user may give in ``priors`` for this covariance type."""
+def prior_site_names(covariance_type: str, n_features: int | None = None) -> tuple[str, ...]:
+    """Site names a user may give in ``priors`` for this covariance type (in D =
+    ``n_features`` dimensions: a constrained model has no shape and orientation in one).
+
+    Example:
+        >>> prior_site_names("diag"), prior_site_names("EVE")
+        (('weights', 'means', 'variances', 'scales'), ('weights', 'means', 'volume', 'log_shapes', 'orientation_basis'))
+    """
     check_covariance_type(covariance_type)
+    covariance_type = canonical_covariance_type(covariance_type)
+    if covariance_type in EIGEN_MODELS:
+        sites = eigen_sites(covariance_type, n_features)
+        parts = (sites.volume, sites.log_shape, sites.orientation)
+        return ("weights", "means", *(name for name in parts if name is not None))
     names = ["weights", "means", COVARIANCE_SITES[covariance_type]]
     if covariance_type in ("diag", "spherical"):
         names.append("scales")
@@ -103,8 +120,10 @@ def component_distribution(
         means: (K, D).
         covariance: the covariance site's value: (K, D, D) full, (D, D) tied,
             (K, D) diag, (K,) spherical.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's models
+            (its storage layout's covariance).
     """
+    covariance_type = COVARIANCE_LAYOUTS[covariance_type]
     if covariance_type in ("full", "tied"):
         scale_tril = jnp.linalg.cholesky(covariance)
         if covariance_type == "tied":
@@ -131,7 +150,8 @@ def component_log_density(
         means: (K, D), one mixture's means (no batch axes; ``jax.vmap`` for batches).
         covariance: the covariance site's value: (K, D, D) full, (D, D) tied,
             (K, D) diag, (K,) spherical.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's models
+            (its storage layout's covariance).
 
     Returns:
         (..., K) log densities.
@@ -147,7 +167,8 @@ def component_log_density(
     """
     x = jnp.asarray(x)
     flat = x.reshape((-1, x.shape[-1]))
-    log_density = _component_log_density_by_row(flat, means, covariance, covariance_type)
+    layout = COVARIANCE_LAYOUTS[covariance_type]
+    log_density = _component_log_density_by_row(flat, means, covariance, layout)
     return log_density.T.reshape((*x.shape[:-1], means.shape[0]))
 
 
@@ -200,7 +221,8 @@ class GaussianMixtureDistribution(dist.Distribution):
         weights: (K,) on the simplex.
         means: (K, D).
         covariance: the covariance site's value (see :func:`component_log_density`).
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's models
+            (read as its storage layout).
 
     Example:
         >>> import numpy as np
@@ -217,6 +239,7 @@ class GaussianMixtureDistribution(dist.Distribution):
 
     def __init__(self, weights, means, covariance, covariance_type: str, *, validate_args=None):
         check_covariance_type(covariance_type)
+        covariance_type = COVARIANCE_LAYOUTS[covariance_type]
         self.weights = jnp.asarray(weights)
         self.means = jnp.asarray(means)
         self.covariance = jnp.asarray(covariance)
@@ -254,43 +277,6 @@ def _is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def _per_component(
-    distribution: dist.Distribution, event_shape: tuple, site: str, n_components: int
-) -> dist.Distribution:
-    """Adapt a user's prior to one component's value of shape ``event_shape``.
-
-    Accepted: event shape ``event_shape`` with batch shape () (shared by the components)
-    or (K,) (one prior per component); or a scalar distribution of batch shape (),
-    ``event_shape`` or (K, *event_shape), whose entries become the event.
-    """
-    event_shape, batch_shape = tuple(event_shape), tuple(distribution.batch_shape)
-    per_component = ((), (n_components,))
-    if tuple(distribution.event_shape) == event_shape and batch_shape in per_component:
-        return distribution
-    if distribution.event_shape == () and event_shape:
-        if batch_shape in ((), event_shape):
-            return distribution.expand(event_shape).to_event(len(event_shape))
-        if batch_shape == (n_components, *event_shape):
-            return distribution.to_event(len(event_shape))
-    raise ValueError(
-        f"priors[{site!r}] has event shape {tuple(distribution.event_shape)} and batch shape "
-        f"{batch_shape}; it must describe one component's value of shape {event_shape} "
-        f"(batch shape () shared by the components, or ({n_components},), one per component; "
-        "a scalar distribution is expanded to that shape)."
-    )
-
-
-def _whole_site(distribution: dist.Distribution, shape: tuple, site: str) -> dist.Distribution:
-    """Check a prior on a whole site (``weights``, the tied ``covariance``): one value."""
-    if tuple(distribution.event_shape) != tuple(shape) or tuple(distribution.batch_shape) != ():
-        raise ValueError(
-            f"priors[{site!r}] has event shape {tuple(distribution.event_shape)} and batch "
-            f"shape {tuple(distribution.batch_shape)}; it must be one distribution of the whole "
-            f"{site} site: event shape {tuple(shape)}, batch shape ()."
-        )
-    return distribution
-
-
 #: Where each site's value lives and which priors to use instead, for error messages.
 _SITE_HELP = {
     "weights": ("weights live on the simplex", "use a Dirichlet prior"),
@@ -310,6 +296,24 @@ _SITE_HELP = {
     "scales": (
         "scales (standard deviations) live on the positive reals",
         "use e.g. HalfNormal, HalfCauchy or LogNormal",
+    ),
+    "volume": (
+        "the volume lives on the positive reals",
+        "use e.g. InverseGamma, Gamma or LogNormal",
+    ),
+    "volumes": (
+        "volumes live on the positive reals",
+        "use e.g. InverseGamma, Gamma or LogNormal",
+    ),
+    "log_shape": ("log-shapes live on the real numbers", "use e.g. Normal or StudentT"),
+    "log_shapes": ("log-shapes live on the real numbers", "use e.g. Normal or StudentT"),
+    "orientation_basis": (
+        "orientation bases live on the real numbers",
+        "use e.g. Normal (iid entries give a uniform orientation)",
+    ),
+    "orientation_bases": (
+        "orientation bases live on the real numbers",
+        "use e.g. Normal (iid entries give a uniform orientation)",
     ),
 }
 
@@ -354,12 +358,14 @@ def check_priors(
       numpyro's argument constraints (a Dirichlet concentration > 0, a HalfNormal scale
       > 0, Wishart degrees of freedom > D - 1, an interval's bounds in order);
     * with ``n_components`` and ``n_features``: its shapes (``weights`` event (K,),
-      tied ``covariance`` event (D, D), both batch (); per-component sites as in
+      tied ``covariance`` event (D, D), both batch (); the shared parts of a
+      constrained model, ``volume`` (), ``log_shape`` (D,), ``orientation_basis``
+      (D-1, D), batch () or a scalar distribution expanded; per-component sites as in
       :func:`gaussian_mixture`).
 
     Args:
         priors: ``None`` or a mapping site name -> numpyro distribution.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's 14.
         n_components: K (an int >= 1), to check shapes.
         n_features: D, to check shapes.
 
@@ -387,12 +393,20 @@ def check_priors(
             "priors must be a dict mapping a site name to a numpyro distribution, "
             f"got {type(priors).__name__}."
         )
-    allowed = prior_site_names(covariance_type)
+    given_type = covariance_type
+    covariance_type = canonical_covariance_type(covariance_type)
+    allowed = prior_site_names(covariance_type, n_features)
     unknown = sorted(set(priors) - set(allowed), key=str)
     if unknown:
+        one_dimensional = covariance_type in EIGEN_MODELS and n_features == 1
         raise ValueError(
-            f"Unknown prior site(s) {unknown} for covariance_type={covariance_type!r}; "
-            f"allowed: {list(allowed)}."
+            f"Unknown prior site(s) {unknown} for covariance_type={given_type!r}; "
+            f"allowed: {list(allowed)}"
+            + (
+                " (in one dimension a constrained model has its volumes only)."
+                if one_dimensional
+                else "."
+            )
         )
     site = COVARIANCE_SITES[covariance_type]
     if "scales" in priors and site in priors:
@@ -407,7 +421,7 @@ def check_priors(
         check_prior_parameters(distribution, name)
     valid_count = isinstance(n_components, int | np.integer) and n_components >= 1
     if valid_count and "weights" in priors:  # K alone fixes the weights' shape
-        _whole_site(priors["weights"], (int(n_components),), "weights")
+        whole_site_prior(priors["weights"], (int(n_components),), "weights")
     if valid_count and n_features is not None:  # shapes (the program checks K itself)
         K, D = int(n_components), int(n_features)
         shapes = {
@@ -417,12 +431,20 @@ def check_priors(
             "covariance": (D, D),
             "variances": (D,) if covariance_type == "diag" else (),
             "scales": (D,) if covariance_type == "diag" else (),
+            "volume": (),
+            "volumes": (),
+            "log_shape": (D,),
+            "log_shapes": (D,),
+            "orientation_basis": (D - 1, D),
+            "orientation_bases": (D - 1, D),
         }
         for name, distribution in priors.items():
             if name in ("weights", "covariance"):
-                _whole_site(distribution, shapes[name], name)
+                whole_site_prior(distribution, shapes[name], name)
+            elif name in ("volume", "log_shape", "orientation_basis"):  # shared parts
+                shared_prior(distribution, shapes[name], name)
             else:
-                _per_component(distribution, shapes[name], name, K)
+                per_component_prior(distribution, shapes[name], name, K)
     return dict(priors)
 
 
@@ -470,12 +492,18 @@ def gaussian_mixture(
         x: observations (N, D); (N,) is read as D = 1. ``None`` simulates data from the
             prior (give ``n_samples`` and ``n_features``).
         n_components: K >= 1.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's 14
+            (VVV, EEE, VVI, VII are the classic four; the ten others sample volume,
+            shape and orientation, :mod:`gaussmix.models.eigen_covariance`, and record
+            their covariance as the deterministic site of their storage layout).
         priors: ``{site: distribution}`` replacing default priors. ``weights`` takes a
             distribution on the K-simplex; ``means``, ``covariances``, ``variances`` and
             ``scales`` (standard deviations, diag / spherical only, in place of
             ``variances``) take one component's prior, scalar ones are expanded; the tied
-            ``covariance`` takes a (D, D) distribution.
+            ``covariance`` takes a (D, D) distribution. A constrained model takes
+            ``volume(s)`` (positive), ``log_shape(s)`` (D,) and ``orientation_basis`` /
+            ``orientation_bases`` (D-1, D) (real), a singular name one value shared by
+            the components, a plural one per component.
         sample_weight: (N,) non-negative weights multiplying each point's log-likelihood.
         prior_parameters: hyperparameters of the default prior; by default scaled from
             ``x`` (:func:`gaussmix.models.priors.default_prior_parameters`).
@@ -491,6 +519,7 @@ def gaussian_mixture(
         ((3, 50, 2), (3, 2, 2, 2))
     """
     check_covariance_type(covariance_type)
+    covariance_type = canonical_covariance_type(covariance_type)  # VVV -> full, ...
     if not isinstance(n_components, int | np.integer) or n_components < 1:
         raise ValueError(f"Invalid value for 'n_components': {n_components}; it must be >= 1.")
     if x is not None:
@@ -513,6 +542,7 @@ def gaussian_mixture(
     p = prior_parameters
     K, D = n_components, n_features
     site = COVARIANCE_SITES[covariance_type]
+    layout = COVARIANCE_LAYOUTS[covariance_type]
 
     weights = numpyro.sample(
         "weights",
@@ -525,11 +555,13 @@ def gaussian_mixture(
                 "covariance", dist.InverseWishart(p.degrees_of_freedom, p.covariance_prior)
             ),
         )
+    elif covariance_type in EIGEN_MODELS:
+        covariance = sample_eigen_covariance(covariance_type, K, D, p, user_priors)
     with numpyro.plate("components", K):
         if covariance_type == "full":
             covariance = numpyro.sample(
                 "covariances",
-                _per_component(
+                per_component_prior(
                     user_priors.get(
                         "covariances",
                         dist.InverseWishart(p.degrees_of_freedom, p.covariance_prior),
@@ -543,7 +575,7 @@ def gaussian_mixture(
             event_shape = (D,) if covariance_type == "diag" else ()
             if "scales" in user_priors:
                 scales = numpyro.sample(
-                    "scales", _per_component(user_priors["scales"], event_shape, "scales", K)
+                    "scales", per_component_prior(user_priors["scales"], event_shape, "scales", K)
                 )
                 covariance = numpyro.deterministic(site, scales**2)
             else:
@@ -551,21 +583,21 @@ def gaussian_mixture(
                     p.degrees_of_freedom / 2, jnp.asarray(p.covariance_prior) / 2
                 )
                 covariance = numpyro.sample(
-                    site, _per_component(user_priors.get(site, default), event_shape, site, K)
+                    site, per_component_prior(user_priors.get(site, default), event_shape, site, K)
                 )
         if "means" in user_priors:
-            mean_prior = _per_component(user_priors["means"], (D,), "means", K)
-        elif covariance_type in ("full", "tied"):
+            mean_prior = per_component_prior(user_priors["means"], (D,), "means", K)
+        elif layout in ("full", "tied"):
             mean_prior = dist.MultivariateNormal(
                 p.mean_prior, covariance_matrix=covariance / p.mean_precision
             )
         else:
-            variances = covariance if covariance_type == "diag" else covariance[..., None]
+            variances = covariance if layout == "diag" else covariance[..., None]
             mean_prior = dist.Normal(p.mean_prior, jnp.sqrt(variances / p.mean_precision)).to_event(
                 1
             )
         means = numpyro.sample("means", mean_prior)
 
-    mixture = GaussianMixtureDistribution(weights, means, covariance, covariance_type)
+    mixture = GaussianMixtureDistribution(weights, means, covariance, layout)
     with numpyro.plate("data", n_samples), _weighting(sample_weight):
         numpyro.sample("x", mixture, obs=x)

@@ -25,7 +25,7 @@ import numpyro.distributions as dist
 from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
-#: The covariance types of the NumPyro program (and of every back end).
+#: The four classic covariance types (scikit-learn's names and storage layouts).
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 #: mclust's 14 models :math:`\\Sigma_k = \\lambda_k D_k A_k D_k^T` (Celeux & Govaert 1995):
@@ -43,6 +43,9 @@ COVARIANCE_ALIASES = {"VVV": "full", "EEE": "tied", "VVI": "diag", "VII": "spher
 EM_COVARIANCE_TYPES = COVARIANCE_TYPES + tuple(
     name for name in MCLUST_MODELS if name not in COVARIANCE_ALIASES
 )
+
+#: The covariance types of the NumPyro program (and so of NUTS): the same as EM's.
+PROGRAM_COVARIANCE_TYPES = EM_COVARIANCE_TYPES
 
 #: Covariance type -> the classic type whose storage its covariances use (and so its
 #: E-step statistics and precision factors): (K,) spherical, (K, D) diag, (D, D) tied,
@@ -69,7 +72,8 @@ _LAYOUT_SITES = {
 COVARIANCE_SITES = {name: _LAYOUT_SITES[layout] for name, layout in COVARIANCE_LAYOUTS.items()}
 
 
-#: Support of the value of each site (one component's value for the per-component sites).
+#: Support of the value of each site (one component's value for the per-component sites);
+#: the sites of mclust's constrained models are in :mod:`gaussmix.models.eigen_covariance`.
 SITE_SUPPORTS = {
     "weights": constraints.simplex,
     "means": constraints.real_vector,
@@ -77,6 +81,12 @@ SITE_SUPPORTS = {
     "covariance": constraints.positive_definite,
     "variances": constraints.positive,
     "scales": constraints.positive,
+    "volume": constraints.positive,
+    "volumes": constraints.positive,
+    "log_shape": constraints.real_vector,
+    "log_shapes": constraints.real_vector,
+    "orientation_basis": constraints.real,
+    "orientation_bases": constraints.real,
 }
 
 
@@ -99,30 +109,15 @@ class MixturePriorParameters(NamedTuple):
     covariance_prior: ArrayLike
 
 
-class ProgramCovarianceError(NotImplementedError, ValueError):
-    """A covariance type the EM back end fits but the NumPyro program (NUTS) has not yet
-    (a ``NotImplementedError``, and a ``ValueError`` for callers that report bad input)."""
-
-
 def check_covariance_type(covariance_type: str) -> None:
-    """Raise ValueError unless ``covariance_type`` is one of the program's types
-    (:class:`ProgramCovarianceError` for one that EM alone fits)."""
-    if covariance_type not in COVARIANCE_TYPES:
-        if isinstance(covariance_type, str) and covariance_type in COVARIANCE_LAYOUTS:
-            raise ProgramCovarianceError(
-                f"covariance_type={covariance_type!r} is fitted by EM only (maximum "
-                "likelihood or the conjugate MAP); the NumPyro program, and so NUTS, "
-                f"has {list(COVARIANCE_TYPES)}"
-                + (
-                    f": use {COVARIANCE_ALIASES[covariance_type]!r}, the same model."
-                    if covariance_type in COVARIANCE_ALIASES
-                    else "."
-                )
-            )
-        raise ValueError(
-            f"Invalid value for 'covariance_type': {covariance_type!r}; "
-            f"'covariance_type' should be in {list(COVARIANCE_TYPES)}"
-        )
+    """Raise ValueError unless ``covariance_type`` is one of the program's types: the
+    four classic ones and mclust's 14 (:data:`PROGRAM_COVARIANCE_TYPES`, the aliases
+    VVV, EEE, VVI, VII included), the same as the EM back end's.
+
+    Example:
+        >>> check_covariance_type("EVE")
+    """
+    check_em_covariance_type(covariance_type)
 
 
 def check_em_covariance_type(covariance_type: str) -> None:
@@ -171,7 +166,10 @@ def default_prior_parameters(
     """Default hyperparameters, scaled from data ``x`` of shape (N, D).
 
     Without data (prior predictive simulation) the prior is centred at the origin with
-    identity scale in ``n_features`` dimensions.
+    identity scale in ``n_features`` dimensions. NumPy data give NumPy hyperparameters
+    (nothing compiled: the NUTS back end computes them once, outside the log density),
+    anything else JAX arrays; both in the default float dtype (float64 under
+    ``jax_enable_x64``).
 
     Example:
         >>> import numpy as np
@@ -180,14 +178,15 @@ def default_prior_parameters(
         ([2.0, 2.0], (2, 2))
     """
     covariance_type = covariance_layout(covariance_type)
-    dtype = jnp.asarray(0.0).dtype
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    xp = np if x is None or isinstance(x, np.ndarray) else jnp
     if x is None:
         if n_features is None:
             raise ValueError("Without data, give n_features to build the default prior.")
-        mean = jnp.zeros(n_features, dtype)
-        covariance = jnp.eye(n_features, dtype=dtype)
+        mean = xp.zeros(n_features, dtype)
+        covariance = xp.eye(n_features, dtype=dtype)
     else:
-        data = jnp.asarray(x, dtype=dtype)
+        data = xp.asarray(x, dtype=dtype)
         if data.ndim == 1:
             data = data[:, None]
         mean = data.mean(axis=0)
@@ -195,22 +194,22 @@ def default_prior_parameters(
             centred = data - mean
             covariance = centred.T @ centred / (data.shape[0] - 1)
         else:
-            covariance = jnp.eye(data.shape[1], dtype=dtype)
+            covariance = xp.eye(data.shape[1], dtype=dtype)
         # A constant feature would give a singular prior scale: load the diagonal.
-        floor = 1e-6 * jnp.maximum(jnp.trace(covariance) / covariance.shape[0], 1e-12)
-        covariance = covariance + floor * jnp.eye(covariance.shape[0], dtype=dtype)
+        floor = 1e-6 * xp.maximum(xp.trace(covariance) / covariance.shape[0], 1e-12)
+        covariance = covariance + floor * xp.eye(covariance.shape[0], dtype=dtype)
     n_dims = mean.shape[0]
     if covariance_type in ("full", "tied"):
         covariance_prior = covariance
     elif covariance_type == "diag":
-        covariance_prior = jnp.diag(covariance)
+        covariance_prior = xp.diag(covariance)
     else:
-        covariance_prior = jnp.diag(covariance).mean()
+        covariance_prior = xp.asarray(xp.diag(covariance).mean(), dtype)
     return MixturePriorParameters(
-        weight_concentration=jnp.asarray(1.0, dtype),
+        weight_concentration=xp.asarray(1.0, dtype),
         mean_prior=mean,
-        mean_precision=jnp.asarray(1.0, dtype),
-        degrees_of_freedom=jnp.asarray(float(n_dims), dtype),
+        mean_precision=xp.asarray(1.0, dtype),
+        degrees_of_freedom=xp.asarray(float(n_dims), dtype),
         covariance_prior=covariance_prior,
     )
 
@@ -357,6 +356,68 @@ def describe_support(support: constraints.Constraint) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Checks of a user's prior, shared by the mixture and peak programs
+
+
+def per_component_prior(
+    distribution: dist.Distribution, event_shape: tuple, site: str, n_components: int
+) -> dist.Distribution:
+    """Adapt a user's prior to one component's value of shape ``event_shape``.
+
+    Accepted: event shape ``event_shape`` with batch shape () (shared by the components)
+    or (K,) (one prior per component); or a scalar distribution of batch shape (),
+    ``event_shape`` or (K, *event_shape), whose entries become the event.
+
+    Example:
+        >>> per_component_prior(dist.HalfNormal(1.0), (2,), "scales", 3).event_shape
+        (2,)
+    """
+    event_shape, batch_shape = tuple(event_shape), tuple(distribution.batch_shape)
+    per_component = ((), (n_components,))
+    if tuple(distribution.event_shape) == event_shape and batch_shape in per_component:
+        return distribution
+    if distribution.event_shape == () and event_shape:
+        if batch_shape in ((), event_shape):
+            return distribution.expand(event_shape).to_event(len(event_shape))
+        if batch_shape == (n_components, *event_shape):
+            return distribution.to_event(len(event_shape))
+    raise ValueError(
+        f"priors[{site!r}] has event shape {tuple(distribution.event_shape)} and batch shape "
+        f"{batch_shape}; it must describe one component's value of shape {event_shape} "
+        f"(batch shape () shared by the components, or ({n_components},), one per component; "
+        "a scalar distribution is expanded to that shape)."
+    )
+
+
+def whole_site_prior(distribution: dist.Distribution, shape: tuple, site: str) -> dist.Distribution:
+    """Check a prior on a whole site (``weights``, the tied ``covariance``): one value.
+
+    Example:
+        >>> whole_site_prior(dist.Dirichlet(np.ones(3)), (3,), "weights").event_shape
+        (3,)
+    """
+    if tuple(distribution.event_shape) != tuple(shape) or tuple(distribution.batch_shape) != ():
+        raise ValueError(
+            f"priors[{site!r}] has event shape {tuple(distribution.event_shape)} and batch "
+            f"shape {tuple(distribution.batch_shape)}; it must be one distribution of the whole "
+            f"{site} site: event shape {tuple(shape)}, batch shape ()."
+        )
+    return distribution
+
+
+def shared_prior(distribution: dist.Distribution, shape: tuple, site: str) -> dist.Distribution:
+    """Adapt a user's prior to a site shared by the components, of shape ``shape``.
+
+    Accepted: event shape ``shape`` with batch shape (); or a scalar distribution of
+    batch shape () or ``shape``, whose entries become the event.
+
+    Example:
+        >>> shared_prior(dist.Normal(0.0, 1.0), (3,), "log_shape").event_shape
+        (3,)
+    """
+    shape, batch_shape = tuple(shape), tuple(distribution.batch_shape)
+    if distribution.event_shape == () and shape and batch_shape in ((), shape):
+        return distribution.expand(shape).to_event(len(shape))
+    return whole_site_prior(distribution, shape, site)
 
 
 def _is_concrete(value) -> bool:
