@@ -45,8 +45,14 @@ from gaussmix.inference.sampling_hooks import (
     SamplingHooks,
     register_sampling_hooks,
 )
+from gaussmix.models.eigen_covariance import EIGEN_MODELS, eigen_sites, latent_values
 from gaussmix.models.mixture import check_priors, component_log_density, gaussian_mixture
-from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
+from gaussmix.models.priors import (
+    COVARIANCE_SITES,
+    canonical_covariance_type,
+    check_covariance_type,
+    default_prior_parameters,
+)
 
 __all__ = [
     "mixture_dims",
@@ -54,6 +60,7 @@ __all__ = [
     "posterior_responsibilities",
     "relabel_mixture_draws",
     "sample_mixture",
+    "with_latent_values",
 ]
 
 
@@ -126,10 +133,43 @@ def mixture_sampling_hooks(args: tuple, kwargs: dict) -> SamplingHooks:
     )
 
 
+def with_latent_values(point: Mapping, covariance_type: str) -> dict:
+    """``point`` with the latent sites of a constrained model added where absent.
+
+    A starting point in the storage layout (an EM fit, a ``GaussianMixture``'s
+    ``params_``: ``weights``, ``means`` and the covariance site) names no volume, shape
+    or orientation; they are read off its covariance site
+    (:func:`gaussmix.models.eigen_covariance.latent_values`). Other types, and points
+    that name the latent sites already, are returned as they are (a new dict).
+
+    Example:
+        >>> import numpy as np
+        >>> point = {"means": np.zeros((2, 2)), "variances": np.array([[2.0, 0.5], [4.0, 1.0]])}
+        >>> sorted(with_latent_values(point, "VEI"))
+        ['log_shape', 'means', 'variances', 'volumes']
+    """
+    point = dict(point)
+    covariance_type = canonical_covariance_type(covariance_type)
+    site = COVARIANCE_SITES[covariance_type]
+    if covariance_type not in EIGEN_MODELS or site not in point:
+        return point
+    n_features = np.shape(point["means"])[-1] if "means" in point else None
+    names = [name for name in eigen_sites(covariance_type, n_features)[:3] if name is not None]
+    if all(name in point for name in names):
+        return point
+    values = latent_values(np.asarray(point[site]), covariance_type)
+    return {**{name: value for name, value in values.items() if name not in point}, **point}
+
+
 def _em_answer(x, n_components, covariance_type, priors, sample_weight, seed) -> dict | None:
-    """The EM answer under the program's prior, or None (with a warning if EM fails)."""
+    """The EM answer under the program's prior, or None (with a warning if EM fails).
+
+    A constrained model starts from EM under its storage layout's default conjugate
+    prior (EM knows no prior on volumes, shapes or orientations), its latent sites read
+    off the fitted covariances (:func:`with_latent_values`)."""
     from gaussmix.inference import em
 
+    constrained = canonical_covariance_type(covariance_type) in EIGEN_MODELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", em.ConvergenceWarning)
@@ -137,7 +177,7 @@ def _em_answer(x, n_components, covariance_type, priors, sample_weight, seed) ->
                 x,
                 n_components=n_components,
                 covariance_type=covariance_type,
-                priors=priors if priors else "default",
+                priors=priors if priors and not constrained else "default",
                 sample_weight=sample_weight,
                 seed=seed,
             )
@@ -149,10 +189,10 @@ def _em_answer(x, n_components, covariance_type, priors, sample_weight, seed) ->
             stacklevel=5,  # past sample: its caller's caller (e.g. the user of sample_mixture)
         )
         return None
-    params = {name: jnp.asarray(value) for name, value in result.params.items()}
-    if not all(bool(jnp.all(jnp.isfinite(value))) for value in params.values()):
+    params = {name: np.asarray(value) for name, value in result.params.items()}
+    if not all(bool(np.all(np.isfinite(value))) for value in params.values()):
         return None
-    return params
+    return with_latent_values(params, covariance_type)
 
 
 def mixture_dims(samples: Mapping, observed: tuple, sample_ndim: int = 2) -> dict:
@@ -184,6 +224,18 @@ def mixture_dims(samples: Mapping, observed: tuple, sample_ndim: int = 2) -> dic
             dims[name] = ["feature_row", "feature_column"]
         elif name in ("variances", "scales"):
             dims[name] = ["components"] + (["features"] if event_ndim == 2 else [])
+        elif name == "volumes":
+            dims[name] = ["components"]
+        elif name in ("log_shapes", "shapes"):
+            dims[name] = ["components", "features"]
+        elif name in ("log_shape", "shape"):
+            dims[name] = ["features"]
+        elif name == "orientation_bases":
+            dims[name] = ["components", "orientation_axis", "features"]
+        elif name == "orientation_basis":
+            dims[name] = ["orientation_axis", "features"]
+        elif name == "volume":
+            dims[name] = []
     for name in observed:
         dims[name] = ["data", "features"]
     return dims
@@ -353,8 +405,14 @@ def sample_mixture(
         kwargs["priors"] = priors
     if sample_weight is not None:
         kwargs["sample_weight"] = sample_weight
+    if prior_parameters is None and isinstance(x, np.ndarray) and x.ndim in (1, 2):
+        # once, in NumPy: inside the program the default prior would be recomputed from
+        # the data (an O(N D^2) covariance) at every evaluation of the log density
+        prior_parameters = default_prior_parameters(x, covariance_type)
     if prior_parameters is not None:
         kwargs["prior_parameters"] = prior_parameters
+    if isinstance(init, Mapping):
+        init = with_latent_values(init, covariance_type)
     tree = sample(
         gaussian_mixture,
         x,

@@ -22,7 +22,12 @@ instead (the identifying constraint :math:`\\mu_1 < \\dots < \\mu_K` of Stan's
 
 Sites of the mixture program that carry a component axis first and are permuted:
 ``weights`` (K,), ``means`` (K, D), ``covariances`` (K, D, D), ``variances`` (K, D) or
-(K,), ``scales`` (K, D) or (K,). The tied ``covariance`` (D, D) is shared and left as is.
+(K,), ``scales`` (K, D) or (K,), and the varying parts of mclust's constrained models
+(:mod:`gaussmix.models.eigen_covariance`): ``volumes`` (K,), ``log_shapes`` and
+``shapes`` (K, D), ``orientation_bases`` (K, D-1, D). Shared sites are left as they are:
+the tied ``covariance`` (D, D) and a constrained model's ``volume``, ``log_shape``,
+``shape`` and ``orientation_basis``. The cost of a constrained model reads its
+covariance site (that of its storage layout).
 """
 
 import itertools
@@ -35,7 +40,8 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation
-from gaussmix.models.priors import COVARIANCE_SITES, check_covariance_type
+from gaussmix.models.eigen_covariance import PER_COMPONENT_SITES
+from gaussmix.models.priors import COVARIANCE_LAYOUTS, COVARIANCE_SITES, check_covariance_type
 
 __all__ = [
     "COMPONENT_SITES",
@@ -51,7 +57,7 @@ __all__ = [
 ]
 
 #: Sites of :func:`gaussmix.models.gaussian_mixture` whose first draw axis is the component.
-COMPONENT_SITES = ("weights", "means", "covariances", "variances", "scales")
+COMPONENT_SITES = ("weights", "means", "covariances", "variances", "scales", *PER_COMPONENT_SITES)
 #: ``"auto"`` orders by the means in one dimension and matches the reference otherwise.
 RELABEL_METHODS = ("auto", "order", "match")
 #: Largest K for which the assignment enumerates all K! permutations.
@@ -100,7 +106,8 @@ def component_cost(
             (..., K, D) diag, (..., K) spherical.
         reference_means: (K, D).
         reference_covariance: the reference covariance site (no batch axes).
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's 14 (read
+            as its storage layout).
 
     Returns:
         (..., K, K) costs, reference label j first, draw component k second; a NumPy
@@ -115,6 +122,7 @@ def component_cost(
         [[2.0, 0.0], [0.0, 2.0]]
     """
     check_covariance_type(covariance_type)
+    covariance_type = COVARIANCE_LAYOUTS[covariance_type]
     xp = _namespace(means, covariance, reference_means, reference_covariance)
     means = xp.asarray(means)
     if not xp.issubdtype(means.dtype, xp.floating):
@@ -309,7 +317,7 @@ def relabeling_permutation(
             ``means`` (C, S, K, D) and the covariance site.
         reference: the reference labelling (the MAP): ``means`` (K, D) and the covariance
             site; unused by ``method="order"``.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's 14.
         method: "order" (sort by the first coordinate of the means; one dimension),
             "match" (least-cost match to the reference) or "auto" (order when D = 1).
 
@@ -375,7 +383,7 @@ def relabel_mixture(
         samples: draws of the program's sites with leading batch axes, e.g. (C, S).
         reference: the reference point (the MAP / EM answer) with the program's site
             names; for ``method="order"`` it may be ``None``.
-        covariance_type: "full", "tied", "diag" or "spherical".
+        covariance_type: "full", "tied", "diag", "spherical" or one of mclust's 14.
         method: "auto", "order" or "match" (see :func:`relabeling_permutation`).
 
     Returns:

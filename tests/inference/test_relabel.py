@@ -239,3 +239,47 @@ def test_bad_input():
         relabeling_permutation({"means": np.ones((4, 2, 2))}, None, "diag")
     with pytest.raises(ValueError, match="covariance_type"):
         relabeling_permutation({"means": np.ones((4, 2, 2))}, None, "banana")
+
+
+@pytest.mark.parametrize("covariance_type", ["VEV", "EVE", "EEI"])
+def test_constrained_models_permute_their_varying_parts_only(covariance_type):
+    """mclust's constrained models: per-component parts (``volumes``, ``log_shapes``,
+    ``shapes``, ``orientation_bases``, the covariance site) follow the labels, shared
+    ones (``volume``, ``log_shape``, ``shape``, ``orientation_basis``) stay; K = D = 3,
+    so a shared (D,) site permuted by mistake would show."""
+    from gaussmix.models.eigen_covariance import covariance_from_parts, eigen_sites
+
+    rng = np.random.default_rng(4)
+    K = D = 3
+    sites = eigen_sites(covariance_type, D)
+    point = {
+        "weights": rng.dirichlet(np.full(K, 5.0)),
+        "means": rng.normal(scale=8.0, size=(K, D)),
+    }
+    point[sites.volume] = rng.uniform(0.5, 2.0, size=K if sites.volume == "volumes" else ())
+    log_shape = rng.normal(size=(K, D) if sites.log_shape == "log_shapes" else D)
+    point[sites.log_shape] = log_shape
+    point[sites.shape] = np.exp(log_shape - log_shape.mean(-1, keepdims=True))
+    basis = None
+    if sites.orientation:
+        per_component = sites.orientation == "orientation_bases"
+        basis = rng.normal(size=(K, D - 1, D) if per_component else (D - 1, D))
+        point[sites.orientation] = basis
+    site = COVARIANCE_SITES[covariance_type]
+    point[site] = np.asarray(
+        covariance_from_parts(point[sites.volume], point[sites.shape], basis, covariance_type, K, D)
+    )
+    varying = {"weights", "means", site, "volumes", "log_shapes", "shapes", "orientation_bases"}
+    permutations = np.stack([rng.permutation(K) for _ in range(12)]).reshape(2, 6, K)
+    draws = {}
+    for name, value in point.items():
+        value = np.broadcast_to(value, (2, 6, *np.shape(value))).copy()
+        if name in varying:
+            index = permutations.reshape(2, 6, K, *(1,) * (value.ndim - 3))
+            value = np.take_along_axis(value, index, axis=2)
+        draws[name] = value
+    relabeled, _ = relabel_mixture(draws, point, covariance_type, method="match")
+    for name, value in point.items():
+        np.testing.assert_allclose(
+            relabeled[name], np.broadcast_to(value, relabeled[name].shape), err_msg=name
+        )
