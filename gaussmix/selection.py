@@ -29,15 +29,24 @@ estimator, draws in its labelling) and scores it by PSIS-LOO on the deviance sca
 better); the posteriors are kept for :func:`gaussmix.compare`.
 """
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 from jax.typing import ArrayLike
 
-from gaussmix._base import check_is_fitted, seed_from_random_state, validate_data
+from gaussmix._base import (
+    check_is_fitted,
+    convergence_warning_class,
+    seed_from_random_state,
+    validate_data,
+)
 from gaussmix.inference import compilation, em
 from gaussmix.inference.deprecation import UNSET, renamed_keyword
+from gaussmix.inference.em import candidates as candidates_em
+from gaussmix.inference.em.features import block_size
+from gaussmix.inference.em.results import raise_on_failure
 from gaussmix.mixture import GaussianMixture
 from gaussmix.models import priors
 
@@ -301,6 +310,12 @@ def select_components(
         return _select_by_loo(
             X, candidates, covariance_type, sample_weight, mcmc_options, estimator_parameters
         )
+    if covariance_type in priors.COVARIANCE_LAYOUTS:
+        padded = _select_one_padded(
+            X, candidates, covariance_type, criterion, sample_weight, estimator_parameters
+        )
+        if padded is not None:
+            return padded
     values, log_likelihoods, converged, fitted = [], [], [], []
     for k in candidates:
         estimator = GaussianMixture(int(k), covariance_type=covariance_type, **estimator_parameters)
@@ -371,18 +386,37 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters):
     for i, k in enumerate(candidates):
         for j, model in enumerate(models):
             n_parameters[i, j] = em.n_parameters(model, int(k), int(data.shape[1]))
-            estimator = GaussianMixture(int(k), covariance_type=model, **parameters)
-            try:
-                estimator.fit(X, sample_weight=sample_weight)  # keeps feature names
-                values[i, j], log_likelihoods[i, j], _ = _criterion(
-                    estimator, validate_data(estimator, X, reset=False), sample_weight, criterion
-                )
-            except ValueError as error:  # a collapsed component, K > N, overflow, ...
-                failures[(int(k), model)] = str(error)
-                continue
+    weight = _checked_weight(sample_weight, data.shape[0])
+    padded = _padded_options(data, candidates, models, weight, parameters)
+    cells = [(i, j) for i in range(shape[0]) for j in range(shape[1])]
+    if padded is not None:  # every K of a model in one program
+        total = float(data.shape[0] if weight is None else weight.sum())
+        for j, model in enumerate(models):
+            _padded_column(data, weight, total, j, model, padded, criterion, n_parameters)
+        rows = padded["rows"]
+        for j in range(shape[1]):
+            for i, value in rows[j].items():
+                if isinstance(value, str):
+                    failures[(int(candidates[i]), models[j])] = value
+                else:
+                    values[i, j], log_likelihoods[i, j], converged[i, j] = value
+                    fitted[(i, j)] = None  # fitted below if it is the best
+        cells = [(i, j) for i, j in cells if i not in padded["indices"]]
+    for index, (i, j) in enumerate(cells):  # one (K, model) at a time
+        k, model = candidates[i], models[j]
+        estimator = GaussianMixture(int(k), covariance_type=model, **parameters)
+        try:
+            estimator.fit(X, sample_weight=sample_weight)  # keeps feature names
+            values[i, j], log_likelihoods[i, j], _ = _criterion(
+                estimator, validate_data(estimator, X, reset=False), sample_weight, criterion
+            )
+        except ValueError as error:  # a collapsed component, K > N, overflow, ...
+            failures[(int(k), model)] = str(error)
+        else:
             converged[i, j] = estimator.converged_
             fitted[(i, j)] = estimator
-        _release_programs()
+        if index + 1 == len(cells) or cells[index + 1][0] != i:
+            _release_programs()
     if not fitted:
         first = next(iter(failures.items()))
         raise ValueError(
@@ -393,6 +427,13 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters):
     columns = np.array([j for _, j in cells])
     order = np.lexsort((columns, rows, values[rows, columns]))
     best = cells[int(order[0])]
+    if fitted[best] is None:  # a padded fit: the estimator fitted alone, same start
+        estimator = GaussianMixture(
+            int(candidates[best[0]]), covariance_type=models[best[1]], **parameters
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", convergence_warning_class())  # warned already
+            fitted[best] = estimator.fit(X, sample_weight=sample_weight)
     table = CriterionTable(
         n_components=np.asarray(candidates, dtype=np.int64),
         covariance_types=tuple(models),
@@ -406,6 +447,153 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters):
         best_covariance_type=models[best[1]],
     )
     return table, fitted[best]
+
+
+#: Estimator parameters the padded table fits (maximum likelihood from the k-means
+#: start); any other value is fitted one (K, model) at a time.
+_PADDED_DEFAULTS = {
+    "weights_init": None,
+    "means_init": None,
+    "precisions_init": None,
+    "warm_start": False,
+    "verbose": 0,
+    "priors": None,
+    "chunk_size": None,
+    "devices": None,
+    "init_params": "kmeans",
+}
+
+
+def _padded_options(data, candidates, models, weight, parameters) -> dict | None:
+    """The checked options of the padded table (:mod:`gaussmix.inference.em.candidates`:
+    every K of a model in one program), or None where the table is fitted one (K,
+    model) at a time: other starts or priors, user starting values, NaN in the data,
+    options the estimator refuses (each cell then fails with its message)."""
+    settings = GaussianMixture(**parameters).get_params()
+    if any(settings[name] != value for name, value in _PADDED_DEFAULTS.items()):
+        return None
+    if np.isnan(data).any():
+        return None
+    indices = [i for i, k in enumerate(candidates) if int(k) <= data.shape[0]]
+    if not indices:
+        return None
+    counts = tuple(int(candidates[i]) for i in indices)
+    try:
+        options = em.check_options(
+            n_components=max(counts),
+            covariance_type=models[0],
+            max_iter=settings["max_iter"],
+            tol=settings["tol"],
+            reg_covar=settings["reg_covar"],
+            n_init=settings["n_init"],
+            seed=seed_from_random_state(settings["random_state"]),
+        )
+    except ValueError:
+        return None
+    fit_weight = np.ones(data.shape[0], data.dtype) if weight is None else weight
+    return {
+        "options": options,
+        "indices": indices,
+        "counts": counts,
+        "weight": fit_weight.astype(data.dtype),
+        "labels": candidates_em.kmeans_labels(
+            data, fit_weight, options.key, n_components=counts, n_init=options.n_init
+        ),
+        "rows": {},
+    }
+
+
+def _padded_column(data, weight, total, column, model, padded, criterion, n_parameters):
+    """One model's cells from its padded program: ``padded["rows"][column]`` maps each
+    row to (criterion, log-likelihood, converged), or to the failure's message."""
+    options = padded["options"]
+    counts = padded["counts"]
+    config = candidates_em.CandidatesConfig(
+        covariance_type=priors.canonical_covariance_type(model),
+        n_components=counts,
+        max_iter=int(options.max_iter),
+        n_init=int(options.n_init),
+        block_rows=block_size(
+            data.shape[0], data.shape[1], max(counts), model, data.dtype.itemsize, None
+        ),
+    )
+    fits = candidates_em.fit_candidates(
+        data,
+        padded["weight"],
+        padded["labels"],
+        tol=options.tol,
+        reg_covar=options.reg_covar,
+        config=config,
+    )
+    rows = {}
+    for position, i in enumerate(padded["indices"]):
+        try:
+            raise_on_failure(
+                fits.collapsed[position][None],
+                fits.n_iters[position][None],
+                fits.lower_bound[position],
+                False,
+                model,
+                data.dtype,
+            )
+        except ValueError as error:
+            rows[i] = str(error)
+            continue
+        log_likelihood = float(fits.log_likelihood[position])
+        if criterion == "aic":
+            value = -2.0 * log_likelihood + 2.0 * n_parameters[i, column]
+        else:
+            value = -2.0 * log_likelihood + n_parameters[i, column] * np.log(total)
+            if criterion == "icl":
+                value -= 2.0 * float(fits.assignment[position])
+        converged = bool(fits.converged[position]) or options.max_iter == 0
+        if not converged:
+            warnings.warn(
+                f"{model}, K = {counts[position]}: the best initialization did not "
+                "converge. Try different init parameters, or increase max_iter, tol, or "
+                "check for degenerate data.",
+                convergence_warning_class(),
+                stacklevel=4,
+            )
+        rows[i] = (value, log_likelihood, bool(fits.converged[position]))
+    padded["rows"][column] = rows
+
+
+def _select_one_padded(X, candidates, model, criterion, sample_weight, parameters):
+    """One model's selection through its padded program (every K in one), or None where
+    the K are fitted one at a time (see :func:`_padded_options`). A failed fit raises
+    its message, as the estimator's fit."""
+    try:
+        data = validate_data(GaussianMixture(), X, reset=True, ensure_min_samples=2)
+        weight = _checked_weight(sample_weight, data.shape[0])
+    except ValueError:
+        return None  # the estimator's fit says why
+    padded = _padded_options(data, candidates, (model,), weight, parameters)
+    if padded is None or len(padded["indices"]) != len(candidates):
+        return None
+    n_parameters = np.array(
+        [[em.n_parameters(model, int(k), int(data.shape[1]))] for k in candidates]
+    )
+    total = float(data.shape[0] if weight is None else weight.sum())
+    _padded_column(data, weight, total, 0, model, padded, criterion, n_parameters)
+    rows = [padded["rows"][0][i] for i in range(len(candidates))]
+    for row in rows:
+        if isinstance(row, str):
+            raise ValueError(row)
+    values, log_likelihoods, converged = (np.array(column) for column in zip(*rows, strict=True))
+    order = np.lexsort((np.asarray(candidates), values))
+    best = GaussianMixture(int(candidates[order[0]]), covariance_type=model, **parameters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", convergence_warning_class())  # warned already
+        best.fit(X, sample_weight=sample_weight)
+    table = SelectionTable(
+        n_components=np.asarray(candidates, dtype=np.int64),
+        criterion=values,
+        log_likelihood=log_likelihoods,
+        converged=converged.astype(bool),
+        criterion_name=criterion,
+    )
+    return table, best
 
 
 def _release_programs() -> None:

@@ -236,13 +236,26 @@ def _evi(sample_variances, counts, previous):
     return common * sample_variances / volumes[:, None]
 
 
+def _fitted(counts, like):
+    """Components with a positive count (a padding component of a masked M-step has 0,
+    :func:`gaussmix.inference.em.maximization_step`), broadcast against ``like``."""
+    return (counts > 0).reshape(counts.shape + (1,) * (like.ndim - 1))
+
+
+def _mean_of_fitted(values, counts):
+    """The mean over the components with a positive count of ``values`` (K, ...): a
+    warm start that padding components do not move."""
+    fitted = _fitted(counts, values)
+    return jnp.sum(jnp.where(fitted, values, 0.0), axis=0) / jnp.sum(counts > 0)
+
+
 def _vei(sample_variances, counts, previous):
     """VEI: :math:`\\lambda_k B`, alternating :math:`\\lambda_k = \\sum_j s_{kj} / (d
     b_j)` and :math:`B \\propto \\sum_k n_k S_k / \\lambda_k`, :math:`|B| = 1`."""
     if previous is None:
         shape = counts @ sample_variances  # EEI's
     else:
-        shape = jnp.mean(previous / _geometric_mean(previous)[:, None], axis=0)
+        shape = _mean_of_fitted(previous / _geometric_mean(previous)[:, None], counts)
     return _varying_volumes_common_shape(sample_variances, counts, shape / _geometric_mean(shape))
 
 
@@ -278,7 +291,7 @@ def _vee(sample_covariances, counts, previous):
     if previous is None:
         shape = jnp.einsum("k,kij->ij", counts, sample_covariances)  # EEE's
     else:
-        shape = jnp.mean(_unit_determinant(previous), axis=0)
+        shape = _mean_of_fitted(_unit_determinant(previous), counts)
     shape = _unit_determinant(shape)
 
     def volumes_of(shape):
@@ -345,7 +358,7 @@ def _common_orientation(sample_covariances, counts, previous, eigenvalues_fn):
     if previous is None:  # EEE's orientation
         pooled = jnp.einsum("k,kij->ij", counts, sample_covariances)
     else:
-        pooled = jnp.sum(previous, axis=0)
+        pooled = jnp.sum(jnp.where(_fitted(counts, previous), previous, 0.0), axis=0)
     _, orientation = _descending_eigh(pooled)
     weighted = counts[:, None, None] * sample_covariances
     # largest eigenvalue of each n_k S_k (the majorization's constant)

@@ -231,17 +231,47 @@ def _constrained(model, sample_covariances, counts, previous):
     return model.covariance_fn(sample_covariances, counts, previous)
 
 
-def _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar, previous):
+def _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar, previous, mask):
     counts, first = statistics.counts, statistics.first
     model = COVARIANCE_MODELS[covariance_type]
     regularized_counts = counts + 10 * jnp.finfo(first.dtype).eps
+    if mask is None:
+        weights = regularized_counts / jnp.sum(regularized_counts)
+        centred_means = first / regularized_counts[:, None]
+        covariances = MAXIMUM_LIKELIHOOD_COVARIANCES[model.layout](
+            statistics, centred_means, regularized_counts, reg_covar
+        )
+        covariances = _constrained(model, covariances, regularized_counts, previous)
+        return with_covariances(weights, centred_means + centre, covariances, model.layout)
+    # Padding components (mask False) weigh exactly 0 in every sum over components and
+    # get weight 0, mean 0 and the identity covariance: the others are what they are
+    # without them (to rounding).
+    regularized_counts = jnp.where(mask, regularized_counts, 0.0)
+    divisor = jnp.where(mask, regularized_counts, 1.0)
     weights = regularized_counts / jnp.sum(regularized_counts)
-    centred_means = first / regularized_counts[:, None]
+    centred_means = jnp.where(mask[:, None], first / divisor[:, None], 0.0)
     covariances = MAXIMUM_LIKELIHOOD_COVARIANCES[model.layout](
-        statistics, centred_means, regularized_counts, reg_covar
+        statistics,
+        centred_means,
+        regularized_counts if model.layout == "tied" else divisor,
+        reg_covar,
     )
+    covariances = _identity_where_padding(covariances, mask, model.layout)
     covariances = _constrained(model, covariances, regularized_counts, previous)
+    covariances = _identity_where_padding(covariances, mask, model.layout)
     return with_covariances(weights, centred_means + centre, covariances, model.layout)
+
+
+def _identity_where_padding(covariances, mask, layout):
+    """The identity covariance (its layout's) for the padding components (mask False)."""
+    if layout == "tied":
+        return covariances
+    if layout == "full":
+        identity = jnp.eye(covariances.shape[-1], dtype=covariances.dtype)
+        return jnp.where(mask[:, None, None], covariances, identity)
+    if layout == "diag":
+        return jnp.where(mask[:, None], covariances, 1.0)
+    return jnp.where(mask, covariances, 1.0)
 
 
 def _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior, previous):
@@ -272,6 +302,7 @@ def maximization_step(
     reg_covar: ArrayLike = 1e-6,
     prior: ConjugatePrior | None = None,
     previous: jax.Array | None = None,
+    mask: jax.Array | None = None,
 ) -> MixtureParameters:
     """The M-step from summed statistics (pure): closed form, or for mclust's iterative
     models a fixed point iterated to convergence inside the program.
@@ -288,6 +319,10 @@ def maximization_step(
             :class:`ConjugatePrior` whose MAP is returned.
         previous: the covariances of the step before (the warm start of an iterative
             M-step), or None.
+        mask: (K,) bool, maximum likelihood only: False marks padding components (a
+            fit of fewer components inside a program of K,
+            :mod:`gaussmix.inference.em.candidates`): weight 0, mean 0, identity
+            covariance, and no part in the others' estimates. None: every component.
 
     Returns:
         The new :class:`MixtureParameters`; a component whose covariance is not positive
@@ -303,7 +338,11 @@ def maximization_step(
     """
     centre = jnp.asarray(centre, statistics.first.dtype)
     if prior is None:
-        return _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar, previous)
+        return _maximum_likelihood_m_step(
+            statistics, covariance_type, centre, reg_covar, previous, mask
+        )
+    if mask is not None:
+        raise ValueError("mask (padding components) is for maximum likelihood only.")
     return _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior, previous)
 
 
