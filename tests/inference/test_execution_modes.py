@@ -6,7 +6,9 @@ inside ``shard_map``) and over two processes joined by ``jax.distributed`` (each
 its half of the rows; chunk statistics summed across processes, and rows sharded over
 the processes' devices) run the one step of ``gaussmix.inference.em.core`` from the same
 start, so only the statistics path differs: weights, means, covariances, lower bound
-and iteration count agree for all four covariance types.
+and iteration count agree for all four covariance types, on complete data and on data
+with a fifth of its entries missing (``nan_policy="marginalize"``: expected statistics
+from each chunk's, device's or process's own pattern table).
 
 Several devices or processes must exist before JAX starts, so those fits run in fresh
 interpreters: this file is also their worker script (``python test_execution_modes.py
@@ -46,12 +48,30 @@ CHUNK_ROWS = 50
 FIELDS = ("weights", "means", "covariances", "lower_bound", "n_iter")
 
 
-def data() -> tuple[np.ndarray, np.ndarray]:
-    """201 rows (divisible by neither 2 nor 4) of three 2-D clusters, positive weights."""
+def data(holes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """201 rows (divisible by neither 2 nor 4) of three 2-D clusters, positive weights;
+    with ``holes`` a fifth of the entries NaN (every row keeps one, none of the first
+    three, which start the means)."""
     rng = np.random.default_rng(7)
     x = np.concatenate([rng.normal(m, s, (67, 2)) for m, s in ((-3, 1.0), (0, 0.6), (4, 1.4))])
     rng.shuffle(x)
-    return x, rng.uniform(0.5, 2.0, x.shape[0])
+    weight = rng.uniform(0.5, 2.0, x.shape[0])
+    if holes:
+        missing = np.random.default_rng(8).random(x.shape) < 0.2
+        missing[missing.all(axis=1), 0] = False
+        missing[:3] = False
+        x = np.where(missing, np.nan, x)
+    return x, weight
+
+
+#: (covariance type, with missing entries) of every comparison.
+CASES = [
+    (covariance_type, holes) for holes in (False, True) for covariance_type in COVARIANCE_TYPES
+]
+
+
+def key(covariance_type: str, holes: bool) -> str:
+    return f"{covariance_type}{'/missing' if holes else ''}"
 
 
 def options(x: np.ndarray, covariance_type: str) -> dict:
@@ -72,6 +92,7 @@ def options(x: np.ndarray, covariance_type: str) -> dict:
         "weights_init": np.full(n_components, 1 / n_components),
         "means_init": x[[0, 1, 2]],
         "precisions_init": precisions,
+        "nan_policy": "marginalize",
     }
 
 
@@ -123,22 +144,22 @@ def run_workers(specs: list[dict], env: dict) -> None:
 
 @pytest.fixture(scope="module")
 def in_memory() -> dict:
-    x, weight = data()
-    return {
-        covariance_type: summary(
-            fit_em(x, sample_weight=weight, **options(x, covariance_type)), covariance_type
-        )
-        for covariance_type in COVARIANCE_TYPES
-    }
+    fits = {}
+    for covariance_type, holes in CASES:
+        x, weight = data(holes)
+        result = fit_em(x, sample_weight=weight, **options(x, covariance_type))
+        fits[key(covariance_type, holes)] = summary(result, covariance_type)
+    return fits
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_chunked_equals_in_memory(in_memory, covariance_type):
-    x, weight = data()
+@pytest.mark.parametrize(("covariance_type", "holes"), CASES)
+def test_chunked_equals_in_memory(in_memory, covariance_type, holes):
+    x, weight = data(holes)
     result = fit_em_chunked(
         x, sample_weight=weight, chunk_rows=CHUNK_ROWS, **options(x, covariance_type)
     )
-    assert_same_fit(summary(result, covariance_type), in_memory[covariance_type], "chunked")
+    expected = in_memory[key(covariance_type, holes)]
+    assert_same_fit(summary(result, covariance_type), expected, "chunked")
 
 
 def test_four_devices_equal_in_memory(in_memory, tmp_path):
@@ -147,9 +168,10 @@ def test_four_devices_equal_in_memory(in_memory, tmp_path):
     run_workers([{"mode": "devices", "out": str(out)}], env)
     results = np.load(out)
     assert int(results["device_count"]) == 4
-    for covariance_type in COVARIANCE_TYPES:
-        got = {name: results[f"{covariance_type}/sharded/{name}"] for name in FIELDS}
-        assert_same_fit(got, in_memory[covariance_type], f"{covariance_type}, 4 devices")
+    for covariance_type, holes in CASES:
+        case = key(covariance_type, holes)
+        got = {name: results[f"{case}/sharded/{name}"] for name in FIELDS}
+        assert_same_fit(got, in_memory[case], f"{case}, 4 devices")
 
 
 def free_port() -> int:
@@ -175,23 +197,23 @@ def test_two_processes_equal_in_memory(in_memory, tmp_path):
     for index, spec in enumerate(specs):
         results = np.load(spec["out"])
         assert int(results["process_count"]) == 2
-        for covariance_type in COVARIANCE_TYPES:
+        for covariance_type, holes in CASES:
+            case = key(covariance_type, holes)
             for method in ("chunked", "sharded"):
-                got = {name: results[f"{covariance_type}/{method}/{name}"] for name in FIELDS}
-                where = f"{covariance_type}, process {index}, {method}"
-                assert_same_fit(got, in_memory[covariance_type], where)
+                got = {name: results[f"{case}/{method}/{name}"] for name in FIELDS}
+                assert_same_fit(got, in_memory[case], f"{case}, process {index}, {method}")
 
 
 # -- the worker ---------------------------------------------------------------------------
 
 
 def devices_worker(spec: dict) -> dict:
-    x, weight = data()
     results = {"device_count": np.asarray(jax.device_count())}
-    for covariance_type in COVARIANCE_TYPES:
+    for covariance_type, holes in CASES:
+        x, weight = data(holes)
         result = fit_em_sharded(x, sample_weight=weight, devices=4, **options(x, covariance_type))
         for name, value in summary(result, covariance_type).items():
-            results[f"{covariance_type}/sharded/{name}"] = value
+            results[f"{key(covariance_type, holes)}/sharded/{name}"] = value
     return results
 
 
@@ -202,11 +224,11 @@ def process_worker(spec: dict) -> dict:
         process_id=spec["process_id"],
         initialization_timeout=120,
     )
-    x, weight = data()
-    bounds = np.linspace(0, x.shape[0], spec["num_processes"] + 1).astype(int)
-    rows = slice(bounds[spec["process_id"]], bounds[spec["process_id"] + 1])
     results = {"process_count": np.asarray(jax.process_count())}
-    for covariance_type in COVARIANCE_TYPES:
+    for covariance_type, holes in CASES:
+        x, weight = data(holes)
+        bounds = np.linspace(0, x.shape[0], spec["num_processes"] + 1).astype(int)
+        rows = slice(bounds[spec["process_id"]], bounds[spec["process_id"] + 1])
         # the start is the whole data's, as every process is given it
         fit_options = options(x, covariance_type)
         chunked = fit_em_chunked(
@@ -215,7 +237,7 @@ def process_worker(spec: dict) -> dict:
         sharded = fit_em_sharded(x[rows], sample_weight=weight[rows], **fit_options)
         for method, result in (("chunked", chunked), ("sharded", sharded)):
             for name, value in summary(result, covariance_type).items():
-                results[f"{covariance_type}/{method}/{name}"] = value
+                results[f"{key(covariance_type, holes)}/{method}/{name}"] = value
     jax.distributed.shutdown()
     return results
 
