@@ -32,6 +32,24 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+#: Marks of the modules that run first: the heaviest files (minutes of subprocesses,
+#: examples, NUTS runs) carry one of them.
+HEAVY_MARKS = ("slow", "packaging")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with a ``slow`` or ``packaging`` test first, each module's tests together.
+
+    ``make test`` hands whole files to its workers (``--dist loadfile``: a file's tests
+    share their compiled programs and module fixtures in one process instead of compiling
+    them in both). Starting the heaviest files first keeps a long one from running alone
+    at the end while the other worker idles. The sort is stable: pytest-randomly's order
+    (it reorders before this hook runs) is kept within each group and each module.
+    """
+    heavy = {item.path for item in items if any(item.get_closest_marker(m) for m in HEAVY_MARKS)}
+    items.sort(key=lambda item: item.path not in heavy)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """Drop JAX's compiled programs after each test module.
