@@ -19,7 +19,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import Predictive
 from numpyro.infer.util import log_density, log_likelihood
-from scipy import integrate, stats
+from scipy import stats
 from scipy.special import gammaln, logsumexp
 
 from gaussmix.models.eigen_covariance import (
@@ -145,14 +145,13 @@ def test_log_density_matches_scipy(covariance_type, D):
 
 
 def test_orientation_prior_is_normalized_and_its_lengths_are_chi():
-    """The density integrates to one (D = 2: a 2-D quadrature), matches SciPy at random
+    """The density integrates to one (D = 2: on a 2-D grid), matches SciPy at random
     points (D = 4), and its draws have Gram-Schmidt lengths chi(D - j + 1 + c)."""
-    prior2 = OrientationBasis(2)
-    mass, _ = integrate.dblquad(
-        lambda a, b: math.exp(float(prior2.log_prob(np.array([[a, b]])))),
-        -12.0, 12.0, -12.0, 12.0,
-    )  # fmt: skip
-    assert mass == pytest.approx(1.0, abs=1e-7)
+    grid = np.linspace(-12.0, 12.0, 961)  # the trapezoid rule: spectral for this density
+    a, b = np.meshgrid(grid, grid, indexing="ij")
+    density = np.exp(np.asarray(OrientationBasis(2).log_prob(np.stack([a, b], -1)[..., None, :])))
+    mass = np.trapezoid(np.trapezoid(density, grid, axis=1), grid)
+    assert mass == pytest.approx(1.0, abs=1e-9)
     prior4 = OrientationBasis(4)
     points = np.random.default_rng(0).normal(size=(5, 3, 4)) * 1.7
     np.testing.assert_allclose(
@@ -203,13 +202,12 @@ def assert_constraints(covariances, covariance_type, atol=1e-9):
 @pytest.mark.parametrize("covariance_type", EIGEN_MODELS)
 def test_prior_draws_have_the_models_constraints(covariance_type):
     D = 3
-    draws = Predictive(gaussian_mixture, num_samples=20)(
-        jax.random.key(0),
-        n_components=K,
-        covariance_type=covariance_type,
-        n_samples=5,
-        n_features=D,
-    )
+    predictive = Predictive(gaussian_mixture, num_samples=20)
+    draws = jax.jit(  # one program, not one per operation
+        lambda key: predictive(
+            key, n_components=K, covariance_type=covariance_type, n_samples=5, n_features=D
+        )
+    )(jax.random.key(0))
     covariances = dense(draws[COVARIANCE_SITES[covariance_type]], covariance_type, D)
     assert covariances.shape == (20, K, D, D)
     for draw in covariances:
@@ -333,25 +331,38 @@ def test_float32_log_density_and_gradient_are_finite():
     script = textwrap.dedent(
         """
         import jax, numpy as np
-        from numpyro.infer import Predictive
         from numpyro.infer.util import log_density
-        from gaussmix.models.eigen_covariance import EIGEN_MODELS, eigen_sites, latent_values
+        from gaussmix.models.eigen_covariance import (
+            EIGEN_MODELS, covariance_from_parts, eigen_sites, latent_values)
         from gaussmix.models.mixture import gaussian_mixture
-        from gaussmix.models.priors import COVARIANCE_SITES
         assert not jax.config.jax_enable_x64
         rng = np.random.default_rng(0)
         x = np.concatenate([rng.normal(-2, 1, (50, 3)), rng.normal(2, 0.5, (50, 3))])
         x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+        K, D = 2, 3
         for model in EIGEN_MODELS:
-            kwargs = {"n_components": 2, "covariance_type": model}
-            draw = Predictive(gaussian_mixture, num_samples=1)(jax.random.key(0), x, **kwargs)
-            site = COVARIANCE_SITES[model]
-            start = {"weights": draw["weights"][0], "means": draw["means"][0]}
-            start.update(latent_values(np.asarray(draw[site][0]), model))
-            latent = ["weights", "means", *(n for n in eigen_sites(model)[:3] if n)]
-            for values in ({k: draw[k][0] for k in latent}, start):
-                value, grad = jax.value_and_grad(
-                    lambda v: log_density(gaussian_mixture, (x,), kwargs, v)[0])(values)
+            kwargs = {"n_components": K, "covariance_type": model}
+            sites = eigen_sites(model, D)
+            drawn = {"weights": np.full(K, 0.5), "means": rng.normal(size=(K, D)),
+                     sites.volume: rng.uniform(0.5, 2.0, K if sites.volume == "volumes" else ())}
+            if sites.log_shape:
+                drawn[sites.log_shape] = rng.normal(size=(K, D) if sites.shape == "shapes" else D)
+            if sites.orientation:
+                many = sites.orientation == "orientation_bases"
+                drawn[sites.orientation] = rng.normal(size=(K, D - 1, D) if many else (D - 1, D))
+            drawn = {name: np.asarray(value, np.float32) for name, value in drawn.items()}
+            shape = None
+            if sites.log_shape:
+                z = drawn[sites.log_shape]
+                shape = np.exp(z - z.mean(-1, keepdims=True))
+            covariance = covariance_from_parts(
+                drawn[sites.volume], shape, drawn.get(sites.orientation), model, K, D)
+            start = {"weights": drawn["weights"], "means": drawn["means"]}
+            start.update(latent_values(np.asarray(covariance), model))
+            evaluate = jax.jit(jax.value_and_grad(
+                lambda v: log_density(gaussian_mixture, (x,), kwargs, v)[0]))
+            for values in (drawn, start):
+                value, grad = evaluate(values)
                 assert value.dtype == np.float32, value.dtype
                 assert np.isfinite(value), (model, value)
                 assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad)), model
