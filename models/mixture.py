@@ -36,6 +36,13 @@ diag        ``variances`` (K, D)     :math:`\\mathrm{diag}(\\sigma^2_{k\\cdot})`
 spherical   ``variances`` (K,)       :math:`\\sigma^2_k I`
 ==========  =====================  ==========================================
 
+mclust's names VVV, EEE, VVI, VII are these four (the same program, the same draws).
+mclust's ten other models (EII, EEI, VEI, EVI, VEE, EVE, VVE, EEV, VEV, EVV) sample
+volume, shape and orientation, :math:`\\Sigma_k = \\lambda_k D_k A_k D_k^\\top`, and record
+the covariance they imply as the deterministic site of their storage layout (``variances``
+(K,) for EII, (K, D) for the diagonal ones, ``covariances`` (K, D, D) for the others);
+see :mod:`gaussmix.models.eigen_covariance` for their sites and priors.
+
 The default prior (see :mod:`gaussmix.models.priors`) is conjugate:
 
 .. math::
