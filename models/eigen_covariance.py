@@ -430,6 +430,26 @@ def latent_values(covariance: np.ndarray, covariance_type: str) -> dict[str, np.
     dtype = covariance.dtype if np.issubdtype(covariance.dtype, np.floating) else np.float64
     covariance = covariance.astype(dtype)
     layout = COVARIANCE_LAYOUTS[covariance_type]
+    ndim = {"spherical": 1, "diag": 2, "full": 3}[layout]
+    square = layout != "full" or covariance.shape[-1:] == covariance.shape[-2:-1]
+    if covariance.ndim != ndim or not square or covariance.size == 0:
+        shapes = {"spherical": "(K,)", "diag": "(K, D)", "full": "(K, D, D)"}[layout]
+        raise ValueError(
+            f"The covariance of a {covariance_type} model must have shape {shapes} (its "
+            f"layout {layout!r}), got {covariance.shape}."
+        )
+    valid = np.all(np.isfinite(covariance)) and (
+        np.all(covariance > 0)
+        if layout != "full"
+        else np.all(np.linalg.eigvalsh(covariance) > 0)
+        and np.allclose(covariance, np.swapaxes(covariance, -1, -2), rtol=1e-5, atol=0)
+    )
+    if not valid:
+        raise ValueError(
+            f"The covariance of a {covariance_type} model must be finite and positive "
+            f"{'definite and symmetric' if layout == 'full' else ''}".rstrip()
+            + "; give the covariances of a fit (e.g. GaussianMixture's params_)."
+        )
     if layout == "spherical":
         log_volumes, log_shapes, basis = np.log(covariance), None, None
     elif layout == "diag":
@@ -437,6 +457,7 @@ def latent_values(covariance: np.ndarray, covariance_type: str) -> dict[str, np.
         log_volumes = log_variances.mean(axis=-1)
         log_shapes, basis = log_variances - log_volumes[:, None], None
     else:
+        covariance = (covariance + np.swapaxes(covariance, -1, -2)) / 2
         log_volumes = np.linalg.slogdet(covariance)[1] / covariance.shape[-1]
         scaled = covariance / np.exp(log_volumes)[:, None, None]
         if covariance_type[2] == "E":  # one orientation: the eigenvectors of the sum

@@ -374,3 +374,20 @@ def test_float32_log_density_and_gradient_are_finite():
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("covariance", "message"),
+    [
+        (np.eye(2), r"shape \(K, D, D\)"),
+        (np.ones((2, 2, 3)), r"shape \(K, D, D\)"),
+        (np.stack([np.eye(2), -np.eye(2)]), "positive definite"),
+        (np.stack([np.eye(2), np.full((2, 2), np.nan)]), "positive definite"),
+        (np.array([[[1.0, 0.5], [0.0, 1.0]]]), "symmetric"),
+    ],
+)
+def test_latent_values_refuse_what_is_no_covariance(covariance, message):
+    with pytest.raises(ValueError, match=message):
+        latent_values(covariance, "VEV")
+    with pytest.raises(ValueError, match="finite and positive"):
+        latent_values(np.array([[1.0, -2.0]]), "VEI")
