@@ -67,6 +67,7 @@ __all__ = [
     "HierarchicalClustering",
     "hierarchical_clustering",
     "start_labels",
+    "start_labels_of_each",
     "transform_data",
 ]
 
@@ -398,26 +399,64 @@ def start_labels(
         >>> start_labels(x, 2, model="EII", transform="VARS").tolist()
         [0, 0, 0, 1, 1]
     """
+    return start_labels_of_each(
+        x,
+        (n_components,),
+        model=model,
+        transform=transform,
+        subset=subset,
+        seed=seed,
+        reg_covar=reg_covar,
+    )[0]
+
+
+def start_labels_of_each(
+    x: ArrayLike,
+    n_components: tuple[int, ...],
+    *,
+    model: str = "VVV",
+    transform: str = "SVD",
+    subset: int | None = DEFAULT_SUBSET,
+    seed: int = 0,
+    reg_covar: float = 1e-6,
+) -> np.ndarray:
+    """(C, N) :func:`start_labels` of each K of ``n_components`` from ONE clustering
+    (the merges down to K are the first ones of the merges down to the smallest K;
+    the same subset for every K): row c is ``start_labels(x, n_components[c], ...)``.
+
+    Example:
+        >>> x = [[0.0], [0.1], [0.2], [5.0], [5.1]]
+        >>> start_labels_of_each(x, (1, 2), model="EII", transform="VARS").tolist()
+        [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]
+    """
     x = _check_data(x)
     n_rows = x.shape[0]
-    n_components = int(n_components)
-    if not 1 <= n_components <= n_rows:
-        raise ValueError(
-            f"n_components={n_components} must be between 1 and the number of rows "
-            f"({n_rows}): the clustering cannot make more groups than rows"
-        )
+    counts = [int(k) for k in n_components]
+    if not counts:
+        raise ValueError("n_components is empty; give at least one number of groups.")
+    for count in counts:
+        if not 1 <= count <= n_rows:
+            raise ValueError(
+                f"n_components={count} must be between 1 and the number of rows "
+                f"({n_rows}): the clustering cannot make more groups than rows"
+            )
     if subset is None or n_rows <= subset:
-        return hierarchical_clustering(
-            x, model=model, transform=transform, min_clusters=n_components
-        ).partition(n_components)
-    if int(subset) < n_components:
-        raise ValueError(f"subset={subset} must be at least n_components={n_components}")
+        tree = hierarchical_clustering(
+            x, model=model, transform=transform, min_clusters=min(counts)
+        )
+        return np.stack([tree.partition(count) for count in counts])
+    if int(subset) < max(counts):
+        raise ValueError(f"subset={subset} must be at least n_components={max(counts)}")
     chosen = np.sort(np.random.default_rng(seed).choice(n_rows, size=int(subset), replace=False))
     tree = hierarchical_clustering(
-        x[chosen], model=model, transform=transform, min_clusters=n_components
+        x[chosen], model=model, transform=transform, min_clusters=min(counts)
     )
-    labels = np.full(n_rows, -1)
-    labels[chosen] = tree.partition(n_components)
-    rest = np.flatnonzero(labels < 0)
-    labels[rest] = _classify(x, labels, rest, reg_covar * np.mean(np.var(x, axis=0)) + reg_covar)
-    return _as_partition(labels, n_rows)
+    regularization = reg_covar * np.mean(np.var(x, axis=0)) + reg_covar
+    each = []
+    for count in counts:
+        labels = np.full(n_rows, -1)
+        labels[chosen] = tree.partition(count)
+        rest = np.flatnonzero(labels < 0)
+        labels[rest] = _classify(x, labels, rest, regularization)
+        each.append(_as_partition(labels, n_rows))
+    return np.stack(each)

@@ -28,7 +28,9 @@ def test_table_is_scikit_learns_criterion_from_the_same_start(criterion):
     sums of N = 120 log densities, sqrt(N) eps = 2.4e-15 relative (measured 2.2e-16);
     1e-14 relative."""
     x = three_blobs()
-    table, best = select_components(x, CANDIDATES, criterion=criterion, seed=0)
+    table, best = select_components(
+        x, CANDIDATES, criterion=criterion, seed=0, init_params="kmeans"
+    )
     assert isinstance(best, GaussianMixture) and best.n_components == 3
     assert table.criterion_name == criterion
     np.testing.assert_array_equal(table.n_components, list(CANDIDATES))
@@ -329,26 +331,45 @@ def test_a_table_is_one_program_per_model_and_one_refit(monkeypatch):
 PADDED_MODELS = ["EEE", "VEI", "VEE", "EVE"]
 
 
-@pytest.mark.parametrize("criterion", ["bic", "icl"])
-def test_padded_cells_are_each_estimator_alone(criterion):
+def test_padded_cells_are_each_estimator_alone():
     """A K = 2 cell fitted inside a program of K = 4 components (two padding components:
     weight 0, out of every sum over components, out of the iterative M-steps' warm
-    starts) is the estimator's own K = 2 fit, same start, to rounding (1e-11 relative;
-    measured 1e-15 to 4e-11 over mclust's 14 models, K = 1..9, 5000 x 5: the iterative
-    M-steps stop within sqrt(16 eps) of their fixed point), for the models of every
-    storage layout and every iterative M-step."""
+    starts) is the estimator's own K = 2 fit from the same (default, hc) start, to
+    rounding (1e-11 relative; measured 1e-15 to 4e-11 over mclust's 14 models, K =
+    1..9, 5000 x 5: the iterative M-steps stop within sqrt(16 eps) of their fixed
+    point), for the tied, diag and full layouts and every iterative M-step (the k-means
+    start: the test against scikit-learn above)."""
     from gaussmix.selection import integrated_completed_likelihood
 
     x = three_blobs()
-    table, _ = select_components(x, [2, 4], PADDED_MODELS, criterion, seed=0)
-    assert not table.failures
+    table, best = select_components(x, [2, 4], PADDED_MODELS, "icl", seed=0)
+    assert not table.failures and best.init_params == "hc"
     for column, model in enumerate(PADDED_MODELS):
-        alone = GaussianMixture(2, covariance_type=model, random_state=0).fit(x)
-        expected = alone.bic(x)
-        if criterion == "icl":
-            expected = integrated_completed_likelihood(alone, x)
-        np.testing.assert_allclose(table.criterion[0, column], expected, rtol=1e-11)
+        alone = GaussianMixture(2, covariance_type=model, init_params="hc", random_state=0)
+        alone.fit(x)
+        np.testing.assert_allclose(
+            table.criterion[0, column], integrated_completed_likelihood(alone, x), rtol=1e-11
+        )
         np.testing.assert_allclose(
             table.log_likelihood[0, column], np.sum(alone.score_samples(x)), rtol=1e-11
         )
         assert table.converged[0, column] == alone.converged_
+
+
+def test_the_default_start_is_mclusts_hc_and_k_means_where_refused():
+    """select_components starts from mclust's hc (the estimator returned says so, with
+    the seed drawn: refitting it gives the table's cell); given init_params is kept; a
+    sharded or chunked fit (no hc) gets k-means."""
+    x = three_blobs()
+    table, best = select_components(x, [1, 3], "spherical", seed=None)
+    assert best.init_params == "hc" and isinstance(best.random_state, int)
+    again = GaussianMixture(
+        3,
+        covariance_type="spherical",
+        **{k: best.get_params()[k] for k in ("init_params", "random_state")},
+    ).fit(x)
+    np.testing.assert_allclose(table.criterion[1], again.bic(x), rtol=1e-11)
+    _, chosen = select_components(x, [3], "spherical", seed=0, init_params="random")
+    assert chosen.init_params == "random"
+    _, chunked = select_components(x, [3], "spherical", seed=0, chunk_size=50)
+    assert chunked.init_params == "kmeans"

@@ -21,6 +21,7 @@ from gaussmix.inference.em.hierarchical import (
     HC_TRANSFORMS,
     hierarchical_clustering,
     start_labels,
+    start_labels_of_each,
     transform_data,
 )
 
@@ -325,6 +326,31 @@ def test_start_labels_on_a_subset_classify_the_other_rows():
     np.testing.assert_array_equal(
         start_labels(x[:100], 4, subset=2000), hierarchical_clustering(x[:100]).partition(4)
     )
+
+
+def test_start_labels_of_each_k_are_each_clustering_stopped_at_k():
+    """One clustering serves every K (select_components' hc start): row c is the tree
+    built down to K = n_components[c] only (its own merges), on all rows and, above
+    ``subset``, on the same subset (the other rows classified as start_labels does)."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(m, 1.0, (60, 2)) for m in (0.0, 5.0, 10.0)])
+    counts = (1, 2, 4, 7)
+    each = start_labels_of_each(x, counts)
+    for labels, k in zip(each, counts, strict=True):
+        alone = hierarchical_clustering(x, min_clusters=k).partition(k)
+        np.testing.assert_array_equal(labels, alone)
+    subset = start_labels_of_each(x, counts, subset=90, seed=4)
+    chosen = np.sort(np.random.default_rng(4).choice(len(x), size=90, replace=False))
+    for labels, k in zip(subset, counts, strict=True):
+        alone = hierarchical_clustering(x[chosen], min_clusters=k).partition(k)
+        np.testing.assert_array_equal(canonical(labels[chosen]), alone)
+        assert labels.max() == k - 1 and labels.min() == 0
+    with pytest.raises(ValueError, match="empty"):
+        start_labels_of_each(x, ())
+    with pytest.raises(ValueError, match="between 1 and the number of rows"):
+        start_labels_of_each(x, (2, 181))
+    with pytest.raises(ValueError, match="subset=5 must be at least n_components=7"):
+        start_labels_of_each(x, counts, subset=5)
 
 
 @pytest.mark.parametrize(
