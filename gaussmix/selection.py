@@ -624,6 +624,8 @@ def _select_one_padded(X, candidates, model, criterion, sample_weight, parameter
         weight = _checked_weight(sample_weight, data.shape[0])
     except ValueError:
         return None  # the estimator's fit says why
+    if len(candidates) == 1:
+        return None  # one fit: the estimator's own program
     padded = _padded_options(data, candidates, (model,), weight, parameters, auto_start)
     if padded is None or len(padded["indices"]) != len(candidates):
         return None
