@@ -11,11 +11,22 @@ is a symbolic link, is owned by someone else or is writable by group or others;
 ``/tmp``) is ever used: without a home folder the cache is :class:`Unavailable`.
 """
 
+import io
 import os
 import stat
+import threading
 from pathlib import Path
 
-__all__ = ["Refused", "Unavailable", "cache_root", "check_file", "check_folder", "private_folder"]
+__all__ = [
+    "Refused",
+    "Unavailable",
+    "cache_root",
+    "check_file",
+    "check_folder",
+    "private_folder",
+    "trim",
+    "write_private",
+]
 
 
 class Unavailable(Exception):
@@ -140,3 +151,47 @@ def check_file(path: Path, what: str = "cached file") -> bool:
     if problem:
         raise Refused(f"{what} {path} {problem}: delete it (gaussmix rebuilds it)")
     return True
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600, under a temporary name in the same folder
+    and then renamed into place: a reader finds the whole file or none.
+
+    Raises:
+        OSError: the file cannot be written (a full disk, a read-only folder); nothing is
+            left behind.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with io.FileIO(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def trim(folder: Path, suffix: str, max_bytes: int) -> None:
+    """Delete the least recently used (oldest modified) files named ``*suffix`` in
+    ``folder`` until those left hold at most ``max_bytes``; nothing else is touched."""
+    try:
+        entries = []
+        for entry in os.scandir(folder):
+            if entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                entries.append((info.st_mtime, info.st_size, entry.path))
+    except OSError:
+        return
+    total = sum(size for _, size, _ in entries)
+    for _, size, name in sorted(entries):
+        if total <= max_bytes:
+            break
+        try:
+            os.unlink(name)
+            total -= size
+        except OSError:
+            pass

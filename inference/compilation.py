@@ -40,6 +40,17 @@ Programs whose arguments are traced (gaussmix called inside the user's ``jit`` o
 ``vmap``), live on other devices than the default one, or hold host callbacks (a progress
 bar) are compiled as ``jax.jit`` would and kept in memory only.
 
+Memory. A compiled CPU program maps its machine code into the process (an EM fit's about
+320 memory mappings), and Linux ends a process that passes ``vm.max_map_count`` with a
+crash inside XLA. So :func:`jit` holds :data:`MAX_PROGRAMS` programs at most, least
+recently used dropped (and freed) first, to be loaded from the folder again, unchanged;
+and before a program is compiled or loaded while the process holds more than
+:data:`GUARD_SHARE` of its :func:`mapping_limit`, gaussmix releases every program it
+holds (:func:`clear_memory`), then, if that was not enough, JAX's caches
+(``jax.clear_caches()``: the user's jitted functions compile again), with a debug log
+line. Each program is compiled through a ``jax.jit`` of its own: JAX's caches are keyed
+by the function, and would keep the programs of a module-level one for good.
+
 Example:
     >>> import jax.numpy as jnp
     >>> def scaled_sum(values, power):
@@ -51,11 +62,12 @@ Example:
 
 import enum
 import functools
+import gc
 import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
-import io
+import itertools
 import logging
 import os
 import pickle
@@ -63,7 +75,6 @@ import re
 import threading
 import types
 import warnings
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,7 +87,10 @@ from jax.experimental import serialize_executable
 from gaussmix.inference import cache_folder
 
 __all__ = [
+    "GUARD_SHARE",
+    "MAPPING_LIMIT",
     "MAX_BYTES",
+    "MAX_PROGRAMS",
     "CachedFunction",
     "CompilationCacheWarning",
     "canonical_text",
@@ -86,6 +100,9 @@ __all__ = [
     "enabled",
     "fingerprint",
     "jit",
+    "mapping_count",
+    "mapping_limit",
+    "register_release",
     "set_enabled",
     "statistics",
     "status",
@@ -112,10 +129,26 @@ _IGNORED_SETTINGS = (
     "logging",
 )
 
+#: Compiled programs of :func:`jit` held in this process at most (least recently used
+#: dropped first; about 320 memory mappings each for an EM fit, 64 of them about 20 000).
+MAX_PROGRAMS = 64
+#: Before compiling or loading a program while the process holds more memory mappings
+#: than this share of :func:`mapping_limit`, the programs held in memory are released.
+GUARD_SHARE = 0.5
+#: The process's limit on memory mappings; None: :func:`mapping_limit` reads Linux's.
+MAPPING_LIMIT: int | None = None
+# Mappings assumed per program compiled or loaded between two counts (an EM fit's ~320).
+_MAPPINGS_PER_PROGRAM = 512
+
 _switch: bool | None = None
 _lock = threading.Lock()
 _state: dict = {}  # "folder": Path | None once looked up, "reason": why not; "warned"
-_functions: "weakref.WeakSet[CachedFunction]" = weakref.WeakSet()
+_programs: OrderedDict = OrderedDict()  # (function's serial, call) -> program, LRU first
+_serials = itertools.count()
+_held_lock = threading.Lock()
+_releases: list[Callable[[], None]] = []  # other holders' caches, see register_release
+# mappings at the last count, programs made since, the count that triggers a release
+_guard = {"count": float("inf"), "added": 0, "trigger": None}
 _counts = {"memory": 0, "disk": 0, "compiled": 0, "stored": 0, "uncacheable": 0}
 
 
@@ -175,11 +208,88 @@ def status() -> str:
 
 
 def clear_memory() -> None:
-    """Forget the programs held in this process (the folder keeps them): the next call
-    loads its program from the folder again. ``jax.clear_caches()`` does the same for
-    JAX's own programs; a long test session calls both to bound its memory mappings."""
-    for function in list(_functions):
-        function.programs.clear()
+    """Release the compiled programs gaussmix holds in this process, and their memory
+    mappings (the folder keeps them: the next call loads its program from the folder
+    again, or compiles it where the folder is off): those of :func:`jit` and of the
+    caches registered with :func:`register_release`. JAX's own caches, and with them
+    the user's jitted functions, are left alone (``jax.clear_caches()`` clears those)."""
+    with _held_lock:
+        _programs.clear()
+    for release in list(_releases):
+        release()
+    gc.collect()  # anything else that held a program in a reference cycle
+
+
+def register_release(release: Callable[[], None]) -> None:
+    """Have :func:`clear_memory` (and so the mapping guard) call ``release()``, which
+    drops a cache of compiled programs kept elsewhere (e.g. of :func:`compile_keyed`)."""
+    if release not in _releases:
+        _releases.append(release)
+
+
+def mapping_count() -> int | None:
+    """Memory mappings this process holds (lines of ``/proc/self/maps``), or None where
+    the system does not say (not Linux).
+
+    Example:
+        >>> count = mapping_count()
+        >>> count is None or count > 0
+        True
+    """
+    try:
+        with open("/proc/self/maps", "rb") as handle:
+            return handle.read().count(b"\n")
+    except OSError:
+        return None
+
+
+@functools.cache
+def _system_mapping_limit() -> int | None:
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def mapping_limit() -> int | None:
+    """The most memory mappings this process may hold: :data:`MAPPING_LIMIT` when set,
+    else Linux's ``vm.max_map_count`` (None where there is none)."""
+    return MAPPING_LIMIT if MAPPING_LIMIT is not None else _system_mapping_limit()
+
+
+def _guard_mappings() -> None:
+    """Before a program is compiled or loaded: above :data:`GUARD_SHARE` of the mapping
+    limit, release gaussmix's programs, then JAX's caches if that was not enough. Counted
+    only when the programs made since the last count could have reached the trigger (a
+    count reads every mapping: about 2 us each)."""
+    limit = mapping_limit()
+    if not limit:
+        return
+    threshold = GUARD_SHARE * limit
+    trigger = _guard["trigger"] or threshold
+    if _guard["count"] + _guard["added"] * _MAPPINGS_PER_PROGRAM < trigger:
+        _guard["added"] += 1
+        return
+    count = mapping_count()
+    if count is None:
+        return
+    _guard.update(count=count, added=1)
+    if count < threshold:
+        _guard["trigger"] = None
+    if count < trigger:
+        return
+    held = len(_programs)
+    clear_memory()
+    released = mapping_count()
+    message = "%d memory mappings of the %d allowed: released %d compiled programs, %d left"
+    logger.debug(message, count, limit, held, released)
+    if released >= threshold:
+        jax.clear_caches()
+        gc.collect()
+        released = mapping_count()
+        logger.debug("and JAX's caches: %d memory mappings left", released)
+    # Still above (held by something else): release again only after more programs.
+    _guard.update(count=released, trigger=released + limit / 8 if released >= threshold else None)
 
 
 def statistics() -> dict[str, int]:
@@ -435,43 +545,13 @@ def _store(path: Path, compiled: jax.stages.Compiled) -> None:
         _counts["uncacheable"] += 1
         return
     data = MAGIC + hashlib.sha256(payload).digest() + payload
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with io.FileIO(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
+        cache_folder.write_private(path, data)
     except OSError as error:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
         _warn_once(f"cannot write to {path.parent}: {error}")
         return
     _counts["stored"] += 1
-    _trim(path.parent)
-
-
-def _trim(folder: Path) -> None:
-    """Delete the least recently used programs beyond :data:`MAX_BYTES` (only files named
-    ``*.gaussmix-program``; nothing else in the folder is touched)."""
-    try:
-        entries = []
-        for entry in os.scandir(folder):
-            if entry.name.endswith(SUFFIX) and entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
-                entries.append((info.st_mtime, info.st_size, entry.path))
-    except OSError:
-        return
-    total = sum(size for _, size, _ in entries)
-    for _, size, name in sorted(entries):
-        if total <= MAX_BYTES:
-            break
-        try:
-            os.unlink(name)
-            total -= size
-        except OSError:
-            pass
+    cache_folder.trim(path.parent, SUFFIX, MAX_BYTES)
 
 
 _SYMBOL = re.compile(r"@[\w$.\-]+")
@@ -506,6 +586,7 @@ def _load_or_compile(
         return lowered.compile(options) if options else lowered.compile()
 
     folder = _folder() if enabled() else None
+    _guard_mappings()
     if folder is None:
         return compile_(lower())
     with _lock:
@@ -677,21 +758,19 @@ class CachedFunction:
         if unknown:
             raise ValueError(f"static_argnames {unknown} are not parameters of {fun.__name__}")
         self.static_positions = tuple(names.index(name) for name in static_argnames)
-        self.jitted = jax.jit(
-            _positional(fun, self.signature), static_argnums=self.static_positions
-        )
+        self.positional = _positional(fun, self.signature)
+        self.jitted = jax.jit(self.positional, static_argnums=self.static_positions)
         self.compiler_options = dict(compiler_options or {})
         self.options_jitted = None
-        self.programs: OrderedDict = OrderedDict()
+        self.serial = next(_serials)  # its programs' keys in the process's LRU
         # XLA's options are part of the program: in its key beside the function.
         self.function_fingerprint = fingerprint((fun, compiler_options or {}))
         functools.update_wrapper(self, fun)
-        _functions.add(self)
 
     def cache_size(self) -> int:
         """Programs of this function held in this process (one per shape and static
-        arguments seen)."""
-        return len(self.programs)
+        arguments seen, :data:`MAX_PROGRAMS` of all functions at most)."""
+        return sum(serial == self.serial for serial, _ in list(_programs))
 
     def lower(self, *args, **kwargs) -> jax.stages.Lowered:
         """``jax.jit(fun).lower(...)`` for these arguments."""
@@ -719,8 +798,6 @@ class CachedFunction:
 
     def __call__(self, *args, **kwargs):
         values = self._bind(args, kwargs)
-        if not enabled():
-            return self._fallback(values)
         static = tuple(values[i] for i in self.static_positions)
         dynamic = tuple(v for i, v in enumerate(values) if i not in self.static_positions)
         leaves, treedef = jax.tree.flatten(dynamic)
@@ -734,14 +811,20 @@ class CachedFunction:
         if None in shapes:
             _counts["uncacheable"] += 1
             return self._fallback(values)
-        compiled = self.programs.get(memory_key)
+        held = (self.serial, memory_key)
+        compiled = _programs.get(held)
         if compiled is None:
             compiled = self._compile(values, static, treedef, shapes)
-            self.programs[memory_key] = compiled
-            while len(self.programs) > 64:
-                self.programs.popitem(last=False)
+            with _held_lock:
+                _programs[held] = compiled
+                while len(_programs) > max(MAX_PROGRAMS, 1):
+                    _programs.popitem(last=False)  # freed now: nothing else holds it
         else:
             _counts["memory"] += 1
+            try:
+                _programs.move_to_end(held)
+            except KeyError:  # released meanwhile by another thread
+                pass
         return compiled(*dynamic)
 
     def _compile(self, values, static, treedef, shapes) -> jax.stages.Compiled:
@@ -764,11 +847,20 @@ class CachedFunction:
                 structure,
                 repr(shapes),
             )
-        return _load_or_compile(lambda: self.jitted.lower(*values), key, self.compiler_options)
+        positional = self.positional
+
+        def lower() -> jax.stages.Lowered:
+            # Through a jax.jit of a new function: JAX's caches of traced, lowered and
+            # compiled programs are keyed by the function (weakly), so they let go of
+            # this program when gaussmix drops it (self.jitted's would keep it for good).
+            program = functools.wraps(positional)(lambda *arguments: positional(*arguments))
+            return jax.jit(program, static_argnums=self.static_positions).lower(*values)
+
+        return _load_or_compile(lower, key, self.compiler_options)
 
     def _fallback(self, values: tuple):
         """As ``jax.jit(fun, compiler_options=...)`` would: traced arguments (inlined
-        into the caller's program) or the cache switched off."""
+        into the caller's program) or arrays on other devices."""
         if not self.compiler_options or any(
             isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(values)
         ):
