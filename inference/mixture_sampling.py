@@ -51,7 +51,6 @@ from gaussmix.models.priors import (
     COVARIANCE_SITES,
     canonical_covariance_type,
     check_covariance_type,
-    default_prior_parameters,
 )
 
 __all__ = [
@@ -405,10 +404,6 @@ def sample_mixture(
         kwargs["priors"] = priors
     if sample_weight is not None:
         kwargs["sample_weight"] = sample_weight
-    if prior_parameters is None and isinstance(x, np.ndarray) and x.ndim in (1, 2):
-        # once, in NumPy: inside the program the default prior would be recomputed from
-        # the data (an O(N D^2) covariance) at every evaluation of the log density
-        prior_parameters = default_prior_parameters(x, covariance_type)
     if prior_parameters is not None:
         kwargs["prior_parameters"] = prior_parameters
     if isinstance(init, Mapping):

@@ -166,10 +166,7 @@ def default_prior_parameters(
     """Default hyperparameters, scaled from data ``x`` of shape (N, D).
 
     Without data (prior predictive simulation) the prior is centred at the origin with
-    identity scale in ``n_features`` dimensions. NumPy data give NumPy hyperparameters
-    (nothing compiled: the NUTS back end computes them once, outside the log density),
-    anything else JAX arrays; both in the default float dtype (float64 under
-    ``jax_enable_x64``).
+    identity scale in ``n_features`` dimensions.
 
     Example:
         >>> import numpy as np
@@ -178,15 +175,14 @@ def default_prior_parameters(
         ([2.0, 2.0], (2, 2))
     """
     covariance_type = covariance_layout(covariance_type)
-    dtype = jax.dtypes.canonicalize_dtype(np.float64)
-    xp = np if x is None or isinstance(x, np.ndarray) else jnp
+    dtype = jnp.asarray(0.0).dtype
     if x is None:
         if n_features is None:
             raise ValueError("Without data, give n_features to build the default prior.")
-        mean = xp.zeros(n_features, dtype)
-        covariance = xp.eye(n_features, dtype=dtype)
+        mean = jnp.zeros(n_features, dtype)
+        covariance = jnp.eye(n_features, dtype=dtype)
     else:
-        data = xp.asarray(x, dtype=dtype)
+        data = jnp.asarray(x, dtype=dtype)
         if data.ndim == 1:
             data = data[:, None]
         mean = data.mean(axis=0)
@@ -194,22 +190,22 @@ def default_prior_parameters(
             centred = data - mean
             covariance = centred.T @ centred / (data.shape[0] - 1)
         else:
-            covariance = xp.eye(data.shape[1], dtype=dtype)
+            covariance = jnp.eye(data.shape[1], dtype=dtype)
         # A constant feature would give a singular prior scale: load the diagonal.
-        floor = 1e-6 * xp.maximum(xp.trace(covariance) / covariance.shape[0], 1e-12)
-        covariance = covariance + floor * xp.eye(covariance.shape[0], dtype=dtype)
+        floor = 1e-6 * jnp.maximum(jnp.trace(covariance) / covariance.shape[0], 1e-12)
+        covariance = covariance + floor * jnp.eye(covariance.shape[0], dtype=dtype)
     n_dims = mean.shape[0]
     if covariance_type in ("full", "tied"):
         covariance_prior = covariance
     elif covariance_type == "diag":
-        covariance_prior = xp.diag(covariance)
+        covariance_prior = jnp.diag(covariance)
     else:
-        covariance_prior = xp.asarray(xp.diag(covariance).mean(), dtype)
+        covariance_prior = jnp.diag(covariance).mean()
     return MixturePriorParameters(
-        weight_concentration=xp.asarray(1.0, dtype),
+        weight_concentration=jnp.asarray(1.0, dtype),
         mean_prior=mean,
-        mean_precision=xp.asarray(1.0, dtype),
-        degrees_of_freedom=xp.asarray(float(n_dims), dtype),
+        mean_precision=jnp.asarray(1.0, dtype),
+        degrees_of_freedom=jnp.asarray(float(n_dims), dtype),
         covariance_prior=covariance_prior,
     )
 
