@@ -189,9 +189,19 @@ class OnlineFitMixin:
         fitted = hasattr(self, "weights_")
         # The first chunk of an unfitted estimator starts EM: n_components rows at least.
         X = validate_data(
-            self, X, reset=not fitted, ensure_min_samples=1 if fitted else int(self.n_components)
+            self,
+            X,
+            reset=not fitted,
+            ensure_min_samples=1 if fitted else int(self.n_components),
+            allow_nan=self.nan_policy != "raise",
         )
         weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        X, weight = self._apply_nan_policy(X, weight)
+        if X.shape[0] < (1 if fitted else int(self.n_components)):
+            raise ValueError(
+                f"partial_fit got {X.shape[0]} row(s) without NaN (nan_policy='omit' drops "
+                "the others); pass more rows, or nan_policy='marginalize'."
+            )
         online = {"covariance_type": self.covariance_type, "priors": self.priors}
         if record is None and fitted and getattr(self, "_fit_weight", None) is not None:
             if self.priors is None:
@@ -209,7 +219,9 @@ class OnlineFitMixin:
                 parameters = self._fitted_parameters()
             else:
                 options, _ = self._em_options()
-                result = em.fit_em(X, sample_weight=weight, options=options)
+                result = em.fit_em(
+                    X, sample_weight=weight, options=options, nan_policy="marginalize"
+                )
                 self._set_result(result)
                 parameters = em.MixtureParameters(
                     result.params["weights"],
@@ -217,7 +229,9 @@ class OnlineFitMixin:
                     result.params[COVARIANCE_SITES[self.covariance_type]],
                     result.precisions_cholesky,
                 )
-            state = streaming.online_em_start(X, parameters, sample_weight=weight, **online)
+            state = streaming.online_em_start(
+                X, parameters, sample_weight=weight, nan_policy="marginalize", **online
+            )
             self._online_record, self._online_bounds = online_record(state), []
             return self
         state = streaming.online_em_step(
@@ -227,6 +241,7 @@ class OnlineFitMixin:
             learning_decay=float(self.learning_decay),
             learning_offset=float(self.learning_offset),
             sample_weight=weight,
+            nan_policy="marginalize",
             **online,
         )
         self._online_record = online_record(state)
@@ -247,5 +262,6 @@ class OnlineFitMixin:
             priors=self.priors,
             sample_weight=weight,
             incremental=True,
+            nan_policy="marginalize",
         )
         self._online_record = online_record(state)

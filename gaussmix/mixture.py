@@ -456,7 +456,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         if data is not None:
             X, weight = data
             fit_weight = float(X.shape[0] if weight is None else np.sum(weight, dtype=np.float64))
-            if self.priors is not None and not np.isnan(X).any():
+            if self.priors is not None:
                 self._start_online_after_fit(X, weight)
         self._fit_weight = fit_weight
         if not self.converged_ and self.max_iter > 0:

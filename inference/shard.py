@@ -51,6 +51,7 @@ from gaussmix.inference.streaming.survey import (
     survey_context,
     survey_with_rows,
 )
+from gaussmix.models.priors import covariance_layout
 
 __all__ = ["BATCH_AXIS", "ROW_AXIS", "device_mesh", "fit_em_sharded", "shard_batch"]
 
@@ -122,21 +123,18 @@ def _sharded_em(
 ):
     """The whole fit: the restarts, one after another (``lax.map``, as in memory), of the
     one EM loop (:func:`gaussmix.inference.em.core.iterate`) whose statistics are psummed.
-    ``patterns``: None, or the rows' patterns and each device's own (P, D) pattern table
-    (data with missing entries), both split over the row axis."""
+    ``patterns``: None, or the :class:`gaussmix.inference.em.missing.PatternBlocks` of
+    data with missing entries, its groups and each device's own (P, D) pattern table
+    split over the row axis."""
 
     def per_device(x, weight, initial, context, start_bound, patterns):
         def statistics_fn(parameters):
             if patterns is not None:
                 local = missing.sufficient_statistics(
-                    x,
-                    patterns.pattern,
-                    patterns.observed,
+                    patterns,
                     parameters,
                     covariance_type=config.covariance_type,
                     centre=context.centre,
-                    sample_weight=weight,
-                    block_rows=block_rows,
                 )
                 return lax.psum(local, ROW_AXIS)
             local = sufficient_statistics(
@@ -155,7 +153,7 @@ def _sharded_em(
         return lax.map(run, initial)
 
     rows, replicated = PartitionSpec(ROW_AXIS), PartitionSpec()
-    pattern_specs = None if patterns is None else missing.MissingPatterns(rows, rows)
+    pattern_specs = None if patterns is None else missing.PatternBlocks(rows, rows, rows, rows)
     return jax.shard_map(
         per_device,
         mesh=mesh,
@@ -198,36 +196,47 @@ def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
     )
 
 
-def _global_patterns(x: np.ndarray, mesh: Mesh, rows: int):
-    """The missingness patterns of this process's rows ``x`` (NaN entries) as row-sharded
-    global arrays: each row's pattern (padded with pattern 0 to ``rows``, the padded
-    local length) and a (P, D) table per device (this process's own table on each of its
-    devices, P the largest bucket of all processes); None when no process has NaN."""
+def _global_patterns(x: np.ndarray, weight, mesh: Mesh, centre: np.ndarray, options: EMOptions):
+    """This process's rows ``x`` (NaN entries) as the row-sharded global
+    :class:`gaussmix.inference.em.missing.PatternBlocks` of all processes: each device
+    gets as many groups of single-pattern blocks (one shape for all, large enough for
+    any process's rows) and its process's pattern table (padded to the largest bucket);
+    None when no process has NaN."""
     has_nan = bool(np.isnan(x).any())
     pattern, observed = missing.find_patterns(x)
-    header = np.array([float(has_nan), observed.shape[0]], np.float64)
-    headers = process_gather(header)
+    local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    header = np.array([float(has_nan), observed.shape[0], x.shape[0], len(local_devices)])
+    headers = process_gather(header.astype(np.float64))
     if not np.any(headers[:, 0]):
         return None
     bucket = int(np.max(headers[:, 1]))
     table = np.ones((bucket, x.shape[1]), x.dtype)
     table[: observed.shape[0]] = observed
-    local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
-    tables = np.tile(table, (len(local_devices), 1))
-    padded = np.zeros(rows, np.int32)
-    padded[: pattern.shape[0]] = pattern
+    rows, group, n_groups = missing.block_shape(
+        int(np.max(headers[:, 2])),
+        bucket,
+        x.shape[1],
+        options.n_components,
+        covariance_layout(options.covariance_type),
+        x.dtype.itemsize,
+    )
+    per_device = int(np.max(-(-n_groups // headers[:, 3])))
+    weight = np.ones(x.shape[0], x.dtype) if weight is None else weight
+    filled = np.where(np.isnan(x), centre, x).astype(x.dtype)
+    blocks = missing.pattern_blocks(
+        filled, weight, pattern, table, (rows, group, per_device * len(local_devices))
+    )._replace(observed=np.tile(table, (len(local_devices), 1)))
     sharding = NamedSharding(mesh, PartitionSpec(ROW_AXIS))
     if jax.process_count() == 1:
-        return missing.MissingPatterns(
-            jax.device_put(padded, sharding), jax.device_put(tables, sharding)
+        return jax.device_put(blocks, sharding)
+    n_devices = mesh.devices.size
+    return missing.PatternBlocks(
+        *(
+            jax.make_array_from_process_local_data(
+                sharding, leaf, (leaf.shape[0] // len(local_devices) * n_devices, *leaf.shape[1:])
+            )
+            for leaf in blocks
         )
-    return missing.MissingPatterns(
-        jax.make_array_from_process_local_data(
-            sharding, padded, (rows // len(local_devices) * mesh.devices.size,)
-        ),
-        jax.make_array_from_process_local_data(
-            sharding, tables, (bucket * mesh.devices.size, x.shape[1])
-        ),
     )
 
 
@@ -366,12 +375,7 @@ def fit_em_sharded(
     if nan_policy == "marginalize":
         x_filled = np.where(np.isnan(local_x), centre, local_x).astype(dtype)
         x_global, w_global = _global_rows(x_filled, local_w, mesh, centre)
-        local_rows = (
-            x_global.shape[0]
-            // mesh.devices.size
-            * len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
-        )
-        patterns = _global_patterns(local_x, mesh, local_rows)
+        patterns = _global_patterns(local_x, local_w, mesh, centre, options)
     else:
         x_global, w_global = _global_rows(local_x, local_w, mesh, centre)
     config = StepConfig.from_options(options)

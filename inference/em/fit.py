@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 from gaussmix.inference import compilation, native
 from gaussmix.inference.em import initialization, missing
 from gaussmix.inference.em.core import StepConfig, init, iterate, make_context
-from gaussmix.inference.em.features import block_size, data_blocks, feature_count, split_blocks
+from gaussmix.inference.em.features import block_size, data_blocks, feature_count
 from gaussmix.inference.em.hierarchical import start_labels
 from gaussmix.inference.em.initialization import PRECISION_NDIM, check_inits, prior_parameters_of
 from gaussmix.inference.em.options import EMOptions, check_options
@@ -65,8 +65,9 @@ def _fit_dataset(
     """Fit one dataset: the restarts one after another, the best by its lower bound.
 
     ``labels``: the hc start's (N,) labels (``init_params="hc"``), else None.
-    ``patterns``: the :class:`gaussmix.inference.em.missing.MissingPatterns` of data with
-    missing entries (``x`` holding the column means there), else None."""
+    ``patterns``: the :class:`gaussmix.inference.em.missing.PatternBlocks` of data with
+    missing entries (``x`` holding the column means there, as the initialization sees
+    it), else None."""
     covariance_type = config.step.covariance_type
     # The design matrix depends on the data alone: data of one block computes it once per
     # fit (config.cache_design), larger data once per block per iteration.
@@ -89,12 +90,9 @@ def _fit_dataset(
         return block_statistics(parameters, blocks, covariance_type, use_kernel=config.use_kernel)
 
     if patterns is not None:
-        pattern_blocks = missing.MissingPatterns(
-            split_blocks(patterns.pattern, config.block_rows, fill=0), patterns.observed
-        )
 
         def statistics_fn(parameters):
-            return missing.block_statistics(parameters, blocks, pattern_blocks, covariance_type)
+            return missing.block_statistics(parameters, patterns, blocks.centre, covariance_type)
 
     def one_restart(restart):
         if config.init_params == "hc":
@@ -154,7 +152,7 @@ def _fit_program(
         for a, base in zip(inits, base_ndims, strict=True)
     )
     label_axis = None if labels is None else 0
-    pattern_axes = None if patterns is None else missing.MissingPatterns(0, None)
+    pattern_axes = None if patterns is None else missing.PatternBlocks(0, 0, 0, None)
     return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, label_axis, 0, pattern_axes))(
         x, sample_weight, inits, labels, keys, patterns
     )
@@ -388,8 +386,22 @@ def fit_em(
     patterns = None
     if has_nan:
         pattern, observed = missing.find_patterns(x)
-        patterns = missing.MissingPatterns(pattern, observed)
         x = missing.fill_missing(x, weight)
+        shape = missing.block_shape(
+            n_samples, observed.shape[0], n_features, n_components, layout, dtype.itemsize
+        )
+        datasets = [
+            missing.pattern_blocks(*rows, observed, shape)
+            for rows in zip(
+                x.reshape(-1, n_samples, n_features),
+                weight.reshape(-1, n_samples),
+                pattern.reshape(-1, n_samples),
+                strict=True,
+            )
+        ]
+        patterns = missing.PatternBlocks(
+            *(np.stack(parts) if batched else parts[0] for parts in zip(*datasets, strict=True))
+        )._replace(observed=observed)
     check_range(x, weight)
     inits = check_inits(options, n_features, dtype, n_datasets)
     n_init = options.n_init
@@ -405,9 +417,7 @@ def fit_em(
         n_components,
         covariance_type,
         dtype.itemsize,
-        missing.default_block_rows(n_features, n_components, layout, dtype.itemsize)
-        if patterns is not None and options.block_rows is None
-        else options.block_rows,
+        options.block_rows,
         n_datasets,
     )
     use_kernel = layout == "full" and native.usable(dtype) and patterns is None

@@ -26,19 +26,27 @@ every EM iteration raises the observed-data likelihood.
 pattern and component (:func:`pattern_factors`): the Cholesky factor :math:`L` of
 :math:`\\tilde\\Sigma = \\Sigma_{OO} \\oplus I_M` (the covariance with its missing rows
 and columns replaced by the identity's, so that every pattern has the shape (D, D)),
-:math:`W = L^{-1}`, :math:`G = \\Sigma\\, \\mathrm{diag}(o)\\, W^T` and :math:`C`. A row
-then gathers its pattern's factors: with :math:`d = o \\odot (x - \\mu_k)`, :math:`z =
-W d`, the squared distance is :math:`\\lVert z \\rVert^2`, :math:`\\hat x_{nk} = \\mu_k +
-G z` on :math:`M` and :math:`\\hat x_{nk} = x_n` on :math:`O`. The unique patterns are
-found on the host (:func:`find_patterns`); their table is an array argument padded to a
-power-of-two bucket, so that new data with as many patterns does not recompile. Cost per
-iteration: :math:`O(P K D^3)` for the factors plus :math:`O(N K D^2)` for the rows
-(full and tied), :math:`O(N K D)` for diagonal and spherical layouts, which need no
-factor at all (:math:`\\hat x_{nk,M} = \\mu_{k,M}`, :math:`C` the missing variances).
+:math:`W = L^{-1}` masked, the masked precision :math:`Q = W^T W` (:math:`\\Sigma_{OO}^{-1}`
+padded with zeros), :math:`\\Sigma Q` and :math:`C`. On the rows with their missing entries
+zeroed, :math:`x_0`, the marginal log density of pattern :math:`p` is linear in the
+complete-data features :math:`[\\mathrm{vech}(x_0 x_0^T), x_0, 1]` (natural parameters from
+:math:`Q`), and the conditional mean is affine, :math:`\\hat x = A x_0 + c`; so the
+E-step is the complete-data one on each pattern's rows (one product with the pattern's
+natural parameters, a softmax, the responsibility-weighted features summed per pattern)
+followed by one transformation per pattern (:math:`s = A s_0 + N c`,
+:math:`S = A S_0 A^T + A s_0 c^T + c s_0^T A^T + N (c c^T + C)`). The rows are sorted by
+pattern on the host into blocks of one pattern (:func:`pattern_blocks`), so a block
+gathers its pattern's parameters once; the unique patterns are found on the host
+(:func:`find_patterns`) and their table is an array argument padded to a power-of-two
+bucket, and every shape is a function of N, D, K and the bucket: new data with as many
+patterns does not recompile. Cost per iteration: the complete-data E-step's
+:math:`O(N K F)` on at most a quarter more rows (the blocks' padding), plus
+:math:`O(P K D^3)`. The initialization sees each missing entry as its column's mean.
 
-A seam for measurement errors (a per-row covariance :math:`S_n` added to
-:math:`\\Sigma_k`): the factors then belong to rows, not patterns; :func:`row_terms` takes
-them gathered per row either way.
+Prediction (:func:`log_responsibilities`) gathers each row's factors instead
+(:func:`row_terms`): one pass, no sorting. A seam for measurement errors (a per-row
+covariance :math:`S_n` added to :math:`\\Sigma_k`): the factors then belong to rows, not
+patterns, which :func:`row_terms` already takes per row.
 """
 
 from typing import NamedTuple
@@ -55,8 +63,10 @@ from gaussmix.inference.em.features import (
     BLOCK_ALIGNMENT,
     CPU_BLOCK_BYTES,
     MIN_BLOCK_ROWS,
-    DataBlocks,
+    design_matrix,
+    feature_count,
     split_blocks,
+    upper_triangle,
 )
 from gaussmix.inference.em.parameters import LOG_2PI, MixtureParameters, lower_triangular_inverse
 from gaussmix.inference.em.statistics import SufficientStatistics
@@ -66,9 +76,10 @@ from gaussmix.models.priors import covariance_layout
 __all__ = [
     "MIN_PATTERN_BUCKET",
     "NAN_POLICIES",
-    "MissingPatterns",
+    "PatternBlocks",
     "PatternFactors",
     "as_data_array",
+    "block_shape",
     "block_statistics",
     "check_missing",
     "default_block_rows",
@@ -76,8 +87,10 @@ __all__ = [
     "find_patterns",
     "log_responsibilities",
     "marginal_log_responsibilities",
+    "pattern_blocks",
     "pattern_bucket",
     "pattern_factors",
+    "prepare_chunk",
     "row_terms",
     "sufficient_statistics",
 ]
@@ -88,21 +101,6 @@ NAN_POLICIES = ("raise", "marginalize", "omit")
 #: Fewest rows of a pattern table (a power of two): a few patterns more or less do not
 #: recompile.
 MIN_PATTERN_BUCKET = 8
-
-
-class MissingPatterns(NamedTuple):
-    """Which entries of each row are observed, as a pattern index into a table.
-
-    Attributes:
-        pattern: (N,) int32 row -> its pattern (or blocks of it, (n_blocks, block_rows),
-            the padding pointing at pattern 0).
-        observed: (P, D) 1 where the pattern observes the coordinate, 0 where it misses
-            it, in the data's dtype; P a bucket (:func:`pattern_bucket`), the unused
-            rows all ones.
-    """
-
-    pattern: jax.Array
-    observed: jax.Array
 
 
 class PatternFactors(NamedTuple):
@@ -254,87 +252,234 @@ def _gather(factors, pattern):
     return None if factors is None else jax.tree.map(lambda table: table[pattern], factors)
 
 
+class PatternBlocks(NamedTuple):
+    """Rows sorted by missingness pattern into blocks of one pattern each, in groups.
+
+    Built on the host by :func:`pattern_blocks`; the E-step scans over the groups, so a
+    block gathers its pattern's factors once, not each row.
+
+    Attributes:
+        x: (n_groups, G, b, D) rows, any finite value in their missing entries (the
+            column means), the padding any finite value.
+        weight: (n_groups, G, b) sample weights, zero on the padding.
+        pattern: (n_groups, G) int32 the pattern of each block (0 for unused blocks).
+        observed: (P, D) the pattern table (:func:`find_patterns`).
+    """
+
+    x: jax.Array
+    weight: jax.Array
+    pattern: jax.Array
+    observed: jax.Array
+
+
+def block_shape(
+    n_rows: int, n_patterns: int, n_features: int, n_components: int, layout: str, itemsize: int
+) -> tuple[int, int, int]:
+    """(rows per block b, blocks per group G, groups) of :func:`pattern_blocks` for
+    ``n_rows`` rows and a pattern table of ``n_patterns`` (its bucket) rows: b the power
+    of two (8 to 256) at most ``n_rows / (4 P)``, so that the blocks' padding adds at
+    most about a quarter; G blocks per scan step within the E-step's block budget;
+    enough groups for any split of the rows among the patterns. A function of the
+    shapes alone: new data of the same size and bucket does not recompile."""
+    per_pattern = max(1, n_rows // (4 * n_patterns))
+    rows = int(min(256, max(8, 1 << (per_pattern.bit_length() - 1))))
+    n_blocks = -(-n_rows // rows) + n_patterns
+    group = max(
+        1, min(n_blocks, default_block_rows(n_features, n_components, layout, itemsize) // rows)
+    )
+    return rows, group, -(-n_blocks // group)
+
+
+def pattern_blocks(
+    x: np.ndarray,
+    weight: np.ndarray,
+    pattern: np.ndarray,
+    observed: np.ndarray,
+    shape: tuple[int, int, int],
+) -> PatternBlocks:
+    """The rows of ``x`` (n, D) sorted by ``pattern`` (stable) into the blocks of
+    ``shape`` (:func:`block_shape`), on the host (NumPy arrays).
+
+    Example:
+        >>> x = np.array([[1.0, 0.0], [2.0, 3.0], [4.0, 0.0]])
+        >>> blocks = pattern_blocks(x, np.ones(3), np.array([0, 1, 0]), np.ones((8, 2)), (2, 2, 2))
+        >>> blocks.pattern.tolist(), blocks.weight.reshape(-1).tolist()
+        ([[0, 1], [0, 0]], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    """
+    rows, group, n_groups = shape
+    n_patterns, n_features = observed.shape
+    order = np.argsort(pattern, kind="stable")
+    counts = np.bincount(pattern, minlength=n_patterns)
+    blocks = -(-counts // rows)
+    first_block = np.concatenate([[0], np.cumsum(blocks)[:-1]])
+    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sorted_pattern = pattern[order]
+    rank = np.arange(pattern.shape[0]) - first_row[sorted_pattern]
+    destination = first_block[sorted_pattern] * rows + rank
+    total = n_groups * group * rows
+    x_out = np.zeros((total, n_features), x.dtype)
+    x_out[destination] = x[order]
+    w_out = np.zeros(total, x.dtype)
+    w_out[destination] = weight[order]
+    block_pattern = np.zeros(n_groups * group, np.int32)
+    block_pattern[: blocks.sum()] = np.repeat(np.arange(n_patterns), blocks)
+    return PatternBlocks(
+        x_out.reshape(n_groups, group, rows, n_features),
+        w_out.reshape(n_groups, group, rows),
+        block_pattern.reshape(n_groups, group),
+        observed,
+    )
+
+
+def _pattern_natural_parameters(parameters, centred_means, observed, factors, layout):
+    """(P, F, K) natural parameters of each pattern's marginal densities on the
+    design matrix of the rows with their missing entries zeroed (full features for the
+    full and tied layouts, :math:`[x^2, x, 1]` for the diagonal ones)."""
+    n_features = centred_means.shape[-1]
+    log_weights = jnp.log(parameters.weights)
+    n_observed = jnp.sum(observed, axis=-1)[:, None]  # (P, 1)
+    if factors is None:
+        variances = _variances(parameters.covariances, layout, centred_means.shape)
+        precisions = observed[:, None, :] / variances  # (P, K, D), zero where missing
+        quadratic = -0.5 * precisions
+        linear = precisions * centred_means
+        half_log_det = 0.5 * observed @ jnp.log(variances).T  # (P, K)
+    else:
+        whiten = factors.whiten  # (P, K', D, D)
+        precisions = jnp.swapaxes(whiten, -1, -2) @ whiten  # masked precisions
+        rows, cols = upper_triangle(n_features)
+        scale = jnp.asarray(np.where(rows == cols, -0.5, -1.0), precisions.dtype)
+        shape = (observed.shape[0], centred_means.shape[0])
+        quadratic = jnp.broadcast_to(precisions[..., rows, cols] * scale, (*shape, rows.size))
+        linear = jnp.einsum("pkij,kj->pki", precisions, centred_means)
+        half_log_det = jnp.broadcast_to(factors.half_log_det, shape)
+    constant = (
+        log_weights
+        - 0.5 * jnp.sum(centred_means * linear, axis=-1)
+        - half_log_det
+        - 0.5 * n_observed * LOG_2PI
+    )
+    return jnp.swapaxes(jnp.concatenate([quadratic, linear, constant[..., None]], axis=-1), 1, 2)
+
+
+def _variances(covariances, layout, shape):
+    """(K, D) variances of a diagonal or spherical layout."""
+    return jnp.broadcast_to(covariances if layout == "diag" else covariances[:, None], shape)
+
+
+def _expected_statistics(packed, observed, centred_means, covariances, factors, layout):
+    r"""The M-step's statistics from each pattern's statistics of its zero-filled rows.
+
+    With :math:`\hat x = A x_0 + c` (:math:`A = \mathrm{diag}(o) + \mathrm{diag}(1 - o)
+    \Sigma Q`, :math:`Q` the masked precision, :math:`c = (1 - o) \odot (\mu - \Sigma Q
+    \mu)`) the sums of pattern p give :math:`s = A s_0 + N c` and
+    :math:`S = A S_0 A^T + A s_0 c^T + c s_0^T A^T + N (c c^T + C)`.
+    """
+    n_patterns, n_components, _ = packed.shape
+    n_features = centred_means.shape[-1]
+    counts = packed[..., -1]  # (P, K)
+    first0 = packed[..., -1 - n_features : -1]  # (P, K, D)
+    missing = 1 - observed[:, None, :]  # (P, 1, D)
+    if factors is None:
+        variances = _variances(covariances, layout, centred_means.shape)
+        second0 = packed[..., :n_features]
+        offset = missing * centred_means  # c
+        first = observed[:, None, :] * first0 + counts[..., None] * offset
+        second = observed[:, None, :] * second0 + counts[..., None] * (
+            offset * offset + missing * variances
+        )
+        second = jnp.sum(second, axis=0)
+        return jnp.sum(counts, axis=0), jnp.sum(first, axis=0), second
+    rows, cols = upper_triangle(n_features)
+    position = np.zeros((n_features, n_features), np.int32)
+    position[rows, cols] = np.arange(rows.size)
+    position[cols, rows] = np.arange(rows.size)
+    second0 = packed[..., position]  # (P, K, D, D)
+    shape = (n_patterns, n_components, n_features, n_features)
+    regression = jnp.broadcast_to(factors.regression @ factors.whiten, shape)  # Sigma Q
+    identity = jnp.eye(n_features, dtype=packed.dtype)
+    transform = identity * observed[:, None, None, :] + missing[..., :, None] * regression
+    offset = missing * (centred_means - jnp.einsum("pkij,kj->pki", regression, centred_means))
+    first = jnp.einsum("pkij,pkj->pki", transform, first0) + counts[..., None] * offset
+    moved = jnp.einsum("pkij,pkj->pki", transform, first0)
+    cross = moved[..., :, None] * offset[..., None, :]
+    conditional = jnp.broadcast_to(factors.conditional, shape)
+    second = (
+        transform @ second0 @ jnp.swapaxes(transform, -1, -2)
+        + cross
+        + jnp.swapaxes(cross, -1, -2)
+        + counts[..., None, None] * (offset[..., :, None] * offset[..., None, :] + conditional)
+    )
+    return jnp.sum(counts, axis=0), jnp.sum(first, axis=0), jnp.sum(second, axis=0)
+
+
 def block_statistics(
     parameters: MixtureParameters,
-    blocks: DataBlocks,
-    missing: MissingPatterns,
+    blocks: PatternBlocks,
+    centre: jax.Array,
     covariance_type: str,
 ) -> SufficientStatistics:
     """Expected E-step statistics of data with missing entries (pure, no jit inside).
 
-    The statistics function of in-memory and sharded EM on data with NaN: a
-    ``lax.scan`` over the blocks as :func:`gaussmix.inference.em.statistics.block_statistics`,
-    each row's terms from its pattern's factors; ``log_likelihood`` is the observed-data
-    log-likelihood.
+    The statistics function of in-memory, chunked and sharded EM on data with NaN. Rows
+    come in single-pattern blocks (:class:`PatternBlocks`): on each block's design
+    matrix of its rows with the missing entries zeroed, the marginal log densities are
+    one product with its pattern's natural parameters, and the responsibility-weighted
+    features are summed per pattern (the complete-data E-step's work, one ``lax.scan``
+    over groups of blocks); after the scan each pattern's sums become the expected
+    statistics (:func:`_expected_statistics`: :math:`O(P K D^3)`).
+    ``log_likelihood`` is the observed-data log-likelihood.
 
     Args:
         parameters: the current :class:`MixtureParameters`.
-        blocks: :class:`gaussmix.inference.em.features.DataBlocks` (missing entries any
-            finite value; ``features`` unused).
-        missing: :class:`MissingPatterns` whose ``pattern`` is split into the same blocks.
+        blocks: :class:`PatternBlocks` (uncentred rows).
+        centre: (D,) the point the moments are taken about.
         covariance_type: any EM covariance type (its storage layout decides).
     """
     layout = covariance_layout(covariance_type)
-    x_blocks, weight_blocks, _, centre = blocks
-    dtype = x_blocks.dtype
-    means = parameters.means - centre
-    log_weights = jnp.log(parameters.weights)
-    covariances = parameters.covariances
-    factors = _layout_factors(covariances, missing.observed, layout)
-    n_components, n_features = means.shape
-    n_patterns = missing.observed.shape[0]
+    dtype = blocks.x.dtype
+    centred_means = parameters.means - centre
+    observed_table = blocks.observed
+    n_patterns, n_features = observed_table.shape
+    n_components = centred_means.shape[0]
     diagonal = layout in ("diag", "spherical")
+    feature_layout = "diag" if diagonal else "full"
+    factors = None
+    if not diagonal:
+        factors = pattern_factors(_full_covariances(parameters.covariances, layout), observed_table)
+    natural = _pattern_natural_parameters(
+        parameters, centred_means, observed_table, factors, layout
+    )  # (P, F, K)
+    n_columns = natural.shape[1]
 
     def body(carry, inputs):
-        counts, first, second, pattern_counts, log_likelihood = carry
-        x_block, w_block, p_block = inputs
-        observed = missing.observed[p_block]
-        log_prob, imputed = row_terms(
-            x_block, observed, means, log_weights, covariances, _gather(factors, p_block), layout
-        )
-        largest = jnp.max(log_prob, axis=1, keepdims=True)
+        packed, log_likelihood = carry
+        x_group, w_group, p_group = inputs  # (G, b, D), (G, b), (G,)
+        observed = observed_table[p_group][:, None, :]
+        zeroed = jnp.where(observed > 0, x_group - centre, 0.0)
+        features = design_matrix(zeroed.reshape(-1, n_features), feature_layout)
+        features = features.reshape(*x_group.shape[:2], n_columns)  # (G, b, F)
+        log_prob = jnp.einsum("gbf,gfk->gbk", features, natural[p_group])
+        largest = jnp.max(log_prob, axis=-1, keepdims=True)
         unnormalized = jnp.exp(log_prob - largest)
-        total = jnp.sum(unnormalized, axis=1, keepdims=True)
-        weighted = unnormalized * (w_block[:, None] / total)  # w_n r_nk
-        counts = counts + jnp.sum(weighted, axis=0)
-        first = first + jnp.einsum("nk,nkd->kd", weighted, imputed)
-        if diagonal:
-            second = second + jnp.einsum("nk,nkd->kd", weighted, imputed * imputed)
-        else:
-            second = second + jnp.einsum("nk,nkd,nke->kde", weighted, imputed, imputed)
-        pattern_counts = pattern_counts + jax.ops.segment_sum(
-            weighted, p_block, num_segments=n_patterns
-        )
-        norm = largest[:, 0] + jnp.log(total[:, 0])
-        log_likelihood = log_likelihood + jnp.sum(jnp.where(w_block > 0, w_block * norm, 0.0))
-        return (counts, first, second, pattern_counts, log_likelihood), None
+        total = jnp.sum(unnormalized, axis=-1, keepdims=True)
+        weighted = unnormalized * (w_group[..., None] / total)  # w_n r_nk, (G, b, K)
+        sums = jnp.einsum("gbk,gbf->gkf", weighted, features)
+        packed = packed.at[p_group].add(sums)
+        norm = largest[..., 0] + jnp.log(total[..., 0])
+        log_likelihood = log_likelihood + jnp.sum(jnp.where(w_group > 0, w_group * norm, 0.0))
+        return (packed, log_likelihood), None
 
-    second_shape = (n_components, n_features) + (() if diagonal else (n_features,))
-    init = (
-        jnp.zeros(n_components, dtype),
-        jnp.zeros((n_components, n_features), dtype),
-        jnp.zeros(second_shape, dtype),
-        jnp.zeros((n_patterns, n_components), dtype),
-        jnp.zeros((), dtype),
+    init = (jnp.zeros((n_patterns, n_components, n_columns), dtype), jnp.zeros((), dtype))
+    packed, log_likelihood = lax.scan(body, init, (blocks.x, blocks.weight, blocks.pattern))[0]
+    counts, first, second = _expected_statistics(
+        packed, observed_table, centred_means, parameters.covariances, factors, layout
     )
-    counts, first, second, pattern_counts, log_likelihood = lax.scan(
-        body, init, (x_blocks, weight_blocks, missing.pattern)
-    )[0]
-    # the conditional covariances of the missing coordinates, once per pattern
-    if diagonal:
-        variances = covariances if layout == "diag" else covariances[:, None]
-        variances = jnp.broadcast_to(variances, (n_components, n_features))
-        second = second + pattern_counts.T @ (1 - missing.observed) * variances
-        if layout == "spherical":
-            second = jnp.sum(second, axis=-1)
-    else:
-        conditional = jnp.broadcast_to(
-            factors.conditional, (n_patterns, n_components, n_features, n_features)
-        )
-        second = second + jnp.einsum("pk,pkde->kde", pattern_counts, conditional)
-        if layout == "tied":
-            second = jnp.sum(second, axis=0)
-    return SufficientStatistics(counts, first, second, log_likelihood, jnp.sum(weight_blocks))
+    if layout == "spherical":
+        second = jnp.sum(second, axis=-1)
+    elif layout == "tied":
+        second = jnp.sum(second, axis=0)
+    return SufficientStatistics(counts, first, second, log_likelihood, jnp.sum(blocks.weight))
 
 
 def log_responsibilities(
@@ -443,13 +588,12 @@ def fill_missing(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def default_block_rows(n_features: int, n_components: int, layout: str, itemsize: int) -> int:
-    """Default rows per block of the missing-data E-step: a block's gathered factors
-    (two (n, K', D, D) for full and tied) and (n, K, D) temporaries within the E-step's
-    block budget, at least ``MIN_BLOCK_ROWS``, a multiple of ``BLOCK_ALIGNMENT``."""
-    shared = 1 if layout == "tied" else n_components
-    width = 5 * n_components * n_features + 4 * n_components
-    if layout in ("full", "tied"):
-        width += 2 * shared * n_features * n_features
+    """Rows per scan step of the missing-data E-step: a step's design matrix (full
+    features for full and tied layouts, :math:`[x^2, x, 1]` for the diagonal ones) and
+    (n, K) temporaries within the E-step's block budget, at least ``MIN_BLOCK_ROWS``, a
+    multiple of ``BLOCK_ALIGNMENT``."""
+    features = feature_count(n_features, "diag" if layout in ("diag", "spherical") else "full")
+    width = features + 3 * n_components
     budget = CPU_BLOCK_BYTES if jax.default_backend() == "cpu" else ACCELERATOR_BLOCK_BYTES
     rows = max(MIN_BLOCK_ROWS, budget // (width * itemsize))
     return max(BLOCK_ALIGNMENT, rows // BLOCK_ALIGNMENT * BLOCK_ALIGNMENT)
@@ -479,42 +623,45 @@ def marginal_log_responsibilities(
 
 
 def sufficient_statistics(
-    x: ArrayLike,
-    pattern: ArrayLike,
-    observed: ArrayLike,
+    blocks: PatternBlocks,
     parameters: MixtureParameters,
     *,
     covariance_type: str,
     centre: ArrayLike,
-    sample_weight: ArrayLike | None = None,
-    block_rows: int | None = None,
 ) -> SufficientStatistics:
     """Expected E-step statistics of a chunk with missing entries (pure; sum them over
     chunks or devices), as :func:`gaussmix.inference.em.statistics.sufficient_statistics`.
 
     Args:
-        x: (n, D) one chunk, any finite value in the missing entries.
-        pattern: (n,) its rows' patterns in ``observed`` (P, D) (:func:`find_patterns`;
-            each chunk or device may have its own table).
+        blocks: the chunk's :class:`PatternBlocks` (:func:`prepare_chunk`; each chunk
+            or device may have its own pattern table).
         parameters: the current :class:`MixtureParameters`.
         covariance_type: any EM covariance type.
         centre: (D,) the same point for every chunk.
-        sample_weight: (n,) non-negative weights, default ones.
-        block_rows: rows per block (default :func:`default_block_rows`).
     """
-    x = jnp.asarray(x)
-    dtype = x.dtype
-    layout = covariance_layout(covariance_type)
-    n_rows, n_features = x.shape
-    if block_rows is None:
-        block_rows = default_block_rows(
-            n_features, parameters.means.shape[0], layout, dtype.itemsize
-        )
-    block = max(1, min(n_rows, block_rows))
-    weight = jnp.ones(n_rows, dtype) if sample_weight is None else jnp.asarray(sample_weight, dtype)
-    centre = jnp.asarray(centre, dtype)
-    blocks = DataBlocks(split_blocks(x - centre, block), split_blocks(weight, block), None, centre)
-    patterns = MissingPatterns(
-        split_blocks(jnp.asarray(pattern), block, fill=0), jnp.asarray(observed, dtype)
+    centre = jnp.asarray(centre, blocks.x.dtype)
+    return block_statistics(parameters, blocks, centre, covariance_type)
+
+
+def prepare_chunk(
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    fill: np.ndarray,
+    n_components: int,
+    covariance_type: str,
+) -> PatternBlocks:
+    """The :class:`PatternBlocks` of a chunk ``x`` (n, D) with NaN entries, on the host:
+    its patterns, NaN replaced by ``fill`` (D,), the block shape of its size and
+    pattern bucket."""
+    pattern, observed = find_patterns(x)
+    weight = np.ones(x.shape[0], x.dtype) if weight is None else np.asarray(weight, x.dtype)
+    shape = block_shape(
+        x.shape[0],
+        observed.shape[0],
+        x.shape[1],
+        n_components,
+        covariance_layout(covariance_type),
+        x.dtype.itemsize,
     )
-    return block_statistics(parameters, blocks, patterns, covariance_type)
+    filled = np.where(np.isnan(x), np.asarray(fill, x.dtype), x)
+    return pattern_blocks(filled, weight, pattern, observed, shape)

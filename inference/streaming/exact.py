@@ -65,18 +65,13 @@ _chunk_statistics_jit = compilation.jit(
 )
 
 
-def _chunk_missing_statistics(x, weight, pattern, observed, parameters, centre, covariance_type):
-    """(R,) expected statistics of one chunk with missing entries, R stacked restarts."""
+def _chunk_missing_statistics(blocks, parameters, centre, covariance_type):
+    """(R,) expected statistics of one chunk with missing entries (its
+    :class:`gaussmix.inference.em.missing.PatternBlocks`), R stacked restarts."""
 
     def one(parameters):
         return missing.sufficient_statistics(
-            x,
-            pattern,
-            observed,
-            parameters,
-            covariance_type=covariance_type,
-            centre=centre,
-            sample_weight=weight,
+            blocks, parameters, covariance_type=covariance_type, centre=centre
         )
 
     return jax.vmap(one)(parameters)
@@ -121,17 +116,12 @@ def _statistics_pass(
             piece_w = None if w is None else w[start : start + rows]
             seen += piece_x.shape[0]
             padded_x, padded_w = pad_rows(piece_x, piece_w, rows, centre_rows)
-            holes = np.isnan(padded_x)
-            if holes.any():
-                pattern, observed = missing.find_patterns(padded_x)
+            if np.isnan(padded_x).any():
+                blocks = missing.prepare_chunk(
+                    padded_x, padded_w, centre_rows, options.n_components, options.covariance_type
+                )
                 statistics = _chunk_missing_statistics_jit(
-                    np.where(holes, centre_rows, padded_x),
-                    padded_w,
-                    pattern,
-                    observed,
-                    parameters,
-                    centre,
-                    covariance_type=options.covariance_type,
+                    blocks, parameters, centre, covariance_type=options.covariance_type
                 )
                 totals = _add(totals, statistics)
                 continue

@@ -24,6 +24,7 @@ import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
+from gaussmix.inference.em import missing
 from gaussmix.inference.em.core import (
     EMContext,
     EMState,
@@ -119,11 +120,14 @@ def _normalized(statistics: SufficientStatistics) -> SufficientStatistics:
     return jax.tree.map(lambda leaf: leaf / statistics.total_weight, statistics)
 
 
-def _online_start(
-    x, weight, parameters, priors, prior_parameters, config: StepConfig, use_kernel: bool
-):
-    centre = weight @ x / jnp.sum(weight)
-    statistics = sufficient_statistics(
+def _chunk_statistics(x, weight, parameters, centre, patterns, config, use_kernel):
+    """A chunk's statistics: expected ones from its
+    :class:`gaussmix.inference.em.missing.PatternBlocks` when it has missing entries."""
+    if patterns is not None:
+        return missing.sufficient_statistics(
+            patterns, parameters, covariance_type=config.covariance_type, centre=centre
+        )
+    return sufficient_statistics(
         x,
         parameters,
         covariance_type=config.covariance_type,
@@ -131,6 +135,20 @@ def _online_start(
         sample_weight=weight,
         use_kernel=use_kernel,
     )
+
+
+def _online_start(
+    x,
+    weight,
+    parameters,
+    priors,
+    prior_parameters,
+    config: StepConfig,
+    use_kernel: bool,
+    patterns=None,
+):
+    centre = weight @ x / jnp.sum(weight)
+    statistics = _chunk_statistics(x, weight, parameters, centre, patterns, config, use_kernel)
     context = make_context(
         config,
         centre=centre,
@@ -162,16 +180,12 @@ def _online_step(
     learning_offset,
     config,
     use_kernel,
+    patterns=None,
 ):
     """One online EM update (pure): returns the new state and the collapsed component."""
     n_updates = state.n_updates + 1
-    chunk = sufficient_statistics(
-        x,
-        state.parameters,
-        covariance_type=config.covariance_type,
-        centre=state.centre,
-        sample_weight=weight,
-        use_kernel=use_kernel,
+    chunk = _chunk_statistics(
+        x, weight, state.parameters, state.centre, patterns, config, use_kernel
     )
     share = chunk.total_weight / (state.total_weight + chunk.total_weight)
     rho = jnp.where(
@@ -217,14 +231,35 @@ _online_start_jit = compilation.jit(_online_start, static_argnames=("config", "u
 _online_step_jit = compilation.jit(_online_step, static_argnames=("config", "use_kernel"))
 
 
-def _padded_chunk(x, w, dtype, n_features, index):
-    """A validated chunk padded to a power of two of rows (few compiled shapes)."""
-    x, w = prepare_chunk(x, w, dtype, n_features, f"chunk {index}", validate=True)
+def _padded_chunk(x, w, dtype, n_features, index, nan_policy="raise"):
+    """A validated chunk padded to a power of two of rows (few compiled shapes), NaN
+    entries replaced by their columns' weighted means (``nan_policy="marginalize"``) or
+    rows with NaN dropped ("omit")."""
+    x, w = prepare_chunk(
+        x, w, dtype, n_features, f"chunk {index}", validate=True, allow_nan=nan_policy != "raise"
+    )
+    if nan_policy == "omit":
+        keep = ~np.isnan(x).any(axis=1)
+        x, w = x[keep], None if w is None else w[keep]
     n = x.shape[0]
     rows = 1 << max(0, n - 1).bit_length()
     weight = np.ones(n, dtype) if w is None else w
+    holes = np.isnan(x)
+    if holes.any():
+        x = missing.fill_missing(x, weight)
     centre = (weight @ x / weight.sum()) if weight.sum() > 0 else np.zeros(x.shape[1], dtype)
-    return pad_rows(x, weight, rows, centre.astype(dtype))
+    return (*pad_rows(x, weight, rows, centre.astype(dtype)), holes)
+
+
+def _chunk_patterns(x, weight, holes, centre, n_components, covariance_type):
+    """The :class:`gaussmix.inference.em.missing.PatternBlocks` of a padded chunk whose
+    entries ``holes`` (of its unpadded rows) are missing, or None."""
+    if holes is None or not holes.any():
+        return None
+    holes = np.concatenate([holes, np.zeros((x.shape[0] - holes.shape[0], x.shape[1]), bool)])
+    return missing.prepare_chunk(
+        np.where(holes, np.nan, x), weight, centre, n_components, covariance_type
+    )
 
 
 def online_em_start(
@@ -235,6 +270,7 @@ def online_em_start(
     priors: str | Mapping[str, dist.Distribution] | None = None,
     sample_weight: ArrayLike | None = None,
     incremental: bool = False,
+    nan_policy: str = "raise",
 ) -> OnlineEMState:
     """Online EM state that starts from ``parameters`` with the statistics of chunk ``x``.
 
@@ -250,6 +286,9 @@ def online_em_start(
             later step weighs its chunk by its share of all weight seen (incremental
             EM, as :func:`online_em_continue`, with the statistics of ``x`` under
             ``parameters``: any priors).
+        nan_policy: "raise", "marginalize" (NaN entries missing: expected statistics,
+            the centre each column's weighted mean of its observed entries) or "omit"
+            (rows with NaN dropped), as in :func:`gaussmix.inference.em.fit_em`.
 
     Example:
         >>> import numpy as np
@@ -270,15 +309,24 @@ def online_em_start(
         reg_covar=0.0,
     )
     dtype = chunk_dtype(np.asarray(x))
-    x, w = prepare_chunk(x, sample_weight, dtype, None, "x", validate=True)
+    x, w = prepare_chunk(
+        x, sample_weight, dtype, None, "x", validate=True, allow_nan=nan_policy != "raise"
+    )
+    holes = np.isnan(x)
+    if nan_policy == "omit":
+        keep = ~holes.any(axis=1)
+        x, w, holes = x[keep], None if w is None else w[keep], holes[keep]
     weight = np.ones(x.shape[0], dtype) if w is None else w
     if weight.sum() <= 0:
         raise ValueError("sample_weight sums to zero; give at least one point a positive weight.")
+    if holes.any():
+        x = missing.fill_missing(x, weight)
     prior_parameters = None
     if options.method != "maximum_likelihood":
         prior_parameters = prior_parameters_of(x, covariance_type)
     config = StepConfig.from_options(options)
     parameters = MixtureParameters(*(jnp.asarray(a, dtype) for a in parameters))
+    centre = weight.astype(np.float64) @ x / weight.sum(dtype=np.float64)
     state = _online_start_jit(
         jnp.asarray(x),
         jnp.asarray(weight),
@@ -287,6 +335,7 @@ def online_em_start(
         prior_parameters,
         config=config,
         use_kernel=covariance_layout(covariance_type) == "full" and native.usable(dtype),
+        patterns=_chunk_patterns(x, weight, holes, centre, options.n_components, covariance_type),
     )
     return state._replace(incremental=jnp.asarray(bool(incremental)))
 
@@ -406,6 +455,7 @@ def online_em_step(
     learning_decay: float = 0.7,
     learning_offset: float = 10.0,
     sample_weight: ArrayLike | None = None,
+    nan_policy: str = "raise",
 ) -> OnlineEMState:
     """One online EM update with chunk ``x`` (validated, then one jitted pure step).
 
@@ -423,6 +473,7 @@ def online_em_step(
         learning_decay: :math:`\\kappa \\in (0.5, 1]`.
         learning_offset: :math:`\\tau_0 \\ge 0`.
         sample_weight: (n,) non-negative weights.
+        nan_policy: as in :func:`online_em_start`.
 
     Raises:
         ValueError: bad input or a component whose covariance stops being positive
@@ -452,7 +503,9 @@ def online_em_step(
         reg_covar=reg_covar,
     )
     dtype = np.dtype(state.centre.dtype)
-    x, weight = _padded_chunk(x, sample_weight, dtype, n_features, state.n_updates)
+    x, weight, holes = _padded_chunk(
+        x, sample_weight, dtype, n_features, state.n_updates, nan_policy
+    )
     config = StepConfig.from_options(options)
     new_state, collapsed = _online_step_jit(
         state,
@@ -464,6 +517,9 @@ def online_em_step(
         float(learning_offset),
         config=config,
         use_kernel=covariance_layout(config.covariance_type) == "full" and native.usable(dtype),
+        patterns=_chunk_patterns(
+            x, weight, holes, np.asarray(state.centre), n_components, covariance_type
+        ),
     )
     raise_on_failure(
         np.asarray(collapsed).reshape(1, 1),

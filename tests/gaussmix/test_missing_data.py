@@ -275,3 +275,52 @@ def test_get_params_and_clone_keep_the_policy():
     assert gm.get_params()["nan_policy"] == "omit"
     assert "nan_policy='omit'" in repr(gm)
     assert gm.set_params(nan_policy="marginalize").nan_policy == "marginalize"
+
+
+def test_chunks_give_the_in_memory_fit(data, tmp_path):
+    """Data read by chunks (an in-memory array with chunk_size, a .npy file) with NaN:
+    exact EM over chunks, the in-memory answer to rounding."""
+    _, holed = data
+    rows = holed[:1500]
+    in_memory = GaussianMixture(2, nan_policy="marginalize", random_state=0).fit(rows)
+    path = tmp_path / "holed.npy"
+    np.save(path, rows)
+    for source in (rows, path):
+        chunked = GaussianMixture(2, nan_policy="marginalize", random_state=0, chunk_size=400)
+        chunked.fit(source)
+        np.testing.assert_allclose(chunked.means_, in_memory.means_, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(chunked.covariances_, in_memory.covariances_, atol=1e-10)
+        assert chunked.lower_bound_ == pytest.approx(in_memory.lower_bound_, abs=1e-12)
+    chunked = GaussianMixture(2, nan_policy="marginalize", random_state=0, chunk_size=400).fit(path)
+    np.testing.assert_allclose(
+        chunked.score_samples(path), in_memory.score_samples(rows), atol=1e-9
+    )
+    omitted = GaussianMixture(2, nan_policy="omit", random_state=0, chunk_size=400).fit(rows)
+    direct = GaussianMixture(2, random_state=0).fit(rows[~np.isnan(rows).any(axis=1)])
+    np.testing.assert_allclose(omitted.means_, direct.means_, atol=1e-10)
+    with pytest.raises(ValueError, match=r"chunk 0 contains NaN(.|\n)*nan_policy='marginalize'"):
+        GaussianMixture(2, random_state=0, chunk_size=400).fit(rows)
+
+
+def test_partial_fit_with_missing_entries(data):
+    """Online EM over chunks with NaN ends near the batch fit; after a fit (maximum
+    likelihood or MAP) partial_fit continues from it; "omit" drops rows per chunk."""
+    _, holed = data
+    batch = GaussianMixture(2, nan_policy="marginalize", random_state=0).fit(holed)
+    online = GaussianMixture(2, nan_policy="marginalize", random_state=0)
+    for start in range(0, 4000, 400):
+        online.partial_fit(holed[start : start + 400])
+    np.testing.assert_allclose(_sorted(online)[1], _sorted(batch)[1], atol=0.15)
+    assert online.n_iter_ == 9
+    for priors in (None, "default"):
+        gm = GaussianMixture(2, nan_policy="marginalize", random_state=0, priors=priors)
+        gm.fit(holed[:2000])
+        before = gm.means_.copy()
+        gm.partial_fit(holed[2000:2100])
+        assert 0 < np.max(np.abs(gm.means_ - before)) < 0.1  # a few rows move it a little
+    omitted = GaussianMixture(2, nan_policy="omit", random_state=0).partial_fit(holed[:400])
+    keep = ~np.isnan(holed[:400]).any(axis=1)
+    direct = GaussianMixture(2, random_state=0).partial_fit(holed[:400][keep])
+    np.testing.assert_array_equal(omitted.means_, direct.means_)
+    with pytest.raises(ValueError, match=r"Input X contains NaN(.|\n)*nan_policy='marginalize'"):
+        GaussianMixture(2, random_state=0).partial_fit(holed[:400])

@@ -9,7 +9,6 @@ from scipy import optimize
 from scipy.stats import multivariate_normal
 
 from gaussmix.inference.em import fit_em, missing
-from gaussmix.inference.em.features import DataBlocks, split_blocks
 from gaussmix.inference.em.parameters import MixtureParameters, with_covariances
 from gaussmix.models.priors import COVARIANCE_ALIASES, EM_COVARIANCE_TYPES, covariance_layout
 
@@ -114,17 +113,14 @@ def test_expected_statistics_match_row_by_row_reference(layout):
     weight = rng.uniform(0.2, 2.0, x.shape[0])
     centre = np.array([0.3, -0.2, 0.1, 0.5])
     pattern, observed = missing.find_patterns(x)
-    block = 8  # several blocks, the last one padded
-    blocks = DataBlocks(
-        split_blocks(np.where(np.isnan(x), 0.0, x) - centre, block),
-        split_blocks(weight, block),
-        None,
-        centre,
-    )
-    patterns = missing.MissingPatterns(split_blocks(pattern, block, fill=0), observed)
+    filled = np.where(np.isnan(x), 7.0, x)  # any value: the statistics must ignore it
+    # blocks of 4 rows, 3 blocks per scan step: several steps, padded blocks
+    n_blocks = -(-x.shape[0] // 4) + observed.shape[0]
+    blocks = missing.pattern_blocks(filled, weight, pattern, observed, (4, 3, -(-n_blocks // 3)))
+    assert blocks.x.shape[0] > 1
     parameters = with_covariances(weights, means, covariances, layout)
     statistics = jax.jit(missing.block_statistics, static_argnums=3)(
-        parameters, blocks, patterns, layout
+        parameters, blocks, centre, layout
     )
     full = _full(covariances, layout, n_components, n_features)
     counts, first, second, log_likelihood = _reference(
@@ -349,3 +345,42 @@ def test_pattern_table_is_bucketed():
     np.testing.assert_array_equal(observed[pattern], ~np.isnan(x))
     assert np.all(observed[3:] == 1)
     assert missing.pattern_bucket(17) == 32
+
+
+def test_pattern_blocks_hold_each_row_once_in_blocks_of_one_pattern():
+    rng = np.random.default_rng(10)
+    x = _holes(rng, rng.normal(size=(101, 5)), 0.3)
+    weight = rng.uniform(0.5, 2.0, 101)
+    pattern, observed = missing.find_patterns(x)
+    shape = missing.block_shape(101, observed.shape[0], 5, 3, "full", 8)
+    blocks = missing.pattern_blocks(np.nan_to_num(x), weight, pattern, observed, shape)
+    rows, group, n_groups = shape
+    assert blocks.x.shape == (n_groups, group, rows, 5)
+    held = blocks.weight.reshape(-1) > 0
+    np.testing.assert_array_equal(np.sort(blocks.weight.reshape(-1)[held]), np.sort(weight))
+    block_of_row = np.repeat(blocks.pattern.reshape(-1), rows)[held]
+    x_rows = blocks.x.reshape(-1, 5)[held]
+    for row, p in zip(x_rows, block_of_row, strict=True):
+        source = np.flatnonzero(np.all(np.nan_to_num(x) == row, axis=1))
+        assert source.size == 1 and pattern[source[0]] == p
+
+
+def test_new_data_with_as_many_patterns_does_not_retrace(monkeypatch):
+    traces = []
+    original = missing.block_statistics
+
+    def counting(*args, **kwargs):
+        traces.append(1)  # runs only while tracing
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(missing, "block_statistics", counting)
+    rng = np.random.default_rng(11)
+    kwargs = dict(n_components=2, covariance_type="tied", nan_policy="marginalize", max_iter=3)
+    first = _holes(rng, rng.normal(size=(53, 3)), 0.3)  # a shape no other test uses
+    fit_em(first, **kwargs)
+    traced = len(traces)
+    assert traced <= 1
+    second = _holes(rng, rng.normal(size=(53, 3)) + 2.0, 0.1)  # other rows, other patterns
+    assert not np.array_equal(np.isnan(first), np.isnan(second))
+    fit_em(second, seed=3, **kwargs)
+    assert len(traces) == traced
