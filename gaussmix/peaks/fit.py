@@ -10,6 +10,7 @@ values when ``init`` gives them all (no MAP fit then).
 import functools
 import math
 import numbers
+import types
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -117,8 +118,9 @@ def fit_peaks(
             ``init`` gives every site (``sigma`` too, where the likelihood has a noise
             scale; a previous fit's ``params`` do), the chains start there and no MAP
             fit runs: NUTS's preparation takes its own Newton steps toward the mode.
-            The fit's ``aic``, ``bic`` and ``log_likelihood``, which are the MAP's, are
-            then NaN (compare posteriors by LOO on ``posterior``) and ``n_iter`` is 0.
+            The fit's ``log_likelihood``, ``aic`` and ``bic``, the MAP's otherwise, are
+            then those at the starting values (the MAP's when they are a MAP fit's
+            ``params``), ``n_iter`` is 0 and ``converged`` is the chains' alone.
         priors: site name -> scalar numpyro distribution replacing a default prior.
         ties: ``{name: target}``: e.g. ``{"peak1_sigma": "peak0_sigma"}``.
         fixed: ``{name: value}`` parameters held fixed.
@@ -378,11 +380,16 @@ def _fit_map(
 
 
 def _given_start(model: PeakModel, x, y, mask, start, priors, fixed, degrees_of_freedom):
-    """What starts the chains when ``init`` gave every site: those values, and no MAP fit
-    (no iterations; AIC, BIC and the log-likelihood, which are the MAP's, NaN)."""
+    """What starts the chains when ``init`` gave every site: those values, no MAP fit (no
+    iterations), and the log-likelihood, AIC and BIC at them (the MAP's when they are a
+    MAP fit's ``params``)."""
     names = model.free_names
+    free = {name: float(start[name]) for name in names}
+    params = {name: float(value) for name, value in resolve_on_host(model, free, fixed).items()}
+    if model.has_noise:
+        params[NOISE_SITE] = float(start[NOISE_SITE])
     nan = float("nan")
-    return PeakFit(
+    fit = PeakFit(
         lineshapes=tuple(shape.name for shape in model.lineshapes),
         baseline=_baseline_key(model),
         likelihood=model.likelihood,
@@ -394,20 +401,37 @@ def _given_start(model: PeakModel, x, y, mask, start, priors, fixed, degrees_of_
         x=x,
         y=y,
         mask=mask,
-        params={name: float(start[name]) for name in model.site_names},
+        params=params,
         stderr={},
         parameter_names=names,
         covariance=np.full((len(names), len(names)), nan),
-        rss=nan,
-        redchi=nan,
-        aic=nan,
-        bic=nan,
-        log_likelihood=nan,
+        rss=None,
+        redchi=None,
+        aic=None,
+        bic=None,
+        log_likelihood=None,
         n_points=int(x.size if mask is None else np.count_nonzero(mask)),
         n_parameters=len(names),
         converged=True,
         n_iter=0,
     )
+    keep = np.ones(y.shape, bool) if mask is None else mask
+    observed, mean = y[keep], fit.predict()[keep]  # the program the chains' summary runs
+    rss = float(np.sum((observed - mean) ** 2))
+    log_likelihood = nan  # a Normal likelihood's is maximized over the noise: from the rss
+    if model.likelihood == "student_t":
+        nu, z = float(degrees_of_freedom), (observed - mean) / params[NOISE_SITE]
+        constant = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+        log_likelihood = float(
+            np.sum(constant - math.log(params[NOISE_SITE]) - (nu + 1) / 2 * np.log1p(z**2 / nu))
+        )
+    elif model.likelihood == "poisson":  # the program clips the mean at the tiniest float
+        rate = np.maximum(mean, np.finfo(jnp.result_type(float)).tiny)
+        factorials = np.array([math.lgamma(count + 1.0) for count in observed])
+        log_likelihood = float(np.sum(observed * np.log(rate) - rate - factorials))
+    point = types.SimpleNamespace(n_points=fit.n_points, rss=rss, log_likelihood=log_likelihood)
+    _statistics(fit, point, model)
+    return fit
 
 
 def _keep_better(result, retry, refitted):

@@ -563,9 +563,9 @@ def test_select_peaks_old_keyword_spelling_warns_once_and_gives_the_same_selecti
 def test_mcmc_from_a_complete_init_runs_no_map_fit(monkeypatch):
     """backend="mcmc" with every site in init (a previous fit's params): the chains start
     there and the Levenberg-Marquardt fit never runs (its entry point fails if called);
-    what is the MAP's is NaN or 0, as documented. Reference: the Laplace approximation of
-    the MAP fit (one clear peak, 60 points: the posterior is close to Gaussian), within
-    the Monte Carlo error of the draws."""
+    the log-likelihood, AIC and BIC are those at the start, here the MAP's. Reference:
+    the Laplace approximation of the MAP fit (one clear peak, 60 points: the posterior is
+    close to Gaussian), within the Monte Carlo error of the draws."""
     arviz_stats = pytest.importorskip("arviz_stats")
     from gaussmix.peaks import fit as fitting
 
@@ -582,7 +582,8 @@ def test_mcmc_from_a_complete_init_runs_no_map_fit(monkeypatch):
     monkeypatch.setattr(fitting, "fit_map", no_map_fit)
     fit = fit_peaks(x, y, **shape, init=map_fit.params, backend="mcmc", **options)
     assert fit.backend == "mcmc" and fit.n_iter == 0
-    assert np.isnan(fit.aic) and np.isnan(fit.bic) and np.isnan(fit.log_likelihood)
+    for name in ("log_likelihood", "aic", "bic"):
+        assert getattr(fit, name) == pytest.approx(getattr(map_fit, name), rel=1e-10), name
     assert fit.n_points == map_fit.n_points == 60 and fit.n_parameters == map_fit.n_parameters
     assert fit.parameter_names == map_fit.parameter_names
     diverging = int(np.asarray(fit.posterior["sample_stats"]["diverging"]).sum())
@@ -599,3 +600,27 @@ def test_mcmc_from_a_complete_init_runs_no_map_fit(monkeypatch):
     partial = {name: value for name, value in map_fit.params.items() if name != "sigma"}
     with pytest.raises(AssertionError, match="Levenberg-Marquardt fit ran"):
         fit_peaks(x, y, **shape, init=partial, backend="mcmc", **options)
+
+
+@pytest.mark.parametrize("likelihood", ["student_t", "poisson"])
+def test_mcmc_from_a_complete_init_has_the_maps_log_likelihood_at_the_map(likelihood):
+    """The log-likelihood at the starting values is written out on the host for the
+    StudentT and Poisson likelihoods; at a MAP fit's params it must be the one the MAP
+    back end computed from the program (NumPyro's densities), and so AIC and BIC."""
+    rng = np.random.default_rng(3)
+    x = np.linspace(0.0, 10.0, 40)
+    curve = 30.0 * np.exp(-0.5 * ((x - 5.0) / 1.2) ** 2) + 5.0
+    if likelihood == "poisson":
+        y = rng.poisson(curve).astype(float)
+        y[0] = 0.0  # a zero count: the clipped mean's log never multiplies it
+    else:
+        y = curve + rng.standard_t(3.0, x.size)
+    shape = {"peaks": ("gaussian",), "baseline": "constant", "likelihood": likelihood}
+    map_fit = fit_peaks(x, y, **shape)
+    options = {"num_warmup": 5, "num_samples": 5, "num_chains": 1, "progress_bar": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # five draws: no converged posterior is asked for
+        fit = fit_peaks(x, y, **shape, init=map_fit.params, backend="mcmc", **options)
+    assert fit.n_iter == 0
+    for name in ("log_likelihood", "aic", "bic"):
+        assert getattr(fit, name) == pytest.approx(getattr(map_fit, name), rel=1e-10), name
