@@ -339,6 +339,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             self, X, reset=True, ensure_min_samples=2, allow_nan=self.nan_policy != "raise"
         )
         weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        validated = X  # fit_predict labels every row, as fit(X).predict(X)
         X, weight = self._apply_nan_policy(X, weight)
         n_samples = X.shape[0]
         if n_samples < self.n_components:
@@ -358,7 +359,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 nan_policy="marginalize",
             )
         self._finish_fit(result, n_init, data=(X, weight))
-        return X
+        return validated
 
     def _apply_nan_policy(self, X: np.ndarray, weight):
         """``X`` and ``weight`` for the fit: the rows with NaN dropped under "omit";

@@ -154,6 +154,13 @@ def test_omit_drops_rows_and_their_weights(data):
         omitted.predict(rows)
     with pytest.raises(ValueError, match="nan_policy='marginalize'"):
         omitted.score_samples(rows)
+    # fit_predict is fit(X).predict(X): it labels every row, so it refuses rows with NaN
+    with pytest.raises(ValueError, match="nan_policy='omit'"):
+        GaussianMixture(2, nan_policy="omit", random_state=0).fit_predict(rows)
+    again = GaussianMixture(2, nan_policy="omit", random_state=0)
+    np.testing.assert_array_equal(
+        again.fit_predict(rows[keep], sample_weight=weight[keep]), direct.predict(rows[keep])
+    )
 
 
 def test_raise_refuses_nan_naming_the_policies(data):
