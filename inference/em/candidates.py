@@ -33,7 +33,8 @@ Example:
     >>> labels = kmeans_labels(x, np.ones(200), 0, n_components=(1, 2, 3), n_init=1)
     >>> fits = fit_candidates(x, np.ones(200), labels, tol=1e-3, reg_covar=1e-6,
     ...     config=config)
-    >>> np.argmax(fits.log_likelihood - [3.0, 7.0, 11.0] * np.log(200) / 2).item()
+    >>> n_parameters = np.array([3.0, 7.0, 11.0])  # VII: 4K - 1
+    >>> np.argmax(fits.log_likelihood - n_parameters * np.log(200) / 2).item()
     1
 """
 
