@@ -104,22 +104,30 @@ class HierarchicalClustering(NamedTuple):
     def partition(self, n_clusters: int) -> np.ndarray:
         """(N,) labels 0..``n_clusters``-1 after G - ``n_clusters`` merges, numbered in
         order of first appearance in the rows."""
+        return self.partitions((n_clusters,))[0]
+
+    def partitions(self, n_clusters: tuple[int, ...]) -> list[np.ndarray]:
+        """:meth:`partition` of each number of clusters, the merges replayed once."""
         n_initial = self.n_initial
-        n_clusters = int(n_clusters)
         lowest = n_initial - len(self.merges)
-        if not lowest <= n_clusters <= n_initial:
-            raise ValueError(
-                f"n_clusters={n_clusters} is not reachable: the merges go from "
-                f"{n_initial} groups to {lowest}; pass n_clusters between {lowest} and "
-                f"{n_initial} (fewer rows than clusters, or min_clusters above it?)"
-            )
+        for count in n_clusters:
+            if not lowest <= int(count) <= n_initial:
+                raise ValueError(
+                    f"n_clusters={int(count)} is not reachable: the merges go from "
+                    f"{n_initial} groups to {lowest}; pass n_clusters between {lowest} and "
+                    f"{n_initial} (fewer rows than clusters, or min_clusters above it?)"
+                )
         parent = np.arange(n_initial)
-        for keep, drop in self.merges[: n_initial - n_clusters]:
-            parent[parent == drop] = keep
-        labels = parent[self.initial_partition]
-        _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-        order = np.argsort(np.argsort(first))
-        return order[inverse].astype(np.int64)
+        done, found = 0, {}
+        for count in sorted({int(count) for count in n_clusters}, reverse=True):
+            for keep, drop in self.merges[done : n_initial - count]:
+                parent[parent == drop] = keep
+            done = n_initial - count
+            labels = parent[self.initial_partition]
+            _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+            order = np.argsort(np.argsort(first))
+            found[count] = order[inverse].astype(np.int64)
+        return [found[int(count)] for count in n_clusters]
 
 
 def _check_data(x: ArrayLike) -> np.ndarray:
@@ -444,7 +452,7 @@ def start_labels_of_each(
         tree = hierarchical_clustering(
             x, model=model, transform=transform, min_clusters=min(counts)
         )
-        return np.stack([tree.partition(count) for count in counts])
+        return np.stack(tree.partitions(tuple(counts)))
     if int(subset) < max(counts):
         raise ValueError(f"subset={subset} must be at least n_components={max(counts)}")
     chosen = np.sort(np.random.default_rng(seed).choice(n_rows, size=int(subset), replace=False))
@@ -453,9 +461,9 @@ def start_labels_of_each(
     )
     regularization = reg_covar * np.mean(np.var(x, axis=0)) + reg_covar
     each = []
-    for count in counts:
+    for partition in tree.partitions(tuple(counts)):
         labels = np.full(n_rows, -1)
-        labels[chosen] = tree.partition(count)
+        labels[chosen] = partition
         rest = np.flatnonzero(labels < 0)
         labels[rest] = _classify(x, labels, rest, regularization)
         each.append(_as_partition(labels, n_rows))
