@@ -319,7 +319,7 @@ def fingerprint(value: Any) -> str | None:
 
     Example:
         >>> fingerprint(("normal", 3, {"ties": None}))
-        "('normal',3,{'ties':None},)"
+        "tuple(str:'normal',int:3,dict('ties':NoneType:None),)"
         >>> fingerprint(lambda x: x) is None  # a function of this doctest's module
         True
     """
