@@ -93,12 +93,15 @@ class PeakFit:
             k the free parameters including the noise scale (for a Normal likelihood
             :math:`\\hat L` is maximized over the noise: lmfit's AIC plus
             :math:`n(1 + \\log 2\\pi) + 2`).
-        log_likelihood: :math:`\\log\\hat L`.
+        log_likelihood: :math:`\\log\\hat L` (with aic and bic, at the starting values for
+            ``backend="mcmc"`` from a complete ``init``, where no MAP fit runs: the
+            MAP's when ``init`` is a MAP fit's ``params``).
         n_points: points used per spectrum; n_parameters: free curve parameters p.
         converged: the MAP converged to a point inside the prior boxes with a finite
-            covariance (and, for MCMC, no divergence and R-hat < 1.01). A spectrum whose
+            covariance (and, for MCMC, no divergence and R-hat < 1.01; the chains' alone
+            for MCMC from a complete ``init``). A spectrum whose
             fit failed is False, with NaN (never 0) for what could not be computed.
-        n_iter: Levenberg-Marquardt iterations.
+        n_iter: Levenberg-Marquardt iterations (0 for MCMC from a complete ``init``).
         posterior: ``xarray.DataTree`` from NUTS (MCMC only).
     """
 

@@ -36,6 +36,9 @@ __all__ = [
 CACHE_SIZE = 32
 #: ``(name, program key, extra key) -> (compiled, found)``, least recently used first.
 COMPILED: OrderedDict = OrderedDict()
+# A sample_posterior shape holds 1 500-1 700 memory mappings here: compilation.clear_memory
+# (and its guard near vm.max_map_count) releases these too.
+compilation.register_release(COMPILED.clear)
 
 #: Errors of a program that needs concrete argument values (it cannot be traced).
 TRACING_ERRORS = (
