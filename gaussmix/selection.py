@@ -42,7 +42,7 @@ from gaussmix._base import (
     seed_from_random_state,
     validate_data,
 )
-from gaussmix.inference import compilation, em
+from gaussmix.inference import em
 from gaussmix.inference.deprecation import UNSET, renamed_keyword
 from gaussmix.inference.em import candidates as candidates_em
 from gaussmix.inference.em.features import block_size
@@ -248,9 +248,10 @@ def select_components(
     (:mod:`gaussmix.inference.em.candidates`: mixtures padded to the largest K, equal to
     each K's fit alone to rounding) and the estimator returned is the best cell's,
     fitted once more alone from the same start. Otherwise each (K, model) is its own
-    fit, and with several models the compiled programs held in memory are released after
-    each K (each cell compiles programs of its own shapes, whose machine code would
-    exhaust the process's memory mappings).
+    fit; gaussmix bounds the compiled programs it holds
+    (:data:`gaussmix.inference.compilation.MAX_PROGRAMS`, and a guard near
+    ``vm.max_map_count``), so a table of any size stays within the process's memory
+    mappings.
 
     With one covariance type (a str) the answer is a :class:`SelectionTable` (one row
     per K) and a fit that fails raises. With several (a list, or ``"all"``) it is the
@@ -433,7 +434,7 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters, a
                     values[i, j], log_likelihoods[i, j], converged[i, j] = value
                     fitted[(i, j)] = None  # fitted below if it is the best
         cells = [(i, j) for i, j in cells if i not in padded["indices"]]
-    for index, (i, j) in enumerate(cells):  # one (K, model) at a time
+    for i, j in cells:  # one (K, model) at a time
         k, model = candidates[i], models[j]
         estimator = GaussianMixture(int(k), covariance_type=model, **parameters)
         try:
@@ -446,8 +447,6 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters, a
         else:
             converged[i, j] = estimator.converged_
             fitted[(i, j)] = estimator
-        if index + 1 == len(cells) or cells[index + 1][0] != i:
-            _release_programs()
     if not fitted:
         first = next(iter(failures.items()))
         raise ValueError(
@@ -652,19 +651,6 @@ def _select_one_padded(X, candidates, model, criterion, sample_weight, parameter
         criterion_name=criterion,
     )
     return table, best
-
-
-def _release_programs() -> None:
-    """Drop the compiled programs held in memory after each K of a table (the folder of
-    compiled programs keeps them). Every cell compiles programs of its own shapes that
-    the table does not use again, and their machine code holds ~400 memory mappings per
-    cell until collected: 14 models x 9 K kept together pass Linux's ``vm.max_map_count``
-    (65 530) and the process dies in XLA's compiler. Other fits in this process load
-    their programs from the folder again (or recompile where the folder is off)."""
-    import gc
-
-    compilation.clear_memory()
-    gc.collect()  # the compiled executables sit in reference cycles
 
 
 def _total_log_likelihood(estimator, data, sample_weight) -> tuple[float, float]:

@@ -114,11 +114,10 @@ def test_predict_and_scores_share_one_program(programs):
     assert len(programs["predict_score"]) == 1
 
 
-def test_bic_sweep_is_a_fit_and_a_score_per_k(programs):
-    # K changes every shape: one fit and one scoring program per candidate, no more
-    names = programs["bic_sweep"]
-    assert names.count("jit(_fit_program)") == 5
-    assert len(names) == 10
+def test_bic_sweep_is_one_padded_program_and_the_best_refit(programs):
+    # every K in one program (mixtures padded to the largest K, the criterion computed
+    # inside it), then the best cell's estimator fitted alone: no program per candidate
+    assert programs["bic_sweep"] == ["jit(_fit_candidates)", "jit(_fit_program)"]
 
 
 LOWER_SCRIPT = r"""

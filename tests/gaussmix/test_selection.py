@@ -291,23 +291,10 @@ def test_the_table_plot_has_a_line_per_model_and_stars_the_best():
         plot_criterion_table(table._replace(criterion=np.full((4, 3), np.nan)))
 
 
-def test_a_table_fitted_cell_by_cell_releases_its_programs_after_each_k(monkeypatch):
-    """A table the padded programs do not fit (here another start) fits one (K, model)
-    at a time; each K's programs are dropped once its row is done (kept together, the
-    14 x 9 programs of mclust's table exhaust vm.max_map_count): one release per row."""
-    from gaussmix.inference import compilation
-
-    calls = []
-    original = compilation.clear_memory
-    monkeypatch.setattr(compilation, "clear_memory", lambda: calls.append(1) or original())
-    select_components(three_blobs(), [1, 2, 3], ["diag", "spherical"], seed=0, init_params="random")
-    assert len(calls) == 3
-
-
 def test_a_table_is_one_program_per_model_and_one_refit(monkeypatch):
     """The k-means start, maximum likelihood: every K of a model is one padded fit
     (gaussmix.inference.em.candidates), the estimator fitted once more for the best
-    cell only, and nothing released."""
+    cell only."""
     from gaussmix.inference.em import candidates
 
     fits, refits = [], []
