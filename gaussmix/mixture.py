@@ -612,8 +612,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """
         from gaussmix.inference.mcmc import sample_mixture
 
-        # the program's name of the type: an alias runs as its classic type; a
-        # constrained mclust model has no program yet (NotImplementedError, before a fit)
+        # the program's name of the type: an alias runs as its classic type; every one
+        # of mclust's 14 models has a program
         covariance_type = canonical_covariance_type(self.covariance_type)
         check_covariance_type(covariance_type)
         if not self.__sklearn_is_fitted__():

@@ -286,8 +286,9 @@ def check_priors(
                 f"covariance_type={covariance_type!r} takes conjugate priors only (a "
                 "Dirichlet on 'weights', an InverseWishart on 'covariances' or an "
                 "InverseGamma on 'variances', as its storage layout "
-                f"{layout!r} has them): the generalized EM of other priors needs the "
-                f"NumPyro program, which has {list(COVARIANCE_TYPES)} only."
+                f"{layout!r} has them): generalized EM (other priors) is not implemented "
+                "for the constrained models; sample_posterior takes any prior on the "
+                "program's sites."
             )
         return "generalized_em", priors
     site = COVARIANCE_SITES[covariance_type]
