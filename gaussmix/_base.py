@@ -350,6 +350,14 @@ def validate_data(
         )
     holes = np.isnan(array)
     if holes.any() and not allow_nan:
+        if getattr(estimator, "nan_policy", "raise") != "raise":
+            raise ValueError(
+                f"Input X contains NaN.\n{name} with nan_policy={estimator.nan_policy!r} "
+                "handles missing entries in fit, score_samples, score, predict, "
+                "predict_proba, bic and aic; this step (e.g. sample_posterior, "
+                "select_components, bootstrap_likelihood_ratio) does not take NaN yet: "
+                "drop or impute the rows holding NaN first."
+            )
         if hasattr(estimator, "nan_policy"):
             raise ValueError(
                 f"Input X contains NaN.\n{name} with nan_policy={estimator.nan_policy!r} "

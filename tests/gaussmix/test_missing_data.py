@@ -175,6 +175,23 @@ def test_raise_refuses_nan_naming_the_policies(data):
             method(holed[:50])
 
 
+def test_steps_without_missing_entries_say_so_not_to_pass_the_policy(data, fitted):
+    """sample_posterior and select_components do not take NaN yet: under a policy that
+    allows NaN the error says which steps do, not "pass nan_policy='marginalize'"."""
+    import gaussmix
+
+    _, holed = data
+    for call in (
+        lambda: fitted.sample_posterior(holed[:60], num_warmup=5, num_samples=5),
+        lambda: gaussmix.select_components(
+            holed[:60], n_components=[1, 2], covariance_type="diag", nan_policy="marginalize"
+        ),
+    ):
+        with pytest.raises(ValueError, match="does not take NaN yet") as error:
+            call()
+        assert "pass nan_policy" not in str(error.value)
+
+
 def test_hostile_input_is_refused_with_the_fix(data):
     _, holed = data
     rows = holed[:100].copy()
