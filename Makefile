@@ -14,12 +14,10 @@ demo: $(STAMP)
 # The suite runs in a random order (seed printed in the header; rerun one order with
 # make test PYTEST_ARGS="--randomly-seed=N") on TEST_WORKERS processes (pytest-xdist: most
 # of the suite's time is single-threaded XLA compilation, so two workers use both cores
-# of a 2-core machine; TEST_WORKERS=0 runs in this process). Each worker takes whole
-# files (--dist loadfile: a file's shared programs and fixtures are built once, not in
-# both), the heaviest first (tests/conftest.py), in the order given (no reorder by size).
+# of a 2-core machine; TEST_WORKERS=0 runs in this process).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -p randomly -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -p randomly -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -40,11 +40,11 @@ HEAVY_MARKS = ("slow", "packaging")
 def pytest_collection_modifyitems(config, items):
     """Modules with a ``slow`` or ``packaging`` test first, each module's tests together.
 
-    ``make test`` hands whole files to its workers (``--dist loadfile``: a file's tests
-    share their compiled programs and module fixtures in one process instead of compiling
-    them in both). Starting the heaviest files first keeps a long one from running alone
-    at the end while the other worker idles. The sort is stable: pytest-randomly's order
-    (it reorders before this hook runs) is kept within each group and each module.
+    The workers of ``make test`` take the tests in this order, in chunks: starting the
+    heaviest files first keeps a long test (the mutation check, the SBC, the examples)
+    from running alone at the end while the other worker idles. The sort is stable:
+    pytest-randomly's order (it reorders before this hook runs) is kept within each group
+    and each module.
     """
     heavy = {item.path for item in items if any(item.get_closest_marker(m) for m in HEAVY_MARKS)}
     items.sort(key=lambda item: item.path not in heavy)
