@@ -60,6 +60,11 @@ __all__ = [
     "select_components",
 ]
 
+#: Most features for which :func:`select_components` starts from mclust's hc by default:
+#: the clustering (NumPy, up to 2 000 rows) costs about rows^2 D^2 (2 000 x 5: 2 s of
+#: CPU; 1 000 x 20: 3.5 s; digits, 1 797 x 41: 85 s, where k-means and EM take 4 s), and
+#: the evidence that it beats k-means (BENCHMARKS.md) is for D <= 8.
+HC_DEFAULT_MAX_FEATURES = 10
 #: Criteria :func:`select_components` knows.
 CRITERIA = ("bic", "aic", "icl", "loo")
 
@@ -239,8 +244,9 @@ def select_components(
     one clustering serves every K), which reaches an optimum at least as good as
     mclust's in about 97 % of the cells of such tables (BENCHMARKS.md, issue 18), where
     scikit-learn's k-means start (the estimator's own default, kept there for parity)
-    reaches about 75 %; k-means where the clustering refuses the data, or with
-    ``devices`` or ``chunk_size``. Give ``init_params`` to choose (criterion "loo" keeps
+    reaches about 75 %; k-means where the clustering refuses the data, above
+    :data:`HC_DEFAULT_MAX_FEATURES` features (its cost grows as D^2: 85 s on the 41
+    PCA scores of the digits), or with ``devices`` or ``chunk_size``. Give ``init_params`` to choose (criterion "loo" keeps
     the estimator's default).
 
     **Programs.** By maximum likelihood from the hc or k-means start (no priors, no user
@@ -321,7 +327,9 @@ def select_components(
         in_memory = all(
             estimator_parameters.get(name) is None for name in ("devices", "chunk_size")
         )
-        estimator_parameters["init_params"] = "hc" if in_memory else "kmeans"
+        shape = np.shape(X)
+        affordable = len(shape) == 2 and shape[1] <= HC_DEFAULT_MAX_FEATURES
+        estimator_parameters["init_params"] = "hc" if in_memory and affordable else "kmeans"
     models = _covariance_models(covariance_type)
     if models is not None:
         if criterion == "loo":

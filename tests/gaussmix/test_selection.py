@@ -360,3 +360,19 @@ def test_the_default_start_is_mclusts_hc_and_k_means_where_refused():
     assert chosen.init_params == "random"
     _, chunked = select_components(x, [3], "spherical", seed=0, chunk_size=50)
     assert chunked.init_params == "kmeans"
+
+
+def test_the_default_start_is_k_means_above_the_features_hc_affords():
+    """mclust's hc costs about rows^2 D^2 in NumPy: the table's default start is hc up to
+    HC_DEFAULT_MAX_FEATURES features, k-means above (the same fit as asking for it)."""
+    from gaussmix.selection import HC_DEFAULT_MAX_FEATURES
+
+    rng = np.random.default_rng(3)
+    wide = rng.normal(size=(120, HC_DEFAULT_MAX_FEATURES + 1))
+    wide[:60] += 4.0
+    table, best = select_components(wide, [1, 2], "diag", seed=0)
+    assert best.init_params == "kmeans"
+    asked, _ = select_components(wide, [1, 2], "diag", seed=0, init_params="kmeans")
+    np.testing.assert_array_equal(table.criterion, asked.criterion)
+    _, narrow = select_components(wide[:, :HC_DEFAULT_MAX_FEATURES], [1, 2], "diag", seed=0)
+    assert narrow.init_params == "hc"
