@@ -20,7 +20,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
-from gaussmix.inference.em import initialization, missing
+from gaussmix.inference.em import deconvolution, initialization, missing
 from gaussmix.inference.em.core import StepConfig, init, iterate, make_context
 from gaussmix.inference.em.features import block_size, data_blocks, feature_count
 from gaussmix.inference.em.hierarchical import start_labels
@@ -48,6 +48,8 @@ class FitConfig(NamedTuple):
     cache_design: bool = False
     #: E-step statistics through the compiled CPU kernel (gaussmix.inference.native)
     use_kernel: bool = False
+    #: rows per scan step of the measurement-error E-step (gaussmix.inference.em.deconvolution)
+    measurement_block_rows: int = 0
 
 
 class _Arguments(NamedTuple):
@@ -60,14 +62,24 @@ class _Arguments(NamedTuple):
 
 
 def _fit_dataset(
-    x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig, patterns=None
+    x,
+    sample_weight,
+    inits,
+    labels,
+    key,
+    arguments: _Arguments,
+    config: FitConfig,
+    patterns=None,
+    measurements=None,
 ):
     """Fit one dataset: the restarts one after another, the best by its lower bound.
 
     ``labels``: the hc start's (N,) labels (``init_params="hc"``), else None.
     ``patterns``: the :class:`gaussmix.inference.em.missing.PatternBlocks` of data with
     missing entries (``x`` holding the column means there, as the initialization sees
-    it), else None."""
+    it), else None. ``measurements``: the
+    :class:`gaussmix.inference.em.deconvolution.Measurements` of rows with measurement
+    errors (and any missing entries: then ``patterns`` is None), else None."""
     covariance_type = config.step.covariance_type
     # The design matrix depends on the data alone: data of one block computes it once per
     # fit (config.cache_design), larger data once per block per iteration.
@@ -93,6 +105,19 @@ def _fit_dataset(
 
         def statistics_fn(parameters):
             return missing.block_statistics(parameters, patterns, blocks.centre, covariance_type)
+
+    if measurements is not None:
+
+        def statistics_fn(parameters):
+            return deconvolution.block_statistics(
+                parameters,
+                x,
+                sample_weight,
+                measurements,
+                blocks.centre,
+                covariance_type,
+                config.measurement_block_rows,
+            )
 
     def one_restart(restart):
         if config.init_params == "hc":
@@ -124,18 +149,28 @@ def _fit_dataset(
 
 
 def _fit_program(
-    x, sample_weight, inits, labels, key, arguments: _Arguments, config: FitConfig, patterns=None
+    x,
+    sample_weight,
+    inits,
+    labels,
+    key,
+    arguments: _Arguments,
+    config: FitConfig,
+    patterns=None,
+    measurements=None,
 ):
     """The whole fit of one dataset (N, D) or a batch (B, N, D), compiled once per shape and
     configuration. ``labels``: the hc start's labels, (N,) or (B, N), an array argument
     (None unless ``init_params="hc"``). ``patterns``: the missingness patterns (their
     ``pattern`` (N,) or (B, N), one table for the batch), None for complete data (the
-    program of complete data is unchanged by the argument). Returns the best state and
+    program of complete data is unchanged by the argument). ``measurements``: the
+    measurement errors (:class:`gaussmix.inference.em.deconvolution.Measurements`, one
+    per dataset), None without. Returns the best state and
     info, the lower bounds, the program's site dict and failure flags."""
 
-    def one_dataset(x, sample_weight, inits, labels, key, patterns):
+    def one_dataset(x, sample_weight, inits, labels, key, patterns, measurements):
         state, info, lower_bounds, collapsed, n_iters = _fit_dataset(
-            x, sample_weight, inits, labels, key, arguments, config, patterns
+            x, sample_weight, inits, labels, key, arguments, config, patterns, measurements
         )
         params = site_values(
             state.parameters, config.step.covariance_type, with_scales=config.step.with_scales
@@ -144,7 +179,9 @@ def _fit_program(
 
     # Dataset b uses fold_in(key, b): an unbatched fit equals dataset 0 of a batch.
     if not config.batched:
-        return one_dataset(x, sample_weight, inits, labels, jax.random.fold_in(key, 0), patterns)
+        return one_dataset(
+            x, sample_weight, inits, labels, jax.random.fold_in(key, 0), patterns, measurements
+        )
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(x.shape[0]))
     base_ndims = (1, 2, PRECISION_NDIM[covariance_layout(config.step.covariance_type)])
     init_axes = tuple(
@@ -153,9 +190,10 @@ def _fit_program(
     )
     label_axis = None if labels is None else 0
     pattern_axes = None if patterns is None else missing.PatternBlocks(0, 0, 0, None)
-    return jax.vmap(one_dataset, in_axes=(0, 0, init_axes, label_axis, 0, pattern_axes))(
-        x, sample_weight, inits, labels, keys, patterns
-    )
+    measurement_axes = None if measurements is None else 0
+    return jax.vmap(
+        one_dataset, in_axes=(0, 0, init_axes, label_axis, 0, pattern_axes, measurement_axes)
+    )(x, sample_weight, inits, labels, keys, patterns, measurements)
 
 
 def _map_or_call(fn, keys):
@@ -245,6 +283,7 @@ def fit_em(
     block_rows: int | None = None,
     options: EMOptions | None = None,
     nan_policy: str = "raise",
+    measurement_covariances: ArrayLike | None = None,
 ) -> EMResult:
     """Fit the Gaussian mixture program by EM (maximum likelihood or MAP), one jit call.
 
@@ -299,6 +338,15 @@ def fit_em(
             data); "omit" drops the rows holding any (not for a batch). Data without NaN
             runs the same program under every policy. Infinity, and rows or columns
             without an observed entry, are errors under every policy.
+        measurement_covariances: None (no errors), or the covariances :math:`S_n` of
+            each row's Gaussian measurement error, (N, D, D) (symmetric positive
+            semi-definite) or (N, D) (variances), with (B,) first for a batch: extreme
+            deconvolution (:mod:`gaussmix.inference.em.deconvolution`): the fitted
+            parameters describe the error-free distribution, the lower bound is the
+            observed-data log-likelihood under :math:`\\Sigma_k + S_n`. Combines with
+            NaN under ``nan_policy="marginalize"`` (entries of :math:`S_n` in a missing
+            row or column are ignored) and with ``sample_weight``; the initialization
+            sees the observed rows. Cast to ``x``'s dtype.
 
     Returns:
         :class:`EMResult`.
@@ -347,6 +395,10 @@ def fit_em(
                 "length; fit them one by one, or pass nan_policy='marginalize'."
             )
         keep = ~np.isnan(x).any(axis=1)
+        if measurement_covariances is not None and np.shape(measurement_covariances)[:1] == (
+            x.shape[0],
+        ):
+            measurement_covariances = np.asarray(measurement_covariances)[keep]
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight)
             if sample_weight.shape == (x.shape[0],):
@@ -383,8 +435,15 @@ def fit_em(
             raise ValueError(
                 "sample_weight sums to zero; give at least one point a positive weight."
             )
-    patterns = None
-    if has_nan:
+    patterns = measurements = None
+    if measurement_covariances is not None:
+        measurements = deconvolution.Measurements(
+            (~np.isnan(x)).astype(dtype),
+            deconvolution.as_measurement_covariances(measurement_covariances, x),
+        )
+        if has_nan:
+            x = missing.fill_missing(x, weight)
+    elif has_nan:
         pattern, observed = missing.find_patterns(x)
         x = missing.fill_missing(x, weight)
         shape = missing.block_shape(
@@ -420,7 +479,9 @@ def fit_em(
         options.block_rows,
         n_datasets,
     )
-    use_kernel = layout == "full" and native.usable(dtype) and patterns is None
+    use_kernel = (
+        layout == "full" and native.usable(dtype) and patterns is None and measurements is None
+    )
     labels = None
     if options.init_params == "hc" and not all(value is not None for value in inits):
         labels = _hc_labels(x, n_components, options.seed, batched)
@@ -434,6 +495,13 @@ def fit_em(
         cache_design=block == n_samples and not (use_kernel and not batched) and patterns is None,
         use_kernel=use_kernel,
     )
+    if measurements is not None:
+        config = config._replace(
+            cache_design=False,
+            measurement_block_rows=deconvolution.block_rows_for(
+                n_samples, n_features, n_components, dtype.itemsize
+            ),
+        )
     arguments = _Arguments(
         priors=options.priors,
         tol=np.asarray(options.tol, dtype),
@@ -444,7 +512,15 @@ def fit_em(
     # the single fit is (see _map_or_call).
     work = n_samples * feature_count(n_features, covariance_type) * n_components
     state, info, lower_bounds, params, collapsed, n_iters = _fit_program_for(work * n_datasets)(
-        x, weight, inits, labels, options.key, arguments, config=config, patterns=patterns
+        x,
+        weight,
+        inits,
+        labels,
+        options.key,
+        arguments,
+        config=config,
+        patterns=patterns,
+        measurements=measurements,
     )
     raise_on_failure(
         np.asarray(collapsed).reshape(n_datasets, -1),
