@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 from jax.typing import ArrayLike
 
+from gaussmix import _measurement as measurement
 from gaussmix._base import (
     EstimatorBase,
     NotFittedError,
@@ -288,7 +289,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             )
         streaming.check_schedule(self.learning_decay, self.learning_offset)
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, measurement_covariances=None):
         """Estimate the parameters by EM, keeping the best of ``n_init`` initializations.
 
         Args:
@@ -302,6 +303,10 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             sample_weight: (N,) non-negative weights of the points; for an
                 ``np.memmap`` or ``.npy`` path also a memmap or ``.npy`` path. Chunks
                 of an iterable carry their weights as ``(x, w)`` tuples instead.
+            measurement_covariances: None, or each row's Gaussian error covariance
+                (N, D, D) or variances (N, D): extreme deconvolution (in memory, one
+                device; :mod:`gaussmix._measurement`); the fitted parameters then
+                describe the error-free points.
 
         Returns:
             self.
@@ -314,24 +319,26 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         Warns:
             ConvergenceWarning: the best initialization reached ``max_iter``.
         """
-        self._fit(X, sample_weight)
+        self._fit(X, sample_weight, measurement_covariances)
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
+    def fit_predict(self, X, y=None, sample_weight=None, measurement_covariances=None):
         """Fit, then return the labels of ``X`` under the final parameters (N,).
 
         ``X`` and ``sample_weight`` as in :meth:`fit`; chunked data is labelled chunk by
         chunk.
         """
-        validated = self._fit(X, sample_weight)
+        validated = self._fit(X, sample_weight, measurement_covariances)
         if validated is None:
             return self._chunked(X, _labels)
-        return _labels(*self._log_resp(validated))
+        return _labels(*self._log_resp(validated, measurement_covariances))
 
-    def _fit(self, X, sample_weight) -> np.ndarray | None:
+    def _fit(self, X, sample_weight, measurement_covariances=None) -> np.ndarray | None:
         """Fit by the EM that ``X`` and the parameters call for; returns the validated
         in-memory ``X``, or None when it was read by chunks."""
         self._check_parameters()
+        if measurement_covariances is not None:
+            measurement.check_in_memory(self, reads_by_chunks(X, self.chunk_size))
         if reads_by_chunks(X, self.chunk_size):
             self._fit_chunks(X, sample_weight)
             return None
@@ -340,6 +347,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         )
         weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
         validated = X  # fit_predict labels every row, as fit(X).predict(X)
+        noise = measurement.kept_rows(measurement_covariances, X, self.nan_policy)
         X, weight = self._apply_nan_policy(X, weight)
         n_samples = X.shape[0]
         if n_samples < self.n_components:
@@ -349,7 +357,13 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             )
         options, n_init = self._em_options()
         if self.devices is None:
-            result = em.fit_em(X, sample_weight=weight, options=options, nan_policy="marginalize")
+            result = em.fit_em(
+                X,
+                sample_weight=weight,
+                options=options,
+                nan_policy="marginalize",
+                measurement_covariances=noise,
+            )
         else:
             result = shard.fit_em_sharded(
                 X,
@@ -636,7 +650,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             init=init,
         )
 
-    def _log_resp(self, X: np.ndarray):
+    def _log_resp(self, X: np.ndarray, measurement_covariances=None):
         """Log-likelihood (n,) and log responsibilities (n, K) of validated ``X``.
 
         Rows whose log-likelihood is below the dtype's range keep finite limit
@@ -644,7 +658,10 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         :func:`gaussmix.inference.em.log_responsibilities`); a row where even ``X - means``
         overflows is a ValueError. Under ``nan_policy="marginalize"`` rows with NaN get
         the answers of their observed coordinates (the others are computed as without).
+        With ``measurement_covariances`` S: the answers under :math:`\\Sigma_k + S_n`.
         """
+        if measurement_covariances is not None:
+            return measurement.log_responsibilities(self, X, measurement_covariances)
         holes = np.isnan(X)
         if holes.any():
             return self._marginal_log_resp(X, holes)
@@ -692,20 +709,24 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         norm, log_resp = self._log_resp(X)
         return log_resp + norm[:, None]
 
-    def _responsibility_output(self, X, pick) -> np.ndarray:
+    def _responsibility_output(self, X, pick, measurement_covariances=None) -> np.ndarray:
         """``pick(norm, log_resp)`` of ``X``; an ``np.memmap`` or ``.npy`` path is read
         chunk by chunk (``chunk_size`` rows), as :meth:`fit` reads it."""
         check_is_fitted(self)
         if isinstance(X, np.memmap | str | os.PathLike):
+            if measurement_covariances is not None:
+                measurement.check_in_memory(self, True)
             return self._chunked(X, pick)
-        return pick(*self._log_resp(self._validate_rows(X)))
+        return pick(*self._log_resp(self._validate_rows(X), measurement_covariances))
 
     def _validate_rows(self, X) -> np.ndarray:
         """Rows to score, predict or label: NaN kept unless ``nan_policy="raise"``."""
         return validate_data(self, X, reset=False, allow_nan=self.nan_policy != "raise")
 
-    def score_samples(self, X: ArrayLike) -> np.ndarray:
-        """Log-likelihood of each sample, shape (N,).
+    def score_samples(self, X: ArrayLike, measurement_covariances=None) -> np.ndarray:
+        """Log-likelihood of each sample, shape (N,); with ``measurement_covariances``
+        (as in :meth:`fit`, and in :meth:`score`, :meth:`predict`, :meth:`predict_proba`,
+        the criteria) of each noisy sample, without of error-free points.
 
         Finite for every point whose log-likelihood the dtype can hold (a point 1e18
         standard deviations out scores about -5e35 in float32).
@@ -714,19 +735,21 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             ValueError: the log-likelihood of a point is beyond the dtype's range ("overflow
                 in float32: ..."); :meth:`predict` and :meth:`predict_proba` still answer.
         """
-        return self._responsibility_output(X, _checked_score)
+        return self._responsibility_output(X, _checked_score, measurement_covariances)
 
-    def score(self, X: ArrayLike, y=None) -> float:
+    def score(self, X: ArrayLike, y=None, measurement_covariances=None) -> float:
         """Mean per-sample log-likelihood of ``X``."""
-        return float(np.mean(self.score_samples(X)))
+        return float(np.mean(self.score_samples(X, measurement_covariances)))
 
-    def predict(self, X: ArrayLike) -> np.ndarray:
+    def predict(self, X: ArrayLike, measurement_covariances=None) -> np.ndarray:
         """Most probable component of each sample, shape (N,)."""
-        return self._responsibility_output(X, _labels)
+        return self._responsibility_output(X, _labels, measurement_covariances)
 
-    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, measurement_covariances=None) -> np.ndarray:
         """Responsibilities, shape (N, K); rows sum to 1."""
-        return self._responsibility_output(X, lambda norm, log_resp: np.exp(log_resp))
+        return self._responsibility_output(
+            X, lambda norm, log_resp: np.exp(log_resp), measurement_covariances
+        )
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw from the fitted mixture (scikit-learn's algorithm and random stream).
@@ -778,17 +801,19 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         _, n_features = self.means_.shape
         return em.n_parameters(self.covariance_type, int(self.n_components), int(n_features))
 
-    def bic(self, X: ArrayLike) -> float:
+    def bic(self, X: ArrayLike, measurement_covariances=None) -> float:
         """Bayesian information criterion :math:`-2 \\log L + p \\log N` (lower is better)."""
         X = np.asarray(X)
-        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * np.log(X.shape[0])
+        log_likelihood = self.score(X, measurement_covariances=measurement_covariances)
+        return -2 * log_likelihood * X.shape[0] + self._n_parameters() * np.log(X.shape[0])
 
-    def aic(self, X: ArrayLike) -> float:
+    def aic(self, X: ArrayLike, measurement_covariances=None) -> float:
         """Akaike information criterion :math:`-2 \\log L + 2 p` (lower is better)."""
         X = np.asarray(X)
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+        log_likelihood = self.score(X, measurement_covariances=measurement_covariances)
+        return -2 * log_likelihood * X.shape[0] + 2 * self._n_parameters()
 
-    def icl(self, X: ArrayLike) -> float:
+    def icl(self, X: ArrayLike, measurement_covariances=None) -> float:
         """mclust's integrated completed likelihood criterion (lower is better): the BIC
         plus :math:`-2 \\sum_n \\log z_{n, \\hat k(n)}`, the cost of the points the mixture
         assigns with doubt (:func:`gaussmix.selection.integrated_completed_likelihood`).
@@ -803,4 +828,6 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """
         from gaussmix.selection import integrated_completed_likelihood
 
+        if measurement_covariances is not None:
+            return measurement.icl(self, X, measurement_covariances)
         return integrated_completed_likelihood(self, X)
