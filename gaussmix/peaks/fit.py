@@ -41,6 +41,7 @@ from gaussmix.peaks.checks import (
     priors_of_sites,
 )
 from gaussmix.peaks.result import PeakFit, PeakFitWarning, delta_method, resolve_on_host, to_numpy
+from gaussmix.peaks.shared import check_shared, fit_shared_peaks
 from gaussmix.peaks.start import auto_init, noise_start, reseed_lost_peaks
 
 __all__ = ["BACKENDS", "fit_peaks"]
@@ -95,6 +96,7 @@ def fit_peaks(
     progress_bar: bool | None = None,
     max_iterations: int = UNSET,
     tolerance: float | None = UNSET,
+    shared: Sequence[str] = (),
 ) -> PeakFit:
     """Fit a sum of peaks on a baseline to one spectrum or a batch of spectra.
 
@@ -107,8 +109,11 @@ def fit_peaks(
         x: (M,) abscissae.
         y: (M,) one spectrum, or (B, M) spectra fitted at once (MAP only).
         peaks: one lineshape per peak: "gaussian", "lorentzian", "voigt", "voigt_area",
-            "pseudo_voigt", "skewed_gaussian".
-        baseline: None, "constant", "linear", "exponential" or a polynomial degree n.
+            "pseudo_voigt", "skewed_gaussian", "pearson7", "doniach_sunjic".
+        baseline: None, "constant", "linear", "exponential", a polynomial degree n, or
+            the active XPS backgrounds "shirley" and "tougaard", fitted with the peaks
+            (x the binding energy, in eV for Tougaard; see
+            :mod:`gaussmix.models.backgrounds`).
         init: "auto" (smoothing, baseline from the lower envelope, peaks greedily from
             the highest residual maximum, widths from the half-maximum crossings), or a
             dict of starting values like curve_fit's p0 (numbers, or (B,) arrays); missing
@@ -145,6 +150,12 @@ def fit_peaks(
         num_warmup, num_samples, num_chains, seed, progress_bar: NUTS settings (MCMC).
         max_iterations, tolerance: deprecated spellings of ``max_iter`` and ``tol`` (a
             FutureWarning; removed in a future release).
+        shared: names of free parameters (``"sigma"`` too) taking one value for the
+            whole batch (y of shape (B, M)), e.g. ``("peak0_sigma", "peak1_sigma")``.
+            The MAP solves the joint problem (:mod:`gaussmix.peaks.shared`; cost linear
+            in B); ``PeakFit.shared_params`` holds each shared value once. With
+            ``shared``, ``lost_peak_retries``, ``batch_size`` and ``devices`` do not
+            apply.
 
     Returns:
         :class:`PeakFit`.
@@ -212,7 +223,8 @@ def fit_peaks(
     degrees_of_freedom = float(degrees_of_freedom)
     x, y, mask = check_data(x, y, nan_policy)
     n_spectra = y.shape[0] if y.ndim == 2 else None
-    if backend == "mcmc" and n_spectra is not None:
+    shared = check_shared(model, shared, n_spectra)
+    if backend == "mcmc" and n_spectra is not None and not shared:
         raise ValueError(
             "backend='mcmc' fits one spectrum at a time: pass y of shape (M,) (loop over the "
             "rows of a batch)."
@@ -250,6 +262,9 @@ def fit_peaks(
     check_init_support(given, priors_of_sites(model, x, y, mask, priors))
     nuts = {"num_warmup": num_warmup, "num_samples": num_samples, "num_chains": num_chains}
     nuts.update(seed=seed, progress_bar=progress_bar)
+    if shared:
+        return _fit_shared(model, x, y, mask, start, shared, backend, priors, fixed,
+                           degrees_of_freedom, max_iter, tol, nuts)  # fmt: skip
     if backend == "mcmc" and not missing:  # the chains start at the values given
         first = _given_start(model, x, y, mask, start, priors, fixed, degrees_of_freedom)
         return _fit_mcmc(first, priors, **nuts)
@@ -274,6 +289,23 @@ def fit_peaks(
     if backend == "map":
         return map_fit
     return _fit_mcmc(map_fit, priors, **nuts)
+
+
+def _fit_shared(model, x, y, mask, start, shared, backend, priors, fixed,
+                degrees_of_freedom, max_iter, tol, nuts) -> PeakFit:  # fmt: skip
+    """``fit_peaks(..., shared=...)``: :mod:`gaussmix.peaks.shared` with this module's
+    program and keywords."""
+    lineshapes = tuple(shape.name for shape in model.lineshapes)
+    program = _program(lineshapes, _baseline_key(model), model.likelihood, model.ties)
+    dtype = jnp.result_type(float)
+    kwargs = _model_kwargs(priors, fixed, model.likelihood, degrees_of_freedom, dtype)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Out-of-support values", UserWarning)
+        return fit_shared_peaks(
+            model, x, y, mask, start, shared, program=program, model_kwargs=kwargs,
+            priors=priors, fixed=fixed, degrees_of_freedom=degrees_of_freedom,
+            max_iter=max_iter, tol=tol, lineshapes=lineshapes, baseline=_baseline_key(model),
+        )  # fmt: skip
 
 
 def _fit_map(
@@ -459,8 +491,8 @@ def _keep_better(result, retry, refitted):
 def _baseline_key(model: PeakModel):
     if model.baseline is None:
         return None
-    if model.baseline.name == "exponential":
-        return "exponential"
+    if model.baseline.name != "polynomial":  # exponential, shirley, tougaard
+        return model.baseline.name
     return len(model.baseline.parameters) - 1
 
 

@@ -103,6 +103,15 @@ class PeakFit:
             fit failed is False, with NaN (never 0) for what could not be computed.
         n_iter: Levenberg-Marquardt iterations (0 for MCMC from a complete ``init``).
         posterior: ``xarray.DataTree`` from NUTS (MCMC only).
+        shared: the names fitted with one value for the whole batch (``shared=`` of
+            :func:`fit_peaks`), empty otherwise. ``params[name]`` and ``stderr[name]``
+            still hold (B,) arrays for them (B equal values), so that every per-spectrum
+            method works; ``shared_params`` and ``shared_stderr`` hold each value once,
+            ``shared_covariance`` (s, s) their joint Laplace (or posterior) covariance in
+            the order of ``shared`` less the noise. ``covariance`` (B, P, P) holds, per
+            spectrum, the marginal covariance of its own and the shared parameters.
+            ``aic`` and ``bic`` count each shared parameter as 1/B of a parameter per
+            spectrum, so that their sums over the batch are the joint fit's.
     """
 
     lineshapes: tuple[str, ...]
@@ -130,6 +139,10 @@ class PeakFit:
     converged: Any
     n_iter: Any
     posterior: Any = field(default=None, repr=False)
+    shared: tuple[str, ...] = ()
+    shared_params: dict[str, float] = field(default_factory=dict)
+    shared_stderr: dict[str, float] = field(default_factory=dict)
+    shared_covariance: np.ndarray | None = field(default=None, repr=False)
 
     # -- model -----------------------------------------------------------------------
 
@@ -299,6 +312,8 @@ class PeakFit:
                 note = "fixed"
             elif name in model.derived_names:
                 note = "derived"
+            elif name in self.shared:
+                note = "shared"
             if error is None:
                 lines.append(f"{name:<{width}}{value:16.8g}{'':>14}{'':>10}  {note}")
                 continue

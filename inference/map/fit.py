@@ -22,7 +22,7 @@ from gaussmix.inference.map.families import family_of
 from gaussmix.inference.map.levenberg_marquardt import MAPSettings
 from gaussmix.inference.map.problem import Sites
 
-__all__ = ["TOLERANCES", "MAPResult", "fit_map"]
+__all__ = ["TOLERANCES", "MAPResult", "fit_map", "probe_program"]
 
 #: Default tolerances by dtype: relative decrease / Newton decrement, relative step.
 TOLERANCES = {"float64": (1e-10, 1e-10), "float32": (1e-5, 1e-5)}
@@ -67,7 +67,7 @@ class MAPResult(NamedTuple):
     started: jax.Array
 
 
-def _probe(model, x, y, init, model_kwargs):
+def probe_program(model, x, y, init, model_kwargs):
     """Latent sites (names, shapes), the observed site and its family, by abstract tracing.
 
     x, y and init are traced; ``model_kwargs`` stay concrete, so that the program's own
@@ -236,7 +236,7 @@ def fit_map(
     if mask is not None:
         probe_kwargs["mask"] = mask[0]
     first_init = {name: first(value) for name, value in init.items()}
-    latent, observed, family = _probe(model, x, y[0], first_init, probe_kwargs)
+    latent, observed, family = probe_program(model, x, y[0], first_init, probe_kwargs)
     names = tuple(name for name, _ in latent)
     missing = [name for name in names if name not in init]
     unknown = [name for name in init if name not in names]

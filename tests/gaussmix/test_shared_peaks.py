@@ -1,0 +1,95 @@
+"""fit_peaks(..., shared=...): parameters with one value for the whole batch."""
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from gaussmix import fit_peaks
+
+
+def series(n_spectra=4, seed=0, width=0.7, n_points=50):
+    """One Gaussian of fixed width on a constant baseline, heights and centres varying."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 10.0, n_points)
+    heights = rng.uniform(1.0, 2.0, n_spectra)
+    centers = rng.uniform(4.0, 6.0, n_spectra)
+    y = heights[:, None] * np.exp(-0.5 * ((x - centers[:, None]) / width) ** 2) + 0.3
+    return x, y + 0.03 * rng.normal(size=y.shape), heights, centers
+
+
+def test_shared_width_shapes_report_and_stacked_optimum():
+    x, y, heights, centers = series()
+    fit = fit_peaks(x, y, peaks=("gaussian",), baseline="constant", shared=("peak0_sigma", "sigma"))
+    assert fit.shared == ("peak0_sigma", "sigma")
+    assert set(fit.shared_params) == {"peak0_sigma", "sigma"}
+    assert fit.params["peak0_center"].shape == (4,)
+    np.testing.assert_array_equal(fit.params["peak0_sigma"], fit.shared_params["peak0_sigma"])
+    assert fit.covariance.shape == (4, 4, 4)
+    assert fit.shared_covariance.shape == (1, 1)
+    assert fit.shared_stderr["peak0_sigma"] == pytest.approx(fit.stderr["peak0_sigma"][0])
+    assert np.all(fit.converged)
+
+    # The stacked least-squares problem with one width (independent optimizer).
+    def residuals(p):
+        own = p[1:].reshape(-1, 3)
+        curve = own[:, :1] * np.exp(-0.5 * ((x - own[:, 1:2]) / p[0]) ** 2) + own[:, 2:]
+        return (curve - y).ravel()
+
+    start = np.concatenate([[1.0], np.stack([heights, centers, np.full(4, 0.2)], 1).ravel()])
+    reference = optimize.least_squares(residuals, start, xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    assert np.sum(fit.rss) == pytest.approx(np.sum(reference.fun**2), rel=1e-6)
+    assert fit.shared_params["peak0_sigma"] == pytest.approx(reference.x[0], rel=1e-6)
+    # Derived quantities per spectrum, from the per-spectrum covariance.
+    fwhm = 2 * np.sqrt(2 * np.log(2)) * fit.shared_params["peak0_sigma"]
+    np.testing.assert_allclose(fit.params["peak0_fwhm"], fwhm, rtol=1e-10)
+    assert fit.predict().shape == y.shape
+    report = fit.report(2)
+    assert "spectrum 2 of 4" in report
+    assert any(line.startswith("peak0_sigma") and "shared" in line for line in report.splitlines())
+    # AIC counts a shared parameter once over the batch.
+    own = 3 * 4 + 1 + 1  # per spectrum height, centre, c0; one width, one noise
+    total_log_likelihood = np.sum(fit.log_likelihood)
+    assert np.sum(fit.aic) == pytest.approx(-2 * total_log_likelihood + 2 * own)
+
+
+def test_ties_and_masked_points_keep_working_with_shared():
+    x, y, _, _ = series(n_spectra=3, seed=1)
+    second = 0.5 * np.exp(-0.5 * ((x - 8.0) / 0.7) ** 2)
+    y = y + second
+    y_bad = y.copy()
+    y_bad[1, 10] = np.nan
+    kwargs = dict(peaks=("gaussian", "gaussian"), baseline="constant", shared=("peak0_sigma",))
+    init = {"peak1_center": 8.0, "peak1_height": 0.5}
+    tied = fit_peaks(x, y_bad, ties={"peak1_sigma": "peak0_sigma"}, nan_policy="omit",
+                     init=init, **kwargs)  # fmt: skip
+    np.testing.assert_array_equal(tied.params["peak1_sigma"], tied.params["peak0_sigma"])
+    assert tied.n_points.tolist() == [50, 49, 50]
+    y_other = y_bad.copy()
+    y_other[1, 10] = 1e6  # masked: its value must not matter
+    mask = np.isfinite(y_bad)
+    y_masked = np.where(mask, y_other, np.nan)
+    again = fit_peaks(x, y_masked, ties={"peak1_sigma": "peak0_sigma"}, nan_policy="omit",
+                      init=init, **kwargs)  # fmt: skip
+    assert again.shared_params["peak0_sigma"] == pytest.approx(
+        tied.shared_params["peak0_sigma"], rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("y_index", "kwargs", "message"),
+    [
+        (0, {"shared": ("peak0_sigma",)}, "needs a batch"),
+        (None, {"shared": ("peak1_sigma",), "peaks": ("gaussian", "gaussian"),
+                "ties": {"peak1_sigma": "peak0_sigma"}}, "tied to 'peak0_sigma'"),
+        (None, {"shared": ("peak0_sigma",), "fixed": {"peak0_sigma": 1.0}}, "fixed"),
+        (None, {"shared": ("peak0_width",)}, "unknown parameter 'peak0_width'"),
+        (None, {"shared": ("peak0_height", "peak0_center", "peak0_sigma")}, "every curve"),
+        (None, {"shared": 3}, "sequence of parameter names"),
+    ],
+)  # fmt: skip
+def test_shared_refuses_bad_names(y_index, kwargs, message):
+    x, y, _, _ = series(n_spectra=2)
+    y = y if y_index is None else y[y_index]
+    kwargs = {"peaks": ("gaussian",), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        fit_peaks(x, y, **kwargs)
