@@ -71,6 +71,16 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 
 from gaussmix.models.eigen_covariance import EIGEN_MODELS, eigen_sites, sample_eigen_covariance
+from gaussmix.models.imperfect_data import (
+    NAN_POLICIES,
+    ImperfectMixtureDistribution,
+    MissingPatterns,
+    check_background_log_density,
+    check_measurement_covariances,
+    check_missing_data,
+    fill_missing_columns,
+    find_missing_patterns,
+)
 from gaussmix.models.priors import (
     COVARIANCE_LAYOUTS,
     COVARIANCE_SITES,
@@ -470,6 +480,74 @@ def _check_sample_weight(sample_weight, n_samples: int) -> jax.Array | None:
     return weight
 
 
+def _check_imperfect_data(x, nan_policy, patterns, measurement_covariances, background_log_density):
+    """``(imperfect, measurement_covariances, background_log_density)``, checked:
+    whether the rows need :class:`ImperfectMixtureDistribution` (missing entries,
+    measurement errors or a background)."""
+    if x is None:
+        if nan_policy != "raise" or any(
+            value is not None
+            for value in (patterns, measurement_covariances, background_log_density)
+        ):
+            raise ValueError(
+                "Missing entries, measurement errors and a background describe observed "
+                "data: pass x (simulation from the prior draws complete, error-free rows)."
+            )
+        return False, None, None
+    if patterns is not None and nan_policy != "marginalize":
+        raise ValueError("missing_patterns needs nan_policy='marginalize'.")
+    if patterns is not None and jnp.shape(patterns.index) != (x.shape[0],):
+        raise ValueError(
+            f"missing_patterns.index has shape {jnp.shape(patterns.index)}; expected "
+            f"({x.shape[0]},), one pattern per row."
+        )
+    if measurement_covariances is not None:
+        observed = ~np.isnan(np.asarray(x)) if _is_concrete(x) else None
+        check_measurement_covariances(measurement_covariances, x.shape, observed)
+        measurement_covariances = jnp.asarray(measurement_covariances, x.dtype)
+    if background_log_density is not None:
+        background_log_density = check_background_log_density(
+            background_log_density, x.shape[0]
+        ).astype(x.dtype)
+    imperfect = nan_policy == "marginalize" or any(
+        value is not None for value in (measurement_covariances, background_log_density)
+    )
+    return imperfect, measurement_covariances, background_log_density
+
+
+def _split_proportions_prior(priors, background: bool, n_components: int):
+    """``(priors without "proportions", its distribution or None)``; with a background the
+    K + 1 proportions take the weights' place."""
+    if priors is None or not isinstance(priors, Mapping):
+        return priors, None
+    priors = dict(priors)
+    if not background:
+        return priors, None
+    if "weights" in priors:
+        raise ValueError(
+            "With a background the mixing weights are K + 1 proportions (the last the "
+            "background's): give priors['proportions'] (e.g. a Dirichlet of length "
+            f"{n_components + 1}) instead of priors['weights']."
+        )
+    proportions = priors.pop("proportions", None)
+    if proportions is not None:
+        if not isinstance(proportions, dist.Distribution):
+            raise ValueError(
+                "priors['proportions'] must be a numpyro distribution, got "
+                f"{type(proportions).__name__}."
+            )
+        check_prior_support(
+            proportions,
+            "proportions",
+            constraints.simplex,
+            where="proportions live on the simplex",
+            advice="use a Dirichlet prior",
+        )
+        check_prior_parameters(proportions, "proportions")
+        whole_site_prior(proportions, (n_components + 1,), "proportions")
+    return priors, proportions
+
+
 @contextlib.contextmanager
 def _weighting(weight: jax.Array | None):
     """Multiply each point's log-likelihood by its weight inside this context."""
@@ -492,6 +570,10 @@ def gaussian_mixture(
     prior_parameters: MixturePriorParameters | None = None,
     n_samples: int | None = None,
     n_features: int | None = None,
+    nan_policy: str = "raise",
+    missing_patterns: MissingPatterns | None = None,
+    measurement_covariances: ArrayLike | None = None,
+    background_log_density: ArrayLike | None = None,
 ) -> None:
     """Gaussian mixture model as a NumPyro program.
 
@@ -515,6 +597,21 @@ def gaussian_mixture(
         prior_parameters: hyperparameters of the default prior; by default scaled from
             ``x`` (:func:`gaussmix.models.priors.default_prior_parameters`).
         n_samples, n_features: data shape for prior-predictive simulation.
+        nan_policy: "raise" (NaN in ``x`` is an error) or "marginalize": NaN marks a
+            missing entry and each row's likelihood is the marginal density of its
+            observed coordinates (:mod:`gaussmix.models.imperfect_data`).
+        missing_patterns: the rows' missingness patterns
+            (:func:`gaussmix.models.imperfect_data.find_missing_patterns`); by default found
+            from a concrete ``x``, or each row its own pattern when ``x`` is traced.
+        measurement_covariances: per-row measurement error covariances :math:`S_n`,
+            (N, D, D) or (N, D) variances: row n is observed as
+            :math:`\\mathcal{N}(\\mu_k, \\Sigma_k + S_n)` (extreme deconvolution; the
+            sites describe the error-free distribution).
+        background_log_density: adds a uniform background (noise) component of this log
+            density, :math:`-\\log V` (or one value per row, (N,)). The latent site
+            ``proportions`` ((K + 1,), the last the background's) then takes the
+            Dirichlet prior (``priors["proportions"]`` replaces it), and ``weights``
+            (K,) and ``background_weight`` are its deterministic parts.
 
     Example:
         >>> import jax, numpy as np
@@ -535,26 +632,55 @@ def gaussian_mixture(
             x = x[:, None]
         if x.ndim != 2:
             raise ValueError(f"x must have shape (N, D) or (N,), got shape {x.shape}.")
-        if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
-            raise ValueError("x contains NaN or infinity; remove or impute those rows first.")
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(
+                f"Invalid nan_policy {nan_policy!r}; choose one of {list(NAN_POLICIES)}."
+            )
+        if nan_policy == "marginalize":
+            if _is_concrete(x):
+                check_missing_data(np.asarray(x))
+                if missing_patterns is None:
+                    missing_patterns = find_missing_patterns(np.asarray(x))
+        elif _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+            raise ValueError(
+                "x contains NaN or infinity; remove or impute those rows first, or pass "
+                "nan_policy='marginalize' to read NaN as missing entries."
+            )
         n_samples, n_features = x.shape
     elif n_samples is None or n_features is None:
         raise ValueError("Without data x, give n_samples and n_features to simulate data.")
     sample_weight = _check_sample_weight(sample_weight, n_samples)
+    imperfect, measurement_covariances, background_log_density = _check_imperfect_data(
+        x, nan_policy, missing_patterns, measurement_covariances, background_log_density
+    )
+    priors, proportions_prior = _split_proportions_prior(
+        priors, background_log_density is not None, n_components
+    )
     user_priors = check_priors(
         priors, covariance_type, n_components=n_components, n_features=n_features
     )
     if prior_parameters is None:
-        prior_parameters = default_prior_parameters(x, covariance_type, n_features=n_features)
+        prior_data = fill_missing_columns(x) if nan_policy == "marginalize" else x
+        prior_parameters = default_prior_parameters(
+            prior_data, covariance_type, n_features=n_features
+        )
     p = prior_parameters
     K, D = n_components, n_features
     site = COVARIANCE_SITES[covariance_type]
     layout = COVARIANCE_LAYOUTS[covariance_type]
 
-    weights = numpyro.sample(
-        "weights",
-        user_priors.get("weights", dist.Dirichlet(jnp.full((K,), p.weight_concentration))),
-    )
+    if background_log_density is None:
+        weights = numpyro.sample(
+            "weights",
+            user_priors.get("weights", dist.Dirichlet(jnp.full((K,), p.weight_concentration))),
+        )
+    else:  # a Dirichlet over K + 1 proportions, the background's last
+        proportions = numpyro.sample(
+            "proportions",
+            proportions_prior or dist.Dirichlet(jnp.full((K + 1,), p.weight_concentration)),
+        )
+        weights = numpyro.deterministic("weights", proportions[:K])
+        background_weight = numpyro.deterministic("background_weight", proportions[K])
     if covariance_type == "tied":
         covariance = numpyro.sample(
             "covariance",
@@ -605,6 +731,19 @@ def gaussian_mixture(
             )
         means = numpyro.sample("means", mean_prior)
 
-    mixture = GaussianMixtureDistribution(weights, means, covariance, layout)
+    if imperfect:
+        mixture = ImperfectMixtureDistribution(
+            weights,
+            means,
+            covariance,
+            layout,
+            patterns=missing_patterns,
+            measurement_covariances=measurement_covariances,
+            background_weight=None if background_log_density is None else background_weight,
+            background_log_density=background_log_density,
+            n_samples=n_samples,
+        )
+    else:
+        mixture = GaussianMixtureDistribution(weights, means, covariance, layout)
     with numpyro.plate("data", n_samples), _weighting(sample_weight):
         numpyro.sample("x", mixture, obs=x)
