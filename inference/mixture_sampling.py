@@ -46,6 +46,12 @@ from gaussmix.inference.sampling_hooks import (
     register_sampling_hooks,
 )
 from gaussmix.models.eigen_covariance import EIGEN_MODELS, eigen_sites, latent_values
+from gaussmix.models.imperfect_data import (
+    check_measurement_covariances,
+    check_missing_data,
+    find_missing_patterns,
+    imperfect_component_log_density,
+)
 from gaussmix.models.mixture import check_priors, component_log_density, gaussian_mixture
 from gaussmix.models.priors import (
     COVARIANCE_SITES,
@@ -84,31 +90,30 @@ def mixture_sampling_hooks(args: tuple, kwargs: dict) -> SamplingHooks:
     x = args[0] if args else kwargs.get("x")
     if x is None:
         raise ValueError("Sampling the mixture posterior needs data: pass x.")
-    x = jnp.asarray(x)
+    x = np.asarray(x)
     covariance_type = kwargs.get("covariance_type", "full")
     check_covariance_type(covariance_type)
+    background = kwargs.get("background_log_density") is not None
+    priors = kwargs.get("priors")
+    if background and isinstance(priors, Mapping):  # proportions: checked by the program
+        priors = {name: value for name, value in priors.items() if name != "proportions"}
     check_priors(
-        kwargs.get("priors"),
+        priors,
         covariance_type,
         n_components=kwargs["n_components"],
         n_features=1 if x.ndim < 2 else x.shape[-1],
     )
     x = x.reshape((-1, 1)) if x.ndim == 1 else x
+    if kwargs.get("nan_policy", "raise") == "marginalize":
+        check_missing_data(x)
 
     def initial_values(seed: int) -> dict | None:
-        return _em_answer(
-            x,
-            kwargs["n_components"],
-            covariance_type,
-            kwargs.get("priors"),
-            kwargs.get("sample_weight"),
-            seed,
-        )
+        return _em_answer(x, covariance_type, seed, kwargs)
 
     def postprocess(samples: dict, start: Mapping, source: str) -> PostprocessedDraws:
         import xarray as xr
 
-        reference = {name: np.asarray(value) for name, value in start.items()}
+        reference = with_proportions({name: np.asarray(value) for name, value in start.items()})
         samples, reference, method, switching = relabel_mixture_draws(
             samples, reference, covariance_type, keep_reference_labels=source == "init"
         )
@@ -160,25 +165,52 @@ def with_latent_values(point: Mapping, covariance_type: str) -> dict:
     return {**{name: value for name, value in values.items() if name not in point}, **point}
 
 
-def _em_answer(x, n_components, covariance_type, priors, sample_weight, seed) -> dict | None:
+def with_proportions(point: Mapping) -> dict:
+    """``point`` with the background's ``proportions`` (K + 1,) added where absent: its
+    ``weights`` (K,) followed by its ``background_weight`` (a new dict).
+
+    Example:
+        >>> import numpy as np
+        >>> point = {"weights": np.array([0.6, 0.3]), "background_weight": np.array(0.1)}
+        >>> with_proportions(point)["proportions"].tolist()
+        [0.6, 0.3, 0.1]
+    """
+    point = dict(point)
+    if "background_weight" in point and "weights" in point and "proportions" not in point:
+        weights = np.asarray(point["weights"])
+        background = np.asarray(point["background_weight"], weights.dtype)
+        point["proportions"] = np.concatenate([weights, background[..., None]], axis=-1)
+    return point
+
+
+def _em_answer(x, covariance_type, seed, kwargs) -> dict | None:
     """The EM answer under the program's prior, or None (with a warning if EM fails).
 
     A constrained model starts from EM under its storage layout's default conjugate
     prior (EM knows no prior on volumes, shapes or orientations), its latent sites read
-    off the fitted covariances (:func:`with_latent_values`)."""
+    off the fitted covariances (:func:`with_latent_values`). Data with missing entries
+    start from EM on the observed entries; with measurement errors or a background,
+    from the EM of the complete, error-free mixture on the same data (then refined by
+    the generic MAP search of the program's own density: the background's weight
+    starts at 0.1)."""
     from gaussmix.inference import em
 
+    priors = kwargs.get("priors")
+    background = kwargs.get("background_log_density") is not None
+    if background and priors:
+        priors = {name: value for name, value in priors.items() if name != "proportions"}
     constrained = canonical_covariance_type(covariance_type) in EIGEN_MODELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", em.ConvergenceWarning)
             result = em.fit_em(
                 x,
-                n_components=n_components,
+                n_components=kwargs["n_components"],
                 covariance_type=covariance_type,
                 priors=priors if priors and not constrained else "default",
-                sample_weight=sample_weight,
+                sample_weight=kwargs.get("sample_weight"),
                 seed=seed,
+                nan_policy=kwargs.get("nan_policy", "raise"),
             )
     except ValueError as error:
         warnings.warn(
@@ -191,7 +223,10 @@ def _em_answer(x, n_components, covariance_type, priors, sample_weight, seed) ->
     params = {name: np.asarray(value) for name, value in result.params.items()}
     if not all(bool(np.all(np.isfinite(value))) for value in params.values()):
         return None
-    return with_latent_values(params, covariance_type)
+    if background:
+        params["weights"] = 0.9 * params["weights"]
+        params["background_weight"] = np.asarray(0.1, params["weights"].dtype)
+    return with_proportions(with_latent_values(params, covariance_type))
 
 
 def mixture_dims(samples: Mapping, observed: tuple, sample_ndim: int = 2) -> dict:
@@ -215,6 +250,10 @@ def mixture_dims(samples: Mapping, observed: tuple, sample_ndim: int = 2) -> dic
         event_ndim = np.ndim(value) - sample_ndim
         if name == "weights":
             dims[name] = ["components"]
+        elif name == "proportions":
+            dims[name] = ["components_and_background"]
+        elif name == "background_weight":
+            dims[name] = []
         elif name == "means":
             dims[name] = ["components", "features"]
         elif name == "covariances":
@@ -254,6 +293,10 @@ def relabel_mixture_draws(
     dimensions each draw is matched to the reference
     (:func:`gaussmix.inference.relabel.relabel_mixture`, ``method="match"``).
 
+    With a background (sites ``proportions``, ``background_weight``) only the K Gaussian
+    components are permuted: ``proportions`` is rebuilt from the relabeled ``weights``
+    and the background's weight, which keeps its place.
+
     Args:
         samples: site -> (C, S, ...) draws.
         reference: site -> values of the reference point.
@@ -280,8 +323,14 @@ def relabel_mixture_draws(
         else:
             reference = sort_components(reference, covariance_type)
         relabeled = apply_permutation(samples, permutation, covariance_type)
+    relabeled = {name: np.asarray(value) for name, value in relabeled.items()}
+    # the background is no component: it keeps its place, the last proportion
+    for point in (relabeled, reference):
+        if "proportions" in point:
+            del point["proportions"]
+            point.update(with_proportions(point))
     return (
-        {name: np.asarray(value) for name, value in relabeled.items()},
+        relabeled,
         reference,
         "order" if one_dimensional else "match",
         label_switching_fraction(permutation),
@@ -289,6 +338,42 @@ def relabel_mixture_draws(
 
 
 register_sampling_hooks(gaussian_mixture, mixture_sampling_hooks)
+
+
+def _imperfect_arguments(x, nan_policy, measurement_covariances, background_volume) -> dict:
+    """The program's keyword arguments for missing entries, errors and a background, as
+    arrays of ``x``'s dtype (traced: data of the same shapes reuses the compiled
+    programs); the pattern table is found here, on the host."""
+    arguments: dict = {}
+    if nan_policy not in ("raise", "marginalize"):
+        raise ValueError(
+            f"Invalid nan_policy {nan_policy!r}; choose 'raise' or 'marginalize' (drop "
+            "the rows with NaN yourself to omit them)."
+        )
+    data = np.asarray(x)
+    dtype = data.dtype if np.issubdtype(data.dtype, np.floating) else np.dtype(float)
+    data = data.reshape((-1, 1)) if data.ndim == 1 else data
+    if nan_policy == "marginalize":
+        arguments["nan_policy"] = nan_policy
+        if data.ndim == 2 and np.any(np.isnan(data)):
+            arguments["missing_patterns"] = find_missing_patterns(data)
+    if measurement_covariances is not None:
+        errors = np.asarray(measurement_covariances)
+        check_measurement_covariances(errors, data.shape, ~np.isnan(data))
+        arguments["measurement_covariances"] = errors.astype(dtype)
+    if background_volume is not None:
+        volume = np.asarray(background_volume, np.float64)
+        if volume.shape not in ((), (data.shape[0],)) or not np.all(
+            np.isfinite(volume) & (volume > 0)
+        ):
+            raise ValueError(
+                f"background_volume must be a finite volume > 0 (or one per row, shape "
+                f"({data.shape[0]},)); got shape {volume.shape}"
+                + (f", values from {volume.min():.3g}" if volume.size else "")
+                + ". By default GaussianMixture uses the data's bounding box."
+            )
+        arguments["background_log_density"] = np.asarray(-np.log(volume), dtype)
+    return arguments
 
 
 def _responsibilities_impl(x, weights, means, covariance, covariance_type):
@@ -307,7 +392,43 @@ _mean_responsibilities = compilation.jit(
 )
 
 
-def posterior_responsibilities(x: ArrayLike, tree, covariance_type: str) -> jax.Array:
+def _imperfect_responsibilities_impl(x, draws, data, covariance_type):
+    """Mean responsibilities on imperfect data: (N, K), or (N, K + 1) with a background
+    (its column last)."""
+
+    def add(total, draw):
+        log_prob = imperfect_component_log_density(
+            x,
+            draw["means"],
+            draw["covariance"],
+            covariance_type,
+            patterns=data["patterns"],
+            measurement_covariances=data["measurement_covariances"],
+        ).T + jnp.log(draw["weights"])
+        if "background_weight" in draw:
+            background = jnp.log(draw["background_weight"]) + jnp.broadcast_to(
+                data["background_log_density"], x.shape[:1]
+            )
+            log_prob = jnp.concatenate([log_prob, background[:, None]], axis=-1)
+        return total + jax.nn.softmax(log_prob, axis=-1), None
+
+    width = draws["weights"].shape[-1] + ("background_weight" in draws)
+    total, _ = lax.scan(add, jnp.zeros((x.shape[0], width), x.dtype), draws)
+    return total / draws["weights"].shape[0]
+
+
+_mean_imperfect_responsibilities = compilation.jit(
+    _imperfect_responsibilities_impl, static_argnames=("covariance_type",)
+)
+
+
+def posterior_responsibilities(
+    x: ArrayLike,
+    tree,
+    covariance_type: str,
+    *,
+    imperfect_data: Mapping[str, Any] | None = None,
+) -> jax.Array:
     """Posterior mean of the responsibilities, accumulated draw by draw.
 
     .. math::
@@ -320,9 +441,12 @@ def posterior_responsibilities(x: ArrayLike, tree, covariance_type: str) -> jax.
         x: (N, D) or (N,) data.
         tree: DataTree of the mixture posterior (relabeled).
         covariance_type: of the program.
+        imperfect_data: the program's ``missing_patterns``, ``measurement_covariances``
+            and ``background_log_density`` (``x`` may then hold NaN): the densities are
+            the rows' marginal ones (:mod:`gaussmix.models.imperfect_data`).
 
     Returns:
-        (N, K), rows summing to one.
+        (N, K), rows summing to one; (N, K + 1) with a background, its column last.
     """
     # Reshaped and cast in NumPy, then moved: no small programs compiled on the way.
     x = np.asarray(x)
@@ -336,8 +460,18 @@ def posterior_responsibilities(x: ArrayLike, tree, covariance_type: str) -> jax.
                 (-1, *tree.posterior[name].shape[2:])
             )
         )
-        for name in ("weights", "means", site)
+        for name in ("weights", "means", site, "background_weight")
+        if name in tree.posterior
     }
+    if imperfect_data is not None:
+        draws = {name: values[name] for name in values if name != site}
+        draws["covariance"] = values[site]
+        data = {
+            name: imperfect_data.get(name)
+            for name in ("missing_patterns", "measurement_covariances", "background_log_density")
+        }
+        data["patterns"] = data.pop("missing_patterns")
+        return _mean_imperfect_responsibilities(x, draws, data, covariance_type)
     return _mean_responsibilities(
         x, values["weights"], values["means"], values[site], covariance_type
     )
@@ -358,6 +492,9 @@ def sample_mixture(
     init: Mapping[str, ArrayLike] | None = None,
     prior_parameters=None,
     posterior_predictive: bool = False,
+    nan_policy: str = "raise",
+    measurement_covariances: ArrayLike | None = None,
+    background_volume: ArrayLike | None = None,
 ):
     """NUTS on :func:`gaussmix.models.gaussian_mixture`: relabeled draws, responsibilities.
 
@@ -381,10 +518,25 @@ def sample_mixture(
             :func:`gaussmix.models.gaussian_mixture`.
         num_warmup, num_samples, num_chains, seed, progress_bar, init,
             posterior_predictive: as in :func:`~gaussmix.inference.mcmc.sample`.
+        nan_policy: "raise" or "marginalize" (NaN entries are missing; each row's
+            likelihood is the marginal density of its observed coordinates).
+        measurement_covariances: (N, D, D) or (N, D) per-row measurement error
+            (co)variances (extreme deconvolution; the sites describe the error-free
+            mixture).
+        background_volume: V > 0 of a uniform background (noise) component of density
+            1/V, or (N,) volumes, one per row (e.g. of its observed coordinates' box);
+            its weight is the last of the ``proportions`` site and ``background_weight``.
+            The background keeps its place under relabeling.
+
+    Missing entries, measurement errors and a background make the observed site score
+    each row by its marginal density (:mod:`gaussmix.models.imperfect_data`), which is
+    also the pointwise ``log_likelihood`` LOO reads. Posterior predictive draws are
+    not available then.
 
     Returns:
         The DataTree of :func:`~gaussmix.inference.mcmc.sample` plus the group
-        ``mixture``.
+        ``mixture`` (with a background, ``responsibilities`` has K + 1 columns on the
+        dimension ``components_and_background``, the background's last).
 
     Example:
         >>> import numpy as np
@@ -406,8 +558,10 @@ def sample_mixture(
         kwargs["sample_weight"] = sample_weight
     if prior_parameters is not None:
         kwargs["prior_parameters"] = prior_parameters
+    imperfect = _imperfect_arguments(x, nan_policy, measurement_covariances, background_volume)
+    kwargs.update(imperfect)
     if isinstance(init, Mapping):
-        init = with_latent_values(init, covariance_type)
+        init = with_proportions(with_latent_values(init, covariance_type))
     tree = sample(
         gaussian_mixture,
         x,
@@ -421,14 +575,18 @@ def sample_mixture(
         **kwargs,
     )
     responsibilities = posterior_responsibilities(
-        tree.observed_data["x"].values, tree, covariance_type
+        tree.observed_data["x"].values,
+        tree,
+        covariance_type,
+        imperfect_data=imperfect or None,
     )
     import xarray as xr
 
     group = tree["mixture"].to_dataset() if "mixture" in tree.children else xr.Dataset()
+    background = "background_log_density" in imperfect
     group["responsibilities"] = xr.DataArray(
         np.asarray(responsibilities),
-        dims=("data", "components"),
+        dims=("data", "components_and_background" if background else "components"),
         attrs={"description": "posterior mean of p(z_n = k | x_n, theta) over the draws"},
     )
     tree["mixture"] = group
