@@ -110,12 +110,16 @@ class StepConfig(NamedTuple):
             constrained models (its classic name for an alias).
         method: "maximum_likelihood", "conjugate_map" or "generalized_em".
         with_scales: whether the priors name ``scales`` (generalized EM's log prior).
+        background: a uniform background component (:mod:`gaussmix.inference.em.background`):
+            the weights are the Gaussian components', summing to one minus the
+            background's, and the context carries the background's log density.
     """
 
     n_components: int
     covariance_type: str
     method: str = "maximum_likelihood"
     with_scales: bool = False
+    background: bool = False
 
     @classmethod
     def from_options(cls, options: EMOptions) -> "StepConfig":
@@ -138,6 +142,8 @@ class EMContext(NamedTuple):
         priors: the checked priors (a dict of distributions, empty for the defaults).
         prior_parameters: the default prior's hyperparameters (MAP), else None.
         conjugate_prior: the :class:`ConjugatePrior` of a closed-form MAP, else None.
+        background_log_density: () :math:`-\\log V` of a uniform background (with
+            ``StepConfig.background``), else None.
     """
 
     centre: jax.Array
@@ -146,6 +152,7 @@ class EMContext(NamedTuple):
     priors: Mapping
     prior_parameters: MixturePriorParameters | None
     conjugate_prior: ConjugatePrior | None
+    background_log_density: jax.Array | None = None
 
 
 def make_context(
@@ -156,9 +163,11 @@ def make_context(
     tol: ArrayLike,
     priors: Mapping | None = None,
     prior_parameters: MixturePriorParameters | None = None,
+    background_log_density: ArrayLike | None = None,
 ) -> EMContext:
     """An :class:`EMContext` in ``centre``'s dtype; the conjugate prior of a closed-form
-    MAP is built from ``priors`` and ``prior_parameters`` here."""
+    MAP is built from ``priors`` and ``prior_parameters`` here. ``background_log_density``:
+    :math:`-\\log V` of a uniform background (``config.background``), else None."""
     centre = jnp.asarray(centre)
     dtype = centre.dtype
     priors = {} if priors is None else priors
@@ -174,6 +183,9 @@ def make_context(
         priors=priors,
         prior_parameters=prior_parameters,
         conjugate_prior=conjugate_prior,
+        background_log_density=(
+            None if background_log_density is None else jnp.asarray(background_log_density, dtype)
+        ),
     )
 
 
@@ -203,7 +215,10 @@ def lower_bound(
     bound = statistics.log_likelihood
     if config.method == "conjugate_map":
         bound = bound + conjugate_log_prior(
-            parameters, context.conjugate_prior, config.covariance_type
+            parameters,
+            context.conjugate_prior,
+            config.covariance_type,
+            background=config.background,
         )
     elif config.method == "generalized_em":
         bound = bound + program_log_prior(
@@ -225,6 +240,11 @@ def maximize(
     """The M-step of ``config.method`` (``parameters``: where generalized EM starts, and
     the warm start of an iterative constrained M-step)."""
     if config.method == "generalized_em":
+        if config.background:
+            raise NotImplementedError(
+                "a uniform background with non-conjugate priors (generalized EM) is not "
+                "implemented; use priors=None, 'default' or conjugate priors."
+            )
         return generalized_m_step(
             statistics,
             parameters,
@@ -243,6 +263,7 @@ def maximize(
         reg_covar=context.reg_covar,
         prior=prior,
         previous=parameters.covariances,
+        background=config.background,
     )
 
 

@@ -20,7 +20,8 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
-from gaussmix.inference.em import deconvolution, initialization, missing
+from gaussmix.inference.em import background, deconvolution, initialization, missing
+from gaussmix.inference.em.background import BackgroundArguments
 from gaussmix.inference.em.core import StepConfig, init, iterate, make_context
 from gaussmix.inference.em.features import block_size, data_blocks, feature_count
 from gaussmix.inference.em.hierarchical import start_labels
@@ -59,6 +60,8 @@ class _Arguments(NamedTuple):
     tol: jax.Array
     reg_covar: jax.Array
     start_lower_bound: jax.Array
+    #: a uniform background's BackgroundArguments (StepConfig.background), else None
+    background: BackgroundArguments | None = None
 
 
 def _fit_dataset(
@@ -101,6 +104,17 @@ def _fit_dataset(
     def statistics_fn(parameters):
         return block_statistics(parameters, blocks, covariance_type, use_kernel=config.use_kernel)
 
+    if config.step.background:  # a uniform background: its column in the E-step
+        context = context._replace(background_log_density=arguments.background.log_density)
+
+        def statistics_fn(parameters):
+            return block_statistics(
+                parameters,
+                blocks,
+                covariance_type,
+                background_log_density=context.background_log_density,
+            )
+
     if patterns is not None:
 
         def statistics_fn(parameters):
@@ -128,6 +142,8 @@ def _fit_dataset(
         parameters = initialization.initial_parameters(
             restart_key, blocks, context, config.step, config.init_params, inits, **extra
         )
+        if config.step.background:
+            parameters = background.start_parameters(parameters, arguments.background.start_weight)
         start = init(parameters, arguments.start_lower_bound)
         return iterate(start, statistics_fn, context, config.step, config.max_iter)
 
@@ -263,6 +279,26 @@ def _hc_labels(x: np.ndarray, n_components: int, seed, batched: bool) -> np.ndar
     return labels if batched else labels[0]
 
 
+def _check_background(log_density, weight_init, options, has_nan, measurements, dtype):
+    """The :class:`BackgroundArguments` of a fit with a uniform background, or an error
+    naming what it does not combine with yet."""
+    if has_nan or measurements is not None:
+        raise NotImplementedError(
+            "a uniform background with missing entries (nan_policy='marginalize') or "
+            "measurement errors is not implemented yet; fit complete rows without "
+            "measurement_covariances (e.g. nan_policy='omit'), or without background."
+        )
+    if options.method == "generalized_em":
+        raise NotImplementedError(
+            "a uniform background with non-conjugate priors (generalized EM) is not "
+            "implemented; use priors=None, 'default' or conjugate priors (a Dirichlet on "
+            "'weights', an InverseWishart or InverseGamma on the covariance site)."
+        )
+    if weight_init is None:
+        weight_init = background.DEFAULT_START_WEIGHT
+    return background.check_background_arguments(log_density, weight_init, dtype)
+
+
 def fit_em(
     x: ArrayLike,
     *,
@@ -284,6 +320,8 @@ def fit_em(
     options: EMOptions | None = None,
     nan_policy: str = "raise",
     measurement_covariances: ArrayLike | None = None,
+    background_log_density: float | None = None,
+    background_weight_init: float | None = None,
 ) -> EMResult:
     """Fit the Gaussian mixture program by EM (maximum likelihood or MAP), one jit call.
 
@@ -347,6 +385,15 @@ def fit_em(
             NaN under ``nan_policy="marginalize"`` (entries of :math:`S_n` in a missing
             row or column are ignored) and with ``sample_weight``; the initialization
             sees the observed rows. Cast to ``x``'s dtype.
+        background_log_density: None (no background), or :math:`-\\log V`: a uniform
+            background component of density :math:`1/V` whose weight is fitted
+            (mclust's noise; :mod:`gaussmix.inference.em.background`). ``params
+            ["weights"]`` are then the Gaussian components', summing to one minus
+            ``EMResult.background_weight``. Not with NaN, measurement errors or
+            non-conjugate priors (NotImplementedError).
+        background_weight_init: the background weight of the start (the Gaussian start's
+            weights scaled by one minus it; ``weights_init`` stays normalized), default
+            :data:`gaussmix.inference.em.background.DEFAULT_START_WEIGHT`.
 
     Returns:
         :class:`EMResult`.
@@ -462,6 +509,11 @@ def fit_em(
             *(np.stack(parts) if batched else parts[0] for parts in zip(*datasets, strict=True))
         )._replace(observed=observed)
     check_range(x, weight)
+    background_arguments = None
+    if background_log_density is not None:
+        background_arguments = _check_background(
+            background_log_density, background_weight_init, options, has_nan, measurements, dtype
+        )
     inits = check_inits(options, n_features, dtype, n_datasets)
     n_init = options.n_init
     if all(value is not None for value in inits):
@@ -508,6 +560,13 @@ def fit_em(
         reg_covar=np.asarray(options.reg_covar, dtype),
         start_lower_bound=np.asarray(options.start_lower_bound, dtype),
     )
+    if background_arguments is not None:  # the background's static flag, traced values
+        config = config._replace(
+            step=config.step._replace(background=True),
+            use_kernel=False,
+            cache_design=block == n_samples and patterns is None and measurements is None,
+        )
+        arguments = arguments._replace(background=background_arguments)
     # The optimization level does not depend on n_init: restart 0 must be compiled as
     # the single fit is (see _map_or_call).
     work = n_samples * feature_count(n_features, covariance_type) * n_components
@@ -538,4 +597,9 @@ def fit_em(
         n_iter=state.n_iter,
         converged=info.converged,
         method=options.method,
+        background_weight=(
+            None
+            if background_arguments is None
+            else background.background_weight(params["weights"])
+        ),
     )

@@ -37,6 +37,7 @@ import numpyro.distributions as dist
 from jax.scipy.special import gammaln, multigammaln
 from jax.typing import ArrayLike
 
+from gaussmix.inference.em.background import BACKGROUND_CONCENTRATION, background_log_weight
 from gaussmix.inference.em.covariance_models import COVARIANCE_MODELS, n_covariance_parameters
 from gaussmix.inference.em.parameters import LOG_2PI, MixtureParameters, with_covariances
 from gaussmix.inference.em.statistics import SufficientStatistics
@@ -231,12 +232,23 @@ def _constrained(model, sample_covariances, counts, previous):
     return model.covariance_fn(sample_covariances, counts, previous)
 
 
-def _maximum_likelihood_m_step(statistics, covariance_type, centre, reg_covar, previous, mask):
+def _background_count(statistics: SufficientStatistics) -> jax.Array:
+    """() :math:`N_0 = W - \\sum_k N_k`, the background's share of the total weight (every
+    row's responsibilities, the background's included, sum to 1)."""
+    return jnp.maximum(statistics.total_weight - jnp.sum(statistics.counts), 0.0)
+
+
+def _maximum_likelihood_m_step(
+    statistics, covariance_type, centre, reg_covar, previous, mask, background=False
+):
     counts, first = statistics.counts, statistics.first
     model = COVARIANCE_MODELS[covariance_type]
     regularized_counts = counts + 10 * jnp.finfo(first.dtype).eps
     if mask is None:
-        weights = regularized_counts / jnp.sum(regularized_counts)
+        total = jnp.sum(regularized_counts)
+        if background:
+            total = total + _background_count(statistics)
+        weights = regularized_counts / total
         centred_means = first / regularized_counts[:, None]
         covariances = MAXIMUM_LIKELIHOOD_COVARIANCES[model.layout](
             statistics, centred_means, regularized_counts, reg_covar
@@ -274,11 +286,16 @@ def _identity_where_padding(covariances, mask, layout):
     return jnp.where(mask, covariances, 1.0)
 
 
-def _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior, previous):
+def _conjugate_m_step(
+    statistics, covariance_type, centre, reg_covar, prior, previous, background=False
+):
     counts, first = statistics.counts, statistics.first
     model = COVARIANCE_MODELS[covariance_type]
     unnormalized = counts + prior.weight_concentration - 1
-    weights = unnormalized / jnp.sum(unnormalized)
+    total = jnp.sum(unnormalized)
+    if background:  # the background's Dirichlet concentration is 1: N_0 + 1 - 1
+        total = total + _background_count(statistics) + BACKGROUND_CONCENTRATION - 1
+    weights = unnormalized / total
     kappa = prior.mean_precision
     centred_prior_mean = prior.mean_prior - centre
     centred_means = (first + kappa * centred_prior_mean) / (counts + kappa)[:, None]
@@ -303,6 +320,7 @@ def maximization_step(
     prior: ConjugatePrior | None = None,
     previous: jax.Array | None = None,
     mask: jax.Array | None = None,
+    background: bool = False,
 ) -> MixtureParameters:
     """The M-step from summed statistics (pure): closed form, or for mclust's iterative
     models a fixed point iterated to convergence inside the program.
@@ -323,6 +341,12 @@ def maximization_step(
             fit of fewer components inside a program of K,
             :mod:`gaussmix.inference.em.candidates`): weight 0, mean 0, identity
             covariance, and no part in the others' estimates. None: every component.
+        background: a uniform background component
+            (:mod:`gaussmix.inference.em.background`): the weights are
+            :math:`N_k / W` (MAP: with the background's Dirichlet concentration
+            :data:`gaussmix.inference.em.background.BACKGROUND_CONCENTRATION` among the
+            K + 1), summing to one minus the background's :math:`N_0 / W`,
+            :math:`N_0 = W - \\sum_k N_k`.
 
     Returns:
         The new :class:`MixtureParameters`; a component whose covariance is not positive
@@ -337,13 +361,17 @@ def maximization_step(
         [[1.0]]
     """
     centre = jnp.asarray(centre, statistics.first.dtype)
+    if background and mask is not None:
+        raise ValueError("mask (padding components) is not implemented with a background.")
     if prior is None:
         return _maximum_likelihood_m_step(
-            statistics, covariance_type, centre, reg_covar, previous, mask
+            statistics, covariance_type, centre, reg_covar, previous, mask, background
         )
     if mask is not None:
         raise ValueError("mask (padding components) is for maximum likelihood only.")
-    return _conjugate_m_step(statistics, covariance_type, centre, reg_covar, prior, previous)
+    return _conjugate_m_step(
+        statistics, covariance_type, centre, reg_covar, prior, previous, background
+    )
 
 
 def base_distribution(distribution: dist.Distribution) -> dist.Distribution:
@@ -395,7 +423,11 @@ def make_conjugate_prior(
 
 
 def conjugate_log_prior(
-    parameters: MixtureParameters, prior: ConjugatePrior, covariance_type: str
+    parameters: MixtureParameters,
+    prior: ConjugatePrior,
+    covariance_type: str,
+    *,
+    background: bool = False,
 ) -> jax.Array:
     """Log density of a conjugate prior at ``parameters``, in closed form.
 
@@ -409,7 +441,10 @@ def conjugate_log_prior(
         + \\sum_k \\log \\mathcal{N}(\\mu_k \\mid m_0, \\Sigma_k / \\kappa_0)
 
     (inverse gamma per variance for diag / spherical; a constrained model's prior is
-    its storage layout's, evaluated at its covariances).
+    its storage layout's, evaluated at its covariances). With ``background`` the Dirichlet
+    is over the K + 1 weights, the background's (one minus the Gaussian weights' sum)
+    with concentration
+    :data:`gaussmix.inference.em.background.BACKGROUND_CONCENTRATION`.
     """
     covariance_type = covariance_layout(covariance_type)
     weights, means, covariances, factor = parameters
@@ -418,6 +453,12 @@ def conjugate_log_prior(
     total = (
         gammaln(jnp.sum(alpha)) - jnp.sum(gammaln(alpha)) + jnp.sum((alpha - 1) * jnp.log(weights))
     )
+    if background:
+        alpha_0 = BACKGROUND_CONCENTRATION
+        total = total - gammaln(jnp.sum(alpha)) + gammaln(jnp.sum(alpha) + alpha_0)
+        total = total - gammaln(jnp.asarray(alpha_0, weights.dtype))
+        if alpha_0 != 1:  # (alpha_0 - 1) log pi_0, which is 0 (not NaN) at pi_0 = 0 for 1
+            total = total + (alpha_0 - 1) * background_log_weight(weights)
     kappa = prior.mean_precision
     offset = means - prior.mean_prior
     nu, scale = prior.covariance_concentration, prior.covariance_scale

@@ -41,6 +41,9 @@ class EMResult(NamedTuple):
         n_iter: () iterations run by the best initialization.
         converged: () whether it converged.
         method: ``"maximum_likelihood"``, ``"conjugate_map"`` or ``"generalized_em"``.
+        background_weight: () the weight of a uniform background component
+            (:mod:`gaussmix.inference.em.background`; ``params["weights"]`` then sum to
+            one minus it), None for a fit without background.
     """
 
     params: dict[str, jax.Array]
@@ -50,6 +53,7 @@ class EMResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     method: str
+    background_weight: jax.Array | None = None
 
 
 def raise_on_failure(

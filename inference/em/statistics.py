@@ -26,6 +26,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import native
+from gaussmix.inference.em.background import background_log_weight
 from gaussmix.inference.em.features import (
     ACCELERATOR_BLOCK_BYTES,
     CPU_BLOCK_BYTES,
@@ -269,14 +270,22 @@ def _unpack_statistics(packed, scatter, log_likelihood, total_weight, n_features
 
 
 def _scan_packed(
-    x_blocks, weight_blocks, responsibility_fn, n_components, covariance_type, feature_blocks=None
+    x_blocks,
+    weight_blocks,
+    responsibility_fn,
+    n_components,
+    covariance_type,
+    feature_blocks=None,
+    background=False,
 ):
     """Accumulate packed statistics over row blocks: (packed (K, F), scatter, log-likelihood).
 
     ``responsibility_fn(index, x_block, features) -> (log p(x) (n,), unnormalized
     responsibilities (n, K), row scale (n,), features (n, F))``; responsibilities are their
     product. ``features`` is the block of ``feature_blocks`` when given (the design matrix
-    computed once per fit), else None (computed per block).
+    computed once per fit), else None (computed per block). With ``background`` the
+    responsibilities of the K components sum to one minus the background's, and the tied
+    scatter weighs each row by that sum (the Gaussian components' share of the row).
     """
     n_features = x_blocks.shape[-1]
     dtype = x_blocks.dtype
@@ -290,7 +299,8 @@ def _scan_packed(
         weighted_resp = resp * (row_scale * w_block)[:, None]
         packed = packed + weighted_resp.T @ features
         if scatter_size:
-            scatter = scatter + (x_block * w_block[:, None]).T @ x_block
+            row_weight = jnp.sum(weighted_resp, axis=1) if background else w_block
+            scatter = scatter + (x_block * row_weight[:, None]).T @ x_block
         log_likelihood = log_likelihood + jnp.sum(w_block * norm)
         return (packed, scatter, log_likelihood), None
 
@@ -337,6 +347,7 @@ def block_statistics(
     covariance_type: str,
     *,
     use_kernel: bool = False,
+    background_log_density: jax.Array | None = None,
 ) -> SufficientStatistics:
     """E-step statistics of a dataset's blocks under ``parameters`` (pure, no jit inside).
 
@@ -350,6 +361,9 @@ def block_statistics(
         blocks: :class:`gaussmix.inference.em.features.DataBlocks`.
         covariance_type: "full", "tied", "diag" or "spherical".
         use_kernel: through :mod:`gaussmix.inference.native` where possible.
+        background_log_density: () :math:`-\\log V` of a uniform background component
+            (:mod:`gaussmix.inference.em.background`; the Gaussian ``weights`` then sum to
+            one minus its weight, and the kernel is not used), else None.
     """
     covariance_type = covariance_layout(covariance_type)
     x_blocks, weight_blocks, feature_blocks, centre = blocks
@@ -357,12 +371,20 @@ def block_statistics(
     factor = parameters.precisions_cholesky
     n_components = parameters.means.shape[0]
 
+    background = background_log_density is not None
+    if background:
+        log_background = background_log_weight(parameters.weights) + background_log_density
+
     def responsibility_fn(index, x_block, features):
         log_prob, features = _block_log_prob(x_block, natural, factor, covariance_type, features)
         # one exponential per entry: r = exp(l - max) / sum_k exp(l - max)
         largest = jnp.max(log_prob, axis=1, keepdims=True)
+        if background:  # one more column, the background's, in the normalization only
+            largest = jnp.maximum(largest, log_background)
         unnormalized = jnp.exp(log_prob - largest)
         total = jnp.sum(unnormalized, axis=1)
+        if background:
+            total = total + jnp.exp(log_background - largest[:, 0])
         norm = largest[:, 0] + jnp.log(total)
         return norm, unnormalized, 1.0 / total, features
 
@@ -377,7 +399,7 @@ def block_statistics(
         rows = x_blocks.reshape(-1, x_blocks.shape[-1])
         return native.full_statistics(rows, weight_blocks.reshape(-1), natural)
 
-    if use_kernel and feature_blocks is None:
+    if use_kernel and feature_blocks is None and not background:
         # the compiled CPU kernel; XLA's blocks on any other platform
         packed, log_likelihood = lax.platform_dependent(
             x_blocks, weight_blocks, natural, cpu=with_kernel, default=with_xla
@@ -391,6 +413,7 @@ def block_statistics(
             n_components,
             covariance_type,
             feature_blocks,
+            background,
         )
     return _unpack_statistics(
         packed, scatter, log_likelihood, jnp.sum(weight_blocks), x_blocks.shape[-1], covariance_type
@@ -406,6 +429,7 @@ def sufficient_statistics(
     sample_weight: ArrayLike | None = None,
     block_rows: int | None = None,
     use_kernel: bool | None = None,
+    background_log_density: ArrayLike | None = None,
 ) -> SufficientStatistics:
     """E-step statistics of a chunk of data (pure; sum them over chunks or devices).
 
@@ -423,6 +447,8 @@ def sufficient_statistics(
             :func:`gaussmix.inference.native.usable` says so when this is traced. A
             compiled program that calls this passes it as a static argument decided on the
             host, so that its cache key says whether it calls the kernel.
+        background_log_density: :math:`-\\log V` of a uniform background component, as
+            for :func:`block_statistics`; None: no background.
 
     Example:
         >>> import jax.numpy as jnp
@@ -453,4 +479,12 @@ def sufficient_statistics(
     blocks = DataBlocks(split_blocks(x - centre, block), split_blocks(weight, block), None, centre)
     if use_kernel is None:
         use_kernel = covariance_type == "full" and native.usable(dtype)
-    return block_statistics(parameters, blocks, covariance_type, use_kernel=use_kernel)
+    if background_log_density is not None:
+        background_log_density = jnp.asarray(background_log_density, dtype)
+    return block_statistics(
+        parameters,
+        blocks,
+        covariance_type,
+        use_kernel=use_kernel,
+        background_log_density=background_log_density,
+    )
