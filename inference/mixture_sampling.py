@@ -20,6 +20,7 @@ The log-likelihood is the marginal one (the component index is summed out), so
 responsibilities.
 """
 
+import contextlib
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -188,30 +189,36 @@ def _em_answer(x, covariance_type, seed, kwargs) -> dict | None:
 
     A constrained model starts from EM under its storage layout's default conjugate
     prior (EM knows no prior on volumes, shapes or orientations), its latent sites read
-    off the fitted covariances (:func:`with_latent_values`). Data with missing entries
-    start from EM on the observed entries; with measurement errors or a background,
-    from the EM of the complete, error-free mixture on the same data (then refined by
-    the generic MAP search of the program's own density: the background's weight
-    starts at 0.1)."""
+    off the fitted covariances (:func:`with_latent_values`). Missing entries and
+    measurement errors are EM's too (``nan_policy``, ``measurement_covariances``); a
+    background of one density is fitted by EM where EM takes it with the rest of the
+    data's imperfections, else the chains start from the mixture's EM without it and a
+    background weight of 0.1."""
     from gaussmix.inference import em
 
     priors = kwargs.get("priors")
-    background = kwargs.get("background_log_density") is not None
-    if background and priors:
+    log_density = kwargs.get("background_log_density")
+    if log_density is not None and priors:
         priors = {name: value for name, value in priors.items() if name != "proportions"}
     constrained = canonical_covariance_type(covariance_type) in EIGEN_MODELS
+    arguments = {
+        "n_components": kwargs["n_components"],
+        "covariance_type": covariance_type,
+        "priors": priors if priors and not constrained else "default",
+        "sample_weight": kwargs.get("sample_weight"),
+        "seed": seed,
+        "nan_policy": kwargs.get("nan_policy", "raise"),
+        "measurement_covariances": kwargs.get("measurement_covariances"),
+    }
+    result = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", em.ConvergenceWarning)
-            result = em.fit_em(
-                x,
-                n_components=kwargs["n_components"],
-                covariance_type=covariance_type,
-                priors=priors if priors and not constrained else "default",
-                sample_weight=kwargs.get("sample_weight"),
-                seed=seed,
-                nan_policy=kwargs.get("nan_policy", "raise"),
-            )
+            if log_density is not None and np.ndim(log_density) == 0:
+                with contextlib.suppress(NotImplementedError, ValueError):
+                    result = em.fit_em(x, **arguments, background_log_density=float(log_density))
+            if result is None:
+                result = em.fit_em(x, **arguments)
     except ValueError as error:
         warnings.warn(
             f"EM could not provide the starting point ({error}); starting from the generic "
@@ -223,9 +230,12 @@ def _em_answer(x, covariance_type, seed, kwargs) -> dict | None:
     params = {name: np.asarray(value) for name, value in result.params.items()}
     if not all(bool(np.all(np.isfinite(value))) for value in params.values()):
         return None
-    if background:
-        params["weights"] = 0.9 * params["weights"]
-        params["background_weight"] = np.asarray(0.1, params["weights"].dtype)
+    if log_density is not None:
+        fitted = getattr(result, "background_weight", None)
+        weight = 0.1 if fitted is None else float(fitted)
+        weight = min(max(weight, 1e-3), 0.5)  # inside the simplex: a finite potential
+        params["weights"] = (1 - weight) * params["weights"] / np.sum(params["weights"])
+        params["background_weight"] = np.asarray(weight, params["weights"].dtype)
     return with_proportions(with_latent_values(params, covariance_type))
 
 
