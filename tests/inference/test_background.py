@@ -1,0 +1,362 @@
+"""EM with a uniform background component (issue 19 item 3) against independent references.
+
+The density :math:`\\sum_k \\pi_k N(x | \\mu_k, \\Sigma_k) + \\pi_0 / V` is written out with
+scipy; local optimality is a quasi-Newton polish of the fit in an unconstrained
+parametrization; the MAP weights are a numerical maximization over the K + 1 simplex.
+"""
+
+import warnings
+
+import jax
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+from scipy import optimize, stats
+from scipy.special import logsumexp
+
+from gaussmix.inference.em import background, fit_em, sufficient_statistics
+from gaussmix.inference.em.parameters import MixtureParameters
+from gaussmix.models.priors import COVARIANCE_SITES, covariance_layout
+
+jax.config.update("jax_enable_x64", True)
+
+BOX = 8.0  # the noise is uniform on [-BOX, BOX]^2
+VOLUME = (2 * BOX) ** 2
+
+
+def noisy_data(seed=0, n_cluster=120, n_noise=60):
+    """Two Gaussian clusters and uniform noise on the square [-BOX, BOX]^2."""
+    rng = np.random.default_rng(seed)
+    clusters = [
+        rng.multivariate_normal([-3.0, -1.0], [[0.6, 0.2], [0.2, 0.4]], n_cluster),
+        rng.multivariate_normal([3.0, 2.0], [[0.3, -0.1], [-0.1, 0.5]], n_cluster),
+    ]
+    noise = rng.uniform(-BOX, BOX, (n_noise, 2))
+    return np.concatenate([*clusters, noise])
+
+
+def full_covariances(covariances, covariance_type, n_components, n_features):
+    """(K, D, D) covariances of any layout."""
+    layout = covariance_layout(covariance_type)
+    c = np.asarray(covariances, np.float64)
+    if layout == "full":
+        return c
+    if layout == "tied":
+        return np.broadcast_to(c, (n_components, n_features, n_features))
+    if layout == "diag":
+        return np.stack([np.diag(v) for v in c])
+    return np.stack([np.eye(n_features) * v for v in c])
+
+
+def scipy_log_density(x, weights, means, covariances, background_weight, volume):
+    """(N,) log of sum_k w_k N(x | m_k, C_k) + b / V, each term by scipy."""
+    terms = [
+        np.log(w) + stats.multivariate_normal(m, c).logpdf(x)
+        for w, m, c in zip(weights, means, covariances, strict=True)
+    ]
+    terms.append(np.full(x.shape[0], np.log(background_weight) - np.log(volume)))
+    return logsumexp(np.stack(terms), axis=0)
+
+
+def fitted(result, covariance_type, x):
+    k, d = np.shape(result.params["means"])
+    covariances = full_covariances(
+        result.params[COVARIANCE_SITES[covariance_type]], covariance_type, k, d
+    )
+    return (
+        np.asarray(result.params["weights"]),
+        np.asarray(result.params["means"]),
+        covariances,
+        float(result.background_weight),
+    )
+
+
+def precisions_of(covariances, covariance_type):
+    layout = covariance_layout(covariance_type)
+    c = np.asarray(covariances)
+    return np.linalg.inv(c) if layout in ("full", "tied") else 1.0 / c
+
+
+#: every fit here starts from these values with at most MAX_ITER iterations, so that
+#: the tests share a few compiled programs (one per covariance type)
+MAX_ITER = 400
+START = {
+    "weights_init": np.array([0.5, 0.5]),
+    "means_init": np.array([[-2.0, 0.0], [2.0, 1.0]]),
+}
+
+
+def start_precisions(covariance_type):
+    layout = covariance_layout(covariance_type)
+    return {
+        "full": np.stack([np.eye(2)] * 2),
+        "tied": np.eye(2),
+        "diag": np.ones((2, 2)),
+        "spherical": np.ones(2),
+    }[layout]
+
+
+def fit(x, covariance_type="full", *, start=None, **keywords):
+    """fit_em with background from ``start`` (params, background weight) or START."""
+    if start is None:
+        inits = {**START, "precisions_init": start_precisions(covariance_type)}
+    else:
+        weights, means, covariances, weight = start
+        inits = {
+            "weights_init": weights / weights.sum(),
+            "means_init": means,
+            "precisions_init": precisions_of(covariances, covariance_type),
+            "background_weight_init": weight,
+        }
+    keywords = {"max_iter": MAX_ITER, "background_log_density": -np.log(VOLUME), **keywords}
+    return fit_em(x, n_components=2, covariance_type=covariance_type, **inits, **keywords)
+
+
+def fitted_start(result, covariance_type):
+    """(weights, means, covariances in the type's layout, background weight)."""
+    return (
+        np.asarray(result.params["weights"]),
+        np.asarray(result.params["means"]),
+        np.asarray(result.params[COVARIANCE_SITES[covariance_type]]),
+        float(result.background_weight),
+    )
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_log_likelihood_of_the_fit_equals_scipy(covariance_type):
+    """The observed log-likelihood EM reports for its parameters is scipy's sum of
+    log(sum_k pi_k N + pi_0 / V) to 1e-10; the lower bounds never decrease; the weights
+    and the background's sum to 1."""
+    x = noisy_data()
+    result = fit(x, covariance_type, tol=0.0, max_iter=40)
+    bounds = np.asarray(result.lower_bounds)
+    assert np.all(np.diff(bounds) >= -1e-12 * np.abs(bounds[1:]))
+    weights, means, covariances, background_weight = fitted(result, covariance_type, x)
+    assert 0 < background_weight < 1
+    assert weights.sum() + background_weight == pytest.approx(1.0, abs=1e-12)
+    # the first lower bound of a fit started at the fitted parameters is theirs
+    again = fit(x, covariance_type, start=fitted_start(result, covariance_type), max_iter=40)
+    expected = scipy_log_density(x, weights, means, covariances, background_weight, VOLUME)
+    assert float(again.lower_bounds[0]) == pytest.approx(expected.mean(), rel=1e-10, abs=0)
+
+
+def _unpack(theta, n_components, n_features):
+    """Softmax logits over K + 1 weights (the background's last), means, log-Cholesky."""
+    logits = np.append(theta[:n_components], 0.0)
+    weights = np.exp(logits - logsumexp(logits))
+    at = n_components
+    means = theta[at : at + n_components * n_features].reshape(n_components, n_features)
+    at += n_components * n_features
+    rows, cols = np.tril_indices(n_features)
+    covariances = []
+    for _ in range(n_components):
+        lower = np.zeros((n_features, n_features))
+        lower[rows, cols] = theta[at : at + rows.size]
+        lower[np.diag_indices(n_features)] = np.exp(np.diag(lower))
+        covariances.append(lower @ lower.T)
+        at += rows.size
+    return weights[:-1], means, np.array(covariances), weights[-1]
+
+
+def _pack(weights, means, covariances, background_weight):
+    logits = np.log(np.append(weights, background_weight))
+    parts = [logits[:-1] - logits[-1], means.ravel()]
+    rows, cols = np.tril_indices(means.shape[1])
+    for c in covariances:
+        lower = np.linalg.cholesky(c)
+        lower[np.diag_indices(means.shape[1])] = np.log(np.diag(lower))
+        parts.append(lower[rows, cols])
+    return np.concatenate(parts)
+
+
+def test_fit_is_a_local_optimum_a_quasi_newton_polish_gains_nothing():
+    """From the converged fit (full, no reg_covar) BFGS on the exact negative
+    log-likelihood in unconstrained coordinates finds no better point."""
+    x = noisy_data(seed=1)
+    result = fit(x, reg_covar=0.0, tol=1e-13)
+    assert bool(result.converged)
+    start = _pack(*fitted(result, "full", x))
+
+    def objective(theta):
+        return -scipy_log_density(x, *_unpack(theta, 2, 2), VOLUME).sum()
+
+    polished = optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-9})
+    gain = objective(start) - polished.fun
+    assert gain < 1e-6, gain
+    gradient = optimize.approx_fprime(start, objective, 1e-7)
+    assert np.max(np.abs(gradient)) < 1e-3
+
+
+def test_map_weights_maximize_the_posterior_over_the_k_plus_1_simplex():
+    """Under a Dirichlet(3, 3) prior on the Gaussian weights the MAP's K + 1 weights are
+    the maximizer of the log-likelihood plus the Dirichlet(3, 3, 1) log density over the
+    simplex (the Gaussian parameters held at the fit): scipy's optimizer agrees."""
+    x = noisy_data(seed=2)
+    priors = {"weights": dist.Dirichlet(np.full(2, 3.0))}
+    result = fit(x, priors=priors, tol=1e-14)
+    assert result.method == "conjugate_map"
+    assert bool(result.converged)
+    weights, means, covariances, background_weight = fitted(result, "full", x)
+
+    def negative_posterior(logits):
+        w = np.exp(np.append(logits, 0.0) - logsumexp(np.append(logits, 0.0)))
+        log_likelihood = scipy_log_density(x, w[:-1], means, covariances, w[-1], VOLUME).sum()
+        return -(log_likelihood + stats.dirichlet.logpdf(w, [3.0, 3.0, 1.0]))
+
+    start = np.log(np.append(weights, background_weight))
+    best = optimize.minimize(negative_posterior, start[:-1] - start[-1], method="BFGS")
+    optimum = np.exp(np.append(best.x, 0.0) - logsumexp(np.append(best.x, 0.0)))
+    np.testing.assert_allclose(np.append(weights, background_weight), optimum, atol=1e-5)
+
+
+def test_zero_background_weight_is_the_fit_without_background():
+    """A start with background weight 0 keeps it at 0: the fit equals the fit without
+    background (same start, same iterations) to rounding."""
+    x = noisy_data(seed=3, n_cluster=150, n_noise=0)
+    inits = {**START, "precisions_init": start_precisions("diag")}
+    plain = fit_em(x, n_components=2, covariance_type="diag", max_iter=MAX_ITER, tol=0.0, **inits)
+    zero = fit(
+        x,
+        "diag",
+        tol=0.0,
+        start=(START["weights_init"], START["means_init"], 1.0 / start_precisions("diag"), 0.0),
+    )
+    assert float(zero.background_weight) == pytest.approx(0.0, abs=1e-12)
+    for name in ("weights", "means", "variances"):
+        np.testing.assert_allclose(zero.params[name], plain.params[name], rtol=1e-9, atol=1e-12)
+    assert float(zero.lower_bound) == pytest.approx(float(plain.lower_bound), rel=1e-12)
+
+
+def test_statistics_of_parts_add_up_with_background():
+    """The background's statistics are sums over rows: two halves add up to the whole;
+    the background's share W - sum N_k is the sum of its responsibilities by hand."""
+    x = noisy_data(seed=4)
+    rng = np.random.default_rng(0)
+    parameters = MixtureParameters(
+        np.array([0.4, 0.35]), rng.normal(size=(2, 2)), np.ones((2, 2)), np.ones((2, 2))
+    )
+    log_density = -np.log(VOLUME)
+    centre = x.mean(0)
+
+    def statistics(part):
+        return sufficient_statistics(
+            part,
+            parameters,
+            covariance_type="diag",
+            centre=centre,
+            background_log_density=log_density,
+        )
+
+    whole = statistics(x)
+    summed = jax.tree.map(lambda a, b: a + b, statistics(x[:100]), statistics(x[100:]))
+    for a, b in zip(whole, summed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    gaussian = np.stack(
+        [
+            np.log(w) + stats.multivariate_normal(m, np.eye(2)).logpdf(x)
+            for w, m in zip(parameters.weights, parameters.means, strict=True)
+        ],
+        axis=1,
+    )
+    column = np.log(0.25) + log_density
+    log_total = np.logaddexp(logsumexp(gaussian, axis=1), column)
+    background_share = np.exp(column - log_total).sum()
+    assert float(whole.total_weight - whole.counts.sum()) == pytest.approx(
+        background_share, rel=1e-10
+    )
+    assert float(whole.log_likelihood) == pytest.approx(log_total.sum(), rel=1e-12)
+
+
+def test_tied_em_steps_by_hand():
+    """Tied covariances with background: two EM steps (tol huge stops after the second)
+    equal the steps written out in NumPy, whose covariance is the responsibility-weighted
+    scatter of the Gaussian components alone."""
+    x = noisy_data(seed=5)
+    result = fit(x, "tied", tol=1e30, reg_covar=0.0)
+    assert int(result.n_iter) == 2
+    weights, means = START["weights_init"] * 0.9, START["means_init"]
+    covariance, background_weight = np.eye(2), 0.1
+    for _ in range(2):
+        gaussian = np.stack(
+            [
+                np.log(w) + stats.multivariate_normal(m, covariance).logpdf(x)
+                for w, m in zip(weights, means, strict=True)
+            ],
+            axis=1,
+        )
+        column = np.log(background_weight) - np.log(VOLUME)
+        total = np.logaddexp(logsumexp(gaussian, axis=1), column)
+        resp = np.exp(gaussian - total[:, None])
+        counts = resp.sum(0)
+        means = resp.T @ x / counts[:, None]
+        covariance = (
+            sum((resp[:, k, None] * (x - means[k])).T @ (x - means[k]) for k in range(2))
+            / counts.sum()
+        )
+        weights = counts / x.shape[0]
+        background_weight = 1.0 - weights.sum()
+    np.testing.assert_allclose(result.params["covariance"], covariance, rtol=1e-9)
+    np.testing.assert_allclose(result.params["means"], means, rtol=1e-9)
+    np.testing.assert_allclose(result.params["weights"], weights, rtol=1e-9)
+
+
+def test_float32_fit_is_finite_and_near_float64():
+    x = noisy_data(seed=6)
+    single = fit(x.astype(np.float32), tol=1e-6)
+    double = fit(x, tol=1e-6)
+    assert single.params["means"].dtype == np.float32
+    assert np.isfinite(float(single.lower_bound))
+    assert float(single.background_weight) == pytest.approx(
+        float(double.background_weight), abs=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    ("keywords", "match"),
+    [
+        ({"background_log_density": np.nan}, "background_log_density must be finite"),
+        ({"background_log_density": np.inf}, "background_log_density must be finite"),
+        ({"background_log_density": 1e6}, "beyond the range"),
+        ({"background_log_density": -1.0, "background_weight_init": 1.0}, r"in \[0, 1\)"),
+        ({"background_log_density": -1.0, "background_weight_init": -0.1}, r"in \[0, 1\)"),
+    ],
+)
+def test_bad_background_arguments_are_refused(keywords, match):
+    with pytest.raises(ValueError, match=match):
+        fit_em(noisy_data()[:50], n_components=2, covariance_type="diag", **keywords)
+
+
+def test_combinations_not_implemented_say_what_to_do():
+    x = noisy_data()[:60].copy()
+    x_nan = x.copy()
+    x_nan[0, 0] = np.nan
+    with pytest.raises(NotImplementedError, match="nan_policy='omit'"):
+        fit_em(
+            x_nan,
+            n_components=2,
+            covariance_type="diag",
+            nan_policy="marginalize",
+            background_log_density=-1.0,
+        )
+    with pytest.raises(NotImplementedError, match="generalized EM"):
+        fit_em(
+            x,
+            n_components=2,
+            covariance_type="diag",
+            priors={"means": dist.Normal(0.0, 10.0).expand([2]).to_event(1)},
+            background_log_density=-1.0,
+        )
+
+
+def test_no_warnings_when_the_background_is_not_needed():
+    """Clean Gaussian data: the background weight falls towards 0, without NaN or
+    warnings."""
+    x = noisy_data(seed=7, n_cluster=150, n_noise=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit(x)
+    assert float(result.background_weight) < 0.02
+    assert np.all(np.isfinite(np.asarray(result.params["means"])))
+    assert background.background_weight(result.params["weights"]) == pytest.approx(
+        float(result.background_weight)
+    )
