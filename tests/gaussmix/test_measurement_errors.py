@@ -1,0 +1,192 @@
+"""GaussianMixture(...).fit(X, measurement_covariances=S): extreme deconvolution through the
+estimator (issue 19, item 2): truth recovery, scores and predictions against scipy,
+criteria, fit_predict, nan_policy with S, refused execution modes and input."""
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from gaussmix import GaussianMixture
+
+N_ROWS = 200
+
+
+def _noisy(rng, n, spread=0.6):
+    labels = rng.integers(0, 2, n)
+    x = np.array([[0.0, 0.0], [4.0, 2.0]])[labels] + rng.normal(size=(n, 2)) @ np.array(
+        [[1.0, 0.3], [0.0, 0.7]]
+    )
+    factor = rng.normal(size=(n, 2, 2)) * spread
+    noise = factor @ np.swapaxes(factor, -1, -2)
+    errors = np.einsum("nij,nj->ni", np.linalg.cholesky(noise), rng.normal(size=(n, 2)))
+    return x + errors, noise
+
+
+def _scipy_log_prob(gm, X, noise):
+    """(n, K) log pi_k + log N(x_n | mu_k, Sigma_k + S_n) by scipy (full covariances)."""
+    return np.array(
+        [
+            [
+                np.log(gm.weights_[k])
+                + multivariate_normal(gm.means_[k], gm.covariances_[k] + s).logpdf(row)
+                for k in range(gm.n_components)
+            ]
+            for row, s in zip(X, noise, strict=True)
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    X, noise = _noisy(rng, N_ROWS)
+    gm = GaussianMixture(2, random_state=0, tol=1e-6).fit(X, measurement_covariances=noise)
+    return gm, X, noise
+
+
+def test_recovers_the_underlying_spherical_covariance():
+    """Spherical truth (variance 1) blurred by heteroscedastic s_n^2 I: the deconvolved
+    variance is within 4 standard errors of the truth (Fisher information of the known
+    blur), the naive fit's far above it."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    labels = rng.integers(0, 2, n)
+    means = np.array([[0.0, 0.0], [8.0, 0.0]])
+    blur = rng.uniform(0.5, 3.0, n)
+    X = means[labels] + rng.normal(size=(n, 2)) + rng.normal(size=(n, 2)) * np.sqrt(blur)[:, None]
+    noise = np.repeat(blur[:, None], 2, axis=1)  # (N, D) variances
+    gm = GaussianMixture(2, covariance_type="spherical", random_state=0, tol=1e-8)
+    gm.fit(X, measurement_covariances=noise)
+    order = np.argsort(gm.means_[:, 0])
+    for k, index in enumerate(order):
+        rows = labels == k
+        information = 2 * np.sum(0.5 / (1.0 + blur[rows]) ** 2)  # two coordinates
+        standard_error = 1.0 / np.sqrt(information)
+        assert abs(gm.covariances_[index] - 1.0) < 4 * standard_error, (
+            gm.covariances_[index],
+            standard_error,
+        )
+        np.testing.assert_allclose(gm.means_[index], means[k], atol=4 * 1.8 / np.sqrt(rows.sum()))
+    naive = GaussianMixture(2, covariance_type="spherical", random_state=0).fit(X)
+    assert np.all(naive.covariances_ > 2.0)
+
+
+def test_scores_and_responsibilities_match_scipy(fitted):
+    gm, X, noise = fitted
+    log_prob = _scipy_log_prob(gm, X, noise)
+    norm = np.logaddexp.reduce(log_prob, axis=1)
+    np.testing.assert_allclose(gm.score_samples(X, measurement_covariances=noise), norm, atol=1e-8)
+    np.testing.assert_allclose(
+        gm.predict_proba(X, measurement_covariances=noise),
+        np.exp(log_prob - norm[:, None]),
+        atol=1e-8,
+    )
+    assert gm.score(X, measurement_covariances=noise) == pytest.approx(norm.mean(), abs=1e-10)
+    # the lower bound is the observed-data likelihood (of the parameters one step before)
+    assert gm.lower_bound_ == pytest.approx(norm.mean(), abs=1e-5)
+    # (N, D) variances are the diagonal covariances
+    variances = np.diagonal(noise, axis1=1, axis2=2)
+    diagonal = np.stack([np.diag(v) for v in variances])
+    np.testing.assert_allclose(
+        gm.score_samples(X, measurement_covariances=variances),
+        np.logaddexp.reduce(_scipy_log_prob(gm, X, diagonal), axis=1),
+        atol=1e-8,
+    )
+
+
+def test_without_errors_predictions_are_about_error_free_points(fitted):
+    gm, X, noise = fitted
+    zero = np.zeros_like(noise)
+    np.testing.assert_allclose(
+        gm.score_samples(X), np.logaddexp.reduce(_scipy_log_prob(gm, X, zero), axis=1), atol=1e-8
+    )
+    np.testing.assert_array_equal(gm.predict(X), gm.predict(X, measurement_covariances=zero))
+
+
+def test_criteria_use_the_noisy_likelihood(fitted):
+    gm, X, noise = fitted
+    log_likelihood = np.sum(gm.score_samples(X, measurement_covariances=noise))
+    p = gm._n_parameters()
+    bic = gm.bic(X, measurement_covariances=noise)
+    assert bic == pytest.approx(-2 * log_likelihood + p * np.log(N_ROWS), rel=1e-10)
+    assert gm.aic(X, measurement_covariances=noise) == pytest.approx(
+        -2 * log_likelihood + 2 * p, rel=1e-10
+    )
+    largest = np.max(gm.predict_proba(X, measurement_covariances=noise), axis=1)
+    assert gm.icl(X, measurement_covariances=noise) == pytest.approx(
+        bic - 2 * np.sum(np.log(largest)), rel=1e-10
+    )
+    assert bic != pytest.approx(gm.bic(X), rel=1e-3)
+
+
+def test_fit_predict_equals_fit_then_predict(fitted):
+    gm, X, noise = fitted
+    labels = GaussianMixture(2, random_state=0, tol=1e-6).fit_predict(
+        X, measurement_covariances=noise
+    )
+    np.testing.assert_array_equal(labels, gm.predict(X, measurement_covariances=noise))
+
+
+@pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
+def test_sample_weight_with_errors_equals_repeated_rows():
+    rng = np.random.default_rng(3)
+    X, noise = _noisy(rng, N_ROWS)
+    repeats = rng.integers(1, 3, N_ROWS)
+    start = dict(weights_init=[0.5, 0.5], means_init=[[0.0, 0.0], [4.0, 2.0]], max_iter=5, tol=0.0)
+    weighted = GaussianMixture(2, **start).fit(
+        X, sample_weight=repeats.astype(float), measurement_covariances=noise
+    )
+    repeated = GaussianMixture(2, **start).fit(
+        np.repeat(X, repeats, 0), measurement_covariances=np.repeat(noise, repeats, 0)
+    )
+    np.testing.assert_allclose(weighted.means_, repeated.means_, rtol=1e-9)
+    np.testing.assert_allclose(weighted.covariances_, repeated.covariances_, rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:Best performing initialization did not converge")
+def test_nan_policies_with_errors(fitted):
+    _, X, noise = fitted
+    holed = X.copy()
+    holed[::5, 1] = np.nan
+    start = dict(weights_init=[0.5, 0.5], means_init=[[0.0, 0.0], [4.0, 2.0]], max_iter=5)
+    keep = ~np.isnan(holed).any(axis=1)
+    omitted = GaussianMixture(2, nan_policy="omit", tol=0.0, **start).fit(
+        holed, measurement_covariances=noise
+    )
+    kept = GaussianMixture(2, tol=0.0, **start).fit(X[keep], measurement_covariances=noise[keep])
+    np.testing.assert_allclose(omitted.means_, kept.means_, rtol=1e-12)
+    marginal = GaussianMixture(2, nan_policy="marginalize", **start).fit(
+        holed, measurement_covariances=noise
+    )
+    scores = marginal.score_samples(holed, measurement_covariances=noise)
+    row = holed[0]  # NaN in column 1: the density of column 0 under (Sigma + S)_00
+    reference = np.logaddexp.reduce(
+        [
+            np.log(marginal.weights_[k])
+            + multivariate_normal(
+                marginal.means_[k][0], marginal.covariances_[k][0, 0] + noise[0, 0, 0]
+            ).logpdf(row[0])
+            for k in range(2)
+        ]
+    )
+    assert scores[0] == pytest.approx(reference, abs=1e-10)
+    with pytest.raises(ValueError, match="nan_policy='marginalize'"):
+        GaussianMixture(2).fit(holed, measurement_covariances=noise)
+
+
+def test_unsupported_modes_and_bad_input_are_refused(fitted, tmp_path):
+    gm, X, noise = fitted
+    with pytest.raises(NotImplementedError, match="in-memory array"):
+        GaussianMixture(2, chunk_size=50).fit(X, measurement_covariances=noise)
+    with pytest.raises(NotImplementedError, match="devices=None"):
+        GaussianMixture(2, devices=1).fit(X, measurement_covariances=noise)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    with pytest.raises(NotImplementedError, match=r"np\.asarray"):
+        gm.score_samples(str(path), measurement_covariances=noise)
+    with pytest.raises(ValueError, match=r"shape \(199, 2, 2\); expected \(200, 2, 2\)"):
+        gm.score_samples(X, measurement_covariances=noise[1:])
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        GaussianMixture(2).fit(X, measurement_covariances=-noise)
+    with pytest.raises(ValueError, match="negative variances"):
+        gm.predict(X, measurement_covariances=-np.ones_like(X))
