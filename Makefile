@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format venv constraints clean bench
+.PHONY: demo test lint format venv constraints clean bench docs
 
 demo: $(STAMP)
 	$(PY) -m gaussmix.cli demo --out demo
@@ -51,5 +51,10 @@ constraints:
 bench: $(STAMP)
 	$(PY) benchmarks/em.py
 
+# The site (docs/): API reference, guides, the CLI's help and the gallery (every
+# examples/*.py run in its --quick mode) into docs/_build/html; warnings are errors.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) demo build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo build dist *.egg-info .pytest_cache .ruff_cache docs/_build docs/gallery_examples

@@ -1,0 +1,82 @@
+"""Sphinx configuration of gaussmix's site: ``make docs`` builds it into docs/_build/html.
+
+No network at build time: cross-references to NumPy, NumPyro, ArviZ, scikit-learn and
+JAX resolve through small inventories in ``docs/_inventories`` (written by
+``docs/_ext/inventories.py`` from the installed packages), never downloaded.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(DOCS / "_ext"))
+
+import gaussmix  # noqa: E402
+
+project = "gaussmix"
+author = "gaussmix developers"
+copyright = "gaussmix developers"
+release = version = gaussmix.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",
+    "myst_parser",
+    "gaussmix_cli_help",
+    "gaussmix_gallery",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build", "gallery/*.png", "README.md"]
+root_doc = "index"
+
+# MyST: ```{directive} blocks, $ math, anchors for the guides' headings.
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_heading_anchors = 3
+
+# autodoc + napoleon: the docstrings are Google style with ``.. math::``.
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_default_options = {"members": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+
+# Local inventories only (see the module docstring).
+_INVENTORIES = DOCS / "_inventories"
+intersphinx_mapping = {
+    name: (url, str(_INVENTORIES / f"{name}.inv"))
+    for name, url in {
+        "python": "https://docs.python.org/3/",
+        "numpy": "https://numpy.org/doc/stable/",
+        "jax": "https://docs.jax.dev/en/latest/",
+        "numpyro": "https://num.pyro.ai/en/stable/",
+        "arviz": "https://python.arviz.org/en/stable/",
+        "sklearn": "https://scikit-learn.org/stable/",
+    }.items()
+    if (_INVENTORIES / f"{name}.inv").exists()
+}
+intersphinx_disabled_reftypes = ["*"]
+
+# The gallery: every examples/*.py, run in its --quick mode (see gaussmix_gallery).
+gaussmix_gallery_examples = str(ROOT / "examples")
+gaussmix_gallery_output = "gallery_examples"
+
+html_theme = "pydata_sphinx_theme"
+html_title = f"gaussmix {version}"
+html_static_path = []
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_show_sourcelink = False
+# Offline: no Google fonts, no analytics; MathJax is loaded from its CDN by the page only.
+os.environ.setdefault("MPLBACKEND", "Agg")
