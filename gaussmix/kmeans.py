@@ -79,7 +79,11 @@ class KMeans(EstimatorBase):
         random_state: None, int or numpy RandomState.
 
     Attributes:
-        cluster_centers_ (K, D), labels_ (N,), inertia_, n_iter_, n_features_in_.
+        cluster_centers_: (K, D) the centres.
+        labels_: (N,) the index of each row's nearest centre.
+        inertia_: the sum of squared distances of the rows to their centres.
+        n_iter_: Lloyd iterations run by the kept restart.
+        n_features_in_: D, the number of features seen by ``fit``.
 
     Example:
         >>> import numpy as np
