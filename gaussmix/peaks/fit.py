@@ -41,7 +41,13 @@ from gaussmix.peaks.checks import (
     priors_of_sites,
 )
 from gaussmix.peaks.result import PeakFit, PeakFitWarning, delta_method, resolve_on_host, to_numpy
-from gaussmix.peaks.shared import check_shared, fit_shared_peaks
+from gaussmix.peaks.shared import (
+    add_population,
+    check_pooled,
+    check_shared,
+    fit_shared_peaks,
+    sample_joint,
+)
 from gaussmix.peaks.start import auto_init, noise_start, reseed_lost_peaks
 
 __all__ = ["BACKENDS", "fit_peaks"]
@@ -97,6 +103,7 @@ def fit_peaks(
     max_iterations: int = UNSET,
     tolerance: float | None = UNSET,
     shared: Sequence[str] = (),
+    pooled: Sequence[str] = (),
 ) -> PeakFit:
     """Fit a sum of peaks on a baseline to one spectrum or a batch of spectra.
 
@@ -155,7 +162,14 @@ def fit_peaks(
             The MAP solves the joint problem (:mod:`gaussmix.peaks.shared`; cost linear
             in B); ``PeakFit.shared_params`` holds each shared value once. With
             ``shared``, ``lost_peak_retries``, ``batch_size`` and ``devices`` do not
-            apply.
+            apply. ``backend="mcmc"`` samples the joint posterior of the batch by NUTS.
+        pooled: names of real-valued parameters (centres, heights, areas, baseline
+            coefficients) drawn per spectrum from a population Normal(mu, tau), partial
+            pooling (:mod:`gaussmix.models.shared_peaks`: hyperpriors, non-centred);
+            ``PeakFit.population_params`` holds ``{name}_mu`` and ``{name}_tau``.
+            ``backend="mcmc"`` samples the hierarchical posterior; the MAP does not pool
+            (the joint mode has tau = 0): it fits each spectrum's value and reports their
+            mean and standard deviation.
 
     Returns:
         :class:`PeakFit`.
@@ -224,7 +238,8 @@ def fit_peaks(
     x, y, mask = check_data(x, y, nan_policy)
     n_spectra = y.shape[0] if y.ndim == 2 else None
     shared = check_shared(model, shared, n_spectra)
-    if backend == "mcmc" and n_spectra is not None and not shared:
+    pooled = check_pooled(model, pooled, shared, n_spectra)
+    if backend == "mcmc" and n_spectra is not None and not (shared or pooled):
         raise ValueError(
             "backend='mcmc' fits one spectrum at a time: pass y of shape (M,) (loop over the "
             "rows of a batch)."
@@ -262,9 +277,9 @@ def fit_peaks(
     check_init_support(given, priors_of_sites(model, x, y, mask, priors))
     nuts = {"num_warmup": num_warmup, "num_samples": num_samples, "num_chains": num_chains}
     nuts.update(seed=seed, progress_bar=progress_bar)
-    if shared:
-        return _fit_shared(model, x, y, mask, start, shared, backend, priors, fixed,
-                           degrees_of_freedom, max_iter, tol, nuts)  # fmt: skip
+    if shared or pooled:
+        return _fit_joint(model, x, y, mask, start, shared, pooled, backend, priors, fixed,
+                          degrees_of_freedom, max_iter, tol, nuts)  # fmt: skip
     if backend == "mcmc" and not missing:  # the chains start at the values given
         first = _given_start(model, x, y, mask, start, priors, fixed, degrees_of_freedom)
         return _fit_mcmc(first, priors, **nuts)
@@ -291,21 +306,34 @@ def fit_peaks(
     return _fit_mcmc(map_fit, priors, **nuts)
 
 
-def _fit_shared(model, x, y, mask, start, shared, backend, priors, fixed,
-                degrees_of_freedom, max_iter, tol, nuts) -> PeakFit:  # fmt: skip
-    """``fit_peaks(..., shared=...)``: :mod:`gaussmix.peaks.shared` with this module's
-    program and keywords."""
+def _fit_joint(model, x, y, mask, start, shared, pooled, backend, priors, fixed,
+               degrees_of_freedom, max_iter, tol, nuts) -> PeakFit:  # fmt: skip
+    """``fit_peaks(..., shared=..., pooled=...)``: :mod:`gaussmix.peaks.shared` with this
+    module's program and keywords (the MAP of the batch, then NUTS on the joint model)."""
     lineshapes = tuple(shape.name for shape in model.lineshapes)
     program = _program(lineshapes, _baseline_key(model), model.likelihood, model.ties)
     dtype = jnp.result_type(float)
     kwargs = _model_kwargs(priors, fixed, model.likelihood, degrees_of_freedom, dtype)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Out-of-support values", UserWarning)
-        return fit_shared_peaks(
-            model, x, y, mask, start, shared, program=program, model_kwargs=kwargs,
-            priors=priors, fixed=fixed, degrees_of_freedom=degrees_of_freedom,
-            max_iter=max_iter, tol=tol, lineshapes=lineshapes, baseline=_baseline_key(model),
-        )  # fmt: skip
+        if shared:
+            fit = fit_shared_peaks(
+                model, x, y, mask, start, shared, program=program, model_kwargs=kwargs,
+                priors=priors, fixed=fixed, degrees_of_freedom=degrees_of_freedom,
+                max_iter=max_iter, tol=tol, lineshapes=lineshapes,
+                baseline=_baseline_key(model), derived=backend == "map",
+            )  # fmt: skip
+        else:
+            fit = _fit_map(
+                model, x, y, mask, start, priors=priors, fixed=fixed,
+                degrees_of_freedom=degrees_of_freedom, max_iter=max_iter, tol=tol,
+                batch_size=32, devices=None, lost_peak_retries=1, derived=backend == "map",
+            )  # fmt: skip
+    if pooled:
+        add_population(fit, pooled)
+    if backend == "map":
+        return fit
+    return sample_joint(fit, shared, pooled, priors, kwargs, nuts)
 
 
 def _fit_map(

@@ -112,6 +112,11 @@ class PeakFit:
             spectrum, the marginal covariance of its own and the shared parameters.
             ``aic`` and ``bic`` count each shared parameter as 1/B of a parameter per
             spectrum, so that their sums over the batch are the joint fit's.
+        pooled: the names drawn from a population (``pooled=`` of :func:`fit_peaks`);
+            ``population_params`` holds ``{name}_mu`` and ``{name}_tau``, the population
+            mean and spread (posterior means for MCMC; for MAP the mean and standard
+            deviation of the per-spectrum values, which MAP does not pool), and
+            ``population_stderr`` their posterior sd (MAP: the mean's sd / sqrt(B)).
     """
 
     lineshapes: tuple[str, ...]
@@ -143,6 +148,9 @@ class PeakFit:
     shared_params: dict[str, float] = field(default_factory=dict)
     shared_stderr: dict[str, float] = field(default_factory=dict)
     shared_covariance: np.ndarray | None = field(default=None, repr=False)
+    pooled: tuple[str, ...] = ()
+    population_params: dict[str, float] = field(default_factory=dict)
+    population_stderr: dict[str, float] = field(default_factory=dict)
 
     # -- model -----------------------------------------------------------------------
 
@@ -297,7 +305,7 @@ class PeakFit:
             f"{float(pick(self.redchi)):.6g}   AIC = {float(pick(self.aic)):.6g}   "
             f"BIC = {float(pick(self.bic)):.6g}"
         )
-        width = max(len(name) for name in self.params) + 2
+        width = max(len(name) for name in (*self.params, *self.population_params)) + 2
         lines.append(f"{'name':<{width}}{'value':>16}{'stderr':>14}{'rel. %':>10}  note")
         tied = dict(self.ties)
         for name in (*model.parameter_names, *model.derived_names, NOISE_SITE):
@@ -314,12 +322,18 @@ class PeakFit:
                 note = "derived"
             elif name in self.shared:
                 note = "shared"
+            elif name in self.pooled:
+                note = "pooled"
             if error is None:
                 lines.append(f"{name:<{width}}{value:16.8g}{'':>14}{'':>10}  {note}")
                 continue
             error = float(pick(error))
             relative = 100 * abs(error / value) if value != 0 else math.inf
             lines.append(f"{name:<{width}}{value:16.8g}{error:14.4g}{relative:10.3g}  {note}")
+        for name, value in self.population_params.items():
+            error = self.population_stderr.get(name)
+            shown = f"{error:14.4g}" if error is not None else f"{'':>14}"
+            lines.append(f"{name:<{width}}{value:16.8g}{shown}{'':>10}  population")
         return "\n".join(lines)
 
     def plot(self, index: int = 0, *, x: ArrayLike | None = None, ax=None):

@@ -8,16 +8,19 @@ number of spectra); the result is a :class:`~gaussmix.peaks.result.PeakFit` whos
 ``shared_params`` hold each shared value once.
 """
 
+import functools
 from collections.abc import Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from gaussmix.inference.map.shared import fit_shared_map
 from gaussmix.models.peaks import NOISE_SITE, PeakModel
+from gaussmix.models.shared_peaks import check_pooled_support, shared_peaks
 from gaussmix.peaks.checks import check_result, priors_of_sites
 from gaussmix.peaks.result import PeakFit, delta_method, resolve_on_host, to_numpy
 
-__all__ = ["check_shared", "fit_shared_peaks"]
+__all__ = ["add_population", "check_pooled", "check_shared", "fit_shared_peaks", "sample_joint"]
 
 
 def check_shared(model: PeakModel, shared, n_spectra: int | None, option: str = "shared"):
@@ -63,6 +66,19 @@ def check_shared(model: PeakModel, shared, n_spectra: int | None, option: str = 
             "mean spectrum instead)."
         )
     return shared
+
+
+def check_pooled(model: PeakModel, pooled, shared: tuple, n_spectra: int | None) -> tuple:
+    """The names of ``pooled``, checked: as :func:`check_shared`, real-valued (not a
+    width, a fraction or the noise), and not also shared."""
+    pooled = check_shared(model, pooled, n_spectra, "pooled")
+    both = sorted(set(pooled) & set(shared))
+    if both:
+        raise ValueError(f"{both} are both shared and pooled: choose one for each.")
+    if NOISE_SITE in pooled:
+        raise ValueError("pooled cannot name the noise 'sigma'; share it, or leave it free.")
+    check_pooled_support(model, pooled)
+    return pooled
 
 
 def fit_shared_peaks(
@@ -196,3 +212,159 @@ def _statistics(fit: PeakFit, result, model: PeakModel, n_shared: int) -> None:
     fit.log_likelihood = log_likelihood
     fit.aic = -2 * log_likelihood + 2 * k
     fit.bic = -2 * log_likelihood + k * np.log(n)
+
+
+def add_population(fit: PeakFit, pooled: tuple[str, ...]) -> None:
+    """The MAP's population summary of ``pooled`` parameters: the mean and the standard
+    deviation (ddof 1) of the per-spectrum values, as ``{name}_mu`` and ``{name}_tau`` in
+    ``population_params`` (with the mean's standard error sd / sqrt(B) in
+    ``population_stderr``). The MAP does not pool: the joint mode of a hierarchical
+    model sits at tau = 0 (all spectra equal, an infinite density), so it fits each
+    spectrum's value freely and summarizes them; ``backend="mcmc"`` pools."""
+    fit.pooled = pooled
+    for name in pooled:
+        values = np.asarray(fit.params[name], float)
+        spread = float(np.std(values, ddof=1))
+        fit.population_params[name + "_mu"] = float(np.mean(values))
+        fit.population_params[name + "_tau"] = spread
+        fit.population_stderr[name + "_mu"] = spread / np.sqrt(values.size)
+
+
+@functools.lru_cache(maxsize=32)
+def _joint_program(lineshapes, baseline, likelihood, ties, shared, pooled, centered):
+    """One function object per structure, so compiled samplers are reused."""
+    return functools.partial(
+        shared_peaks, lineshapes=lineshapes, baseline=baseline, likelihood=likelihood,
+        ties=dict(ties), shared=shared, pooled=pooled, centered=centered,
+    )  # fmt: skip
+
+
+def sample_joint(
+    map_fit: PeakFit, shared, pooled, priors, model_kwargs: dict, nuts: dict
+) -> PeakFit:
+    """NUTS on the joint posterior of the batch (:func:`gaussmix.models.shared_peaks.
+    shared_peaks`: shared sites once, the others plated over spectra, pooled ones
+    non-centred), started at the MAP fit ``map_fit`` (a pooled parameter's population
+    at the mean and spread of its per-spectrum values). A pooled parameter is sampled
+    centred where the data pin each spectrum's value: where the median of its MAP
+    standard errors is below the spread of its MAP values (non-centred otherwise).
+
+    Returns the PeakFit with posterior means and standard deviations: ``params`` and
+    ``stderr`` (B,) per name, ``shared_params``/``shared_stderr`` once, and for each
+    pooled parameter ``population_params[name + "_mu" / "_tau"]`` with their posterior
+    sd in ``population_stderr``; ``covariance`` (B, P, P) from the draws, ``converged``
+    no divergence and R-hat < 1.01 on every site (with several chains), for all
+    spectra. Exchangeable peaks are not relabelled: give them distinct priors or
+    centres far apart.
+    """
+    from gaussmix.inference.mcmc import sample
+
+    model = map_fit.model
+    centered = tuple(
+        name
+        for name in pooled
+        if np.median(np.asarray(map_fit.stderr[name])) < np.std(map_fit.params[name], ddof=1)
+    )
+    program = _joint_program(map_fit.lineshapes, map_fit.baseline, map_fit.likelihood,
+                             model.ties, tuple(shared), tuple(pooled), centered)  # fmt: skip
+    kwargs = dict(model_kwargs)
+    if map_fit.mask is not None:
+        kwargs["mask"] = np.asarray(map_fit.mask)
+    init = {}
+    for name in model.site_names:
+        values = np.asarray(map_fit.params[name], float)
+        if name in shared:
+            init[name] = float(values.mean())
+        elif name in pooled:
+            mu, tau = (
+                values.mean(),
+                max(float(values.std(ddof=1)), 1e-3 * abs(values.mean()) + 1e-12),
+            )
+            init[name + "_mu"], init[name + "_tau"] = float(mu), tau
+            if name in centered:
+                init[name] = values
+            else:
+                init[name + "_z"] = (values - mu) / tau
+        else:
+            init[name] = values
+    if not all(np.all(np.isfinite(value)) for value in init.values()):
+        raise ValueError(
+            "The MAP fit that starts the chains failed (non-finite values); give init values "
+            "well inside the priors' supports."
+        )
+    dtype = np.dtype(jnp.result_type(float))
+    tree = sample(program, np.asarray(map_fit.x, dtype), np.asarray(map_fit.y, dtype),
+                  init=init, **nuts, **kwargs)  # fmt: skip
+    posterior = tree["posterior"]
+    n_spectra = map_fit.n_spectra
+
+    def per_spectrum(name):
+        draws = np.asarray(posterior[name])
+        draws = draws.reshape(-1, *draws.shape[2:])
+        return np.broadcast_to(
+            draws[:, None] if draws.ndim == 1 else draws, (draws.shape[0], n_spectra)
+        )
+
+    names = [*model.parameter_names, *model.derived_names]
+    if model.has_noise:
+        names.append(NOISE_SITE)
+    params, stderr = {}, {}
+    for name in names:
+        draws = per_spectrum(name) if name in posterior else None
+        if draws is None:
+            continue
+        params[name] = draws.mean(axis=0)
+        stderr[name] = draws.std(axis=0, ddof=1)
+    stacked = np.stack([per_spectrum(name) for name in map_fit.parameter_names], axis=-1)
+    centred = stacked - stacked.mean(axis=0)
+    covariance = np.einsum("sbp,sbq->bpq", centred, centred) / (stacked.shape[0] - 1)
+    shared_params, shared_stderr = {}, {}
+    for name in shared:
+        draws = np.asarray(posterior[name]).reshape(-1)
+        shared_params[name], shared_stderr[name] = float(draws.mean()), float(draws.std(ddof=1))
+    population, population_stderr = {}, {}
+    for name in pooled:
+        for suffix in ("_mu", "_tau"):
+            draws = np.asarray(posterior[name + suffix]).reshape(-1)
+            population[name + suffix] = float(draws.mean())
+            population_stderr[name + suffix] = float(draws.std(ddof=1))
+    shared_curve = [name for name in shared if name != NOISE_SITE]
+    shared_covariance = None
+    if shared_curve:
+        draws = np.stack([np.asarray(posterior[n]).reshape(-1) for n in shared_curve], axis=-1)
+        shared_covariance = np.cov(draws, rowvar=False).reshape(len(shared_curve), -1)
+    diverging = int(np.asarray(tree["sample_stats"]["diverging"]).sum())
+    converged = bool(np.all(map_fit.converged)) and diverging == 0
+    if nuts["num_chains"] > 1:
+        import arviz_stats
+
+        sites = [
+            name
+            for name in posterior.data_vars
+            if name in _sampled(model, shared, pooled, centered)
+        ]
+        rhat = arviz_stats.rhat(tree, var_names=sites)
+        converged = converged and max(float(np.asarray(rhat[n]).max()) for n in sites) < 1.01
+    fields = {f: getattr(map_fit, f) for f in map_fit.__dataclass_fields__}
+    fit = PeakFit(**{
+        **fields, "backend": "mcmc", "params": params, "stderr": stderr,
+        "covariance": covariance, "converged": np.full(n_spectra, converged),
+        "posterior": tree, "shared": tuple(shared), "shared_params": shared_params,
+        "shared_stderr": shared_stderr, "shared_covariance": shared_covariance,
+        "pooled": tuple(pooled), "population_params": population,
+        "population_stderr": population_stderr,
+    })  # fmt: skip
+    keep = np.ones(fit.y.shape, bool) if fit.mask is None else fit.mask
+    fit.rss = np.sum(np.where(keep, fit.y - fit.predict(), 0.0) ** 2, axis=1)
+    fit.redchi = fit.rss / np.maximum(np.asarray(fit.n_points, float) - fit.n_parameters, 1.0)
+    return fit
+
+
+def _sampled(model: PeakModel, shared, pooled, centered) -> set:
+    """The latent sites of the joint program."""
+    names = set(model.site_names) - (set(pooled) - set(centered))
+    for name in pooled:
+        names |= {name + "_mu", name + "_tau"}
+        if name not in centered:
+            names.add(name + "_z")
+    return names

@@ -93,3 +93,47 @@ def test_shared_refuses_bad_names(y_index, kwargs, message):
     kwargs = {"peaks": ("gaussian",), **kwargs}
     with pytest.raises(ValueError, match=message):
         fit_peaks(x, y, **kwargs)
+
+
+def test_shared_nuts_posterior_agrees_with_the_joint_laplace_approximation():
+    """NUTS on the joint posterior (shared width once, the rest plated): near-Gaussian
+    here, so the posterior means sit at the MAP and the sds at the Laplace errors (MC
+    error about sd / sqrt(ESS) with ESS of a few hundred)."""
+    x, y, _, _ = series(n_spectra=3, seed=3, n_points=40)
+    options = dict(peaks=("gaussian",), baseline="constant", shared=("peak0_sigma",))
+    laplace = fit_peaks(x, y, **options)
+    fit = fit_peaks(x, y, backend="mcmc", num_warmup=200, num_samples=200, num_chains=2,
+                    progress_bar=False, **options)  # fmt: skip
+    import arviz_stats
+
+    assert fit.backend == "mcmc"
+    assert int(np.asarray(fit.posterior["sample_stats"]["diverging"]).sum()) == 0
+    rhat = arviz_stats.rhat(fit.posterior, var_names=["peak0_sigma", "peak0_center", "sigma"])
+    assert max(float(np.asarray(rhat[name]).max()) for name in rhat.data_vars) < 1.05
+    assert np.asarray(fit.posterior["posterior"]["peak0_sigma"]).shape == (2, 200)
+    assert np.asarray(fit.posterior["posterior"]["peak0_center"]).shape == (2, 200, 3)
+    error = laplace.shared_stderr["peak0_sigma"]
+    assert (
+        abs(fit.shared_params["peak0_sigma"] - laplace.shared_params["peak0_sigma"]) < 0.4 * error
+    )
+    assert fit.shared_stderr["peak0_sigma"] == pytest.approx(error, rel=0.3)
+    for name in ("peak0_center", "peak0_height", "baseline_c0"):
+        np.testing.assert_array_less(
+            np.abs(fit.params[name] - laplace.params[name]), 0.4 * laplace.stderr[name]
+        )
+        np.testing.assert_allclose(fit.stderr[name], laplace.stderr[name], rtol=0.3)
+    assert fit.covariance.shape == (3, 4, 4)
+
+
+def test_pooled_map_reports_the_spread_and_refuses_widths():
+    x, y, _, _ = series(n_spectra=4, seed=4)
+    fit = fit_peaks(x, y, peaks=("gaussian",), baseline="constant", pooled=("peak0_center",))
+    values = fit.params["peak0_center"]
+    assert fit.pooled == ("peak0_center",)
+    assert fit.population_params["peak0_center_mu"] == pytest.approx(values.mean())
+    assert fit.population_params["peak0_center_tau"] == pytest.approx(values.std(ddof=1))
+    assert "peak0_center_tau" in fit.report()
+    with pytest.raises(ValueError, match="Normal population would leave its support"):
+        fit_peaks(x, y, peaks=("gaussian",), pooled=("peak0_sigma",))
+    with pytest.raises(ValueError, match="both shared and pooled"):
+        fit_peaks(x, y, peaks=("gaussian",), pooled=("peak0_center",), shared=("peak0_center",))
