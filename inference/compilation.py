@@ -320,7 +320,8 @@ def fingerprint(value: Any) -> str | None:
     Example:
         >>> fingerprint(("normal", 3, {"ties": None}))
         "tuple(str:'normal',int:3,dict('ties':NoneType:None),)"
-        >>> fingerprint(lambda x: x) is None  # a function of this doctest's module
+        >>> scale = eval("lambda x: 2 * x", {"__name__": "my_analysis"})  # a user's code
+        >>> fingerprint(scale) is None
         True
     """
     try:
