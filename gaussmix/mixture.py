@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 from jax.typing import ArrayLike
 
+from gaussmix import _background as background
 from gaussmix import _measurement as measurement
 from gaussmix._base import (
     EstimatorBase,
@@ -44,6 +45,7 @@ from gaussmix._mixture_streaming import (
     chunk_weight,
     reads_by_chunks,
 )
+from gaussmix._posterior_data import posterior_arguments
 from gaussmix.inference import compilation, em, shard, streaming
 from gaussmix.inference.em import ConvergenceWarning, missing
 from gaussmix.models.priors import (
@@ -58,10 +60,6 @@ __all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError", "seed_from
 _log_responsibilities = compilation.jit(
     em.log_responsibilities, static_argnames=("covariance_type",)
 )
-
-
-def _labels(norm, log_resp) -> np.ndarray:
-    return np.argmax(log_resp, axis=1)
 
 
 def _overflow_error(X: np.ndarray, rows: np.ndarray, what: str) -> ValueError:
@@ -153,6 +151,11 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             rows), and prediction refuses rows with NaN. A row or column without any
             observed entry, and infinity, are errors under every policy. Data without
             NaN gives the same fit under every policy.
+        background: None, or "uniform": a noise component of constant density 1/V whose
+            weight ``background_weight_`` is fitted (mclust's noise); ``weights_`` then
+            sum to one minus it, ``predict`` gives -1 where it is the most probable,
+            ``predict_proba`` has it as a last column (:mod:`gaussmix._background`).
+        background_volume: V (default: the volume of the fitting data's bounding box).
 
     Which EM :meth:`fit` runs follows from ``X`` and these parameters, never from its
     size: in-memory EM for an array (:func:`gaussmix.inference.em.fit_em`); exact EM
@@ -213,6 +216,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         learning_offset=10.0,
         devices=None,
         nan_policy="raise",
+        background=None,
+        background_volume=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -234,6 +239,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         self.learning_offset = learning_offset
         self.devices = devices
         self.nan_policy = nan_policy
+        self.background = background
+        self.background_volume = background_volume
 
     def __sklearn_tags__(self):
         tags = scikit_learn_tags("density_estimator")
@@ -288,6 +295,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 f"{set(missing.NAN_POLICIES)}. Got {self.nan_policy!r} instead."
             )
         streaming.check_schedule(self.learning_decay, self.learning_offset)
+        background.check_parameters(self, name)
 
     def fit(self, X, y=None, sample_weight=None, measurement_covariances=None):
         """Estimate the parameters by EM, keeping the best of ``n_init`` initializations.
@@ -304,9 +312,9 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 ``np.memmap`` or ``.npy`` path also a memmap or ``.npy`` path. Chunks
                 of an iterable carry their weights as ``(x, w)`` tuples instead.
             measurement_covariances: None, or each row's Gaussian error covariance
-                (N, D, D) or variances (N, D): extreme deconvolution (in memory, one
-                device; :mod:`gaussmix._measurement`); the fitted parameters then
-                describe the error-free points.
+                (N, D, D) or variances (N, D): extreme deconvolution (an in-memory X,
+                also with ``devices``; :mod:`gaussmix._measurement`); the fitted
+                parameters then describe the error-free points.
 
         Returns:
             self.
@@ -330,8 +338,14 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """
         validated = self._fit(X, sample_weight, measurement_covariances)
         if validated is None:
-            return self._chunked(X, _labels)
-        return _labels(*self._log_resp(validated, measurement_covariances))
+            return self._chunked(X, self._label)
+        return self._label(*self._log_resp(validated, measurement_covariances))
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Online EM on one more chunk (:meth:`OnlineFitMixin.partial_fit`); not with a
+        background."""
+        background.check_in_memory(self, "partial_fit (online EM)")
+        return super().partial_fit(X, y, sample_weight)
 
     def _fit(self, X, sample_weight, measurement_covariances=None) -> np.ndarray | None:
         """Fit by the EM that ``X`` and the parameters call for; returns the validated
@@ -363,6 +377,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 options=options,
                 nan_policy="marginalize",
                 measurement_covariances=noise,
+                **background.fit_arguments(self, X),
             )
         else:
             result = shard.fit_em_sharded(
@@ -371,6 +386,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 devices=self.devices,
                 options=options,
                 nan_policy="marginalize",
+                measurement_covariances=noise,
             )
         self._finish_fit(result, n_init, data=(X, weight))
         return validated
@@ -397,6 +413,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
 
     def _fit_chunks(self, X, sample_weight) -> None:
         """Exact EM over the chunks of ``X`` (one pass per iteration)."""
+        background.check_in_memory(self, f"X read by chunks ({type(X).__name__})")
         if self.devices is not None:
             raise ValueError(
                 f"devices={self.devices!r} splits an in-memory array over devices, but X "
@@ -445,6 +462,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 "precisions_init": self.precisions_,
             }
             n_init, start = 1, self.lower_bound_
+            inits = background.normalized_inits(self, inits)
         options = {
             "n_components": int(self.n_components),
             "covariance_type": self.covariance_type,
@@ -546,6 +564,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         self.n_iter_ = int(result.n_iter)
         self.lower_bound_ = float(result.lower_bound)
         self.lower_bounds_ = np.asarray(result.lower_bounds)[: self.n_iter_]
+        background.set_attributes(self, result)
         self._scales = np.asarray(result.params["scales"]) if "scales" in result.params else None
 
     def _print_verbose(self, n_init: int) -> None:
@@ -588,6 +607,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         random_state=None,
         progress_bar: bool | None = None,
         sample_weight: ArrayLike | None = None,
+        measurement_covariances: ArrayLike | None = None,
     ):
         """NUTS posterior of :func:`gaussmix.models.gaussian_mixture` on ``X``.
 
@@ -605,12 +625,24 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             progress_bar: a tqdm bar; default only on a terminal.
             sample_weight: (N,) non-negative weights multiplying each point's
                 log-likelihood.
+            measurement_covariances: None, or each row's error covariance, (N, D, D) or
+                (N, D) variances: the program observes row n under
+                :math:`\\Sigma_k + S_n` (the draws describe the error-free mixture).
+
+        Imperfect data as :meth:`fit` reads it (:mod:`gaussmix._posterior_data`): under
+        ``nan_policy="marginalize"`` rows with NaN are scored by their observed
+        coordinates, "omit" drops them, "raise" refuses them; with
+        ``background="uniform"`` the program has the fitted background of density
+        ``1 / background_volume_``, its weight the last of the site ``proportions``
+        (K + 1) and the deterministic ``background_weight`` (relabeling permutes the K
+        Gaussian components only).
 
         Returns:
             An ``xarray.DataTree`` with groups ``posterior`` (``weights``, ``means`` and
             the covariance site), ``sample_stats``, ``log_likelihood`` (marginal,
-            pointwise), ``observed_data`` and ``mixture`` (posterior-averaged
-            ``responsibilities`` (N, K)); see
+            pointwise: each row's density of its observed coordinates, with its errors
+            and the background), ``observed_data`` and ``mixture`` (posterior-averaged
+            ``responsibilities`` (N, K), (N, K + 1) with a background); see
             :func:`gaussmix.inference.mcmc.sample_mixture`.
 
         Example:
@@ -631,17 +663,17 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         covariance_type = canonical_covariance_type(self.covariance_type)
         check_covariance_type(covariance_type)
         if not self.__sklearn_is_fitted__():
-            self.fit(X, sample_weight=sample_weight)
-        X = validate_data(self, X, reset=False)
+            self.fit(
+                X, sample_weight=sample_weight, measurement_covariances=measurement_covariances
+            )
+        X, arguments, init = posterior_arguments(self, X, sample_weight, measurement_covariances)
         seed = seed_from_random_state(self.random_state if random_state is None else random_state)
-        # NumPy: jnp.asarray would compile a copy program per parameter shape
-        init = {name: np.asarray(value, X.dtype) for name, value in self.params_.items()}
         return sample_mixture(
             X,
             n_components=self.n_components,
             covariance_type=covariance_type,
             priors=None if self.priors in (None, "default") else self.priors,
-            sample_weight=sample_weight,
+            **arguments,
             num_warmup=num_warmup,
             num_samples=num_samples,
             num_chains=num_chains,
@@ -659,7 +691,9 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         overflows is a ValueError. Under ``nan_policy="marginalize"`` rows with NaN get
         the answers of their observed coordinates (the others are computed as without).
         With ``measurement_covariances`` S: the answers under :math:`\\Sigma_k + S_n`.
+        A fitted background adds its column last (:mod:`gaussmix._background`).
         """
+        background.check_rows(self, X, measurement_covariances)
         if measurement_covariances is not None:
             return measurement.log_responsibilities(self, X, measurement_covariances)
         holes = np.isnan(X)
@@ -677,6 +711,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         broken = np.isnan(log_resp).any(axis=1)
         if broken.any():
             raise _overflow_error(X, broken, "the distance of")
+        if background.fitted(self):
+            return background.with_background(norm, log_resp, background.log_background(self))
         return norm, log_resp
 
     def _marginal_log_resp(self, X: np.ndarray, holes: np.ndarray):
@@ -743,7 +779,11 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
 
     def predict(self, X: ArrayLike, measurement_covariances=None) -> np.ndarray:
         """Most probable component of each sample, shape (N,)."""
-        return self._responsibility_output(X, _labels, measurement_covariances)
+        return self._responsibility_output(X, self._label, measurement_covariances)
+
+    def _label(self, norm, log_resp) -> np.ndarray:
+        """The most probable component of each row, -1 where it is the background."""
+        return background.labels(log_resp, int(self.n_components))
 
     def predict_proba(self, X: ArrayLike, measurement_covariances=None) -> np.ndarray:
         """Responsibilities, shape (N, K); rows sum to 1."""
@@ -765,6 +805,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             )
         _, n_features = self.means_.shape
         rng = numpy_random_state(self.random_state)
+        if background.fitted(self):  # K + 1 counts, the background's uniform in the box
+            return background.sample(self, n_samples, rng, COVARIANCE_LAYOUTS[self.covariance_type])
         counts = rng.multinomial(n_samples, self.weights_.astype(np.float64))
         means = self.means_.astype(np.float64)
         covariances = self.covariances_.astype(np.float64)
@@ -799,7 +841,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """Free parameters: covariance + means + K - 1 weights
         (:func:`gaussmix.inference.em.n_parameters`)."""
         _, n_features = self.means_.shape
-        return em.n_parameters(self.covariance_type, int(self.n_components), int(n_features))
+        count = em.n_parameters(self.covariance_type, int(self.n_components), int(n_features))
+        return count + background.extra_parameters(self)
 
     def bic(self, X: ArrayLike, measurement_covariances=None) -> float:
         """Bayesian information criterion :math:`-2 \\log L + p \\log N` (lower is better)."""

@@ -1,0 +1,282 @@
+"""The estimator's side of a uniform background (noise) component (``background="uniform"``).
+
+:class:`gaussmix.GaussianMixture` with ``background="uniform"`` fits mclust's noise
+component (Banfield & Raftery 1993): the density
+
+.. math::
+
+    p(x) = \\sum_{k=1}^K \\pi_k \\mathcal{N}(x \\mid \\mu_k, \\Sigma_k) + \\frac{\\pi_0}{V},
+    \\qquad \\pi_0 + \\sum_k \\pi_k = 1,
+
+with :math:`V` the ``background_volume`` given, or by default the volume of the axis-aligned
+bounding box of the fitting data (mclust's ``hypvol`` takes the smaller of that box and
+the box of the principal components; pass ``background_volume`` to use another). The
+constant density :math:`\\pi_0 / V` also holds outside the box: the background is a
+constant term, not a density that vanishes there. The EM side is
+:mod:`gaussmix.inference.em.background`; here are the volume, the prediction's extra
+column, the labels (-1 for the background), the parameter count and the draws.
+"""
+
+import math
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "BACKGROUNDS",
+    "BackgroundBox",
+    "background_box",
+    "check_background",
+    "extra_parameters",
+    "labels",
+    "sample_background",
+    "with_background",
+]
+
+#: The background components ``GaussianMixture(background=...)`` takes (None: none).
+BACKGROUNDS = ("uniform",)
+
+
+def check_background(background, volume, name: str) -> None:
+    """A ValueError naming a bad ``background`` or ``background_volume``."""
+    if background is not None and (
+        not isinstance(background, str) or background not in BACKGROUNDS
+    ):
+        raise ValueError(
+            f"The 'background' parameter of {name} must be None or a str among "
+            f"{set(BACKGROUNDS)}. Got {background!r} instead."
+        )
+    if volume is None:
+        return
+    if background is None:
+        raise ValueError(
+            f"background_volume={volume!r} is the volume of a background component, but "
+            "background is None; pass background='uniform' too, or leave "
+            "background_volume=None."
+        )
+    if isinstance(volume, bool | np.bool_) or not isinstance(volume, int | float | np.number):
+        raise ValueError(
+            f"The 'background_volume' parameter of {name} must be None or a positive "
+            f"finite float. Got {volume!r} instead."
+        )
+    if not (math.isfinite(float(volume)) and float(volume) > 0):
+        raise ValueError(
+            f"background_volume must be a positive, finite volume (the region the uniform "
+            f"background covers), got {volume!r}; leave it None for the data's bounding box."
+        )
+
+
+class BackgroundBox:
+    """The bounding box of the fitting data and the volume the background uses.
+
+    Attributes:
+        lower, upper: (D,) the box's corners (of the observed entries).
+        log_volume: log of the volume used (the box's, or the given one).
+    """
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, log_volume: float):
+        self.lower, self.upper, self.log_volume = lower, upper, log_volume
+
+
+def background_box(X: np.ndarray, volume: float | None) -> BackgroundBox:
+    """The box of ``X`` (N, D) (NaN entries ignored) and the background's volume.
+
+    Raises:
+        ValueError: with ``volume`` None, a box of zero volume (a constant feature), or
+            one whose volume is beyond float64's range.
+
+    Warns:
+        UserWarning: a ``volume`` smaller than the box's (a density 1/V above that of a
+            uniform over the data's box: the background then is no proper density over
+            the data's range).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are refused before
+        lower = np.nanmin(X, axis=0).astype(np.float64)
+        upper = np.nanmax(X, axis=0).astype(np.float64)
+    sides = upper - lower
+    with np.errstate(divide="ignore"):
+        box_log_volume = float(np.sum(np.log(sides)))
+    if volume is not None:
+        log_volume = math.log(float(volume))
+        if np.all(sides > 0) and log_volume < box_log_volume - 1e-12:
+            warnings.warn(
+                f"background_volume={volume!r} is smaller than the volume of the data's "
+                f"bounding box ({math.exp(box_log_volume):.6g}): the uniform background's "
+                "density 1/V is then above that of a uniform over the data's range, so it "
+                "is no proper density there; pass at least the box's volume, or leave "
+                "background_volume=None.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return BackgroundBox(lower, upper, log_volume)
+    flat = np.flatnonzero(sides <= 0)
+    if flat.size:
+        raise ValueError(
+            f"the data's bounding box has zero volume: feature {int(flat[0])} is constant "
+            f"({flat.size} constant feature(s)), so the uniform background's default "
+            "density 1/V is infinite; pass background_volume=... (the volume of the region "
+            "the background covers), or drop the constant feature(s)."
+        )
+    if not math.isfinite(box_log_volume) or abs(box_log_volume) > math.log(np.finfo(float).max):
+        raise ValueError(
+            f"the volume of the data's bounding box, exp({box_log_volume:.6g}), is beyond "
+            "float64's range; rescale the data (e.g. standardize its columns) or pass "
+            "background_volume=..."
+        )
+    return BackgroundBox(lower, upper, box_log_volume)
+
+
+def with_background(norm: np.ndarray, log_resp: np.ndarray, log_background: float):
+    """Log-likelihood (n,) and (n, K + 1) log responsibilities, the background's last,
+    from the Gaussian components' ``norm`` (n,) (:math:`\\log \\sum_k \\pi_k N_k`, weights
+    summing to one minus the background's) and ``log_resp`` (n, K), and
+    ``log_background`` :math:`\\log \\pi_0 - \\log V`."""
+    log_background = np.asarray(log_background, norm.dtype)
+    total = np.logaddexp(norm, log_background)
+    # where every density underflows (a zero background weight, a point far out) the
+    # Gaussian components' limit responsibilities stay; where only the Gaussian ones
+    # underflow the background takes the point
+    lost = np.isneginf(total)
+    with np.errstate(invalid="ignore"):
+        gaussian = log_resp + (norm - total)[:, None]
+        column = log_background - total
+    gaussian = np.where(lost[:, None], log_resp, gaussian)
+    gaussian = np.where(np.isneginf(norm)[:, None] & ~lost[:, None], -np.inf, gaussian)
+    column = np.where(lost, -np.inf, column)
+    return total, np.concatenate([gaussian, column[:, None]], axis=1).astype(log_resp.dtype)
+
+
+def labels(log_resp: np.ndarray, n_components: int) -> np.ndarray:
+    """The most probable column of each row; -1 where it is the background's (column K)."""
+    best = np.argmax(log_resp, axis=1)
+    return np.where(best >= n_components, -1, best)
+
+
+def extra_parameters(estimator) -> int:
+    """Free parameters a fitted background adds to BIC/AIC: 2, as mclust counts its noise
+    (``nMclustParams(..., noise = TRUE)`` adds 2: the noise proportion and the volume
+    :math:`V`, which mclust estimates from the data by ``hypvol``), 0 without; so that
+    ``bic`` stays minus mclust's BIC."""
+    return 2 if fitted(estimator) else 0
+
+
+def sample_background(rng, n_samples: int, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """(n_samples, D) points drawn uniformly in the box [lower, upper]."""
+    return lower + rng.uniform(size=(int(n_samples), lower.shape[0])) * (upper - lower)
+
+
+# -- the estimator's hooks (GaussianMixture calls these; its own code stays thin) --------
+
+
+def fitted(estimator) -> bool:
+    """Whether ``estimator``'s fitted attributes include a background."""
+    return hasattr(estimator, "background_log_density_")
+
+
+def check_parameters(estimator, name: str) -> None:
+    """:func:`check_background` of the estimator's parameters, and the execution modes the
+    background does not run on yet (devices)."""
+    check_background(estimator.background, estimator.background_volume, name)
+    if estimator.background is not None and estimator.devices is not None:
+        raise NotImplementedError(
+            f"background={estimator.background!r} is fitted in memory on one device; "
+            f"devices={estimator.devices!r} (sharded EM) is not implemented with it: leave "
+            "devices=None."
+        )
+
+
+def check_in_memory(estimator, what: str) -> None:
+    """A NotImplementedError where a background would be fitted out of core or online."""
+    if estimator.background is not None:
+        raise NotImplementedError(
+            f"background={estimator.background!r} is fitted in memory: {what} is not "
+            "implemented with it; load the data with np.asarray(X) and call fit, or leave "
+            "background=None."
+        )
+
+
+def fit_arguments(estimator, X: np.ndarray) -> dict:
+    """The keyword arguments of :func:`gaussmix.inference.em.fit_em` for the estimator's
+    background on the fitting data ``X`` (N, D), its box kept for the fitted attributes;
+    ``{}`` without background. A warm start continues from the fitted background weight."""
+    estimator._background_box = None
+    if estimator.background is None:
+        return {}
+    box = background_box(X, estimator.background_volume)
+    estimator._background_box = box
+    arguments = {"background_log_density": -box.log_volume}
+    if estimator.warm_start and fitted(estimator) and hasattr(estimator, "converged_"):
+        arguments["background_weight_init"] = float(min(estimator.background_weight_, 1.0 - 1e-6))
+    return arguments
+
+
+def normalized_inits(estimator, inits: dict) -> dict:
+    """A warm start's ``weights_init`` normalized over the Gaussian components when the
+    last fit had a background (its ``weights_`` sum to one minus the background's)."""
+    weights = inits.get("weights_init")
+    if weights is estimator.__dict__.get("weights_") and fitted(estimator):
+        total = float(np.sum(weights, dtype=np.float64))
+        if total > 0:
+            inits = {**inits, "weights_init": np.asarray(weights / total, weights.dtype)}
+    return inits
+
+
+def set_attributes(estimator, result) -> None:
+    """The fitted background attributes of an EM result (removed for a fit without)."""
+    box = getattr(estimator, "_background_box", None)
+    if result.background_weight is None or box is None:
+        for name in ("background_weight_", "background_volume_", "background_log_density_"):
+            estimator.__dict__.pop(name, None)
+        estimator._background_box = None
+        return
+    estimator.background_weight_ = float(result.background_weight)
+    estimator.background_volume_ = math.exp(box.log_volume)
+    estimator.background_log_density_ = -box.log_volume
+
+
+def log_background(estimator) -> float:
+    """:math:`\\log \\pi_0 - \\log V` of the fitted background (-inf at a zero weight)."""
+    weight = estimator.background_weight_
+    with np.errstate(divide="ignore"):
+        return float(np.log(weight)) + estimator.background_log_density_
+
+
+def check_rows(estimator, X: np.ndarray, measurement_covariances) -> None:
+    """A NotImplementedError for rows a fitted background cannot score yet (NaN entries,
+    measurement errors)."""
+    if not fitted(estimator):
+        return
+    if measurement_covariances is not None or np.isnan(X).any():
+        raise NotImplementedError(
+            "scoring rows with NaN entries or measurement_covariances under a fitted "
+            "uniform background is not implemented yet (the background's density over a "
+            "row's observed coordinates); score complete rows without "
+            "measurement_covariances, or refit with background=None."
+        )
+
+
+def sample(estimator, n_samples: int, rng, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """Draws of a fitted mixture with background: counts over the K + 1 weights, the
+    Gaussian components' draws as scikit-learn's, the background's uniform in the data's
+    bounding box (label -1)."""
+    weights = np.append(estimator.weights_.astype(np.float64), estimator.background_weight_)
+    counts = rng.multinomial(n_samples, weights / weights.sum())
+    means = estimator.means_.astype(np.float64)
+    covariances = estimator.covariances_.astype(np.float64)
+    n_features = means.shape[1]
+    parts = []
+    for k, n in enumerate(counts[:-1]):
+        if layout in ("full", "tied"):
+            covariance = covariances if layout == "tied" else covariances[k]
+            parts.append(rng.multivariate_normal(means[k], covariance, int(n)))
+        else:
+            scale = np.sqrt(covariances[k])
+            parts.append(means[k] + rng.standard_normal(size=(int(n), n_features)) * scale)
+    box = estimator._background_box
+    parts.append(sample_background(rng, counts[-1], box.lower, box.upper))
+    labels = np.concatenate(
+        [np.full(int(n), k, dtype=np.int64) for k, n in enumerate(counts[:-1])]
+        + [np.full(int(counts[-1]), -1, dtype=np.int64)]
+    )
+    return np.vstack(parts).astype(estimator.means_.dtype), labels
