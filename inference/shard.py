@@ -39,7 +39,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-from gaussmix.inference.em import missing
+from gaussmix.inference.em import deconvolution, missing
 from gaussmix.inference.em.core import StepConfig, init, iterate
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
 from gaussmix.inference.em.results import EMResult, best_restart
@@ -119,16 +119,41 @@ def device_mesh(
 
 
 def _sharded_em(
-    x, weight, initial, context, start_bound, patterns, *, mesh, config, max_iter, block_rows
+    x,
+    weight,
+    initial,
+    context,
+    start_bound,
+    patterns,
+    measurements=None,
+    *,
+    mesh,
+    config,
+    max_iter,
+    block_rows,
+    measurement_block_rows=0,
 ):
     """The whole fit: the restarts, one after another (``lax.map``, as in memory), of the
     one EM loop (:func:`gaussmix.inference.em.core.iterate`) whose statistics are psummed.
     ``patterns``: None, or the :class:`gaussmix.inference.em.missing.PatternBlocks` of
     data with missing entries, its groups and each device's own (P, D) pattern table
-    split over the row axis."""
+    split over the row axis. ``measurements``: None, or the row-sharded
+    :class:`gaussmix.inference.em.deconvolution.Measurements` of rows with measurement
+    errors (and any missing entries; ``patterns`` is then None)."""
 
-    def per_device(x, weight, initial, context, start_bound, patterns):
+    def per_device(x, weight, initial, context, start_bound, patterns, measurements):
         def statistics_fn(parameters):
+            if measurements is not None:
+                local = deconvolution.block_statistics(
+                    parameters,
+                    x,
+                    weight,
+                    measurements,
+                    context.centre,
+                    config.covariance_type,
+                    measurement_block_rows,
+                )
+                return lax.psum(local, ROW_AXIS)
             if patterns is not None:
                 local = missing.sufficient_statistics(
                     patterns,
@@ -154,18 +179,22 @@ def _sharded_em(
 
     rows, replicated = PartitionSpec(ROW_AXIS), PartitionSpec()
     pattern_specs = None if patterns is None else missing.PatternBlocks(rows, rows, rows, rows)
+    measurement_specs = None if measurements is None else deconvolution.Measurements(rows, rows)
     return jax.shard_map(
         per_device,
         mesh=mesh,
-        in_specs=(rows, rows, replicated, replicated, replicated, pattern_specs),
+        in_specs=(rows, rows, replicated, replicated, replicated, pattern_specs, measurement_specs),
         out_specs=replicated,
         # em's block scan starts from unvarying zeros; the psum makes the result
         # replicated, which the checker cannot see through the scan.
         check_vma=False,
-    )(x, weight, initial, context, start_bound, patterns)
+    )(x, weight, initial, context, start_bound, patterns, measurements)
 
 
-_sharded_em_jit = jax.jit(_sharded_em, static_argnames=("mesh", "config", "max_iter", "block_rows"))
+_sharded_em_jit = jax.jit(
+    _sharded_em,
+    static_argnames=("mesh", "config", "max_iter", "block_rows", "measurement_block_rows"),
+)
 
 
 def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
@@ -194,6 +223,24 @@ def _global_rows(x, weight, mesh: Mesh, centre: np.ndarray):
         jax.make_array_from_process_local_data(sharding, x_padded, (total, x.shape[1])),
         jax.make_array_from_process_local_data(sharding, w_padded, (total,)),
     )
+
+
+def _global_padded(array: np.ndarray, mesh: Mesh, fill: float):
+    """This process's (n, ...) ``array`` as its part of a row-sharded global array,
+    padded with ``fill`` to the rows per device of :func:`_global_rows` (the same shard
+    computation, so row i of both is the same row)."""
+    process = jax.process_index()
+    local_devices = [d for d in mesh.devices.flat if d.process_index == process]
+    headers = process_gather(np.array([array.shape[0], len(local_devices)], np.int64))
+    shard = max(1, int(np.max(-(-headers[:, 0] // np.maximum(headers[:, 1], 1)))))
+    rows = shard * len(local_devices)
+    padding = np.full((rows - array.shape[0], *array.shape[1:]), fill, array.dtype)
+    padded = np.concatenate([array, padding])
+    sharding = NamedSharding(mesh, PartitionSpec(ROW_AXIS))
+    if jax.process_count() == 1:
+        return jax.device_put(padded, sharding)
+    total = (shard * mesh.devices.size, *array.shape[1:])
+    return jax.make_array_from_process_local_data(sharding, padded, total)
 
 
 def _global_patterns(x: np.ndarray, weight, mesh: Mesh, centre: np.ndarray, options: EMOptions):
@@ -280,6 +327,7 @@ def fit_em_sharded(
     block_rows: int | None = None,
     options: EMOptions | None = None,
     nan_policy: str = "raise",
+    measurement_covariances: ArrayLike | None = None,
 ) -> EMResult:
     """EM with the rows split over devices (and processes); statistics summed by psum.
 
@@ -310,6 +358,9 @@ def fit_em_sharded(
             :func:`gaussmix.inference.em.fit_em` (maximum likelihood only with NaN, as
             :func:`gaussmix.inference.streaming.fit_em_chunked`): each device gathers
             its rows' factors from its process's pattern table.
+        measurement_covariances: None, or the (n, D, D) or (n, D) measurement error
+            covariances of this process's rows, as in :func:`gaussmix.inference.em.fit_em`
+            (extreme deconvolution; each row's covariance travels with the row).
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`, the same on every process.
@@ -361,6 +412,10 @@ def fit_em_sharded(
         keep = ~np.isnan(np.asarray(x)).any(axis=1)
         x = np.asarray(x)[keep]
         sample_weight = None if sample_weight is None else np.asarray(sample_weight)[keep]
+        if measurement_covariances is not None and np.shape(measurement_covariances)[:1] == (
+            keep.shape[0],
+        ):
+            measurement_covariances = np.asarray(measurement_covariances)[keep]
     survey, _ = survey_with_rows(
         [(x, sample_weight)], options, allow_nan=nan_policy == "marginalize"
     )
@@ -371,8 +426,23 @@ def fit_em_sharded(
     initial = initial_parameters(survey, options)
     context = survey_context(survey, options)
     centre = np.asarray(context.centre)
-    patterns = None
-    if nan_policy == "marginalize":
+    patterns = measurements = None
+    measurement_block_rows = 0
+    if measurement_covariances is not None:
+        noise = deconvolution.as_measurement_covariances(measurement_covariances, local_x)
+        x_filled = np.where(np.isnan(local_x), centre, local_x).astype(dtype)
+        x_global, w_global = _global_rows(x_filled, local_w, mesh, centre)
+        measurements = deconvolution.Measurements(
+            _global_padded((~np.isnan(local_x)).astype(dtype), mesh, 1.0),
+            _global_padded(noise, mesh, 0.0),
+        )
+        measurement_block_rows = deconvolution.block_rows_for(
+            x_global.shape[0] // mesh.devices.size,
+            survey.n_features,
+            options.n_components,
+            np.dtype(dtype).itemsize,
+        )
+    elif nan_policy == "marginalize":
         x_filled = np.where(np.isnan(local_x), centre, local_x).astype(dtype)
         x_global, w_global = _global_rows(x_filled, local_w, mesh, centre)
         patterns = _global_patterns(local_x, local_w, mesh, centre, options)
@@ -386,10 +456,12 @@ def fit_em_sharded(
             w_global,
             *arguments,
             patterns,
+            measurements,
             mesh=mesh,
             config=config,
             max_iter=options.max_iter,
             block_rows=options.block_rows,
+            measurement_block_rows=measurement_block_rows,
         )
     )
     return best_restart(states, infos, lower_bounds, config, options.max_iter, dtype)
