@@ -4,7 +4,9 @@ estimator's side of :mod:`gaussmix.inference.em.deconvolution`.
 With ``measurement_covariances=S`` the fit maximizes the likelihood of the noisy rows
 under :math:`\\Sigma_k + S_n`, and ``means_``/``covariances_`` describe the error-free
 distribution. Scoring, predicting and labelling with ``S`` give the answers about the
-noisy rows (under :math:`\\Sigma_k + S_n`); without it, about error-free points.
+noisy rows (under :math:`\\Sigma_k + S_n`); without it, about error-free points. In
+memory on one device or with ``devices`` (:func:`gaussmix.inference.shard.fit_em_sharded`);
+data read by chunks is refused.
 """
 
 import numpy as np
@@ -19,18 +21,14 @@ NAME = "measurement_covariances"
 
 
 def check_in_memory(estimator, reads_by_chunks: bool) -> None:
-    """A NotImplementedError for execution modes without measurement errors: data read
-    by chunks and ``devices`` (the fix: an in-memory array on one device)."""
+    """A NotImplementedError for the execution mode without measurement errors: data read
+    by chunks (the fix: an in-memory array, on one device or split over ``devices``)."""
     if reads_by_chunks:
         raise NotImplementedError(
             f"{NAME} needs X as an in-memory array: X read by chunks (an np.memmap, a .npy "
             "path, chunks or chunk_size) is not supported with measurement errors; load "
-            "it with np.asarray(X) and leave chunk_size=None."
-        )
-    if estimator.devices is not None:
-        raise NotImplementedError(
-            f"{NAME} is not supported with devices={estimator.devices!r}; leave "
-            "devices=None (one device) to fit with measurement errors."
+            "it with np.asarray(X) and leave chunk_size=None (devices= splits in-memory "
+            "rows and their errors over devices)."
         )
 
 

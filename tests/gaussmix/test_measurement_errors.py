@@ -1,6 +1,6 @@
 """GaussianMixture(...).fit(X, measurement_covariances=S): extreme deconvolution through the
 estimator (issue 19, item 2): truth recovery, scores and predictions against scipy,
-criteria, fit_predict, nan_policy with S, refused execution modes and input."""
+criteria, fit_predict, nan_policy with S, devices, refused execution modes and input."""
 
 import numpy as np
 import pytest
@@ -174,12 +174,18 @@ def test_nan_policies_with_errors(fitted):
         GaussianMixture(2).fit(holed, measurement_covariances=noise)
 
 
+def test_devices_give_the_in_memory_fit(fitted):
+    gm, X, noise = fitted
+    sharded = GaussianMixture(2, random_state=0, tol=1e-6, devices=1)
+    sharded.fit(X, measurement_covariances=noise)
+    np.testing.assert_allclose(sharded.means_, gm.means_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sharded.covariances_, gm.covariances_, rtol=1e-9, atol=1e-12)
+
+
 def test_unsupported_modes_and_bad_input_are_refused(fitted, tmp_path):
     gm, X, noise = fitted
     with pytest.raises(NotImplementedError, match="in-memory array"):
         GaussianMixture(2, chunk_size=50).fit(X, measurement_covariances=noise)
-    with pytest.raises(NotImplementedError, match="devices=None"):
-        GaussianMixture(2, devices=1).fit(X, measurement_covariances=noise)
     path = tmp_path / "x.npy"
     np.save(path, X)
     with pytest.raises(NotImplementedError, match=r"np\.asarray"):

@@ -3,6 +3,11 @@ XDGMM from the same start, scipy's densities under Sigma_k + S_n, a row-by-row r
 of the expected statistics with missing entries, monotone EM for every covariance type,
 local optimality against a quasi-Newton polish, S = 0 the ordinary fit, hostile input."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -359,6 +364,44 @@ def test_float32_follows_float64():
     np.testing.assert_allclose(
         single.params["covariances"], double.params["covariances"], atol=5e-4
     )
+
+
+SHARDED = r"""
+import json, os, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from gaussmix.inference.em import fit_em
+from gaussmix.inference.shard import fit_em_sharded
+rng = np.random.default_rng(0)
+w = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(4, 1, (51, 2))])  # 101: padding
+factor = rng.normal(size=(101, 2, 2)) * 0.5
+noise = factor @ np.swapaxes(factor, 1, 2)
+w = w + rng.normal(size=w.shape)
+w[::7, 1] = np.nan
+kwargs = dict(n_components=2, weights_init=[0.5, 0.5], means_init=[[0, 0], [4, 4]],
+              precisions_init=np.stack([np.eye(2)] * 2), max_iter=10, tol=0.0,
+              nan_policy="marginalize", measurement_covariances=noise)
+one, two = fit_em(w, **kwargs), fit_em_sharded(w, devices=2, **kwargs)
+print(json.dumps({"devices": len(jax.devices()), "difference": max(
+    float(np.max(np.abs(np.asarray(one.params[k]) - np.asarray(two.params[k]))))
+    for k in ("weights", "means", "covariances"))}))
+"""
+
+
+@pytest.mark.slow
+def test_rows_and_their_errors_split_over_two_devices():
+    """fit_em_sharded on 2 forced CPU devices (a fresh interpreter; 101 rows, so one
+    device holds a padding row) equals fit_em, NaN and errors together."""
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, check=True
+    )
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    assert answer["devices"] == 2
+    assert answer["difference"] < 1e-10
 
 
 def _square(n=5, d=2):
