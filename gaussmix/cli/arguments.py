@@ -219,7 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("map", "mcmc"),
         default="map",
-        help="map: Levenberg-Marquardt; mcmc: then NUTS per spectrum (default: map)",
+        help="map: Levenberg-Marquardt; mcmc: then NUTS per spectrum, or on the whole batch "
+        "with --shared/--pooled (default: map)",
+    )
+    peaks.add_argument(
+        "--shared",
+        nargs="+",
+        default=(),
+        metavar="NAME",
+        help="parameters with one value for all spectra, e.g. peak0_sigma (sigma: one noise "
+        "scale); needs several --y columns",
+    )
+    peaks.add_argument(
+        "--pooled",
+        nargs="+",
+        default=(),
+        metavar="NAME",
+        help="parameters drawn per spectrum from a population Normal(mu, tau): centres, "
+        "heights, areas, baseline coefficients; needs several --y columns",
     )
 
     demo = commands.add_parser(

@@ -51,6 +51,8 @@ def fit_peaks_command(args: argparse.Namespace) -> int:
             f"--baseline {args.baseline[:20]}: polynomial degrees above "
             f"{MAX_BASELINE_DEGREE} are numerically meaningless; give a lower degree"
         )
+    if (args.shared or args.pooled) and len(args.y) < 2:
+        raise UsageError("--shared and --pooled apply across a batch: give several --y columns")
     table = drop_missing(read_table(args.data, names, "--x/--y"), args.drop_nan)
     if len(np.unique(table.values[:, 0])) < 2:
         raise UsageError(f"column {table.columns[0]!r} holds one x value; a fit needs a range")
@@ -71,7 +73,8 @@ def peak_files(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     files = [*ALWAYS_WRITTEN, "model.npz"]
     files += [f"peaks-map-{stem}.png" for stem in stems[:_PEAK_FIGURES]]
     if args.backend == "mcmc":
-        files += [f"posterior-{stem}.nc" for stem in stems]
+        joint = getattr(args, "shared", ()) or getattr(args, "pooled", ())
+        files += ["posterior-joint.nc"] if joint else [f"posterior-{stem}.nc" for stem in stems]
         files += [f"peaks-nuts-{stem}.png" for stem in stems[:_PEAK_FIGURES]]
     return files
 
@@ -138,9 +141,14 @@ def _run_fit_peaks(run: Run, table: Table, args: argparse.Namespace, progress_ba
         + "Damped Gauss-Newton / Levenberg-Marquardt on the peak program's log posterior, "
         "starting values found automatically."
     )
+    joint = {"shared": tuple(args.shared), "pooled": tuple(args.pooled)}
     with run.collect_warnings("MAP"):
-        fit = fit_peaks(x, spectra if batched else spectra[0], peaks=args.peaks, baseline=baseline)
+        fit = fit_peaks(
+            x, spectra if batched else spectra[0], peaks=args.peaks, baseline=baseline, **joint
+        )
     run.results["map"] = peak_section(run, fit, names, "MAP")
+    if fit.shared or fit.pooled:
+        run.results["map"]["batch"] = batch_section(run, fit, "MAP")
     for index, name in list(enumerate(names))[:_PEAK_FIGURES]:
         peak_figure(run, fit, index if batched else None, name, stems[index], "MAP")
     if len(names) > _PEAK_FIGURES:
@@ -150,6 +158,9 @@ def _run_fit_peaks(run: Run, table: Table, args: argparse.Namespace, progress_ba
     if args.backend != "mcmc":
         return
     settings = nuts_settings(args)
+    if fit.shared or fit.pooled:
+        _joint_nuts(run, fit, x, spectra, names, stems, args, settings, progress_bar)
+        return
     run.report.heading("NUTS posterior")
     run.report.paragraph(
         f"NUTS on the same program, one spectrum at a time: {nuts_text(settings)}, "
@@ -179,3 +190,52 @@ def _run_fit_peaks(run: Run, table: Table, args: argparse.Namespace, progress_ba
         if index < _PEAK_FIGURES:
             peak_figure(run, sampled, None, name, stems[index], "NUTS")
     run.results["posterior"] = posteriors
+
+
+def batch_section(run: Run, fit, title: str) -> dict:
+    """The shared values (once) and the pooled parameters' population mean and spread."""
+    rows = [
+        [name, "shared", value, fit.shared_stderr.get(name)]
+        for name, value in fit.shared_params.items()
+    ]
+    rows += [
+        [name, "population", value, fit.population_stderr.get(name)]
+        for name, value in fit.population_params.items()
+    ]
+    caption = f"{title}: values shared by the batch, and the pooled parameters' population"
+    if fit.backend == "map" and fit.pooled:
+        caption += " (MAP: mean and spread of the per-spectrum values, not pooled)"
+    run.report.table(["parameter", "kind", "value", "standard error"], rows, caption=caption)
+    return {"shared": dict(fit.shared_params), "shared_stderr": dict(fit.shared_stderr),
+            "population": dict(fit.population_params),
+            "population_stderr": dict(fit.population_stderr)}  # fmt: skip
+
+
+def _joint_nuts(run, fit, x, spectra, names, stems, args, settings, progress_bar) -> None:
+    """NUTS on the joint posterior of the batch (shared and pooled parameters)."""
+    from gaussmix import fit_peaks
+
+    run.report.heading("NUTS posterior")
+    run.report.paragraph(
+        f"NUTS on the joint program of the {len(names)} spectra (shared parameters once, "
+        f"pooled ones from their population): {nuts_text(settings)}, started at the MAP."
+    )
+    with run.collect_warnings("NUTS"):
+        sampled = fit_peaks(
+            x, spectra, peaks=args.peaks, baseline=_baseline_option(args.baseline),
+            shared=fit.shared, pooled=fit.pooled, backend="mcmc", seed=args.seed,
+            progress_bar=progress_bar, **settings,
+        )  # fmt: skip
+    point = {
+        name: np.asarray(value)
+        for name, value in fit.params.items()
+        if name in sampled.posterior["posterior"] and name not in fit.shared
+    }
+    point.update(fit.shared_params)
+    point.update(fit.population_params)
+    section = posterior_section(
+        run, sampled.posterior, point, "NUTS (joint)", "MAP estimate", "posterior-joint"
+    )
+    run.results["posterior"] = {"joint": section, "batch": batch_section(run, sampled, "NUTS")}
+    for index, name in list(enumerate(names))[:_PEAK_FIGURES]:
+        peak_figure(run, sampled, index, name, stems[index], "NUTS")

@@ -164,11 +164,21 @@ class PeakFit:
         return None if np.ndim(self.y) == 1 else int(np.shape(self.y)[0])
 
     def _curve_values(self, draws: bool = False) -> dict[str, np.ndarray]:
-        """Curve parameters: MAP / posterior means, or posterior draws (S,) when draws."""
+        """Curve parameters: MAP / posterior means, or posterior draws when draws: (S,)
+        for one spectrum, (S, B) for a batch sampled jointly (shared ones repeated)."""
         names = self.model.parameter_names
         if draws:
             posterior = self.posterior["posterior"]
-            return {name: np.asarray(posterior[name]).reshape(-1) for name in names}
+            values = {}
+            for name in names:
+                value = np.asarray(posterior[name])
+                value = value.reshape(-1, *value.shape[2:])
+                if self.n_spectra is not None:
+                    value = np.broadcast_to(
+                        value.reshape(value.shape[0], -1), (value.shape[0], self.n_spectra)
+                    )
+                values[name] = value
+            return values
         return {name: np.asarray(self.params[name], float) for name in names}
 
     def _grid(self, x: ArrayLike | None) -> np.ndarray:
@@ -259,6 +269,10 @@ class PeakFit:
                     {k: jnp.asarray(v) for k, v in draws.items()}
                 )
             )
+            if self.n_spectra is not None:  # a batch sampled jointly: (S, B)
+                return Integral(
+                    values.mean(axis=0), values.std(axis=0, ddof=1), method + ", posterior"
+                )
             return Integral(float(values.mean()), float(values.std(ddof=1)), method + ", posterior")
         value, stderr = delta_method(self, quantity)
         return Integral(to_numpy(value[..., 0]), to_numpy(stderr[..., 0]), method)
@@ -360,6 +374,8 @@ class PeakFit:
         keep = keep if batch is None or keep.ndim == 1 else keep[index]
         if self.backend == "mcmc":
             draws = self._curve_values(draws=True)
+            if batch is not None:
+                draws = {name: value[:, index] for name, value in draws.items()}
             chosen = np.linspace(0, next(iter(draws.values())).size - 1, 400).astype(int)
             values = {k: v[chosen][:, None] for k, v in draws.items()}
             model = self.model

@@ -997,3 +997,74 @@ def test_a_failing_fit_leaves_no_output(capsys, tmp_path):
         "--peaks", "gaussian,banana", "--out", out, match="banana",
     )  # fmt: skip
     assert line.startswith("gaussmix fit-peaks: error:")
+
+
+def test_fit_peaks_shared_and_pooled_report_the_batch_values(capsys, tmp_path):
+    """--shared and --pooled: the batch's values in results.json, the same as the library
+    gives; the files written are those announced; one spectrum is refused."""
+    from gaussmix import fit_peaks as fit_peaks_function
+
+    x, spectra = write_spectra(tmp_path / "s.csv")
+    options = ["--peaks", "gaussian,gaussian,gaussian", "--baseline", "linear"]
+    batch = ["--shared", "peak0_sigma", "peak1_sigma", "--pooled", "peak2_center"]
+    code, _, err = run_main(
+        capsys, "fit-peaks", tmp_path / "s.csv", "--x", "t", "--y", "a", "b",
+        *options, *batch, "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    results = strict_json(tmp_path / "out" / "results.json")
+    direct = fit_peaks_function(
+        x, spectra, peaks=("gaussian",) * 3, baseline="linear",
+        shared=("peak0_sigma", "peak1_sigma"), pooled=("peak2_center",),
+    )  # fmt: skip
+    reported = results["map"]["batch"]
+    assert set(reported["shared"]) == {"peak0_sigma", "peak1_sigma"}
+    for name, value in direct.shared_params.items():
+        assert reported["shared"][name] == pytest.approx(value, rel=1e-8)
+    for name, value in direct.population_params.items():
+        assert reported["population"][name] == pytest.approx(value, rel=1e-8)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "peak2_center_tau" in page and "shared" in page
+    manifest = strict_json(tmp_path / "out" / cli.MANIFEST_NAME)
+    args = cli.build_parser().parse_args(
+        ["fit-peaks", "s.csv", "--x", "t", "--y", "a", "b", *batch, "--out", "o"]
+    )
+    assert {entry["name"] for entry in manifest["files"]} == set(
+        fit_peaks.peak_files(args, ["a", "b"])
+    )
+    code, _, err = run_main(
+        capsys, "fit-peaks", tmp_path / "s.csv", "--x", "t", "--y", "a", *options,
+        "--shared", "peak0_sigma", "--out", tmp_path / "one",
+    )  # fmt: skip
+    assert code != 0 and "several --y columns" in "\n".join(err)
+    code, _, err = run_main(
+        capsys, "fit-peaks", tmp_path / "s.csv", "--x", "t", "--y", "a", "b", *options,
+        "--pooled", "peak0_sigma", "--out", tmp_path / "width",
+    )  # fmt: skip
+    assert code != 0 and "Normal population" in "\n".join(err)
+
+
+@pytest.mark.slow
+def test_fit_peaks_joint_nuts_writes_one_posterior(capsys, tmp_path):
+    """--backend mcmc with --shared: one NUTS run on the batch, one posterior file, the
+    shared width's posterior near its MAP, and the files announced are those written."""
+    write_spectra(tmp_path / "s.csv")
+    batch = ["--shared", "peak0_sigma", "--pooled", "peak2_center", "--backend", "mcmc"]
+    code, _, err = run_main(
+        capsys, "fit-peaks", tmp_path / "s.csv", "--x", "t", "--y", "a", "b",
+        "--peaks", "gaussian,gaussian,gaussian", "--baseline", "linear", *batch,
+        *NUTS_OPTIONS, "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    results = strict_json(tmp_path / "out" / "results.json")
+    nuts, point = results["posterior"]["batch"], results["map"]["batch"]
+    error = point["shared_stderr"]["peak0_sigma"]
+    assert abs(nuts["shared"]["peak0_sigma"] - point["shared"]["peak0_sigma"]) < 4 * error
+    assert set(nuts["population"]) == {"peak2_center_mu", "peak2_center_tau"}
+    manifest = strict_json(tmp_path / "out" / cli.MANIFEST_NAME)
+    args = cli.build_parser().parse_args(
+        ["fit-peaks", "s.csv", "--x", "t", "--y", "a", "b", *batch, "--out", "o"]
+    )
+    written = {entry["name"] for entry in manifest["files"]}
+    assert written == set(fit_peaks.peak_files(args, ["a", "b"]))
+    assert "posterior-joint.nc" in written
