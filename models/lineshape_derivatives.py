@@ -14,11 +14,13 @@ lorentzian          :math:`\\ell,\\; 2 h \\ell^2 v/\\gamma,\\; 2 h \\ell^2 v^2/\
 pseudo_voigt        the Gaussian's and the Lorentzian's (:math:`\\gamma = k\\sigma`),
                     mixed by :math:`1-\\eta` and :math:`\\eta`; :math:`h(\\ell - e)` for
                     :math:`\\eta`
+pearson7            :math:`w^{-m},\\; 2hmuw^{-m-1}/\\sigma,\\; 2hmu^2w^{-m-1}/\\sigma,\\;
+                    -hw^{-m}\\ln w` with :math:`w = 1 + u^2`
 polynomial          :math:`x^k`
 exponential         :math:`e^{-rx},\\; -a x e^{-rx}`
 ==================  ==============================================================
 
-The other lineshapes (Voigt, skewed Gaussian) take forward-mode derivatives of their own
+The other lineshapes (Voigt, skewed Gaussian, Doniach-Sunjic) take forward-mode derivatives of their own
 profile only (:func:`forward_value_and_jacobian`), never of the whole program.
 """
 
@@ -35,6 +37,7 @@ from gaussmix.models.lineshapes import (
     exponential,
     gaussian,
     lorentzian,
+    pearson7,
     polynomial,
     pseudo_voigt,
 )
@@ -46,6 +49,7 @@ __all__ = [
     "gaussian_value_and_jacobian",
     "lineshape_value_and_jacobian",
     "lorentzian_value_and_jacobian",
+    "pearson7_value_and_jacobian",
     "pseudo_voigt_value_and_jacobian",
 ]
 
@@ -107,6 +111,20 @@ def pseudo_voigt_value_and_jacobian(
     return value, jnp.stack(columns, axis=-1)
 
 
+def pearson7_value_and_jacobian(
+    x: ArrayLike, height: ArrayLike, center: ArrayLike, sigma: ArrayLike, exponent: ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`~gaussmix.models.lineshapes.pearson7` and its (..., 4) Jacobian."""
+    value = pearson7(x, height, center, sigma, exponent)
+    x, height, center, sigma, exponent = _floats(x, height, center, sigma, exponent)
+    u = (x - center) / sigma
+    log_w = jnp.log1p(u**2)
+    shape = jnp.exp(-exponent * log_w)
+    slope = 2.0 * height * exponent * shape / (1.0 + u**2) * u / sigma
+    columns = (shape, slope, slope * u, -height * shape * log_w)
+    return value, jnp.stack(jnp.broadcast_arrays(*columns), axis=-1)
+
+
 def forward_value_and_jacobian(
     profile_fn: Callable[..., jax.Array], x: ArrayLike, *parameters: ArrayLike
 ) -> tuple[jax.Array, jax.Array]:
@@ -126,6 +144,7 @@ VALUE_AND_JACOBIAN: dict[str, Callable[..., tuple[jax.Array, jax.Array]]] = {
     "gaussian": gaussian_value_and_jacobian,
     "lorentzian": lorentzian_value_and_jacobian,
     "pseudo_voigt": pseudo_voigt_value_and_jacobian,
+    "pearson7": pearson7_value_and_jacobian,
 }
 
 

@@ -15,6 +15,8 @@ voigt               height, center, sigma, gamma        :math:`h\\,V(x-c)/V(0)`
 voigt_area          area, center, sigma, gamma          :math:`A\\,V(x-c)`
 pseudo_voigt        height, center, sigma, fraction     :math:`h[(1-\\eta)e^{-u^2/2}+\\eta/(1+v^2)]`
 skewed_gaussian     height, center, sigma, skew         :math:`h\\,e^{-u^2/2}(1+\\mathrm{erf}(\\alpha u/\\sqrt2))`
+pearson7            height, center, sigma, exponent     :math:`h(1 + u^2)^{-m}`, m > 1/2
+doniach_sunjic      height, center, gamma, alpha        asymmetric, tail toward higher x
 ==================  ==================================  =====================================
 
 with :math:`u = (x - c)/\\sigma`, :math:`v = (x - c)/\\gamma` (:math:`\\gamma` is the
@@ -34,10 +36,16 @@ half width :math:`\\gamma = \\sigma\\sqrt{2\\ln 2}`, so both have the FWHM
 Gaussian factor (the maximum itself for ``skew = 0``; :attr:`Lineshape.height_fn` gives
 the maximum for any skew).
 
+Pearson VII and Doniach-Sunjic are defined in :mod:`gaussmix.models.xps_lineshapes`
+(their parametrizations against lmfit's models, FWHM and areas); the Doniach-Sunjic's
+integral over the real line diverges for :math:`\\alpha > 0`, so its ``area_fn`` is None.
+
 Baselines (:func:`baseline_model`): ``"constant"`` and ``"linear"`` are polynomials of
 degree 0 and 1, an integer ``n`` a polynomial of degree ``n`` with parameters ``c0 ...
 cn`` (:math:`\\sum_k c_k x^k`), ``"exponential"`` is :math:`a\\,e^{-r x}` with parameters
-``amplitude`` and ``rate``.
+``amplitude`` and ``rate``; ``"shirley"`` and ``"tougaard"`` are the active backgrounds of
+:mod:`gaussmix.models.backgrounds`, functions of the peaks (parameters ``offset, step`` and
+``offset, b``): their :class:`Baseline` only names them, the peak model computes them.
 """
 
 import math
@@ -51,18 +59,31 @@ from jax import lax
 from jax.scipy.special import erf, log_ndtr, ndtr, owens_t
 from jax.typing import ArrayLike
 
+from gaussmix.models.xps_lineshapes import (
+    doniach_sunjic,
+    doniach_sunjic_fwhm,
+    doniach_sunjic_integral,
+    pearson7,
+    pearson7_area,
+    pearson7_fwhm,
+    pearson7_integral,
+)
+
 __all__ = [
+    "ACTIVE_BASELINE_PARAMETERS",
     "BASELINES",
     "LINESHAPES",
     "Baseline",
     "Lineshape",
     "baseline_model",
+    "doniach_sunjic",
     "exponential",
     "faddeeva",
     "gaussian",
     "get_lineshape",
     "integrate_profile",
     "lorentzian",
+    "pearson7",
     "polynomial",
     "pseudo_voigt",
     "skewed_gaussian",
@@ -505,9 +526,11 @@ class Lineshape(NamedTuple):
         name: registry key.
         parameters: parameter names in the order of ``profile_fn``'s arguments after x.
         kinds: the role of each parameter, which sets default priors and starting values:
-            "height", "area", "center", "width" (> 0), "fraction" (in [0, 1]), "shape".
+            "height", "area", "center", "width" (> 0), "fraction" (in [0, 1]), "shape",
+            "exponent" (> 1/2, Pearson VII), "asymmetry" (in [0, 1), Doniach-Sunjic).
         profile_fn: ``profile_fn(x, *parameters)``.
-        area_fn: ``area_fn(*parameters)``, integral over the real line.
+        area_fn: ``area_fn(*parameters)``, integral over the real line, or None where it
+            diverges (Doniach-Sunjic: no ``area`` is derived).
         fwhm_fn: ``fwhm_fn(*parameters)``, full width at half maximum.
         height_fn: ``height_fn(*parameters)``, the profile's maximum.
         integral_fn: ``integral_fn(a, b, *parameters)`` in closed form, or None when there
@@ -518,7 +541,7 @@ class Lineshape(NamedTuple):
     parameters: tuple[str, ...]
     kinds: tuple[str, ...]
     profile_fn: Callable[..., jax.Array]
-    area_fn: Callable[..., jax.Array]
+    area_fn: Callable[..., jax.Array] | None
     fwhm_fn: Callable[..., jax.Array]
     height_fn: Callable[..., jax.Array]
     integral_fn: Callable[..., jax.Array] | None
@@ -595,6 +618,26 @@ LINESHAPES: dict[str, Lineshape] = {
         lambda height, center, sigma, skew: _skewed_gaussian_height(height, sigma, skew),
         _skewed_gaussian_integral,
     ),
+    "pearson7": Lineshape(
+        "pearson7",
+        ("height", "center", "sigma", "exponent"),
+        ("height", "center", "width", "exponent"),
+        pearson7,
+        lambda height, center, sigma, exponent: pearson7_area(height, sigma, exponent),
+        lambda height, center, sigma, exponent: pearson7_fwhm(sigma, exponent),
+        lambda height, center, sigma, exponent: height,
+        pearson7_integral,
+    ),
+    "doniach_sunjic": Lineshape(
+        "doniach_sunjic",
+        ("height", "center", "gamma", "alpha"),
+        ("height", "center", "width", "asymmetry"),
+        doniach_sunjic,
+        None,
+        lambda height, center, gamma, alpha: doniach_sunjic_fwhm(gamma, alpha),
+        lambda height, center, gamma, alpha: height,
+        doniach_sunjic_integral,
+    ),
 }
 
 
@@ -623,7 +666,9 @@ def integrate_profile(
     """Integral of a lineshape from a to b: closed form where one exists, else quadrature.
 
     Closed forms: gaussian (erf), lorentzian (arctan), pseudo_voigt (both), skewed_gaussian
-    (the skew-normal distribution function through Owen's T). The Voigt lineshapes use
+    (the skew-normal distribution function through Owen's T), doniach_sunjic (a complex
+    power); pearson7 by its own smooth substitution
+    (:func:`gaussmix.models.xps_lineshapes.pearson7_integral`). The Voigt lineshapes use
     128-point Gauss-Legendre quadrature after the substitution
     :math:`x = c + w\\tan\\theta` (w the half width at half maximum), which maps the real
     line onto :math:`(-\\pi/2, \\pi/2)` and makes the Lorentzian tails smooth there.
@@ -709,10 +754,13 @@ class Baseline(NamedTuple):
     """A baseline model.
 
     Attributes:
-        name: "polynomial" or "exponential".
-        parameters: parameter names (``c0 ... cn`` or ``amplitude, rate``).
-        profile_fn: ``profile_fn(x, *parameters)``.
-        integral_fn: ``integral_fn(a, b, *parameters)``.
+        name: "polynomial", "exponential", "shirley" or "tougaard".
+        parameters: parameter names (``c0 ... cn``, ``amplitude, rate``, ``offset, step``
+            or ``offset, b``).
+        profile_fn: ``profile_fn(x, *parameters)``; for the active backgrounds (Shirley,
+            Tougaard), which depend on the peaks, one that raises: see
+            :func:`gaussmix.models.peaks.baseline_curve`.
+        integral_fn: ``integral_fn(a, b, *parameters)`` (raises for the active ones).
     """
 
     name: str
@@ -725,11 +773,35 @@ def _polynomial_profile(x, *coefficients):
     return polynomial(x, coefficients)
 
 
-BASELINES = ("constant", "linear", "exponential", "polynomial degree n (an int)")
+BASELINES = (
+    "constant",
+    "linear",
+    "exponential",
+    "shirley",
+    "tougaard",
+    "polynomial degree n (an int)",
+)
+#: The active backgrounds (functions of the peaks) and their parameter names.
+ACTIVE_BASELINE_PARAMETERS = {"shirley": ("offset", "step"), "tougaard": ("offset", "b")}
+
+
+def _active_profile(x, *parameters):
+    raise ValueError(
+        "The Shirley and Tougaard backgrounds are functions of the peaks: compute them with "
+        "gaussmix.models.peaks.baseline_curve(x, model, params)."
+    )
+
+
+def _active_integral(a, b, *parameters):
+    raise ValueError(
+        "The integral of a Shirley or Tougaard background is not available; integrate the "
+        "peaks (baseline=False), or sum the background curve on a grid."
+    )
 
 
 def baseline_model(baseline: str | int | None) -> Baseline | None:
-    """The baseline model for ``baseline``: None, "constant", "linear", "exponential" or n.
+    """The baseline model for ``baseline``: None, "constant", "linear", "exponential",
+    "shirley", "tougaard" or n.
 
     Example:
         >>> baseline_model("linear").parameters
@@ -743,16 +815,19 @@ def baseline_model(baseline: str | int | None) -> Baseline | None:
             return Baseline(
                 "exponential", ("amplitude", "rate"), exponential, _exponential_integral
             )
+        if baseline in ACTIVE_BASELINE_PARAMETERS:
+            parameters = ACTIVE_BASELINE_PARAMETERS[baseline]
+            return Baseline(baseline, parameters, _active_profile, _active_integral)
         if baseline not in degrees:
             raise ValueError(
-                f"Unknown baseline {baseline!r}; use None, 'constant', 'linear', 'exponential' "
-                "or an int n >= 0 for a polynomial of degree n."
+                f"Unknown baseline {baseline!r}; use None, 'constant', 'linear', 'exponential', "
+                "'shirley', 'tougaard' or an int n >= 0 for a polynomial of degree n."
             )
         baseline = degrees[baseline]
     if isinstance(baseline, bool) or not isinstance(baseline, int | np.integer) or baseline < 0:
         raise ValueError(
-            f"Invalid baseline {baseline!r}; use None, 'constant', 'linear', 'exponential' or "
-            "an int n >= 0 for a polynomial of degree n."
+            f"Invalid baseline {baseline!r}; use None, 'constant', 'linear', 'exponential', "
+            "'shirley', 'tougaard' or an int n >= 0 for a polynomial of degree n."
         )
     names = tuple(f"c{k}" for k in range(int(baseline) + 1))
     return Baseline("polynomial", names, _polynomial_profile, _polynomial_integral)

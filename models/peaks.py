@@ -9,10 +9,15 @@ with :math:`p_i` a lineshape of :mod:`gaussmix.models.lineshapes` and :math:`b` 
 optional baseline. Sites (in this order): ``peak{i}_{parameter}`` for each peak i and each
 parameter of its lineshape (``peak0_height``, ``peak0_center``, ``peak0_sigma``,
 ``peak0_gamma``, ``peak0_fraction``, ``peak0_skew``, ``peak0_area``), then
-``baseline_c0``, ``baseline_c1``, ... (polynomial) or ``baseline_amplitude``,
-``baseline_rate`` (exponential), then the noise scale ``sigma`` (not for Poisson), and the
+``baseline_c0``, ``baseline_c1``, ... (polynomial), ``baseline_amplitude``,
+``baseline_rate`` (exponential), ``baseline_offset``, ``baseline_step`` (Shirley) or
+``baseline_offset``, ``baseline_b`` (Tougaard), then the noise scale ``sigma`` (not for Poisson), and the
 observed ``y``. Deterministic sites: ``peak{i}_area`` and ``peak{i}_fwhm`` (and
-``peak{i}_height`` where the height is not a parameter), tied and fixed parameters.
+``peak{i}_height`` where the height is not a parameter; no area for a Doniach-Sunjic
+peak, whose integral diverges), tied and fixed parameters.
+
+The Shirley and Tougaard backgrounds (:mod:`gaussmix.models.backgrounds`) are functions of
+the peaks: :math:`b(x; \\beta, \\theta)` then depends on the peak parameters too.
 
 Default priors are uniform on wide boxes scaled from the data, so that they respect the
 bounds and are flat inside them: the MAP then equals least squares (``curve_fit``) unless
@@ -29,9 +34,17 @@ width (sigma,       :math:`\\mathrm{U}(0, x_1-x_0)`
 gamma)
 fraction            :math:`\\mathrm{U}(0, 1)`
 skew                :math:`\\mathrm{U}(-20, 20)`
+exponent (Pearson   :math:`\\mathrm{U}(1/2, 50)`
+VII)
+asymmetry (alpha,   :math:`\\mathrm{U}(0, 0.9)`
+Doniach-Sunjic)
 baseline c_k        :math:`\\mathrm{U}(-B/S^k, B/S^k)`, :math:`B = 10(A+Y)`
 amplitude           :math:`\\mathrm{U}(-B, B)`
 rate                :math:`\\mathrm{U}(-20/S, 20/S)`
+offset (Shirley,    :math:`\\mathrm{U}(-B, B)`
+Tougaard)
+step (Shirley)      :math:`\\mathrm{U}(-k, k)`, :math:`k = 1000/(x_1-x_0)`
+b (Tougaard)        :math:`\\mathrm{U}(-2Ck, 2Ck)`, C = 1643 eV^2
 sigma               :math:`\\mathrm{HalfNormal}(Y)`
 ==================  ===========================================================
 
@@ -60,6 +73,7 @@ from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.distributions import constraints
 
+from gaussmix.models.backgrounds import TOUGAARD_C, active_background
 from gaussmix.models.lineshape_derivatives import (
     baseline_value_and_jacobian,
     lineshape_value_and_jacobian,
@@ -137,6 +151,11 @@ class PeakModel(NamedTuple):
         return tuple(n for n in self.parameter_names if n not in tied and n not in self.fixed)
 
     @property
+    def has_active_baseline(self) -> bool:
+        """Whether the baseline is a function of the peaks (Shirley, Tougaard)."""
+        return self.baseline is not None and self.baseline.name in ("shirley", "tougaard")
+
+    @property
     def has_noise(self) -> bool:
         return self.likelihood != "poisson"
 
@@ -150,12 +169,15 @@ class PeakModel(NamedTuple):
         names = []
         for index, lineshape in enumerate(self.lineshapes):
             for quantity in ("area", "fwhm", "height"):
-                if quantity not in lineshape.parameters:
+                if quantity not in lineshape.parameters and (
+                    quantity != "area" or lineshape.area_fn is not None
+                ):
                     names.append(f"peak{index}_{quantity}")
         return tuple(names)
 
     def kind(self, name: str) -> str:
-        """Kind of a parameter (height, area, center, width, fraction, shape, baseline)."""
+        """Kind of a parameter (height, area, center, width, fraction, shape, exponent,
+        asymmetry, or ``baseline_<name>``)."""
         for index, lineshape in enumerate(self.lineshapes):
             prefix = f"peak{index}_"
             if name.startswith(prefix) and name[len(prefix) :] in lineshape.parameters:
@@ -259,11 +281,18 @@ def peak_curves(x: ArrayLike, model: PeakModel, params: Mapping[str, ArrayLike])
 
 
 def baseline_curve(x: ArrayLike, model: PeakModel, params: Mapping[str, ArrayLike]) -> jax.Array:
-    """The baseline at x (zeros without a baseline)."""
+    """The baseline at x (zeros without a baseline); the Shirley and Tougaard backgrounds
+    from the peaks (:mod:`gaussmix.models.backgrounds`)."""
     x = jnp.asarray(x, jnp.result_type(float, x))
     if model.baseline is None:
         return jnp.zeros_like(x)
     arguments = [params[name] for name in model.baseline_parameter_names]
+    if model.has_active_baseline:
+        pairs = [
+            (lineshape, _peak_arguments(model, index, params))
+            for index, lineshape in enumerate(model.lineshapes)
+        ]
+        return active_background(model.baseline.name, x, arguments, pairs)
     return model.baseline.profile_fn(x, *arguments)
 
 
@@ -288,9 +317,14 @@ def mean_and_jacobian(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """:func:`mean_curve` (by the same functions) and its derivative by every curve
     parameter (free, tied and fixed): ``{name: (M,) column}``, each peak's and the
-    baseline's in closed form (:mod:`gaussmix.models.lineshape_derivatives`).
+    baseline's in closed form (:mod:`gaussmix.models.lineshape_derivatives`); with a
+    Shirley or Tougaard background, which depends on every peak, by forward mode.
     """
     x = jnp.asarray(x, jnp.result_type(float, x))
+    if model.has_active_baseline:
+        values = {name: jnp.asarray(params[name], x.dtype) for name in model.parameter_names}
+        columns = jax.jacfwd(lambda p: mean_curve(x, model, p))(values)
+        return mean_curve(x, model, values), columns
     columns = {}
     if model.baseline is None:
         total = jnp.zeros_like(x)
@@ -375,7 +409,7 @@ def derived_quantities(model: PeakModel, params: Mapping[str, ArrayLike]) -> dic
             "height": lineshape.height_fn,
         }
         for quantity, function in functions.items():
-            if quantity not in lineshape.parameters:
+            if quantity not in lineshape.parameters and function is not None:
                 derived[f"peak{index}_{quantity}"] = jnp.asarray(function(*arguments))
     return derived
 
@@ -385,6 +419,10 @@ HEIGHT_FACTOR = 10.0
 BASELINE_FACTOR = 10.0
 RATE_BOUND = 20.0
 SKEW_BOUND = 20.0
+EXPONENT_BOUND = 50.0
+ASYMMETRY_BOUND = 0.9
+#: Bound of the Shirley step per unit of peak area, times the x range.
+STEP_BOUND = 1000.0
 
 
 def _data_ranges(x: jax.Array, y: jax.Array | None, mask, y_range):
@@ -440,6 +478,17 @@ def default_priors(
             prior = dist.Uniform(zero, jnp.ones((), dtype))
         elif kind == "shape":
             prior = dist.Uniform(-SKEW_BOUND + zero, SKEW_BOUND + zero)
+        elif kind == "exponent":
+            prior = dist.Uniform(0.5 + zero, EXPONENT_BOUND + zero)
+        elif kind == "asymmetry":
+            prior = dist.Uniform(zero, ASYMMETRY_BOUND + zero)
+        elif kind == "baseline_offset":
+            prior = dist.Uniform(-bound, bound)
+        elif kind == "baseline_step":
+            prior = dist.Uniform(-STEP_BOUND / length, STEP_BOUND / length)
+        elif kind == "baseline_b":
+            limit = 2.0 * TOUGAARD_C * STEP_BOUND / length
+            prior = dist.Uniform(-limit, limit)
         elif kind == "baseline_amplitude":
             prior = dist.Uniform(-bound, bound)
         elif kind == "baseline_rate":
@@ -467,6 +516,8 @@ KIND_SUPPORTS = {
     "fraction": constraints.unit_interval,
     "center": constraints.real,
     "shape": constraints.real,
+    "exponent": constraints.greater_than(0.5),
+    "asymmetry": constraints.interval(0.0, 1.0),
     "baseline": constraints.real,
     "noise": constraints.positive,
 }
@@ -488,6 +539,9 @@ def site_support(model: PeakModel, name: str) -> constraints.Constraint:
     widths (sigma, gamma), noise        :math:`(0, \\infty)`
     ``sigma``
     fractions                           :math:`[0, 1]`
+    Pearson VII exponent                :math:`(1/2, \\infty)`
+    Doniach-Sunjic asymmetry alpha      :math:`[0, 1)` (the prior's closure
+                                        may reach 1)
     heights, areas (either sign: a      :math:`\\mathbb{R}`
     dip or absorption line), centres,
     skews, baseline coefficients,
@@ -514,6 +568,14 @@ _SUPPORT_HELP = {
         "use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b)",
     ),
     id(constraints.unit_interval): ("the interval [0, 1]", "use Beta or Uniform(a >= 0, b <= 1)"),
+    id(KIND_SUPPORTS["exponent"]): (
+        "(1/2, infinity) (the Pearson VII area is finite only there)",
+        "use Uniform(a >= 0.5, b) or a shifted positive prior",
+    ),
+    id(KIND_SUPPORTS["asymmetry"]): (
+        "[0, 1) (alpha = 1 is no peak)",
+        "use Beta or Uniform(a >= 0, b <= 1)",
+    ),
     id(constraints.real): ("the real numbers", "use a continuous prior such as Normal"),
 }
 
@@ -570,6 +632,10 @@ def check_priors(priors, model: PeakModel) -> dict:
 def _in_support(kind: str, value: np.ndarray) -> np.ndarray:
     if kind == "fraction":
         return (value >= 0) & (value <= 1)
+    if kind == "asymmetry":
+        return (value >= 0) & (value < 1)
+    if kind == "exponent":
+        return value > 0.5
     if KIND_SUPPORTS[kind] is constraints.positive:
         return value > 0
     return np.isfinite(value)
@@ -616,7 +682,11 @@ def check_fixed(model: PeakModel, fixed: Mapping | None) -> dict:
             raise ValueError(f"fixed {name} = {float(array):g} is not finite; give a finite value.")
         if not _in_support(kind, array):
             parameter = name.split("_", 1)[1]
-            bound = "must lie in [0, 1]" if kind == "fraction" else "must be > 0"
+            bound = {
+                "fraction": "must lie in [0, 1]",
+                "asymmetry": "must lie in [0, 1)",
+                "exponent": "must be > 0.5",
+            }.get(kind, "must be > 0")
             raise ValueError(
                 f"fixed {name} = {float(array):g} is outside its support: {parameter} {bound}; "
                 "fix it at a value inside, or leave it free."

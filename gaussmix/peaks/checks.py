@@ -10,12 +10,16 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
+from gaussmix.models.backgrounds import TOUGAARD_C
 from gaussmix.models.peaks import (
+    ASYMMETRY_BOUND,
     BASELINE_FACTOR,
+    EXPONENT_BOUND,
     HEIGHT_FACTOR,
     NOISE_SITE,
     RATE_BOUND,
     SKEW_BOUND,
+    STEP_BOUND,
     PeakModel,
 )
 from gaussmix.peaks.result import PeakFit, PeakFitWarning, to_numpy
@@ -186,6 +190,15 @@ def default_priors_on_host(
             low, high = -bound, bound
         elif kind == "baseline_rate":
             low, high = dtype.type(-RATE_BOUND) / reach, dtype.type(RATE_BOUND) / reach
+        elif kind == "exponent":
+            low, high = dtype.type(0.5) + zero, dtype.type(EXPONENT_BOUND) + zero
+        elif kind == "asymmetry":
+            low, high = zero, dtype.type(ASYMMETRY_BOUND) + zero
+        elif kind == "baseline_offset":
+            low, high = -bound, bound
+        elif kind in ("baseline_step", "baseline_b"):
+            factor = STEP_BOUND if kind == "baseline_step" else 2.0 * TOUGAARD_C * STEP_BOUND
+            low, high = dtype.type(-factor) / length, dtype.type(factor) / length
         else:  # polynomial coefficient c_k
             power = _integer_power(reach, int(kind[len("baseline_c") :]))
             low, high = -bound / power, bound / power

@@ -3,7 +3,10 @@ peaks lost at a bound.
 
 Automatic starts smooth the spectrum, take the baseline from its lower envelope, then
 find the peaks greedily at the highest maxima of the residual (heights, and widths from
-the half-maximum crossings), kept strictly inside the default prior boxes.
+the half-maximum crossings), kept strictly inside the default prior boxes. A Shirley or
+Tougaard background starts from the classic (data) Shirley: the levels at the two ends of
+x, the step spread in proportion to the cumulative area of the data above the low end;
+its step per unit of peak area then follows from the peaks found.
 """
 
 import functools
@@ -12,6 +15,7 @@ import math
 import numpy as np
 import numpyro.distributions as dist
 
+from gaussmix.models.backgrounds import TOUGAARD_C
 from gaussmix.models.lineshapes import GAUSSIAN_FWHM
 from gaussmix.models.peaks import NOISE_SITE, PeakModel, mean_curve, resolve_parameters
 from gaussmix.peaks.checks import bound_hits, default_priors_on_host
@@ -32,6 +36,8 @@ def _baseline_start(x, y, model: PeakModel) -> tuple[dict, np.ndarray]:
     """Baseline parameters from the lower envelope of the data, and the baseline curve."""
     if model.baseline is None:
         return {}, np.zeros_like(y)
+    if model.has_active_baseline:
+        return _step_start(x, y)
     if model.baseline.name == "exponential":
         lower = y <= np.quantile(y, 0.3)
         points_x, points_y = x[lower], y[lower]
@@ -56,6 +62,30 @@ def _baseline_start(x, y, model: PeakModel) -> tuple[dict, np.ndarray]:
     coefficients = np.pad(coefficients[::-1], (0, degree + 1 - coefficients.size))
     values = {f"baseline_c{k}": float(c) for k, c in enumerate(coefficients)}
     return values, np.polyval(coefficients[::-1], x)
+
+
+def _step_start(x, y) -> tuple[dict, np.ndarray]:
+    """The static Shirley of sorted, smoothed data: the end levels (the mean of the first
+    and last 5 % of the points) joined in proportion to the cumulative area above the low
+    level; its step (high - low) is kept under ``"step_height"``."""
+    edge = max(1, x.size // 20)
+    low, high = float(np.mean(y[:edge])), float(np.mean(y[-edge:]))
+    above = np.maximum(y - low, 0.0)
+    cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (above[1:] + above[:-1]) * np.diff(x))])
+    fraction = cumulative / cumulative[-1] if cumulative[-1] > 0 else np.zeros_like(x)
+    return {"baseline_offset": low, "step_height": high - low}, low + (high - low) * fraction
+
+
+def _active_step(values: dict, model: PeakModel, found) -> None:
+    """The Shirley step per unit area (or the Tougaard B) that makes the background rise by
+    the data's step across the peaks found (areas as Gaussians of their height and FWHM)."""
+    step_height = values.pop("step_height")
+    area = sum(height * fwhm * 1.0645 for _, height, fwhm in found)
+    step = step_height / area if area > 0 else 0.0
+    if model.baseline.name == "shirley":
+        values["baseline_step"] = step
+    else:  # far above a peak the Tougaard background has risen by B A / (2C)
+        values["baseline_b"] = 2.0 * TOUGAARD_C * step
 
 
 def _sorted_and_smoothed(x: np.ndarray, y: np.ndarray, keep: np.ndarray):
@@ -91,6 +121,13 @@ def _residual_peaks(xs, residual, n_peaks: int, spacing: float, spread: float) -
     return found
 
 
+#: Starting Pearson VII exponent (between the Lorentzian's 1 and a Gaussian) and its FWHM
+#: per unit sigma, :math:`2\\sqrt{2^{1/m} - 1}`; starting Doniach-Sunjic asymmetry.
+PEARSON7_START_EXPONENT = 2.0
+PEARSON7_START_FWHM = 2.0 * math.sqrt(2.0 ** (1.0 / PEARSON7_START_EXPONENT) - 1.0)
+DONIACH_SUNJIC_START_ALPHA = 0.1
+
+
 def _peak_start(model: PeakModel, index: int, center: float, height: float, fwhm: float):
     """Starting values of peak ``index``'s parameters from its centre, height and FWHM."""
     lineshape = model.lineshapes[index]
@@ -102,11 +139,17 @@ def _peak_start(model: PeakModel, index: int, center: float, height: float, fwhm
             value = height * fwhm * 1.064
         elif kind == "center":
             value = center
+        elif kind == "width" and lineshape.name == "pearson7":
+            value = fwhm / PEARSON7_START_FWHM
         elif kind == "width":
             share = 0.5 if lineshape.name in ("voigt", "voigt_area") else 1.0
             value = share * fwhm / (2.0 if parameter == "gamma" else GAUSSIAN_FWHM)
         elif kind == "fraction":
             value = 0.5
+        elif kind == "exponent":
+            value = PEARSON7_START_EXPONENT
+        elif kind == "asymmetry":
+            value = DONIACH_SUNJIC_START_ALPHA
         else:
             value = 0.0
         values[f"peak{index}_{parameter}"] = value
@@ -120,6 +163,8 @@ def _auto_start(x: np.ndarray, y: np.ndarray, keep: np.ndarray, model: PeakModel
     found = _residual_peaks(xs, smooth - base, model.n_peaks, spacing, float(np.ptp(ys)))
     for index, (center, height, fwhm) in enumerate(sorted(found)):
         values.update(_peak_start(model, index, center, height, fwhm))
+    if model.has_active_baseline:
+        _active_step(values, model, found)
     differences = np.diff(ys)
     noise = float(np.median(np.abs(differences - np.median(differences)))) * 1.4826 / math.sqrt(2)
     if not noise > 0:

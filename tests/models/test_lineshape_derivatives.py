@@ -33,7 +33,7 @@ def assert_close(closed, automatic):
 
 def parameters_of(name, center, width):
     values = {"height": 2.5, "area": 4.0, "center": center, "width": width}
-    values.update({"fraction": 0.35, "shape": 1.7})
+    values.update({"fraction": 0.35, "shape": 1.7, "exponent": 1.6, "asymmetry": 0.3})
     return [values[kind] for kind in LINESHAPES[name].kinds]
 
 

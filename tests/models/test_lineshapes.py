@@ -11,6 +11,7 @@ from scipy import integrate, optimize, special
 from gaussmix.models.lineshapes import (
     LINESHAPES,
     baseline_model,
+    doniach_sunjic,
     exponential,
     faddeeva,
     get_lineshape,
@@ -26,6 +27,8 @@ PARAMETERS = {
     "voigt_area": (2.0, 1.0, 0.7, 0.3),
     "pseudo_voigt": (2.0, 1.0, 0.7, 0.4),
     "skewed_gaussian": (2.0, 1.0, 0.7, 3.0),
+    "pearson7": (2.0, 1.0, 0.7, 1.6),
+    "doniach_sunjic": (2.0, 1.0, 0.7, 0.3),
 }
 
 
@@ -84,7 +87,7 @@ def _profile(name):
     lineshape = LINESHAPES[name]
     compiled = lineshape._replace(
         profile_fn=jax.jit(lineshape.profile_fn),
-        area_fn=jax.jit(lineshape.area_fn),
+        area_fn=None if lineshape.area_fn is None else jax.jit(lineshape.area_fn),
         fwhm_fn=jax.jit(lineshape.fwhm_fn),
         height_fn=jax.jit(lineshape.height_fn),
     )
@@ -92,7 +95,7 @@ def _profile(name):
     return compiled, parameters, lambda x: float(compiled.profile_fn(x, *parameters))
 
 
-@pytest.mark.parametrize("name", sorted(LINESHAPES))
+@pytest.mark.parametrize("name", sorted(n for n in LINESHAPES if n != "doniach_sunjic"))
 def test_area_matches_quadrature(name):
     lineshape, parameters, f = _profile(name)
     area, _ = integrate.quad(f, -np.inf, np.inf, epsabs=0, epsrel=1e-13, limit=500)
@@ -120,12 +123,15 @@ _integral = jax.jit(integrate_profile, static_argnums=0)
 @pytest.mark.parametrize(("a", "b"), [(0.3, 2.5), (-np.inf, 1.2), (1.5, np.inf)])
 def test_integral_matches_quadrature(name, a, b):
     _, parameters, f = _profile(name)
+    if name == "doniach_sunjic" and b == np.inf:  # its tail toward +inf is not integrable
+        assert float(_integral(LINESHAPES[name], a, b, parameters)) == np.inf
+        return
     reference, _ = integrate.quad(f, a, b, epsabs=0, epsrel=1e-13, limit=500)
     value = float(_integral(LINESHAPES[name], a, b, parameters))
     assert value == pytest.approx(reference, rel=1e-10)
 
 
-@pytest.mark.parametrize("name", ["voigt", "skewed_gaussian"])
+@pytest.mark.parametrize("name", ["voigt", "skewed_gaussian", "doniach_sunjic"])
 def test_numerical_fwhm_has_implicit_function_derivatives(name):
     lineshape, parameters, _ = _profile(name)
     gradient = jax.jit(jax.grad(lambda p: LINESHAPES[name].fwhm_fn(*p)))(jnp.asarray(parameters))
@@ -212,6 +218,13 @@ FORMULAS = {
     "skewed_gaussian": lambda x, h, c, s, a: (
         h * np.exp(-0.5 * ((x - c) / s) ** 2) * (1.0 + special.erf(a * (x - c) / (s * np.sqrt(2))))
     ),
+    "pearson7": lambda x, h, c, s, m: h * (1.0 + ((x - c) / s) ** 2) ** -m,
+    "doniach_sunjic": lambda x, h, c, g, a: (
+        h
+        * np.cos(np.pi * a / 2 - (1 - a) * np.arctan((x - c) / g))
+        / (1.0 + ((x - c) / g) ** 2) ** ((1 - a) / 2)
+        / np.cos(np.pi * a / (2 * (2 - a))) ** (2 - a)
+    ),
 }
 
 
@@ -226,3 +239,100 @@ def test_profile_is_its_formula(name):
     value = np.asarray(lineshape.profile_fn(x, *parameters))
     reference = FORMULAS[name](x, *parameters)
     np.testing.assert_allclose(value, reference, rtol=0, atol=7e-15 * np.max(np.abs(reference)))
+
+
+# -- Pearson VII and Doniach-Sunjic against lmfit, and their integrals ---------------------
+
+XPS_X = np.linspace(-30.0, 32.0, 311)
+
+
+@pytest.mark.parametrize("exponent", [0.51, 0.8, 1.0, 2.5, 40.0])
+def test_pearson7_is_lmfits_with_its_area_as_amplitude(exponent):
+    lmfit_lineshapes = pytest.importorskip("lmfit.lineshapes")
+    lineshape = get_lineshape("pearson7")
+    parameters = (2.3, 1.2, 0.7, exponent)
+    area = float(lineshape.area_fn(*parameters))
+    reference = lmfit_lineshapes.pearson7(XPS_X, area, 1.2, 0.7, exponent)
+    value = np.asarray(lineshape.profile_fn(XPS_X, *parameters))
+    np.testing.assert_allclose(value, reference, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.05, 0.3, 0.7, 0.95])
+def test_doniach_sunjic_is_lmfits_mirrored_about_the_centre(alpha):
+    """lmfit's tail lies toward lower x (kinetic energy); ours toward higher x (binding
+    energy): ours(x) = lmfit(2c - x) with amplitude h gamma^(1-alpha) / s_max."""
+    lmfit_lineshapes = pytest.importorskip("lmfit.lineshapes")
+    height, center, gamma = 1.7, 0.5, 0.8
+    value = np.asarray(doniach_sunjic(XPS_X, height, center, gamma, alpha))
+    # s_max by a root finder, independent of the closed form
+    mode = optimize.minimize_scalar(
+        lambda x: -lmfit_lineshapes.doniach(x, 1.0, 0.0, 1.0, alpha),
+        bounds=(-50, 0.5),
+        method="bounded",
+        options={"xatol": 1e-12},
+    ).x
+    s_max = lmfit_lineshapes.doniach(mode, 1.0, 0.0, 1.0, alpha)
+    amplitude = height * gamma ** (1 - alpha) / s_max
+    reference = lmfit_lineshapes.doniach(2 * center - XPS_X, amplitude, center, gamma, alpha)
+    np.testing.assert_allclose(value, reference, rtol=1e-12, atol=0)
+    # the tail: more intensity at c + 10 gamma than at c - 10 gamma for alpha > 0
+    far = np.asarray(
+        doniach_sunjic(np.array([center - 10, center + 10.0]), 1.0, center, 1.0, alpha)
+    )
+    assert far[1] > far[0] or alpha == 0
+
+
+@pytest.mark.parametrize("exponent", [0.51, 0.6, 1.0, 1.7, 3.0, 100.0])
+def test_pearson7_integral_matches_the_incomplete_beta_closed_form(exponent):
+    """:math:`\\int_0^U (1+u^2)^{-m} du = B(1/2, m-1/2) I_{U^2/(1+U^2)}(1/2, m-1/2)/2`."""
+
+    def half(u):
+        s = 1.0 if np.isinf(u) else u * u / (1 + u * u)
+        full = special.beta(0.5, exponent - 0.5)
+        return np.sign(u) * 0.5 * full * special.betainc(0.5, exponent - 0.5, s)
+
+    lineshape = get_lineshape("pearson7")
+    height, center, sigma = 1.3, 0.2, 0.9
+    area = float(lineshape.area_fn(height, center, sigma, exponent))
+    for a, b in [(-np.inf, np.inf), (-np.inf, 0.3), (-2.0, 1.5), (-np.inf, 40.0), (0.5, 0.9)]:
+        value = float(_integral(lineshape, a, b, (height, center, sigma, exponent)))
+        ua, ub = (a - center) / sigma, (b - center) / sigma
+        reference = height * sigma * (half(ub) - half(ua)) if np.isfinite(a) else None
+        if reference is None:
+            reference = height * sigma * (half(ub) + 0.5 * special.beta(0.5, exponent - 0.5))
+        assert value == pytest.approx(reference, rel=1e-9, abs=1e-12 * area)
+
+
+def test_pearson7_integral_and_doniach_sunjic_integral_derivatives_by_finite_differences():
+    for name, parameters in [
+        ("pearson7", (1.3, 0.2, 0.9, 0.8)),
+        ("doniach_sunjic", (1.3, 0.2, 0.9, 0.3)),
+    ]:
+        lineshape = get_lineshape(name)
+        for a, b in [(-np.inf, 0.7), (-1.0, 3.0), (-np.inf, 25.0)]:
+            gradient = jax.grad(
+                lambda p, s=lineshape, a=a, b=b: integrate_profile(s, a, b, tuple(p))
+            )(jnp.asarray(parameters))
+            for index in range(4):
+                step = 1e-6
+                up, down = np.array(parameters), np.array(parameters)
+                up[index] += step
+                down[index] -= step
+                numerical = (
+                    float(integrate_profile(lineshape, a, b, tuple(up)))
+                    - float(integrate_profile(lineshape, a, b, tuple(down)))
+                ) / (2 * step)
+                assert float(gradient[index]) == pytest.approx(numerical, rel=1e-6, abs=1e-8)
+
+
+def test_doniach_sunjic_area_diverges_and_is_not_derived():
+    lineshape = get_lineshape("doniach_sunjic")
+    assert lineshape.area_fn is None
+    parameters = (1.0, 0.0, 1.0, 0.2)
+    ends = [float(_integral(lineshape, -np.inf, b, parameters)) for b in (1e4, 1e6, 1e8)]
+    # grows like b^alpha (1 + O(1/b)): 100^0.2 = 2.5 per factor 100, toward +inf
+    assert ends[2] - ends[1] == pytest.approx((ends[1] - ends[0]) * 100**0.2, rel=1e-3)
+    # alpha = 0: the Lorentzian's pi h gamma
+    assert float(_integral(lineshape, -np.inf, np.inf, (1.0, 0.0, 1.0, 0.0))) == pytest.approx(
+        np.pi
+    )
