@@ -16,7 +16,11 @@ hooks (:mod:`gaussmix.inference.sampling_hooks`), registered when this module is
 * the sites get named dimensions (``components``, ``features``, ``data``).
 
 The log-likelihood is the marginal one (the component index is summed out), so
-``arviz_stats.loo`` is right. :func:`sample_mixture` adds the posterior mean of the
+``arviz_stats.loo`` is right; on imperfect data (``nan_policy="marginalize"``,
+``measurement_covariances``, ``background_volume``) it is each row's density of its
+observed coordinates under :math:`\\Sigma_k + S_n`, plus the background's
+:math:`\\pi_0 / V` (:mod:`gaussmix.models.imperfect_data`), and a background keeps its
+place when the K Gaussian components are relabeled. :func:`sample_mixture` adds the posterior mean of the
 responsibilities.
 """
 

@@ -43,6 +43,14 @@ the covariance they imply as the deterministic site of their storage layout (``v
 (K,) for EII, (K, D) for the diagonal ones, ``covariances`` (K, D, D) for the others);
 see :mod:`gaussmix.models.eigen_covariance` for their sites and priors.
 
+Imperfect data: with ``nan_policy="marginalize"`` (NaN entries), per-row
+``measurement_covariances`` :math:`S_n` or a uniform background
+(``background_log_density``, :math:`-\\log V`), the observed site scores each row by the
+marginal density of its observed coordinates under :math:`\\Sigma_k + S_n`, plus
+:math:`\\pi_0 / V` (:class:`gaussmix.models.imperfect_data.ImperfectMixtureDistribution`);
+with a background the latent ``proportions`` (K + 1, the last the background's) replace
+``weights``, which become deterministic with ``background_weight``.
+
 The default prior (see :mod:`gaussmix.models.priors`) is conjugate:
 
 .. math::
