@@ -204,7 +204,7 @@ def batch_section(run: Run, fit, title: str) -> dict:
     ]
     caption = f"{title}: values shared by the batch, and the pooled parameters' population"
     if fit.backend == "map" and fit.pooled:
-        caption += " (MAP: mean and spread of the per-spectrum values, not pooled)"
+        caption += " (MAP: marginal likelihood in the Laplace approximation)"
     run.report.table(["parameter", "kind", "value", "standard error"], rows, caption=caption)
     return {"shared": dict(fit.shared_params), "shared_stderr": dict(fit.shared_stderr),
             "population": dict(fit.population_params),

@@ -167,9 +167,11 @@ def fit_peaks(
             coefficients) drawn per spectrum from a population Normal(mu, tau), partial
             pooling (:mod:`gaussmix.models.shared_peaks`: hyperpriors, non-centred);
             ``PeakFit.population_params`` holds ``{name}_mu`` and ``{name}_tau``.
-            ``backend="mcmc"`` samples the hierarchical posterior; the MAP does not pool
-            (the joint mode has tau = 0): it fits each spectrum's value and reports their
-            mean and standard deviation.
+            ``backend="mcmc"`` samples the hierarchical posterior. The joint mode is
+            useless (tau = 0, all spectra equal): the MAP takes (mu, tau) maximizing the
+            marginal likelihood of the per-spectrum estimates with their Laplace errors,
+            then conditions each spectrum on Normal(mu, tau) in the Laplace
+            approximation (:func:`gaussmix.peaks.shared.add_population`).
 
     Returns:
         :class:`PeakFit`.

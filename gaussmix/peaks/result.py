@@ -114,9 +114,10 @@ class PeakFit:
             spectrum, so that their sums over the batch are the joint fit's.
         pooled: the names drawn from a population (``pooled=`` of :func:`fit_peaks`);
             ``population_params`` holds ``{name}_mu`` and ``{name}_tau``, the population
-            mean and spread (posterior means for MCMC; for MAP the mean and standard
-            deviation of the per-spectrum values, which MAP does not pool), and
-            ``population_stderr`` their posterior sd (MAP: the mean's sd / sqrt(B)).
+            mean and spread (posterior means for MCMC; for MAP their marginal maximum
+            likelihood in the Laplace approximation, see
+            :func:`gaussmix.peaks.shared.add_population`), and ``population_stderr``
+            their posterior sd (MAP: the mean's standard error only).
     """
 
     lineshapes: tuple[str, ...]

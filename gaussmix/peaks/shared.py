@@ -9,6 +9,7 @@ number of spectra); the result is a :class:`~gaussmix.peaks.result.PeakFit` whos
 """
 
 import functools
+import warnings
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -17,8 +18,8 @@ import numpy as np
 from gaussmix.inference.map.shared import fit_shared_map
 from gaussmix.models.peaks import NOISE_SITE, PeakModel
 from gaussmix.models.shared_peaks import check_pooled_support, shared_peaks
-from gaussmix.peaks.checks import check_result, priors_of_sites
-from gaussmix.peaks.result import PeakFit, delta_method, resolve_on_host, to_numpy
+from gaussmix.peaks.checks import check_result, describe_spectra, priors_of_sites
+from gaussmix.peaks.result import PeakFit, PeakFitWarning, delta_method, resolve_on_host, to_numpy
 
 __all__ = ["add_population", "check_pooled", "check_shared", "fit_shared_peaks", "sample_joint"]
 
@@ -199,6 +200,16 @@ def _statistics(fit: PeakFit, result, model: PeakModel, n_shared: int) -> None:
     noise_share = 1.0 / n_spectra if NOISE_SITE in fit.shared else 1.0
     k = parameters + (noise_share if model.has_noise else 0.0)
     if model.likelihood == "normal" and model.has_noise:
+        exact = rss == 0
+        if np.any(exact):
+            warnings.warn(
+                f"The residual sum of squares of {describe_spectra(np.flatnonzero(exact), n_spectra)}"
+                " is 0: with a noise per spectrum its noise goes to 0 and its weight in the "
+                "joint fit to infinity, so it alone sets the shared values; share 'sigma' too, "
+                "or drop it.",
+                PeakFitWarning,
+                stacklevel=4,
+            )
         with np.errstate(divide="ignore"):
             if NOISE_SITE in fit.shared:
                 variance = rss.sum() / n.sum()
@@ -214,20 +225,82 @@ def _statistics(fit: PeakFit, result, model: PeakModel, n_shared: int) -> None:
     fit.bic = -2 * log_likelihood + k * np.log(n)
 
 
+def population_marginal(values: np.ndarray, errors: np.ndarray) -> tuple[float, float, float]:
+    """(mu, tau, stderr of mu) maximizing the marginal likelihood of a Normal population
+    observed with known errors: :math:`v_b \\sim \\mathcal{N}(\\mu, \\tau^2 + s_b^2)`
+    (random-effects meta-analysis, ML). tau may be 0: the spread is then explained by the
+    errors alone (complete pooling), a legitimate optimum of the marginal likelihood,
+    unlike the joint mode's tau = 0, which any data reach."""
+    from scipy.optimize import minimize_scalar
+
+    values, variances = np.asarray(values, float), np.asarray(errors, float) ** 2
+
+    def profile(tau):
+        weights = 1.0 / (tau**2 + variances)
+        mu = np.sum(weights * values) / np.sum(weights)
+        return 0.5 * np.sum(np.log(tau**2 + variances) + weights * (values - mu) ** 2), mu
+
+    spread = float(np.std(values)) + float(np.sqrt(np.max(variances)))
+    best = minimize_scalar(lambda tau: profile(tau)[0], bounds=(0.0, 10.0 * spread + 1e-300),
+                           method="bounded", options={"xatol": 1e-10 * spread + 1e-300})  # fmt: skip
+    tau = float(best.x) if profile(best.x)[0] < profile(0.0)[0] else 0.0
+    mu = float(profile(tau)[1])
+    return mu, tau, float(1.0 / np.sqrt(np.sum(1.0 / (tau**2 + variances))))
+
+
 def add_population(fit: PeakFit, pooled: tuple[str, ...]) -> None:
-    """The MAP's population summary of ``pooled`` parameters: the mean and the standard
-    deviation (ddof 1) of the per-spectrum values, as ``{name}_mu`` and ``{name}_tau`` in
-    ``population_params`` (with the mean's standard error sd / sqrt(B) in
-    ``population_stderr``). The MAP does not pool: the joint mode of a hierarchical
-    model sits at tau = 0 (all spectra equal, an infinite density), so it fits each
-    spectrum's value freely and summarizes them; ``backend="mcmc"`` pools."""
+    """Partial pooling of the MAP fit of a batch, in the Laplace approximation.
+
+    For each pooled parameter: its population mean and spread (mu, tau) maximize the
+    marginal likelihood of the per-spectrum estimates :math:`v_b` with their Laplace
+    errors :math:`s_b` (:func:`population_marginal`); then each spectrum's parameters
+    are conditioned on the population prior :math:`\\mathcal{N}(\\mu, \\tau^2)` of that
+    parameter, exactly for the Gaussian (Laplace) posterior: with C the spectrum's
+    covariance and :math:`k = C e_j / (C_{jj} + \\tau^2)`,
+    :math:`\\theta \\leftarrow \\theta + k(\\mu - \\theta_j)` and
+    :math:`C \\leftarrow C - k e_j^\\top C` (every parameter moves with its correlation to
+    the pooled one). The joint mode itself is useless here: it sits at tau = 0 with all
+    spectra equal (an unbounded density). ``population_params`` gets ``{name}_mu`` and
+    ``{name}_tau``; ``population_stderr`` the mean's standard error. Derived quantities
+    and the rss follow the updated parameters; ``backend="mcmc"`` samples the full
+    hierarchical posterior instead of this approximation.
+    """
     fit.pooled = pooled
+    model = fit.model
+    names = list(fit.parameter_names)
+    theta = np.stack([np.asarray(fit.params[name], float) for name in names], axis=-1)
+    covariance = np.array(fit.covariance, float)
+    own = np.array([name not in fit.shared for name in names])
     for name in pooled:
-        values = np.asarray(fit.params[name], float)
-        spread = float(np.std(values, ddof=1))
-        fit.population_params[name + "_mu"] = float(np.mean(values))
-        fit.population_params[name + "_tau"] = spread
-        fit.population_stderr[name + "_mu"] = spread / np.sqrt(values.size)
+        j = names.index(name)
+        errors = np.sqrt(covariance[:, j, j])
+        if not (np.all(np.isfinite(theta[:, j])) and np.all(np.isfinite(errors))):
+            fit.population_params[name + "_mu"] = fit.population_params[name + "_tau"] = np.nan
+            continue
+        mu, tau, mu_error = population_marginal(theta[:, j], errors)
+        fit.population_params[name + "_mu"], fit.population_params[name + "_tau"] = mu, tau
+        fit.population_stderr[name + "_mu"] = mu_error
+        gain = covariance[:, :, j] / (covariance[:, j, j] + tau**2)[:, None]  # (B, P)
+        gain = np.where(own, gain, 0.0)  # shared values stay one for the batch
+        theta = theta + gain * (mu - theta[:, j])[:, None]
+        covariance = covariance - gain[:, :, None] * covariance[:, j, None, :]
+    free = {name: theta[:, k] for k, name in enumerate(names)}
+    for name, value in resolve_on_host(model, free, fit.fixed).items():
+        fit.params[name] = np.asarray(value, float).copy()
+    fit.covariance = covariance
+    variances = np.diagonal(covariance, axis1=-2, axis2=-1)
+    for k, name in enumerate(names):
+        fit.stderr[name] = np.sqrt(variances[:, k])
+    for name, target in model.ties:
+        fit.stderr[name] = fit.stderr.get(target, fit.stderr[name])
+    if model.derived_names and fit.backend == "map" and model.derived_names[0] in fit.params:
+        values, errors = delta_method(fit, ("derived", model.derived_names))
+        for index, name in enumerate(model.derived_names):
+            fit.params[name] = to_numpy(values[..., index])
+            fit.stderr[name] = to_numpy(errors[..., index])
+    keep = np.ones(fit.y.shape, bool) if fit.mask is None else np.asarray(fit.mask)
+    fit.rss = np.sum(np.where(keep, fit.y - fit.predict(), 0.0) ** 2, axis=1)
+    fit.redchi = fit.rss / np.maximum(np.asarray(fit.n_points, float) - len(names), 1.0)
 
 
 @functools.lru_cache(maxsize=32)

@@ -64,6 +64,9 @@ Modules, one concern each:
 * :mod:`~gaussmix.inference.map.batch`: the compiled loop over slots of spectra, on one
   device or several, and the covariance after it.
 * :mod:`~gaussmix.inference.map.fit`: :func:`fit_map`, the entry point.
+* :mod:`~gaussmix.inference.map.shared`: :func:`fit_shared_map`, the joint MAP of a
+  batch whose shared sites take one value for all spectra (block-arrow
+  Levenberg-Marquardt, Schur complement on the shared block, cost linear in the batch).
 """
 
 from gaussmix.inference.map.fit import TOLERANCES, MAPResult, fit_map
@@ -76,6 +79,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
     map_step,
 )
 from gaussmix.inference.map.problem import MAPProblem
+from gaussmix.inference.map.shared import SharedMAPResult, fit_shared_map
 
 __all__ = [
     "TOLERANCES",
@@ -85,7 +89,9 @@ __all__ = [
     "MAPResult",
     "MAPSettings",
     "MAPState",
+    "SharedMAPResult",
     "fit_map",
+    "fit_shared_map",
     "map_init",
     "map_step",
 ]

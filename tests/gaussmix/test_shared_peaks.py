@@ -125,14 +125,61 @@ def test_shared_nuts_posterior_agrees_with_the_joint_laplace_approximation():
     assert fit.covariance.shape == (3, 4, 4)
 
 
-def test_pooled_map_reports_the_spread_and_refuses_widths():
-    x, y, _, _ = series(n_spectra=4, seed=4)
-    fit = fit_peaks(x, y, peaks=("gaussian",), baseline="constant", pooled=("peak0_center",))
-    values = fit.params["peak0_center"]
-    assert fit.pooled == ("peak0_center",)
-    assert fit.population_params["peak0_center_mu"] == pytest.approx(values.mean())
-    assert fit.population_params["peak0_center_tau"] == pytest.approx(values.std(ddof=1))
+def test_pooled_map_is_the_marginal_optimum_then_gaussian_conditioning():
+    """Pooled MAP: (mu, tau) maximize the marginal likelihood of the unpooled estimates
+    (a generic minimizer over (mu, log tau) agrees), and each spectrum is its Laplace
+    posterior conditioned on Normal(mu, tau) (the dense precision-form update agrees)."""
+    rng = np.random.default_rng(5)
+    x = np.linspace(0.0, 10.0, 40)
+    centers = 5.0 + 0.08 * rng.normal(size=6)
+    y = np.exp(-0.5 * ((x - centers[:, None]) / 0.7) ** 2) + 0.15 * rng.normal(size=(6, 40))
+    options = dict(peaks=("gaussian",), baseline="constant")
+    free = fit_peaks(x, y, **options)
+    fit = fit_peaks(x, y, pooled=("peak0_center",), **options)
+    values, errors = free.params["peak0_center"], free.stderr["peak0_center"]
+
+    def marginal(vector):
+        mu, tau = vector[0], np.exp(vector[1])
+        variance = tau**2 + errors**2
+        return 0.5 * np.sum(np.log(variance) + (values - mu) ** 2 / variance)
+
+    reference = optimize.minimize(marginal, [values.mean(), np.log(values.std())],
+                                  method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14})  # fmt: skip
+    mu, tau = fit.population_params["peak0_center_mu"], fit.population_params["peak0_center_tau"]
+    assert tau > 0.01  # a case with partial pooling
+    assert marginal([mu, np.log(tau)]) <= reference.fun + 1e-9
+    np.testing.assert_allclose([mu, tau], [reference.x[0], np.exp(reference.x[1])], rtol=1e-4)
+    names = list(free.parameter_names)
+    j = names.index("peak0_center")
+    for b in range(6):
+        theta = np.array([free.params[name][b] for name in names])
+        precision = np.linalg.inv(free.covariance[b])
+        added = np.zeros_like(precision)
+        added[j, j] = 1 / tau**2
+        covariance = np.linalg.inv(precision + added)
+        expected = covariance @ (precision @ theta + added[:, j] * mu)
+        got = np.array([fit.params[name][b] for name in names])
+        np.testing.assert_allclose(got, expected, rtol=1e-8)
+        np.testing.assert_allclose(fit.covariance[b], covariance, rtol=1e-6, atol=1e-14)
+    # Shrinkage toward mu: every centre moves toward it, none past it.
+    before, after = values - mu, fit.params["peak0_center"] - mu
+    assert np.all(np.abs(after) < np.abs(before)) and np.all(before * after > 0)
     assert "peak0_center_tau" in fit.report()
+
+
+def test_population_marginal_pools_completely_when_errors_explain_the_spread():
+    from gaussmix.peaks.shared import population_marginal
+
+    values, errors = np.array([1.0, 1.1, 0.95, 1.02]), np.array([0.3, 0.2, 0.4, 0.25])
+    mu, tau, mu_error = population_marginal(values, errors)
+    weights = 1 / errors**2
+    assert tau == 0.0
+    assert mu == pytest.approx(np.sum(weights * values) / np.sum(weights), rel=1e-12)
+    assert mu_error == pytest.approx(1 / np.sqrt(np.sum(weights)), rel=1e-12)
+
+
+def test_pooled_refuses_widths_and_names_also_shared():
+    x, y, _, _ = series(n_spectra=3, seed=4)
     with pytest.raises(ValueError, match="Normal population would leave its support"):
         fit_peaks(x, y, peaks=("gaussian",), pooled=("peak0_sigma",))
     with pytest.raises(ValueError, match="both shared and pooled"):
