@@ -212,20 +212,76 @@ def _group_cost(criterion: _Criterion, counts, scatter):
 
 
 def _merge_row(criterion, target, others, counts, means, scatter, costs):
-    """Cost of merging group ``target`` with each group of ``others``: (len(others),)."""
+    """Cost of merging group ``target`` with each group of ``others``: (len(others),).
+
+    VVV: the merged scatter's trace from the diagonals alone, and its determinant only
+    where it can be nonzero. A union of :math:`n \\le D` rows has a scatter of rank
+    :math:`n - 1 < D`, whose determinant is 0 (LU returns rounding noise there, which
+    ``_group_cost`` clips to 0 or adds at the 1e-16 level). Where the target has more
+    than D rows and a well-conditioned scatter, a singleton joining it changes the
+    scatter by the rank-one :math:`f\\,d d^T`, so (matrix determinant lemma)
+
+    .. math::
+
+        |W_t + f\\,d d^T| = |W_t|\\,(1 + f\\,d^T W_t^{-1} d),
+
+    one quadratic form per singleton instead of a determinant. The other unions (two
+    groups with rows past D together, none a singleton next to a large target) take LU
+    determinants, as before.
+    """
     n_target, n_other = counts[target], counts[others]
     merged_counts = n_target + n_other
     difference = means[others] - means[target]
     factor = n_target * n_other / merged_counts
     if criterion.model == "EII":
         return factor * np.sum(difference**2, axis=1)
-    merged = (
-        scatter[target]
-        + scatter[others]
-        + factor[:, None, None] * difference[:, :, None] * difference[:, None, :]
+    n_features = means.shape[1]
+    diagonals = np.diagonal(scatter, axis1=1, axis2=2)  # a view: (G, D)
+    merged_diagonal = (diagonals[target] + diagonals[others]) + (
+        factor[:, None] * difference
+    ) * difference
+    trace = np.sum(merged_diagonal, axis=1)
+    determinant = np.zeros(len(others))
+    full_rank = merged_counts > n_features
+    rank_one = np.zeros(len(others), dtype=bool)
+    if n_target > n_features and n_features > 1:
+        rank_one = full_rank & (n_other == 1)
+        inverse = _well_conditioned_inverse(scatter[target]) if rank_one.any() else None
+        if inverse is None:
+            rank_one[:] = False
+        else:
+            single = difference[rank_one]
+            quadratic = np.einsum("ni,ij,nj->n", single, inverse, single)
+            determinant[rank_one] = np.linalg.det(scatter[target]) * (
+                1.0 + factor[rank_one] * quadratic
+            )
+    general = full_rank & ~rank_one
+    if general.any():
+        chosen = difference[general]
+        merged = (
+            scatter[target]
+            + scatter[others[general]]
+            + factor[general][:, None, None] * chosen[:, :, None] * chosen[:, None, :]
+        )
+        determinant[general] = np.linalg.det(merged)
+    determinant = np.maximum(determinant / merged_counts**n_features, 0.0)
+    merged_costs = merged_counts * np.log(
+        (trace + criterion.offset) / merged_counts + determinant / criterion.beta
     )
-    merged_costs = _group_cost(criterion, merged_counts, merged)
     return merged_costs - costs[target] - costs[others]
+
+
+#: Largest condition number of a target's scatter for the rank-one determinant update.
+_RANK_ONE_CONDITION = 1e8
+
+
+def _well_conditioned_inverse(scatter: np.ndarray) -> np.ndarray | None:
+    """The inverse of a (D, D) scatter, None where its condition number is above
+    :data:`_RANK_ONE_CONDITION` (there the determinant lemma loses digits that LU keeps)."""
+    eigenvalues, eigenvectors = np.linalg.eigh(scatter)
+    if not eigenvalues[0] > eigenvalues[-1] / _RANK_ONE_CONDITION:
+        return None
+    return (eigenvectors / eigenvalues) @ eigenvectors.T
 
 
 def _initial_costs(criterion, x, counts, means, scatter, costs, singletons):
@@ -234,7 +290,9 @@ def _initial_costs(criterion, x, counts, means, scatter, costs, singletons):
     if singletons:
         # two singletons: W_ij = d d^T / 2, of rank one (its determinant over 2 is
         # d^2 / 4 in one dimension, zero above)
-        squared = np.sum((means[:, None, :] - means[None, :, :]) ** 2, axis=-1)
+        squared = np.zeros((n_groups, n_groups))
+        for column in means.T:  # one feature at a time: no (G, G, D) temporary
+            squared += (column[:, None] - column[None, :]) ** 2
         if criterion.model == "EII":
             pair = squared / 2.0
         else:

@@ -113,6 +113,23 @@ def test_vvv_merges_are_the_greedy_minimum_of_the_criterion():
         np.testing.assert_allclose(tree.changes, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["spread", "collinear"])
+def test_vvv_merges_into_large_groups_are_the_greedy_minimum(case):
+    """Groups past D rows absorbing singletons (their determinant by the rank-one update
+    |W + f d d^T| = |W| (1 + f d^T W^-1 d)) and unions of D rows or fewer (determinant 0
+    without LU): every change is the brute-force greedy minimum. "collinear": a large
+    group on a line (singular scatter: the update is refused, LU used) in 3-D."""
+    rng = np.random.default_rng(7)
+    if case == "spread":
+        z = np.concatenate([rng.normal(size=(16, 2)) * 0.2, rng.normal(size=(10, 2)) * 3.0])
+    else:
+        line = np.outer(np.linspace(-1.0, 1.0, 12), [1.0, 2.0, -1.0])
+        z = np.concatenate([line, rng.normal(size=(12, 3)) * 2.0])
+    tree = hierarchical_clustering(z, model="VVV", transform="VARS")
+    expected = brute_force_greedy(z, len(z) - 1, vvv_offset(z))
+    np.testing.assert_allclose(tree.changes, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_vvv_changes_sum_to_the_criterion_of_each_partition():
     """Criterion of the K-group partition (from scratch) = singletons' + merge costs."""
     rng = np.random.default_rng(2)
