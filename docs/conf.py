@@ -43,10 +43,12 @@ myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-autodoc_default_options = {"members": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+# "Attributes:" as a field list: a NamedTuple's fields are also autodoc members, and two
+# descriptions of one attribute would be a duplicate-object warning.
+napoleon_use_ivar = True
 
 # Local inventories only (see the module docstring).
 _INVENTORIES = DOCS / "_inventories"
