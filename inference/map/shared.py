@@ -588,6 +588,21 @@ def fit_shared_map(
     Raises:
         ValueError: y not (B, M) with B >= 2, a shared name that is not a scalar latent
             site, no shared curve parameter, a start outside a prior's support.
+
+    Example:
+        >>> import functools
+        >>> from gaussmix.models.peaks import peaks
+        >>> program = functools.partial(peaks, lineshapes=("gaussian",))
+        >>> x = np.linspace(-3.0, 3.0, 30)
+        >>> y = np.stack([h * np.exp(-0.5 * ((x - c) / 0.8) ** 2)
+        ...               for h, c in ((1.0, -0.2), (2.0, 0.3))]) + 0.01 * np.sin(7 * x)
+        >>> init = {"peak0_height": [1.0, 2.0], "peak0_center": 0.0, "peak0_sigma": 1.0,
+        ...         "sigma": 0.1}
+        >>> result = fit_shared_map(program, x, y, init, ("peak0_sigma",))
+        >>> round(result.shared_params["peak0_sigma"], 3), result.converged
+        (0.8, True)
+        >>> [round(float(center), 3) for center in result.params["peak0_center"]]
+        [-0.2, 0.3]
     """
     dtype = np.dtype(jnp.result_type(float))
     x = np.asarray(x, dtype)
