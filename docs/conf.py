@@ -1,8 +1,9 @@
 """Sphinx configuration of gaussmix's site: ``make docs`` builds it into docs/_build/html.
 
 No network at build time: cross-references to NumPy, NumPyro, ArviZ, scikit-learn and
-JAX resolve through small inventories in ``docs/_inventories`` (written by
-``docs/_ext/inventories.py`` from the installed packages), never downloaded.
+JAX resolve through small inventories written at build time into ``docs/_build/_inventories``
+by ``docs/_ext/gaussmix_inventories.py`` (names checked against the installed packages),
+never downloaded.
 """
 
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS / "_ext"))
+
+from gaussmix_inventories import write_inventories  # noqa: E402
 
 import gaussmix  # noqa: E402
 
@@ -50,21 +53,8 @@ napoleon_use_rtype = False
 # descriptions of one attribute would be a duplicate-object warning.
 napoleon_use_ivar = True
 
-# Local inventories only (see the module docstring).
-_INVENTORIES = DOCS / "_inventories"
-intersphinx_mapping = {
-    name: (url, str(_INVENTORIES / f"{name}.inv"))
-    for name, url in {
-        "python": "https://docs.python.org/3/",
-        "numpy": "https://numpy.org/doc/stable/",
-        "jax": "https://docs.jax.dev/en/latest/",
-        "numpyro": "https://num.pyro.ai/en/stable/",
-        "arviz": "https://python.arviz.org/en/stable/",
-        "sklearn": "https://scikit-learn.org/stable/",
-    }.items()
-    if (_INVENTORIES / f"{name}.inv").exists()
-}
-intersphinx_disabled_reftypes = ["*"]
+# Local inventories only (see the module docstring), written into docs/_build.
+intersphinx_mapping = write_inventories(DOCS / "_build" / "_inventories")
 
 # The gallery: every examples/*.py, run in its --quick mode (see gaussmix_gallery).
 gaussmix_gallery_examples = str(ROOT / "examples")

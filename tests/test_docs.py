@@ -314,3 +314,23 @@ def test_gallery_reports_a_failed_claim_and_a_clean_early_exit(tmp_path):
     untitled.write_text("print(1)\n")
     with pytest.raises(ExtensionError, match="needs a module docstring"):
         gaussmix_gallery.split_docstring(untitled)
+
+
+# --- the local intersphinx inventories ------------------------------------------------
+
+
+def test_local_inventories_parse_and_name_installed_objects(tmp_path, monkeypatch):
+    import gaussmix_inventories
+    from sphinx.util.inventory import InventoryFile
+
+    mapping = gaussmix_inventories.write_inventories(tmp_path)
+    assert {"python", "numpy", "jax", "numpyro", "sklearn"} <= set(mapping)
+    url, path = mapping["numpy"]
+    inventory = InventoryFile.loads(Path(path).read_bytes(), uri=url)
+    assert inventory.data["py:class"]["numpy.ndarray"].uri == (
+        "https://numpy.org/doc/stable/reference/generated/numpy.ndarray.html#numpy.ndarray"
+    )
+    broken = {"numpy": ("https://numpy.org/doc/stable/", {"numpy.no_such_name": ("class", "x")})}
+    monkeypatch.setattr(gaussmix_inventories, "INVENTORIES", broken)
+    with pytest.raises(ValueError, match="no_such_name"):
+        gaussmix_inventories.write_inventories(tmp_path / "again")

@@ -1,0 +1,124 @@
+"""Small intersphinx inventories, written at build time: no network.
+
+intersphinx normally downloads each project's ``objects.inv``; this build must not touch
+the network, so the few external names gaussmix's docstrings refer to are listed here
+with their pages, and :func:`write_inventories` writes one version-2 inventory per
+project (the format sphinx.util.inventory reads) after checking that every name exists
+in the installed package (a renamed or removed name stops the build). The pages follow
+each project's documented URL layout; they are not fetched, so a moved page is a broken
+link, not a build error.
+"""
+
+import importlib
+import zlib
+from pathlib import Path
+
+#: project -> (base URL, {name: (role, page relative to the base URL)})
+INVENTORIES = {
+    "python": (
+        "https://docs.python.org/3/",
+        {
+            "collections.abc.Mapping": ("class", "library/collections.abc.html"),
+            "collections.abc.Sequence": ("class", "library/collections.abc.html"),
+            "collections.abc.Iterable": ("class", "library/collections.abc.html"),
+            "collections.abc.Callable": ("class", "library/collections.abc.html"),
+            "os.PathLike": ("class", "library/os.html"),
+            "pathlib.Path": ("class", "library/pathlib.html"),
+        },
+    ),
+    "numpy": (
+        "https://numpy.org/doc/stable/",
+        {
+            "numpy.ndarray": ("class", "reference/generated/numpy.ndarray.html"),
+            "numpy.memmap": ("class", "reference/generated/numpy.memmap.html"),
+            "numpy.dtype": ("class", "reference/generated/numpy.dtype.html"),
+            "numpy.number": ("class", "reference/arrays.scalars.html"),
+            "numpy.bool": ("class", "reference/arrays.scalars.html"),
+            "numpy.random.RandomState": ("class", "reference/random/legacy.html"),
+            "numpy.random.Generator": ("class", "reference/random/generator.html"),
+        },
+    ),
+    "jax": (
+        "https://docs.jax.dev/en/latest/",
+        {
+            "jax.Array": ("class", "_autosummary/jax.Array.html"),
+            "jax.jit": ("function", "_autosummary/jax.jit.html"),
+            "jax.sharding.Mesh": ("class", "jax.sharding.html"),
+        },
+    ),
+    "numpyro": (
+        "https://num.pyro.ai/en/stable/",
+        {
+            "numpyro.distributions.distribution.Distribution": ("class", "distributions.html"),
+            "numpyro.infer.mcmc.MCMC": ("class", "mcmc.html"),
+            "numpyro.infer.hmc.NUTS": ("class", "mcmc.html"),
+        },
+    ),
+    "sklearn": (
+        "https://scikit-learn.org/stable/",
+        {
+            name: (role, f"modules/generated/{name}.html")
+            for name, role in (
+                ("sklearn.mixture.GaussianMixture", "class"),
+                ("sklearn.mixture.BayesianGaussianMixture", "class"),
+                ("sklearn.cluster.KMeans", "class"),
+                ("sklearn.base.clone", "function"),
+            )
+        },
+    ),
+    "xarray": (
+        "https://docs.xarray.dev/en/stable/",
+        {"xarray.DataTree": ("class", "generated/xarray.DataTree.html")},
+    ),
+}
+
+
+def _exists(name: str) -> bool:
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[cut:]:
+                value = getattr(value, attribute)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def inventory_bytes(project: str, entries: dict[str, tuple[str, str]]) -> bytes:
+    """A version-2 objects.inv holding ENTRIES (name -> (role, page))."""
+    lines = [f"{name} py:{role} 1 {page}#$ -" for name, (role, page) in sorted(entries.items())]
+    header = (
+        "# Sphinx inventory version 2\n"
+        f"# Project: {project}\n"
+        "# Version: installed\n"
+        "# The remainder of this file is compressed using zlib.\n"
+    )
+    return header.encode() + zlib.compress(("\n".join(lines) + "\n").encode())
+
+
+def write_inventories(folder: Path) -> dict[str, tuple[str, str]]:
+    """Write FOLDER/<project>.inv for every project whose package is installed; returns
+    the ``intersphinx_mapping`` for them. A listed name missing from an installed
+    package raises ValueError."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mapping = {}
+    for project, (url, entries) in INVENTORIES.items():
+        top = next(iter(entries)).split(".")[0]
+        try:
+            importlib.import_module(top)
+        except ImportError:
+            continue  # not installed: its names stay plain text
+        missing = [name for name in entries if not _exists(name)]
+        if missing:
+            raise ValueError(f"docs/_ext/gaussmix_inventories.py: {missing} not in {project}")
+        path = folder / f"{project}.inv"
+        content = inventory_bytes(project, entries)
+        if not path.exists() or path.read_bytes() != content:
+            path.write_bytes(content)
+        mapping[project] = (url, str(path))
+    return mapping
