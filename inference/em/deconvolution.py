@@ -33,7 +33,8 @@ o o^T`; then :math:`b = \\mu + \\Sigma W^T W (w - \\mu)_O` and
 :math:`S = 0`. Entries of :math:`S_n` in a missing row or column are ignored.
 
 Cost: a (D, D) Cholesky factorization per row and component, :math:`O(N K D^3)` per
-iteration, vmapped over the rows of a block, ``lax.scan`` over blocks (memory bounded by
+iteration (:math:`O(N K D)` where both are diagonal: errors given as (N, D) variances with
+a diag or spherical model, :func:`diagonal_row_terms`), vmapped over the rows of a block, ``lax.scan`` over blocks (memory bounded by
 the block, not N); for D <= :data:`UNROLLED_CHOLESKY_MAX` the factorization is unrolled
 into elementwise operations over the block (no LAPACK call per small matrix).
 """
@@ -62,6 +63,7 @@ __all__ = [
     "as_measurement_covariances",
     "block_rows_for",
     "block_statistics",
+    "diagonal_row_terms",
     "full_covariances",
     "log_responsibilities",
     "measurement_log_responsibilities",
@@ -80,7 +82,7 @@ class Measurements(NamedTuple):
     Attributes:
         observed: (..., N, D) 1 where the entry of ``x`` is observed, 0 where missing.
         noise: (..., N, D, D) the measurement covariances :math:`S_n`, zero in missing
-            rows and columns.
+            rows and columns, or (..., N, D) their diagonals (independent errors).
     """
 
     observed: jax.Array
@@ -89,7 +91,8 @@ class Measurements(NamedTuple):
 
 def as_measurement_covariances(value, x: np.ndarray, name: str = "measurement_covariances"):
     """Validated measurement covariances of rows ``x`` (..., N, D) (NaN = missing), on
-    the host: (..., N, D, D) in ``x``'s dtype, zero in missing rows and columns.
+    the host, in ``x``'s dtype, zero in missing rows and columns: (..., N, D, D), or
+    (..., N, D) variances where those were given.
 
     ``value`` is (..., N, D, D) (symmetric positive semi-definite) or (..., N, D) (the
     variances of independent errors). Wrong shape, non-finite values in observed
@@ -98,7 +101,7 @@ def as_measurement_covariances(value, x: np.ndarray, name: str = "measurement_co
     Example:
         >>> s = as_measurement_covariances(np.array([[1.0, 2.0]]), np.zeros((1, 2)))
         >>> s.tolist()
-        [[[1.0, 0.0], [0.0, 2.0]]]
+        [[1.0, 2.0]]
     """
     x = np.asarray(x)
     array = np.asarray(value)
@@ -126,9 +129,7 @@ def as_measurement_covariances(value, x: np.ndarray, name: str = "measurement_co
                 f"{array[tuple(row)]:.3g}); variances of measurement errors are >= 0: pass "
                 "the squared standard errors."
             )
-        array = np.where(seen, array, 0.0)
-        full = array[..., :, None] * np.eye(n_features)
-        return full.astype(x.dtype)
+        return np.where(seen, array, 0.0).astype(x.dtype)
     seen = observed[..., :, None] & observed[..., None, :]
     _refuse_non_finite(seen & ~np.isfinite(array), name)
     array = np.where(seen, array, 0.0)
@@ -198,6 +199,45 @@ def _cholesky(matrix: jax.Array) -> jax.Array:
     return jnp.stack(rows, axis=-2)
 
 
+def diagonal_row_terms(x, observed, noise, means, log_weights, variances):
+    """:func:`row_terms` where the covariances and errors are diagonal: ``noise`` (n, D)
+    and ``variances`` (K, D); the conditional covariances come back as their diagonals
+    (n, K, D)."""
+    mask = observed[:, None, :] > 0  # (n, 1, D)
+    total = jnp.where(mask, variances[None] + noise[:, None, :], 1.0)  # (n, K, D)
+    difference = jnp.where(mask, x[:, None, :] - means[None], 0.0)
+    distance = jnp.sum(difference * difference / total, axis=-1)
+    half_log_det = 0.5 * jnp.sum(jnp.log(total), axis=-1)
+    n_observed = jnp.sum(observed, axis=-1)[:, None]
+    log_prob = log_weights - half_log_det - 0.5 * n_observed * LOG_2PI - 0.5 * distance
+    gain = jnp.where(mask, variances[None] / total, 0.0)
+    return log_prob, means[None] + gain * difference, variances[None] * (1 - gain)
+
+
+def _row_function(layout: str, diagonal_noise: bool, n_components: int, n_features: int):
+    """The per-block row terms of a layout and error shape, and the covariances they
+    take: diagonal ones (K, D) where both are diagonal, else full (K, D, D)."""
+    if diagonal_noise and layout in ("diag", "spherical"):
+
+        def diagonal(covariances):
+            return jnp.broadcast_to(
+                covariances if layout == "diag" else covariances[:, None],
+                (n_components, n_features),
+            )
+
+        return diagonal_row_terms, diagonal, True
+
+    def full(covariances):
+        return full_covariances(covariances, layout, n_components, n_features)
+
+    def terms(x, observed, noise, means, log_weights, sigma):
+        if diagonal_noise:
+            noise = noise[..., :, None] * jnp.eye(n_features, dtype=noise.dtype)
+        return row_terms(x, observed, noise, means, log_weights, sigma)
+
+    return terms, full, False
+
+
 def row_terms(x, observed, noise, means, log_weights, sigma):
     """Per row and component: the weighted log density of the observation (n, K), the
     conditional means :math:`b` (n, K, D) and covariances :math:`B` (n, K, D, D).
@@ -262,7 +302,10 @@ def block_statistics(
     dtype = x.dtype
     n_components, n_features = parameters.means.shape
     centred_means = parameters.means - centre
-    sigma = full_covariances(parameters.covariances, layout, n_components, n_features)
+    terms_fn, covariances_fn, diagonal = _row_function(
+        layout, measurements.noise.ndim == x.ndim, n_components, n_features
+    )
+    sigma = covariances_fn(parameters.covariances)
     log_weights = jnp.log(parameters.weights)
     blocks = (
         split_blocks(x - centre, block_rows),
@@ -274,27 +317,32 @@ def block_statistics(
     def body(carry, inputs):
         counts, first, second, log_likelihood = carry
         x_block, w_block, o_block, s_block = inputs
-        log_prob, b, cov = row_terms(x_block, o_block, s_block, centred_means, log_weights, sigma)
+        log_prob, b, cov = terms_fn(x_block, o_block, s_block, centred_means, log_weights, sigma)
         norm = jax.nn.logsumexp(log_prob, axis=1)
         weighted = jnp.exp(log_prob - norm[:, None]) * w_block[:, None]  # (b, K)
         counts = counts + jnp.sum(weighted, axis=0)
         first = first + jnp.einsum("nk,nki->ki", weighted, b)
-        second = (
-            second
-            + jnp.einsum("nk,nki,nkj->kij", weighted, b, b)
-            + jnp.einsum("nk,nkij->kij", weighted, cov)
-        )
+        if diagonal:
+            second = second + jnp.einsum("nk,nki->ki", weighted, b * b + cov)
+        else:
+            second = (
+                second
+                + jnp.einsum("nk,nki,nkj->kij", weighted, b, b)
+                + jnp.einsum("nk,nkij->kij", weighted, cov)
+            )
         log_likelihood = log_likelihood + jnp.sum(jnp.where(w_block > 0, w_block * norm, 0.0))
         return (counts, first, second, log_likelihood), None
 
     init = (
         jnp.zeros((n_components,), dtype),
         jnp.zeros((n_components, n_features), dtype),
-        jnp.zeros((n_components, n_features, n_features), dtype),
+        jnp.zeros((n_components, n_features) + (() if diagonal else (n_features,)), dtype),
         jnp.zeros((), dtype),
     )
     counts, first, second, log_likelihood = lax.scan(body, init, blocks)[0]
-    if layout == "tied":
+    if diagonal:
+        second = jnp.sum(second, axis=-1) if layout == "spherical" else second
+    elif layout == "tied":
         second = jnp.sum(second, axis=0)
     elif layout in ("diag", "spherical"):
         second = jnp.diagonal(second, axis1=-2, axis2=-1)
@@ -324,7 +372,7 @@ def log_responsibilities(
 
     Args:
         x: (N, D) rows, any finite value in missing entries. observed: (N, D) masks.
-        noise: (N, D, D) measurement covariances.
+        noise: (N, D, D) measurement covariances, or (N, D) variances.
         weights: (K,). means: (K, D). covariances: the layout's covariances.
         covariance_type: any EM covariance type.
         block_rows: rows per block.
@@ -341,13 +389,17 @@ def log_responsibilities(
     dtype = x.dtype
     means = jnp.asarray(means, dtype)
     n_components, n_features = means.shape
-    sigma = full_covariances(jnp.asarray(covariances, dtype), layout, n_components, n_features)
+    noise = jnp.asarray(noise, dtype)
+    terms_fn, covariances_fn, _ = _row_function(
+        layout, noise.ndim == x.ndim, n_components, n_features
+    )
+    sigma = covariances_fn(jnp.asarray(covariances, dtype))
     log_weights = jnp.log(jnp.asarray(weights, dtype))
     n_rows = x.shape[0]
     block = max(1, min(n_rows, block_rows))
 
     def one_block(inputs):
-        log_prob, _, _ = row_terms(*inputs, means, log_weights, sigma)
+        log_prob, _, _ = terms_fn(*inputs, means, log_weights, sigma)
         norm = jax.nn.logsumexp(log_prob, axis=1)
         return norm, log_prob - norm[:, None]
 
@@ -356,7 +408,7 @@ def log_responsibilities(
         (
             split_blocks(x, block),
             split_blocks(jnp.asarray(observed, dtype), block, fill=1.0),
-            split_blocks(jnp.asarray(noise, dtype), block),
+            split_blocks(noise, block),
         ),
     )
     return norm.reshape(-1)[:n_rows], log_resp.reshape(-1, n_components)[:n_rows]
@@ -371,7 +423,8 @@ def measurement_log_responsibilities(
     x: np.ndarray, noise: np.ndarray, parameters: MixtureParameters, covariance_type: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`log_responsibilities` of host rows ``x`` (n, D) (NaN = missing) with
-    validated ``noise`` (n, D, D) (:func:`as_measurement_covariances`). NumPy out."""
+    validated ``noise`` (n, D, D) or (n, D) (:func:`as_measurement_covariances`). NumPy
+    out."""
     holes = np.isnan(x)
     norm, log_resp = _log_responsibilities(
         np.where(holes, 0, x),

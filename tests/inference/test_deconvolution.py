@@ -263,6 +263,25 @@ def test_zero_errors_give_the_ordinary_fit(holes):
     np.testing.assert_allclose(plain.lower_bounds, zero.lower_bounds, rtol=1e-10)
 
 
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_diagonal_errors_with_a_diagonal_model_take_the_diagonal_path(covariance_type):
+    """(N, D) variances with a diag or spherical model run the O(N K D) E-step: the fit
+    equals the one with the same errors as (N, D, D) matrices (the general E-step)."""
+    rng = np.random.default_rng(19)
+    w, _, _ = _noisy(rng, N_ROWS, N_FEATURES)
+    w = _holes(rng, w, 0.15)
+    variances = rng.uniform(0.05, 1.5, w.shape)
+    variances[np.isnan(w)] = np.nan  # ignored where the entry is missing
+    matrices = np.stack([np.diag(v) for v in np.nan_to_num(variances)])
+    fits = [
+        fit_em(w, covariance_type=covariance_type, measurement_covariances=s, **MONOTONE)
+        for s in (variances, matrices)
+    ]
+    for a, b in zip(jax.tree.leaves(fits[0].params), jax.tree.leaves(fits[1].params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fits[0].lower_bounds, fits[1].lower_bounds, rtol=1e-12)
+
+
 def _negative_log_likelihood(theta, w, noise, n_features):
     weights = np.exp(np.concatenate([[0.0], theta[:1]]))
     weights /= weights.sum()
