@@ -65,6 +65,7 @@ from gaussmix.models.priors import (
 )
 
 __all__ = [
+    "imperfect_data_arguments",
     "mixture_dims",
     "mixture_sampling_hooks",
     "posterior_responsibilities",
@@ -354,10 +355,18 @@ def relabel_mixture_draws(
 register_sampling_hooks(gaussian_mixture, mixture_sampling_hooks)
 
 
-def _imperfect_arguments(x, nan_policy, measurement_covariances, background_volume) -> dict:
+def imperfect_data_arguments(x, nan_policy, measurement_covariances, background_volume) -> dict:
     """The program's keyword arguments for missing entries, errors and a background, as
     arrays of ``x``'s dtype (traced: data of the same shapes reuses the compiled
-    programs); the pattern table is found here, on the host."""
+    programs); the pattern table is found here, on the host.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, np.nan], [2.0, 3.0], [0.5, 1.0]])
+        >>> arguments = imperfect_data_arguments(x, "marginalize", None, 20.0)
+        >>> sorted(arguments), arguments["missing_patterns"].index.tolist()
+        (['background_log_density', 'missing_patterns', 'nan_policy'], [0, 1, 1])
+    """
     arguments: dict = {}
     if nan_policy not in ("raise", "marginalize"):
         raise ValueError(
@@ -572,7 +581,14 @@ def sample_mixture(
         kwargs["sample_weight"] = sample_weight
     if prior_parameters is not None:
         kwargs["prior_parameters"] = prior_parameters
-    imperfect = _imperfect_arguments(x, nan_policy, measurement_covariances, background_volume)
+    imperfect = imperfect_data_arguments(x, nan_policy, measurement_covariances, background_volume)
+    if imperfect and posterior_predictive:
+        raise ValueError(
+            "posterior_predictive draws are not available with missing entries, "
+            "measurement errors or a background (the program scores those rows, it does "
+            "not simulate them); pass posterior_predictive=False, and draw new points from "
+            "the posterior's parameters (e.g. GaussianMixture.sample)."
+        )
     kwargs.update(imperfect)
     if isinstance(init, Mapping):
         init = with_proportions(with_latent_values(init, covariance_type))

@@ -16,6 +16,8 @@ from scipy.special import logsumexp
 
 from gaussmix import GaussianMixture
 from gaussmix._posterior_data import posterior_arguments
+from gaussmix.inference.mcmc import sample_mixture
+from gaussmix.inference.mixture_sampling import imperfect_data_arguments, mixture_sampling_hooks
 
 SETTINGS = {"num_warmup": 200, "num_samples": 200, "num_chains": 2, "progress_bar": False}
 
@@ -162,3 +164,39 @@ def test_policies_and_hostile_arguments_before_any_sampling():
     indefinite = np.tile(np.diag([1.0, -1.0]), (40, 1, 1))
     with pytest.raises(ValueError, match="not positive semi-definite"):
         raising.sample_posterior(complete, measurement_covariances=indefinite, **SETTINGS)
+
+
+@pytest.mark.parametrize("with_errors", [False, True])
+def test_sample_mixture_starts_from_em_on_imperfect_data(with_errors):
+    """Without init the chains start at EM's answer on the same imperfect data: the
+    background's weight from EM's noise fit, or 0.1 where EM does not take it (with
+    measurement errors); refusals come before any sampling."""
+    rng = np.random.default_rng(6)
+    x = with_holes(np.concatenate([two_clusters(seed=7, n=80), rng.uniform(-9, 9, (20, 2))]))
+    complete = np.where(np.isnan(x), 0.0, x)
+    arguments = imperfect_data_arguments(
+        complete, "raise", np.full((100, 2), 0.1) if with_errors else None, 400.0
+    )
+    hooks = mixture_sampling_hooks((complete,), {"n_components": 2, **arguments})
+    start = hooks.initial_values_fn(0)
+    assert set(start) >= {"weights", "means", "covariances", "proportions", "background_weight"}
+    np.testing.assert_allclose(start["proportions"].sum(), 1.0, rtol=1e-12)
+    fit = GaussianMixture(2, background="uniform", background_volume=400.0, priors="default")
+    if with_errors:
+        assert float(start["background_weight"]) == pytest.approx(0.1)
+    else:
+        fit.fit(complete)
+        assert float(start["background_weight"]) == pytest.approx(fit.background_weight_, rel=1e-6)
+    arguments = imperfect_data_arguments(x, "marginalize", None, None)
+    assert arguments["missing_patterns"].index.shape == (100,)
+    hooks = mixture_sampling_hooks((x,), {"n_components": 2, **arguments})
+    reference = GaussianMixture(2, nan_policy="marginalize", priors="default").fit(x)
+    means = hooks.initial_values_fn(0)["means"]
+    order, expected = np.argsort(means[:, 0]), np.argsort(reference.means_[:, 0])
+    np.testing.assert_allclose(means[order], reference.means_[expected], rtol=1e-6)
+    with pytest.raises(ValueError, match="posterior_predictive"):
+        sample_mixture(x, n_components=2, nan_policy="marginalize", posterior_predictive=True)
+    with pytest.raises(ValueError, match="background_volume must be"):
+        sample_mixture(complete, n_components=2, background_volume=-1.0)
+    with pytest.raises(ValueError, match="Invalid nan_policy"):
+        sample_mixture(x, n_components=2, nan_policy="omit")
