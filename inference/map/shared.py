@@ -428,13 +428,13 @@ def _fit_shared(
     state = lax.while_loop(lambda state: ~state.done, body, state)
     point = state.point
     return _finish(
-        point, state, started, support_of_start(theta, noise, priors, problem_for),
+        point, state, started, _support_of_start(theta, noise, priors, problem_for),
         family, sites, local, shared, weight, problem_for, y, mask, priors, assemble,
         shared_noise,
     )  # fmt: skip
 
 
-def support_of_start(theta, noise, priors, problem_for):
+def _support_of_start(theta, noise, priors, problem_for):
     """(B, n_sites): each site's start inside its prior's support."""
 
     def one(theta_one, noise_one, prior):
