@@ -48,10 +48,10 @@ def cache_root() -> Path:
 
     Example:
         >>> import os
-        >>> os.environ["GAUSSMIX_CACHE_DIR"] = "/srv/me/cache"
-        >>> str(cache_root())
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"GAUSSMIX_CACHE_DIR": "/srv/me/cache"}):
+        ...     str(cache_root())
         '/srv/me/cache'
-        >>> del os.environ["GAUSSMIX_CACHE_DIR"]
     """
     configured = os.environ.get("GAUSSMIX_CACHE_DIR", "").strip()
     if configured:
