@@ -339,3 +339,13 @@ def test_local_inventories_parse_and_name_installed_objects(tmp_path, monkeypatc
     monkeypatch.setattr(gaussmix_inventories, "INVENTORIES", broken)
     with pytest.raises(ValueError, match="no_such_name"):
         gaussmix_inventories.write_inventories(tmp_path / "again")
+
+
+def test_gallery_removes_the_pages_of_scripts_that_are_gone(tmp_path):
+    (tmp_path / "images" / "old").mkdir(parents=True)
+    (tmp_path / "images" / "kept").mkdir()
+    for name in ("old.rst", "kept.rst", "index.rst"):
+        (tmp_path / name).write_text("page\n")
+    gaussmix_gallery.remove_stale_pages(tmp_path, [Path("examples/kept.py")])
+    assert sorted(p.name for p in tmp_path.glob("*.rst")) == ["index.rst", "kept.rst"]
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["kept"]

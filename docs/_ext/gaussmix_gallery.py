@@ -168,6 +168,18 @@ def _same_file(a: Path, b: Path) -> bool:
     return b.exists() and digest(a) == digest(b)
 
 
+def remove_stale_pages(output: Path, scripts: list[Path]) -> None:
+    """Delete the pages and figures of scripts that no longer exist (a renamed example
+    would otherwise leave a page outside every table of contents: a build warning)."""
+    current = {script.stem for script in scripts}
+    for page in output.glob("*.rst"):
+        if page.stem != "index" and page.stem not in current:
+            page.unlink()
+    for folder in (output / "images").iterdir():
+        if folder.is_dir() and folder.name not in current:
+            shutil.rmtree(folder)
+
+
 def build_gallery(app) -> None:
     examples = Path(app.config.gaussmix_gallery_examples)
     output = Path(app.srcdir) / app.config.gaussmix_gallery_output
@@ -175,6 +187,7 @@ def build_gallery(app) -> None:
     scripts = example_scripts(examples)
     output.mkdir(exist_ok=True)
     (output / "images").mkdir(exist_ok=True)
+    remove_stale_pages(output, scripts)
     if not app.config.gaussmix_gallery_run:  # sphinx-build -D gaussmix_gallery_run=0
         LOGGER.info("gallery: not run (gaussmix_gallery_run = 0); pages kept as they were")
         _write_if_changed(output / "index.rst", index_page(scripts))
