@@ -172,7 +172,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         weights_, means_, covariances_, precisions_, precisions_cholesky_, converged_,
         n_iter_, lower_bound_, lower_bounds_, n_features_in_, feature_names_in_: as in
         scikit-learn. method_: the M-step that ran ("maximum_likelihood",
-        "conjugate_map" or "generalized_em").
+        "conjugate_map" or "generalized_em"). With a background: background_weight_,
+        background_volume_ (V) and background_log_density_ (-log V).
 
     Example:
         >>> import numpy as np
