@@ -8,8 +8,11 @@ for ``sample_weight``. The last mclust test reruns the R script when R is instal
 """
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -304,6 +307,47 @@ def test_map_float32_and_clone():
     assert single.predict_proba(x.astype(np.float32)).shape == (len(x), 3)
     params = GaussianMixture(background="uniform", background_volume=3.0).get_params()
     assert params["background"] == "uniform" and params["background_volume"] == 3.0
+
+
+COMPILES_SCRIPT = textwrap.dedent(
+    """
+    jax.config.update("jax_enable_x64", True)
+    import json
+    import numpy as np
+    from gaussmix import GaussianMixture
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-3, 0.5, (60, 2)), rng.uniform(-8, 8, (20, 2))])
+    box = GaussianMixture(2, covariance_type="diag", background="uniform", random_state=0,
+                          max_iter=5).fit(X)
+    given = GaussianMixture(2, covariance_type="diag", background="uniform",
+                            background_volume=500.0,
+                            random_state=0, max_iter=5).fit(X)
+    given.predict_proba(X)
+    print(json.dumps({"compiled": compiled, "weights": [box.background_weight_,
+                      given.background_weight_]}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_volume_is_traced_and_a_second_process_compiles_nothing(tmp_path):
+    """Two volumes share one compiled fit (V is an argument, not baked into the program),
+    and a second process loads it from the cache folder instead of compiling."""
+    script = (ROOT / "tests" / "compile_log.py").read_text() + COMPILES_SCRIPT
+    env = {k: v for k, v in os.environ.items() if k != "GAUSSMIX_COMPILATION_CACHE"}
+    env["GAUSSMIX_CACHE_DIR"] = str(tmp_path / "cache")
+    runs = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["compiled"].count("jit(_fit_program)") == 1
+    assert second["compiled"] == []
+    assert first["weights"] == second["weights"]
+    assert first["weights"][0] != first["weights"][1]  # the volumes differ, so do the fits
 
 
 # -- hostile input -------------------------------------------------------------------------
