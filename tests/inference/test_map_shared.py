@@ -12,6 +12,7 @@ import numpyro.distributions as dist
 import pytest
 from scipy import optimize, stats
 
+from gaussmix.inference import compilation
 from gaussmix.inference.map.shared import fit_shared_map
 from gaussmix.models.peaks import peaks
 
@@ -85,6 +86,13 @@ def test_shared_map_equals_stacked_least_squares_and_its_covariance():
         TWO_GAUSSIANS, x, y, init, ("peak0_sigma", "peak1_sigma", "sigma"), tol=1e-14
     )
     assert result.converged and result.started
+    # Other data of the same shapes (and other starts) reuse the compiled program.
+    compiled = compilation.statistics()["compiled"]
+    again = fit_shared_map(
+        TWO_GAUSSIANS, x, 1.1 * y, init | {"peak0_sigma": 0.75},
+        ("peak0_sigma", "peak1_sigma", "sigma"), tol=1e-14,
+    )  # fmt: skip
+    assert again.converged and compilation.statistics()["compiled"] == compiled
     reference = stacked_optimum(x, y, init)
     reference_rss = np.sum(stacked_residuals(reference, x, y) ** 2)
     assert np.sum(result.rss) == pytest.approx(reference_rss, rel=1e-6)
