@@ -253,8 +253,18 @@ def _fit_shared(
         objective = jnp.sum(problem.half_deviances(evaluation, noise_one)) / unit - log_prior
         residuals = problem.y - location
         rss = jnp.dot(evaluation.mask * residuals, residuals)
+        # The likelihood's parts in units of sigma^2 (a Normal's do not depend on sigma),
+        # and the prior's, for a shared noise updated after this.
+        parts = (
+            -(matrix.T @ score),
+            matrix.T @ (fisher[:, None] * matrix),
+            jnp.sum(problem.half_deviances(evaluation, noise_one)),
+            weight * evaluation.prior_gradient,
+            weight[:, None] * evaluation.prior_hessian,
+            log_prior,
+        )
         return (trial, objective, gradient, curvature, evaluation.support, rss,
-                jnp.sum(evaluation.mask), noise_one, evaluation)  # fmt: skip
+                jnp.sum(evaluation.mask), noise_one, evaluation, parts)  # fmt: skip
 
     def shared_noise_update(local_values, shared_values, noise_value, evaluations):
         """One noise for the batch: Newton steps on log sigma of the summed loss and the
@@ -315,14 +325,24 @@ def _fit_shared(
             n_points,
             new_noise,
             evaluations,
+            parts,
         ) = outputs
         if shared_noise and sites.noise >= 0:
             sigma = shared_noise_update(local_values, shared_values, noise_values[0], evaluations)
             new_noise = jnp.broadcast_to(sigma, noise_values.shape)
-            outputs = jax.vmap(one_spectrum, in_axes=(0, None, 0, 0, 0, 0, 0))(
-                local_values, shared_values, new_noise, new_noise, y, mask, priors
-            )
-            _, objective, gradient, curvature, *_ = outputs
+            if family.name == "normal":  # rescale: the parts do not depend on sigma
+                score_part, fisher_part, half_deviance, prior_gradient, prior_hessian, log_prior = (
+                    parts
+                )
+                unit = sigma**2
+                gradient = score_part / unit - prior_gradient
+                curvature = fisher_part / unit - prior_hessian
+                objective = half_deviance / unit - log_prior
+            else:  # StudentT: score and information depend on the scale
+                outputs = jax.vmap(one_spectrum, in_axes=(0, None, 0, 0, 0, 0, 0))(
+                    local_values, shared_values, new_noise, new_noise, y, mask, priors
+                )
+                _, objective, gradient, curvature, *_ = outputs
         point = _Point(
             local_values,
             shared_values,
