@@ -132,7 +132,13 @@ def test_sample_weight_with_errors_equals_repeated_rows():
     rng = np.random.default_rng(3)
     X, noise = _noisy(rng, N_ROWS)
     repeats = rng.integers(1, 3, N_ROWS)
-    start = dict(weights_init=[0.5, 0.5], means_init=[[0.0, 0.0], [4.0, 2.0]], max_iter=5, tol=0.0)
+    start = dict(
+        weights_init=[0.5, 0.5],
+        means_init=[[0.0, 0.0], [4.0, 2.0]],
+        precisions_init=np.stack([np.eye(2)] * 2),  # the whole start given
+        max_iter=5,
+        tol=0.0,
+    )
     weighted = GaussianMixture(2, **start).fit(
         X, sample_weight=repeats.astype(float), measurement_covariances=noise
     )
@@ -148,7 +154,13 @@ def test_nan_policies_with_errors(fitted):
     _, X, noise = fitted
     holed = X.copy()
     holed[::5, 1] = np.nan
-    start = dict(weights_init=[0.5, 0.5], means_init=[[0.0, 0.0], [4.0, 2.0]], max_iter=5)
+    start = dict(
+        weights_init=[0.5, 0.5],
+        means_init=[[0.0, 0.0], [4.0, 2.0]],
+        precisions_init=np.stack([np.eye(2)] * 2),
+        max_iter=5,
+        random_state=0,
+    )
     keep = ~np.isnan(holed).any(axis=1)
     omitted = GaussianMixture(2, nan_policy="omit", tol=0.0, **start).fit(
         holed, measurement_covariances=noise
