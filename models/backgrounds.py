@@ -28,8 +28,8 @@ quadratures, :func:`gaussmix.models.lineshapes.integrate_profile`), the Tougaard
 lmfitxps (``lmfitxps.backgrounds.shirley`` and ``tougaard``) sums over the data points
 instead, in the kinetic-energy order: on a grid of spacing :math:`\\Delta` sorted by
 decreasing binding energy, its Shirley ``k' * cumsum(P)`` with :math:`k' = k\\Delta` is
-this one plus :math:`k\\Delta P(x)/2` (the rectangle rule counts the point itself) up to
-:math:`O(\\Delta^2)`; its Tougaard multiplies by :math:`|x_{M-1} - x_0|/M` rather than
+this one plus :math:`k\\Delta P(x)/2` (the rectangle rule counts the point itself) plus
+:math:`k\\Delta^2 P'(x)/12` up to :math:`O(\\Delta^4)` (Euler-Maclaurin); its Tougaard multiplies by :math:`|x_{M-1} - x_0|/M` rather than
 :math:`\\Delta` (a factor :math:`(M-1)/M`). Both agree with these within that
 discretization once the peaks lie inside the data range (the tests check it).
 
