@@ -226,7 +226,7 @@ def doniach_sunjic(
         alpha: asymmetry in [0, 1).
 
     Example:
-        >>> float(doniach_sunjic(2.0, 4.0, 1.0, 1.0, 0.0))  # alpha = 0: Lorentzian
+        >>> round(float(doniach_sunjic(2.0, 4.0, 1.0, 1.0, 0.0)), 12)  # alpha = 0: Lorentzian
         2.0
     """
     x, height, center, gamma, alpha = _as_float(x, height, center, gamma, alpha)
