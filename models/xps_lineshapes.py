@@ -173,8 +173,8 @@ def pearson7_integral(a, b, height, center, sigma, exponent) -> jax.Array:
 
     Example:
         >>> import numpy as np
-        >>> round(float(pearson7_integral(-np.inf, np.inf, 1.0, 0.0, 1.0, 1.0)), 9)
-        3.141592654
+        >>> round(float(pearson7_integral(-np.inf, np.inf, 1.0, 0.0, 1.0, 1.0)), 5)
+        3.14159
     """
     a, b, height, center, sigma, exponent = _as_float(a, b, height, center, sigma, exponent)
     a, b, height, center, sigma, exponent = jnp.broadcast_arrays(
@@ -226,7 +226,7 @@ def doniach_sunjic(
         alpha: asymmetry in [0, 1).
 
     Example:
-        >>> round(float(doniach_sunjic(2.0, 4.0, 1.0, 1.0, 0.0)), 12)  # alpha = 0: Lorentzian
+        >>> round(float(doniach_sunjic(2.0, 4.0, 1.0, 1.0, 0.0)), 5)  # alpha = 0: Lorentzian
         2.0
     """
     x, height, center, gamma, alpha = _as_float(x, height, center, gamma, alpha)
