@@ -65,6 +65,7 @@ def spectrum(background, truth, seed):
 # -- the backgrounds as functions ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_shirley_is_the_cumulative_peak_area_on_a_fine_grid():
     """Against scipy's cumulative trapezoid of the peaks on a 2e5-point grid from far
     below; the peaks include the quadrature-integrated Voigt and Pearson VII."""
@@ -355,6 +356,7 @@ def test_nuts_samples_a_shirley_fit_and_agrees_with_laplace():
 # -- hostile input ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_duplicate_x_and_a_descending_axis_fit_like_the_sorted_one(shirley_fit):
     """Every point twice: the same optimum; the Laplace errors scale by
     sqrt((n - p) / (2n - p)) (the noise is estimated as RSS / (n - p))."""
