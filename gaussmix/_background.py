@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "BACKGROUNDS",
+    "FITTED_NAMES",
     "BackgroundBox",
     "background_box",
     "check_background",
@@ -196,15 +197,25 @@ def check_in_memory(estimator, what: str) -> None:
         )
 
 
+#: The fitted attributes of a background (what :func:`gaussmix.save` stores with it).
+FITTED_NAMES = (
+    "background_weight_",
+    "background_volume_",
+    "background_log_density_",
+    "background_lower_",
+    "background_upper_",
+)
+
+
 def fit_arguments(estimator, X: np.ndarray) -> dict:
     """The keyword arguments of :func:`gaussmix.inference.em.fit_em` for the estimator's
     background on the fitting data ``X`` (N, D), its box kept for the fitted attributes;
     ``{}`` without background. A warm start continues from the fitted background weight."""
-    estimator._background_box = None
+    estimator.__dict__.pop("_background_box", None)
     if estimator.background is None:
         return {}
     box = background_box(X, estimator.background_volume)
-    estimator._background_box = box
+    estimator._background_box = box  # read and removed by set_attributes
     arguments = {"background_log_density": -box.log_volume}
     if estimator.warm_start and fitted(estimator) and hasattr(estimator, "converged_"):
         arguments["background_weight_init"] = float(min(estimator.background_weight_, 1.0 - 1e-6))
@@ -224,15 +235,16 @@ def normalized_inits(estimator, inits: dict) -> dict:
 
 def set_attributes(estimator, result) -> None:
     """The fitted background attributes of an EM result (removed for a fit without)."""
-    box = getattr(estimator, "_background_box", None)
+    box = estimator.__dict__.pop("_background_box", None)
     if result.background_weight is None or box is None:
-        for name in ("background_weight_", "background_volume_", "background_log_density_"):
+        for name in FITTED_NAMES:
             estimator.__dict__.pop(name, None)
-        estimator._background_box = None
         return
     estimator.background_weight_ = float(result.background_weight)
     estimator.background_volume_ = math.exp(box.log_volume)
     estimator.background_log_density_ = -box.log_volume
+    estimator.background_lower_ = np.asarray(box.lower, np.float64)
+    estimator.background_upper_ = np.asarray(box.upper, np.float64)
 
 
 def log_background(estimator) -> float:
@@ -273,8 +285,8 @@ def sample(estimator, n_samples: int, rng, layout: str) -> tuple[np.ndarray, np.
         else:
             scale = np.sqrt(covariances[k])
             parts.append(means[k] + rng.standard_normal(size=(int(n), n_features)) * scale)
-    box = estimator._background_box
-    parts.append(sample_background(rng, counts[-1], box.lower, box.upper))
+    lower, upper = estimator.background_lower_, estimator.background_upper_
+    parts.append(sample_background(rng, counts[-1], lower, upper))
     labels = np.concatenate(
         [np.full(int(n), k, dtype=np.int64) for k, n in enumerate(counts[:-1])]
         + [np.full(int(counts[-1]), -1, dtype=np.int64)]

@@ -50,6 +50,11 @@ FITTED_ATTRIBUTES = {
         "_online_record": False,
         "_online_bounds": False,
         "_fit_weight": False,
+        "background_weight_": False,
+        "background_volume_": False,
+        "background_log_density_": False,
+        "background_lower_": False,
+        "background_upper_": False,
     },
     "KMeans": {
         "cluster_centers_": True,

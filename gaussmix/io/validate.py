@@ -75,12 +75,12 @@ def _covariance_shapes(covariance_type: str, k: int, d: int) -> tuple:
     return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance_type]
 
 
-def _check_weights(weights: np.ndarray, where: str) -> None:
+def _check_weights(weights: np.ndarray, where: str, expected: float = 1.0) -> None:
     if np.any(weights < 0):
         raise InvalidFile(f"{where} has negative weights {weights.tolist()[:10]}")
     total = float(np.sum(weights, dtype=np.float64))
-    if abs(total - 1.0) > _tolerance(weights):
-        raise InvalidFile(f"{where} sums to {total!r}, not 1")
+    if abs(total - expected) > _tolerance(weights):
+        raise InvalidFile(f"{where} sums to {total!r}, not {expected!r}")
 
 
 def _check_positive_definite(matrices: np.ndarray, where: str) -> None:
@@ -125,7 +125,7 @@ def _check_mixture_parameters(
     """Weights, means, covariances and precision factors of a K-component mixture."""
     weights_name, means_name, covariances_name, factor_name = names
     weights = _array(values[weights_name], f"{where}{weights_name}", (k,))
-    _check_weights(weights, f"{where}{weights_name}")
+    _check_weights(weights, f"{where}{weights_name}", 1.0 - values.get("background_weight_", 0.0))
     _array(values[means_name], f"{where}{means_name}", (k, d))
     _check_covariances(
         values[covariances_name], f"{where}{covariances_name}", covariance_type, k, d
@@ -232,6 +232,37 @@ def _run_check(where: str, check, *arguments) -> Any:
         raise InvalidFile(f"{where}: {error}") from None
 
 
+def _check_background(model: Any, fitted: dict, d: int) -> None:
+    """A uniform background's fitted attributes: all or none (all exactly when the
+    hyperparameter ``background`` names one), a weight in [0, 1], a finite positive
+    volume V with log density -log V, and the fitting data's box (D,) lower <= upper."""
+    from gaussmix._background import FITTED_NAMES
+
+    present = [name for name in FITTED_NAMES if name in fitted]
+    if not present and model.background is None:
+        return
+    if model.background is None or len(present) != len(FITTED_NAMES):
+        raise InvalidFile(
+            f"hyperparameters.background is {model.background!r} but the fitted background "
+            f"attributes are {present}, not {list(FITTED_NAMES)}"
+        )
+    weight = _real(fitted["background_weight_"], "fitted.background_weight_")
+    if not 0.0 <= weight <= 1.0:
+        raise InvalidFile(f"fitted.background_weight_ is {weight!r}, not in [0, 1]")
+    volume = _real(fitted["background_volume_"], "fitted.background_volume_")
+    log_density = _real(fitted["background_log_density_"], "fitted.background_log_density_")
+    if not volume > 0 or abs(log_density + math.log(volume)) > 1e-9 * max(1.0, abs(log_density)):
+        raise InvalidFile(
+            f"fitted.background_volume_ {volume!r} is not positive or its log density "
+            f"{log_density!r} is not -log of it"
+        )
+    lower = _array(fitted["background_lower_"], "fitted.background_lower_", (d,))
+    upper = _array(fitted["background_upper_"], "fitted.background_upper_", (d,))
+    if np.any(lower > upper):
+        raise InvalidFile("fitted.background_lower_ exceeds fitted.background_upper_")
+    fitted["background_weight_"] = weight
+
+
 def _check_gaussian_mixture(model: Any, fitted: dict) -> dict:
     from gaussmix.inference import em
 
@@ -244,6 +275,7 @@ def _check_gaussian_mixture(model: Any, fitted: dict) -> dict:
     # mclust's models are stored in one of the four classic layouts (checked by name above).
     covariance_type, k = COVARIANCE_LAYOUTS[model.covariance_type], int(model.n_components)
     d = _integer(fitted["n_features_in_"], "fitted.n_features_in_", 1)
+    _check_background(model, fitted, d)
     _check_mixture_parameters(
         fitted,
         "fitted.",

@@ -7,6 +7,7 @@ tolerance and run to convergence), scipy's densities, a known truth, and repeate
 for ``sample_weight``. The last mclust test reruns the R script when R is installed.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -237,6 +238,45 @@ def test_sample_draws_the_background_uniformly_in_the_box(fitted_noisy):
         mine = labels == k
         assert abs(mine.mean() - gm.weights_[k]) < 4 * np.sqrt(gm.weights_[k] / n)
         np.testing.assert_allclose(X[mine].mean(0), gm.means_[k], atol=0.15)
+
+
+def test_save_and_load_keep_the_background(fitted_noisy, tmp_path):
+    """gaussmix.save stores the background's fitted attributes (box included) and load
+    gives the same scores, probabilities and draws; a fit without a background saves
+    none of them (a refit without one removes them)."""
+    import gaussmix
+
+    gm, x = fitted_noisy
+    loaded = gaussmix.load(gaussmix.save(gm, tmp_path / "noisy.npz"))
+    assert loaded.background == "uniform"
+    np.testing.assert_array_equal(loaded.score_samples(x), gm.score_samples(x))
+    np.testing.assert_array_equal(loaded.predict_proba(x), gm.predict_proba(x))
+    np.testing.assert_array_equal(loaded.background_lower_, x.min(0))
+    np.testing.assert_array_equal(loaded.background_upper_, x.max(0))
+    for drawn, expected in zip(loaded.sample(50), gm.sample(50), strict=True):
+        np.testing.assert_array_equal(drawn, expected)
+    plain = fit_quietly(GaussianMixture(2, random_state=0), x)
+    assert not any(name.startswith("background") and name.endswith("_") for name in vars(plain))
+    gaussmix.save(plain, tmp_path / "plain.npz")
+    refit = fit_quietly(GaussianMixture(2, background="uniform", random_state=0), x)
+    fit_quietly(refit.set_params(background=None), x)
+    assert not hasattr(refit, "background_weight_") and not hasattr(refit, "background_lower_")
+    gaussmix.save(refit, tmp_path / "refit.npz")
+    # a file whose background does not fit its weights, box or hyperparameters is refused
+    edits = [
+        ({"background_weight_": 0.5}, "sums to"),
+        ({"background_lower_": x.max(0) + 1.0}, "background_lower_ exceeds"),
+        ({"background_log_density_": 0.0}, "not -log of it"),
+    ]
+    for number, (edit, match) in enumerate(edits):
+        damaged = copy.deepcopy(gm)
+        vars(damaged).update(edit)
+        path = gaussmix.save(damaged, tmp_path / f"damaged{number}.npz")
+        with pytest.raises(ValueError, match=match):
+            gaussmix.load(path)
+    orphan = copy.deepcopy(gm).set_params(background=None)
+    with pytest.raises(ValueError, match=r"hyperparameters\.background is None"):
+        gaussmix.load(gaussmix.save(orphan, tmp_path / "orphan.npz"))
 
 
 def test_recovers_the_noise_weight_and_labels_noise_points():
