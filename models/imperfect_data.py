@@ -53,6 +53,7 @@ from gaussmix.models.priors import COVARIANCE_LAYOUTS
 __all__ = [
     "MIN_PATTERN_BUCKET",
     "NAN_POLICIES",
+    "UNROLLED_MAX_FEATURES",
     "ImperfectMixtureDistribution",
     "MissingPatterns",
     "check_background_log_density",
@@ -236,6 +237,32 @@ def _masked_factor(matrix: jax.Array, observed: jax.Array):
     return cholesky, half_log_det
 
 
+def _unrolled_whiten(matrix: jax.Array, residual: jax.Array):
+    """:math:`L^{-1} r` and :math:`\\sum_d \\log L_{dd}` for :math:`L L^T` = ``matrix``
+    (..., D, D), by a Cholesky factorization and forward substitution written out entry
+    by entry: elementwise operations over the batch (rows x components), much faster on
+    a CPU than batches of tiny LAPACK calls for small D."""
+    n_features = matrix.shape[-1]
+    factor = [[None] * n_features for _ in range(n_features)]
+    whitened = []
+    half_log_det = 0.0
+    for j in range(n_features):
+        pivot = matrix[..., j, j] - sum(factor[j][k] ** 2 for k in range(j))
+        factor[j][j] = jnp.sqrt(pivot)
+        half_log_det = half_log_det + jnp.log(factor[j][j])
+        for i in range(j + 1, n_features):
+            entry = matrix[..., i, j] - sum(factor[i][k] * factor[j][k] for k in range(j))
+            factor[i][j] = entry / factor[j][j]
+        value = residual[..., j] - sum(factor[j][k] * whitened[k] for k in range(j))
+        whitened.append(value / factor[j][j])
+    return jnp.stack(whitened, axis=-1), half_log_det
+
+
+#: Largest D whose per-row factors are written out entry by entry (:func:`_unrolled_whiten`);
+#: above, batched LAPACK Cholesky factors and triangular solves.
+UNROLLED_MAX_FEATURES = 8
+
+
 def imperfect_component_log_density(
     x: jax.Array,
     means: jax.Array,
@@ -289,17 +316,26 @@ def imperfect_component_log_density(
             patterns = MissingPatterns(observed, jnp.arange(x.shape[0]))
         table = jnp.asarray(patterns.observed)
         cholesky, half_log_det = _masked_factor(matrices[None], table[:, None, :])
-        cholesky = jnp.swapaxes(cholesky[patterns.index], 0, 1)  # (K', N, D, D)
+        eye = jnp.broadcast_to(jnp.eye(n_features, dtype=cholesky.dtype), cholesky.shape)
+        whiten = jax.scipy.linalg.solve_triangular(cholesky, eye, lower=True)  # (P, K', D, D)
+        whiten = jnp.swapaxes(whiten[patterns.index], 0, 1)  # (K', N, D, D)
+        whitened = (whiten @ residual[..., None])[..., 0]
         half_log_det = half_log_det[patterns.index].T  # (K', N)
     else:
         if errors.ndim == 2:
             errors = errors[..., None] * jnp.eye(n_features, dtype=errors.dtype)
         both = observed[:, :, None] & observed[:, None, :]
-        errors = jnp.where(both, errors, 0.0)
-        cholesky, half_log_det = _masked_factor(matrices[:, None] + errors[None], observed[None])
-    cholesky = jnp.broadcast_to(cholesky, (n_components, *cholesky.shape[1:]))
-    whitened = jax.scipy.linalg.solve_triangular(cholesky, residual[..., None], lower=True)
-    squared = jnp.sum(whitened[..., 0] ** 2, axis=-1)
+        eye = jnp.eye(n_features, dtype=residual.dtype)
+        total = jnp.where(both, matrices[:, None] + jnp.where(both, errors, 0.0), eye)
+        if n_features <= UNROLLED_MAX_FEATURES:
+            whitened, half_log_det = _unrolled_whiten(total, residual)
+        else:
+            cholesky, half_log_det = _masked_factor(total, observed[None])
+            cholesky = jnp.broadcast_to(cholesky, (n_components, *cholesky.shape[1:]))
+            whitened = jax.scipy.linalg.solve_triangular(cholesky, residual[..., None], lower=True)[
+                ..., 0
+            ]
+    squared = jnp.sum(whitened**2, axis=-1)
     return -0.5 * squared - half_log_det - constant
 
 

@@ -14,7 +14,7 @@ from numpyro import handlers
 from scipy import stats
 from scipy.special import logsumexp
 
-from gaussmix.models import gaussian_mixture
+from gaussmix.models import gaussian_mixture, imperfect_data
 from gaussmix.models.imperfect_data import (
     ImperfectMixtureDistribution,
     find_missing_patterns,
@@ -264,3 +264,32 @@ def test_hostile_inputs_are_refused_with_the_fix():
         handlers.seed(gaussian_mixture, 0)(
             n_components=K, n_samples=5, n_features=2, background_log_density=-1.0
         )
+
+
+def test_per_row_factors_by_lapack_above_the_unrolled_size(monkeypatch):
+    """Above UNROLLED_MAX_FEATURES the per-row factors come from LAPACK: the same
+    densities as scipy's, and as the written-out factorization."""
+    rng = np.random.default_rng(10)
+    n_rows, n_features = 12, imperfect_data.UNROLLED_MAX_FEATURES + 1
+    x = rng.normal(size=(n_rows, n_features))
+    x[rng.random(x.shape) < 0.25] = np.nan
+    x[np.isnan(x).all(axis=1), 0] = 0.1
+    a = rng.normal(size=(n_rows, n_features, n_features)) * 0.3
+    errors = a @ np.swapaxes(a, 1, 2)
+    b = rng.normal(size=(2, n_features, n_features))
+    covariances = b @ np.swapaxes(b, 1, 2) + np.eye(n_features)
+    means = rng.normal(size=(2, n_features))
+    value = imperfect_component_log_density(
+        x, means, covariances, "full", measurement_covariances=errors
+    )
+    for n in range(n_rows):
+        seen = ~np.isnan(x[n])
+        for k in range(2):
+            total = (covariances[k] + errors[n])[np.ix_(seen, seen)]
+            expected = stats.multivariate_normal(means[k][seen], total).logpdf(x[n][seen])
+            np.testing.assert_allclose(value[k, n], expected, rtol=0, atol=1e-10)
+    monkeypatch.setattr(imperfect_data, "UNROLLED_MAX_FEATURES", n_features)
+    unrolled = imperfect_component_log_density(
+        x, means, covariances, "full", measurement_covariances=errors
+    )
+    np.testing.assert_allclose(unrolled, value, rtol=1e-12)
