@@ -51,7 +51,7 @@ from gaussmix.inference.em.features import data_blocks, design_matrix
 from gaussmix.inference.em.kmeans import kmeans_plusplus, lloyd
 from gaussmix.inference.em.maximization import maximization_step
 from gaussmix.inference.em.options import key_of
-from gaussmix.inference.em.parameters import collapsed_components
+from gaussmix.inference.em.parameters import MixtureParameters, collapsed_components
 from gaussmix.inference.em.statistics import (
     block_statistics,
     log_responsibilities,
@@ -94,6 +94,9 @@ class CandidateFits(NamedTuple):
         n_iter: EM steps of the best restart.
         collapsed: (C, n_init) the first collapsed component of each restart, -1 if
             none; n_iters: (C, n_init) steps of each restart.
+        parameters: the best restart's final :class:`MixtureParameters` of each
+            candidate, padded to the largest K (candidate c's first K components are
+            its fit; tied covariances are (C, D, D)).
     """
 
     log_likelihood: np.ndarray
@@ -103,6 +106,7 @@ class CandidateFits(NamedTuple):
     n_iter: np.ndarray
     collapsed: np.ndarray
     n_iters: np.ndarray
+    parameters: MixtureParameters
 
 
 def _kmeans_labels(x, weight, key, n_components, n_init):
@@ -253,6 +257,7 @@ def _fit_candidates(x, weight, labels, tol, reg_covar, config: CandidatesConfig)
             state.n_iter,
             infos.collapsed_component,
             states.n_iter,
+            state.parameters,
         )
 
     counts = jnp.asarray(config.n_components, jnp.int32)
@@ -305,4 +310,8 @@ def fit_candidates(
         np.asarray(reg_covar, dtype),
         config=config,
     )
-    return CandidateFits(*(np.asarray(output) for output in outputs))
+    *fits, parameters = outputs
+    return CandidateFits(
+        *(np.asarray(output) for output in fits),
+        parameters=MixtureParameters(*(np.asarray(leaf) for leaf in parameters)),
+    )
