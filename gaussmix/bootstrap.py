@@ -58,7 +58,11 @@ Numerics (mclust redraws a replicate whose statistic is NA, and keeps negative o
 All ``n_boot`` replicates of one g are one compiled program (or a few, for data past
 :data:`BATCH_BYTES`): the datasets are drawn inside it, and their fits run through
 :func:`pool_fit`, a ``lax.while_loop`` of :func:`gaussmix.inference.em.step` vmapped over
-:data:`SLOTS` lanes, each lane taking the next replicate when its fit ends.
+:data:`SLOTS` lanes, each lane taking the next replicate when its fit ends. The observed
+fits of every K (1 .. G + 1) are one compiled program as well
+(:mod:`gaussmix.inference.em.candidates`, k-means starts: the fits
+:class:`~gaussmix.GaussianMixture` makes one K at a time; other ``init_params`` fit one K
+at a time).
 
 Example:
     >>> import numpy as np
@@ -79,7 +83,10 @@ from jax.typing import ArrayLike
 
 from gaussmix._base import seed_from_random_state, validate_data
 from gaussmix.inference import compilation, em
+from gaussmix.inference.em import candidates as candidates_em
+from gaussmix.inference.em.features import block_size
 from gaussmix.inference.em.pool import pool_fit
+from gaussmix.inference.em.results import raise_on_failure
 from gaussmix.mixture import GaussianMixture
 from gaussmix.models.priors import (
     canonical_covariance_type,
@@ -483,6 +490,83 @@ def _precisions_of(parameters: em.MixtureParameters, layout: str) -> np.ndarray:
     return factor * factor
 
 
+def _single_gaussian_log_likelihood(data: np.ndarray, layout: str, reg_covar: float) -> float:
+    """The log-likelihood of one Gaussian fitted by maximum likelihood (every model's
+    K = 1 fit: its layout's sample covariance, ``reg_covar`` on the diagonal)."""
+    n_samples, n_features = data.shape
+    centred = data - data.mean(axis=0)
+    sample = centred.T @ centred / n_samples
+    if layout in ("full", "tied"):
+        covariance = sample + reg_covar * np.eye(n_features)
+        _, log_determinant = np.linalg.slogdet(covariance)
+        quadratic = np.trace(np.linalg.solve(covariance, sample))
+    elif layout == "diag":
+        variances = np.diag(sample) + reg_covar
+        log_determinant = np.sum(np.log(variances))
+        quadratic = np.sum(np.diag(sample) / variances)
+    else:
+        variance = np.trace(sample) / n_features + reg_covar
+        log_determinant = n_features * np.log(variance)
+        quadratic = np.trace(sample) / variance
+    return float(-0.5 * n_samples * (n_features * np.log(2 * np.pi) + log_determinant + quadratic))
+
+
+def _observed_fits(data, covariance_type, counts, *, tol, reg_covar, max_iter, n_init, seed):
+    """[(parameters, log-likelihood)] of each K of ``counts`` from k-means starts, every K
+    in one compiled program (:mod:`gaussmix.inference.em.candidates`): the fits
+    :class:`gaussmix.GaussianMixture` makes with these options one K at a time."""
+    options = em.check_options(
+        n_components=max(counts),
+        covariance_type=covariance_type,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        n_init=n_init,
+        seed=seed,
+    )
+    n_samples, n_features = data.shape
+    weight = np.ones(n_samples, data.dtype)
+    labels = candidates_em.kmeans_labels(
+        data, weight, options.key, n_components=counts, n_init=options.n_init
+    )
+    config = candidates_em.CandidatesConfig(
+        covariance_type=covariance_type,
+        n_components=counts,
+        max_iter=int(options.max_iter),
+        n_init=int(options.n_init),
+        block_rows=block_size(
+            n_samples, n_features, max(counts), covariance_type, data.dtype.itemsize, None
+        ),
+    )
+    fits = candidates_em.fit_candidates(
+        data, weight, labels, tol=options.tol, reg_covar=options.reg_covar, config=config
+    )
+    layout = covariance_layout(covariance_type)
+    observed = []
+    for position, count in enumerate(counts):
+        raise_on_failure(
+            fits.collapsed[position][None],
+            fits.n_iters[position][None],
+            fits.lower_bound[position],
+            False,
+            covariance_type,
+            data.dtype,
+        )
+        if not fits.converged[position]:
+            warnings.warn(
+                f"The observed fit of {count} components did not converge in max_iter = "
+                f"{max_iter} iterations; increase max_iter.",
+                em.ConvergenceWarning,
+                stacklevel=3,
+            )
+        weights, means, covariances, factor = (leaf[position] for leaf in fits.parameters)
+        if layout != "tied":
+            covariances, factor = covariances[:count], factor[:count]
+        parameters = em.MixtureParameters(weights[:count], means[:count], covariances, factor)
+        observed.append((parameters, float(fits.log_likelihood[position])))
+    return observed
+
+
 def bootstrap_likelihood_ratio(
     X: ArrayLike,
     covariance_type: str = "VVV",
@@ -578,13 +662,27 @@ def bootstrap_likelihood_ratio(
         log_likelihood = float(np.sum(estimator.score_samples(data)))
         return _parameters_of(estimator), log_likelihood
 
-    fits = [fit(1)]
     # mclust's relative tolerance as GaussianMixture's absolute one on the mean
-    options["tol"] = tol * (1.0 / n_samples + abs(fits[0][1]) / n_samples)
+    single = _single_gaussian_log_likelihood(np.asarray(data, np.float64), layout, reg_covar)
+    options["tol"] = tol * (1.0 / n_samples + abs(single) / n_samples)
+    if init_params == "kmeans":  # every K in one program
+        observed = _observed_fits(
+            data,
+            canonical_covariance_type(covariance_type),
+            tuple(range(1, largest + 2)),
+            tol=options["tol"],
+            reg_covar=reg_covar,
+            max_iter=max_iter,
+            n_init=n_init,
+            seed=seed,
+        )
+    else:
+        observed = None
+    fits = [observed[0] if observed else fit(1)]
     rows = []
     for g in range(1, largest + 1):
         null, log_likelihood0 = fits[-1]
-        alternative, log_likelihood1 = fit(g + 1)
+        alternative, log_likelihood1 = observed[g] if observed else fit(g + 1)
         if log_likelihood1 < log_likelihood0:  # a poor local optimum: start from a split
             split = split_heaviest(jax.tree.map(jnp.asarray, null), layout)
             split_fit = fit(

@@ -176,6 +176,40 @@ def test_end_to_end_observed_statistic_equals_mclust(faithful_test):
 # ---- the pieces against independent computations -----------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("covariance_type", ["VEI", "tied"])
+def test_observed_fits_equal_the_estimator_one_k_at_a_time(covariance_type):
+    """The observed fits (every K in one padded program) are GaussianMixture's with the
+    same options, K by K: log-likelihoods to 1e-9, for a constrained model (iterative
+    M-step) and the tied layout (one covariance, not one per component)."""
+    case = reference("faithful")
+    x = np.asarray(case["data"], dtype=np.float64)[::2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test = bootstrap_likelihood_ratio(
+            x, covariance_type, max_components=1, n_boot=1, random_state=3
+        )
+    single = GaussianMixture(1, covariance_type=covariance_type, reg_covar=0.0).fit(x)
+    log_likelihood1 = float(np.sum(single.score_samples(x)))
+    tol = 1e-5 * (1.0 / len(x) + abs(log_likelihood1) / len(x))
+    expected = []
+    for k in (1, 2):  # K = 1 is padded inside the K = 2 program
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", em.ConvergenceWarning)
+            estimator = GaussianMixture(
+                k,
+                covariance_type=covariance_type,
+                tol=tol,
+                reg_covar=0.0,
+                max_iter=1000,
+                n_init=5,
+                random_state=3,
+            ).fit(x)
+        expected.append(float(np.sum(estimator.score_samples(x))))
+    np.testing.assert_allclose(test.log_likelihood, expected, rtol=1e-9)
+    assert test.log_likelihood[0] == pytest.approx(log_likelihood1, rel=1e-12)
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_lane_statistics_equal_the_em_core(covariance_type):
     rng = np.random.default_rng(1)
