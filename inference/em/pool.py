@@ -61,7 +61,7 @@ def lane_statistics(
     largest = jnp.max(log_prob, axis=0)
     unnormalized = jnp.exp(log_prob - largest)
     total = jnp.sum(unnormalized, axis=0)
-    responsibilities = unnormalized / total
+    responsibilities = unnormalized * (1.0 / total)  # K x n products, n divisions
     packed = jnp.sum(responsibilities[:, None, :] * jnp.stack(features)[None], axis=-1)
     n_quadratic = len(quadratic)
     counts = packed[:, -1]
