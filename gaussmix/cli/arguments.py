@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     peaks.add_argument(
         "--baseline",
         default=None,
-        help="constant, linear, exponential, a polynomial degree such as 3, or none (default)",
+        help="constant, linear, exponential, shirley, tougaard, a polynomial degree such as 3, "
+        "or none (default)",
     )
     peaks.add_argument(
         "--backend",

@@ -45,6 +45,8 @@ _INTEGRAL_METHODS = {
     "skewed_gaussian": "closed form (normal CDF and Owen's T)",
     "voigt": "quadrature (128-point Gauss-Legendre)",
     "voigt_area": "quadrature (128-point Gauss-Legendre)",
+    "pearson7": "quadrature (64-point Gauss-Legendre after a smoothing substitution)",
+    "doniach_sunjic": "closed form (complex power)",
 }
 
 

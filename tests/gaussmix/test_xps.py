@@ -233,6 +233,25 @@ def test_shirley_fit_recovers_the_truth_within_its_standard_errors(shirley_fit):
     assert fit.params["peak1_fwhm"] > 2 * fit.params["peak1_gamma"]  # the tail widens it
 
 
+def test_integrals_of_the_new_lineshapes_are_their_curves_quadrature(shirley_fit):
+    """PeakFit.integrate on a Doniach-Sunjic peak (closed form) over a finite range is
+    scipy's adaptive quadrature of the fitted peak; its infinite integral diverges."""
+    from scipy.integrate import quad
+
+    _, fit = shirley_fit
+    names = fit.model.peak_parameter_names(1)
+    shape = get_lineshape("doniach_sunjic")
+    values = [fit.params[name] for name in names]
+    a, b = float(X.min()), float(X.max())
+    result = fit.integrate(a, b, peaks=[1])
+    assert result.method == "closed form (complex power)"
+    expected, _ = quad(lambda t: float(shape.profile_fn(t, *values)), a, b, limit=200, epsabs=1e-12)
+    assert float(result.value) == pytest.approx(expected, rel=1e-8)
+    assert np.isfinite(result.stderr) and result.stderr > 0
+    with pytest.raises(ValueError, match="baseline"):
+        fit.integrate(a, b, baseline=True)
+
+
 def test_shirley_fit_is_the_optimum_of_an_independent_least_squares(shirley_fit):
     """scipy's least_squares (trust region, numerical Jacobian) on the same curve, started
     from the fit, finds no lower RSS; started from the truth, it lands on the same point."""
@@ -316,6 +335,10 @@ def test_tougaard_fit_with_pearson7_recovers_the_truth():
             )
         )
     )
+    whole = fit.integrate(-np.inf, np.inf, peaks=[0])
+    assert "quadrature" in whole.method
+    assert float(whole.value) == pytest.approx(fit.params["peak0_area"], rel=1e-8)
+    assert float(whole.stderr) == pytest.approx(fit.stderr["peak0_area"], rel=1e-4)
 
 
 @pytest.mark.slow
