@@ -192,10 +192,8 @@ def integrated_completed_likelihood(
     data = validate_data(estimator, X, reset=False)
     weight = _checked_weight(sample_weight, data.shape[0])
     log_likelihood, total = _total_log_likelihood(estimator, data, weight)
-    n_features = data.shape[1]
-    n_parameters = em.n_parameters(
-        estimator.covariance_type, int(estimator.n_components), int(n_features)
-    )
+    # the estimator's count: mclust's, plus a background's parameters
+    n_parameters = estimator._n_parameters()
     bic = -2.0 * log_likelihood + n_parameters * np.log(total)
     return bic + _assignment_penalty(estimator, data, weight)
 

@@ -41,14 +41,7 @@ PACKAGES = ("gaussmix", "gaussmix.models", "gaussmix.inference")
 
 #: Modules whose docstring examples are known to fail, with the reason and the fix asked
 #: of the module's owner. strict: once fixed, the test fails until the entry is removed.
-KNOWN_DOCTEST_FAILURES: dict[str, str] = {
-    "gaussmix.inference.em.covariance_models": (
-        "the module docstring expects EVV's equal volumes det = 2.12132 for S = diag(2, 1),"
-        " diag(4, 1) with unit weights; the code gives 2.914214 = ((sqrt(2) + 2) / 2)^2,"
-        " the squared mean of |S_k|^(1/2): the owner (inference/em/covariance_models.py)"
-        " fixes the docstring's number or the code"
-    ),
-}
+KNOWN_DOCTEST_FAILURES: dict[str, str] = {}
 
 
 # --- the API reference ---------------------------------------------------------------

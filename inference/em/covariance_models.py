@@ -72,8 +72,9 @@ Example:
     >>> import jax.numpy as jnp
     >>> s = jnp.array([[[2.0, 0.0], [0.0, 1.0]], [[4.0, 0.0], [0.0, 1.0]]])
     >>> evv = COVARIANCE_MODELS["EVV"].covariance_fn(s, jnp.ones(2), None)
-    >>> [round(float(jnp.linalg.det(c)), 6) for c in evv]  # equal volumes
-    [2.12132, 2.12132]
+    >>> # equal volumes: |Sigma_k| = lambda^2, lambda = (|S_1|^(1/2) + |S_2|^(1/2)) / 2
+    >>> [round(float(jnp.linalg.det(c)), 6) for c in evv]
+    [2.914214, 2.914214]
 """
 
 from collections.abc import Callable

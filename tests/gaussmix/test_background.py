@@ -207,11 +207,6 @@ def test_criteria_count_mclusts_two_extra_parameters(fitted_noisy):
     assert gm.aic(x) == pytest.approx(-2 * log_likelihood + 2 * p, rel=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gaussmix/selection.py's integrated_completed_likelihood counts "
-    "em.n_parameters, without the background's 2 (estimator._n_parameters() has them)",
-)
 def test_icl_is_the_bic_plus_the_assignment_cost_with_the_background_column(fitted_noisy):
     """mclust's ICL: the BIC plus -2 sum log of each row's largest responsibility, the
     background's column included."""
