@@ -354,7 +354,7 @@ def validate_data(
             raise ValueError(
                 f"Input X contains NaN.\n{name} with nan_policy={estimator.nan_policy!r} "
                 "handles missing entries in fit, score_samples, score, predict, "
-                "predict_proba, bic and aic; this step (e.g. sample_posterior, "
+                "predict_proba, bic, aic and sample_posterior; this step (e.g. "
                 "select_components, bootstrap_likelihood_ratio) does not take NaN yet: "
                 "drop or impute the rows holding NaN first."
             )

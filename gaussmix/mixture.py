@@ -99,8 +99,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             EEE, VVI and VII are full, tied, diag and spherical, with the same numbers).
             A constrained model's ``covariances_`` use its storage layout's shape
             (EII's (K,), EEI/VEI/EVI's (K, D), the others' (K, D, D)), and ``bic``
-            counts mclust's free parameters. EM only: ``sample_posterior`` needs one
-            of the classic four (or its alias).
+            counts mclust's free parameters.
         tol: convergence threshold on the change of the mean per-sample lower bound.
         reg_covar: non-negative value added to the diagonal of the covariances.
         max_iter: EM iterations per initialization (0 keeps the initialization).
