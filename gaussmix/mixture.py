@@ -168,11 +168,26 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
     there are not more; further ``n_init`` restarts use their own seeds).
 
     Attributes:
-        weights_, means_, covariances_, precisions_, precisions_cholesky_, converged_,
-        n_iter_, lower_bound_, lower_bounds_, n_features_in_, feature_names_in_: as in
-        scikit-learn. method_: the M-step that ran ("maximum_likelihood",
-        "conjugate_map" or "generalized_em"). With a background: background_weight_,
-        background_volume_ (V) and background_log_density_ (-log V).
+        weights_: (K,) the components' weights (summing to 1 - background_weight_).
+        means_: (K, D) the component means.
+        covariances_: in the storage layout of ``covariance_type`` (scikit-learn's
+            for the classic four).
+        precisions_: the inverses of ``covariances_``, in the same layout.
+        precisions_cholesky_: Cholesky factors of ``precisions_``, in the same layout.
+        converged_: whether the kept initialization converged.
+        n_iter_: EM iterations of the kept initialization.
+        lower_bound_: its final lower bound (mean log-likelihood per sample, plus the
+            log prior per unit weight for MAP).
+        lower_bounds_: the lower bound after each iteration of the kept initialization.
+        n_features_in_: D, the number of features seen by ``fit``.
+        feature_names_in_: the column names of a DataFrame ``X``, when it had them.
+        method_: the M-step that ran ("maximum_likelihood", "conjugate_map" or
+            "generalized_em").
+        background_weight_: with ``background="uniform"``, the background's weight.
+        background_volume_: its volume V.
+        background_log_density_: -log V.
+        background_lower_, background_upper_: (D,) the fitting data's bounding box
+            (where ``sample`` draws the background's points).
 
     Example:
         >>> import numpy as np

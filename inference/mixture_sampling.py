@@ -539,8 +539,8 @@ def sample_mixture(
         x: (N, D) or (N,) data.
         n_components, covariance_type, priors, sample_weight, prior_parameters: as in
             :func:`gaussmix.models.gaussian_mixture`.
-        num_warmup, num_samples, num_chains, seed, progress_bar, init,
-            posterior_predictive: as in :func:`~gaussmix.inference.mcmc.sample`.
+        num_warmup, num_samples, num_chains, seed, progress_bar, init, posterior_predictive:
+            as in :func:`~gaussmix.inference.mcmc.sample`.
         nan_policy: "raise" or "marginalize" (NaN entries are missing; each row's
             likelihood is the marginal density of its observed coordinates).
         measurement_covariances: (N, D, D) or (N, D) per-row measurement error

@@ -347,10 +347,10 @@ def fit_em_sharded(
             process needs at least one device in it.
         sample_weight: (n,) weights of this process's rows.
         init_rows: rows of the initialization sample (see above).
-        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init,
-            init_params, weights_init, means_init, precisions_init, seed,
-            start_lower_bound, block_rows: as in :func:`gaussmix.inference.em.fit_em`
-            (``block_rows`` per device).
+        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init: as in
+            :func:`gaussmix.inference.em.fit_em`.
+        init_params, weights_init, means_init, precisions_init, seed: as in ``fit_em``.
+        start_lower_bound, block_rows: as in ``fit_em`` (``block_rows`` per device).
         options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`; it replaces
             every option keyword (all but ``x``, ``sample_weight``, ``devices`` and
             ``nan_policy``).

@@ -164,9 +164,10 @@ def check_options(
     """Validate the options of an EM fit once; the keywords are :func:`fit_em`'s.
 
     Args:
-        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init,
-            init_params, weights_init, means_init, precisions_init, seed,
-            start_lower_bound, block_rows: as in :func:`gaussmix.inference.em.fit_em`.
+        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init: as in
+            :func:`gaussmix.inference.em.fit_em`.
+        init_params, weights_init, means_init, precisions_init, seed: as in ``fit_em``.
+        start_lower_bound, block_rows: as in ``fit_em``.
         init_rows: rows of the initialization sample (out-of-core and sharded EM), at
             least ``n_components``; None where it does not apply.
         n_features: D, when known, to check the shapes of the priors.

@@ -199,9 +199,10 @@ def fit_em_chunked(
         data: (N, D) ``np.memmap`` or array, a ``.npy`` path, an iterable of chunks that
             can be iterated repeatedly (a list, ...) or a callable returning a fresh
             iterator; a chunk is (n, D) or ``(x, w)`` with (n,) weights.
-        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init,
-            init_params, weights_init, means_init, precisions_init, seed,
-            start_lower_bound, block_rows: as in :func:`gaussmix.inference.em.fit_em`.
+        n_components, covariance_type, priors, max_iter, tol, reg_covar, n_init: as in
+            :func:`gaussmix.inference.em.fit_em`.
+        init_params, weights_init, means_init, precisions_init, seed: as in ``fit_em``.
+        start_lower_bound, block_rows: as in ``fit_em``.
         sample_weight: (N,) weights (array, ``np.memmap`` or ``.npy`` path) for array data.
         chunk_rows: rows per chunk read from array data (default: about 16 MiB).
         init_rows: the initialization runs on a uniform sample of at most this many rows
