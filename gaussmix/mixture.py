@@ -168,7 +168,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
     there are not more; further ``n_init`` restarts use their own seeds).
 
     Attributes:
-        weights_: (K,) the components' weights (summing to 1 - background_weight_).
+        weights_: (K,) the components' weights (summing to 1 - ``background_weight_``).
         means_: (K, D) the component means.
         covariances_: in the storage layout of ``covariance_type`` (scikit-learn's
             for the classic four).
