@@ -38,6 +38,7 @@ FIGURES = {
     "gaussian_datasets": {"gaussian_datasets.png": (10, 9.5)},
     "gan_vs_bayes": {"gan_vs_bayes.png": (11, 4), "gan_vs_bayes_trace.png": (8, 4)},
     "nist_peaks": {"nist_peaks.png": (15, 4.4)},
+    "deconvolution": {"deconvolution.png": (15, 4.8)},
 }
 
 
