@@ -39,7 +39,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
-from gaussmix.inference.em import deconvolution, missing
+from gaussmix.inference.em import background, deconvolution, missing
 from gaussmix.inference.em.core import StepConfig, init, iterate
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
 from gaussmix.inference.em.results import EMResult, best_restart
@@ -169,6 +169,7 @@ def _sharded_em(
                 centre=context.centre,
                 sample_weight=weight,
                 block_rows=block_rows,
+                background_log_density=context.background_log_density,
             )
             return lax.psum(local, ROW_AXIS)
 
@@ -328,6 +329,8 @@ def fit_em_sharded(
     options: EMOptions | None = None,
     nan_policy: str = "raise",
     measurement_covariances: ArrayLike | None = None,
+    background_log_density: float | None = None,
+    background_weight_init: float | None = None,
 ) -> EMResult:
     """EM with the rows split over devices (and processes); statistics summed by psum.
 
@@ -361,6 +364,10 @@ def fit_em_sharded(
         measurement_covariances: None, or the (n, D, D) or (n, D) measurement error
             covariances of this process's rows, as in :func:`gaussmix.inference.em.fit_em`
             (extreme deconvolution; each row's covariance travels with the row).
+        background_log_density, background_weight_init: a uniform background component
+            of density :math:`1/V`, as in :func:`gaussmix.inference.em.fit_em`
+            (:math:`-\\log V` given: under ``jax.distributed`` the caller finds the
+            volume of all processes' rows); not with NaN or measurement errors.
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`, the same on every process.
@@ -449,6 +456,19 @@ def fit_em_sharded(
     else:
         x_global, w_global = _global_rows(local_x, local_w, mesh, centre)
     config = StepConfig.from_options(options)
+    extra = background.streamed_arguments(
+        background_log_density, background_weight_init, options.method, dtype
+    )
+    if extra is not None:
+        if patterns is not None or measurements is not None:
+            raise NotImplementedError(
+                "a uniform background with missing entries or measurement errors is not "
+                "implemented over devices; fit in memory (devices=None), or pass "
+                "nan_policy='omit' and no measurement_covariances."
+            )
+        config = config._replace(background=True)
+        context = context._replace(background_log_density=extra.log_density)
+        initial = background.start_parameters(initial, extra.start_weight)
     arguments = _replicated((initial, context, np.asarray(options.start_lower_bound, dtype)), mesh)
     states, infos, lower_bounds = _local(
         _sharded_em_jit(
@@ -464,7 +484,11 @@ def fit_em_sharded(
             measurement_block_rows=measurement_block_rows,
         )
     )
-    return best_restart(states, infos, lower_bounds, config, options.max_iter, dtype)
+    result = best_restart(states, infos, lower_bounds, config, options.max_iter, dtype)
+    if extra is None:
+        return result
+    weight = background.background_weight(result.params["weights"])
+    return result._replace(background_weight=jnp.asarray(weight))
 
 
 # ---------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ __all__ = [
     "check_background_arguments",
     "log_prob_with_background",
     "start_parameters",
+    "streamed_arguments",
 ]
 
 #: The Dirichlet concentration of the background weight under a conjugate prior (MAP).
@@ -129,3 +130,25 @@ def check_background_arguments(
             "float64 data."
         )
     return BackgroundArguments(np.asarray(log_density, dtype), np.asarray(start_weight, dtype))
+
+
+def streamed_arguments(log_density, start_weight, method: str, dtype) -> BackgroundArguments | None:
+    """:class:`BackgroundArguments` of a chunked or sharded fit (None without background:
+    ``log_density`` None), or an error naming what the background does not combine with.
+
+    Args:
+        log_density: None, or :math:`-\\log V`.
+        start_weight: None (:data:`DEFAULT_START_WEIGHT`) or the start's background weight.
+        method: the fit's EM method (generalized EM is refused).
+        dtype: the computing dtype.
+    """
+    if log_density is None:
+        return None
+    if method == "generalized_em":
+        raise NotImplementedError(
+            "a uniform background with non-conjugate priors (generalized EM) is not "
+            "implemented; use priors=None, 'default' or conjugate priors."
+        )
+    if start_weight is None:
+        start_weight = DEFAULT_START_WEIGHT
+    return check_background_arguments(log_density, start_weight, dtype)

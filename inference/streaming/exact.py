@@ -24,7 +24,8 @@ import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
-from gaussmix.inference.em import missing
+from gaussmix.inference.em import background, missing
+from gaussmix.inference.em.background import BackgroundArguments
 from gaussmix.inference.em.core import EMInfo, EMState, StepConfig, init, step
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
 from gaussmix.inference.em.parameters import MixtureParameters
@@ -43,8 +44,11 @@ from gaussmix.models.priors import covariance_layout
 __all__ = ["exact_em", "fit_em_chunked"]
 
 
-def _chunk_statistics(x, weight, parameters, centre, covariance_type, block_rows, use_kernel):
-    """(R,) statistics of one chunk for stacked parameters of R restarts."""
+def _chunk_statistics(
+    x, weight, parameters, centre, covariance_type, block_rows, use_kernel, background_density=None
+):
+    """(R,) statistics of one chunk for stacked parameters of R restarts;
+    ``background_density``: :math:`-\\log V` of a uniform background, else None."""
 
     def one(parameters):
         return sufficient_statistics(
@@ -55,6 +59,7 @@ def _chunk_statistics(x, weight, parameters, centre, covariance_type, block_rows
             sample_weight=weight,
             block_rows=block_rows,
             use_kernel=use_kernel,
+            background_log_density=background_density,
         )
 
     return jax.vmap(one)(parameters)
@@ -99,15 +104,24 @@ def without_nan_rows(source):
 
 
 def _statistics_pass(
-    source, survey: Survey, local_rows: int, parameters, centre, options: EMOptions
+    source,
+    survey: Survey,
+    local_rows: int,
+    parameters,
+    centre,
+    options: EMOptions,
+    background_density=None,
 ) -> SufficientStatistics:
-    """Statistics of all rows (all processes) for stacked parameters, summed in float64."""
+    """Statistics of all rows (all processes) for stacked parameters, summed in float64;
+    ``background_density``: :math:`-\\log V` of a uniform background, else None."""
     rows = max(1, survey.chunk_rows)
     totals = None
     seen = 0
     centre_rows = np.asarray(centre)
-    use_kernel = covariance_layout(options.covariance_type) == "full" and native.usable(
-        survey.dtype
+    use_kernel = (
+        covariance_layout(options.covariance_type) == "full"
+        and native.usable(survey.dtype)
+        and background_density is None
     )
     for x, w in source:
         x, w = prepare_chunk(x, w, survey.dtype, survey.n_features, "chunk", validate=False)
@@ -117,6 +131,11 @@ def _statistics_pass(
             seen += piece_x.shape[0]
             padded_x, padded_w = pad_rows(piece_x, piece_w, rows, centre_rows)
             if np.isnan(padded_x).any():
+                if background_density is not None:
+                    raise NotImplementedError(
+                        "a uniform background with missing entries read by chunks is not "
+                        "implemented; pass nan_policy='omit', or fit in memory."
+                    )
                 blocks = missing.prepare_chunk(
                     padded_x, padded_w, centre_rows, options.n_components, options.covariance_type
                 )
@@ -133,6 +152,7 @@ def _statistics_pass(
                 covariance_type=options.covariance_type,
                 block_rows=options.block_rows,
                 use_kernel=use_kernel,
+                background_density=background_density,
             )
             totals = _add(totals, statistics)
     if seen != local_rows:
@@ -184,6 +204,8 @@ def fit_em_chunked(
     block_rows: int | None = None,
     options: EMOptions | None = None,
     nan_policy: str = "raise",
+    background_log_density: float | None = None,
+    background_weight_init: float | None = None,
 ) -> EMResult:
     """Exact EM over chunks of data that need not fit in memory.
 
@@ -217,6 +239,10 @@ def fit_em_chunked(
             sees each NaN as its column's weighted mean), or lose their rows with NaN.
             Maximum likelihood only with NaN (MAP's default prior needs the moments of
             the completed data: fit in memory).
+        background_log_density, background_weight_init: a uniform background component
+            of density :math:`1/V`, as in :func:`gaussmix.inference.em.fit_em`
+            (:math:`-\\log V` given: the caller finds the volume, e.g. the bounding box
+            of all chunks); not with NaN under "marginalize".
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`.
@@ -268,13 +294,18 @@ def fit_em_chunked(
             "fit_em_online (one pass)."
         )
     survey, local_rows = survey_with_rows(source, options, allow_nan=nan_policy == "marginalize")
+    arguments = background.streamed_arguments(
+        background_log_density, background_weight_init, options.method, survey.dtype
+    )
+    density = None if arguments is None else arguments.log_density
     return exact_em(
         lambda parameters, centre: _statistics_pass(
-            source, survey, local_rows, parameters, centre, options
+            source, survey, local_rows, parameters, centre, options, density
         ),
         survey,
         options,
         initial_parameters(survey, options),
+        arguments,
     )
 
 
@@ -299,6 +330,7 @@ def exact_em(
     survey: Survey,
     options: EMOptions,
     parameters: MixtureParameters,
+    background_arguments: BackgroundArguments | None = None,
 ) -> EMResult:
     """The host loop of exact EM around the one EM step, restarts stacked.
 
@@ -308,6 +340,9 @@ def exact_em(
         survey: the first pass (:func:`gaussmix.inference.streaming.survey.take_survey`).
         options: the validated :class:`gaussmix.inference.em.options.EMOptions`.
         parameters: (R,) stacked starts.
+        background_arguments: a uniform background's
+            :class:`gaussmix.inference.em.background.BackgroundArguments` (the starts'
+            weights are scaled by one minus its start weight), else None.
 
     Returns:
         The best restart's :class:`gaussmix.inference.em.EMResult`.
@@ -315,6 +350,10 @@ def exact_em(
     dtype = survey.dtype
     config = StepConfig.from_options(options)
     context = survey_context(survey, options)
+    if background_arguments is not None:
+        config = config._replace(background=True)
+        context = context._replace(background_log_density=background_arguments.log_density)
+        parameters = background.start_parameters(parameters, background_arguments.start_weight)
     n_restarts = parameters.weights.shape[0]
     states = jax.vmap(lambda start: init(start, options.start_lower_bound))(parameters)
     lower_bounds = np.full((n_restarts, options.max_iter), -np.inf, dtype)
@@ -335,4 +374,8 @@ def exact_em(
         converged = np.where(active, np.asarray(infos.converged), converged)
         collapsed = np.where(active, np.asarray(infos.collapsed_component), collapsed)
     infos = EMInfo(states.lower_bound, np.zeros(n_restarts, dtype), converged, collapsed)
-    return best_restart(states, infos, lower_bounds, config, options.max_iter, dtype)
+    result = best_restart(states, infos, lower_bounds, config, options.max_iter, dtype)
+    if background_arguments is None:
+        return result
+    weight = background.background_weight(result.params["weights"])
+    return result._replace(background_weight=jnp.asarray(weight))

@@ -360,3 +360,65 @@ def test_no_warnings_when_the_background_is_not_needed():
     assert background.background_weight(result.params["weights"]) == pytest.approx(
         float(result.background_weight)
     )
+
+
+# -- chunked and sharded exact EM with a background: the in-memory fit ------------------
+
+
+def _assert_same_fit(result, reference, atol=1e-10):
+    assert int(result.n_iter) == int(reference.n_iter)
+    assert float(result.background_weight) == pytest.approx(
+        float(reference.background_weight), abs=atol
+    )
+    for name in reference.params:
+        np.testing.assert_allclose(
+            np.asarray(result.params[name]), np.asarray(reference.params[name]), atol=atol
+        )
+    np.testing.assert_allclose(
+        np.asarray(result.lower_bounds), np.asarray(reference.lower_bounds), atol=atol
+    )
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "priors"), [("full", None), ("tied", None), ("diag", "default")]
+)
+def test_chunked_and_sharded_fits_with_background_equal_the_in_memory_fit(covariance_type, priors):
+    """Exact EM over uneven chunks and over a device mesh sums the same statistics as the
+    in-memory fit: the same iterates to 1e-10 (float64), the background weight included;
+    and the weight is a real fitted one (neither the start's nor zero)."""
+    from gaussmix.inference.shard import fit_em_sharded
+    from gaussmix.inference.streaming import fit_em_chunked
+
+    x = noisy_data(seed=3)
+    keywords = dict(
+        n_components=2,
+        covariance_type=covariance_type,
+        priors=priors,
+        max_iter=40,
+        tol=1e-8,
+        background_log_density=-np.log(VOLUME),
+        background_weight_init=0.4,
+    )
+    reference = fit_em(x, **keywords)
+    assert 0.05 < float(reference.background_weight) < 0.4
+    assert abs(float(reference.background_weight) - 0.4) > 0.05
+    chunks = [x[:70], x[70:71], x[71:250], x[250:]]
+    _assert_same_fit(fit_em_chunked(chunks, chunk_rows=64, **keywords), reference)
+    _assert_same_fit(fit_em_sharded(x, devices=1, **keywords), reference)
+
+
+def test_chunked_and_sharded_background_refusals_say_what_to_do():
+    from gaussmix.inference.shard import fit_em_sharded
+    from gaussmix.inference.streaming import fit_em_chunked
+
+    x = noisy_data()[:60].copy()
+    x[0, 0] = np.nan
+    keywords = dict(n_components=2, covariance_type="diag", background_log_density=-1.0)
+    with pytest.raises(NotImplementedError, match="nan_policy='omit'"):
+        fit_em_chunked([x[:30], x[30:]], nan_policy="marginalize", **keywords)
+    with pytest.raises(NotImplementedError, match="devices=None"):
+        fit_em_sharded(x, devices=1, nan_policy="marginalize", **keywords)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        fit_em_chunked([x[1:]], background_weight_init=1.0, **keywords)
+    with pytest.raises(ValueError, match="finite"):
+        fit_em_sharded(x[1:], devices=1, **{**keywords, "background_log_density": np.inf})
