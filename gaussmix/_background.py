@@ -27,6 +27,7 @@ __all__ = [
     "FITTED_NAMES",
     "BackgroundBox",
     "background_box",
+    "box_of",
     "check_background",
     "extra_parameters",
     "labels",
@@ -95,6 +96,12 @@ def background_box(X: np.ndarray, volume: float | None) -> BackgroundBox:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are refused before
         lower = np.nanmin(X, axis=0).astype(np.float64)
         upper = np.nanmax(X, axis=0).astype(np.float64)
+    return box_of(lower, upper, volume)
+
+
+def box_of(lower: np.ndarray, upper: np.ndarray, volume: float | None) -> BackgroundBox:
+    """The :class:`BackgroundBox` of the corners ``lower``, ``upper`` (D,) and the given
+    ``volume`` (None: the box's); errors and warnings as :func:`background_box`."""
     sides = upper - lower
     with np.errstate(divide="ignore"):
         box_log_volume = float(np.sum(np.log(sides)))
@@ -108,7 +115,7 @@ def background_box(X: np.ndarray, volume: float | None) -> BackgroundBox:
                 "is no proper density there; pass at least the box's volume, or leave "
                 "background_volume=None.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         return BackgroundBox(lower, upper, log_volume)
     flat = np.flatnonzero(sides <= 0)
@@ -176,19 +183,12 @@ def fitted(estimator) -> bool:
 
 
 def check_parameters(estimator, name: str) -> None:
-    """:func:`check_background` of the estimator's parameters, and the execution modes the
-    background does not run on yet (devices)."""
+    """:func:`check_background` of the estimator's parameters."""
     check_background(estimator.background, estimator.background_volume, name)
-    if estimator.background is not None and estimator.devices is not None:
-        raise NotImplementedError(
-            f"background={estimator.background!r} is fitted in memory on one device; "
-            f"devices={estimator.devices!r} (sharded EM) is not implemented with it: leave "
-            "devices=None."
-        )
 
 
 def check_in_memory(estimator, what: str) -> None:
-    """A NotImplementedError where a background would be fitted out of core or online."""
+    """A NotImplementedError where a background would be fitted online (partial_fit)."""
     if estimator.background is not None:
         raise NotImplementedError(
             f"background={estimator.background!r} is fitted in memory: {what} is not "
@@ -215,11 +215,48 @@ def fit_arguments(estimator, X: np.ndarray) -> dict:
     if estimator.background is None:
         return {}
     box = background_box(X, estimator.background_volume)
+    return box_arguments(estimator, box)
+
+
+def box_arguments(estimator, box: BackgroundBox) -> dict:
+    """``fit_em``'s background keywords for ``box`` (kept for the fitted attributes); a
+    warm start continues from the fitted background weight."""
     estimator._background_box = box  # read and removed by set_attributes
     arguments = {"background_log_density": -box.log_volume}
     if estimator.warm_start and fitted(estimator) and hasattr(estimator, "converged_"):
         arguments["background_weight_init"] = float(min(estimator.background_weight_, 1.0 - 1e-6))
     return arguments
+
+
+def chunk_arguments(estimator, source) -> dict:
+    """:func:`fit_arguments` for data read by chunks: one more pass over ``source`` (the
+    ``(x, w)`` chunks) finds the bounding box of all its rows (those without NaN under
+    ``nan_policy="omit"``), so that the default volume is the in-memory fit's."""
+    estimator.__dict__.pop("_background_box", None)
+    if estimator.background is None:
+        return {}
+    lower = upper = None
+    for x, _ in source:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[0] == 0 or x.dtype.kind not in "fiu":
+            continue  # the survey names the bad chunk
+        x = x.astype(np.float64)
+        holes = np.isnan(x)
+        if holes.any() and estimator.nan_policy == "marginalize":
+            raise NotImplementedError(
+                f"background={estimator.background!r} with missing entries read by chunks "
+                "is not implemented; pass nan_policy='omit', or load the data with "
+                "np.asarray(X) and fit in memory."
+            )
+        x = x[~holes.any(axis=1)]
+        if x.shape[0]:
+            low, high = x.min(axis=0), x.max(axis=0)
+            lower = low if lower is None else np.minimum(lower, low)
+            upper = high if upper is None else np.maximum(upper, high)
+    if lower is None:  # no rows: the survey raises its own error
+        return {}
+    box = box_of(lower, upper, estimator.background_volume)
+    return box_arguments(estimator, box)
 
 
 def normalized_inits(estimator, inits: dict) -> dict:

@@ -402,6 +402,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 options=options,
                 nan_policy="marginalize",
                 measurement_covariances=noise,
+                **background.fit_arguments(self, X),
             )
         self._finish_fit(result, n_init, data=(X, weight))
         return validated
@@ -428,7 +429,6 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
 
     def _fit_chunks(self, X, sample_weight) -> None:
         """Exact EM over the chunks of ``X`` (one pass per iteration)."""
-        background.check_in_memory(self, f"X read by chunks ({type(X).__name__})")
         if self.devices is not None:
             raise ValueError(
                 f"devices={self.devices!r} splits an in-memory array over devices, but X "
@@ -444,6 +444,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         check_rereadable(X)
         options, n_init = self._em_options()
         source = streaming.ChunkSource(X, sample_weight=sample_weight, chunk_rows=self.chunk_size)
+        extra = background.chunk_arguments(self, source)  # {} without background
         passes = []
 
         def chunks():
@@ -454,7 +455,9 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 yield x, w
             passes.append(total)
 
-        result = streaming.fit_em_chunked(chunks, options=options, nan_policy=self.nan_policy)
+        result = streaming.fit_em_chunked(
+            chunks, options=options, nan_policy=self.nan_policy, **extra
+        )
         self.n_features_in_ = int(np.shape(result.params["means"])[1])
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_

@@ -424,10 +424,6 @@ def test_modes_not_implemented_name_the_in_memory_fit(tmp_path):
     gm = GaussianMixture(2, background="uniform")
     with pytest.raises(NotImplementedError, match="partial_fit"):
         gm.partial_fit(x)
-    with pytest.raises(NotImplementedError, match=r"np\.asarray"):
-        GaussianMixture(2, background="uniform", chunk_size=20).fit(x)
-    with pytest.raises(NotImplementedError, match="devices=None"):
-        GaussianMixture(2, background="uniform", devices=1).fit(x)
     holes = x.copy()
     holes[0, 0] = np.nan
     with pytest.raises(NotImplementedError, match="nan_policy='omit'"):
@@ -436,3 +432,40 @@ def test_modes_not_implemented_name_the_in_memory_fit(tmp_path):
     gm = fit_quietly(GaussianMixture(2, background="uniform", nan_policy="marginalize"), x)
     with pytest.raises(NotImplementedError, match="background=None"):
         gm.score_samples(holes)
+
+
+def _assert_same_estimator(gm, reference, atol=1e-10):
+    assert gm.n_iter_ == reference.n_iter_
+    for name in (
+        "weights_",
+        "means_",
+        "covariances_",
+        "background_weight_",
+        "background_volume_",
+        "background_lower_",
+        "background_upper_",
+        "lower_bound_",
+    ):
+        np.testing.assert_allclose(
+            getattr(gm, name), getattr(reference, name), rtol=1e-12, atol=atol, err_msg=name
+        )
+
+
+def test_chunked_and_device_fits_with_background_equal_the_in_memory_fit():
+    """chunk_size (exact EM over chunks, the default V the box of all chunks: one more
+    pass) and devices=1 (sharded EM) reach the in-memory fit to 1e-10, its box and
+    volume included; nan_policy='omit' read by chunks boxes the rows it keeps."""
+    x = noisy_data(seed=5)
+    keywords = dict(n_components=2, background="uniform", tol=1e-8, max_iter=60, random_state=0)
+    reference = fit_quietly(GaussianMixture(**keywords), x)
+    assert 0.05 < reference.background_weight_ < 0.5
+    _assert_same_estimator(fit_quietly(GaussianMixture(chunk_size=70, **keywords), x), reference)
+    _assert_same_estimator(fit_quietly(GaussianMixture(devices=1, **keywords), x), reference)
+    holes = np.concatenate([x, [[np.nan, 100.0]]])  # dropped by omit: not in the box
+    chunked = fit_quietly(GaussianMixture(chunk_size=70, nan_policy="omit", **keywords), holes)
+    _assert_same_estimator(chunked, reference)
+    with pytest.raises(NotImplementedError, match="nan_policy='omit'"):
+        GaussianMixture(chunk_size=70, nan_policy="marginalize", **keywords).fit(holes)
+    # a given volume is used as given over chunks
+    given = GaussianMixture(chunk_size=70, background_volume=500.0, **keywords)
+    assert fit_quietly(given, x).background_volume_ == pytest.approx(500.0, rel=1e-12)
