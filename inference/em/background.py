@@ -63,10 +63,15 @@ class BackgroundArguments(NamedTuple):
     Attributes:
         log_density: () :math:`-\\log V`.
         start_weight: () the background weight of the start, in [0, 1).
+        log_sides: (D,) the log side lengths of the box :math:`V` is the volume of (rows
+            with missing entries: the background's marginal density over the observed
+            coordinates :math:`O` is :math:`\\prod_{d \\in O} 1/\\mathrm{side}_d`), or
+            None (a volume without a box: no NaN).
     """
 
     log_density: jax.Array
     start_weight: jax.Array
+    log_sides: jax.Array | None = None
 
 
 def background_log_weight(weights: ArrayLike) -> jax.Array:
@@ -99,7 +104,7 @@ def start_parameters(parameters, start_weight: jax.Array):
 
 
 def check_background_arguments(
-    log_density: float, start_weight: float, dtype
+    log_density: float, start_weight: float, dtype, log_sides=None, n_features: int | None = None
 ) -> BackgroundArguments:
     """:class:`BackgroundArguments` in ``dtype``, or a ValueError naming the bad value.
 
@@ -107,6 +112,9 @@ def check_background_arguments(
         log_density: :math:`-\\log V`, finite.
         start_weight: the start's background weight, in [0, 1).
         dtype: the computing dtype.
+        log_sides: None, or the (D,) finite log side lengths of the box, summing to
+            :math:`\\log V` (to 1e-9).
+        n_features: D, to check ``log_sides`` against.
     """
     log_density = float(log_density)
     if not math.isfinite(log_density):
@@ -129,7 +137,23 @@ def check_background_arguments(
             f"{np.dtype(dtype)}; rescale the data (e.g. standardize its columns) or pass "
             "float64 data."
         )
-    return BackgroundArguments(np.asarray(log_density, dtype), np.asarray(start_weight, dtype))
+    if log_sides is not None:
+        log_sides = np.asarray(log_sides, np.float64)
+        if log_sides.shape != (n_features,) or not np.all(np.isfinite(log_sides)):
+            raise ValueError(
+                f"background_log_sides must be ({n_features},) finite log side lengths of "
+                f"the background's box, got shape {log_sides.shape}."
+            )
+        if abs(log_density + float(np.sum(log_sides))) > 1e-9 * max(1.0, abs(log_density)):
+            raise ValueError(
+                f"background_log_density={log_density:.12g} is not minus the sum of "
+                f"background_log_sides ({-float(np.sum(log_sides)):.12g}): V must be the "
+                "volume of the box whose sides are given."
+            )
+        log_sides = np.asarray(log_sides, dtype)
+    return BackgroundArguments(
+        np.asarray(log_density, dtype), np.asarray(start_weight, dtype), log_sides
+    )
 
 
 def streamed_arguments(log_density, start_weight, method: str, dtype) -> BackgroundArguments | None:

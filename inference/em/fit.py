@@ -116,9 +116,12 @@ def _fit_dataset(
             )
 
     if patterns is not None:
+        sides = None if arguments.background is None else arguments.background.log_sides
 
         def statistics_fn(parameters):
-            return missing.block_statistics(parameters, patterns, blocks.centre, covariance_type)
+            return missing.block_statistics(
+                parameters, patterns, blocks.centre, covariance_type, sides
+            )
 
     if measurements is not None:
 
@@ -279,14 +282,18 @@ def _hc_labels(x: np.ndarray, n_components: int, seed, batched: bool) -> np.ndar
     return labels if batched else labels[0]
 
 
-def _check_background(log_density, weight_init, options, has_nan, measurements, dtype):
+def _check_background(
+    log_density, weight_init, options, has_nan, measurements, dtype, log_sides, n_features
+):
     """The :class:`BackgroundArguments` of a fit with a uniform background, or an error
     naming what it does not combine with yet."""
-    if has_nan or measurements is not None:
+    if (has_nan and log_sides is None) or measurements is not None:
         raise NotImplementedError(
-            "a uniform background with missing entries (nan_policy='marginalize') or "
-            "measurement errors is not implemented yet; fit complete rows without "
-            "measurement_covariances (e.g. nan_policy='omit'), or without background."
+            "a uniform background with missing entries (nan_policy='marginalize') needs "
+            "background_log_sides (its box; a volume alone has no density over a row's "
+            "observed coordinates), and with measurement errors it is not implemented "
+            "yet; fit complete rows without measurement_covariances (e.g. "
+            "nan_policy='omit'), or without background."
         )
     if options.method == "generalized_em":
         raise NotImplementedError(
@@ -296,7 +303,9 @@ def _check_background(log_density, weight_init, options, has_nan, measurements, 
         )
     if weight_init is None:
         weight_init = background.DEFAULT_START_WEIGHT
-    return background.check_background_arguments(log_density, weight_init, dtype)
+    return background.check_background_arguments(
+        log_density, weight_init, dtype, log_sides if has_nan else None, n_features
+    )
 
 
 def fit_em(
@@ -322,6 +331,7 @@ def fit_em(
     measurement_covariances: ArrayLike | None = None,
     background_log_density: float | None = None,
     background_weight_init: float | None = None,
+    background_log_sides: ArrayLike | None = None,
 ) -> EMResult:
     """Fit the Gaussian mixture program by EM (maximum likelihood or MAP), one jit call.
 
@@ -389,11 +399,17 @@ def fit_em(
             background component of density :math:`1/V` whose weight is fitted
             (mclust's noise; :mod:`gaussmix.inference.em.background`). ``params
             ["weights"]`` are then the Gaussian components', summing to one minus
-            ``EMResult.background_weight``. Not with NaN, measurement errors or
-            non-conjugate priors (NotImplementedError).
+            ``EMResult.background_weight``. Not with measurement errors or
+            non-conjugate priors (NotImplementedError); with NaN only given
+            ``background_log_sides``.
         background_weight_init: the background weight of the start (the Gaussian start's
             weights scaled by one minus it; ``weights_init`` stays normalized), default
             :data:`gaussmix.inference.em.background.DEFAULT_START_WEIGHT`.
+        background_log_sides: None, or the (D,) log side lengths of the box whose volume
+            is V (summing to :math:`\\log V`): needed with NaN under "marginalize", where
+            a row observing the coordinates O has the background density
+            :math:`\\pi_0 \\prod_{d \\in O} 1/\\mathrm{side}_d` (the uniform on the box,
+            marginalized); unused without NaN.
 
     Returns:
         :class:`EMResult`.
@@ -512,7 +528,14 @@ def fit_em(
     background_arguments = None
     if background_log_density is not None:
         background_arguments = _check_background(
-            background_log_density, background_weight_init, options, has_nan, measurements, dtype
+            background_log_density,
+            background_weight_init,
+            options,
+            has_nan,
+            measurements,
+            dtype,
+            background_log_sides,
+            n_features,
         )
     inits = check_inits(options, n_features, dtype, n_datasets)
     n_init = options.n_init

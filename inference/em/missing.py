@@ -58,6 +58,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation
+from gaussmix.inference.em.background import background_log_weight
 from gaussmix.inference.em.features import (
     ACCELERATOR_BLOCK_BYTES,
     BLOCK_ALIGNMENT,
@@ -418,6 +419,7 @@ def block_statistics(
     blocks: PatternBlocks,
     centre: jax.Array,
     covariance_type: str,
+    background_log_sides: jax.Array | None = None,
 ) -> SufficientStatistics:
     """Expected E-step statistics of data with missing entries (pure, no jit inside).
 
@@ -435,6 +437,13 @@ def block_statistics(
         blocks: :class:`PatternBlocks` (uncentred rows).
         centre: (D,) the point the moments are taken about.
         covariance_type: any EM covariance type (its storage layout decides).
+        background_log_sides: None, or the (D,) log side lengths of a uniform background's
+            box (:mod:`gaussmix.inference.em.background`; the Gaussian weights then sum to
+            one minus its weight): pattern p's rows get the column
+            :math:`\\log \\pi_0 - \\sum_{d \\in O_p} \\log \\mathrm{side}_d` (the
+            uniform's marginal density over the observed coordinates) in the
+            normalization only; the components' expected statistics (the tied scatter
+            included) then carry the Gaussian share of each row.
     """
     layout = covariance_layout(covariance_type)
     dtype = blocks.x.dtype
@@ -451,6 +460,11 @@ def block_statistics(
         parameters, centred_means, observed_table, factors, layout
     )  # (P, F, K)
     n_columns = natural.shape[1]
+    background = background_log_sides is not None
+    if background:  # (P,) log pi_0 - sum_{d in O_p} log side_d
+        log_background = background_log_weight(parameters.weights) - observed_table @ jnp.asarray(
+            background_log_sides, dtype
+        )
 
     def body(carry, inputs):
         packed, log_likelihood = carry
@@ -461,8 +475,13 @@ def block_statistics(
         features = features.reshape(*x_group.shape[:2], n_columns)  # (G, b, F)
         log_prob = jnp.einsum("gbf,gfk->gbk", features, natural[p_group])
         largest = jnp.max(log_prob, axis=-1, keepdims=True)
+        if background:  # one more column, the background's, in the normalization only
+            column = log_background[p_group][:, None, None]  # (G, 1, 1)
+            largest = jnp.maximum(largest, column)
         unnormalized = jnp.exp(log_prob - largest)
         total = jnp.sum(unnormalized, axis=-1, keepdims=True)
+        if background:
+            total = total + jnp.exp(column - largest)
         weighted = unnormalized * (w_group[..., None] / total)  # w_n r_nk, (G, b, K)
         sums = jnp.einsum("gbk,gbf->gkf", weighted, features)
         packed = packed.at[p_group].add(sums)
@@ -628,6 +647,7 @@ def sufficient_statistics(
     *,
     covariance_type: str,
     centre: ArrayLike,
+    background_log_sides: ArrayLike | None = None,
 ) -> SufficientStatistics:
     """Expected E-step statistics of a chunk with missing entries (pure; sum them over
     chunks or devices), as :func:`gaussmix.inference.em.statistics.sufficient_statistics`.
@@ -638,9 +658,10 @@ def sufficient_statistics(
         parameters: the current :class:`MixtureParameters`.
         covariance_type: any EM covariance type.
         centre: (D,) the same point for every chunk.
+        background_log_sides: a uniform background's box, as for :func:`block_statistics`.
     """
     centre = jnp.asarray(centre, blocks.x.dtype)
-    return block_statistics(parameters, blocks, centre, covariance_type)
+    return block_statistics(parameters, blocks, centre, covariance_type, background_log_sides)
 
 
 def prepare_chunk(

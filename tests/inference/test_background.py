@@ -422,3 +422,114 @@ def test_chunked_and_sharded_background_refusals_say_what_to_do():
         fit_em_chunked([x[1:]], background_weight_init=1.0, **keywords)
     with pytest.raises(ValueError, match="finite"):
         fit_em_sharded(x[1:], devices=1, **{**keywords, "background_log_density": np.inf})
+
+
+# -- missing entries (NaN) with a background: the uniform's marginal over observed axes --
+
+
+def _with_holes(x, seed=11, fraction=0.15):
+    """``x`` with a fraction of its entries NaN (every row keeps one observed entry)."""
+    rng = np.random.default_rng(seed)
+    x = x.copy()
+    holes = rng.random(x.shape) < fraction
+    holes[holes.all(axis=1), 0] = False
+    x[holes] = np.nan
+    return x
+
+
+def brute_force_observed_log_density(x, weights, means, covariances, background_weight, sides):
+    """(N,) log of sum_k w_k N(x_O | m_O, C_OO) + b prod_{d in O} 1/side_d, row by row."""
+    out = np.empty(x.shape[0])
+    for n, row in enumerate(x):
+        o = ~np.isnan(row)
+        terms = [
+            np.log(w) + stats.multivariate_normal(m[o], c[np.ix_(o, o)]).logpdf(row[o])
+            for w, m, c in zip(weights, means, covariances, strict=True)
+        ]
+        terms.append(np.log(background_weight) - np.sum(np.log(sides[o])))
+        out[n] = logsumexp(terms)
+    return out
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_nan_rows_with_background_have_the_marginal_density_of_their_observed_entries(
+    covariance_type,
+):
+    """From a given start, the first lower bound is the mean observed-data log-density,
+    which scipy computes row by row (the uniform's marginal over the observed coordinates
+    is prod 1/side_d over them); to 1e-10."""
+    x = _with_holes(noisy_data(seed=2, n_cluster=40, n_noise=20), fraction=0.25)
+    sides = np.array([2 * BOX, 1.5 * BOX])  # a box that is not a cube
+    means = np.array([[-3.0, -1.0], [3.0, 2.0]])
+    covariances = {
+        "full": np.array([[[0.8, 0.3], [0.3, 0.6]], [[0.5, -0.2], [-0.2, 0.7]]]),
+        "tied": np.array([[0.8, 0.3], [0.3, 0.6]]),
+        "diag": np.array([[0.8, 0.6], [0.5, 0.7]]),
+        "spherical": np.array([0.8, 0.5]),
+    }[covariance_type]
+    weights, start_background = np.array([0.3, 0.7]), 0.25
+    result = fit_em(
+        x,
+        n_components=2,
+        covariance_type=covariance_type,
+        nan_policy="marginalize",
+        max_iter=1,
+        weights_init=weights,
+        means_init=means,
+        precisions_init=np.linalg.inv(covariances)
+        if covariance_type in ("full", "tied")
+        else 1.0 / covariances,
+        background_log_density=-np.sum(np.log(sides)),
+        background_log_sides=np.log(sides),
+        background_weight_init=start_background,
+    )
+    full = full_covariances(covariances, covariance_type, 2, 2)
+    expected = brute_force_observed_log_density(
+        x, weights * (1 - start_background), means, full, start_background, sides
+    )
+    assert np.isnan(x).any(axis=1).sum() > 10
+    assert float(result.lower_bounds[0]) == pytest.approx(np.mean(expected), abs=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag"])
+def test_nan_fit_with_background_is_monotone_and_a_fixed_point(covariance_type):
+    """EM on rows with NaN and a background never lowers the observed-data likelihood, and
+    at convergence the background weight is the mean of its responsibilities computed
+    by scipy (the ML fixed point pi_0 = mean_n r_n0), the Gaussian weights likewise."""
+    x = _with_holes(noisy_data(seed=4, n_cluster=60, n_noise=30))
+    lower, upper = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+    sides = upper - lower
+    result = fit_em(
+        x,
+        n_components=2,
+        covariance_type=covariance_type,
+        nan_policy="marginalize",
+        max_iter=300,
+        tol=1e-12,
+        background_log_density=-np.sum(np.log(sides)),
+        background_log_sides=np.log(sides),
+    )
+    bounds = np.asarray(result.lower_bounds)[: int(result.n_iter)]
+    assert np.all(np.diff(bounds) >= -1e-12)
+    assert bool(result.converged)
+    weights = np.asarray(result.params["weights"])
+    means = np.asarray(result.params["means"])
+    full = full_covariances(result.params[COVARIANCE_SITES[covariance_type]], covariance_type, 2, 2)
+    b = float(result.background_weight)
+    total = brute_force_observed_log_density(x, weights, means, full, b, sides)
+    background_resp = np.exp(
+        np.log(b) - np.log(sides)[None, :] @ (~np.isnan(x)).T.astype(float) - total
+    ).ravel()
+    assert 0.05 < b < 0.5
+    assert np.mean(background_resp) == pytest.approx(b, abs=1e-6)
+
+
+def test_nan_with_background_needs_the_box_sides():
+    x = _with_holes(noisy_data()[:60])
+    keywords = dict(n_components=2, covariance_type="diag", nan_policy="marginalize")
+    with pytest.raises(NotImplementedError, match="background_log_sides"):
+        fit_em(x, background_log_density=-1.0, **keywords)
+    with pytest.raises(ValueError, match=r"\(2,\) finite"):
+        fit_em(x, background_log_density=-1.0, background_log_sides=[0.5], **keywords)
+    with pytest.raises(ValueError, match="not minus the sum"):
+        fit_em(x, background_log_density=-1.0, background_log_sides=[0.5, 0.6], **keywords)
