@@ -215,7 +215,17 @@ def fit_arguments(estimator, X: np.ndarray) -> dict:
     if estimator.background is None:
         return {}
     box = background_box(X, estimator.background_volume)
-    return box_arguments(estimator, box)
+    arguments = box_arguments(estimator, box)
+    if np.isnan(X).any():  # the uniform's marginal over a row's observed coordinates
+        if estimator.background_volume is not None:
+            raise NotImplementedError(
+                f"background_volume={estimator.background_volume!r} with rows holding NaN: "
+                "a volume alone has no density over a row's observed coordinates; leave "
+                "background_volume=None (the data's bounding box, whose sides give it), or "
+                "pass nan_policy='omit'."
+            )
+        arguments["background_log_sides"] = np.log(box.upper - box.lower)
+    return arguments
 
 
 def box_arguments(estimator, box: BackgroundBox) -> dict:
@@ -291,18 +301,45 @@ def log_background(estimator) -> float:
         return float(np.log(weight)) + estimator.background_log_density_
 
 
+def _log_sides(estimator) -> np.ndarray | None:
+    """(D,) log side lengths of the fitted box when V is its volume, else None (a
+    ``background_volume`` was given: no density over a row's observed coordinates)."""
+    with np.errstate(divide="ignore"):
+        log_sides = np.log(estimator.background_upper_ - estimator.background_lower_)
+    total = float(np.sum(log_sides))
+    if math.isfinite(total) and abs(total + estimator.background_log_density_) <= 1e-9 * max(
+        1.0, abs(total)
+    ):
+        return log_sides
+    return None
+
+
 def check_rows(estimator, X: np.ndarray, measurement_covariances) -> None:
-    """A NotImplementedError for rows a fitted background cannot score yet (NaN entries,
-    measurement errors)."""
+    """A NotImplementedError for rows a fitted background cannot score yet (measurement
+    errors; NaN entries under a given volume, which has no box)."""
     if not fitted(estimator):
         return
-    if measurement_covariances is not None or np.isnan(X).any():
+    if measurement_covariances is not None or (np.isnan(X).any() and _log_sides(estimator) is None):
         raise NotImplementedError(
-            "scoring rows with NaN entries or measurement_covariances under a fitted "
-            "uniform background is not implemented yet (the background's density over a "
-            "row's observed coordinates); score complete rows without "
-            "measurement_covariances, or refit with background=None."
+            "scoring rows with measurement_covariances, or rows with NaN entries under a "
+            "given background_volume (no box: no density over a row's observed "
+            "coordinates), under a fitted uniform background is not implemented; score "
+            "complete rows without measurement_covariances, or refit with background=None."
         )
+
+
+def marginal(estimator, X: np.ndarray, norm: np.ndarray, log_resp: np.ndarray):
+    """:func:`with_background` of rows ``X`` with NaN entries, their Gaussian ``norm`` (n,)
+    and ``log_resp`` (n, K) from their observed coordinates O: the background's column
+    :math:`\\log \\pi_0 - \\sum_{d \\in O} \\log \\mathrm{side}_d` (the uniform on the
+    box, marginalized); unchanged without a fitted background."""
+    if not fitted(estimator):
+        return norm, log_resp
+    observed = (~np.isnan(X)).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        log_weight = float(np.log(estimator.background_weight_))
+    column = log_weight - observed @ _log_sides(estimator)
+    return with_background(norm, log_resp, column)
 
 
 def sample(estimator, n_samples: int, rng, layout: str) -> tuple[np.ndarray, np.ndarray]:

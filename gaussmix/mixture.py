@@ -751,12 +751,13 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             )
         partial = holes.any(axis=1)
         norm = np.empty(X.shape[0], X.dtype)
-        log_resp = np.empty((X.shape[0], int(self.n_components)), X.dtype)
+        log_resp = np.empty((X.shape[0], int(self.n_components) + background.fitted(self)), X.dtype)
         if not partial.all():
             norm[~partial], log_resp[~partial] = self._log_resp(X[~partial])
-        norm[partial], log_resp[partial] = missing.marginal_log_responsibilities(
+        found = missing.marginal_log_responsibilities(
             X[partial], self._fitted_parameters(), self.covariance_type
         )
+        norm[partial], log_resp[partial] = background.marginal(self, X[partial], *found)
         return norm, log_resp
 
     def _estimate_weighted_log_prob(self, X: np.ndarray) -> np.ndarray:

@@ -426,10 +426,11 @@ def test_modes_not_implemented_name_the_in_memory_fit(tmp_path):
         gm.partial_fit(x)
     holes = x.copy()
     holes[0, 0] = np.nan
-    with pytest.raises(NotImplementedError, match="nan_policy='omit'"):
-        GaussianMixture(2, background="uniform", nan_policy="marginalize").fit(holes)
-    # omit drops the row and fits; scoring rows with NaN under a background is refused
-    gm = fit_quietly(GaussianMixture(2, background="uniform", nan_policy="marginalize"), x)
+    # a given volume has no box: NaN rows are refused, in the fit and in scoring
+    given = dict(background="uniform", background_volume=300.0, nan_policy="marginalize")
+    with pytest.raises(NotImplementedError, match="background_volume=None"):
+        GaussianMixture(2, **given).fit(holes)
+    gm = fit_quietly(GaussianMixture(2, **given), x)
     with pytest.raises(NotImplementedError, match="background=None"):
         gm.score_samples(holes)
 
@@ -469,3 +470,37 @@ def test_chunked_and_device_fits_with_background_equal_the_in_memory_fit():
     # a given volume is used as given over chunks
     given = GaussianMixture(chunk_size=70, background_volume=500.0, **keywords)
     assert fit_quietly(given, x).background_volume_ == pytest.approx(500.0, rel=1e-12)
+
+
+def test_nan_rows_with_background_fit_and_score_by_their_observed_coordinates():
+    """nan_policy='marginalize' with the default box: the fit's box is that of the
+    observed entries, and score_samples / predict_proba of rows with NaN are scipy's
+    density of their observed coordinates, sum_k w_k N(x_O | m_O, C_OO) + b / prod_{d in
+    O} side_d, to 1e-10 (complete rows: b / V)."""
+    rng = np.random.default_rng(8)
+    x = noisy_data(seed=8, n_cluster=80, n_noise=40)
+    holes = x.copy()
+    holes[rng.random(x.shape) < 0.2] = np.nan
+    holes[np.isnan(holes).all(axis=1), 1] = 0.5
+    gm = fit_quietly(
+        GaussianMixture(2, background="uniform", nan_policy="marginalize", tol=1e-8), holes
+    )
+    np.testing.assert_array_equal(gm.background_lower_, np.nanmin(holes, axis=0))
+    np.testing.assert_array_equal(gm.background_upper_, np.nanmax(holes, axis=0))
+    assert 0.05 < gm.background_weight_ < 0.5
+    sides = gm.background_upper_ - gm.background_lower_
+    expected = np.empty(len(holes))
+    background_column = np.empty(len(holes))
+    for n, row in enumerate(holes):
+        o = ~np.isnan(row)
+        terms = [
+            np.log(w) + stats.multivariate_normal(m[o], c[np.ix_(o, o)]).logpdf(row[o])
+            for w, m, c in zip(gm.weights_, gm.means_, gm.covariances_, strict=True)
+        ]
+        background_column[n] = np.log(gm.background_weight_) - np.sum(np.log(sides[o]))
+        expected[n] = logsumexp([*terms, background_column[n]])
+    np.testing.assert_allclose(gm.score_samples(holes), expected, rtol=0, atol=1e-10)
+    proba = gm.predict_proba(holes)
+    assert proba.shape == (len(holes), 3)
+    np.testing.assert_allclose(proba[:, -1], np.exp(background_column - expected), atol=1e-10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
