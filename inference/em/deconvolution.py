@@ -48,6 +48,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation
+from gaussmix.inference.em.background import background_log_weight
 from gaussmix.inference.em.features import (
     ACCELERATOR_BLOCK_BYTES,
     CPU_BLOCK_BYTES,
@@ -285,6 +286,8 @@ def block_statistics(
     centre: jax.Array,
     covariance_type: str,
     block_rows: int,
+    background_log_density: jax.Array | None = None,
+    background_log_sides: jax.Array | None = None,
 ) -> SufficientStatistics:
     """Expected E-step statistics of rows with measurement errors (and missing entries):
     the statistics function of an in-memory fit (pure, no jit inside).
@@ -297,6 +300,14 @@ def block_statistics(
         centre: (D,) the point the moments are taken about.
         covariance_type: any EM covariance type (its storage layout decides).
         block_rows: rows per scan step (static).
+        background_log_density: None, or :math:`-\\log V` of a uniform background
+            (:mod:`gaussmix.inference.em.background`; the Gaussian weights then sum to one
+            minus its weight): one more column :math:`\\log \\pi_0 - \\log V` in each
+            row's normalization (the background is uniform over the observed space:
+            measurement errors do not change it).
+        background_log_sides: None, or the (D,) log side lengths of the background's box:
+            a row's column is then :math:`\\log \\pi_0 - \\sum_{d \\in O} \\log
+            \\mathrm{side}_d` over its observed coordinates O (rows with NaN).
     """
     layout = covariance_layout(covariance_type)
     dtype = x.dtype
@@ -307,6 +318,9 @@ def block_statistics(
     )
     sigma = covariances_fn(parameters.covariances)
     log_weights = jnp.log(parameters.weights)
+    background = background_log_density is not None
+    if background:
+        log_background = background_log_weight(parameters.weights)
     blocks = (
         split_blocks(x - centre, block_rows),
         split_blocks(sample_weight, block_rows),
@@ -318,7 +332,15 @@ def block_statistics(
         counts, first, second, log_likelihood = carry
         x_block, w_block, o_block, s_block = inputs
         log_prob, b, cov = terms_fn(x_block, o_block, s_block, centred_means, log_weights, sigma)
-        norm = jax.nn.logsumexp(log_prob, axis=1)
+        if background:  # one more column, the background's, in the normalization only
+            if background_log_sides is None:
+                column = jnp.broadcast_to(log_background + background_log_density, w_block.shape)
+            else:
+                column = log_background - o_block @ jnp.asarray(background_log_sides, dtype)
+            log_prob_all = jnp.concatenate([log_prob, column[:, None]], axis=1)
+            norm = jax.nn.logsumexp(log_prob_all, axis=1)
+        else:
+            norm = jax.nn.logsumexp(log_prob, axis=1)
         weighted = jnp.exp(log_prob - norm[:, None]) * w_block[:, None]  # (b, K)
         counts = counts + jnp.sum(weighted, axis=0)
         first = first + jnp.einsum("nk,nki->ki", weighted, b)

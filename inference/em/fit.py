@@ -115,8 +115,8 @@ def _fit_dataset(
                 background_log_density=context.background_log_density,
             )
 
+    sides = None if arguments.background is None else arguments.background.log_sides
     if patterns is not None:
-        sides = None if arguments.background is None else arguments.background.log_sides
 
         def statistics_fn(parameters):
             return missing.block_statistics(
@@ -134,6 +134,8 @@ def _fit_dataset(
                 blocks.centre,
                 covariance_type,
                 config.measurement_block_rows,
+                context.background_log_density,
+                sides,
             )
 
     def one_restart(restart):
@@ -287,13 +289,12 @@ def _check_background(
 ):
     """The :class:`BackgroundArguments` of a fit with a uniform background, or an error
     naming what it does not combine with yet."""
-    if (has_nan and log_sides is None) or measurements is not None:
+    if has_nan and log_sides is None:
         raise NotImplementedError(
             "a uniform background with missing entries (nan_policy='marginalize') needs "
             "background_log_sides (its box; a volume alone has no density over a row's "
-            "observed coordinates), and with measurement errors it is not implemented "
-            "yet; fit complete rows without measurement_covariances (e.g. "
-            "nan_policy='omit'), or without background."
+            "observed coordinates); pass them, or fit complete rows (nan_policy='omit'), "
+            "or without background."
         )
     if options.method == "generalized_em":
         raise NotImplementedError(

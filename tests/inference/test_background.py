@@ -533,3 +533,105 @@ def test_nan_with_background_needs_the_box_sides():
         fit_em(x, background_log_density=-1.0, background_log_sides=[0.5], **keywords)
     with pytest.raises(ValueError, match="not minus the sum"):
         fit_em(x, background_log_density=-1.0, background_log_sides=[0.5, 0.6], **keywords)
+
+
+# -- measurement errors with a background: the same uniform column -----------------------
+
+
+def brute_force_noisy_log_density(x, noise, weights, means, covariances, background, sides):
+    """(N,) log of sum_k w_k N(x_O | m_O, (C_k + S_n)_OO) + b prod_{d in O} 1/side_d."""
+    out = np.empty(x.shape[0])
+    for n, row in enumerate(x):
+        o = ~np.isnan(row)
+        terms = [
+            np.log(w) + stats.multivariate_normal(m[o], (c + noise[n])[np.ix_(o, o)]).logpdf(row[o])
+            for w, m, c in zip(weights, means, covariances, strict=True)
+        ]
+        terms.append(np.log(background) - np.sum(np.log(sides[o])))
+        out[n] = logsumexp(terms)
+    return out
+
+
+def _noise(n, seed=12):
+    """(n, 2, 2) measurement error covariances of different sizes and orientations."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(scale=0.4, size=(n, 2, 2))
+    return a @ np.swapaxes(a, 1, 2) + 0.05 * np.eye(2)
+
+
+@pytest.mark.parametrize(("covariance_type", "holes"), [("full", False), ("diag", True)])
+def test_measurement_errors_with_background_have_scipys_density(covariance_type, holes):
+    """From a given start the first lower bound is the mean of scipy's density of the
+    noisy rows under Sigma_k + S_n plus the background's b / V (b / prod of the observed
+    sides with NaN), to 1e-10."""
+    x = noisy_data(seed=6, n_cluster=40, n_noise=20)
+    if holes:
+        x = _with_holes(x, fraction=0.2)
+    noise = _noise(len(x))
+    sides = np.array([2 * BOX, 1.5 * BOX])
+    means = np.array([[-3.0, -1.0], [3.0, 2.0]])
+    covariances = np.array([[[0.8, 0.3], [0.3, 0.6]], [[0.5, -0.2], [-0.2, 0.7]]])
+    if covariance_type == "diag":
+        covariances = np.stack([np.diag(np.diag(c)) for c in covariances])
+    precisions = np.linalg.inv(covariances)
+    if covariance_type == "diag":
+        precisions = np.stack([np.diag(p) for p in precisions])
+    weights, start_background = np.array([0.4, 0.6]), 0.3
+    result = fit_em(
+        x,
+        n_components=2,
+        covariance_type=covariance_type,
+        nan_policy="marginalize",
+        measurement_covariances=noise,
+        max_iter=1,
+        weights_init=weights,
+        means_init=means,
+        precisions_init=precisions,
+        background_log_density=-np.sum(np.log(sides)),
+        background_log_sides=np.log(sides) if holes else None,
+        background_weight_init=start_background,
+    )
+    expected = brute_force_noisy_log_density(
+        x, noise, weights * (1 - start_background), means, covariances, start_background, sides
+    )
+    assert float(result.lower_bounds[0]) == pytest.approx(np.mean(expected), abs=1e-10)
+
+
+def test_measurement_errors_with_background_monotone_fixed_point_and_zero_noise():
+    """EM with errors and a background never lowers the likelihood; at convergence
+    pi_0 is the mean of scipy's background responsibilities; with S = 0 the fit is the
+    fit without errors (to 1e-10)."""
+    x = noisy_data(seed=9, n_cluster=60, n_noise=30)
+    noise = _noise(len(x), seed=13)
+    keywords = dict(
+        n_components=2,
+        covariance_type="full",
+        max_iter=3000,
+        tol=1e-11,
+        background_log_density=-np.log(VOLUME),
+    )
+    result = fit_em(x, measurement_covariances=noise, **keywords)
+    bounds = np.asarray(result.lower_bounds)[: int(result.n_iter)]
+    assert np.all(np.diff(bounds) >= -1e-12)
+    assert bool(result.converged)
+    b = float(result.background_weight)
+    sides = np.full(2, 2 * BOX)
+    total = brute_force_noisy_log_density(
+        x,
+        noise,
+        np.asarray(result.params["weights"]),
+        np.asarray(result.params["means"]),
+        np.asarray(result.params["covariances"]),
+        b,
+        sides,
+    )
+    assert 0.05 < b < 0.5
+    assert np.mean(np.exp(np.log(b) - np.log(VOLUME) - total)) == pytest.approx(b, abs=1e-6)
+    keywords["max_iter"] = 20
+    zero = fit_em(x, measurement_covariances=np.zeros_like(noise), **keywords)
+    plain = fit_em(x, **keywords)
+    assert float(zero.background_weight) == pytest.approx(float(plain.background_weight), abs=1e-10)
+    for name in plain.params:
+        np.testing.assert_allclose(
+            np.asarray(zero.params[name]), np.asarray(plain.params[name]), atol=1e-10
+        )
