@@ -126,6 +126,7 @@ def _sharded_em(
     start_bound,
     patterns,
     measurements=None,
+    sides=None,
     *,
     mesh,
     config,
@@ -139,9 +140,10 @@ def _sharded_em(
     data with missing entries, its groups and each device's own (P, D) pattern table
     split over the row axis. ``measurements``: None, or the row-sharded
     :class:`gaussmix.inference.em.deconvolution.Measurements` of rows with measurement
-    errors (and any missing entries; ``patterns`` is then None)."""
+    errors (and any missing entries; ``patterns`` is then None). ``sides``: None, or the
+    (D,) log side lengths of a uniform background's box (rows with NaN)."""
 
-    def per_device(x, weight, initial, context, start_bound, patterns, measurements):
+    def per_device(x, weight, initial, context, start_bound, patterns, measurements, sides):
         def statistics_fn(parameters):
             if measurements is not None:
                 local = deconvolution.block_statistics(
@@ -152,6 +154,8 @@ def _sharded_em(
                     context.centre,
                     config.covariance_type,
                     measurement_block_rows,
+                    context.background_log_density,
+                    sides,
                 )
                 return lax.psum(local, ROW_AXIS)
             if patterns is not None:
@@ -160,6 +164,7 @@ def _sharded_em(
                     parameters,
                     covariance_type=config.covariance_type,
                     centre=context.centre,
+                    background_log_sides=sides,
                 )
                 return lax.psum(local, ROW_AXIS)
             local = sufficient_statistics(
@@ -184,12 +189,21 @@ def _sharded_em(
     return jax.shard_map(
         per_device,
         mesh=mesh,
-        in_specs=(rows, rows, replicated, replicated, replicated, pattern_specs, measurement_specs),
+        in_specs=(
+            rows,
+            rows,
+            replicated,
+            replicated,
+            replicated,
+            pattern_specs,
+            measurement_specs,
+            replicated,
+        ),
         out_specs=replicated,
         # em's block scan starts from unvarying zeros; the psum makes the result
         # replicated, which the checker cannot see through the scan.
         check_vma=False,
-    )(x, weight, initial, context, start_bound, patterns, measurements)
+    )(x, weight, initial, context, start_bound, patterns, measurements, sides)
 
 
 _sharded_em_jit = jax.jit(
@@ -331,6 +345,7 @@ def fit_em_sharded(
     measurement_covariances: ArrayLike | None = None,
     background_log_density: float | None = None,
     background_weight_init: float | None = None,
+    background_log_sides: ArrayLike | None = None,
 ) -> EMResult:
     """EM with the rows split over devices (and processes); statistics summed by psum.
 
@@ -364,10 +379,11 @@ def fit_em_sharded(
         measurement_covariances: None, or the (n, D, D) or (n, D) measurement error
             covariances of this process's rows, as in :func:`gaussmix.inference.em.fit_em`
             (extreme deconvolution; each row's covariance travels with the row).
-        background_log_density, background_weight_init: a uniform background component
-            of density :math:`1/V`, as in :func:`gaussmix.inference.em.fit_em`
-            (:math:`-\\log V` given: under ``jax.distributed`` the caller finds the
-            volume of all processes' rows); not with NaN or measurement errors.
+        background_log_density, background_weight_init, background_log_sides: a uniform
+            background component of density :math:`1/V`, as in
+            :func:`gaussmix.inference.em.fit_em` (:math:`-\\log V` given: under
+            ``jax.distributed`` the caller finds the volume of all processes' rows;
+            with NaN the box's log side lengths are needed).
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`, the same on every process.
@@ -457,15 +473,24 @@ def fit_em_sharded(
         x_global, w_global = _global_rows(local_x, local_w, mesh, centre)
     config = StepConfig.from_options(options)
     extra = background.streamed_arguments(
-        background_log_density, background_weight_init, options.method, dtype
+        background_log_density,
+        background_weight_init,
+        options.method,
+        dtype,
+        background_log_sides,
+        survey.n_features,
     )
+    sides = None
     if extra is not None:
-        if patterns is not None or measurements is not None:
+        # any process's NaN gives patterns (the same on every process)
+        has_nan = patterns is not None or bool(np.isnan(local_x).any())
+        if has_nan and extra.log_sides is None:
             raise NotImplementedError(
-                "a uniform background with missing entries or measurement errors is not "
-                "implemented over devices; fit in memory (devices=None), or pass "
-                "nan_policy='omit' and no measurement_covariances."
+                "a uniform background with missing entries needs background_log_sides "
+                "(its box; a volume alone has no density over a row's observed "
+                "coordinates); pass them, or nan_policy='omit'."
             )
+        sides = None if extra.log_sides is None else _replicated(extra.log_sides, mesh)
         config = config._replace(background=True)
         context = context._replace(background_log_density=extra.log_density)
         initial = background.start_parameters(initial, extra.start_weight)
@@ -477,6 +502,7 @@ def fit_em_sharded(
             *arguments,
             patterns,
             measurements,
+            sides,
             mesh=mesh,
             config=config,
             max_iter=options.max_iter,

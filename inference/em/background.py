@@ -156,7 +156,9 @@ def check_background_arguments(
     )
 
 
-def streamed_arguments(log_density, start_weight, method: str, dtype) -> BackgroundArguments | None:
+def streamed_arguments(
+    log_density, start_weight, method: str, dtype, log_sides=None, n_features=None
+) -> BackgroundArguments | None:
     """:class:`BackgroundArguments` of a chunked or sharded fit (None without background:
     ``log_density`` None), or an error naming what the background does not combine with.
 
@@ -165,6 +167,8 @@ def streamed_arguments(log_density, start_weight, method: str, dtype) -> Backgro
         start_weight: None (:data:`DEFAULT_START_WEIGHT`) or the start's background weight.
         method: the fit's EM method (generalized EM is refused).
         dtype: the computing dtype.
+        log_sides, n_features: the box's (D,) log side lengths (rows with NaN) or None,
+            as for :func:`check_background_arguments`.
     """
     if log_density is None:
         return None
@@ -175,4 +179,4 @@ def streamed_arguments(log_density, start_weight, method: str, dtype) -> Backgro
         )
     if start_weight is None:
         start_weight = DEFAULT_START_WEIGHT
-    return check_background_arguments(log_density, start_weight, dtype)
+    return check_background_arguments(log_density, start_weight, dtype, log_sides, n_features)

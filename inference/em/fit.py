@@ -400,9 +400,10 @@ def fit_em(
             background component of density :math:`1/V` whose weight is fitted
             (mclust's noise; :mod:`gaussmix.inference.em.background`). ``params
             ["weights"]`` are then the Gaussian components', summing to one minus
-            ``EMResult.background_weight``. Not with measurement errors or
-            non-conjugate priors (NotImplementedError); with NaN only given
-            ``background_log_sides``.
+            ``EMResult.background_weight``. With measurement errors the background's
+            column is unchanged (uniform over the observed space); with NaN only given
+            ``background_log_sides``; not with non-conjugate priors
+            (NotImplementedError).
         background_weight_init: the background weight of the start (the Gaussian start's
             weights scaled by one minus it; ``weights_init`` stays normalized), default
             :data:`gaussmix.inference.em.background.DEFAULT_START_WEIGHT`.

@@ -416,7 +416,7 @@ def test_chunked_and_sharded_background_refusals_say_what_to_do():
     keywords = dict(n_components=2, covariance_type="diag", background_log_density=-1.0)
     with pytest.raises(NotImplementedError, match="nan_policy='omit'"):
         fit_em_chunked([x[:30], x[30:]], nan_policy="marginalize", **keywords)
-    with pytest.raises(NotImplementedError, match="devices=None"):
+    with pytest.raises(NotImplementedError, match="background_log_sides"):
         fit_em_sharded(x, devices=1, nan_policy="marginalize", **keywords)
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         fit_em_chunked([x[1:]], background_weight_init=1.0, **keywords)
@@ -635,3 +635,27 @@ def test_measurement_errors_with_background_monotone_fixed_point_and_zero_noise(
         np.testing.assert_allclose(
             np.asarray(zero.params[name]), np.asarray(plain.params[name]), atol=1e-10
         )
+
+
+def test_sharded_fits_with_background_on_nan_rows_and_measurement_errors_equal_fit_em():
+    """Over a device mesh, rows with NaN (the box's sides) and rows with measurement
+    errors (and NaN) sum the in-memory fit's statistics: the same fit to 1e-10."""
+    from gaussmix.inference.shard import fit_em_sharded
+
+    x = _with_holes(noisy_data(seed=14, n_cluster=50, n_noise=25))
+    sides = np.nanmax(x, axis=0) - np.nanmin(x, axis=0)
+    keywords = dict(
+        n_components=2,
+        covariance_type="full",
+        max_iter=15,
+        tol=1e-10,
+        nan_policy="marginalize",
+        background_log_density=-np.sum(np.log(sides)),
+        background_log_sides=np.log(sides),
+    )
+    _assert_same_fit(fit_em_sharded(x, devices=1, **keywords), fit_em(x, **keywords))
+    noise = _noise(len(x), seed=15)
+    reference = fit_em(x, measurement_covariances=noise, **keywords)
+    _assert_same_fit(
+        fit_em_sharded(x, devices=1, measurement_covariances=noise, **keywords), reference
+    )
