@@ -315,30 +315,33 @@ def _log_sides(estimator) -> np.ndarray | None:
 
 
 def check_rows(estimator, X: np.ndarray, measurement_covariances) -> None:
-    """A NotImplementedError for rows a fitted background cannot score yet (measurement
-    errors; NaN entries under a given volume, which has no box)."""
-    if not fitted(estimator):
-        return
-    if measurement_covariances is not None or (np.isnan(X).any() and _log_sides(estimator) is None):
+    """A NotImplementedError for rows a fitted background cannot score: NaN entries under
+    a given volume, which has no box (``measurement_covariances``: unused, the
+    background's density does not depend on them)."""
+    del measurement_covariances
+    if fitted(estimator) and np.isnan(X).any() and _log_sides(estimator) is None:
         raise NotImplementedError(
-            "scoring rows with measurement_covariances, or rows with NaN entries under a "
-            "given background_volume (no box: no density over a row's observed "
-            "coordinates), under a fitted uniform background is not implemented; score "
-            "complete rows without measurement_covariances, or refit with background=None."
+            "scoring rows with NaN entries under a given background_volume (no box: no "
+            "density over a row's observed coordinates) is not implemented; score "
+            "complete rows, or refit with background_volume=None (the data's box) or "
+            "background=None."
         )
 
 
 def marginal(estimator, X: np.ndarray, norm: np.ndarray, log_resp: np.ndarray):
-    """:func:`with_background` of rows ``X`` with NaN entries, their Gaussian ``norm`` (n,)
-    and ``log_resp`` (n, K) from their observed coordinates O: the background's column
+    """:func:`with_background` of rows ``X`` (measurement errors do not change the
+    background), their Gaussian ``norm`` (n,) and ``log_resp`` (n, K) from their
+    observed coordinates O (NaN entries): the background's column
     :math:`\\log \\pi_0 - \\sum_{d \\in O} \\log \\mathrm{side}_d` (the uniform on the
     box, marginalized); unchanged without a fitted background."""
     if not fitted(estimator):
         return norm, log_resp
-    observed = (~np.isnan(X)).astype(np.float64)
+    holes = np.isnan(X)
+    if not holes.any():  # complete rows: pi_0 / V
+        return with_background(norm, log_resp, log_background(estimator))
     with np.errstate(divide="ignore"):
         log_weight = float(np.log(estimator.background_weight_))
-    column = log_weight - observed @ _log_sides(estimator)
+    column = log_weight - (~holes).astype(np.float64) @ _log_sides(estimator)
     return with_background(norm, log_resp, column)
 
 

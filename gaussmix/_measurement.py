@@ -11,6 +11,7 @@ data read by chunks is refused.
 
 import numpy as np
 
+from gaussmix import _background as background
 from gaussmix.inference import em
 from gaussmix.inference.em import deconvolution
 from gaussmix.models.priors import COVARIANCE_LAYOUTS
@@ -46,7 +47,8 @@ def kept_rows(value, X: np.ndarray, nan_policy: str):
 def log_responsibilities(estimator, X: np.ndarray, value) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood (n,) and log responsibilities (n, K) of validated rows ``X`` observed
     with errors ``value`` (S, (n, D, D) or (n, D)): under :math:`\\Sigma_k + S_n`, from
-    the observed coordinates of rows with NaN (``nan_policy="marginalize"``)."""
+    the observed coordinates of rows with NaN (``nan_policy="marginalize"``); (n, K + 1)
+    with a fitted background (its column last, unchanged by the errors)."""
     holes = np.isnan(X)
     if holes.any():
         if estimator.nan_policy != "marginalize":
@@ -79,7 +81,7 @@ def log_responsibilities(estimator, X: np.ndarray, value) -> tuple[np.ndarray, n
             f"(first: row {first}) under the fitted components plus its measurement error "
             f"is beyond the range of {X.dtype}; " + em.precision_advice(X.dtype)
         )
-    return norm, log_resp
+    return background.marginal(estimator, X, norm, log_resp)  # a fitted background's column
 
 
 def icl(estimator, X, value) -> float:
@@ -89,7 +91,7 @@ def icl(estimator, X, value) -> float:
     n_samples, n_features = log_resp.shape[0], estimator.means_.shape[1]
     n_parameters = em.n_parameters(
         estimator.covariance_type, int(estimator.n_components), int(n_features)
-    )
+    ) + background.extra_parameters(estimator)
     bic = -2.0 * float(np.sum(norm, dtype=np.float64)) + n_parameters * np.log(n_samples)
     largest = np.max(log_resp, axis=1).astype(np.float64)
     return bic - 2.0 * float(np.sum(np.minimum(largest, 0.0)))

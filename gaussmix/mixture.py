@@ -154,7 +154,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
             weight ``background_weight_`` is fitted (mclust's noise); ``weights_`` then
             sum to one minus it, ``predict`` gives -1 where it is the most probable,
             ``predict_proba`` has it as a last column (:mod:`gaussmix._background`).
-        background_volume: V (default: the volume of the fitting data's bounding box).
+        background_volume: V (default: the volume of the fitting data's bounding box;
+            rows with NaN then get the box's density over their observed coordinates).
 
     Which EM :meth:`fit` runs follows from ``X`` and these parameters, never from its
     size: in-memory EM for an array (:func:`gaussmix.inference.em.fit_em`); exact EM

@@ -482,9 +482,9 @@ def test_nan_rows_with_background_fit_and_score_by_their_observed_coordinates():
     holes = x.copy()
     holes[rng.random(x.shape) < 0.2] = np.nan
     holes[np.isnan(holes).all(axis=1), 1] = 0.5
-    gm = fit_quietly(
-        GaussianMixture(2, background="uniform", nan_policy="marginalize", tol=1e-8), holes
-    )
+    keywords = dict(background="uniform", nan_policy="marginalize", tol=1e-8, random_state=0)
+    gm = fit_quietly(GaussianMixture(2, **keywords), holes)
+    _assert_same_estimator(fit_quietly(GaussianMixture(2, devices=1, **keywords), holes), gm)
     np.testing.assert_array_equal(gm.background_lower_, np.nanmin(holes, axis=0))
     np.testing.assert_array_equal(gm.background_upper_, np.nanmax(holes, axis=0))
     assert 0.05 < gm.background_weight_ < 0.5
@@ -504,3 +504,38 @@ def test_nan_rows_with_background_fit_and_score_by_their_observed_coordinates():
     assert proba.shape == (len(holes), 3)
     np.testing.assert_allclose(proba[:, -1], np.exp(background_column - expected), atol=1e-10)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_measurement_errors_with_background_fit_and_score_by_scipy():
+    """measurement_covariances with background='uniform' (NaN entries too): the fit runs,
+    and score_samples / predict_proba with the errors are scipy's density of the noisy
+    rows, sum_k w_k N(x_O | m_O, (C_k + S_n)_OO) + b / prod_{d in O} side_d, to 1e-10;
+    the errors do not change the background's column."""
+    rng = np.random.default_rng(10)
+    x = noisy_data(seed=10, n_cluster=60, n_noise=30)
+    a = rng.normal(scale=0.3, size=(len(x), 2, 2))
+    noise = a @ np.swapaxes(a, 1, 2) + 0.05 * np.eye(2)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[np.isnan(x).all(axis=1), 0] = 0.5
+    gm = fit_quietly(
+        GaussianMixture(2, background="uniform", nan_policy="marginalize", max_iter=200),
+        x,
+        measurement_covariances=noise,
+    )
+    assert 0.05 < gm.background_weight_ < 0.5
+    sides = gm.background_upper_ - gm.background_lower_
+    expected, column = np.empty(len(x)), np.empty(len(x))
+    for n, row in enumerate(x):
+        o = ~np.isnan(row)
+        terms = [
+            np.log(w) + stats.multivariate_normal(m[o], (c + noise[n])[np.ix_(o, o)]).logpdf(row[o])
+            for w, m, c in zip(gm.weights_, gm.means_, gm.covariances_, strict=True)
+        ]
+        column[n] = np.log(gm.background_weight_) - np.sum(np.log(sides[o]))
+        expected[n] = logsumexp([*terms, column[n]])
+    scores = gm.score_samples(x, measurement_covariances=noise)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-10)
+    proba = gm.predict_proba(x, measurement_covariances=noise)
+    assert proba.shape == (len(x), 3)
+    np.testing.assert_allclose(proba[:, -1], np.exp(column - expected), atol=1e-10)
+    assert np.isfinite(gm.icl(x, measurement_covariances=noise))
