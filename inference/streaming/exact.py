@@ -70,13 +70,18 @@ _chunk_statistics_jit = compilation.jit(
 )
 
 
-def _chunk_missing_statistics(blocks, parameters, centre, covariance_type):
+def _chunk_missing_statistics(blocks, parameters, centre, covariance_type, sides=None):
     """(R,) expected statistics of one chunk with missing entries (its
-    :class:`gaussmix.inference.em.missing.PatternBlocks`), R stacked restarts."""
+    :class:`gaussmix.inference.em.missing.PatternBlocks`), R stacked restarts; ``sides``:
+    the (D,) log side lengths of a uniform background's box, else None."""
 
     def one(parameters):
         return missing.sufficient_statistics(
-            blocks, parameters, covariance_type=covariance_type, centre=centre
+            blocks,
+            parameters,
+            covariance_type=covariance_type,
+            centre=centre,
+            background_log_sides=sides,
         )
 
     return jax.vmap(one)(parameters)
@@ -111,9 +116,11 @@ def _statistics_pass(
     centre,
     options: EMOptions,
     background_density=None,
+    background_sides=None,
 ) -> SufficientStatistics:
     """Statistics of all rows (all processes) for stacked parameters, summed in float64;
-    ``background_density``: :math:`-\\log V` of a uniform background, else None."""
+    ``background_density``, ``background_sides``: :math:`-\\log V` of a uniform
+    background and its box's (D,) log side lengths (rows with NaN), else None."""
     rows = max(1, survey.chunk_rows)
     totals = None
     seen = 0
@@ -131,16 +138,21 @@ def _statistics_pass(
             seen += piece_x.shape[0]
             padded_x, padded_w = pad_rows(piece_x, piece_w, rows, centre_rows)
             if np.isnan(padded_x).any():
-                if background_density is not None:
+                if background_density is not None and background_sides is None:
                     raise NotImplementedError(
-                        "a uniform background with missing entries read by chunks is not "
-                        "implemented; pass nan_policy='omit', or fit in memory."
+                        "a uniform background with missing entries needs "
+                        "background_log_sides (its box; a volume alone has no density over "
+                        "a row's observed coordinates); pass them, or nan_policy='omit'."
                     )
                 blocks = missing.prepare_chunk(
                     padded_x, padded_w, centre_rows, options.n_components, options.covariance_type
                 )
                 statistics = _chunk_missing_statistics_jit(
-                    blocks, parameters, centre, covariance_type=options.covariance_type
+                    blocks,
+                    parameters,
+                    centre,
+                    covariance_type=options.covariance_type,
+                    sides=background_sides,
                 )
                 totals = _add(totals, statistics)
                 continue
@@ -206,6 +218,7 @@ def fit_em_chunked(
     nan_policy: str = "raise",
     background_log_density: float | None = None,
     background_weight_init: float | None = None,
+    background_log_sides: ArrayLike | None = None,
 ) -> EMResult:
     """Exact EM over chunks of data that need not fit in memory.
 
@@ -239,10 +252,11 @@ def fit_em_chunked(
             sees each NaN as its column's weighted mean), or lose their rows with NaN.
             Maximum likelihood only with NaN (MAP's default prior needs the moments of
             the completed data: fit in memory).
-        background_log_density, background_weight_init: a uniform background component
-            of density :math:`1/V`, as in :func:`gaussmix.inference.em.fit_em`
-            (:math:`-\\log V` given: the caller finds the volume, e.g. the bounding box
-            of all chunks); not with NaN under "marginalize".
+        background_log_density, background_weight_init, background_log_sides: a uniform
+            background component of density :math:`1/V`, as in
+            :func:`gaussmix.inference.em.fit_em` (:math:`-\\log V` given: the caller
+            finds the volume, e.g. the bounding box of all chunks; with NaN under
+            "marginalize" the box's log side lengths are needed).
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`.
@@ -295,12 +309,19 @@ def fit_em_chunked(
         )
     survey, local_rows = survey_with_rows(source, options, allow_nan=nan_policy == "marginalize")
     arguments = background.streamed_arguments(
-        background_log_density, background_weight_init, options.method, survey.dtype
+        background_log_density,
+        background_weight_init,
+        options.method,
+        survey.dtype,
+        background_log_sides,
+        survey.n_features,
     )
-    density = None if arguments is None else arguments.log_density
+    density = sides = None
+    if arguments is not None:
+        density, sides = arguments.log_density, arguments.log_sides
     return exact_em(
         lambda parameters, centre: _statistics_pass(
-            source, survey, local_rows, parameters, centre, options, density
+            source, survey, local_rows, parameters, centre, options, density, sides
         ),
         survey,
         options,

@@ -659,3 +659,22 @@ def test_sharded_fits_with_background_on_nan_rows_and_measurement_errors_equal_f
     _assert_same_fit(
         fit_em_sharded(x, devices=1, measurement_covariances=noise, **keywords), reference
     )
+
+
+def test_chunked_fit_with_background_on_nan_rows_equals_fit_em():
+    """Exact EM over chunks with NaN rows and the box's sides: fit_em's fit to 1e-10."""
+    from gaussmix.inference.streaming import fit_em_chunked
+
+    x = _with_holes(noisy_data(seed=16, n_cluster=50, n_noise=25))
+    sides = np.nanmax(x, axis=0) - np.nanmin(x, axis=0)
+    keywords = dict(
+        n_components=2,
+        covariance_type="tied",
+        max_iter=15,
+        tol=1e-10,
+        nan_policy="marginalize",
+        background_log_density=-np.sum(np.log(sides)),
+        background_log_sides=np.log(sides),
+    )
+    chunks = [x[:40], x[40:41], x[41:]]
+    _assert_same_fit(fit_em_chunked(chunks, chunk_rows=32, **keywords), fit_em(x, **keywords))
