@@ -217,13 +217,7 @@ def fit_arguments(estimator, X: np.ndarray) -> dict:
     box = background_box(X, estimator.background_volume)
     arguments = box_arguments(estimator, box)
     if np.isnan(X).any():  # the uniform's marginal over a row's observed coordinates
-        if estimator.background_volume is not None:
-            raise NotImplementedError(
-                f"background_volume={estimator.background_volume!r} with rows holding NaN: "
-                "a volume alone has no density over a row's observed coordinates; leave "
-                "background_volume=None (the data's bounding box, whose sides give it), or "
-                "pass nan_policy='omit'."
-            )
+        _refuse_given_volume(estimator)
         arguments["background_log_sides"] = np.log(box.upper - box.lower)
     return arguments
 
@@ -240,33 +234,48 @@ def box_arguments(estimator, box: BackgroundBox) -> dict:
 
 def chunk_arguments(estimator, source) -> dict:
     """:func:`fit_arguments` for data read by chunks: one more pass over ``source`` (the
-    ``(x, w)`` chunks) finds the bounding box of all its rows (those without NaN under
-    ``nan_policy="omit"``), so that the default volume is the in-memory fit's."""
+    ``(x, w)`` chunks) finds the bounding box of all its rows (of their observed entries
+    under ``nan_policy="marginalize"``, of the rows without NaN under "omit"), so that
+    the default volume is the in-memory fit's."""
     estimator.__dict__.pop("_background_box", None)
     if estimator.background is None:
         return {}
     lower = upper = None
+    any_nan = False
     for x, _ in source:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[0] == 0 or x.dtype.kind not in "fiu":
             continue  # the survey names the bad chunk
         x = x.astype(np.float64)
         holes = np.isnan(x)
-        if holes.any() and estimator.nan_policy == "marginalize":
-            raise NotImplementedError(
-                f"background={estimator.background!r} with missing entries read by chunks "
-                "is not implemented; pass nan_policy='omit', or load the data with "
-                "np.asarray(X) and fit in memory."
-            )
-        x = x[~holes.any(axis=1)]
+        if estimator.nan_policy != "marginalize":
+            x = x[~holes.any(axis=1)]  # "raise" is the survey's to raise
+        any_nan = any_nan or bool(np.isnan(x).any())
         if x.shape[0]:
-            low, high = x.min(axis=0), x.max(axis=0)
-            lower = low if lower is None else np.minimum(lower, low)
-            upper = high if upper is None else np.maximum(upper, high)
-    if lower is None:  # no rows: the survey raises its own error
-        return {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+                low, high = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+            lower = low if lower is None else np.fmin(lower, low)
+            upper = high if upper is None else np.fmax(upper, high)
+    if lower is None or np.isnan(lower).any():  # no rows, a column never observed:
+        return {}  # the survey raises its own error
     box = box_of(lower, upper, estimator.background_volume)
-    return box_arguments(estimator, box)
+    arguments = box_arguments(estimator, box)
+    if any_nan:
+        _refuse_given_volume(estimator)
+        arguments["background_log_sides"] = np.log(box.upper - box.lower)
+    return arguments
+
+
+def _refuse_given_volume(estimator) -> None:
+    """A NotImplementedError for rows with NaN under a given ``background_volume``."""
+    if estimator.background_volume is not None:
+        raise NotImplementedError(
+            f"background_volume={estimator.background_volume!r} with rows holding NaN: "
+            "a volume alone has no density over a row's observed coordinates; leave "
+            "background_volume=None (the data's bounding box, whose sides give it), or "
+            "pass nan_policy='omit'."
+        )
 
 
 def normalized_inits(estimator, inits: dict) -> dict:
