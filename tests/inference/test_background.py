@@ -678,3 +678,60 @@ def test_chunked_fit_with_background_on_nan_rows_equals_fit_em():
     )
     chunks = [x[:40], x[40:41], x[41:]]
     _assert_same_fit(fit_em_chunked(chunks, chunk_rows=32, **keywords), fit_em(x, **keywords))
+
+
+_THREE_DEVICES = """
+import json, os
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from gaussmix.inference.em import fit_em
+from gaussmix.inference.shard import fit_em_sharded
+
+rng = np.random.default_rng(21)
+x = np.concatenate([
+    rng.multivariate_normal([-3.0, -1.0], [[0.6, 0.2], [0.2, 0.4]], 50),
+    rng.multivariate_normal([3.0, 2.0], [[0.3, -0.1], [-0.1, 0.5]], 50),
+    rng.uniform(-8.0, 8.0, (31, 2)),
+])
+holes = x.copy()
+holes[rng.random(x.shape) < 0.15] = np.nan
+holes[np.isnan(holes).all(axis=1), 0] = 0.0
+out = {"devices": jax.device_count()}
+for name, data in (("complete", x), ("nan", holes)):
+    sides = np.nanmax(data, axis=0) - np.nanmin(data, axis=0)
+    keywords = dict(n_components=2, covariance_type="full", max_iter=12, tol=1e-10,
+                    nan_policy="marginalize", background_log_density=-np.sum(np.log(sides)),
+                    background_log_sides=np.log(sides), background_weight_init=0.3)
+    a, b = fit_em_sharded(data, devices=3, **keywords), fit_em(data, **keywords)
+    out[name] = max(
+        [abs(float(a.background_weight) - float(b.background_weight))]
+        + [float(np.max(np.abs(np.asarray(a.params[k]) - np.asarray(b.params[k]))))
+           for k in b.params]
+        + [float(np.max(np.abs(np.asarray(a.lower_bounds) - np.asarray(b.lower_bounds))))]
+    )
+    out[name + "_weight"] = float(b.background_weight)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_three_devices_with_background_equal_fit_em():
+    """The rows split unevenly over three CPU devices (a fresh interpreter: devices are
+    set before JAX starts), complete and with NaN: the psum of the statistics with the
+    background's column gives fit_em's fit to 1e-10."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    completed = subprocess.run(
+        [sys.executable, "-c", _THREE_DEVICES], env=env, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    out = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 3
+    assert out["complete"] < 1e-10 and out["nan"] < 1e-10
+    assert 0.05 < out["complete_weight"] < 0.5 and 0.05 < out["nan_weight"] < 0.5
