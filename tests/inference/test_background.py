@@ -680,7 +680,7 @@ def test_chunked_fit_with_background_on_nan_rows_equals_fit_em():
     _assert_same_fit(fit_em_chunked(chunks, chunk_rows=32, **keywords), fit_em(x, **keywords))
 
 
-_THREE_DEVICES = """
+_FOUR_DEVICES = """
 import json, os
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax
@@ -704,7 +704,7 @@ for name, data in (("complete", x), ("nan", holes)):
     keywords = dict(n_components=2, covariance_type="full", max_iter=12, tol=1e-10,
                     nan_policy="marginalize", background_log_density=-np.sum(np.log(sides)),
                     background_log_sides=np.log(sides), background_weight_init=0.3)
-    a, b = fit_em_sharded(data, devices=3, **keywords), fit_em(data, **keywords)
+    a, b = fit_em_sharded(data, devices=4, **keywords), fit_em(data, **keywords)
     out[name] = max(
         [abs(float(a.background_weight) - float(b.background_weight))]
         + [float(np.max(np.abs(np.asarray(a.params[k]) - np.asarray(b.params[k]))))
@@ -717,8 +717,8 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_three_devices_with_background_equal_fit_em():
-    """The rows split unevenly over three CPU devices (a fresh interpreter: devices are
+def test_four_devices_with_background_equal_fit_em():
+    """The rows split unevenly over four CPU devices (a fresh interpreter: devices are
     set before JAX starts), complete and with NaN: the psum of the statistics with the
     background's column gives fit_em's fit to 1e-10."""
     import json
@@ -726,12 +726,12 @@ def test_three_devices_with_background_equal_fit_em():
     import subprocess
     import sys
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     completed = subprocess.run(
-        [sys.executable, "-c", _THREE_DEVICES], env=env, capture_output=True, text=True
+        [sys.executable, "-c", _FOUR_DEVICES], env=env, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     out = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert out["devices"] == 3
+    assert out["devices"] == 4
     assert out["complete"] < 1e-10 and out["nan"] < 1e-10
     assert 0.05 < out["complete_weight"] < 0.5 and 0.05 < out["nan_weight"] < 0.5
