@@ -37,7 +37,7 @@ from gaussmix.inference.em.parameters import (
     covariances_from_precisions_cholesky,
     precisions_cholesky_from_precisions,
 )
-from gaussmix.inference.em.statistics import scan_statistics
+from gaussmix.inference.em.statistics import SufficientStatistics, scan_statistics
 from gaussmix.inference.em.validation import as_float_array, check_init
 from gaussmix.models.priors import (
     MixturePriorParameters,
@@ -49,6 +49,7 @@ __all__ = [
     "PRECISION_NDIM",
     "check_inits",
     "initial_parameters",
+    "initial_statistics",
     "initialize",
     "prior_parameters_of",
     "restart_key",
@@ -143,13 +144,54 @@ def initial_parameters(
         :class:`MixtureParameters`.
     """
     weights_init, means_init, precisions_init = inits
-    covariance_type, n_components = config.covariance_type, config.n_components
-    x_blocks, w_blocks = blocks.x, blocks.weight
-    dtype = x_blocks.dtype
+    covariance_type = config.covariance_type
     if weights_init is not None and means_init is not None and precisions_init is not None:
         factor = precisions_cholesky_from_precisions(precisions_init, covariance_type)
         covariances = covariances_from_precisions_cholesky(factor, covariance_type)
         return MixtureParameters(weights_init, means_init, covariances, factor)
+    statistics = initial_statistics(key, blocks, config, init_params, labels, restart)
+    # the conjugate MAP under a conjugate prior, else maximum likelihood
+    prior = context.conjugate_prior if config.method == "conjugate_map" else None
+    parameters = maximization_step(
+        statistics,
+        covariance_type=covariance_type,
+        centre=context.centre,
+        reg_covar=context.reg_covar,
+        prior=prior,
+    )
+    weights, means, covariances, factor = parameters
+    if weights_init is not None:
+        weights = weights_init
+    if means_init is not None:
+        means = means_init
+    if precisions_init is not None:
+        factor = precisions_cholesky_from_precisions(precisions_init, covariance_type)
+        covariances = covariances_from_precisions_cholesky(factor, covariance_type)
+    return MixtureParameters(weights, means, covariances, factor)
+
+
+def initial_statistics(
+    key: jax.Array,
+    blocks: DataBlocks,
+    config: StepConfig,
+    init_params: str,
+    labels: jax.Array | None = None,
+    restart: jax.Array | int = 0,
+) -> SufficientStatistics:
+    """Statistics of a restart's initial responsibilities (pure, jittable).
+
+    The responsibilities that ``init_params`` gives (k-means labels, the k-means++ seeds
+    alone, uniform random responsibilities, random rows of the data, or hc's labels),
+    summed as the E-step sums them; :func:`initial_parameters` takes one M-step of them,
+    the variational fit (:mod:`gaussmix.inference.em.variational`) its own update.
+
+    Args:
+        key, blocks, config, init_params, labels, restart: as for
+            :func:`initial_parameters`.
+    """
+    covariance_type, n_components = config.covariance_type, config.n_components
+    x_blocks, w_blocks = blocks.x, blocks.weight
+    dtype = x_blocks.dtype
     block_rows = x_blocks.shape[1]
     x_flat = x_blocks.reshape(-1, x_blocks.shape[-1])
     w_flat = w_blocks.reshape(-1)
@@ -210,25 +252,7 @@ def initial_parameters(
             features = design_matrix(x_block, covariance_type)
         return norm, resp, jnp.ones_like(norm), features
 
-    statistics = scan_statistics(blocks, responsibility_fn, n_components, covariance_type)
-    # the conjugate MAP under a conjugate prior, else maximum likelihood
-    prior = context.conjugate_prior if config.method == "conjugate_map" else None
-    parameters = maximization_step(
-        statistics,
-        covariance_type=covariance_type,
-        centre=context.centre,
-        reg_covar=context.reg_covar,
-        prior=prior,
-    )
-    weights, means, covariances, factor = parameters
-    if weights_init is not None:
-        weights = weights_init
-    if means_init is not None:
-        means = means_init
-    if precisions_init is not None:
-        factor = precisions_cholesky_from_precisions(precisions_init, covariance_type)
-        covariances = covariances_from_precisions_cholesky(factor, covariance_type)
-    return MixtureParameters(weights, means, covariances, factor)
+    return scan_statistics(blocks, responsibility_fn, n_components, covariance_type)
 
 
 def _initialize(key, x, sample_weight, inits, priors, reg_covar, block_rows, init_params, config):
