@@ -16,6 +16,19 @@ and each model has a criterion, a sum over groups, to minimize:
 * ``"EII"`` (spherical, equal volume; Ward's method): :math:`\\sum_k \\operatorname{tr}
   W_k`; a merge costs :math:`\\frac{n_i n_j}{n_i + n_j} \\lVert \\bar x_i - \\bar x_j
   \\rVert^2`.
+* ``"VII"`` (spherical, varying volume): :math:`\\sum_k n_k \\log\\big((\\operatorname{tr} W_k
+  + a) / n_k\\big)`, with the offset :math:`a` of VVV below (it keeps a singleton's term
+  finite).
+* ``"EEE"`` (one covariance shared by the groups): the criterion is the pooled scatter
+  :math:`W = \\sum_k W_k` (divided by the total count N), in mclust's three stages: for
+  the first D - 1 merges (from singletons; a merge cannot make :math:`W` of full rank),
+  its trace (Ward's merges); then :math:`|W| + \\operatorname{tr} W`, until the smallest
+  reachable :math:`|W|` is at least :math:`\\operatorname{tr} T / (N D)` (:math:`T` the
+  scatter of all rows about their mean); from then on :math:`|W|`. Every merge changes
+  :math:`W`, so every pair's cost is recomputed at every merge:
+  :math:`|W + f\\,d d^T| = |W| + f\\,d^T \\operatorname{adj}(W)\\, d` with
+  :math:`f = n_i n_j / (n_i + n_j)` and :math:`d` the difference of the means, O(G^2 D)
+  per merge (mclust's ``hcEEE`` updates a Cholesky factor per pair, O(G^2 D^2)).
 * ``"VVV"`` (unconstrained; mclust's default ``hcModelName``): the classification
   likelihood's :math:`\\sum_k n_k \\log |W_k / n_k|` is undefined while a group has no
   more than D rows, so the criterion is regularized (Fraley 1998; mclust's ``alpha``
@@ -32,9 +45,19 @@ and each model has a criterion, a sum over groups, to minimize:
   these to 1e-14 (``tests/inference/test_hierarchical.py`` checks the merge sequences on
   five data sets against committed ``hc`` output).
 
-A merge updates one row of the (G, G) matrix of pair costs (G groups), vectorized over
-the other groups; the cheapest pair is found from per-row minima, so a merge costs
-O(G D^3) and the clustering O(G^2 D^3) time and O(G^2) memory (G <= ``subset``).
+For EII, VII and VVV a merge updates one row of the (G, G) matrix of pair costs (G
+groups), vectorized over the other groups; the cheapest pair is found from per-row
+minima, so a merge costs O(G D^3) and the clustering O(G^2 D^3) time and O(G^2) memory
+(G <= ``subset``). EEE costs O(G^3 D) time.
+
+**Sample weights**: a row of weight :math:`w > 0` is a group of :math:`w` coincident rows
+(count :math:`w`, its row as mean, no scatter), and the transformation weighs it as
+:math:`w` rows: integer weights give the merges of the data with each row repeated
+:math:`w` times, started from the partition of the repeats (mclust's ``dupPartition``),
+exactly as far as rounding goes. Fractional weights are fractional counts in the same
+formulas; they are not normalized: EII's and EEE's merges do not change when all weights
+are scaled, VII's and VVV's do (the counts enter the logarithms), as repeating every row
+c times changes them.
 
 As mclust does before ``hc`` (``mclust.options("hcUse")``, Scrucca & Raftery 2015), the
 data are transformed first (``transform``): ``"SVD"`` (mclust's default: standardized,
@@ -72,7 +95,7 @@ __all__ = [
 ]
 
 #: The models whose criterion is implemented (mclust's names).
-HC_MODELS = ("EII", "VVV")
+HC_MODELS = ("EII", "VII", "EEE", "VVV")
 #: mclust's ``hcUse`` transformations ("RND", random pairs, is not one of them).
 HC_TRANSFORMS = ("SVD", "VARS", "STD", "PCS", "PCR", "SPH")
 #: mclust's ``mclust.options("subset")``: rows the clustering runs on at most.
@@ -88,7 +111,7 @@ class HierarchicalClustering(NamedTuple):
             keeps the smaller label (mclust's convention, 0-based).
         changes: (M,) the increase of the criterion at each merge.
         initial_partition: (N,) int labels 0..G-1 of the groups the merging started from.
-        model: the criterion ("EII" or "VVV").
+        model: the criterion (one of :data:`HC_MODELS`).
     """
 
     merges: np.ndarray
@@ -150,53 +173,82 @@ def _check_data(x: ArrayLike) -> np.ndarray:
     return x
 
 
-def transform_data(x: ArrayLike, transform: str = "SVD") -> np.ndarray:
+def _check_weight(sample_weight: ArrayLike | None, n_rows: int) -> np.ndarray | None:
+    """(N,) float64 non-negative finite weights, or None."""
+    if sample_weight is None:
+        return None
+    try:
+        weight = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"sample_weight must be a numeric (N,) array: {error}") from None
+    if weight.shape != (n_rows,):
+        raise ValueError(
+            f"sample_weight must give one weight per row of x: shape ({n_rows},), got "
+            f"{weight.shape}"
+        )
+    if not np.all(np.isfinite(weight) & (weight >= 0)):
+        rows = np.flatnonzero(~(np.isfinite(weight) & (weight >= 0)))
+        raise ValueError(f"sample_weight must be finite and >= 0; rows {rows[:5].tolist()} are not")
+    return weight
+
+
+def transform_data(
+    x: ArrayLike, transform: str = "SVD", sample_weight: ArrayLike | None = None
+) -> np.ndarray:
     """mclust's ``hcUse`` transformation of data ``x`` (N, D) -> (N, D') with D' <= D.
 
     Standard deviations use N - 1 (R's ``scale``). Columns (or singular components)
-    without spread are dropped where the transformation would divide by zero.
+    without spread are dropped where the transformation would divide by zero. With
+    ``sample_weight`` (N,) a row counts as that many rows (N the weights' sum): integer
+    weights give the transformation of the repeated rows (up to the signs of the
+    singular vectors, which no criterion sees).
     """
     if transform not in HC_TRANSFORMS:
         raise ValueError(f"transform must be one of {HC_TRANSFORMS}; got {transform!r}")
     x = _check_data(x)
+    weight = _check_weight(sample_weight, x.shape[0])
     if transform == "VARS":
         return x
-    n_rows = x.shape[0]
-    centred = x - x.mean(axis=0)
+    if weight is None:
+        weight = np.ones(x.shape[0])
+    n_rows = float(weight.sum())
+    centred = x - (weight @ x) / n_rows
     if transform in ("STD", "PCR", "SVD"):
-        spread = np.sqrt(np.sum(centred**2, axis=0) / max(n_rows - 1, 1))
+        spread = np.sqrt((weight @ centred**2) / max(n_rows - 1, 1))
         keep = spread > 0
         centred = centred[:, keep] / spread[keep]
         if transform == "STD":
             return centred
     if centred.shape[1] == 0:
         return centred
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    _, singular, vt = np.linalg.svd(np.sqrt(weight)[:, None] * centred, full_matrices=False)
     rotated = centred @ vt.T
     if transform in ("PCS", "PCR"):
         return rotated
     # components without spread would be divided by zero: drop them
-    keep = singular > singular[0] * max(centred.shape) * np.finfo(np.float64).eps
+    keep = singular > singular[0] * max(n_rows, centred.shape[1]) * np.finfo(np.float64).eps
     if transform == "SVD":
         return rotated[:, keep] / np.sqrt(singular[keep])
     # SPH: the covariance's (divisor N) eigenvalues are singular^2 / N
     return rotated[:, keep] / (singular[keep] / np.sqrt(n_rows))
 
 
-def _group_statistics(x: np.ndarray, labels: np.ndarray, n_groups: int):
-    counts = np.bincount(labels, minlength=n_groups).astype(np.float64)
+def _group_statistics(x: np.ndarray, labels: np.ndarray, n_groups: int, weight=None):
+    """Counts (the weights' sums), means and scatters of the groups: (G,), (G, D), (G, D, D)."""
+    weight = np.ones(len(labels)) if weight is None else weight
+    counts = np.bincount(labels, weights=weight, minlength=n_groups)
     means = np.zeros((n_groups, x.shape[1]))
-    np.add.at(means, labels, x)
+    np.add.at(means, labels, weight[:, None] * x)
     means /= counts[:, None]
     centred = x - means[labels]
     scatter = np.zeros((n_groups, x.shape[1], x.shape[1]))
-    np.add.at(scatter, labels, centred[:, :, None] * centred[:, None, :])
+    np.add.at(scatter, labels, weight[:, None, None] * centred[:, :, None] * centred[:, None, :])
     return counts, means, scatter
 
 
 class _Criterion(NamedTuple):
     model: str
-    offset: float  # a = alpha tr(W) / (N D)   (VVV)
+    offset: float  # a = alpha tr(W) / (N D)   (VII, VVV)
     beta: float  # VVV
 
 
@@ -206,6 +258,8 @@ def _group_cost(criterion: _Criterion, counts, scatter):
     if criterion.model == "EII":
         return trace
     counts = np.asarray(counts, dtype=np.float64)
+    if criterion.model == "VII":
+        return counts * np.log((trace + criterion.offset) / counts)
     determinant = np.linalg.det(scatter / counts[..., None, None])
     determinant = np.maximum(determinant, 0.0)  # a singular scatter rounds to +-tiny
     return counts * np.log((trace + criterion.offset) / counts + determinant / criterion.beta)
@@ -241,6 +295,9 @@ def _merge_row(criterion, target, others, counts, means, scatter, costs):
         factor[:, None] * difference
     ) * difference
     trace = np.sum(merged_diagonal, axis=1)
+    if criterion.model == "VII":
+        merged_costs = merged_counts * np.log((trace + criterion.offset) / merged_counts)
+        return merged_costs - costs[target] - costs[others]
     determinant = np.zeros(len(others))
     full_rank = merged_counts > n_features
     rank_one = np.zeros(len(others), dtype=bool)
@@ -284,21 +341,26 @@ def _well_conditioned_inverse(scatter: np.ndarray) -> np.ndarray | None:
     return (eigenvectors / eigenvalues) @ eigenvectors.T
 
 
-def _initial_costs(criterion, x, counts, means, scatter, costs, singletons):
+def _initial_costs(criterion, x, counts, means, scatter, costs, points):
     n_groups = len(counts)
     pair = np.full((n_groups, n_groups), np.inf)
-    if singletons:
-        # two singletons: W_ij = d d^T / 2, of rank one (its determinant over 2 is
-        # d^2 / 4 in one dimension, zero above)
+    if points:
+        # two groups without scatter (singletons, weighted rows) of counts n_i, n_j:
+        # W_ij = f d d^T, f = n_i n_j / (n_i + n_j), of rank one (|W_ij / n_ij| is
+        # f d^2 / n_ij in one dimension, zero above)
+        factor = counts[:, None] * counts[None, :] / (counts[:, None] + counts[None, :])
         squared = np.zeros((n_groups, n_groups))
         for column in means.T:  # one feature at a time: no (G, G, D) temporary
             squared += (column[:, None] - column[None, :]) ** 2
         if criterion.model == "EII":
-            pair = squared / 2.0
+            pair = factor * squared
         else:
-            determinant = squared / 4.0 if x.shape[1] == 1 else 0.0
-            merged = 2.0 * np.log(
-                (squared / 2.0 + criterion.offset) / 2.0 + determinant / criterion.beta
+            merged_counts = counts[:, None] + counts[None, :]
+            determinant = factor * squared / merged_counts
+            if x.shape[1] > 1 or criterion.model == "VII":
+                determinant = 0.0
+            merged = merged_counts * np.log(
+                (factor * squared + criterion.offset) / merged_counts + determinant / criterion.beta
             )
             pair = merged - costs[:, None] - costs[None, :]
     else:
@@ -310,6 +372,80 @@ def _initial_costs(criterion, x, counts, means, scatter, costs, singletons):
         pair = np.minimum(pair, pair.T)
     np.fill_diagonal(pair, np.inf)
     return pair
+
+
+#: mclust's EPSMIN (2^-53), added to the threshold's trace before its logarithm.
+_EPS_MIN = np.finfo(np.float64).eps / 2
+
+
+def _pooled_merges(counts, means, pooled, total_variance, merges, changes) -> None:
+    """EEE: fill ``merges`` and ``changes`` (M, 2), (M,) in place by mclust's three stages.
+
+    ``pooled``: the initial groups' pooled scatter W; ``total_variance``: tr T / N. The
+    stage's criterion of W / N is its trace, then |.| + trace, then log|.|
+    (mclust's ``hcEEE``: its ``DELOG`` threshold, log(tr T / (N D) + 2^-53)); ``changes``
+    holds each merge's increase of the criterion it was chosen by.
+    """
+    n_features = means.shape[1]
+    n_total = float(counts.sum())
+    threshold = np.log(total_variance / n_features + _EPS_MIN)
+    labels = np.arange(len(counts))
+    counts, means = counts.copy(), means.copy()
+    scatter = pooled / n_total
+    rank = int(np.linalg.matrix_rank(pooled)) if np.any(pooled) else 0
+    stage_kind = "trace" if rank < n_features - 1 else "mixed"
+    if rank >= n_features and 0.5 * np.linalg.slogdet(scatter)[1] >= threshold:
+        stage_kind = "determinant"
+    for stage in range(len(merges)):
+        n_groups = len(counts)
+        factor = counts[:, None] * counts[None, :] / (counts[:, None] + counts[None, :])
+        factor /= n_total
+        ward = np.zeros((n_groups, n_groups))
+        for column in means.T:  # one feature at a time: no (G, G, D) temporary
+            ward += (column[:, None] - column[None, :]) ** 2
+        ward *= factor  # the increase of tr(W / N)
+        lower = np.tri(n_groups, dtype=bool)  # each pair once: i < j
+        trace = float(np.trace(scatter))
+        if stage_kind == "trace":
+            cost = np.where(lower, np.inf, ward)
+            chosen = np.unravel_index(np.argmin(cost), cost.shape)
+            changes[stage] = cost[chosen]
+        else:
+            # |S + f d d^T| = |S| + f d^T adj(S) d, adj(S) = V diag(prod_{k != i} l_k) V^T
+            eigenvalues, eigenvectors = np.linalg.eigh(scatter)
+            eigenvalues = np.maximum(eigenvalues, 0.0)
+            others = np.where(np.eye(n_features, dtype=bool), 1.0, eigenvalues[None, :])
+            whitened = (means @ eigenvectors) * np.sqrt(np.prod(others, axis=1))
+            quadratic = np.zeros((n_groups, n_groups))
+            for column in whitened.T:
+                quadratic += (column[:, None] - column[None, :]) ** 2
+            quadratic *= factor
+            quadratic[lower] = np.inf
+            determinant = float(np.prod(eigenvalues))
+            with np.errstate(divide="ignore"):
+                log_determinant = np.log(determinant + quadratic)
+                log_now = np.log(determinant)
+            by_determinant = stage_kind == "determinant" or np.min(log_determinant) >= threshold
+            if by_determinant:
+                chosen = np.unravel_index(np.argmin(quadratic), quadratic.shape)
+                changes[stage] = log_determinant[chosen] - log_now
+            else:
+                cost = (determinant + quadratic) + (trace + ward)
+                cost[lower] = np.inf
+                chosen = np.unravel_index(np.argmin(cost), cost.shape)
+                changes[stage] = cost[chosen] - (determinant + trace)
+            if log_determinant[chosen] >= threshold:
+                stage_kind = "determinant"
+        keep, drop = int(chosen[0]), int(chosen[1])
+        merges[stage] = labels[keep], labels[drop]
+        difference = means[drop] - means[keep]
+        scatter += factor[keep, drop] * np.outer(difference, difference)
+        means[keep] += difference * (counts[drop] / (counts[keep] + counts[drop]))
+        counts[keep] += counts[drop]
+        labels, counts, means = (np.delete(a, drop, axis=0) for a in (labels, counts, means))
+        rank = min(rank + 1, n_features)
+        if stage_kind == "trace" and rank >= n_features - 1:
+            stage_kind = "mixed"
 
 
 def _as_partition(partition, n_rows: int) -> np.ndarray:
@@ -334,19 +470,24 @@ def hierarchical_clustering(
     min_clusters: int = 1,
     alpha: float = 1.0,
     beta: float = 1.0,
+    sample_weight: ArrayLike | None = None,
 ) -> HierarchicalClustering:
     """Model-based agglomerative hierarchical clustering of ``x`` (N, D) (mclust's ``hc``).
 
     Args:
         x: (N, D) data (a 1-D array is one feature), finite.
-        model: the criterion, "VVV" (mclust's default) or "EII" (Ward's).
+        model: the criterion (mclust's ``modelName``): "VVV" (mclust's default
+            ``hcModelName``), "EEE", "VII" or "EII" (Ward's).
         transform: the transformation applied first (:data:`HC_TRANSFORMS`): "SVD" is
             mclust's default for EM starts (``hcUse``); "VARS" is ``hc()``'s own default.
         partition: (N,) labels of the groups to start from; None starts from singletons
             (as mclust 6's ``hc``, whose ``dupPartition`` default never reaches the
             routine: identical rows merge first, at the lowest cost).
         min_clusters: stop when this many groups are left.
-        alpha, beta: VVV's regularization (mclust's ``alpha``, ``beta``; both > 0).
+        alpha, beta: VII's and VVV's regularization (mclust's ``alpha``, ``beta``;
+            both > 0).
+        sample_weight: (N,) weights > 0: a row of weight w counts as w coincident rows
+            (see the module's documentation); None: all 1.
 
     Returns:
         :class:`HierarchicalClustering`; ``.partition(K)`` gives the K groups.
@@ -358,23 +499,37 @@ def hierarchical_clustering(
         raise ValueError(f"model must be one of {HC_MODELS}; got {model!r}")
     if not (np.isfinite(alpha) and alpha > 0 and np.isfinite(beta) and beta > 0):
         raise ValueError(f"alpha and beta must be finite and > 0; got {alpha}, {beta}")
-    data = transform_data(x, transform)
+    data = transform_data(x, transform, sample_weight)
     n_rows = data.shape[0]
+    weight = _check_weight(sample_weight, n_rows)
+    if weight is not None and not np.all(weight > 0):
+        raise ValueError(
+            "sample_weight must be > 0 in the clustering (a row of weight 0 is no row): "
+            "drop those rows, or use start_labels, which classifies them afterwards"
+        )
     labels = _as_partition(partition, n_rows)
     n_groups = int(labels.max()) + 1
     min_clusters = int(min_clusters)
     if min_clusters < 1:
         raise ValueError(f"min_clusters must be >= 1; got {min_clusters}")
     n_merges = max(n_groups - min_clusters, 0)
-    counts, means, scatter = _group_statistics(data, labels, n_groups)
-    total_trace = float(np.sum((data - data.mean(axis=0)) ** 2))
-    offset = alpha * total_trace / (n_rows * max(data.shape[1], 1))
+    counts, means, scatter = _group_statistics(data, labels, n_groups, weight)
+    if weight is None:
+        n_total = float(n_rows)
+        total_trace = float(np.sum((data - data.mean(axis=0)) ** 2))
+    else:
+        n_total = float(weight.sum())
+        total_trace = float(weight @ np.sum((data - weight @ data / n_total) ** 2, axis=1))
+    offset = alpha * total_trace / (n_total * max(data.shape[1], 1))
     criterion = _Criterion(model, max(offset, np.finfo(np.float64).eps), float(beta))
-    costs = _group_cost(criterion, counts, scatter)
     merges = np.zeros((n_merges, 2), dtype=np.int64)
     changes = np.zeros(n_merges)
     if n_merges == 0 or data.shape[1] == 0:
         return HierarchicalClustering(merges[:0], changes[:0], labels, model)
+    if model == "EEE":
+        _pooled_merges(counts, means, scatter.sum(axis=0), total_trace / n_total, merges, changes)
+        return HierarchicalClustering(merges, changes, labels, model)
+    costs = _group_cost(criterion, counts, scatter)
     pair = _initial_costs(criterion, data, counts, means, scatter, costs, n_groups == n_rows)
     alive = np.ones(n_groups, dtype=bool)
     nearest = np.argmin(pair, axis=1)
@@ -423,11 +578,15 @@ def hierarchical_clustering(
     return HierarchicalClustering(merges, changes, labels, model)
 
 
-def _classify(x: np.ndarray, labels: np.ndarray, rows: np.ndarray, reg_covar: float) -> np.ndarray:
+def _classify(x, labels, rows, reg_covar: float, weight=None) -> np.ndarray:
     """Labels of ``rows`` of ``x`` under the Gaussian classifier (weights, means, full
-    covariances + ``reg_covar``) of the labelled rows' groups."""
+    covariances + ``reg_covar``) of the labelled rows' groups (rows weighted by
+    ``weight``)."""
     n_groups = int(labels.max()) + 1
-    counts, means, scatter = _group_statistics(x[labels >= 0], labels[labels >= 0], n_groups)
+    known = labels >= 0
+    counts, means, scatter = _group_statistics(
+        x[known], labels[known], n_groups, None if weight is None else weight[known]
+    )
     covariances = scatter / counts[:, None, None] + reg_covar * np.eye(x.shape[1])
     factor = np.linalg.cholesky(covariances)
     scores = np.empty((rows.size, n_groups))
@@ -450,15 +609,18 @@ def start_labels(
     subset: int | None = DEFAULT_SUBSET,
     seed: int = 0,
     reg_covar: float = 1e-6,
+    sample_weight: ArrayLike | None = None,
 ) -> np.ndarray:
     """(N,) labels 0..K-1 of mclust's EM start: the K groups of
-    :func:`hierarchical_clustering` (``model``, ``transform``).
+    :func:`hierarchical_clustering` (``model``, ``transform``, ``sample_weight``).
 
     With more than ``subset`` rows (None: never), the clustering runs on ``subset`` rows
     drawn without replacement (``numpy.random.default_rng(seed)``) and every other row
     goes to the group of highest posterior under the Gaussian classifier (weights,
     means, full covariances + ``reg_covar`` times the identity, in the units of ``x``)
     of the subset's groups; mclust instead runs EM on the subset before classifying.
+    Rows of weight 0 are left out of the clustering (and of the subset's draw) and
+    classified the same way.
 
     Example:
         >>> x = [[0.0], [0.1], [0.2], [5.0], [5.1]]
@@ -473,6 +635,7 @@ def start_labels(
         subset=subset,
         seed=seed,
         reg_covar=reg_covar,
+        sample_weight=sample_weight,
     )[0]
 
 
@@ -485,6 +648,7 @@ def start_labels_of_each(
     subset: int | None = DEFAULT_SUBSET,
     seed: int = 0,
     reg_covar: float = 1e-6,
+    sample_weight: ArrayLike | None = None,
 ) -> np.ndarray:
     """(C, N) :func:`start_labels` of each K of ``n_components`` from ONE clustering
     (the merges down to K are the first ones of the merges down to the smallest K;
@@ -497,32 +661,49 @@ def start_labels_of_each(
     """
     x = _check_data(x)
     n_rows = x.shape[0]
+    weight = _check_weight(sample_weight, n_rows)
+    positive = np.arange(n_rows) if weight is None else np.flatnonzero(weight > 0)
     counts = [int(k) for k in n_components]
     if not counts:
         raise ValueError("n_components is empty; give at least one number of groups.")
     for count in counts:
-        if not 1 <= count <= n_rows:
+        if not 1 <= count <= positive.size:
             raise ValueError(
                 f"n_components={count} must be between 1 and the number of rows "
-                f"({n_rows}): the clustering cannot make more groups than rows"
+                f"({positive.size} of weight > 0): the clustering cannot make more groups "
+                "than rows"
             )
-    if subset is None or n_rows <= subset:
+    if weight is None and (subset is None or n_rows <= subset):
         tree = hierarchical_clustering(
             x, model=model, transform=transform, min_clusters=min(counts)
         )
         return np.stack(tree.partitions(tuple(counts)))
-    if int(subset) < max(counts):
-        raise ValueError(f"subset={subset} must be at least n_components={max(counts)}")
-    chosen = np.sort(np.random.default_rng(seed).choice(n_rows, size=int(subset), replace=False))
+    chosen = positive
+    if subset is not None and positive.size > subset:
+        if int(subset) < max(counts):
+            raise ValueError(f"subset={subset} must be at least n_components={max(counts)}")
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(positive, size=int(subset), replace=False))
     tree = hierarchical_clustering(
-        x[chosen], model=model, transform=transform, min_clusters=min(counts)
+        x[chosen],
+        model=model,
+        transform=transform,
+        min_clusters=min(counts),
+        sample_weight=None if weight is None else weight[chosen],
     )
-    regularization = reg_covar * np.mean(np.var(x, axis=0)) + reg_covar
+    if chosen.size == n_rows:
+        return np.stack(tree.partitions(tuple(counts)))
+    if weight is None:
+        scale = np.mean(np.var(x, axis=0))
+    else:
+        mean = weight @ x / weight.sum()
+        scale = np.mean(weight @ (x - mean) ** 2 / weight.sum())
+    regularization = reg_covar * scale + reg_covar
     each = []
     for partition in tree.partitions(tuple(counts)):
         labels = np.full(n_rows, -1)
         labels[chosen] = partition
         rest = np.flatnonzero(labels < 0)
-        labels[rest] = _classify(x, labels, rest, regularization)
+        labels[rest] = _classify(x, labels, rest, regularization, weight)
         each.append(_as_partition(labels, n_rows))
     return np.stack(each)
