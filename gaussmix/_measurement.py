@@ -5,8 +5,9 @@ With ``measurement_covariances=S`` the fit maximizes the likelihood of the noisy
 under :math:`\\Sigma_k + S_n`, and ``means_``/``covariances_`` describe the error-free
 distribution. Scoring, predicting and labelling with ``S`` give the answers about the
 noisy rows (under :math:`\\Sigma_k + S_n`); without it, about error-free points. In
-memory on one device or with ``devices`` (:func:`gaussmix.inference.shard.fit_em_sharded`);
-data read by chunks is refused.
+memory on one device, with ``devices`` (:func:`gaussmix.inference.shard.fit_em_sharded`)
+and on data read by chunks (:func:`gaussmix.inference.streaming.fit_em_chunked`, the
+covariances read alongside the rows).
 """
 
 import numpy as np
@@ -16,21 +17,9 @@ from gaussmix.inference import em
 from gaussmix.inference.em import deconvolution
 from gaussmix.models.priors import COVARIANCE_LAYOUTS
 
-__all__ = ["check_in_memory", "icl", "kept_rows", "log_responsibilities"]
+__all__ = ["icl", "kept_rows", "log_responsibilities"]
 
 NAME = "measurement_covariances"
-
-
-def check_in_memory(estimator, reads_by_chunks: bool) -> None:
-    """A NotImplementedError for the execution mode without measurement errors: data read
-    by chunks (the fix: an in-memory array, on one device or split over ``devices``)."""
-    if reads_by_chunks:
-        raise NotImplementedError(
-            f"{NAME} needs X as an in-memory array: X read by chunks (an np.memmap, a .npy "
-            "path, chunks or chunk_size) is not supported with measurement errors; load "
-            "it with np.asarray(X) and leave chunk_size=None (devices= splits in-memory "
-            "rows and their errors over devices)."
-        )
 
 
 def kept_rows(value, X: np.ndarray, nan_policy: str):

@@ -14,13 +14,16 @@ from collections.abc import Iterable
 import jax
 import numpy as np
 
+from gaussmix import _background as background
 from gaussmix._base import validate_data
 from gaussmix.inference import em, streaming
 from gaussmix.models.priors import COVARIANCE_SITES, MixturePriorParameters
 
 __all__ = [
+    "ChunkedFitMixin",
     "OnlineFitMixin",
     "check_rereadable",
+    "chunk_source",
     "chunk_weight",
     "online_record",
     "online_state",
@@ -57,8 +60,8 @@ def online_state(record: dict) -> streaming.OnlineEMState:
 
 
 def _is_chunk(item) -> bool:
-    """An (n, D) array, or an ``(x, w)`` tuple with an (n, D) array ``x``."""
-    if isinstance(item, tuple) and len(item) == 2:
+    """An (n, D) array, or an ``(x, w)`` or ``(x, w, s)`` tuple with an (n, D) array ``x``."""
+    if isinstance(item, tuple) and len(item) in (2, 3):
         item = item[0]
     return isinstance(item, np.ndarray | jax.Array) and item.ndim == 2
 
@@ -67,7 +70,7 @@ def reads_by_chunks(X, chunk_size) -> bool:
     """Whether :meth:`gaussmix.GaussianMixture.fit` reads ``X`` chunk by chunk.
 
     Chunks: an ``np.memmap``, a path (str or ``os.PathLike``), a callable, a list or
-    tuple whose items are all (n, D) arrays or ``(x, w)`` tuples, any other iterable
+    tuple whose items are all (n, D) arrays or ``(x, w)`` / ``(x, w, s)`` tuples, any other iterable
     that is not array-like (a generator, a dataset object), and any array when
     ``chunk_size`` is set. In memory: arrays, nested lists of numbers, data frames.
 
@@ -113,6 +116,116 @@ def chunk_weight(x, w) -> float:
         return float(np.shape(x)[0] if w is None else np.sum(np.asarray(w, np.float64)))
     except (TypeError, ValueError):
         return float("nan")
+
+
+def chunk_source(X, sample_weight, measurement_covariances, chunk_rows) -> streaming.ChunkSource:
+    """The :class:`gaussmix.inference.streaming.ChunkSource` of chunked ``X`` with its
+    weights and measurement covariances: for array-like ``X`` (an ``np.memmap``, a
+    ``.npy`` path, an array with ``chunk_size``) an (N, D, D) or (N, D) array, memmap or
+    ``.npy`` path read alongside; for a list or tuple of chunks a list or tuple of one
+    (n, D, D) or (n, D) array per chunk; other iterables carry theirs as ``(x, w, s)``."""
+    if measurement_covariances is None or not isinstance(X, list | tuple):
+        return streaming.ChunkSource(
+            X,
+            sample_weight=sample_weight,
+            chunk_rows=chunk_rows,
+            measurement_covariances=measurement_covariances,
+        )
+    if not isinstance(measurement_covariances, list | tuple) or len(measurement_covariances) != len(
+        X
+    ):
+        raise ValueError(
+            f"X is a list of {len(X)} chunks, so measurement_covariances must be a list of "
+            f"{len(X)} arrays, one (n, D, D) or (n, D) per chunk in the same order; got "
+            f"{type(measurement_covariances).__name__}"
+            + (
+                f" of {len(measurement_covariances)}"
+                if isinstance(measurement_covariances, list | tuple)
+                else ""
+            )
+            + " (or give each chunk as (x, w, s))."
+        )
+    chunks = []
+    for index, (chunk, s) in enumerate(zip(X, measurement_covariances, strict=True)):
+        x, w = chunk if isinstance(chunk, tuple) else (chunk, None)
+        if isinstance(chunk, tuple) and len(chunk) != 2:
+            raise ValueError(
+                f"chunk {index} is a tuple of {len(chunk)}, and measurement_covariances "
+                "is given as a list: give chunks as (x, w), or put each chunk's "
+                "covariances in it as (x, w, s) and leave measurement_covariances=None."
+            )
+        chunks.append((x, w, s))
+    return streaming.ChunkSource(chunks, chunk_rows=chunk_rows)
+
+
+class ChunkedFitMixin:
+    """Exact EM and scoring over data read by chunks for
+    :class:`gaussmix.GaussianMixture` (an ``np.memmap``, a ``.npy`` path, chunks, a
+    callable, ``chunk_size``), measurement errors included.
+
+    The estimator provides ``_em_options()``, ``_finish_fit(result, n_init,
+    fit_weight=)``, ``_log_resp(X, measurement_covariances)`` and ``_validate_rows(X)``.
+    """
+
+    def _fit_chunks(self, X, sample_weight, measurement_covariances=None) -> None:
+        """Exact EM over the chunks of ``X`` (one pass per iteration)."""
+        if self.devices is not None:
+            raise ValueError(
+                f"devices={self.devices!r} splits an in-memory array over devices, but X "
+                f"({type(X).__name__}) is read by chunks; load it with np.asarray(X) to "
+                "use devices, or leave devices=None to fit it chunk by chunk."
+            )
+        if self.init_params == "hc":
+            raise ValueError(
+                f"init_params='hc' needs the data in memory, but X ({type(X).__name__}) "
+                "is read by chunks; load it with np.asarray(X), or use init_params="
+                "'kmeans' (or 'k-means++', 'random', 'random_from_data') out of core."
+            )
+        check_rereadable(X)
+        options, n_init = self._em_options()
+        source = chunk_source(X, sample_weight, measurement_covariances, self.chunk_size)
+        extra = background.chunk_arguments(self, source)  # {} without background
+        passes = []
+
+        def chunks():
+            """The ``(x, w, s)`` chunks of ``source``, adding up each full pass's weight."""
+            total = 0.0
+            for x, w, s in source.with_errors():
+                total += chunk_weight(x, w)
+                yield x, w, s
+            passes.append(total)
+
+        result = streaming.fit_em_chunked(
+            chunks, options=options, nan_policy=self.nan_policy, **extra
+        )
+        self.n_features_in_ = int(np.shape(result.params["means"])[1])
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._finish_fit(result, n_init, fit_weight=passes[0] if passes else None)
+
+    def _chunked(self, X, pick, measurement_covariances=None) -> np.ndarray:
+        """``pick(norm, log_resp)`` of data read chunk by chunk (an ``np.memmap``, a
+        ``.npy`` path, chunks), each chunk validated (with its measurement covariances),
+        concatenated over rows: memory holds one chunk and the (N, ...) result."""
+        source = chunk_source(X, None, measurement_covariances, self.chunk_size)
+        dtype = self.means_.dtype
+        parts = []
+        for index, (x, _, s) in enumerate(source.with_errors()):
+            if np.shape(x)[0] == 0:
+                continue
+            x = self._validate_rows(x).astype(dtype)
+            if s is not None and np.shape(s)[:1] != x.shape[:1]:
+                raise ValueError(
+                    f"the measurement covariances of chunk {index} have shape "
+                    f"{np.shape(s)}, but the chunk has {x.shape[0]} row(s); give one per row."
+                )
+            parts.append(pick(*self._log_resp(x, s)))
+        if not parts:
+            raise ValueError(
+                f"Found array with 0 sample(s) while a minimum of 1 is required by "
+                f"{type(self).__name__}."
+            )
+        return np.concatenate(parts)
 
 
 class OnlineFitMixin:

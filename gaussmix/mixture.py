@@ -39,12 +39,7 @@ from gaussmix._base import (
     seed_from_random_state,
     validate_data,
 )
-from gaussmix._mixture_streaming import (
-    OnlineFitMixin,
-    check_rereadable,
-    chunk_weight,
-    reads_by_chunks,
-)
+from gaussmix._mixture_streaming import ChunkedFitMixin, OnlineFitMixin, reads_by_chunks
 from gaussmix._posterior_data import posterior_arguments
 from gaussmix.inference import compilation, em, shard, streaming
 from gaussmix.inference.em import ConvergenceWarning, missing
@@ -87,7 +82,7 @@ def _checked_score(norm, log_resp) -> np.ndarray:
     return norm
 
 
-class GaussianMixture(OnlineFitMixin, EstimatorBase):
+class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
     """Gaussian mixture fitted by JIT-compiled EM; scikit-learn's API and answers.
 
     Args:
@@ -328,9 +323,15 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 ``np.memmap`` or ``.npy`` path also a memmap or ``.npy`` path. Chunks
                 of an iterable carry their weights as ``(x, w)`` tuples instead.
             measurement_covariances: None, or each row's Gaussian error covariance
-                (N, D, D) or variances (N, D): extreme deconvolution (an in-memory X,
-                also with ``devices``; :mod:`gaussmix._measurement`); the fitted
-                parameters then describe the error-free points.
+                (N, D, D) or variances (N, D): extreme deconvolution
+                (:mod:`gaussmix._measurement`); the fitted parameters then describe the
+                error-free points. In every execution mode: in memory, with
+                ``devices``, and read by chunks: for an ``np.memmap``, a ``.npy`` path
+                or ``chunk_size`` an array, memmap or ``.npy`` path of N rows read
+                alongside; for a list of chunks a list of one (n, D, D) or (n, D) array
+                per chunk; or each chunk given as ``(x, w, s)`` (``w`` may be None), all
+                chunks or none. Each chunk's covariances must have its number of rows
+                (checked chunk by chunk).
 
         Returns:
             self.
@@ -354,7 +355,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """
         validated = self._fit(X, sample_weight, measurement_covariances)
         if validated is None:
-            return self._chunked(X, self._label)
+            return self._chunked(X, self._label, measurement_covariances)
         return self._label(*self._log_resp(validated, measurement_covariances))
 
     def partial_fit(self, X, y=None, sample_weight=None):
@@ -367,10 +368,8 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         """Fit by the EM that ``X`` and the parameters call for; returns the validated
         in-memory ``X``, or None when it was read by chunks."""
         self._check_parameters()
-        if measurement_covariances is not None:
-            measurement.check_in_memory(self, reads_by_chunks(X, self.chunk_size))
         if reads_by_chunks(X, self.chunk_size):
-            self._fit_chunks(X, sample_weight)
+            self._fit_chunks(X, sample_weight, measurement_covariances)
             return None
         X = validate_data(
             self, X, reset=True, ensure_min_samples=2, allow_nan=self.nan_policy != "raise"
@@ -428,42 +427,6 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         missing.check_missing(X, "X")
         return X, weight
 
-    def _fit_chunks(self, X, sample_weight) -> None:
-        """Exact EM over the chunks of ``X`` (one pass per iteration)."""
-        if self.devices is not None:
-            raise ValueError(
-                f"devices={self.devices!r} splits an in-memory array over devices, but X "
-                f"({type(X).__name__}) is read by chunks; load it with np.asarray(X) to "
-                "use devices, or leave devices=None to fit it chunk by chunk."
-            )
-        if self.init_params == "hc":
-            raise ValueError(
-                f"init_params='hc' needs the data in memory, but X ({type(X).__name__}) "
-                "is read by chunks; load it with np.asarray(X), or use init_params="
-                "'kmeans' (or 'k-means++', 'random', 'random_from_data') out of core."
-            )
-        check_rereadable(X)
-        options, n_init = self._em_options()
-        source = streaming.ChunkSource(X, sample_weight=sample_weight, chunk_rows=self.chunk_size)
-        extra = background.chunk_arguments(self, source)  # {} without background
-        passes = []
-
-        def chunks():
-            """The chunks of ``source``, adding up the weight of each full pass."""
-            total = 0.0
-            for x, w in source:
-                total += chunk_weight(x, w)
-                yield x, w
-            passes.append(total)
-
-        result = streaming.fit_em_chunked(
-            chunks, options=options, nan_policy=self.nan_policy, **extra
-        )
-        self.n_features_in_ = int(np.shape(result.params["means"])[1])
-        if hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self._finish_fit(result, n_init, fit_weight=passes[0] if passes else None)
-
     def _em_options(self) -> tuple[em.EMOptions, int]:
         """The EM options, validated once for whichever EM runs (a warm start continues
         from the last fit), and the number of initializations."""
@@ -519,24 +482,6 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
                 stacklevel=4,
             )
         self._print_verbose(n_init)
-
-    def _chunked(self, X, pick) -> np.ndarray:
-        """``pick(norm, log_resp)`` of data read chunk by chunk (an ``np.memmap``, a
-        ``.npy`` path, chunks), each chunk validated, concatenated over rows: memory holds
-        one chunk and the (N, ...) result."""
-        source = streaming.ChunkSource(X, chunk_rows=self.chunk_size)
-        dtype = self.means_.dtype
-        parts = [
-            pick(*self._log_resp(self._validate_rows(x).astype(dtype)))
-            for x, _ in source
-            if np.shape(x)[0] > 0
-        ]
-        if not parts:
-            raise ValueError(
-                f"Found array with 0 sample(s) while a minimum of 1 is required by "
-                f"{type(self).__name__}."
-            )
-        return np.concatenate(parts)
 
     def _fitted_parameters(self) -> em.MixtureParameters:
         return em.MixtureParameters(
@@ -770,9 +715,7 @@ class GaussianMixture(OnlineFitMixin, EstimatorBase):
         chunk by chunk (``chunk_size`` rows), as :meth:`fit` reads it."""
         check_is_fitted(self)
         if isinstance(X, np.memmap | str | os.PathLike):
-            if measurement_covariances is not None:
-                measurement.check_in_memory(self, True)
-            return self._chunked(X, pick)
+            return self._chunked(X, pick, measurement_covariances)
         return pick(*self._log_resp(self._validate_rows(X), measurement_covariances))
 
     def _validate_rows(self, X) -> np.ndarray:

@@ -90,14 +90,18 @@ class Measurements(NamedTuple):
     noise: jax.Array
 
 
-def as_measurement_covariances(value, x: np.ndarray, name: str = "measurement_covariances"):
+def as_measurement_covariances(
+    value, x: np.ndarray, name: str = "measurement_covariances", validate: bool = True
+):
     """Validated measurement covariances of rows ``x`` (..., N, D) (NaN = missing), on
     the host, in ``x``'s dtype, zero in missing rows and columns: (..., N, D, D), or
     (..., N, D) variances where those were given.
 
     ``value`` is (..., N, D, D) (symmetric positive semi-definite) or (..., N, D) (the
     variances of independent errors). Wrong shape, non-finite values in observed
-    coordinates, asymmetry or a negative eigenvalue beyond rounding are ValueErrors.
+    coordinates, asymmetry or a negative eigenvalue beyond rounding are ValueErrors;
+    ``validate=False`` skips those checks (values already checked, e.g. a chunk read again
+    on a later pass) and only zeroes and symmetrizes.
 
     Example:
         >>> s = as_measurement_covariances(np.array([[1.0, 2.0]]), np.zeros((1, 2)))
@@ -118,6 +122,11 @@ def as_measurement_covariances(value, x: np.ndarray, name: str = "measurement_co
         )
     observed = ~np.isnan(x)
     array = array.astype(np.float64)
+    if not validate:
+        if array.shape == diagonal_shape:
+            return np.where(observed, array, 0.0).astype(x.dtype)
+        array = np.where(observed[..., :, None] & observed[..., None, :], array, 0.0)
+        return (0.5 * (array + np.swapaxes(array, -1, -2))).astype(x.dtype)
     if array.shape == diagonal_shape:
         seen = observed
         bad = seen & ~np.isfinite(array)

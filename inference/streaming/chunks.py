@@ -1,7 +1,10 @@
 """Data read in row chunks: arrays, memory-mapped files, iterables, chunk factories.
 
-A chunk is an (n, D) array or an ``(x, w)`` tuple with its (n,) sample weights. Pages of
-a memory-mapped file are released after each chunk, so the resident set stays at one
+A chunk is an (n, D) array, an ``(x, w)`` tuple with its (n,) sample weights (or None),
+or an ``(x, w, s)`` tuple that adds the measurement covariances of its rows, (n, D, D) or
+(n, D) (extreme deconvolution, :mod:`gaussmix.inference.em.deconvolution`). Array data
+takes its weights and covariances as arrays of N rows alongside. Pages of a
+memory-mapped file are released after each chunk, so the resident set stays at one
 chunk however large the file.
 """
 
@@ -72,6 +75,12 @@ class ChunkSource:
         sample_weight: (N,) weights (an array, ``np.memmap`` or ``.npy`` path) for array
             data; chunks of an iterable carry their own weights instead.
         chunk_rows: rows per chunk read from an array (default: about 16 MiB).
+        measurement_covariances: (N, D, D) or (N, D) measurement covariances of the rows
+            of array data (an array, ``np.memmap`` or ``.npy`` path), read chunk by chunk
+            with them; chunks of an iterable carry their own as ``(x, w, s)`` instead.
+
+    Iterating yields ``(x, w)`` pairs; :meth:`with_errors` yields ``(x, w, s)`` triples
+    (``s`` None for a chunk without measurement covariances).
 
     Attributes:
         reiterable: whether the data can be read more than once (a generator or an
@@ -84,7 +93,14 @@ class ChunkSource:
         [4, 4, 2]
     """
 
-    def __init__(self, data, *, sample_weight=None, chunk_rows: int | None = None):
+    def __init__(
+        self,
+        data,
+        *,
+        sample_weight=None,
+        chunk_rows: int | None = None,
+        measurement_covariances=None,
+    ):
         if chunk_rows is not None and (
             not isinstance(chunk_rows, int | np.integer)
             or isinstance(chunk_rows, bool)
@@ -93,6 +109,7 @@ class ChunkSource:
             raise ValueError(f"chunk_rows must be an int >= 1, got {chunk_rows!r}.")
         self._array = None
         self._weight = None
+        self._errors = None
         self._factory: Callable[[], Iterator] | None = None
         self._chunk_rows = chunk_rows
         if _is_array(data):
@@ -113,11 +130,21 @@ class ChunkSource:
                         f"({array.shape[0]},), one weight per row."
                     )
                 self._weight = weight
+            if measurement_covariances is not None:
+                self._errors = _row_array(
+                    measurement_covariances, "measurement_covariances", array.shape
+                )
             self.reiterable = True
         elif sample_weight is not None:
             raise ValueError(
                 "sample_weight applies to array data; give chunks of an iterable as (x, w) "
                 "tuples instead."
+            )
+        elif measurement_covariances is not None:
+            raise ValueError(
+                "measurement_covariances applies to array data; give chunks of an iterable "
+                "as (x, w, s) tuples instead (w may be None), s the (n, D, D) or (n, D) "
+                "measurement covariances of the chunk's n rows."
             )
         elif callable(data):
             self._factory = data
@@ -141,29 +168,60 @@ class ChunkSource:
         """N for array data, None for iterables (known after a pass)."""
         return None if self._array is None else int(self._array.shape[0])
 
+    @property
+    def has_errors(self) -> bool | None:
+        """Whether array data came with measurement covariances; None for iterables
+        (each chunk says, as ``(x, w, s)``)."""
+        return None if self._array is None else self._errors is not None
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        for x, w, _ in self.with_errors():
+            yield x, w
+
+    def with_errors(self) -> Iterator[tuple[Any, Any, Any]]:
+        """The chunks as ``(x, w, s)``: ``s`` the chunk's measurement covariances, None
+        where it has none."""
         if self._array is None:
             for chunk in self._factory():
                 if isinstance(chunk, tuple):
-                    if len(chunk) != 2:
+                    if len(chunk) not in (2, 3):
                         raise ValueError(
-                            f"A chunk given as a tuple must be (x, w); got a tuple of {len(chunk)}."
+                            "A chunk given as a tuple must be (x, w) or (x, w, s); got a "
+                            f"tuple of {len(chunk)}."
                         )
-                    yield chunk
+                    yield chunk if len(chunk) == 3 else (*chunk, None)
                 else:
-                    yield chunk, None
+                    yield chunk, None, None
             return
-        array, weight = self._array, self._weight
+        array, weight, errors = self._array, self._weight, self._errors
         n_rows, n_features = array.shape
         itemsize = max(4, np.dtype(getattr(array, "dtype", np.float64)).itemsize)
         rows = self._chunk_rows or max(1024, _CHUNK_BYTES // (max(1, n_features) * itemsize))
-        buffers = [_mapped_buffer(array), _mapped_buffer(weight)]
+        buffers = [_mapped_buffer(array), _mapped_buffer(weight), _mapped_buffer(errors)]
         for start in range(0, n_rows, rows):
             x = np.array(array[start : start + rows])
             w = None if weight is None else np.array(weight[start : start + rows])
+            s = None if errors is None else np.array(errors[start : start + rows])
             for buffer in buffers:
                 _release(buffer)
-            yield x, w
+            yield x, w, s
+
+
+def _row_array(value, name: str, shape: tuple):
+    """``value`` (an array, ``np.memmap`` or ``.npy`` path) opened lazily: the per-row
+    measurement covariances of array data of ``shape`` (N, D), (N, D, D) or (N, D)."""
+    array = _open_array(value, name)
+    if not hasattr(array, "shape"):
+        array = np.asarray(array)
+    n_rows, n_features = shape
+    expected = [(n_rows, n_features, n_features), (n_rows, n_features)]
+    if tuple(array.shape) not in expected:
+        raise ValueError(
+            f"{name} has shape {tuple(array.shape)}; expected {expected[0]} (one covariance "
+            f"per row of X) or {expected[1]} (the error variances of each row), matching X "
+            f"of shape {tuple(shape)}."
+        )
+    return array
 
 
 def chunk_dtype(x) -> np.dtype:

@@ -24,7 +24,7 @@ import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
-from gaussmix.inference.em import background, missing
+from gaussmix.inference.em import background, deconvolution, missing
 from gaussmix.inference.em.background import BackgroundArguments
 from gaussmix.inference.em.core import EMInfo, EMState, StepConfig, init, step
 from gaussmix.inference.em.options import DEFAULT_INIT_ROWS, EMOptions, check_options
@@ -92,20 +92,80 @@ _chunk_missing_statistics_jit = compilation.jit(
 )
 
 
+def _chunk_error_statistics(
+    x, weight, observed, noise, parameters, centre, covariance_type, block_rows, density, sides
+):
+    """(R,) statistics of one chunk observed with measurement errors (extreme
+    deconvolution, :func:`gaussmix.inference.em.deconvolution.block_statistics`), R
+    stacked restarts; ``density``, ``sides``: a uniform background's :math:`-\\log V`
+    and (D,) log side lengths, else None."""
+    measurements = deconvolution.Measurements(observed, noise)
+
+    def one(parameters):
+        return deconvolution.block_statistics(
+            parameters, x, weight, measurements, centre, covariance_type, block_rows, density, sides
+        )
+
+    return jax.vmap(one)(parameters)
+
+
+_chunk_error_statistics_jit = compilation.jit(
+    _chunk_error_statistics, static_argnames=("covariance_type", "block_rows")
+)
+
+
 def without_nan_rows(source):
-    """The ``(x, w)`` chunks of ``source`` without their rows holding NaN
-    (``nan_policy="omit"``); a generator function, so it can be read again."""
+    """The ``(x, w, s)`` chunks of ``source`` (a :class:`ChunkSource`) without their rows
+    holding NaN (``nan_policy="omit"``), their measurement covariances ``s`` too; a
+    generator function, so it can be read again."""
 
     def chunks():
-        for x, w in source:
+        for index, (x, w, s) in enumerate(source.with_errors()):
             x = np.asarray(x)
             if x.dtype.kind != "f" or x.ndim != 2:
-                yield x, w
+                yield x, w, s
                 continue
             keep = ~np.isnan(x).any(axis=1)
-            yield x[keep], None if w is None else np.asarray(w)[keep]
+            if s is not None:
+                s = _chunk_errors(s, x, index)[keep]
+            yield x[keep], None if w is None else np.asarray(w)[keep], s
 
     return chunks
+
+
+def _chunk_errors(s, x, index: int) -> np.ndarray:
+    """The measurement covariances of chunk ``index``, refused unless they have one entry
+    per row of ``x``."""
+    s = np.asarray(s)
+    if s.ndim not in (2, 3) or s.shape[0] != np.shape(x)[0]:
+        raise ValueError(
+            f"the measurement covariances of chunk {index} have shape {s.shape}, but the "
+            f"chunk has {np.shape(x)[0]} row(s); give one (D, D) covariance or (D,) "
+            "variances per row, in the order of the chunk's rows."
+        )
+    return s
+
+
+class _ErrorMode:
+    """Whether the chunks carry measurement covariances (all or none), fixed by the
+    first chunk; their values are validated on the first pass only."""
+
+    def __init__(self):
+        self.errors: bool | None = None
+        self.validated = False
+
+    def check(self, index: int, s) -> bool:
+        has = s is not None
+        if self.errors is None:
+            self.errors = has
+        elif has != self.errors:
+            first = "carries" if self.errors else "does not carry"
+            raise ValueError(
+                f"chunk {index} {'carries' if has else 'does not carry'} measurement "
+                f"covariances but the first chunk {first} them; give every chunk as "
+                "(x, w, s) with the covariances of its rows, or none."
+            )
+        return has
 
 
 def _statistics_pass(
@@ -117,26 +177,49 @@ def _statistics_pass(
     options: EMOptions,
     background_density=None,
     background_sides=None,
+    mode: _ErrorMode | None = None,
 ) -> SufficientStatistics:
     """Statistics of all rows (all processes) for stacked parameters, summed in float64;
     ``background_density``, ``background_sides``: :math:`-\\log V` of a uniform
-    background and its box's (D,) log side lengths (rows with NaN), else None."""
+    background and its box's (D,) log side lengths (rows with NaN), else None; ``mode``:
+    the chunks' :class:`_ErrorMode` (kept between passes)."""
     rows = max(1, survey.chunk_rows)
     totals = None
     seen = 0
     centre_rows = np.asarray(centre)
+    mode = _ErrorMode() if mode is None else mode
     use_kernel = (
         covariance_layout(options.covariance_type) == "full"
         and native.usable(survey.dtype)
         and background_density is None
     )
-    for x, w in source:
+    for index, (x, w, s) in enumerate(source.with_errors()):
         x, w = prepare_chunk(x, w, survey.dtype, survey.n_features, "chunk", validate=False)
+        if mode.check(index, s):
+            s = deconvolution.as_measurement_covariances(
+                _chunk_errors(s, x, index),
+                x,
+                f"measurement_covariances of chunk {index}",
+                validate=not mode.validated,
+            )
         for start in range(0, x.shape[0], rows):
             piece_x = x[start : start + rows]
             piece_w = None if w is None else w[start : start + rows]
             seen += piece_x.shape[0]
             padded_x, padded_w = pad_rows(piece_x, piece_w, rows, centre_rows)
+            if s is not None:
+                statistics = _error_statistics(
+                    padded_x,
+                    padded_w,
+                    s[start : start + rows],
+                    parameters,
+                    centre,
+                    options,
+                    background_density,
+                    background_sides,
+                )
+                totals = _add(totals, statistics)
+                continue
             if np.isnan(padded_x).any():
                 if background_density is not None and background_sides is None:
                     raise NotImplementedError(
@@ -167,6 +250,7 @@ def _statistics_pass(
                 background_density=background_density,
             )
             totals = _add(totals, statistics)
+    mode.validated = True
     if seen != local_rows:
         raise ValueError(
             f"The data changed between passes ({seen} rows now, {local_rows} on the first "
@@ -186,6 +270,38 @@ def _statistics_pass(
             ),
         )
     return process_sum(totals)
+
+
+def _error_statistics(x, w, s, parameters, centre, options, density, sides):
+    """The statistics of a padded piece ``x`` (rows, D) with weights ``w`` whose first
+    rows carry the validated measurement covariances ``s`` (padding rows: no error)."""
+    rows, n_features = x.shape
+    if density is not None and sides is None and np.isnan(x).any():
+        raise NotImplementedError(
+            "a uniform background with missing entries needs background_log_sides (its "
+            "box; a volume alone has no density over a row's observed coordinates); pass "
+            "them, or nan_policy='omit'."
+        )
+    noise = np.zeros((rows, *s.shape[1:]), x.dtype)
+    noise[: s.shape[0]] = s
+    holes = np.isnan(x)
+    observed = (~holes).astype(x.dtype)
+    x = np.where(holes, np.asarray(centre, x.dtype), x)  # any finite value where missing
+    block_rows = deconvolution.block_rows_for(
+        rows, n_features, options.n_components, x.dtype.itemsize
+    )
+    return _chunk_error_statistics_jit(
+        x,
+        w,
+        observed,
+        noise,
+        parameters,
+        centre,
+        covariance_type=options.covariance_type,
+        block_rows=block_rows,
+        density=density,
+        sides=sides,
+    )
 
 
 def _add(totals, statistics):
@@ -219,6 +335,7 @@ def fit_em_chunked(
     background_log_density: float | None = None,
     background_weight_init: float | None = None,
     background_log_sides: ArrayLike | None = None,
+    measurement_covariances: Any = None,
 ) -> EMResult:
     """Exact EM over chunks of data that need not fit in memory.
 
@@ -257,6 +374,12 @@ def fit_em_chunked(
             :func:`gaussmix.inference.em.fit_em` (:math:`-\\log V` given: the caller
             finds the volume, e.g. the bounding box of all chunks; with NaN under
             "marginalize" the box's log side lengths are needed).
+        measurement_covariances: (N, D, D) or (N, D) measurement covariances of the rows
+            of array data (array, ``np.memmap`` or ``.npy`` path), read chunk by chunk
+            with them: extreme deconvolution, as ``fit_em``'s argument (each chunk's
+            statistics from :func:`gaussmix.inference.em.deconvolution.block_statistics`,
+            summed). Chunks of an iterable carry theirs as ``(x, w, s)`` (all chunks or
+            none; checked against the chunk's rows, validated on the first pass).
 
     Returns:
         :class:`gaussmix.inference.em.EMResult`.
@@ -298,7 +421,12 @@ def fit_em_chunked(
             f"Invalid value for 'nan_policy': {nan_policy!r}; it should be in "
             f"{list(missing.NAN_POLICIES)}."
         )
-    source = ChunkSource(data, sample_weight=sample_weight, chunk_rows=chunk_rows)
+    source = ChunkSource(
+        data,
+        sample_weight=sample_weight,
+        chunk_rows=chunk_rows,
+        measurement_covariances=measurement_covariances,
+    )
     if nan_policy == "omit":
         source = ChunkSource(without_nan_rows(source)) if source.reiterable else source
     if not source.reiterable:
@@ -319,9 +447,10 @@ def fit_em_chunked(
     density = sides = None
     if arguments is not None:
         density, sides = arguments.log_density, arguments.log_sides
+    mode = _ErrorMode()
     return exact_em(
         lambda parameters, centre: _statistics_pass(
-            source, survey, local_rows, parameters, centre, options, density, sides
+            source, survey, local_rows, parameters, centre, options, density, sides, mode
         ),
         survey,
         options,

@@ -2,6 +2,8 @@
 estimator (issue 19, item 2): truth recovery, scores and predictions against scipy,
 criteria, fit_predict, nan_policy with S, devices, refused execution modes and input."""
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
@@ -194,14 +196,108 @@ def test_devices_give_the_in_memory_fit(fitted):
     np.testing.assert_allclose(sharded.covariances_, gm.covariances_, rtol=1e-9, atol=1e-12)
 
 
-def test_unsupported_modes_and_bad_input_are_refused(fitted, tmp_path):
+def _chunks_of(X, noise, bounds=(0, 70, 71, 150, 200)):
+    """(x, None, s) chunks of uneven lengths (one of a single row)."""
+    return [(X[a:b], None, noise[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def test_chunked_fit_equals_the_in_memory_fit(fitted, tmp_path):
+    """Extreme deconvolution read by chunks sums each chunk's deconvolution statistics:
+    the fit (same start: all rows are the initialization sample) equals the in-memory
+    one to 1e-10, whether S is read alongside a .npy file or carried by (x, w, s)
+    chunks; scores, labels and
+    responsibilities of chunked X with S equal the in-memory answers."""
     gm, X, noise = fitted
-    with pytest.raises(NotImplementedError, match="in-memory array"):
-        GaussianMixture(2, chunk_size=50).fit(X, measurement_covariances=noise)
-    path = tmp_path / "x.npy"
-    np.save(path, X)
-    with pytest.raises(NotImplementedError, match=r"np\.asarray"):
-        gm.score_samples(str(path), measurement_covariances=noise)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "s.npy", noise)
+    by_file = GaussianMixture(2, random_state=0, tol=1e-6, chunk_size=64)
+    by_file.fit(str(tmp_path / "x.npy"), measurement_covariances=str(tmp_path / "s.npy"))
+    by_chunks = GaussianMixture(2, random_state=0, tol=1e-6).fit(_chunks_of(X, noise))
+    for chunked in (by_file, by_chunks):
+        assert chunked.n_iter_ == gm.n_iter_
+        np.testing.assert_allclose(chunked.means_, gm.means_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(chunked.covariances_, gm.covariances_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(chunked.lower_bound_, gm.lower_bound_, rtol=1e-12)
+    memmap = np.load(tmp_path / "x.npy", mmap_mode="r")
+    np.testing.assert_allclose(
+        gm.score_samples(
+            memmap, measurement_covariances=np.load(tmp_path / "s.npy", mmap_mode="r")
+        ),
+        gm.score_samples(X, measurement_covariances=noise),
+        rtol=1e-12,
+    )
+    np.testing.assert_array_equal(
+        gm.predict(str(tmp_path / "x.npy"), measurement_covariances=noise),
+        gm.predict(X, measurement_covariances=noise),
+    )
+
+
+@pytest.mark.slow
+def test_chunked_fit_with_nan_and_weights_equals_the_in_memory_fit(fitted):
+    """NaN entries (nan_policy='marginalize') and sample weights with diagonal S (one
+    array per chunk of a list) by chunks: the same deconvolution with missing entries as
+    in memory (1e-10), and nan_policy='omit' drops a row's covariances with it."""
+    _, X, noise = fitted
+    noise = np.diagonal(noise, axis1=1, axis2=2).copy()
+    holed = X.copy()
+    holed[::7, 1] = np.nan
+    holed[3::7, 0] = np.nan
+    weight = np.random.default_rng(3).uniform(0.5, 2.0, X.shape[0])
+    for policy in ("marginalize", "omit"):
+        options = {"random_state": 0, "tol": 1e-6, "nan_policy": policy}
+        gm = GaussianMixture(2, **options).fit(
+            holed, sample_weight=weight, measurement_covariances=noise
+        )
+        chunks = [(holed[a:b], weight[a:b]) for a, b in ((0, 90), (90, 200))]
+        chunked = GaussianMixture(2, **options).fit(
+            chunks, measurement_covariances=[noise[:90], noise[90:]]
+        )
+        np.testing.assert_allclose(chunked.means_, gm.means_, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(chunked.covariances_, gm.covariances_, rtol=1e-10, atol=1e-12)
+
+
+def test_chunked_float32_fit_is_close_to_float64(fitted):
+    """float32 chunks with float32 S: the fit stays in float32 and within float32
+    rounding of the float64 in-memory fit."""
+    gm, X, noise = fitted
+    chunks = [(x.astype(np.float32), w, s.astype(np.float32)) for x, w, s in _chunks_of(X, noise)]
+    single = GaussianMixture(2, random_state=0, tol=1e-6).fit(chunks)
+    assert single.means_.dtype == np.float32
+    order, reference = np.argsort(single.means_[:, 0]), np.argsort(gm.means_[:, 0])
+    np.testing.assert_allclose(single.means_[order], gm.means_[reference], rtol=2e-3, atol=2e-3)
+
+
+def test_chunked_errors_refuse_bad_chunks(fitted):
+    """A chunk's S of the wrong length or shape, S not positive semi-definite in a later
+    chunk, chunks with and without S, and S beside a generator: errors naming the chunk
+    and the fix."""
+    _, X, noise = fitted
+    short = _chunks_of(X, noise)
+    short[2] = (X[71:150], None, noise[72:150])
+    with pytest.raises(ValueError, match=r"chunk 2 have shape \(78, 2, 2\), but the chunk has 79"):
+        GaussianMixture(2).fit(short)
+    wide = _chunks_of(X, noise)
+    wide[1] = (X[70:71], None, np.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"measurement_covariances of chunk 1 has shape \(1, 3\)"):
+        GaussianMixture(2).fit(wide)
+    indefinite = _chunks_of(X, noise)
+    indefinite[3] = (X[150:], None, -noise[150:])
+    with pytest.raises(ValueError, match=r"chunk 3\[0\] is not positive semi-definite"):
+        GaussianMixture(2).fit(indefinite)
+    mixed = _chunks_of(X, noise)
+    mixed[1] = (X[70:71], None)
+    with pytest.raises(ValueError, match="chunk 1 does not carry measurement covariances"):
+        GaussianMixture(2).fit(mixed)
+    with pytest.raises(ValueError, match="list of 2 arrays, one"):
+        GaussianMixture(2).fit([X[:100], X[100:]], measurement_covariances=noise)
+    with pytest.raises(ValueError, match=r"shape \(199, 2, 2\); expected \(200, 2, 2\)"):
+        GaussianMixture(2, chunk_size=50).fit(X, measurement_covariances=noise[1:])
+    with pytest.raises(ValueError, match=r"as \(x, w, s\) tuples"):
+        GaussianMixture(2).fit(lambda: iter([X]), measurement_covariances=noise)
+
+
+def test_bad_input_is_refused(fitted):
+    gm, X, noise = fitted
     with pytest.raises(ValueError, match=r"shape \(199, 2, 2\); expected \(200, 2, 2\)"):
         gm.score_samples(X, measurement_covariances=noise[1:])
     with pytest.raises(ValueError, match="not positive semi-definite"):
