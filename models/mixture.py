@@ -27,14 +27,14 @@ systems for every point and component.
 
 Covariance types and their sites (D features, K components):
 
-==========  =====================  ==========================================
-type        site (shape)           :math:`\\Sigma_k`
-==========  =====================  ==========================================
-full        ``covariances`` (K,D,D)  :math:`\\Sigma_k`
-tied        ``covariance`` (D, D)    :math:`\\Sigma` shared by all components
-diag        ``variances`` (K, D)     :math:`\\mathrm{diag}(\\sigma^2_{k\\cdot})`
-spherical   ``variances`` (K,)       :math:`\\sigma^2_k I`
-==========  =====================  ==========================================
+==========  =========================  ===========================================
+type        site (shape)               :math:`\\Sigma_k`
+==========  =========================  ===========================================
+full        ``covariances`` (K, D, D)  :math:`\\Sigma_k`
+tied        ``covariance`` (D, D)      :math:`\\Sigma` shared by all components
+diag        ``variances`` (K, D)       :math:`\\mathrm{diag}(\\sigma^2_{k\\cdot})`
+spherical   ``variances`` (K,)         :math:`\\sigma^2_k I`
+==========  =========================  ===========================================
 
 mclust's names VVV, EEE, VVI, VII are these four (the same program, the same draws).
 mclust's ten other models (EII, EEI, VEI, EVI, VEE, EVE, VVE, EEV, VEV, EVV) sample
