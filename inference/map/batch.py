@@ -1,5 +1,5 @@
-"""Many spectra through one compiled loop of :func:`~gaussmix.inference.map.
-levenberg_marquardt.map_step`, on one device or split over several.
+"""Many spectra through one compiled loop of
+:func:`~gaussmix.inference.map.levenberg_marquardt.map_step`, on one device or split over several.
 
 One ``jax.jit`` around a ``lax.while_loop``. Spectra are fitted in ``n_slots`` slots
 (``vmap``): a slot whose spectrum has finished takes the next one, so a spectrum needing
@@ -38,11 +38,11 @@ class Finished(NamedTuple):
 
     Attributes:
         params, noise, curvature, prior_hessian, log_prior, rss, n_points, decrement:
-            those of the last accepted :class:`~gaussmix.inference.map.
-            levenberg_marquardt.MAPPoint`.
+            those of the last accepted
+            :class:`~gaussmix.inference.map.levenberg_marquardt.MAPPoint`.
         n_iter: trial steps used.
-        converged, started, support: from the last :class:`~gaussmix.inference.map.
-            levenberg_marquardt.MAPInfo`.
+        converged, started, support: from the last
+            :class:`~gaussmix.inference.map.levenberg_marquardt.MAPInfo`.
     """
 
     params: jax.Array
