@@ -133,8 +133,8 @@ class MAPProblem(NamedTuple):
         model: NumPyro program called as ``model(x, y, **model_kwargs)``.
         sites: its latent sites (:class:`Sites`).
         observed: name of the observed site.
-        family: the observed distribution's :class:`~gaussmix.inference.map.families.
-            ObservationFamily`.
+        family: the observed distribution's
+            :class:`~gaussmix.inference.map.families.ObservationFamily`.
         x: (M,) abscissae.
         y: (M,) observations (0 where masked).
         model_kwargs: further keyword arguments of the program (``mask`` included).
