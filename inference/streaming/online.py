@@ -58,7 +58,7 @@ class OnlineEMState(NamedTuple):
     """State of online EM.
 
     Attributes:
-        parameters: current :class:`gaussmix.inference.MixtureParameters`.
+        parameters: current :class:`gaussmix.inference.em.MixtureParameters`.
         statistics: running average of the statistics per unit weight (moments about
             ``centre``; ``total_weight`` is 1).
         centre: (D,) weighted mean of the first chunk, the centre of all moments.
@@ -277,7 +277,7 @@ def online_em_start(
     Args:
         x: (n, D) the first chunk (its weighted mean becomes the centre of the moments;
             for MAP, the default prior is scaled from it).
-        parameters: starting :class:`gaussmix.inference.MixtureParameters`, e.g. EM
+        parameters: starting :class:`gaussmix.inference.em.MixtureParameters`, e.g. EM
             on ``x``.
         covariance_type, priors: as in :func:`gaussmix.inference.em.fit_em`.
         sample_weight: (n,) non-negative weights.
@@ -404,7 +404,7 @@ def online_em_continue(
     chunk moves the model by its share of the data, never by a fresh start's step size.
 
     Args:
-        parameters: the fitted :class:`gaussmix.inference.MixtureParameters`
+        parameters: the fitted :class:`gaussmix.inference.em.MixtureParameters`
             (maximum likelihood, ``reg_covar`` on the diagonal).
         total_weight: :math:`W_0 > 0`, the total sample weight of the fitted data.
         covariance_type: as in :func:`gaussmix.inference.em.fit_em`.
@@ -568,7 +568,7 @@ def fit_em_online(
         Others: as in :func:`gaussmix.inference.streaming.fit_em_chunked`.
 
     Returns:
-        :class:`gaussmix.inference.EMResult` with ``lower_bound`` the running average
+        :class:`gaussmix.inference.em.EMResult` with ``lower_bound`` the running average
         of :class:`OnlineEMState`, ``lower_bounds`` its value after each update (the EM
         fit of the first chunk when there is no further chunk), ``n_iter`` the number of
         updates and ``converged`` whether the last update changed the running lower bound
@@ -647,7 +647,7 @@ def online_em_result(
     priors: str | Mapping[str, dist.Distribution] | None = None,
     tol: float = 1e-3,
 ) -> EMResult:
-    """The :class:`gaussmix.inference.EMResult` of online EM after some updates.
+    """The :class:`gaussmix.inference.em.EMResult` of online EM after some updates.
 
     Args:
         state: the state after the last :func:`online_em_step`.
