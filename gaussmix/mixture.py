@@ -1,7 +1,7 @@
 """scikit-learn's ``GaussianMixture`` on the JIT-compiled EM back end.
 
 Same parameters, methods, fitted attributes and error messages as
-``sklearn.mixture.GaussianMixture``, plus ``sample_weight`` in :meth:`fit`, ``priors``
+``sklearn.mixture.GaussianMixture``, plus ``sample_weight`` in :meth:`GaussianMixture.fit`, ``priors``
 (``None`` maximum likelihood, ``"default"`` MAP under the program's conjugate prior, or a
 dict of NumPyro distributions replacing the program's defaults), the per-iteration
 ``lower_bounds_`` and the fitted parameters as the NumPyro program's site dict
