@@ -60,16 +60,46 @@ def draw(n: int, rng: np.random.Generator):
     return truth, labels, truth + errors, noise
 
 
-def relative_error(covariances: np.ndarray) -> float:
-    """Largest relative Frobenius error of the covariances, components matched by mean."""
-    order = np.argsort(covariances["means"][:, 0])
-    fitted = covariances["covariances"][order]
+def relative_error(model) -> float:
+    """Largest relative Frobenius error of a fit's covariances, components matched by mean."""
+    fitted = model.covariances_[np.argsort(model.means_[:, 0])]
     return float(
         max(
             np.linalg.norm(fitted[k] - TRUE_COVARIANCES[k]) / np.linalg.norm(TRUE_COVARIANCES[k])
             for k in range(2)
         )
     )
+
+
+def ellipses(ax, means, covariances, label: str, n_sigma: float = 2.0, **style) -> None:
+    """Outlined ``n_sigma`` ellipses of Gaussians (means (K, 2), covariances (K, 2, 2))."""
+    plots.plot_ellipses(
+        means, covariances, n_sigma=(n_sigma,), fill=False, label=label, ax=ax, **style
+    )
+
+
+def plot(truth, labels, observed, noise, shown, naive, deconvolved) -> Figure:
+    """The three panels: truth, naive fit, deconvolved fit (module docstring); ``shown``
+    the indices of the points whose errors are drawn."""
+    figure = Figure(figsize=(15, 4.8), layout="constrained")
+    axes = figure.subplots(1, 3, sharex=True, sharey=True)
+    axes[0].scatter(*truth.T, s=6, c=[f"C{k}" for k in labels], alpha=0.6)
+    ellipses(axes[0], TRUE_MEANS, TRUE_COVARIANCES, "truth (2 sigma)", color="k")
+    axes[0].set_title("true points")
+    for ax in axes[1:]:
+        ax.scatter(*observed.T, s=6, color="0.5", alpha=0.6)
+    ellipses(axes[1], observed[shown][None], noise[shown][None],
+             f"errors of {len(shown)} points (1 sigma)", n_sigma=1.0, color="C3", alpha=0.7)  # fmt: skip
+    ellipses(axes[1], naive.means_, naive.covariances_, "naive fit", color="C0", linewidth=2)
+    axes[1].set_title("noisy observations: naive fit")
+    ellipses(axes[2], TRUE_MEANS, TRUE_COVARIANCES, "truth", color="k", alpha=0.8)
+    ellipses(axes[2], deconvolved.means_, deconvolved.covariances_, "deconvolved fit",
+             color="C2", linewidth=2)  # fmt: skip
+    axes[2].set_title("noisy observations: extreme deconvolution")
+    for ax in axes:
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_aspect("equal", adjustable="box")
+    return figure
 
 
 def main() -> None:
@@ -83,76 +113,15 @@ def main() -> None:
     deconvolved = gaussmix.GaussianMixture(2, n_init=n_init, random_state=0, max_iter=1000)
     deconvolved.fit(observed, measurement_covariances=noise)
 
-    figure = Figure(figsize=(15, 4.8), layout="constrained")
-    axes = figure.subplots(1, 3, sharex=True, sharey=True)
-    axes[0].scatter(*truth.T, s=6, c=[f"C{k}" for k in labels], alpha=0.6)
-    plots.plot_ellipses(
-        TRUE_MEANS,
-        TRUE_COVARIANCES,
-        n_sigma=(2.0,),
-        fill=False,
-        color="k",
-        label="truth (2 sigma)",
-        ax=axes[0],
-    )
-    axes[0].set_title("true points")
-    for ax in axes[1:]:
-        ax.scatter(*observed.T, s=6, color="0.5", alpha=0.6)
     shown = rng.choice(n, 25, replace=False)
-    plots.plot_ellipses(
-        observed[shown][None],
-        noise[shown][None],
-        n_sigma=(1.0,),
-        fill=False,
-        color="C3",
-        alpha=0.7,
-        label="errors of 25 points (1 sigma)",
-        ax=axes[1],
-    )
-    plots.plot_ellipses(
-        naive.means_,
-        naive.covariances_,
-        n_sigma=(2.0,),
-        fill=False,
-        color="C0",
-        linewidth=2,
-        label="naive fit",
-        ax=axes[1],
-    )
-    axes[1].set_title("noisy observations: naive fit")
-    plots.plot_ellipses(
-        TRUE_MEANS,
-        TRUE_COVARIANCES,
-        n_sigma=(2.0,),
-        fill=False,
-        color="k",
-        alpha=0.8,
-        label="truth",
-        ax=axes[2],
-    )
-    plots.plot_ellipses(
-        deconvolved.means_,
-        deconvolved.covariances_,
-        n_sigma=(2.0,),
-        fill=False,
-        color="C2",
-        linewidth=2,
-        label="deconvolved fit",
-        ax=axes[2],
-    )
-    axes[2].set_title("noisy observations: extreme deconvolution")
-    for ax in axes:
-        ax.legend(loc="upper left", fontsize=8)
-        ax.set_aspect("equal", adjustable="box")
+    figure = plot(truth, labels, observed, noise, shown, naive, deconvolved)
     path = args.out / "deconvolution.png"
     figure.savefig(path, dpi=DPI)
     print(f"wrote {path}")
 
     np.set_printoptions(precision=3, suppress=True)
-    naive_error = relative_error({"means": naive.means_, "covariances": naive.covariances_})
-    deconvolved_error = relative_error(
-        {"means": deconvolved.means_, "covariances": deconvolved.covariances_}
-    )
+    naive_error = relative_error(naive)
+    deconvolved_error = relative_error(deconvolved)
     for name, model in (("truth", None), ("naive", naive), ("deconvolved", deconvolved)):
         if model is None:
             print(f"{name:>12}: {TRUE_COVARIANCES.reshape(2, -1).tolist()}")
