@@ -8,7 +8,8 @@
 #
 # For each tests/references/mclust/<dataset>.json (iris, faithful, diabetes, banknote,
 # wreath) it reads the data and writes FOLDER/hc_<dataset>.json (default
-# tests/references/mclust/) holding, for modelName in VVV, EII and use in VARS, SVD:
+# tests/references/mclust/) holding, for modelName in VVV, EII, VII, EEE and use in
+# VARS, SVD (EEE on wreath: about 80 s each):
 #   merges      hc()'s merge pairs, one [i, j] per stage (1-based labels of the initial
 #               singletons; the union keeps the smaller label);
 #   partitions  hclass() at G = 1..9, one row of n labels (1-based) per G.
@@ -33,7 +34,7 @@ json_rows <- function(m) paste0("[\n      ", paste(apply(m, 1, json_ints), colla
 for (name in c("iris", "faithful", "diabetes", "banknote", "wreath")) {
   x <- read_data(file.path("tests", "references", "mclust", paste0(name, ".json")))
   entries <- c()
-  for (model in c("VVV", "EII")) for (use in c("VARS", "SVD")) {
+  for (model in c("VVV", "EII", "VII", "EEE")) for (use in c("VARS", "SVD")) {
     tree <- hc(x, modelName = model, use = use)
     merges <- t(unclass(tree)[1:2, , drop = FALSE])
     partitions <- t(hclass(tree, 1:9))
