@@ -182,7 +182,8 @@ def test_integer_weights_merge_as_repeated_rows(model, transform):
     the data with each row repeated w times, started from the groups of repeats
     (mclust's dupPartition), the transformation included."""
     rng = np.random.default_rng(5)
-    x = np.concatenate([rng.normal(size=(12, 3)), rng.normal(size=(12, 3)) + [4.0, 0.0, 1.0]])
+    shift = np.array([4.0, 0.0, 1.0])
+    x = np.concatenate([rng.normal(size=(12, 3)), rng.normal(size=(12, 3)) + shift])
     x[:, 2] *= 10.0  # unequal scales: the transformations matter
     w = rng.integers(1, 4, size=len(x))
     weighted = hierarchical_clustering(x, model=model, transform=transform, sample_weight=w)
@@ -276,8 +277,13 @@ def test_bad_weights_name_the_problem(call, message):
 DATASETS = ("iris", "faithful", "diabetes", "banknote", "wreath")
 # no exactly tied merge costs on these: mclust's whole merge sequence is ours
 MERGES_EQUAL = {
-    "VII": [("diabetes", "VARS"), ("diabetes", "SVD"), ("banknote", "SVD")]
-    + [("wreath", "VARS"), ("wreath", "SVD")],
+    "VII": [
+        ("diabetes", "VARS"),
+        ("diabetes", "SVD"),
+        ("banknote", "SVD"),
+        ("wreath", "VARS"),
+        ("wreath", "SVD"),
+    ],
     "EEE": [("diabetes", "VARS"), ("diabetes", "SVD"), ("banknote", "SVD")],
 }
 # duplicated rows tie merge costs exactly, and mclust breaks the ties in another order;
