@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it, imported on first use.
 _LAZY = {
     "GaussianMixture": "gaussmix.mixture",
+    "BayesianGaussianMixture": "gaussmix.bayesian_mixture",
     "KMeans": "gaussmix.kmeans",
     "select_components": "gaussmix.selection",
     "bootstrap_likelihood_ratio": "gaussmix.bootstrap",
