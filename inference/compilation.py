@@ -28,9 +28,10 @@ Where. ``$GAUSSMIX_CACHE_DIR/programs`` (default ``~/.cache/gaussmix/programs``,
 else's, or writable by group or others — loading a cached executable runs code, so the
 folder gets the same checks as the compiled E-step kernel. Files are written under a
 temporary name and renamed into place; each holds a header and the SHA-256 of its
-payload, so a damaged or foreign file is ignored (and replaced), never loaded. The folder
-is kept under :data:`MAX_BYTES` by deleting its least recently used programs (only files
-named as this module names them).
+payload, so a damaged or foreign file is ignored (and replaced), never loaded; a program
+is loaded onto the devices it was compiled for, in their order. The folder is kept under
+:data:`MAX_BYTES` by deleting its least recently used programs (only files named as this
+module names them).
 
 Off. ``GAUSSMIX_COMPILATION_CACHE=0`` (or ``false``, ``no``, ``off``) or
 :func:`set_enabled(False) <set_enabled>` compile in every process as plain ``jax.jit``
@@ -113,7 +114,7 @@ logger = logging.getLogger(__name__)
 #: The folder is trimmed to this many bytes of programs (least recently used first).
 MAX_BYTES = 2 * 1024**3
 #: First bytes of every cached program file (format version included).
-MAGIC = b"gaussmix-program-1\n"
+MAGIC = b"gaussmix-program-2\n"
 SUFFIX = ".gaussmix-program"
 #: Modules whose functions and classes are named rather than hashed: their source is in
 #: the key (gaussmix) or their version is (jax, jaxlib, numpyro, numpy).
@@ -158,8 +159,7 @@ class CompilationCacheWarning(UserWarning):
 
 
 def set_enabled(value: bool | None) -> None:
-    """Turn the persistent cache on or off from Python, over
-    ``GAUSSMIX_COMPILATION_CACHE``.
+    """Turn the persistent cache on or off from Python, over ``GAUSSMIX_COMPILATION_CACHE``.
 
     Args:
         value: True, False, or None (follow ``GAUSSMIX_COMPILATION_CACHE`` again).
@@ -182,10 +182,8 @@ def set_enabled(value: bool | None) -> None:
 def enabled() -> bool:
     """Whether gaussmix's persistent cache is used: :func:`set_enabled`'s choice, else
     ``GAUSSMIX_COMPILATION_CACHE``, and never while JAX's own persistent cache is set."""
-    if _switch is not None:
-        on = _switch
-    else:
-        on = os.environ.get("GAUSSMIX_COMPILATION_CACHE", "1").strip().lower() not in _OFF
+    setting = os.environ.get("GAUSSMIX_COMPILATION_CACHE", "1").strip().lower()
+    on = _switch if _switch is not None else setting not in _OFF
     return on and not jax.config.jax_compilation_cache_dir
 
 
@@ -524,8 +522,12 @@ def _load(path: Path) -> jax.stages.Compiled | None:
         logger.debug("ignoring damaged cached program %s", path)
         return None
     try:
-        serialized, in_tree, out_tree = pickle.loads(payload)
-        compiled = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+        serialized, in_tree, out_tree, ids = pickle.loads(payload)
+        local = {device.id: device for device in jax.local_devices()}
+        devices = [local[index] for index in ids]  # KeyError: not a device of this process
+        compiled = serialize_executable.deserialize_and_load(
+            serialized, in_tree, out_tree, execution_devices=devices
+        )
     except Exception as error:  # a program this jaxlib cannot load: compile again
         logger.debug("cannot load cached program %s: %s", path, error)
         return None
@@ -540,7 +542,10 @@ def _store(path: Path, compiled: jax.stages.Compiled) -> None:
     """Write ``compiled`` to ``path`` (temporary name, then renamed); trim the folder."""
     try:
         serialized, in_tree, out_tree = serialize_executable.serialize(compiled)
-        payload = pickle.dumps((serialized, in_tree, out_tree), protocol=5)
+        # Its devices, in order: a program is loaded onto them (JAX's default, every
+        # device of the process, made a one-device program expect one shard per device).
+        devices = [device.id for device in compiled.runtime_executable().local_devices()]
+        payload = pickle.dumps((serialized, in_tree, out_tree, devices), protocol=5)
     except Exception as error:  # host callbacks, constants, a backend without support
         logger.debug("program not serializable: %s", error)
         _counts["uncacheable"] += 1
@@ -631,8 +636,7 @@ def compile_keyed(
         parts: everything the program depends on besides gaussmix's source and the
             environment: the functions it runs, static settings, the shapes and dtypes of
             its arguments.
-        lower: lowers the program (called only when it must be compiled or keyed by
-            its text).
+        lower: lowers the program (called only to compile it or to key it by its text).
         compiler_options: XLA options (part of the key).
 
     Returns:
@@ -746,14 +750,10 @@ class CachedFunction:
         names = list(self.signature.parameters)
         # Binding by hand is 10x quicker than Signature.bind (which gives the errors).
         self.names = tuple(names)
-        self.n_positional = sum(
-            parameter.kind != parameter.KEYWORD_ONLY
-            for parameter in self.signature.parameters.values()
-        )
+        parameters = self.signature.parameters
+        self.n_positional = sum(p.kind != p.KEYWORD_ONLY for p in parameters.values())
         self.defaults = {
-            name: parameter.default
-            for name, parameter in self.signature.parameters.items()
-            if parameter.default is not inspect.Parameter.empty
+            name: p.default for name, p in parameters.items() if p.default is not p.empty
         }
         unknown = [name for name in static_argnames if name not in names]
         if unknown:

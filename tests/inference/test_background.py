@@ -717,7 +717,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_four_devices_with_background_equal_fit_em(tmp_path):
+def test_four_devices_with_background_equal_fit_em():
     """The rows split unevenly over four CPU devices (a fresh interpreter: devices are
     set before JAX starts), complete and with NaN: the psum of the statistics with the
     background's column gives fit_em's fit to 1e-10."""
@@ -726,13 +726,7 @@ def test_four_devices_with_background_equal_fit_em(tmp_path):
     import subprocess
     import sys
 
-    # its own compilation cache: programs that the suite's cache holds from processes of
-    # other device counts were loaded here sharded ("expected 4 shards, got [1, 1, 1, 1]")
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
-        GAUSSMIX_CACHE_DIR=str(tmp_path / "cache"),
-    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     completed = subprocess.run(
         [sys.executable, "-c", _FOUR_DEVICES], env=env, capture_output=True, text=True
     )

@@ -220,6 +220,54 @@ def test_jax_own_cache_is_used_when_the_user_configured_it(tmp_path):
     assert not cache.exists()
 
 
+DEVICES = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    from jax.sharding import Mesh, PartitionSpec
+    from gaussmix.inference import compilation
+    from gaussmix.inference.map.levenberg_marquardt import inverse_positive_definite
+
+    devices = jax.devices()
+    mesh = Mesh(np.asarray([devices[3], devices[1]]), ("rows",))
+
+    def scaled(values):  # each device scales its half by its place in the mesh
+        return jax.shard_map(
+            lambda block: block * (1.0 + jax.lax.axis_index("rows")),
+            mesh=mesh, in_specs=PartitionSpec("rows"), out_specs=PartitionSpec("rows"),
+        )(values)
+
+    matrix = np.asarray([[4.0, 1.0], [1.0, 3.0]])
+    inverse = compilation.jit(inverse_positive_definite)(matrix)
+    two_devices, _ = compilation.compile_keyed(
+        ("a test's two-device program", (4,)), lambda: jax.jit(scaled).lower(np.arange(4.0))
+    )
+    out = two_devices(np.arange(4.0))
+    rows = {shard.device.id: shard.index[0].start for shard in out.addressable_shards}
+    print(json.dumps({"stats": compilation.statistics(), "inverse": inverse.tolist(),
+                      "scaled": out.tolist(), "rows": rows}))
+    """
+)
+
+
+def test_a_program_is_loaded_onto_the_devices_it_was_compiled_for(tmp_path):
+    """In a process with four devices, a one-device program loaded from the folder runs
+    on the default device (it was loaded onto all four, expecting four shards per
+    argument: 'Expected args to execute_sharded_on_local_devices to have 4 shards, got:
+    [1, 1, 1, 1]'), and a program over devices 3 and 1 on those two, in that order."""
+    cache = tmp_path / "cache"
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    first = run_script(cache, DEVICES, **four)
+    second = run_script(cache, DEVICES, **four)
+    assert first["stats"]["stored"] == 2
+    assert second["stats"]["disk"] == 2 and second["stats"]["compiled"] == 0
+    np.testing.assert_allclose(second["inverse"], np.linalg.inv([[4.0, 1.0], [1.0, 3.0]]))
+    assert second["scaled"] == first["scaled"] == [0.0, 1.0, 4.0, 6.0]
+    assert second["rows"] == first["rows"] == {"3": 0, "1": 2}
+
+
 # ---------------------------------------------------------------------------------------
 # Damaged, foreign and planted files; unsafe folders
 # ---------------------------------------------------------------------------------------
