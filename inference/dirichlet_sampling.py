@@ -57,7 +57,12 @@ from gaussmix.inference.mixture_sampling import (
 )
 from gaussmix.inference.relabel import label_switching_fraction, relabel_mixture
 from gaussmix.inference.sampling_hooks import PostprocessedDraws, register_sampling_hooks
-from gaussmix.models.dirichlet_mixture import dirichlet_mixture, dirichlet_process_mixture
+from gaussmix.models.dirichlet_mixture import (
+    check_concentration,
+    check_count,
+    dirichlet_mixture,
+    dirichlet_process_mixture,
+)
 from gaussmix.models.mixture import component_log_density
 from gaussmix.models.priors import COVARIANCE_SITES, canonical_covariance_type
 
@@ -190,7 +195,9 @@ def dirichlet_sampling_hooks(program, args: tuple, kwargs: dict):
     count = _COUNT_ARGUMENT[program]
     if count not in kwargs:
         raise ValueError(f"Sampling {program.__name__} needs {count}=.")
+    check_count(count, kwargs[count])
     concentration = kwargs.get("concentration", 1.0)
+    check_concentration(concentration)
     mixture_kwargs = {
         name: value for name, value in kwargs.items() if name not in (count, "concentration")
     }
@@ -198,6 +205,11 @@ def dirichlet_sampling_hooks(program, args: tuple, kwargs: dict):
     hooks = mixture_sampling_hooks(args, mixture_kwargs)
     x = np.asarray(args[0] if args else kwargs["x"])
     x = x.reshape((-1, 1)) if x.ndim == 1 else x
+    if kwargs.get("nan_policy", "raise") == "raise" and not np.all(np.isfinite(x)):
+        raise ValueError(
+            "x contains NaN or infinity; remove or impute those rows first (the number of "
+            "occupied components is counted on complete rows)."
+        )
 
     def initial_values(seed: int) -> dict | None:
         point = _start(x, mixture_kwargs, seed)

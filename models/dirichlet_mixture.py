@@ -71,6 +71,8 @@ from gaussmix.models.priors import (
 
 __all__ = [
     "StickBreakingWeights",
+    "check_concentration",
+    "check_count",
     "dirichlet_mixture",
     "dirichlet_process_mixture",
     "stick_breaking_weights",
@@ -161,6 +163,22 @@ def _is_concrete(value) -> bool:
 
 def _concentration(concentration) -> jax.Array | float:
     """The fixed concentration (checked where concrete) or the ``concentration`` site."""
+    check_concentration(concentration)
+    if isinstance(concentration, dist.Distribution):
+        return numpyro.sample("concentration", concentration)
+    return concentration
+
+
+def check_concentration(concentration) -> None:
+    """Refuse a concentration that is not a finite number > 0 (checked where concrete) or
+    a scalar distribution on the positive reals; the programs and their samplers call it.
+
+    Example:
+        >>> check_concentration(0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: Invalid concentration 0.0; it must be a finite number > 0 (small values favour few occupied components).
+    """
     if isinstance(concentration, dist.Distribution):
         check_prior_support(
             concentration,
@@ -175,7 +193,7 @@ def _concentration(concentration) -> jax.Array | float:
                 f"{concentration.batch_shape} and event shape {concentration.event_shape}."
             )
         check_prior_parameters(concentration, "concentration")
-        return numpyro.sample("concentration", concentration)
+        return
     if isinstance(concentration, bool) or not isinstance(
         concentration, int | float | np.number | np.ndarray | jax.Array
     ):
@@ -192,10 +210,10 @@ def _concentration(concentration) -> jax.Array | float:
             f"Invalid concentration {float(concentration)!r}; it must be a finite number "
             "> 0 (small values favour few occupied components)."
         )
-    return concentration
 
 
-def _check_count(name: str, value) -> int:
+def check_count(name: str, value) -> int:
+    """``value`` as an int, refused unless an integer >= 1 (``name`` in the message)."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"Invalid value for {name!r}: {value!r}; it must be an integer >= 1.")
     return int(value)
@@ -261,7 +279,7 @@ def dirichlet_process_mixture(
         >>> trace["weights"]["fn"].__class__.__name__, bool(np.isfinite(value))
         ('StickBreakingWeights', True)
     """
-    K = _check_count("max_components", max_components)
+    K = check_count("max_components", max_components)
     priors = _other_priors(priors, "dirichlet_process_mixture")
     alpha = _concentration(concentration)
     priors["weights"] = StickBreakingWeights(alpha, K)
@@ -311,7 +329,7 @@ def dirichlet_mixture(
         >>> prior["weights"].shape
         (3, 5)
     """
-    K = _check_count("n_components", n_components)
+    K = check_count("n_components", n_components)
     priors = _other_priors(priors, "dirichlet_mixture")
     alpha = _concentration(concentration)
     priors["weights"] = dist.Dirichlet(jnp.full((K,), 1.0) * (alpha / K))

@@ -153,17 +153,6 @@ def test_prior_mean_weights_are_the_dirichlet_process_ones():
     assert np.all(np.abs(np.mean(draws, axis=0) - expected) < 4 * error)
 
 
-def test_random_concentration_is_a_site():
-    trace = handlers.trace(handlers.seed(dirichlet_process_mixture, 0)).get_trace(
-        np.random.default_rng(0).normal(size=(4, 2)),
-        max_components=3,
-        concentration=dist.Gamma(1.0, 1.0),
-    )
-    assert trace["concentration"]["value"].shape == ()
-    assert isinstance(trace["weights"]["fn"], StickBreakingWeights)
-    assert trace["weights"]["value"].shape == (3,)
-
-
 @pytest.mark.parametrize("concentration", [0.0, -1.0, np.nan, np.inf])
 def test_invalid_concentration_is_refused(concentration):
     with pytest.raises(ValueError, match=r"Invalid concentration .* finite number > 0"):
