@@ -187,16 +187,6 @@ def check_parameters(estimator, name: str) -> None:
     check_background(estimator.background, estimator.background_volume, name)
 
 
-def check_in_memory(estimator, what: str) -> None:
-    """A NotImplementedError where a background would be fitted online (partial_fit)."""
-    if estimator.background is not None:
-        raise NotImplementedError(
-            f"background={estimator.background!r} is fitted in memory: {what} is not "
-            "implemented with it; load the data with np.asarray(X) and call fit, or leave "
-            "background=None."
-        )
-
-
 #: The fitted attributes of a background (what :func:`gaussmix.save` stores with it).
 FITTED_NAMES = (
     "background_weight_",

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from gaussmix import _background as background
+from gaussmix import _measurement as measurement
 from gaussmix._base import validate_data
 from gaussmix.inference import em, streaming
 from gaussmix.models.priors import COVARIANCE_SITES, MixturePriorParameters
@@ -239,7 +240,7 @@ class OnlineFitMixin:
     of the data :meth:`fit` saw, None when unknown).
     """
 
-    def partial_fit(self, X, y=None, sample_weight=None):
+    def partial_fit(self, X, y=None, sample_weight=None, measurement_covariances=None):
         """One step of online (stochastic) EM with the chunk ``X``.
 
         Each call is one update of the running statistics per unit weight
@@ -275,10 +276,20 @@ class OnlineFitMixin:
         less than ``tol``. One pass over shuffled chunks reaches the maximum-likelihood
         answer up to Monte Carlo error; :meth:`fit` gives the exact one.
 
+        With ``measurement_covariances`` each chunk's statistics are those of extreme
+        deconvolution (its rows' errors, as in :meth:`fit`). With
+        ``background="uniform"`` the background's weight is carried by the running
+        counts (:math:`N_0 = W - \\sum_k N_k`), so the same step size blends it; its box
+        (and so its volume) is fixed at the first call, the bounding box of the first
+        chunk (or of the data :meth:`fit` saw), unless ``background_volume`` gives the
+        volume: rows of later chunks outside that box get the same constant density.
+
         Args:
             X: (n, D) the next chunk (the first one needs n >= n_components).
             y: ignored.
             sample_weight: (n,) non-negative weights of the chunk's points.
+            measurement_covariances: (n, D, D) or (n, D) measurement covariances of the
+                chunk's rows, else None.
 
         Returns:
             self.
@@ -309,6 +320,7 @@ class OnlineFitMixin:
             allow_nan=self.nan_policy != "raise",
         )
         weight = self._check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        noise = measurement.kept_rows(measurement_covariances, X, self.nan_policy)
         X, weight = self._apply_nan_policy(X, weight)
         if X.shape[0] < (1 if fitted else int(self.n_components)):
             raise ValueError(
@@ -333,7 +345,12 @@ class OnlineFitMixin:
             else:
                 options, _ = self._em_options()
                 result = em.fit_em(
-                    X, sample_weight=weight, options=options, nan_policy="marginalize"
+                    X,
+                    sample_weight=weight,
+                    options=options,
+                    nan_policy="marginalize",
+                    measurement_covariances=noise,
+                    **background.fit_arguments(self, X),
                 )
                 self._set_result(result)
                 parameters = em.MixtureParameters(
@@ -343,7 +360,13 @@ class OnlineFitMixin:
                     result.precisions_cholesky,
                 )
             state = streaming.online_em_start(
-                X, parameters, sample_weight=weight, nan_policy="marginalize", **online
+                X,
+                parameters,
+                sample_weight=weight,
+                nan_policy="marginalize",
+                measurement_covariances=noise,
+                **self._online_background(X),
+                **online,
             )
             self._online_record, self._online_bounds = online_record(state), []
             return self
@@ -355,19 +378,40 @@ class OnlineFitMixin:
             learning_offset=float(self.learning_offset),
             sample_weight=weight,
             nan_policy="marginalize",
+            measurement_covariances=noise,
+            **self._online_background(X),
             **online,
         )
         self._online_record = online_record(state)
         self._online_bounds = [*self._online_bounds, float(state.lower_bound)]
-        self._set_result(
-            streaming.online_em_result(state, self._online_bounds, tol=float(self.tol), **online)
+        result = streaming.online_em_result(
+            state, self._online_bounds, tol=float(self.tol), **online
         )
+        if background.fitted(self):  # the box fixed at the first call
+            weight = 1.0 - float(np.sum(result.params["weights"], dtype=np.float64))
+            result = result._replace(background_weight=np.asarray(max(weight, 0.0)))
+            self._background_box = background.BackgroundBox(
+                self.background_lower_, self.background_upper_, -self.background_log_density_
+            )
+        self._set_result(result)
         return self
 
-    def _start_online_after_fit(self, X: np.ndarray, weight) -> None:
-        """After a MAP fit on in-memory ``X``: the online state holding the data's
-        statistics under the fitted parameters (a MAP M-step has no closed-form inverse:
-        one pass over the data)."""
+    def _online_background(self, X: np.ndarray) -> dict:
+        """The online EM keywords of a fitted background (its fixed box), ``{}`` without;
+        the box's log side lengths for rows with NaN (a given volume has none)."""
+        if not background.fitted(self):
+            return {}
+        arguments = {"background_log_density": float(self.background_log_density_)}
+        if self.background_volume is None:
+            with np.errstate(divide="ignore"):
+                sides = np.log(self.background_upper_ - self.background_lower_)
+            arguments["background_log_sides"] = sides
+        return arguments
+
+    def _start_online_after_fit(self, X: np.ndarray, weight, noise=None) -> None:
+        """After a MAP fit on in-memory ``X`` (with measurement covariances ``noise``):
+        the online state holding the data's statistics under the fitted parameters (a MAP
+        M-step has no closed-form inverse: one pass over the data)."""
         state = streaming.online_em_start(
             X,
             self._fitted_parameters(),
@@ -376,5 +420,7 @@ class OnlineFitMixin:
             sample_weight=weight,
             incremental=True,
             nan_policy="marginalize",
+            measurement_covariances=noise,
+            **self._online_background(X),
         )
         self._online_record = online_record(state)

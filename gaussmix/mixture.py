@@ -358,11 +358,10 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
             return self._chunked(X, self._label, measurement_covariances)
         return self._label(*self._log_resp(validated, measurement_covariances))
 
-    def partial_fit(self, X, y=None, sample_weight=None):
-        """Online EM on one more chunk (:meth:`OnlineFitMixin.partial_fit`); not with a
-        background."""
-        background.check_in_memory(self, "partial_fit (online EM)")
-        return super().partial_fit(X, y, sample_weight)
+    def partial_fit(self, X, y=None, sample_weight=None, measurement_covariances=None):
+        """Online EM on one more chunk (:meth:`OnlineFitMixin.partial_fit`), with
+        measurement errors and a background too."""
+        return super().partial_fit(X, y, sample_weight, measurement_covariances)
 
     def _fit(self, X, sample_weight, measurement_covariances=None) -> np.ndarray | None:
         """Fit by the EM that ``X`` and the parameters call for; returns the validated
@@ -404,7 +403,7 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
                 measurement_covariances=noise,
                 **background.fit_arguments(self, X),
             )
-        self._finish_fit(result, n_init, data=(X, weight))
+        self._finish_fit(result, n_init, data=(X, weight, noise))
         return validated
 
     def _apply_nan_policy(self, X: np.ndarray, weight):
@@ -469,10 +468,10 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
         self._set_result(result)
         self._online_record, self._online_bounds = None, []
         if data is not None:
-            X, weight = data
+            X, weight, noise = data
             fit_weight = float(X.shape[0] if weight is None else np.sum(weight, dtype=np.float64))
             if self.priors is not None:
-                self._start_online_after_fit(X, weight)
+                self._start_online_after_fit(X, weight, noise)
         self._fit_weight = fit_weight
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(

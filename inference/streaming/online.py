@@ -24,7 +24,8 @@ import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
-from gaussmix.inference.em import missing
+from gaussmix.inference.em import background as background_module
+from gaussmix.inference.em import deconvolution, missing
 from gaussmix.inference.em.core import (
     EMContext,
     EMState,
@@ -120,12 +121,41 @@ def _normalized(statistics: SufficientStatistics) -> SufficientStatistics:
     return jax.tree.map(lambda leaf: leaf / statistics.total_weight, statistics)
 
 
-def _chunk_statistics(x, weight, parameters, centre, patterns, config, use_kernel):
+def _chunk_statistics(
+    x, weight, parameters, centre, patterns, config, use_kernel, measurements=None, background=None
+):
     """A chunk's statistics: expected ones from its
-    :class:`gaussmix.inference.em.missing.PatternBlocks` when it has missing entries."""
+    :class:`gaussmix.inference.em.missing.PatternBlocks` when it has missing entries, or
+    of extreme deconvolution with its
+    :class:`gaussmix.inference.em.deconvolution.Measurements`; ``background``: a uniform
+    background's :class:`gaussmix.inference.em.background.BackgroundArguments` (its
+    ``start_weight`` unused), else None."""
+    density = sides = None
+    if background is not None:
+        density, sides = background.log_density, background.log_sides
+    if measurements is not None:
+        n_rows, n_features = x.shape
+        block_rows = deconvolution.block_rows_for(
+            n_rows, n_features, parameters.means.shape[0], x.dtype.itemsize
+        )
+        return deconvolution.block_statistics(
+            parameters,
+            x,
+            weight,
+            measurements,
+            centre,
+            config.covariance_type,
+            block_rows,
+            density,
+            sides,
+        )
     if patterns is not None:
         return missing.sufficient_statistics(
-            patterns, parameters, covariance_type=config.covariance_type, centre=centre
+            patterns,
+            parameters,
+            covariance_type=config.covariance_type,
+            centre=centre,
+            background_log_sides=sides,
         )
     return sufficient_statistics(
         x,
@@ -134,6 +164,7 @@ def _chunk_statistics(x, weight, parameters, centre, patterns, config, use_kerne
         centre=centre,
         sample_weight=weight,
         use_kernel=use_kernel,
+        background_log_density=density,
     )
 
 
@@ -146,9 +177,13 @@ def _online_start(
     config: StepConfig,
     use_kernel: bool,
     patterns=None,
+    measurements=None,
+    background=None,
 ):
     centre = weight @ x / jnp.sum(weight)
-    statistics = _chunk_statistics(x, weight, parameters, centre, patterns, config, use_kernel)
+    statistics = _chunk_statistics(
+        x, weight, parameters, centre, patterns, config, use_kernel, measurements, background
+    )
     context = make_context(
         config,
         centre=centre,
@@ -156,6 +191,7 @@ def _online_start(
         tol=0.0,
         priors=priors,
         prior_parameters=prior_parameters,
+        background_log_density=None if background is None else background.log_density,
     )
     bound = lower_bound(statistics, parameters, context, config)
     return OnlineEMState(
@@ -181,11 +217,23 @@ def _online_step(
     config,
     use_kernel,
     patterns=None,
+    measurements=None,
+    background=None,
 ):
-    """One online EM update (pure): returns the new state and the collapsed component."""
+    """One online EM update (pure): returns the new state and the collapsed component.
+    With a background the Gaussian counts' running average carries its weight
+    (:math:`N_0 = W - \\sum_k N_k`), blended by the same step size."""
     n_updates = state.n_updates + 1
     chunk = _chunk_statistics(
-        x, weight, state.parameters, state.centre, patterns, config, use_kernel
+        x,
+        weight,
+        state.parameters,
+        state.centre,
+        patterns,
+        config,
+        use_kernel,
+        measurements,
+        background,
     )
     share = chunk.total_weight / (state.total_weight + chunk.total_weight)
     rho = jnp.where(
@@ -212,6 +260,7 @@ def _online_step(
         priors=priors,
         prior_parameters=state.prior_parameters,
         conjugate_prior=state.conjugate_prior,
+        background_log_density=None if background is None else background.log_density,
     )
     start = EMState(state.parameters, state.lower_bound, state.n_updates)
     new_state, info = step(start, scaled, context, config)
@@ -271,6 +320,9 @@ def online_em_start(
     sample_weight: ArrayLike | None = None,
     incremental: bool = False,
     nan_policy: str = "raise",
+    measurement_covariances: ArrayLike | None = None,
+    background_log_density: float | None = None,
+    background_log_sides: ArrayLike | None = None,
 ) -> OnlineEMState:
     """Online EM state that starts from ``parameters`` with the statistics of chunk ``x``.
 
@@ -289,6 +341,12 @@ def online_em_start(
         nan_policy: "raise", "marginalize" (NaN entries missing: expected statistics,
             the centre each column's weighted mean of its observed entries) or "omit"
             (rows with NaN dropped), as in :func:`gaussmix.inference.em.fit_em`.
+        measurement_covariances: (n, D, D) or (n, D) measurement covariances of the
+            rows of ``x`` (extreme deconvolution, as in ``fit_em``), else None.
+        background_log_density, background_log_sides: a uniform background,
+            :math:`-\\log V` and the (D,) log side lengths of its box (needed with NaN),
+            as in ``fit_em``; ``parameters``' weights then sum to one minus its weight.
+            Pass the same to every :func:`online_em_step`.
 
     Example:
         >>> import numpy as np
@@ -313,9 +371,11 @@ def online_em_start(
         x, sample_weight, dtype, None, "x", validate=True, allow_nan=nan_policy != "raise"
     )
     holes = np.isnan(x)
+    noise = _noise(measurement_covariances, x, "measurement_covariances")
     if nan_policy == "omit":
         keep = ~holes.any(axis=1)
         x, w, holes = x[keep], None if w is None else w[keep], holes[keep]
+        noise = None if noise is None else noise[keep]
     weight = np.ones(x.shape[0], dtype) if w is None else w
     if weight.sum() <= 0:
         raise ValueError("sample_weight sums to zero; give at least one point a positive weight.")
@@ -333,11 +393,80 @@ def online_em_start(
         parameters,
         options.priors,
         prior_parameters,
-        config=config,
-        use_kernel=covariance_layout(covariance_type) == "full" and native.usable(dtype),
-        patterns=_chunk_patterns(x, weight, holes, centre, options.n_components, covariance_type),
+        config=_with_background(config, background_log_density),
+        use_kernel=_use_kernel(covariance_type, dtype, noise, background_log_density),
+        patterns=None
+        if noise is not None
+        else _chunk_patterns(x, weight, holes, centre, options.n_components, covariance_type),
+        measurements=_measurements(noise, holes, x.shape[0]),
+        background=_background(
+            background_log_density, background_log_sides, dtype, holes, x.shape[1]
+        ),
     )
     return state._replace(incremental=jnp.asarray(bool(incremental)))
+
+
+def _noise(value, x, name: str):
+    """Validated measurement covariances of the rows of chunk ``x`` (NaN = missing), or
+    None; their number of rows checked first."""
+    if value is None:
+        return None
+    if np.ndim(value) not in (2, 3) or np.shape(value)[0] != x.shape[0]:
+        raise ValueError(
+            f"{name} has shape {np.shape(value)}, but the chunk has {x.shape[0]} row(s); "
+            "give one (D, D) covariance or (D,) variances per row, in the order of its rows."
+        )
+    return deconvolution.as_measurement_covariances(value, x, name)
+
+
+def _measurements(noise, holes, rows: int):
+    """:class:`gaussmix.inference.em.deconvolution.Measurements` of a chunk padded to
+    ``rows`` rows (padding rows observed, without error), or None."""
+    if noise is None:
+        return None
+    n, n_features = holes.shape
+    padded = np.zeros((rows, *noise.shape[1:]), noise.dtype)
+    padded[:n] = noise
+    observed = np.ones((rows, n_features), noise.dtype)
+    observed[:n] = ~holes
+    return deconvolution.Measurements(jnp.asarray(observed), jnp.asarray(padded))
+
+
+def _background(log_density, log_sides, dtype, holes, n_features: int):
+    """The :class:`gaussmix.inference.em.background.BackgroundArguments` of a chunk, or
+    None; NaN entries need the box's log side lengths."""
+    if log_density is None:
+        return None
+    if holes.any() and log_sides is None:
+        raise ValueError(
+            "a uniform background on rows with missing entries needs background_log_sides "
+            "(the box's (D,) log side lengths; a volume alone has no density over a row's "
+            "observed coordinates); pass them, or drop the rows with NaN."
+        )
+    sides = None
+    if log_sides is not None:
+        sides = np.asarray(log_sides, dtype)
+        if sides.shape != (n_features,):
+            raise ValueError(
+                f"background_log_sides has shape {sides.shape}; expected ({n_features},)."
+            )
+        sides = jnp.asarray(sides)
+    density = jnp.asarray(log_density, dtype)
+    return background_module.BackgroundArguments(density, jnp.zeros((), dtype), sides)
+
+
+def _with_background(config: StepConfig, log_density) -> StepConfig:
+    return config if log_density is None else config._replace(background=True)
+
+
+def _use_kernel(covariance_type, dtype, noise, log_density) -> bool:
+    """Whether the compiled E-step kernel serves the chunk (plain rows, no background)."""
+    return (
+        covariance_layout(covariance_type) == "full"
+        and native.usable(dtype)
+        and noise is None
+        and log_density is None
+    )
 
 
 def _fixed_point_statistics(parameters, total_weight, centre, reg_covar, covariance_type):
@@ -456,6 +585,9 @@ def online_em_step(
     learning_offset: float = 10.0,
     sample_weight: ArrayLike | None = None,
     nan_policy: str = "raise",
+    measurement_covariances: ArrayLike | None = None,
+    background_log_density: float | None = None,
+    background_log_sides: ArrayLike | None = None,
 ) -> OnlineEMState:
     """One online EM update with chunk ``x`` (validated, then one jitted pure step).
 
@@ -474,6 +606,8 @@ def online_em_step(
         learning_offset: :math:`\\tau_0 \\ge 0`.
         sample_weight: (n,) non-negative weights.
         nan_policy: as in :func:`online_em_start`.
+        measurement_covariances, background_log_density, background_log_sides: as in
+            :func:`online_em_start` (the background's the same as there).
 
     Raises:
         ValueError: bad input or a component whose covariance stops being positive
@@ -503,10 +637,20 @@ def online_em_step(
         reg_covar=reg_covar,
     )
     dtype = np.dtype(state.centre.dtype)
+    noise = None
+    if measurement_covariances is not None:
+        raw, _ = prepare_chunk(
+            x, None, dtype, n_features, f"chunk {state.n_updates}", validate=True, allow_nan=True
+        )
+        noise = _noise(
+            measurement_covariances, raw, f"measurement_covariances of chunk {int(state.n_updates)}"
+        )
+        if nan_policy == "omit":
+            noise = noise[~np.isnan(raw).any(axis=1)]
     x, weight, holes = _padded_chunk(
         x, sample_weight, dtype, n_features, state.n_updates, nan_policy
     )
-    config = StepConfig.from_options(options)
+    config = _with_background(StepConfig.from_options(options), background_log_density)
     new_state, collapsed = _online_step_jit(
         state,
         jnp.asarray(x),
@@ -516,9 +660,15 @@ def online_em_step(
         float(learning_decay),
         float(learning_offset),
         config=config,
-        use_kernel=covariance_layout(config.covariance_type) == "full" and native.usable(dtype),
-        patterns=_chunk_patterns(
+        use_kernel=_use_kernel(covariance_type, dtype, noise, background_log_density),
+        patterns=None
+        if noise is not None
+        else _chunk_patterns(
             x, weight, holes, np.asarray(state.centre), n_components, covariance_type
+        ),
+        measurements=_measurements(noise, holes, x.shape[0]),
+        background=_background(
+            background_log_density, background_log_sides, dtype, holes, n_features
         ),
     )
     raise_on_failure(

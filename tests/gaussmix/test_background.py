@@ -421,9 +421,6 @@ def test_volume_smaller_than_the_box_warns():
 
 def test_modes_not_implemented_name_the_in_memory_fit(tmp_path):
     x = noisy_data()[:60]
-    gm = GaussianMixture(2, background="uniform")
-    with pytest.raises(NotImplementedError, match="partial_fit"):
-        gm.partial_fit(x)
     holes = x.copy()
     holes[0, 0] = np.nan
     # a given volume has no box: NaN rows are refused, in the fit and in scoring
@@ -551,3 +548,79 @@ def test_measurement_errors_with_background_fit_and_score_by_scipy():
     assert proba.shape == (len(x), 3)
     np.testing.assert_allclose(proba[:, -1], np.exp(column - expected), atol=1e-10)
     assert np.isfinite(gm.icl(x, measurement_covariances=noise))
+
+
+def _errors(n, seed=5):
+    """(n, 2, 2) measurement covariances of a small, varying size."""
+    factor = np.random.default_rng(seed).normal(size=(n, 2, 2)) * 0.3
+    return factor @ np.swapaxes(factor, -1, -2)
+
+
+def test_partial_fit_with_background_and_errors_is_one_batch_em_step():
+    """Online EM with a background and measurement errors: the first call on an unfitted
+    estimator is the fit of that chunk; after a fit on A (converged to 1e-10), one call on
+    B is one batch EM step on A and B from the fitted parameters (incremental EM: A's
+    statistics at the fixed point), by fit_em with max_iter=1 and the same volume."""
+    x = noisy_data()
+    noise = _errors(len(x))
+    a, b = np.arange(0, len(x), 2), np.arange(1, len(x), 2)
+    options = dict(background="uniform", random_state=0, tol=1e-10, max_iter=500)
+    fitted = GaussianMixture(2, **options).fit(x[a], measurement_covariances=noise[a])
+    first = GaussianMixture(2, **options).partial_fit(x[a], measurement_covariances=noise[a])
+    np.testing.assert_allclose(first.means_, fitted.means_, rtol=1e-12, atol=1e-12)
+    assert first.background_weight_ == pytest.approx(fitted.background_weight_, rel=1e-12)
+    gaussian = fitted.weights_ / fitted.weights_.sum()
+    step = em.fit_em(
+        np.concatenate([x[a], x[b]]),
+        n_components=2,
+        measurement_covariances=np.concatenate([noise[a], noise[b]]),
+        weights_init=gaussian,
+        means_init=fitted.means_,
+        precisions_init=fitted.precisions_,
+        max_iter=1,
+        tol=0.0,
+        background_log_density=fitted.background_log_density_,
+        background_weight_init=fitted.background_weight_,
+    )
+    before = fitted.covariances_.copy()
+    fitted.partial_fit(x[b], measurement_covariances=noise[b])
+    # A's fit is a fixed point to its lower bound's tol, its parameters to about 1e-6
+    assert np.abs(fitted.covariances_ - before).max() > 1e-3  # the step moves them
+    np.testing.assert_allclose(fitted.means_, step.params["means"], atol=2e-6)
+    np.testing.assert_allclose(fitted.covariances_, step.params["covariances"], atol=2e-6)
+    assert fitted.background_weight_ == pytest.approx(float(step.background_weight), abs=2e-6)
+    assert fitted.background_volume_ == pytest.approx(first.background_volume_)  # box kept
+
+
+@pytest.mark.slow
+def test_online_passes_with_background_and_errors_approach_the_batch_fit():
+    """Passes of partial_fit over shuffled chunks (step sizes 1/(t + 1): an average)
+    with measurement errors and a background of the batch fit's volume approach the
+    deconvolved batch fit: nearer to it than to the batch fit that ignores the errors."""
+    x = noisy_data(n_cluster=150)
+    noise = _errors(len(x), seed=6)
+    blur = np.einsum(
+        "nij,nj->ni", np.linalg.cholesky(noise), np.random.default_rng(7).normal(size=x.shape)
+    )
+    x = x + blur
+    options = dict(background="uniform", covariance_type="diag", random_state=0, tol=1e-8)
+    batch = GaussianMixture(2, **options).fit(x, measurement_covariances=noise)
+    naive = GaussianMixture(2, **options, background_volume=batch.background_volume_).fit(x)
+    online = GaussianMixture(
+        2,
+        **options,
+        background_volume=batch.background_volume_,
+        learning_decay=1.0,
+        learning_offset=1.0,
+    )
+    rng = np.random.default_rng(8)
+    for _ in range(8):
+        order = rng.permutation(len(x))
+        for rows in np.array_split(order, 4):
+            online.partial_fit(x[rows], measurement_covariances=noise[rows])
+    sort = lambda gm: np.argsort(gm.means_[:, 0])  # noqa: E731
+    online_error = np.abs(online.covariances_[sort(online)] - batch.covariances_[sort(batch)]).max()
+    naive_gap = np.abs(online.covariances_[sort(online)] - naive.covariances_[sort(naive)]).max()
+    assert online_error < 0.5 * naive_gap  # nearer the deconvolved fit than the naive one
+    np.testing.assert_allclose(online.means_[sort(online)], batch.means_[sort(batch)], atol=0.1)
+    assert online.background_weight_ == pytest.approx(batch.background_weight_, abs=0.03)
