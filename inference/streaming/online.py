@@ -702,6 +702,7 @@ def fit_em_online(
     learning_offset: float = 10.0,
     chunk_rows: int | None = None,
     options: EMOptions | None = None,
+    measurement_covariances: Any = None,
 ) -> EMResult:
     """Online (stochastic) EM: one pass over the chunks, any size of data.
 
@@ -715,6 +716,8 @@ def fit_em_online(
         learning_offset: :math:`\\tau_0 \\ge 0` of :func:`step_size`.
         options: a prebuilt :class:`gaussmix.inference.em.options.EMOptions`; it replaces
             the option keywords of :func:`gaussmix.inference.em.fit_em`.
+        measurement_covariances: as in :func:`fit_em_chunked` (array data: read
+            alongside; chunks of an iterable carry theirs as ``(x, w, s)``, all or none).
         Others: as in :func:`gaussmix.inference.streaming.fit_em_chunked`.
 
     Returns:
@@ -750,23 +753,43 @@ def fit_em_online(
         )
     covariance_type = options.covariance_type
     priors = _priors_keyword(options)
-    source = ChunkSource(data, sample_weight=sample_weight, chunk_rows=chunk_rows)
+    source = ChunkSource(
+        data,
+        sample_weight=sample_weight,
+        chunk_rows=chunk_rows,
+        measurement_covariances=measurement_covariances,
+    )
     state = None
     bounds = []
     first_result = None
-    for index, (x, w) in enumerate(source):
+    with_errors = None
+    for index, (x, w, s) in enumerate(source.with_errors()):
+        if with_errors is None:
+            with_errors = s is not None
+        elif with_errors != (s is not None):
+            raise ValueError(
+                f"chunk {index} {'carries' if s is not None else 'does not carry'} "
+                "measurement covariances but the first chunk "
+                f"{'does' if with_errors else 'does not'}; give every chunk as (x, w, s), "
+                "or none."
+            )
         if np.shape(x)[0] == 0:
             continue
+        if s is not None:  # checked here, where the chunk's index is known
+            rows = np.asarray(x)
+            rows = rows.astype(chunk_dtype(rows), copy=False)
+            s = _noise(s, rows, f"measurement_covariances of chunk {index}")
         if state is None:
             dtype = chunk_dtype(np.asarray(x))
             x, w = prepare_chunk(x, w, dtype, None, f"chunk {index}", validate=True)
-            first_result = fit_em(x, sample_weight=w, options=options)
+            first_result = fit_em(x, sample_weight=w, options=options, measurement_covariances=s)
             state = online_em_start(
                 x,
                 parameters_of(first_result, covariance_type),
                 covariance_type=covariance_type,
                 priors=priors,
                 sample_weight=w,
+                measurement_covariances=s,
             )
             continue
         state = online_em_step(
@@ -778,6 +801,7 @@ def fit_em_online(
             learning_decay=learning_decay,
             learning_offset=learning_offset,
             sample_weight=w,
+            measurement_covariances=s,
         )
         bounds.append(float(state.lower_bound))
     if state is None:

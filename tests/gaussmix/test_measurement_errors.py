@@ -304,3 +304,25 @@ def test_bad_input_is_refused(fitted):
         GaussianMixture(2).fit(X, measurement_covariances=-noise)
     with pytest.raises(ValueError, match="negative variances"):
         gm.predict(X, measurement_covariances=-np.ones_like(X))
+
+
+def test_partial_fit_with_errors_on_rows_with_nan(fitted):
+    """partial_fit with S on rows with NaN: the first call is the fit of that chunk (the
+    same deconvolution with missing entries), a later chunk moves the model; S of the
+    wrong length or not positive semi-definite in a later chunk is refused, naming it."""
+    _, X, noise = fitted
+    holed = X.copy()
+    holed[::7, 1] = np.nan
+    options = {"random_state": 0, "tol": 1e-6, "nan_policy": "marginalize"}
+    whole = GaussianMixture(2, **options).fit(holed[:120], measurement_covariances=noise[:120])
+    online = GaussianMixture(2, **options).partial_fit(
+        holed[:120], measurement_covariances=noise[:120]
+    )
+    np.testing.assert_allclose(online.means_, whole.means_, rtol=1e-12, atol=1e-12)
+    online.partial_fit(holed[120:], measurement_covariances=noise[120:])
+    assert online.n_iter_ == 1 and np.all(np.isfinite(online.covariances_))
+    assert not np.allclose(online.means_, whole.means_)
+    with pytest.raises(ValueError, match=r"shape \(79, 2, 2\), but the chunk has 80"):
+        online.partial_fit(holed[120:], measurement_covariances=noise[121:])
+    with pytest.raises(ValueError, match=r"chunk 1\[0\] is not positive semi-definite"):
+        online.partial_fit(holed[120:], measurement_covariances=-noise[120:])

@@ -323,3 +323,58 @@ def test_continuing_a_fit_a_chunk_moves_the_model_by_its_share(data, covariance_
     expected = (1 - share) * np.asarray(parameters.weights) + share * np.exp(log_resp).mean(0)
     np.testing.assert_allclose(moved.parameters.weights, expected, rtol=1e-12)
     assert bool(moved.incremental) and float(moved.total_weight) == x.shape[0] + 4
+
+
+def test_chunked_deconvolution_with_background_and_nan_equals_in_memory(tmp_path):
+    """Extreme deconvolution over chunks (x and its (N, D) error variances as .npy files
+    read side by side) with a uniform background and missing entries: the same EM as
+    fit_em in memory, to 1e-10 (tied covariances, 20 iterations from one given start)."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(-2.0, 1.0, (120, 2)), rng.normal(3.0, 0.7, (120, 2))])
+    variances = rng.uniform(0.05, 0.6, x.shape)
+    x[::9, 0] = np.nan
+    log_sides = np.log(np.nanmax(x, axis=0) - np.nanmin(x, axis=0))
+    options = {
+        "n_components": 2,
+        "covariance_type": "tied",
+        "max_iter": 20,
+        "tol": 0.0,
+        "means_init": np.array([[-1.0, -1.0], [1.0, 1.0]]),
+        "background_log_density": -float(log_sides.sum()),
+        "background_log_sides": log_sides,
+    }
+    reference = em.fit_em(x, measurement_covariances=variances, nan_policy="marginalize", **options)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "s.npy", variances)
+    result = fit_em_chunked(
+        str(tmp_path / "x.npy"),
+        measurement_covariances=str(tmp_path / "s.npy"),
+        chunk_rows=70,
+        nan_policy="marginalize",
+        **options,
+    )
+    np.testing.assert_allclose(result.lower_bounds, reference.lower_bounds, rtol=EXACT)
+    for name in reference.params:
+        np.testing.assert_allclose(
+            result.params[name], reference.params[name], rtol=EXACT, atol=EXACT
+        )
+    assert float(result.background_weight) == pytest.approx(
+        float(reference.background_weight), rel=EXACT
+    )
+
+
+def test_online_em_takes_chunks_with_their_errors():
+    """fit_em_online reads (x, w, s) chunks: one chunk is the in-memory deconvolution fit
+    of it; a chunk without s among chunks with s is refused, naming it."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 2))
+    variances = rng.uniform(0.1, 0.5, x.shape)
+    options = {"n_components": 1, "covariance_type": "diag", "tol": 1e-8}
+    single = fit_em_online([(x, None, variances)], **options)
+    reference = em.fit_em(x, measurement_covariances=variances, **options)
+    np.testing.assert_allclose(single.params["variances"], reference.params["variances"])
+    assert np.all(single.params["variances"] < np.var(x, axis=0))  # deconvolved
+    with pytest.raises(ValueError, match="chunk 1 does not carry measurement covariances"):
+        fit_em_online([(x, None, variances), (x, None)], **options)
+    with pytest.raises(ValueError, match=r"chunk 1 has shape \(79, 2\), but the chunk has 80"):
+        fit_em_online([(x, None, variances), (x, None, variances[1:])], **options)
