@@ -481,6 +481,41 @@ class BayesianGaussianMixture(EstimatorBase):
         labels = np.concatenate([np.full(int(n), k, dtype=np.int64) for k, n in enumerate(counts)])
         return np.vstack(parts).astype(self.means_.dtype), labels
 
+    def sample_posterior(
+        self,
+        X: ArrayLike,
+        *,
+        num_warmup: int = 1000,
+        num_samples: int = 1000,
+        num_chains: int = 4,
+        random_state=None,
+        progress_bar: bool | None = None,
+        sample_weight: ArrayLike | None = None,
+        weight_threshold: float = 0.01,
+    ):
+        """NUTS posterior of this model as a NumPyro program, started from the fit.
+
+        ``weight_concentration_prior_type`` picks the program: "dirichlet_process"
+        (truncated stick-breaking) or "dirichlet_distribution"; the hyperparameters are
+        the ``*_prior_`` attributes. The ``posterior`` group holds the number of occupied
+        components per draw, ``occupied_components``, and ``weighted_components``
+        (weights above ``weight_threshold``); see
+        :func:`gaussmix._dirichlet_posterior.sample_posterior`.
+        """
+        from gaussmix._dirichlet_posterior import sample_posterior
+
+        return sample_posterior(
+            self,
+            X,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            random_state=random_state,
+            progress_bar=progress_bar,
+            sample_weight=sample_weight,
+            weight_threshold=weight_threshold,
+        )
+
 
 def _finite_array(value, name: str) -> np.ndarray:
     array = np.asarray(value, dtype=np.float64)
