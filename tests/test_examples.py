@@ -39,6 +39,7 @@ FIGURES = {
     "gan_vs_bayes": {"gan_vs_bayes.png": (11, 4), "gan_vs_bayes_trace.png": (8, 4)},
     "nist_peaks": {"nist_peaks.png": (15, 4.4)},
     "deconvolution": {"deconvolution.png": (15, 4.8)},
+    "dirichlet_process": {"dirichlet_process.png": (15, 4.4)},
 }
 
 
