@@ -4,7 +4,13 @@
   ``__all__``) has an entry in the API reference (``docs/api/*.rst``), and every entry
   names something that exists.
 * Every ``python`` code block of every guide (``docs/guides/*.md``) runs, in order, in one
-  namespace per guide, from the repository's root; the blocks assert their own claims.
+  namespace per guide; the blocks assert their own claims. A script the reader saves (a
+  ``{code-block} python`` with ``:caption: NAME.py``, e.g. the multi-process ``fit.py``
+  of the scaling guide, which the guide's next block starts as two processes) is written
+  into the guide's folder first: such a guide runs in a fresh folder, the others from
+  the repository's root (they read its reference files). A ``console`` block's
+  ``$ gaussmix ...`` lines run through the command's ``main``. Any other block must be
+  one of :data:`NOT_CODE`'s languages, each with the reason it is not run.
 * Every docstring example (``>>>``) of the modules of the three packages runs (doctest).
 * The command's page renders every subcommand's ``--help``, and the text the site shows
   (docs/_ext/gaussmix_cli_help.py) is what ``python -m gaussmix.cli CMD --help`` prints.
@@ -23,6 +29,7 @@ import importlib.util
 import os
 import pkgutil
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +42,7 @@ sys.path.insert(0, str(DOCS / "_ext"))
 
 import gaussmix_cli_help  # noqa: E402
 import gaussmix_gallery  # noqa: E402
+import gaussmix_references  # noqa: E402
 
 GUIDES = sorted((DOCS / "guides").glob("*.md"))
 PACKAGES = ("gaussmix", "gaussmix.models", "gaussmix.inference")
@@ -120,18 +128,62 @@ def test_public_names_lookup_fails_on_a_missing_entry(tmp_path):
 # --- the guides -------------------------------------------------------------------------
 
 
+#: Fenced-block languages of the guides that are not code, and why they are not run.
+NOT_CODE: dict[str, str] = {
+    "text": "output or a file layout shown to the reader, not something to run",
+}
+
+_FENCE = re.compile(r"^(`{3,})(.*)$")
+
+
+def fenced_blocks(guide: Path) -> list[tuple[int, str, str, str]]:
+    """(line number of the first code line, language, caption, code) of each fenced block
+    of a MyST guide, in order. The language of a ``{code-block} LANG`` directive is LANG
+    and its ``:caption:`` the caption (its option lines are not code)."""
+    blocks, lines = [], guide.read_text().splitlines()
+    index = 0
+    while index < len(lines):
+        opened = _FENCE.match(lines[index].strip())
+        if not opened:
+            index += 1
+            continue
+        fence, info = opened.groups()
+        start = index + 1
+        language, caption = info.strip(), ""
+        if language.startswith("{code-block}"):
+            language = language.removeprefix("{code-block}").strip()
+            while start < len(lines) and lines[start].startswith(":"):
+                name, _, value = lines[start][1:].partition(":")
+                caption = value.strip() if name == "caption" else caption
+                start += 1
+        end = start
+        while end < len(lines) and lines[end].strip() != fence:
+            end += 1
+        assert end < len(lines), f"{guide.name}: the block opened at line {index + 1} is not closed"
+        while start < end and not lines[start].strip():
+            start += 1  # the blank line after a directive's options
+        blocks.append((start + 1, language, caption, "\n".join(lines[start:end]) + "\n"))
+        index = end + 1
+    return blocks
+
+
 def code_blocks(guide: Path) -> list[tuple[int, str]]:
     """(line number, code) of each ```python block of a MyST guide, in order."""
-    blocks, lines = [], guide.read_text().splitlines()
-    start = None
-    for number, line in enumerate(lines, 1):
-        if start is None and line.strip() == "```python":
-            start = number
-        elif start is not None and line.strip() == "```":
-            blocks.append((start + 1, "\n".join(lines[start : number - 1]) + "\n"))
-            start = None
-    assert start is None, f"{guide.name}: a python block opened at line {start} is not closed"
-    return blocks
+    return [
+        (line, code)
+        for line, language, caption, code in fenced_blocks(guide)
+        if language == "python" and not caption
+    ]
+
+
+def saved_files(guide: Path) -> dict[str, str]:
+    """{file name: code} of the guide's scripts that the reader saves (a ``{code-block}
+    python`` with ``:caption: NAME``)."""
+    return {
+        caption: code
+        for _, language, caption, code in fenced_blocks(guide)
+        if language == "python" and caption
+    }
 
 
 def test_guides_are_in_the_table_of_contents():
@@ -141,14 +193,62 @@ def test_guides_are_in_the_table_of_contents():
         assert f"guides/{guide.stem}\n" in index, guide.name
 
 
+@pytest.mark.parametrize("guide", GUIDES, ids=[g.stem for g in GUIDES])
+def test_every_block_of_a_guide_runs_or_is_not_code(guide):
+    """A block the test would not run must say it is not code (NOT_CODE), so that no
+    command or program of a guide escapes the tests."""
+    for line, language, caption, _ in fenced_blocks(guide):
+        if language.startswith("{") or language in NOT_CODE:
+            continue  # a MyST directive (a table of contents, a figure) or not code
+        assert language in ("python", "console"), (
+            f"{guide.name}:{line}: a ```{language} block is never run: write it as python, "
+            f"as a console block of gaussmix commands, or as one of {sorted(NOT_CODE)}"
+        )
+        if caption:
+            assert language == "python" and re.fullmatch(r"[\w.-]+\.py", caption), caption
+
+
+def test_fenced_blocks_reads_saved_scripts_and_languages(tmp_path):
+    """The block reader itself: a captioned script, a plain block, an unknown language."""
+    guide = tmp_path / "guide.md"
+    guide.write_text(
+        "# A guide\n\n```{code-block} python\n:caption: job.py\n\nprint(1)\n```\n\n"
+        "```python\nx = 2\n```\n\n```bash\nrm -rf /\n```\n"
+    )
+    assert saved_files(guide) == {"job.py": "print(1)\n"}
+    assert code_blocks(guide) == [(10, "x = 2\n")]
+    assert [block[1] for block in fenced_blocks(guide)] == ["python", "python", "bash"]
+    with pytest.raises(AssertionError, match="never run"):
+        test_every_block_of_a_guide_runs_or_is_not_code(guide)
+
+
+def run_console(code: str, guide: Path) -> None:
+    """Run the ``$ gaussmix ...`` lines of a console block through the command's main
+    (lines without ``$`` are its output, shown to the reader); any other command fails."""
+    from gaussmix.cli import main
+
+    for line in code.splitlines():
+        if not line.startswith("$ "):
+            continue
+        words = shlex.split(line[2:])
+        assert words[0] == "gaussmix", f"{guide.name}: {line!r} is not a gaussmix command"
+        assert main(words[1:]) == 0, f"{guide.name}: {line!r} failed"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("guide", GUIDES, ids=[g.stem for g in GUIDES])
-def test_guide_code_blocks_run_in_order(guide, monkeypatch, capsys):
-    blocks = code_blocks(guide)
+def test_guide_code_blocks_run_in_order(guide, monkeypatch, capsys, tmp_path):
+    blocks = [b for b in fenced_blocks(guide) if b[1] in ("python", "console") and not b[2]]
     assert blocks, f"{guide.name} has no python code block"
-    monkeypatch.chdir(ROOT)
+    scripts = saved_files(guide)
+    monkeypatch.chdir(tmp_path if scripts else ROOT)
+    for name, code in scripts.items():
+        (tmp_path / name).write_text(code)  # as the reader saves it
     namespace = {"__name__": f"guide_{guide.stem}"}
-    for line, code in blocks:
+    for line, language, _, code in blocks:
+        if language == "console":
+            run_console(code, guide)
+            continue
         # compile with the guide's line numbers, so a traceback points into the guide
         program = compile("\n" * (line - 1) + code, str(guide), "exec")
         exec(program, namespace)  # the guide's own code
@@ -172,7 +272,8 @@ def public_modules() -> list[str]:
 
 def _has_examples(name: str) -> bool:
     spec = importlib.util.find_spec(name)
-    return ">>>" in Path(spec.origin).read_text()
+    # a folder without __init__.py (a namespace package) has no docstring
+    return spec.origin is not None and ">>>" in Path(spec.origin).read_text()
 
 
 def _doctest_modules() -> list:
@@ -342,3 +443,89 @@ def test_gallery_removes_the_pages_of_scripts_that_are_gone(tmp_path):
     gaussmix_gallery.remove_stale_pages(tmp_path, [Path("examples/kept.py")])
     assert sorted(p.name for p in tmp_path.glob("*.rst")) == ["index.rst", "kept.rst"]
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["kept"]
+
+
+# --- cross-references (nitpicky) ------------------------------------------------------
+
+
+def build_small_site(tmp_path: Path, page: str) -> str:
+    """Build a one-page site with the docs' reference extension, nitpicky; its warnings."""
+    import io
+
+    from sphinx.application import Sphinx
+
+    source = tmp_path / "source"
+    (source / "api").mkdir(parents=True)
+    (source / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(DOCS / '_ext')!r})\n"
+        "extensions = ['sphinx.ext.autodoc', 'sphinx.ext.napoleon', 'gaussmix_references']\n"
+        "napoleon_use_ivar = True\nnitpicky = True\n"
+    )
+    (source / "index.rst").write_text(page)
+    warnings = io.StringIO()
+    app = Sphinx(
+        source,
+        source,
+        tmp_path / "html",
+        tmp_path / "doctrees",
+        "html",
+        status=None,
+        warning=warnings,
+        freshenv=True,
+    )
+    app.build()
+    return warnings.getvalue()
+
+
+def test_a_broken_gaussmix_reference_is_reported_and_real_ones_resolve(tmp_path):
+    """nitpicky: a name that does not exist is a warning (an error under -W); a re-export
+    links to the documented name, a module to the modules page, a constant or an
+    undocumented helper to its module, a dataclass field to its class."""
+    page = (
+        "Site\n====\n\n"
+        ".. autofunction:: gaussmix.inference.sample\n\n"
+        ".. autoclass:: gaussmix.inference.diagnostics.DiagnosticsReport\n\n"
+        "Links: :func:`gaussmix.inference.mcmc.sample`, :mod:`gaussmix.inference.relabel`,\n"
+        ":data:`gaussmix.inference.compilation.MAX_PROGRAMS`,\n"
+        ":attr:`gaussmix.inference.diagnostics.DiagnosticsReport.problems`,\n"
+        ":func:`gaussmix.inference.no_such_function`, :mod:`gaussmix.no_such_module`.\n\n"
+        "Modules\n-------\n\n"
+        ".. gaussmix-modules:: gaussmix.inference.relabel gaussmix.inference.compilation\n"
+    )
+    warnings = build_small_site(tmp_path, page)
+    missing = set(re.findall(r"reference target not found: (gaussmix\S*)", warnings))
+    assert {"gaussmix.inference.no_such_function", "gaussmix.no_such_module"} <= missing
+    resolved = {
+        "gaussmix.inference.mcmc.sample": 'href="#gaussmix.inference.sample"',
+        "gaussmix.inference.relabel": 'href="#module-gaussmix.inference.relabel"',
+        "gaussmix.inference.compilation.MAX_PROGRAMS": (
+            'href="#module-gaussmix.inference.compilation"'
+        ),
+        "gaussmix.inference.diagnostics.DiagnosticsReport.problems": (
+            'href="#gaussmix.inference.diagnostics.DiagnosticsReport"'
+        ),
+    }
+    html = (tmp_path / "html" / "index.html").read_text()
+    for name, link in resolved.items():
+        assert name not in missing
+        assert link in html, name
+
+
+def test_attribute_lists_become_one_field_per_name():
+    lines = [
+        "Intro.",
+        "",
+        ":ivar a, b: shared text",
+        "             continued.",
+        ":ivar c: alone.",
+    ]
+    gaussmix_references.split_attribute_lists(None, "class", "X", None, {}, lines)
+    assert lines == [
+        "Intro.",
+        "",
+        ":ivar a: shared text",
+        "             continued.",
+        ":ivar b: shared text",
+        "             continued.",
+        ":ivar c: alone.",
+    ]

@@ -13,7 +13,10 @@ import importlib
 import zlib
 from pathlib import Path
 
-#: project -> (base URL, {name: (role, page relative to the base URL)})
+#: project -> (base URL, {name: (role, page relative to the base URL)}). A page without
+#: an anchor gets the name's (``#name``). Names under a private module (``jax._src.mesh``,
+#: ``jaxlib._jax``, ``numpy._typing``) are what autodoc writes for the type hints of
+#: gaussmix's signatures (an object's ``__module__``); they point at the public name's page.
 INVENTORIES = {
     "python": (
         "https://docs.python.org/3/",
@@ -22,6 +25,7 @@ INVENTORIES = {
             "collections.abc.Sequence": ("class", "library/collections.abc.html"),
             "collections.abc.Iterable": ("class", "library/collections.abc.html"),
             "collections.abc.Callable": ("class", "library/collections.abc.html"),
+            "collections.abc.Iterator": ("class", "library/collections.abc.html"),
             "os.PathLike": ("class", "library/os.html"),
             "pathlib.Path": ("class", "library/pathlib.html"),
         },
@@ -36,6 +40,11 @@ INVENTORIES = {
             "numpy.bool": ("class", "reference/arrays.scalars.html"),
             "numpy.random.RandomState": ("class", "reference/random/legacy.html"),
             "numpy.random.Generator": ("class", "reference/random/generator.html"),
+            "numpy.typing.ArrayLike": ("class", "reference/typing.html"),
+            "numpy._typing._array_like.ArrayLike": (
+                "class",
+                "reference/typing.html#numpy.typing.ArrayLike",
+            ),
         },
     ),
     "jax": (
@@ -44,6 +53,14 @@ INVENTORIES = {
             "jax.Array": ("class", "_autosummary/jax.Array.html"),
             "jax.jit": ("function", "_autosummary/jax.jit.html"),
             "jax.sharding.Mesh": ("class", "jax.sharding.html"),
+            "jax._src.mesh.Mesh": ("class", "jax.sharding.html#jax.sharding.Mesh"),
+            "jax.Device": ("class", "_autosummary/jax.Device.html"),
+            "jaxlib._jax.Device": ("class", "_autosummary/jax.Device.html#jax.Device"),
+            "jax.stages.Lowered": ("class", "jax.stages.html"),
+            "jax.stages.Compiled": ("class", "jax.stages.html"),
+            "jax._src.stages.Lowered": ("class", "jax.stages.html#jax.stages.Lowered"),
+            "jax._src.stages.Compiled": ("class", "jax.stages.html#jax.stages.Compiled"),
+            "jax.experimental.serialize_executable": ("module", "jax.experimental.html"),
         },
     ),
     "numpyro": (
@@ -52,6 +69,11 @@ INVENTORIES = {
             "numpyro.distributions.distribution.Distribution": ("class", "distributions.html"),
             "numpyro.infer.mcmc.MCMC": ("class", "mcmc.html"),
             "numpyro.infer.hmc.NUTS": ("class", "mcmc.html"),
+            "numpyro.infer.MCMC": ("class", "mcmc.html#numpyro.infer.mcmc.MCMC"),
+            "numpyro.infer.NUTS": ("class", "mcmc.html#numpyro.infer.hmc.NUTS"),
+            "numpyro.distributions": ("module", "distributions.html"),
+            "numpyro.sample": ("function", "primitives.html"),
+            "numpyro.plate": ("class", "primitives.html"),
         },
     ),
     "sklearn": (
@@ -62,13 +84,63 @@ INVENTORIES = {
                 ("sklearn.mixture.GaussianMixture", "class"),
                 ("sklearn.mixture.BayesianGaussianMixture", "class"),
                 ("sklearn.cluster.KMeans", "class"),
+                ("sklearn.cluster.AgglomerativeClustering", "class"),
+                ("sklearn.base.BaseEstimator", "class"),
                 ("sklearn.base.clone", "function"),
+                ("sklearn.pipeline.Pipeline", "class"),
+                ("sklearn.model_selection.GridSearchCV", "class"),
+                ("sklearn.preprocessing.StandardScaler", "class"),
+                ("sklearn.neighbors.KernelDensity", "class"),
             )
         },
     ),
     "xarray": (
         "https://docs.xarray.dev/en/stable/",
-        {"xarray.DataTree": ("class", "generated/xarray.DataTree.html")},
+        {
+            "xarray.DataTree": ("class", "generated/xarray.DataTree.html"),
+            "xarray.Dataset": ("class", "generated/xarray.Dataset.html"),
+            "xarray.DataArray": ("class", "generated/xarray.DataArray.html"),
+        },
+    ),
+    "arviz": (
+        "https://python.arviz.org/en/stable/",
+        {
+            f"arviz.{name}": ("function", f"api/generated/arviz.{name}.html")
+            for name in (
+                "from_numpyro",
+                "from_dict",
+                "convert_to_datatree",
+                "summary",
+                "rhat",
+                "ess",
+                "loo",
+                "compare",
+                "plot_trace",
+            )
+        },
+    ),
+    "scipy": (
+        "https://docs.scipy.org/doc/scipy/",
+        {
+            name: (role, f"reference/generated/{name}.html")
+            for name, role in (
+                ("scipy.optimize.curve_fit", "function"),
+                ("scipy.optimize.least_squares", "function"),
+                ("scipy.optimize.minimize", "function"),
+                ("scipy.stats.multivariate_normal", "data"),
+                ("scipy.special.logsumexp", "function"),
+            )
+        },
+    ),
+    "lmfit": (
+        "https://lmfit.github.io/lmfit-py/",
+        {
+            "lmfit.Model": ("class", "model.html#lmfit.model.Model"),
+            "lmfit.model.Model": ("class", "model.html"),
+            "lmfit.model.ModelResult": ("class", "model.html"),
+            "lmfit.Parameters": ("class", "parameters.html#lmfit.parameter.Parameters"),
+            "lmfit.models.GaussianModel": ("class", "builtin_models.html"),
+        },
     ),
 }
 
@@ -91,7 +163,10 @@ def _exists(name: str) -> bool:
 
 def inventory_bytes(project: str, entries: dict[str, tuple[str, str]]) -> bytes:
     """A version-2 objects.inv holding ENTRIES (name -> (role, page))."""
-    lines = [f"{name} py:{role} 1 {page}#$ -" for name, (role, page) in sorted(entries.items())]
+    lines = [
+        f"{name} py:{role} 1 {page if '#' in page else page + '#$'} -"
+        for name, (role, page) in sorted(entries.items())
+    ]
     header = (
         "# Sphinx inventory version 2\n"
         f"# Project: {project}\n"
