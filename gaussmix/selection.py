@@ -535,7 +535,7 @@ def _padded_options(data, candidates, models, weight, parameters, auto_start) ->
     labels = None
     if init_params == "hc":
         try:
-            hc = _hc_labels(data, counts, seed)
+            hc = _hc_labels(data, counts, seed, weight)
         except ValueError:
             if not auto_start:
                 return None  # each cell fails with the estimator's message
@@ -557,11 +557,16 @@ def _padded_options(data, candidates, models, weight, parameters, auto_start) ->
     }
 
 
-def _hc_labels(data, counts, seed) -> np.ndarray:
+def _hc_labels(data, counts, seed, weight) -> np.ndarray:
     """(C, N) mclust's hc start of each K, as the estimator's ``init_params="hc"`` draws
-    it from ``seed`` (the subset of 2000 rows: ``SeedSequence([seed, 0])``, dataset 0)."""
+    it from ``seed`` (the subset of 2000 rows: ``SeedSequence([seed, 0])``, dataset 0) and
+    weighs the rows (weights all 1 or None: the unweighted clustering)."""
     subset_seed = int(np.random.SeedSequence([int(seed) % 2**63, 0]).generate_state(1)[0])
-    return start_labels_of_each(np.asarray(data, np.float64), counts, seed=subset_seed)
+    if weight is not None and np.all(weight == 1.0):
+        weight = None
+    return start_labels_of_each(
+        np.asarray(data, np.float64), counts, seed=subset_seed, sample_weight=weight
+    )
 
 
 def _padded_column(data, weight, total, column, model, padded, criterion, n_parameters):

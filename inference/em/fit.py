@@ -266,19 +266,22 @@ def _hc_seed(seed) -> int:
     return int(seed) % 2**63
 
 
-def _hc_labels(x: np.ndarray, n_components: int, seed, batched: bool) -> np.ndarray:
+def _hc_labels(x: np.ndarray, n_components: int, seed, batched: bool, weight=None) -> np.ndarray:
     """mclust's hc start (:func:`start_labels`) of each dataset, in NumPy: (N,) or (B, N)
-    int32 labels. Dataset b draws its subset (above 2000 rows) from ``(seed, b)``."""
+    int32 labels. Dataset b draws its subset (above 2000 rows) from ``(seed, b)``; a row
+    of weight w counts as w coincident rows (weights all 1: the unweighted clustering)."""
     base = _hc_seed(seed)
     datasets = x if batched else x[None]
+    weights = np.broadcast_to(np.asarray(1.0 if weight is None else weight), datasets.shape[:2])
     labels = np.stack(
         [
             start_labels(
                 np.asarray(data, np.float64),
                 n_components,
                 seed=int(np.random.SeedSequence([base, index]).generate_state(1)[0]),
+                sample_weight=None if np.all(rows == 1.0) else rows,
             )
-            for index, data in enumerate(datasets)
+            for index, (data, rows) in enumerate(zip(datasets, weights, strict=True))
         ]
     ).astype(np.int32)
     return labels if batched else labels[0]
@@ -561,7 +564,7 @@ def fit_em(
     )
     labels = None
     if options.init_params == "hc" and not all(value is not None for value in inits):
-        labels = _hc_labels(x, n_components, options.seed, batched)
+        labels = _hc_labels(x, n_components, options.seed, batched, weight)
     config = FitConfig(
         step=StepConfig.from_options(options),
         max_iter=options.max_iter,

@@ -78,6 +78,9 @@ Example:
     [0, 0, 1, 1, 0]
 """
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -499,6 +502,71 @@ def hierarchical_clustering(
         raise ValueError(f"model must be one of {HC_MODELS}; got {model!r}")
     if not (np.isfinite(alpha) and alpha > 0 and np.isfinite(beta) and beta > 0):
         raise ValueError(f"alpha and beta must be finite and > 0; got {alpha}, {beta}")
+    if int(min_clusters) < 1:
+        raise ValueError(f"min_clusters must be >= 1; got {int(min_clusters)}")
+    x = _check_data(x)
+    key = _memo_key(x, model, transform, partition, alpha, beta, sample_weight)
+    tree = _recall(key, int(min_clusters))
+    if tree is None:
+        tree = _cluster(
+            x, model, transform, partition, int(min_clusters), alpha, beta, sample_weight
+        )
+        _remember(key, tree, int(min_clusters))
+    return tree
+
+
+#: The last clusterings (:func:`hierarchical_clustering` is a pure function of its
+#: inputs): a criterion table's start and its best cell's refit, or the K of a fit and
+#: a later K, cluster once. Keyed by a digest of every input; a clustering stopped at
+#: ``min_clusters`` serves any larger ``min_clusters`` (its merges are a prefix).
+_MEMO: "OrderedDict[bytes, tuple[HierarchicalClustering, int]]" = OrderedDict()
+_MEMO_SIZE = 4
+_MEMO_LOCK = threading.Lock()
+
+
+def _memo_key(x, model, transform, partition, alpha, beta, sample_weight) -> bytes:
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr((x.shape, model, transform, float(alpha), float(beta))).encode())
+    digest.update(np.ascontiguousarray(x).tobytes())
+    for extra in (partition, sample_weight):
+        if extra is None:
+            digest.update(b"none")
+        else:
+            extra = np.asarray(extra)
+            digest.update(repr((extra.shape, extra.dtype.str)).encode())
+            digest.update(np.ascontiguousarray(extra).tobytes())
+    return digest.digest()
+
+
+def _recall(key: bytes, min_clusters: int) -> HierarchicalClustering | None:
+    with _MEMO_LOCK:
+        found = _MEMO.get(key)
+        if found is None or found[1] > min_clusters:
+            return None
+        _MEMO.move_to_end(key)
+    tree = found[0]
+    n_merges = max(tree.n_initial - min_clusters, 0)
+    return HierarchicalClustering(
+        tree.merges[:n_merges].copy(),
+        tree.changes[:n_merges].copy(),
+        tree.initial_partition.copy(),
+        tree.model,
+    )
+
+
+def _remember(key: bytes, tree: HierarchicalClustering, min_clusters: int) -> None:
+    stored = HierarchicalClustering(
+        tree.merges.copy(), tree.changes.copy(), tree.initial_partition.copy(), tree.model
+    )
+    with _MEMO_LOCK:
+        _MEMO[key] = (stored, min_clusters)
+        _MEMO.move_to_end(key)
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+
+
+def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_weight):
+    """:func:`hierarchical_clustering` of checked arguments (not memoized)."""
     data = transform_data(x, transform, sample_weight)
     n_rows = data.shape[0]
     weight = _check_weight(sample_weight, n_rows)
@@ -509,9 +577,6 @@ def hierarchical_clustering(
         )
     labels = _as_partition(partition, n_rows)
     n_groups = int(labels.max()) + 1
-    min_clusters = int(min_clusters)
-    if min_clusters < 1:
-        raise ValueError(f"min_clusters must be >= 1; got {min_clusters}")
     n_merges = max(n_groups - min_clusters, 0)
     counts, means, scatter = _group_statistics(data, labels, n_groups, weight)
     if weight is None:

@@ -239,3 +239,29 @@ def test_non_finite_data_is_refused_before_the_clustering(blobs):
     bad[5, 1] = np.nan
     with pytest.raises(ValueError, match=r"(?i)nan|finite"):
         em.fit_em(bad, n_components=2, init_params="hc")
+
+
+def test_sample_weights_count_as_repeated_rows_in_the_start():
+    """A row of weight w is w coincident rows in the clustering too: the start (max_iter=0)
+    of integer-weighted rows is the start of the repeated rows. Two points of weight 30
+    make a heavy third group here, which the unweighted clustering would merge with a
+    light one (checked first, so the weights must reach the clustering). Rows of weight 0
+    pad the weighted data to the repeated rows' length (one compiled program)."""
+    rng = np.random.default_rng(1)
+    light = rng.normal(size=(20, 2)) * 0.3
+    light[10:] += [4.0, 0.0]
+    x = np.concatenate([light, [[2.0, 6.0], [2.2, 6.1]]])
+    w = np.ones(len(x), dtype=int)
+    w[-2:] = 30
+    assert not np.array_equal(start_labels(x, 2), start_labels(x, 2, sample_weight=w))
+    repeated = np.repeat(x, w, axis=0)
+    padded = np.concatenate([x, x[np.arange(len(repeated) - len(x)) % len(x)]])
+    padded_weight = np.concatenate([w, np.zeros(len(repeated) - len(x), dtype=int)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        ours = GaussianMixture(2, init_params="hc", max_iter=0)
+        ours.fit(padded, sample_weight=padded_weight)
+        theirs = GaussianMixture(2, init_params="hc", max_iter=0).fit(repeated)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-10)
+    np.testing.assert_allclose(ours.weights_, theirs.weights_, rtol=1e-10)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=1e-8)

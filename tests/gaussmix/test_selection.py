@@ -376,3 +376,38 @@ def test_the_default_start_is_k_means_above_the_features_hc_affords():
     np.testing.assert_array_equal(table.criterion, asked.criterion)
     _, narrow = select_components(wide[:, :HC_DEFAULT_MAX_FEATURES], [1, 2], "diag", seed=0)
     assert narrow.init_params == "hc"
+
+
+def test_integer_weights_give_the_table_of_repeated_rows():
+    """sample_weight w is w repeated rows in the whole table, the default hc start
+    included (its clustering counts a row of weight w as w coincident rows): the
+    criterion of every cell equals the repeated rows' to 1e-8 relative. Rows of weight
+    0 pad the weighted data to the repeated rows' 120 (the same compiled programs)."""
+    rows = three_blobs()[::3]
+    weight = np.tile([1, 2, 3, 4, 5], 8)
+    repeated = np.repeat(rows, weight, axis=0)
+    padded = np.concatenate([rows, rows, rows])
+    padded_weight = np.concatenate([weight, np.zeros(80, dtype=int)])
+    models = ["VVV", "EII"]
+    ours, best = select_components(padded, [1, 2, 3], models, sample_weight=padded_weight, seed=0)
+    theirs, _ = select_components(repeated, [1, 2, 3], models, seed=0)
+    assert best.init_params == "hc" and not ours.failures
+    np.testing.assert_allclose(ours.criterion, theirs.criterion, rtol=1e-8)
+    np.testing.assert_allclose(ours.log_likelihood, theirs.log_likelihood, rtol=1e-8)
+
+
+def test_a_table_and_its_refit_cluster_once(monkeypatch):
+    """mclust clusters once per data set for the whole table; so does select_components:
+    the best cell's refit (the estimator alone, the same hc start) recalls the table's
+    clustering instead of computing it again."""
+    from gaussmix.inference.em import hierarchical
+
+    calls = []
+    cluster = hierarchical._cluster
+    monkeypatch.setattr(hierarchical, "_MEMO", type(hierarchical._MEMO)())
+    monkeypatch.setattr(
+        hierarchical, "_cluster", lambda *args: calls.append(args[1]) or cluster(*args)
+    )
+    table, best = select_components(three_blobs(), [1, 2, 3], ["VVV", "EII"], seed=0)
+    assert best.init_params == "hc" and table.best_n_components == 3
+    assert calls == ["VVV"]

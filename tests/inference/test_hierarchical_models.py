@@ -389,3 +389,34 @@ def test_live_mclust_partitions(tmp_path):
                 np.testing.assert_array_equal(
                     tree.partition(k), canonical(row), err_msg=f"{model} {transform} K={k}"
                 )
+
+
+# --------------------------------------------------------------------------------------
+# The memo of the last clusterings.
+
+
+def test_a_repeated_clustering_is_recalled_not_recomputed(monkeypatch):
+    """The same inputs cluster once (a criterion table's start and its refit); a stop
+    at a larger min_clusters is the prefix of the merges; what the caller does to the
+    arrays it got does not reach the next caller; other inputs cluster again."""
+    from gaussmix.inference.em import hierarchical
+
+    calls = []
+    cluster = hierarchical._cluster
+    monkeypatch.setattr(hierarchical, "_MEMO", type(hierarchical._MEMO)())
+    monkeypatch.setattr(
+        hierarchical, "_cluster", lambda *args: calls.append(args[1]) or cluster(*args)
+    )
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 3))
+    first = hierarchical_clustering(x, model="VII", min_clusters=1)
+    fresh = cluster(x, "VII", "SVD", None, 4, 1.0, 1.0, None)
+    first.merges[:] = -1
+    again = hierarchical_clustering(x.copy(), model="VII", min_clusters=4)
+    assert calls == ["VII"]
+    np.testing.assert_array_equal(again.merges, fresh.merges)
+    np.testing.assert_array_equal(again.changes, fresh.changes)
+    hierarchical_clustering(x, model="VII", sample_weight=np.full(40, 2.0))
+    hierarchical_clustering(x, model="EEE")
+    hierarchical_clustering(x[:-1], model="VII")
+    assert calls == ["VII", "VII", "EEE", "VII"]
