@@ -38,8 +38,17 @@ __all__ = ["BayesianGaussianMixture"]
 #: The starts scikit-learn's BayesianGaussianMixture offers.
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
+
+def _posterior_log_responsibilities(posterior, X, config):
+    """(N,) log normalizers and (N, K) log responsibilities of the variational E-step."""
+    estep = variational.estep_parameters(posterior, config)
+    return em.log_responsibilities(
+        X, estep.weights, estep.means, estep.precisions_cholesky, config.covariance_type
+    )
+
+
 _log_responsibilities = compilation.jit(
-    em.log_responsibilities, static_argnames=("covariance_type",)
+    _posterior_log_responsibilities, static_argnames=("config",)
 )
 
 
@@ -202,7 +211,7 @@ class BayesianGaussianMixture(EstimatorBase):
             )
         return layout
 
-    def _check_priors(self, X: np.ndarray, config) -> variational.VariationalPrior:
+    def _check_priors(self, X: np.ndarray, weight, config) -> variational.VariationalPrior:
         """The hyperparameters (scikit-learn's ``_check_parameters(X)``), stored as the
         ``*_prior_`` attributes."""
         n_features = X.shape[1]
@@ -228,6 +237,7 @@ class BayesianGaussianMixture(EstimatorBase):
         prior = variational.default_prior(
             X,
             config,
+            weight,
             weight_concentration=self.weight_concentration_prior,
             mean_precision=self.mean_precision_prior,
             mean=mean_prior,
@@ -305,7 +315,7 @@ class BayesianGaussianMixture(EstimatorBase):
         config = variational.VariationalConfig(
             int(self.n_components), layout, self.weight_concentration_prior_type
         )
-        prior = self._check_priors(X, config)
+        prior = self._check_priors(X, weight, config)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = int(self.n_init) if do_init else 1
         seed = seed_from_random_state(self.random_state) if do_init else 0
@@ -412,15 +422,11 @@ class BayesianGaussianMixture(EstimatorBase):
             variational.variational_layout(self.covariance_type),
             self.weight_concentration_prior_type,
         )
-        estep = variational.estep_parameters(self._posterior(dtype), config)
         norm, log_resp = _log_responsibilities(
-            X.astype(dtype),
-            estep.weights,
-            estep.means,
-            estep.precisions_cholesky,
-            covariance_type=config.covariance_type,
+            self._posterior(dtype), X.astype(dtype), config=config
         )
-        return np.asarray(norm), np.asarray(log_resp)
+        # in X's dtype (a float64 constant of the E-step promotes float32 under x64)
+        return np.asarray(norm, dtype), np.asarray(log_resp, dtype)
 
     def _validated(self, X) -> np.ndarray:
         check_is_fitted(self)

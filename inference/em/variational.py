@@ -201,27 +201,36 @@ class VariationalInfo(NamedTuple):
     converged: jax.Array
 
 
-def default_prior(x: ArrayLike, config: VariationalConfig, **given) -> VariationalPrior:
+def default_prior(
+    x: ArrayLike, config: VariationalConfig, sample_weight: ArrayLike | None = None, **given
+) -> VariationalPrior:
     """scikit-learn's default hyperparameters of ``x`` (N, D), replaced by ``given``.
 
     :math:`\\alpha_0 = 1/K`, :math:`\\beta_0 = 1`, :math:`m_0` the data mean,
     :math:`\\nu_0 = D`, :math:`W_0^{-1}` the sample covariance (``ddof=1``; its diagonal
-    for diag, the mean of that for spherical). ``given``: any field of
+    for diag, the mean of that for spherical). With ``sample_weight`` (N,) the weighted
+    mean and the covariance of frequency weights (divided by :math:`\\sum w - 1`): a row
+    of weight 2 counts as the row twice. ``given``: any field of
     :class:`VariationalPrior`, not None.
     """
     x = np.asarray(x)
     n_features = x.shape[1]
     layout = config.covariance_type
-    if layout in ("full", "tied"):
-        covariance = np.atleast_2d(np.cov(x.T))
-    elif layout == "diag":
-        covariance = np.var(x, axis=0, ddof=1)
+    if sample_weight is None:
+        mean = x.mean(axis=0)
+        full = np.atleast_2d(np.cov(x.T))
+        variances = np.var(x, axis=0, ddof=1)
     else:
-        covariance = np.var(x, axis=0, ddof=1).mean()
+        weight = np.asarray(sample_weight, np.float64)
+        mean = weight @ x / weight.sum()
+        centred = x - mean
+        full = (centred * weight[:, None]).T @ centred / (weight.sum() - 1.0)
+        variances = np.diagonal(full).copy()
+    covariance = {"full": full, "tied": full, "diag": variances}.get(layout, variances.mean())
     values = {
         "weight_concentration": 1.0 / config.n_components,
         "mean_precision": 1.0,
-        "mean": x.mean(axis=0),
+        "mean": mean,
         "degrees_of_freedom": float(n_features),
         "covariance": covariance,
     }

@@ -1,0 +1,287 @@
+"""gaussmix.BayesianGaussianMixture against scikit-learn's, and as a hostile user.
+
+The reference is scikit-learn's ``BayesianGaussianMixture`` started from the same point:
+the same responsibilities (scikit-learn's ``_initialize(X, resp)``; gaussmix's statistics
+of them through :func:`gaussmix.inference.em.variational.update`) or the same posterior
+(scikit-learn's ``_set_parameters`` given gaussmix's start). The lower bound must agree at
+every iteration to 1e-8 relative in float64, and the fitted attributes with it.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn_mixture = pytest.importorskip("sklearn.mixture")
+
+from gaussmix import BayesianGaussianMixture  # noqa: E402
+from gaussmix.inference.em import variational  # noqa: E402
+from gaussmix.inference.em.statistics import SufficientStatistics  # noqa: E402
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
+N_COMPONENTS = 4
+N_ITER = 6
+RTOL = 1e-8
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(20261207)
+    centres = np.array([[0.0, 0.0], [5.0, 1.0], [1.0, 6.0]])
+    x = np.concatenate([rng.normal(c, [1.0, 0.6], (50, 2)) for c in centres])
+    return x, rng
+
+
+def _reference(resp_or_parameters, **kwargs):
+    """scikit-learn's estimator started from given responsibilities (an array) or a
+    posterior (scikit-learn's ``_get_parameters`` tuple)."""
+
+    class Started(sklearn_mixture.BayesianGaussianMixture):
+        def _initialize_parameters(self, X, random_state, xp=None):
+            if isinstance(resp_or_parameters, np.ndarray):
+                self._initialize(X, resp_or_parameters)
+            else:
+                self._set_parameters(resp_or_parameters)
+
+    return Started(**kwargs)
+
+
+def _statistics(x, resp, centre, layout):
+    """Sufficient statistics of responsibilities computed in NumPy (moments about centre)."""
+    xc = x - centre
+    counts, first = resp.sum(0), resp.T @ xc
+    second = {
+        "full": lambda: np.einsum("nk,ni,nj->kij", resp, xc, xc),
+        "tied": lambda: xc.T @ xc,
+        "diag": lambda: resp.T @ xc**2,
+        "spherical": lambda: resp.T @ (xc**2).sum(1),
+    }[layout]()
+    return SufficientStatistics(counts, first, second, np.zeros(()), np.asarray(len(x), float))
+
+
+def _sklearn_parameters(estimator):
+    concentration = np.asarray(estimator.weight_concentration_)
+    return (
+        concentration,
+        estimator.mean_precision_,
+        estimator.means_,
+        estimator.degrees_of_freedom_,
+        estimator.covariances_,
+        estimator.precisions_cholesky_,
+    )
+
+
+ATTRIBUTES = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+    "mean_precision_",
+    "degrees_of_freedom_",
+)
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_lower_bound_equals_scikit_learns_at_every_iteration(data, prior_type, covariance_type):
+    """From the same responsibilities (random, so every component is used unevenly), the
+    bound of every iteration and the final posterior agree with scikit-learn's."""
+    x, _ = data
+    resp = np.random.default_rng(1).dirichlet(np.ones(N_COMPONENTS), len(x))
+    options = dict(
+        n_components=N_COMPONENTS,
+        covariance_type=covariance_type,
+        weight_concentration_prior_type=prior_type,
+        max_iter=N_ITER,
+        tol=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sklearn_mixture._base.ConvergenceWarning)
+        reference = _reference(resp, **options).fit(x)
+    config = variational.VariationalConfig(N_COMPONENTS, covariance_type, prior_type)
+    prior = variational.default_prior(x, config)
+    centre = x.mean(0)
+    start = variational.update(
+        _statistics(x, resp, centre, covariance_type), prior, centre, 1e-6, config
+    )
+    state, converged, history = variational.fit(
+        start, x, None, prior, 1e-6, 0.0, config, max_iter=N_ITER
+    )
+    expected = np.ravel(reference.lower_bounds_)
+    assert expected.shape == (N_ITER,)
+    np.testing.assert_allclose(np.asarray(history), expected, rtol=RTOL, atol=0)
+    assert int(state.n_iter) == N_ITER and not bool(converged)
+    for got, want in zip(state.parameters, _sklearn_parameters(reference), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(got), np.asarray(want).reshape(np.shape(got)), rtol=1e-7, atol=1e-10
+        )
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_estimator_attributes_equal_scikit_learns(data, prior_type, covariance_type):
+    """The estimator from its own k-means start, and scikit-learn from that start: every
+    iteration's bound, the fitted attributes, the predictions and scores agree."""
+    x, _ = data
+    options = dict(
+        n_components=N_COMPONENTS,
+        covariance_type=covariance_type,
+        weight_concentration_prior_type=prior_type,
+        tol=0.0,
+        random_state=0,
+    )
+    start = BayesianGaussianMixture(max_iter=0, **options).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both: did not converge (max_iter, tol=0)
+        fitted = BayesianGaussianMixture(max_iter=N_ITER, **options).fit(x)
+        reference = _reference(_sklearn_parameters(start), max_iter=N_ITER, **options).fit(x)
+    np.testing.assert_allclose(
+        fitted.lower_bounds_, np.ravel(reference.lower_bounds_), rtol=RTOL, atol=0
+    )
+    assert fitted.n_iter_ == reference.n_iter_ == N_ITER
+    assert fitted.converged_ is reference.converged_ is False
+    for name in ATTRIBUTES:
+        np.testing.assert_allclose(
+            getattr(fitted, name), getattr(reference, name), rtol=1e-7, atol=1e-10, err_msg=name
+        )
+    for want, got in zip(
+        np.atleast_2d(reference.weight_concentration_),
+        np.atleast_2d(fitted.weight_concentration_),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-7)
+    for name in (
+        "mean_prior_",
+        "covariance_prior_",
+        "degrees_of_freedom_prior_",
+        "mean_precision_prior_",
+        "weight_concentration_prior_",
+    ):
+        np.testing.assert_allclose(
+            getattr(fitted, name), getattr(reference, name), rtol=1e-12, err_msg=name
+        )
+    np.testing.assert_allclose(fitted.score_samples(x), reference.score_samples(x), rtol=1e-8)
+    np.testing.assert_allclose(
+        fitted.predict_proba(x), reference.predict_proba(x), rtol=1e-6, atol=1e-10
+    )
+    np.testing.assert_array_equal(fitted.predict(x), reference.predict(x))
+
+
+def test_mclust_names_are_the_four_families(data):
+    """VVV, EEE, VVI, VII fit as full, tied, diag, spherical; mclust's other models are
+    refused naming the ones that exist."""
+    x, _ = data
+    for alias, family in (("VVI", "diag"), ("VII", "spherical")):
+        a = BayesianGaussianMixture(
+            n_components=3, covariance_type=alias, random_state=0, max_iter=5, tol=0.0
+        )
+        b = BayesianGaussianMixture(
+            n_components=3, covariance_type=family, random_state=0, max_iter=5, tol=0.0
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a.fit(x), b.fit(x)
+        np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
+        np.testing.assert_allclose(a.covariances_, b.covariances_, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"\['full', 'tied', 'diag', 'spherical'.*Got 'EEV'"):
+        BayesianGaussianMixture(covariance_type="EEV").fit(x)
+
+
+def test_sample_weight_equals_repeated_rows(data):
+    """Integer weights give the priors and every iteration of the rows repeated."""
+    x, _ = data
+    weight = np.random.default_rng(2).integers(0, 4, len(x))
+    repeated = np.repeat(x, weight, axis=0)
+    options = dict(n_components=N_COMPONENTS, covariance_type="full", tol=0.0, random_state=0)
+    weighted = BayesianGaussianMixture(max_iter=0, **options).fit(x, sample_weight=weight)
+    copied = BayesianGaussianMixture(max_iter=0, **options).fit(repeated)
+    for name in ("mean_prior_", "covariance_prior_"):
+        np.testing.assert_allclose(getattr(weighted, name), getattr(copied, name), rtol=1e-12)
+    # the same start for both (the posterior of the weighted start), then warm starts
+    for name in (*ATTRIBUTES, "weight_concentration_", "lower_bound_"):
+        setattr(copied, name, getattr(weighted, name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weighted.set_params(warm_start=True, max_iter=N_ITER).fit(x, sample_weight=weight)
+        copied.set_params(warm_start=True, max_iter=N_ITER).fit(repeated)
+    np.testing.assert_allclose(weighted.lower_bounds_, copied.lower_bounds_, rtol=1e-9)
+    for name in ATTRIBUTES:
+        np.testing.assert_allclose(
+            getattr(weighted, name), getattr(copied, name), rtol=1e-8, atol=1e-12, err_msg=name
+        )
+
+
+def test_float32_runs_close_to_float64(data):
+    """float32 data fits in float32 and lands near the float64 fit (the same number of
+    iterations: tol=0; the Dirichlet distribution, whose answer does not depend on the
+    order in which the two k-means number the clusters)."""
+    x, _ = data
+    options = dict(
+        n_components=3,
+        covariance_type="diag",
+        weight_concentration_prior_type="dirichlet_distribution",
+        random_state=0,
+        max_iter=60,
+        tol=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        double = BayesianGaussianMixture(**options).fit(x)
+        single = BayesianGaussianMixture(**options).fit(x.astype(np.float32))
+    assert single.means_.dtype == np.float32 and single.predict_proba(x).dtype == np.float32
+    order_d, order_s = np.argsort(double.means_[:, 0]), np.argsort(single.means_[:, 0])
+    np.testing.assert_allclose(single.means_[order_s], double.means_[order_d], atol=1e-3)
+    np.testing.assert_allclose(single.weights_[order_s], double.weights_[order_d], atol=1e-3)
+    np.testing.assert_allclose(single.lower_bounds_, double.lower_bounds_, rtol=1e-5)
+
+
+def test_fit_predict_sample_and_converged_monotone_bound(data):
+    """fit_predict equals fit(X).predict(X); the bound never decreases; sample draws from
+    the fitted mixture; the excess components of the process get little weight."""
+    x, _ = data
+    bgm = BayesianGaussianMixture(n_components=6, random_state=3, max_iter=500)
+    labels = bgm.fit_predict(x)
+    np.testing.assert_array_equal(labels, bgm.predict(x))
+    assert bgm.converged_ and np.all(np.diff(bgm.lower_bounds_) >= -1e-9)
+    assert bgm.lower_bound_ == bgm.lower_bounds_[-1]
+    assert np.sort(bgm.weights_)[-3:].sum() > 0.97
+    drawn, components = bgm.sample(500)
+    assert drawn.shape == (500, 2) and components.shape == (500,)
+    assert abs(drawn.mean(0) - x.mean(0)).max() < 0.6
+
+
+@pytest.mark.parametrize(
+    ("options", "fit_kwargs", "message"),
+    [
+        ({"weight_concentration_prior": -1.0}, {}, "'weight_concentration_prior' parameter"),
+        ({"mean_precision_prior": 0.0}, {}, "'mean_precision_prior' parameter"),
+        ({"degrees_of_freedom_prior": 1.0}, {}, "should be greater than 1, but got 1.000"),
+        ({"covariance_prior": np.array([[1.0, 2.0], [2.0, 1.0]])}, {}, "positive-definite"),
+        ({"covariance_prior": np.eye(3)}, {}, r"shape of \(2, 2\), but got \(3, 3\)"),
+        ({"covariance_type": "diag", "covariance_prior": [1.0, -1.0]}, {}, "positive"),
+        ({"covariance_type": "spherical", "covariance_prior": 0.0}, {}, "greater than 0"),
+        ({"mean_prior": [0.0, np.nan]}, {}, "NaN or infinity"),
+        ({"mean_prior": [0.0]}, {}, r"shape of \(2,\), but got \(1,\)"),
+        ({"weight_concentration_prior_type": "pitman_yor"}, {}, "dirichlet_process"),
+        ({"init_params": "hc"}, {}, "'init_params' parameter"),
+        ({}, {"sample_weight": -np.ones(150)}, "negative"),
+        ({}, {"sample_weight": np.ones(3)}, r"expected \(150,\)"),
+        ({"n_components": 200}, {}, "n_samples >= n_components"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_problem(data, options, fit_kwargs, message):
+    x, _ = data
+    with pytest.raises(ValueError, match=message):
+        BayesianGaussianMixture(**options).fit(x, **fit_kwargs)
+
+
+def test_nan_rows_and_unfitted_use_are_refused(data):
+    x, _ = data
+    holed = x.copy()
+    holed[3, 1] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        BayesianGaussianMixture().fit(holed)
+    with pytest.raises(ValueError, match="not fitted yet"):
+        BayesianGaussianMixture().predict(x)
