@@ -366,9 +366,9 @@ def sample_dirichlet_mixture(
 
     Example:
         >>> rng = np.random.default_rng(0)
-        >>> x = np.concatenate([rng.normal(-4, 1, 60), rng.normal(4, 1, 60)])
-        >>> tree = sample_dirichlet_mixture(x, max_components=4, covariance_type="spherical",
-        ...     num_warmup=200, num_samples=200, num_chains=1, progress_bar=False)
+        >>> x = np.concatenate([rng.normal(-4, 1, 40), rng.normal(4, 1, 40)])
+        >>> tree = sample_dirichlet_mixture(x, max_components=3, covariance_type="spherical",
+        ...     num_warmup=100, num_samples=100, num_chains=1, progress_bar=False)
         >>> counts = tree.posterior["occupied_components"].values
         >>> bool(np.mean(counts == 2) > 0.5)
         True
