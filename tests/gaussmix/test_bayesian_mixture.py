@@ -285,3 +285,14 @@ def test_nan_rows_and_unfitted_use_are_refused(data):
         BayesianGaussianMixture().fit(holed)
     with pytest.raises(ValueError, match="not fitted yet"):
         BayesianGaussianMixture().predict(x)
+
+
+def test_save_refuses_it_naming_what_it_stores(data, tmp_path):
+    """gaussmix.save does not store this estimator yet: a clear refusal, no file."""
+    import gaussmix
+
+    x, _ = data
+    model = BayesianGaussianMixture(n_components=2, random_state=0).fit(x)
+    with pytest.raises(ValueError, match=r"cannot save a BayesianGaussianMixture; gaussmix\.save"):
+        gaussmix.save(model, tmp_path / "model.npz")
+    assert not (tmp_path / "model.npz").exists()
