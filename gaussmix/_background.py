@@ -22,6 +22,8 @@ import warnings
 
 import numpy as np
 
+from gaussmix.inference.streaming.processes import process_gather
+
 __all__ = [
     "BACKGROUNDS",
     "FITTED_NAMES",
@@ -31,6 +33,7 @@ __all__ = [
     "check_background",
     "extra_parameters",
     "labels",
+    "processes_box",
     "sample_background",
     "with_background",
 ]
@@ -204,9 +207,17 @@ def fit_arguments(estimator, X: np.ndarray) -> dict:
     estimator.__dict__.pop("_background_box", None)
     if estimator.background is None:
         return {}
-    box = background_box(X, estimator.background_volume)
+    any_nan = bool(np.isnan(X).any())
+    if getattr(estimator, "devices", None) is None:
+        box = background_box(X, estimator.background_volume)
+    else:  # a sharded fit: under jax.distributed X is this process's rows
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lower, upper = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+        lower, upper, any_nan = processes_box(lower, upper, any_nan)
+        box = box_of(lower, upper, estimator.background_volume)
     arguments = box_arguments(estimator, box)
-    if np.isnan(X).any():  # the uniform's marginal over a row's observed coordinates
+    if any_nan:  # the uniform's marginal over a row's observed coordinates
         _refuse_given_volume(estimator)
         arguments["background_log_sides"] = np.log(box.upper - box.lower)
     return arguments
@@ -249,12 +260,27 @@ def chunk_arguments(estimator, source) -> dict:
             upper = high if upper is None else np.fmax(upper, high)
     if lower is None or np.isnan(lower).any():  # no rows, a column never observed:
         return {}  # the survey raises its own error
+    lower, upper, any_nan = processes_box(lower, upper, any_nan)  # jax.distributed
     box = box_of(lower, upper, estimator.background_volume)
     arguments = box_arguments(estimator, box)
     if any_nan:
         _refuse_given_volume(estimator)
         arguments["background_log_sides"] = np.log(box.upper - box.lower)
     return arguments
+
+
+def processes_box(lower: np.ndarray, upper: np.ndarray, any_nan: bool):
+    """The corners (D,) of the box of all processes' rows and whether any process's rows
+    hold NaN (``jax.distributed``: every process then fits with the same volume); the
+    arguments unchanged with one process."""
+    lower = np.asarray(lower, np.float64)
+    upper = np.asarray(upper, np.float64)
+    packed = process_gather(np.concatenate([lower, -upper, [float(any_nan)]]))
+    if packed.shape[0] == 1:
+        return lower, upper, any_nan
+    n_features = lower.shape[0]
+    combined = np.fmin.reduce(packed[:, : 2 * n_features], axis=0)  # NaN: a column unseen
+    return combined[:n_features], -combined[n_features:], bool(packed[:, -1].max() > 0)
 
 
 def _refuse_given_volume(estimator) -> None:
