@@ -2,8 +2,11 @@
 
 Data that does not fit in memory is read in row chunks: an ``np.memmap``, a ``.npy``
 path (opened with ``np.load(mmap_mode="r")``), an iterable of chunks or a callable that
-returns a fresh iterator of chunks. Each chunk is an (n, D) array or an ``(x, w)`` tuple
-with its (n,) sample weights.
+returns a fresh iterator of chunks. Each chunk is an (n, D) array, an ``(x, w)`` tuple
+with its (n,) sample weights, or an ``(x, w, s)`` tuple adding its rows' (n, D, D) or
+(n, D) measurement covariances (extreme deconvolution: each chunk's statistics are those
+of :func:`gaussmix.inference.em.deconvolution.block_statistics`; array data takes them as
+an (N, ...) array, memmap or ``.npy`` path alongside).
 
 Exact EM (:func:`fit_em_chunked`). The E-step statistics of
 :func:`gaussmix.inference.em.sufficient_statistics` are sums over points, so one EM
