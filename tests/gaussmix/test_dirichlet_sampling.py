@@ -1,6 +1,7 @@
 """NUTS on the Dirichlet-process mixture: occupied components, LOO against a finite one."""
 
 import numpy as np
+import numpyro.distributions as dist
 import pytest
 from scipy import stats
 
@@ -77,8 +78,10 @@ def test_bad_arguments_are_refused():
 
 
 @pytest.mark.slow
+# a few divergences near alpha -> 0 (the sticks' funnel) in these short chains
+@pytest.mark.filterwarnings("ignore::gaussmix.inference.diagnostics.SamplingWarning")
 def test_two_clusters_occupy_two_of_six_sticks_and_loo_compares():
-    """Two well-separated clusters, K_max = 6, chains started from EM with three
+    """Two well-separated clusters, K_max = 6, alpha ~ Gamma(1, 1), chains started from EM with three
     components (one too many, padded): the posterior of the number of occupied
     components has its mode at 2, nearly all of the weight sits on two components, and
     LOO ranks the program against the finite two-component mixture in one table."""
@@ -90,6 +93,7 @@ def test_two_clusters_occupy_two_of_six_sticks_and_loo_compares():
         x,
         max_components=6,
         covariance_type="spherical",
+        concentration=dist.Gamma(1.0, 1.0),
         init={name: np.asarray(value) for name, value in start.params.items()},
         **settings,
     )
@@ -101,6 +105,8 @@ def test_two_clusters_occupy_two_of_six_sticks_and_loo_compares():
     heavy = tree.posterior["weighted_components"].values.ravel()
     assert np.bincount(heavy).argmax() == 2
     assert tree["mixture"]["responsibilities"].shape == (120, 6)
+    concentration = tree.posterior["concentration"]
+    assert concentration.dims == ("chain", "draw") and bool((concentration > 0).all())
 
     finite = sample_mixture(x, n_components=2, covariance_type="spherical", **settings)
     table = compare({"dirichlet_process": tree, "finite_2": finite})
