@@ -296,3 +296,42 @@ def test_save_refuses_it_naming_what_it_stores(data, tmp_path):
     with pytest.raises(ValueError, match=r"cannot save a BayesianGaussianMixture; gaussmix\.save"):
         gaussmix.save(model, tmp_path / "model.npz")
     assert not (tmp_path / "model.npz").exists()
+
+
+def test_statistics_summed_over_chunks_give_the_same_step(data):
+    """The step needs only summed statistics: two chunks' statistics, added, give the
+    compiled loop's first step (the seam a chunked or sharded fit would use)."""
+    import jax
+
+    from gaussmix.inference.em.statistics import sufficient_statistics
+
+    x, _ = data
+    weight = np.random.default_rng(3).uniform(0.5, 2.0, len(x))
+    config = variational.VariationalConfig(N_COMPONENTS, "full", "dirichlet_process")
+    prior = variational.default_prior(x, config, weight)
+    start = (
+        BayesianGaussianMixture(n_components=N_COMPONENTS, max_iter=0, random_state=0)
+        .fit(x, sample_weight=weight)
+        ._posterior(np.float64)
+    )
+    centre = weight @ x / weight.sum()
+
+    @jax.jit
+    def chunked_step(start, x_a, w_a, x_b, w_b):
+        estep = variational.estep_parameters(start, config)
+        a, b = (
+            sufficient_statistics(
+                xs, estep, covariance_type="full", centre=centre, sample_weight=ws, use_kernel=False
+            )
+            for xs, ws in ((x_a, w_a), (x_b, w_b))
+        )
+        total = jax.tree.map(lambda u, v: u + v, a, b)
+        state = variational.VariationalState(start, -np.inf, 0)
+        return variational.step(state, total, prior, centre, 1e-6, 0.0, config)[0]
+
+    split = 61
+    state = chunked_step(start, x[:split], weight[:split], x[split:], weight[split:])
+    whole, _, history = variational.fit(start, x, weight, prior, 1e-6, 0.0, config, max_iter=1)
+    np.testing.assert_allclose(float(state.lower_bound), float(history[0]), rtol=1e-10)
+    for got, want in zip(state.parameters, whole.parameters, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)

@@ -48,6 +48,9 @@ def _load_scikit_learn_tests() -> types.ModuleType:
 
 _SCIKIT_LEARN = _load_scikit_learn_tests()
 
+# each of scikit-learn's tests fits several shapes and options: one compilation each
+pytestmark = pytest.mark.slow
+
 #: scikit-learn tests not collected: test name -> why.
 NOT_RUN: dict[str, str] = {
     "test_log_dirichlet_norm": (
