@@ -27,7 +27,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
     map_init,
     map_step,
 )
-from gaussmix.inference.map.problem import MAPProblem
+from gaussmix.inference.map.problem import MAPProblem, batch_problems
 from gaussmix.inference.map.trees import canonical, plain
 
 __all__ = ["BatchOutputs", "Finished", "finish", "fit_batch"]
@@ -178,17 +178,9 @@ def _fit_batch(
     n_spectra = y.shape[0]
     model_kwargs = plain(model_kwargs)
 
-    def problem_for(y_one, mask_one, priors=None):
-        kwargs = dict(model_kwargs)
-        if mask_one is not None:
-            kwargs["mask"] = mask_one
-        return MAPProblem(model, sites, observed, family, x, y_one, kwargs, plain(priors))
-
-    def priors_of(theta_one, noise_one, y_one, mask_one):
-        # Canonical: the priors flatten in the same order in every process.
-        return canonical(problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors)
-
-    priors = jax.vmap(priors_of)(theta, noise, y, mask)
+    problem_for, priors = batch_problems(
+        model, sites, observed, family, x, model_kwargs, theta, noise, y, mask
+    )
     # The active spectra first, in their order; slots visit order[:n_active].
     order = jnp.argsort(~active, stable=True).astype(jnp.int32)
     n_active = jnp.sum(active, dtype=jnp.int32)

@@ -17,13 +17,17 @@ from numpyro import handlers
 
 from gaussmix.inference.map.closed_form import location_jacobian_of
 from gaussmix.inference.map.families import ObservationFamily, base_distribution, distribution_mask
+from gaussmix.inference.map.trees import canonical, plain
 
 __all__ = [
     "Evaluation",
     "MAPProblem",
     "PriorTerms",
     "Sites",
+    "batch_problems",
     "jacobian",
+    "newton_on_log_noise",
+    "residual_log_noise",
     "site_derivatives",
     "update_noise",
 ]
@@ -288,6 +292,45 @@ def jacobian(problem: MAPProblem, theta: jax.Array, noise: jax.Array):
     )
 
 
+def batch_problems(
+    model: Callable,
+    sites: Sites,
+    observed: str,
+    family: ObservationFamily,
+    x: jax.Array,
+    model_kwargs: dict,
+    theta: jax.Array,
+    noise: jax.Array,
+    y: jax.Array,
+    mask: jax.Array | None,
+):
+    """The problems of a batch's spectra, and their priors read once.
+
+    Args:
+        model, sites, observed, family: the program and what the probe found in it.
+        x: (M,) abscissae; model_kwargs: the program's keywords (plain pytrees).
+        theta: (B, P) curve parameters and noise (B,) where the priors are read.
+        y, mask: (B, M) spectra and their masks (or None).
+
+    Returns:
+        (problem_for, priors): ``problem_for(y_one, mask_one, priors=None)`` the
+        :class:`MAPProblem` of one spectrum (its mask among the program's keywords; its
+        priors read from the program when None), and each spectrum's priors, canonical
+        pytrees (flattened in the same order in every process) stacked over B.
+    """
+
+    def problem_for(y_one, mask_one, priors=None):
+        kwargs = dict(model_kwargs)
+        if mask_one is not None:
+            kwargs["mask"] = mask_one
+        return MAPProblem(model, sites, observed, family, x, y_one, kwargs, plain(priors))
+
+    def priors_of(theta_one, noise_one, y_one, mask_one):
+        return canonical(problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors)
+
+    return problem_for, jax.vmap(priors_of)(theta, noise, y, mask)
+
+
 def update_noise(
     problem: MAPProblem, theta: jax.Array, noise: jax.Array, evaluation: Evaluation, n_steps: int
 ) -> jax.Array:
@@ -308,11 +351,29 @@ def update_noise(
 
     log_noise = jnp.log(noise)
     if problem.family.name == "normal":
-        mask = evaluation.mask
-        variance = jnp.sum(mask * (problem.y - evaluation.location) ** 2) / jnp.sum(mask)
-        log_noise = jnp.where(variance > 0, 0.5 * jnp.log(variance), log_noise)
+        log_noise = residual_log_noise(problem.y, evaluation.location, evaluation.mask, log_noise)
+    return newton_on_log_noise(objective, log_noise, n_steps)
+
+
+def residual_log_noise(
+    y: jax.Array, location: jax.Array, mask: jax.Array, log_noise: jax.Array
+) -> jax.Array:
+    """:math:`\\log\\sqrt{\\mathrm{RSS}/n}` of the unmasked points (any shape: all of
+    them), a Normal likelihood's maximum over :math:`\\sigma`; ``log_noise`` where the
+    RSS is 0."""
+    variance = jnp.sum(mask * (y - location) ** 2) / jnp.sum(mask)
+    return jnp.where(variance > 0, 0.5 * jnp.log(variance), log_noise)
+
+
+def newton_on_log_noise(
+    objective_fn: Callable[[jax.Array], jax.Array], log_noise: jax.Array, n_steps: int
+) -> jax.Array:
+    """:math:`\\sigma` after ``n_steps`` safeguarded Newton steps on the scalar
+    ``objective_fn(log sigma)`` from ``log_noise``: each step clipped to [-1, 1] (down
+    the slope where the curvature is not positive), kept only where the objective does
+    not increase."""
     # One forward-over-reverse pass gives the objective, its slope and its curvature.
-    derivatives = jax.value_and_grad(objective)
+    derivatives = jax.value_and_grad(objective_fn)
 
     def evaluate(log_noise):
         (value, gradient), (_, second) = jax.jvp(

@@ -10,9 +10,11 @@ all spectra share :math:`\\phi` (s of them). The negative log posterior is
     - \\log p(\\sigma),
 
 each shared site's prior counted once: the mean over spectra of its prior in each
-spectrum's program (the same prior when the user gives it; the default boxes scale with
-each spectrum's data). The noise scale is per spectrum, or one for the batch when the
-noise site is among the shared names.
+spectrum's program. ``fit_peaks(..., shared=...)`` gives every spectrum's program the
+same prior for a shared site, the one of the joint NumPyro program
+(:func:`gaussmix.peaks.shared.shared_site_priors`), so that F is minus that program's log
+density. The noise scale is per spectrum, or one for the batch when the noise site is
+among the shared names.
 
 Its Gauss-Newton Hessian is block-arrow: per-spectrum blocks :math:`A_b`
 (p x p), couplings :math:`C_b` (p x s) and the shared block :math:`D = \\sum_b D_b`
@@ -66,7 +68,14 @@ from gaussmix.inference.map.levenberg_marquardt import (
     cholesky,
     cholesky_solve,
 )
-from gaussmix.inference.map.problem import MAPProblem, Sites, jacobian, update_noise
+from gaussmix.inference.map.problem import (
+    Sites,
+    batch_problems,
+    jacobian,
+    newton_on_log_noise,
+    residual_log_noise,
+    update_noise,
+)
 from gaussmix.inference.map.trees import canonical, plain
 
 __all__ = ["SharedMAPResult", "fit_shared_map"]
@@ -203,16 +212,9 @@ def _fit_shared(
         sites.names[sites.curve[i]] for i in shared_index if sites.shapes[sites.curve[i]] == ()
     )
 
-    def problem_for(y_one, mask_one, priors=None):
-        kwargs = dict(model_kwargs)
-        if mask_one is not None:
-            kwargs["mask"] = mask_one
-        return MAPProblem(model, sites, observed, family, x, y_one, kwargs, plain(priors))
-
-    def priors_of(theta_one, noise_one, y_one, mask_one):
-        return canonical(problem_for(y_one, mask_one).with_priors(theta_one, noise_one).priors)
-
-    priors = jax.vmap(priors_of)(theta, noise, y, mask)
+    problem_for, priors = batch_problems(
+        model, sites, observed, family, x, model_kwargs, theta, noise, y, mask
+    )
 
     def assemble(local_values, shared_values):
         return (
@@ -287,28 +289,8 @@ def _fit_shared(
 
         log_noise = jnp.log(noise_value)
         if family.name == "normal":
-            masks = evaluations.mask
-            variance = jnp.sum(masks * (y - evaluations.location) ** 2) / jnp.sum(masks)
-            log_noise = jnp.where(variance > 0, 0.5 * jnp.log(variance), log_noise)
-        derivatives = jax.value_and_grad(total)
-
-        def evaluate(log_noise):
-            (value, slope), (_, second) = jax.jvp(
-                derivatives, (log_noise,), (jnp.ones_like(log_noise),)
-            )
-            return value, slope, second
-
-        value, slope, second = evaluate(log_noise)
-        for _ in range(NOISE_STEPS):
-            newton = jnp.where(second > 0, -slope / second, -jnp.sign(slope))
-            new = log_noise + jnp.clip(newton, -1.0, 1.0)
-            new_value, new_slope, new_second = evaluate(new)
-            better = new_value <= value
-            log_noise = jnp.where(better, new, log_noise)
-            value = jnp.where(better, new_value, value)
-            slope = jnp.where(better, new_slope, slope)
-            second = jnp.where(better, new_second, second)
-        return jnp.exp(log_noise)
+            log_noise = residual_log_noise(y, evaluations.location, evaluations.mask, log_noise)
+        return newton_on_log_noise(total, log_noise, NOISE_STEPS)
 
     def evaluate(local_values, shared_values, noise_values):
         """The trial objective at the current noise, and the new point."""
