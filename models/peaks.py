@@ -88,6 +88,8 @@ __all__ = [
     "check_degrees_of_freedom",
     "check_fixed",
     "check_priors",
+    "check_program_inputs",
+    "data_ranges",
     "default_priors",
     "derived_quantities",
     "location_and_jacobian",
@@ -96,6 +98,7 @@ __all__ = [
     "peak_curves",
     "peak_model",
     "peaks",
+    "program_priors",
     "resolve_parameters",
     "site_support",
 ]
@@ -425,14 +428,31 @@ ASYMMETRY_BOUND = 0.9
 STEP_BOUND = 1000.0
 
 
-def _data_ranges(x: jax.Array, y: jax.Array | None, mask, y_range):
+def data_ranges(x: jax.Array, y: jax.Array | None, mask, y_range):
+    """(x_low, x_high, y_low, y_high) that scale the default priors: x's range, and y's
+    (along its last axis: (B,) lows and highs for a batch (B, M)), points masked out left
+    out, or ``y_range`` (low, high) when given."""
     x_low, x_high = jnp.min(x), jnp.max(x)
     if y_range is not None:
         y_low, y_high = (jnp.asarray(value, x.dtype) for value in y_range)
     else:
         values = y if mask is None else jnp.where(mask, y, jnp.nan)
-        y_low, y_high = jnp.nanmin(values), jnp.nanmax(values)
+        y_low, y_high = jnp.nanmin(values, axis=-1), jnp.nanmax(values, axis=-1)
     return x_low, x_high, y_low, y_high
+
+
+def program_priors(
+    model: PeakModel,
+    x_range: tuple[ArrayLike, ArrayLike],
+    y_range: tuple[ArrayLike, ArrayLike],
+    priors: Mapping[str, dist.Distribution],
+) -> dict[str, dist.Distribution]:
+    """The prior of every latent site as a peak program uses it: the user's ``priors``
+    (checked, :func:`check_priors`), else the default (:func:`default_priors`) on these
+    ranges."""
+    site_priors = default_priors(model, x_range, y_range)
+    site_priors.update(priors)
+    return site_priors
 
 
 def default_priors(
@@ -719,6 +739,73 @@ def _is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def check_program_inputs(
+    model: PeakModel,
+    x: ArrayLike,
+    y: ArrayLike | None,
+    mask: ArrayLike | None,
+    *,
+    priors,
+    fixed,
+    degrees_of_freedom,
+    y_range,
+    n_spectra: int | None = None,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None, dict]:
+    """The checks of a peak program's arguments (:func:`peaks`, and with ``n_spectra``
+    (B) the batch program :func:`gaussmix.models.shared_peaks.shared_peaks`): the
+    priors, fixed values and degrees of freedom; x (M,) finite; y (M,) ((B, M) for a
+    batch), finite where not masked, counts for a Poisson likelihood, or ``y_range``
+    without it; mask of y's shape. Values are compared where concrete (not tracers).
+
+    Returns:
+        (x, y, mask, priors): x in a floating dtype, y in x's, mask boolean, the user's
+        priors as a dict.
+
+    Raises:
+        ValueError: naming the argument and what it should be.
+    """
+    user_priors = check_priors(priors, model)
+    check_fixed(model, fixed)
+    if model.likelihood == "student_t":
+        check_degrees_of_freedom(degrees_of_freedom)
+    x = jnp.asarray(x)
+    x = x.astype(jnp.result_type(float, x))
+    if x.ndim != 1:
+        raise ValueError(f"x must be one-dimensional (M,), got shape {x.shape}.")
+    if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+        raise ValueError("x contains NaN or infinity; give finite abscissae.")
+    batch = n_spectra is not None
+    if y is not None:
+        y = jnp.asarray(y, x.dtype)
+        if batch and (y.ndim != 2 or y.shape[1] != x.shape[0]):
+            raise ValueError(
+                f"y has shape {y.shape}; x has shape {x.shape}: give y of shape (B, "
+                f"{x.shape[0]}), one row per spectrum."
+            )
+        if not batch and y.shape != x.shape:
+            raise ValueError(f"y has shape {y.shape}; x has shape {x.shape}: give one y per x.")
+    elif y_range is None:
+        raise ValueError("Without data y, give y_range=(low, high) to scale the default priors.")
+    if mask is not None:
+        mask = jnp.asarray(mask, bool)
+        expected = y.shape if y is not None else x.shape
+        if batch and y is None:
+            expected = (n_spectra, x.shape[0])
+        if mask.shape != expected:
+            raise ValueError(f"mask has shape {mask.shape}; expected {expected}.")
+    if y is not None and _is_concrete(y) and (mask is None or _is_concrete(mask)):
+        used = np.asarray(y) if mask is None else np.asarray(y)[np.asarray(mask)]
+        if not np.all(np.isfinite(used)):
+            raise ValueError(
+                "y contains NaN or infinity; drop those points or mask them (mask=False)."
+            )
+        if model.likelihood == "poisson" and (np.any(used < 0) or np.any(used != np.round(used))):
+            raise ValueError(
+                "The Poisson likelihood needs counts: y must hold non-negative integers."
+            )
+    return x, y, mask, user_priors
+
+
 def peaks(
     x: ArrayLike,
     y: ArrayLike | None = None,
@@ -761,35 +848,12 @@ def peaks(
         ((4, 50), (4,))
     """
     model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
-    user_priors = check_priors(priors, model)
-    check_fixed(model, fixed)
-    if model.likelihood == "student_t":
-        check_degrees_of_freedom(degrees_of_freedom)
-    x = jnp.asarray(x)
-    x = x.astype(jnp.result_type(float, x))
-    if x.ndim != 1:
-        raise ValueError(f"x must be one-dimensional (M,), got shape {x.shape}.")
-    if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
-        raise ValueError("x contains NaN or infinity; give finite abscissae.")
-    if y is not None:
-        y = jnp.asarray(y, x.dtype)
-        if y.shape != x.shape:
-            raise ValueError(f"y has shape {y.shape}; x has shape {x.shape}: give one y per x.")
-    elif y_range is None:
-        raise ValueError("Without data y, give y_range=(low, high) to scale the default priors.")
-    if mask is not None:
-        mask = jnp.asarray(mask, bool)
-        if mask.shape != x.shape:
-            raise ValueError(f"mask has shape {mask.shape}; expected {x.shape}.")
-    if y is not None and _is_concrete(y) and (mask is None or _is_concrete(mask)):
-        used = np.asarray(y) if mask is None else np.asarray(y)[np.asarray(mask)]
-        if not np.all(np.isfinite(used)):
-            raise ValueError(
-                "y contains NaN or infinity; drop those points or mask them (mask=False)."
-            )
-    x_low, x_high, y_low, y_high = _data_ranges(x, y, mask, y_range)
-    site_priors = default_priors(model, (x_low, x_high), (y_low, y_high))
-    site_priors.update(user_priors)
+    x, y, mask, user_priors = check_program_inputs(
+        model, x, y, mask, priors=priors, fixed=fixed,
+        degrees_of_freedom=degrees_of_freedom, y_range=y_range,
+    )  # fmt: skip
+    x_low, x_high, y_low, y_high = data_ranges(x, y, mask, y_range)
+    site_priors = program_priors(model, (x_low, x_high), (y_low, y_high), user_priors)
 
     free = {name: numpyro.sample(name, site_priors[name]) for name in model.free_names}
     fixed = fixed or {}
@@ -809,12 +873,6 @@ def peaks(
         noise = numpyro.sample(NOISE_SITE, site_priors[NOISE_SITE])
         observation = dist.StudentT(jnp.asarray(degrees_of_freedom, x.dtype), mean, noise)
     else:
-        if y is not None and _is_concrete(y):
-            values = np.asarray(y if mask is None else y[np.asarray(mask)])
-            if np.any(values < 0) or np.any(values != np.round(values)):
-                raise ValueError(
-                    "The Poisson likelihood needs counts: y must hold non-negative integers."
-                )
         observation = dist.Poisson(jnp.maximum(mean, jnp.finfo(x.dtype).tiny))
     with numpyro.plate("points", x.shape[0]):
         context = handlers.mask(mask=mask) if mask is not None else contextlib.nullcontext()

@@ -21,7 +21,9 @@ form ``{name}`` (B,) ~ Normal(mu, tau) samples better: ``centered`` names those.
 Priors. A spectrum's own parameters take the one-spectrum defaults of
 :func:`gaussmix.models.peaks.default_priors` on that spectrum's data ranges (or the
 user's). A shared parameter takes the user's prior, or the default on the batch's ranges
-(the lowest and highest y of all spectra). A pooled parameter with default box
+(the lowest and highest y of all spectra): :func:`batch_priors`, which the MAP of
+``fit_peaks(..., shared=...)`` reads too (its objective is minus this program's log
+density, where nothing is pooled). A pooled parameter with default box
 :math:`[a, b]` on the batch's ranges (its kind's box, e.g. the x range for a centre, (0,
 10 Y) for a height) takes the weakly informative hyperpriors
 
@@ -37,10 +39,11 @@ shared.
 """
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
@@ -49,16 +52,18 @@ from numpyro.distributions import constraints
 
 from gaussmix.models.peaks import (
     NOISE_SITE,
-    check_priors,
+    check_program_inputs,
+    data_ranges,
     default_priors,
     derived_quantities,
     mean_curve,
     peak_model,
+    program_priors,
     resolve_parameters,
     site_support,
 )
 
-__all__ = ["check_pooled_support", "hyperpriors", "shared_peaks"]
+__all__ = ["batch_priors", "check_pooled_support", "hyperpriors", "shared_peaks"]
 
 
 def check_pooled_support(model, pooled: Sequence[str]) -> None:
@@ -70,6 +75,34 @@ def check_pooled_support(model, pooled: Sequence[str]) -> None:
                 "population would leave its support. Pool centres, heights, areas or "
                 "baseline coefficients; share a width instead, or leave it per spectrum."
             )
+
+
+def batch_priors(
+    model,
+    x_range: tuple[ArrayLike, ArrayLike],
+    y_range: tuple[ArrayLike, ArrayLike],
+    priors: Mapping[str, dist.Distribution],
+    default_priors_fn: Callable = default_priors,
+) -> dict[str, dist.Distribution]:
+    """The prior of every latent site on the whole batch: what a shared site takes, and
+    the box a pooled site's hyperpriors come from (:func:`hyperpriors`).
+
+    The user's ``priors``, else the default on the batch's ranges: x's, and y from the
+    lowest of the spectra's lows to the highest of their highs. The MAP of
+    ``fit_peaks(..., shared=...)`` reads its shared sites' priors from here too (with
+    ``default_priors_fn`` the NumPy twin of :func:`~gaussmix.models.peaks.default_priors`).
+
+    Args:
+        model: the :class:`~gaussmix.models.peaks.PeakModel`.
+        x_range: (low, high) of x.
+        y_range: ((B,) lows, (B,) highs) of the spectra.
+        priors: site name -> the user's prior (checked).
+        default_priors_fn: ``(model, x_range, y_range) -> dict`` of default priors.
+    """
+    y_low, y_high = y_range
+    site_priors = default_priors_fn(model, x_range, (y_low.min(), y_high.max()))
+    site_priors.update(priors)
+    return site_priors
 
 
 def hyperpriors(box: dist.Uniform) -> tuple[dist.Distribution, dist.Distribution]:
@@ -123,29 +156,25 @@ def shared_peaks(
         ((2, 3, 30), (2,), (2, 3))
     """
     model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
-    user_priors = check_priors(priors, model)
+    if y is None and n_spectra is None:
+        raise ValueError("Without data y, give n_spectra (and y_range of (B,) lows and highs).")
+    x, y, mask, user_priors = check_program_inputs(
+        model, x, y, mask, priors=priors, fixed=fixed, degrees_of_freedom=degrees_of_freedom,
+        y_range=y_range, n_spectra=n_spectra if y is None else (np.shape(y) or (0,))[0],
+    )  # fmt: skip
     check_pooled_support(model, pooled)
-    x = jnp.asarray(x)
-    x = x.astype(jnp.result_type(float, x))
     if y is not None:
-        y = jnp.asarray(y, x.dtype)
         n_spectra = y.shape[0]
-        values = y if mask is None else jnp.where(jnp.asarray(mask, bool), y, jnp.nan)
-        y_low, y_high = jnp.nanmin(values, axis=1), jnp.nanmax(values, axis=1)
-    else:
-        y_low, y_high = (jnp.asarray(v, x.dtype) for v in y_range)
-    x_range = (jnp.min(x), jnp.max(x))
-    own_priors = default_priors(model, x_range, (y_low, y_high))
-    batch_priors = default_priors(model, x_range, (jnp.min(y_low), jnp.max(y_high)))
-    own_priors.update(user_priors)
-    batch_priors.update(user_priors)
+    x_low, x_high, y_low, y_high = data_ranges(x, y, mask, y_range)
+    own_priors = program_priors(model, (x_low, x_high), (y_low, y_high), user_priors)
+    batch = batch_priors(model, (x_low, x_high), (y_low, y_high), user_priors)
 
     free = {}
     for name in model.free_names:
         if name in shared:
-            free[name] = numpyro.sample(name, batch_priors[name])
+            free[name] = numpyro.sample(name, batch[name])
     for name in pooled:
-        mu_prior, tau_prior = hyperpriors(batch_priors[name])
+        mu_prior, tau_prior = hyperpriors(batch[name])
         free[name] = (
             numpyro.sample(name + "_mu", mu_prior),
             numpyro.sample(name + "_tau", tau_prior),
@@ -173,7 +202,7 @@ def shared_peaks(
 
     if model.has_noise:
         if NOISE_SITE in shared:
-            noise = numpyro.sample(NOISE_SITE, batch_priors[NOISE_SITE])
+            noise = numpyro.sample(NOISE_SITE, batch[NOISE_SITE])
         else:
             with numpyro.plate("spectra", n_spectra, dim=-1):
                 noise = numpyro.sample(NOISE_SITE, own_priors[NOISE_SITE])

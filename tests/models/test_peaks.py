@@ -334,3 +334,40 @@ def test_nuts_on_the_program_refuses_a_bad_prior_before_sampling():
                 peaks, X, data(), lineshapes=("gaussian",), priors=prior,
                 num_warmup=1, num_samples=1, num_chains=1, progress_bar=False,
             )  # fmt: skip
+
+
+def test_the_batch_program_refuses_what_the_one_spectrum_program_refuses():
+    """shared_peaks runs the checks of peaks (check_program_inputs) on a batch (B, M)."""
+    from gaussmix.models.shared_peaks import shared_peaks
+
+    y = np.stack([data(), 2.0 * data()])
+    base = {"lineshapes": ("gaussian",), "shared": ("peak0_sigma",)}
+    cases = [
+        ({"fixed": {"peak0_center": -np.inf}}, y, "not finite"),
+        ({"fixed": {"peak0_sigma": -1.0}}, y, "fixed peak0_sigma = -1 is outside its support"),
+        ({"likelihood": "student_t", "degrees_of_freedom": 0.0}, y, "degrees_of_freedom"),
+        ({"priors": {"peak0_sigma": dist.Normal(1.0, 1.0)}}, y, r"priors\['peak0_sigma'\]"),
+        ({}, data(), r"give y of shape \(B, 41\)"),
+        ({}, y[:, :-1], r"give y of shape \(B, 41\)"),
+        ({}, np.where(X > 5, np.nan, y), "y contains NaN"),
+        ({"mask": np.ones(41, bool)}, y, r"mask has shape \(41,\); expected \(2, 41\)"),
+        ({"likelihood": "poisson"}, y + 0.5, "needs counts"),
+        ({}, None, "give n_spectra"),
+        ({"n_spectra": 2}, None, "give y_range"),
+    ]
+    for options, observed, match in cases:
+        with pytest.raises(ValueError, match=match):
+            with handlers.seed(rng_seed=0):
+                shared_peaks(X, observed, **{**base, **options})
+    with pytest.raises(ValueError, match="x contains NaN"):
+        shared_peaks(np.where(X > 5, np.nan, X), y, **base)
+    with pytest.raises(ValueError, match="give one y per x"):  # the one-spectrum program
+        peaks(X, y, lineshapes=("gaussian",))
+    # masked NaN are fine: the program runs (and counts) the rest
+    mask = np.ones(y.shape, bool)
+    mask[1, 3] = False
+    with handlers.seed(rng_seed=0):
+        trace = handlers.trace(shared_peaks).get_trace(
+            X, np.where(mask, y, np.nan), mask=mask, **base
+        )
+    assert trace["y"]["value"].shape == (2, 41)
