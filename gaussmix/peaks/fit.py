@@ -7,6 +7,7 @@ BIC; the MCMC path samples the posterior by NUTS started at the MAP, or at the s
 values when ``init`` gives them all (no MAP fit then).
 """
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -40,7 +41,7 @@ from gaussmix.peaks.checks import (
     describe_spectra,
     priors_of_sites,
 )
-from gaussmix.peaks.result import PeakFit, PeakFitWarning, delta_method, resolve_on_host, to_numpy
+from gaussmix.peaks.result import PeakFit, PeakFitWarning, baseline_key, to_numpy
 from gaussmix.peaks.shared import (
     add_population,
     check_pooled,
@@ -313,7 +314,7 @@ def _fit_joint(model, x, y, mask, start, shared, pooled, backend, priors, fixed,
     """``fit_peaks(..., shared=..., pooled=...)``: :mod:`gaussmix.peaks.shared` with this
     module's program and keywords (the MAP of the batch, then NUTS on the joint model)."""
     lineshapes = tuple(shape.name for shape in model.lineshapes)
-    program = _program(lineshapes, _baseline_key(model), model.likelihood, model.ties)
+    program = _program(lineshapes, baseline_key(model), model.likelihood, model.ties)
     dtype = jnp.result_type(float)
     kwargs = _model_kwargs(priors, fixed, model.likelihood, degrees_of_freedom, dtype)
     with warnings.catch_warnings():
@@ -322,8 +323,7 @@ def _fit_joint(model, x, y, mask, start, shared, pooled, backend, priors, fixed,
             fit = fit_shared_peaks(
                 model, x, y, mask, start, shared, program=program, model_kwargs=kwargs,
                 priors=priors, fixed=fixed, degrees_of_freedom=degrees_of_freedom,
-                max_iter=max_iter, tol=tol, lineshapes=lineshapes,
-                baseline=_baseline_key(model), derived=backend == "map",
+                max_iter=max_iter, tol=tol, derived=backend == "map",
             )  # fmt: skip
         else:
             fit = _fit_map(
@@ -361,7 +361,7 @@ def _fit_map(
     dtype = jnp.result_type(float)
     program = _program(
         tuple(shape.name for shape in model.lineshapes),
-        _baseline_key(model),
+        baseline_key(model),
         model.likelihood,
         model.ties,
     )
@@ -388,54 +388,9 @@ def _fit_map(
             break
         retry = fit_spectra(init, active=lost)
         result = _keep_better(result, retry, lost)
-    names = result.parameter_names
-    free = {name: np.asarray(result.params[name]) for name in names}
-    covariance = np.asarray(result.covariance)
-    batched = y.ndim == 2
-    resolved = resolve_on_host(model, free, fixed)
-    params = {
-        name: np.broadcast_to(np.asarray(value), (y.shape[0],)).copy() if batched else float(value)
-        for name, value in resolved.items()
-    }
-    variances = np.diagonal(covariance, axis1=-2, axis2=-1)
-    stderr = {name: np.sqrt(variances[..., i]) for i, name in enumerate(names)}
-    for name, target in model.ties:
-        stderr[name] = stderr.get(target, np.zeros_like(variances[..., 0]))
-    for name in model.fixed:
-        stderr[name] = np.zeros_like(variances[..., 0])
-    fit = PeakFit(
-        lineshapes=tuple(shape.name for shape in model.lineshapes),
-        baseline=_baseline_key(model),
-        likelihood=model.likelihood,
-        degrees_of_freedom=float(degrees_of_freedom),
-        ties=dict(model.ties),
-        fixed=dict(fixed),
-        priors=dict(priors) if priors else None,
-        backend="map",
-        x=x,
-        y=y,
-        mask=mask,
-        params=params,
-        stderr={k: to_numpy(v) for k, v in stderr.items()},
-        parameter_names=tuple(names),
-        covariance=covariance,
-        rss=None,
-        redchi=None,
-        aic=None,
-        bic=None,
-        log_likelihood=None,
-        n_points=to_numpy(result.n_points),
-        n_parameters=len(names),
-        converged=to_numpy(result.converged),
-        n_iter=to_numpy(result.n_iter),
-    )
-    if derived and model.derived_names:
-        values, errors = delta_method(fit, ("derived", model.derived_names))
-        for index, name in enumerate(model.derived_names):
-            fit.params[name] = to_numpy(values[..., index])
-            fit.stderr[name] = to_numpy(errors[..., index])
-    if model.has_noise:
-        fit.params[NOISE_SITE] = to_numpy(result.params[NOISE_SITE])
+    options = dict(fixed=fixed, priors=priors, degrees_of_freedom=degrees_of_freedom)
+    fit = PeakFit.build(model, result, **options, backend="map", x=x, y=y, mask=mask,
+                        derived=derived)  # fmt: skip
     _statistics(fit, result, model)
     check_result(fit, model, site_priors, result.started, max_iter)
     return fit
@@ -446,37 +401,18 @@ def _given_start(model: PeakModel, x, y, mask, start, priors, fixed, degrees_of_
     iterations), and the log-likelihood, AIC and BIC at them (the MAP's when they are a
     MAP fit's ``params``)."""
     names = model.free_names
-    free = {name: float(start[name]) for name in names}
-    params = {name: float(value) for name, value in resolve_on_host(model, free, fixed).items()}
-    if model.has_noise:
-        params[NOISE_SITE] = float(start[NOISE_SITE])
     nan = float("nan")
-    fit = PeakFit(
-        lineshapes=tuple(shape.name for shape in model.lineshapes),
-        baseline=_baseline_key(model),
-        likelihood=model.likelihood,
-        degrees_of_freedom=float(degrees_of_freedom),
-        ties=dict(model.ties),
-        fixed=dict(fixed),
-        priors=dict(priors) if priors else None,
-        backend="mcmc",
-        x=x,
-        y=y,
-        mask=mask,
-        params=params,
-        stderr={},
+    point = types.SimpleNamespace(
+        params={name: float(value) for name, value in start.items()},
         parameter_names=names,
-        covariance=np.full((len(names), len(names)), nan),
-        rss=None,
-        redchi=None,
-        aic=None,
-        bic=None,
-        log_likelihood=None,
+        covariance=np.full((len(names), len(names)), nan),  # no errors: NaN
         n_points=int(x.size if mask is None else np.count_nonzero(mask)),
-        n_parameters=len(names),
         converged=True,
         n_iter=0,
     )
+    options = dict(fixed=fixed, priors=priors, degrees_of_freedom=degrees_of_freedom)
+    fit = PeakFit.build(model, point, **options, backend="mcmc", x=x, y=y, mask=mask)
+    params = fit.params
     keep = np.ones(y.shape, bool) if mask is None else mask
     observed, mean = y[keep], fit.predict()[keep]  # the program the chains' summary runs
     rss = float(np.sum((observed - mean) ** 2))
@@ -516,14 +452,6 @@ def _keep_better(result, retry, refitted):
         n_iter=np.where(better, np.asarray(result.n_iter) + retry.n_iter, result.n_iter),
         **fields,
     )
-
-
-def _baseline_key(model: PeakModel):
-    if model.baseline is None:
-        return None
-    if model.baseline.name != "polynomial":  # exponential, shirley, tougaard
-        return model.baseline.name
-    return len(model.baseline.parameters) - 1
 
 
 def _statistics(fit: PeakFit, result, model: PeakModel) -> None:
@@ -640,16 +568,14 @@ def _fit_mcmc(
         rhat = arviz_stats.rhat(tree, var_names=list(map_fit.parameter_names))
         worst = max(float(np.asarray(rhat[name]).max()) for name in map_fit.parameter_names)
         converged = converged and worst < 1.01
-    fit = PeakFit(
-        **{
-            **{f: getattr(map_fit, f) for f in map_fit.__dataclass_fields__},
-            "backend": "mcmc",
-            "params": params,
-            "stderr": stderr,
-            "covariance": covariance,
-            "converged": converged,
-            "posterior": tree,
-        }
+    fit = dataclasses.replace(
+        map_fit,
+        backend="mcmc",
+        params=params,
+        stderr=stderr,
+        covariance=covariance,
+        converged=converged,
+        posterior=tree,
     )
     mean = fit.predict()
     keep = np.ones(fit.y.shape, bool) if fit.mask is None else fit.mask

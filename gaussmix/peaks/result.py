@@ -30,6 +30,7 @@ __all__ = [
     "Integral",
     "PeakFit",
     "PeakFitWarning",
+    "baseline_key",
     "component_curves",
     "curve_on_host",
     "delta_method",
@@ -154,6 +155,102 @@ class PeakFit:
     pooled: tuple[str, ...] = ()
     population_params: dict[str, float] = field(default_factory=dict)
     population_stderr: dict[str, float] = field(default_factory=dict)
+
+    # -- construction ----------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        model: PeakModel,
+        point,
+        *,
+        fixed: dict,
+        priors,
+        degrees_of_freedom: float,
+        backend: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        mask: np.ndarray | None,
+        derived: bool = False,
+        **shared_fields,
+    ) -> "PeakFit":
+        """A fit of ``model`` at ``point``: every fit path builds its :class:`PeakFit`
+        here (the statistics ``rss`` to ``log_likelihood`` are left None for the caller).
+
+        Args:
+            model: the checked :class:`PeakModel`.
+            point: a MAP result (:class:`~gaussmix.inference.map.MAPResult`,
+                :class:`~gaussmix.inference.map.shared.SharedMAPResult`) or anything with
+                its attributes ``params`` (site -> a number or (B,) values, the noise
+                site's too), ``parameter_names`` (the free curve parameters, in the order
+                of ``covariance``), ``covariance`` ((P, P) or (B, P, P)), ``n_points``,
+                ``converged`` and ``n_iter`` (per spectrum, or one for the batch).
+            fixed, priors, degrees_of_freedom: the model's options, as :func:`fit_peaks`
+                takes them (``priors`` the user's, None or a dict).
+            backend: "map" or "mcmc".
+            x, y, mask: the checked data: y (M,) or (B, M).
+            derived: add the derived quantities with their delta-method errors.
+            shared_fields: the batch fields (``shared``, ``shared_params``, ...).
+
+        ``params`` holds every curve parameter (free, tied, fixed) and the noise:
+        floats for one spectrum, (B,) arrays for a batch; ``stderr`` the square roots of
+        the covariance's diagonal, a tied parameter its target's, a fixed one 0.
+        """
+        names = tuple(point.parameter_names)
+        free = {name: np.asarray(point.params[name]) for name in names}
+        covariance = np.asarray(point.covariance)
+        converged, n_iter = point.converged, point.n_iter
+        resolved = resolve_on_host(model, free, fixed)
+        if np.ndim(y) == 2:  # (B,) arrays, from one value for the whole batch too
+
+            def per_spectrum(value):
+                return np.broadcast_to(np.asarray(value), np.shape(y)[:1]).copy()
+
+            params = {name: per_spectrum(value) for name, value in resolved.items()}
+            converged, n_iter = per_spectrum(converged), per_spectrum(n_iter)
+        else:
+            params = {name: float(value) for name, value in resolved.items()}
+        variances = np.diagonal(covariance, axis1=-2, axis2=-1)
+        stderr = {name: np.sqrt(variances[..., i]) for i, name in enumerate(names)}
+        for name, target in model.ties:
+            stderr[name] = stderr.get(target, np.zeros_like(variances[..., 0]))
+        for name in model.fixed:
+            stderr[name] = np.zeros_like(variances[..., 0])
+        fit = cls(
+            lineshapes=tuple(shape.name for shape in model.lineshapes),
+            baseline=baseline_key(model),
+            likelihood=model.likelihood,
+            degrees_of_freedom=float(degrees_of_freedom),
+            ties=dict(model.ties),
+            fixed=dict(fixed),
+            priors=dict(priors) if priors else None,
+            backend=backend,
+            x=x,
+            y=y,
+            mask=mask,
+            params=params,
+            stderr={name: to_numpy(value) for name, value in stderr.items()},
+            parameter_names=names,
+            covariance=covariance,
+            rss=None,
+            redchi=None,
+            aic=None,
+            bic=None,
+            log_likelihood=None,
+            n_points=to_numpy(point.n_points),
+            n_parameters=len(names),
+            converged=to_numpy(converged),
+            n_iter=to_numpy(n_iter),
+            **shared_fields,
+        )
+        if derived and model.derived_names:
+            values, errors = delta_method(fit, ("derived", model.derived_names))
+            for index, name in enumerate(model.derived_names):
+                fit.params[name] = to_numpy(values[..., index])
+                fit.stderr[name] = to_numpy(errors[..., index])
+        if model.has_noise:
+            fit.params[NOISE_SITE] = to_numpy(point.params[NOISE_SITE])
+        return fit
 
     # -- model -----------------------------------------------------------------------
 
@@ -509,6 +606,16 @@ def curve_on_host(x, model: PeakModel, params: dict) -> np.ndarray:
     parameter, NumPy in and out, by one compiled program (the curve's operations one by
     one would compile one program each)."""
     return np.asarray(_curve_program(x, model, params))
+
+
+def baseline_key(model: PeakModel) -> str | int | None:
+    """The ``baseline`` argument that builds ``model``'s baseline: None, its name, or a
+    polynomial's degree."""
+    if model.baseline is None:
+        return None
+    if model.baseline.name != "polynomial":  # exponential, shirley, tougaard
+        return model.baseline.name
+    return len(model.baseline.parameters) - 1
 
 
 def resolve_on_host(model: PeakModel, free: dict, fixed: dict) -> dict[str, np.ndarray]:

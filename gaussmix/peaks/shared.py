@@ -8,20 +8,34 @@ number of spectra); the result is a :class:`~gaussmix.peaks.result.PeakFit` whos
 ``shared_params`` hold each shared value once.
 """
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gaussmix.inference.map.shared import fit_shared_map
 from gaussmix.models.peaks import NOISE_SITE, PeakModel
-from gaussmix.models.shared_peaks import check_pooled_support, shared_peaks
-from gaussmix.peaks.checks import check_result, describe_spectra, priors_of_sites
+from gaussmix.models.shared_peaks import batch_priors, check_pooled_support, shared_peaks
+from gaussmix.peaks.checks import (
+    check_result,
+    default_priors_on_host,
+    describe_spectra,
+    priors_of_sites,
+)
 from gaussmix.peaks.result import PeakFit, PeakFitWarning, delta_method, resolve_on_host, to_numpy
 
-__all__ = ["add_population", "check_pooled", "check_shared", "fit_shared_peaks", "sample_joint"]
+__all__ = [
+    "add_population",
+    "check_pooled",
+    "check_shared",
+    "fit_shared_peaks",
+    "sample_joint",
+    "shared_site_priors",
+]
 
 
 def check_shared(model: PeakModel, shared, n_spectra: int | None, option: str = "shared"):
@@ -82,6 +96,25 @@ def check_pooled(model: PeakModel, pooled, shared: tuple, n_spectra: int | None)
     return pooled
 
 
+def shared_site_priors(model: PeakModel, x, y, mask, shared: tuple[str, ...], priors) -> dict:
+    """The user's ``priors`` with, for each shared site, its prior on the whole batch
+    (:func:`gaussmix.models.shared_peaks.batch_priors`, in NumPy): the prior the joint
+    NumPyro program gives it, which the joint MAP then reads from every spectrum's
+    program (one prior, counted once).
+
+    Args:
+        model: the checked :class:`PeakModel`.
+        x, y, mask: checked data, y (B, M).
+        shared: checked names (:func:`check_shared`).
+        priors: the user's priors, or None.
+    """
+    values = y if mask is None else np.where(mask, y, np.nan)
+    y_range = (np.nanmin(values, axis=-1), np.nanmax(values, axis=-1))
+    x_range = (float(x.min()), float(x.max()))
+    batch = batch_priors(model, x_range, y_range, dict(priors or {}), default_priors_on_host)
+    return {**(priors or {}), **{name: batch[name] for name in shared}}
+
+
 def fit_shared_peaks(
     model: PeakModel,
     x: np.ndarray,
@@ -97,8 +130,6 @@ def fit_shared_peaks(
     degrees_of_freedom: float,
     max_iter: int,
     tol: float | None,
-    lineshapes: tuple[str, ...],
-    baseline,
     derived: bool = True,
 ) -> PeakFit:
     """The joint MAP of a batch with ``shared`` sites, as a :class:`PeakFit`.
@@ -108,12 +139,18 @@ def fit_shared_peaks(
         x, y, mask: checked data, y (B, M).
         start: site -> number or (B,) starting values (a shared one starts at the mean).
         shared: checked names (:func:`check_shared`).
-        program, model_kwargs: the one-spectrum NumPyro program and its keywords.
+        program, model_kwargs: the one-spectrum NumPyro program and its keywords (the
+            shared sites' priors are set to :func:`shared_site_priors`).
         priors, fixed, degrees_of_freedom: the model's options, as fit_peaks takes them.
         max_iter, tol: the joint Levenberg-Marquardt's.
-        lineshapes, baseline: as the PeakFit records them.
         derived: add the derived quantities with delta-method errors.
     """
+    site_priors = shared_site_priors(model, x, y, mask, shared, priors)
+    dtype = np.dtype(jnp.result_type(float))
+    model_kwargs = {
+        **model_kwargs,
+        "priors": jax.tree.map(lambda leaf: np.asarray(leaf, dtype), site_priors),
+    }
     result = fit_shared_map(
         program,
         x,
@@ -127,64 +164,20 @@ def fit_shared_peaks(
         tol=tol,
         step_tol=tol,
     )
-    names = result.parameter_names
     n_spectra = y.shape[0]
-    free = {name: np.asarray(result.params[name]) for name in names}
-    params = {
-        name: np.broadcast_to(np.asarray(value, float), (n_spectra,)).copy()
-        for name, value in resolve_on_host(model, free, fixed).items()
-    }
-    variances = np.diagonal(result.covariance, axis1=-2, axis2=-1)
-    stderr = {name: np.sqrt(variances[:, i]) for i, name in enumerate(names)}
-    for name, target in model.ties:
-        stderr[name] = stderr.get(target, np.zeros(n_spectra))
-    for name in model.fixed:
-        stderr[name] = np.zeros(n_spectra)
     n_shared = len(result.shared_names)
     shared_stderr = {
         name: float(np.sqrt(result.shared_covariance[k, k]))
         for k, name in enumerate(result.shared_names)
     }
-    converged = np.full(n_spectra, result.converged)
-    fit = PeakFit(
-        lineshapes=lineshapes,
-        baseline=baseline,
-        likelihood=model.likelihood,
-        degrees_of_freedom=float(degrees_of_freedom),
-        ties=dict(model.ties),
-        fixed=dict(fixed),
-        priors=dict(priors) if priors else None,
-        backend="map",
-        x=x,
-        y=y,
-        mask=mask,
-        params=params,
-        stderr=stderr,
-        parameter_names=tuple(names),
-        covariance=np.asarray(result.covariance),
-        rss=None,
-        redchi=None,
-        aic=None,
-        bic=None,
-        log_likelihood=None,
-        n_points=np.asarray(result.n_points),
-        n_parameters=len(names),
-        converged=converged,
-        n_iter=np.full(n_spectra, result.n_iter),
-        shared=shared,
-        shared_params=dict(result.shared_params),
-        shared_stderr=shared_stderr,
+    options = dict(fixed=fixed, priors=priors, degrees_of_freedom=degrees_of_freedom)
+    fit = PeakFit.build(
+        model, result, **options, backend="map", x=x, y=y, mask=mask, derived=derived,
+        shared=shared, shared_params=dict(result.shared_params), shared_stderr=shared_stderr,
         shared_covariance=np.asarray(result.shared_covariance),
-    )
-    if derived and model.derived_names:
-        values, errors = delta_method(fit, ("derived", model.derived_names))
-        for index, name in enumerate(model.derived_names):
-            fit.params[name] = to_numpy(values[..., index])
-            fit.stderr[name] = to_numpy(errors[..., index])
-    if model.has_noise:
-        fit.params[NOISE_SITE] = np.asarray(result.params[NOISE_SITE])
+    )  # fmt: skip
     _statistics(fit, result, model, n_shared)
-    site_priors = priors_of_sites(model, x, y, mask, priors)
+    site_priors = priors_of_sites(model, x, y, mask, site_priors)
     check_result(fit, model, site_priors, np.full(n_spectra, result.started), max_iter)
     return fit
 
@@ -418,15 +411,13 @@ def sample_joint(
         ]
         rhat = arviz_stats.rhat(tree, var_names=sites)
         converged = converged and max(float(np.asarray(rhat[n]).max()) for n in sites) < 1.01
-    fields = {f: getattr(map_fit, f) for f in map_fit.__dataclass_fields__}
-    fit = PeakFit(**{
-        **fields, "backend": "mcmc", "params": params, "stderr": stderr,
-        "covariance": covariance, "converged": np.full(n_spectra, converged),
-        "posterior": tree, "shared": tuple(shared), "shared_params": shared_params,
-        "shared_stderr": shared_stderr, "shared_covariance": shared_covariance,
-        "pooled": tuple(pooled), "population_params": population,
-        "population_stderr": population_stderr,
-    })  # fmt: skip
+    fit = dataclasses.replace(
+        map_fit, backend="mcmc", params=params, stderr=stderr, covariance=covariance,
+        converged=np.full(n_spectra, converged), posterior=tree, shared=tuple(shared),
+        shared_params=shared_params, shared_stderr=shared_stderr,
+        shared_covariance=shared_covariance, pooled=tuple(pooled),
+        population_params=population, population_stderr=population_stderr,
+    )  # fmt: skip
     keep = np.ones(fit.y.shape, bool) if fit.mask is None else fit.mask
     fit.rss = np.sum(np.where(keep, fit.y - fit.predict(), 0.0) ** 2, axis=1)
     fit.redchi = fit.rss / np.maximum(np.asarray(fit.n_points, float) - fit.n_parameters, 1.0)

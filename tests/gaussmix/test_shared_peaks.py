@@ -245,3 +245,109 @@ def test_pooled_nuts_is_calibrated_sbc():
     for name in checked:
         assert p_value(ranks[name]) > alpha, (name, sorted(ranks[name]))
     assert min(p_value(shrunk[name]) for name in checked) < 0.05
+
+
+def spread_series(n_points=40, noise=0.5, seed=11):
+    """Three spectra whose y ranges differ 5-fold: per-spectrum and batch-wide default
+    priors differ most."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 10.0, n_points)
+    heights, centers = np.array([1.0, 4.0, 16.0]), np.array([4.5, 5.0, 5.5])
+    y = heights[:, None] * np.exp(-0.5 * ((x - centers[:, None]) / 0.8) ** 2) + 0.2
+    return x, y + noise * rng.normal(size=y.shape)
+
+
+def test_shared_noise_map_takes_the_joint_programs_prior_on_the_batch():
+    """The MAP of a shared noise maximizes the joint NumPyro program's posterior, whose
+    prior on it is HalfNormal(Y) with Y the y range of the whole batch (not the mean of
+    each spectrum's HalfNormal(Y_b) log densities, 1e-4 away here). Flat boxes on the
+    curve leave its MAP at least squares, so sigma solves d/dsigma [N log sigma + RSS /
+    (2 sigma^2) + sigma^2 / (2 Y^2)] = 0: u = sigma^2 is the positive root of
+    u^2 / Y^2 + N u - RSS = 0."""
+    x, y = spread_series()
+    fit = fit_peaks(x, y, peaks=("gaussian",), baseline="constant", shared=("sigma", "peak0_sigma"))
+    assert np.all(fit.converged)
+    n, rss, spread = y.size, float(np.sum(fit.rss)), float(y.max() - y.min())
+    u = (-n + np.sqrt(n**2 + 4.0 * rss / spread**2)) * spread**2 / 2.0
+    assert fit.shared_params["sigma"] == pytest.approx(np.sqrt(u), rel=1e-9)
+    # The per-spectrum mean (the MAP's default before) would be this far off:
+    mean_inverse = np.mean(1.0 / (y.max(axis=1) - y.min(axis=1)) ** 2)
+    other = (-n + np.sqrt(n**2 + 4.0 * rss * mean_inverse)) / (2.0 * mean_inverse)
+    assert abs(np.sqrt(other) / np.sqrt(u) - 1.0) > 1e-5
+
+
+@pytest.mark.parametrize(
+    ("shared", "pooled"),
+    [
+        (("peak0_height",), ()),
+        (("baseline_c0", "sigma"), ()),
+        (("peak0_sigma",), ("peak0_center", "baseline_c0")),
+    ],
+)
+def test_shared_map_objective_is_minus_the_joint_programs_log_density(shared, pooled):
+    """At points off the optimum (one step from random starts), the joint MAP's objective
+    F equals minus the log density of the joint NumPyro program (``shared_peaks``, the
+    NUTS target; all its priors on the constrained scale are the MAP's: no Jacobian),
+    to rounding. With pooled sites, the program's log density also holds the population
+    (Normal(mu, tau) of each spectrum's value and the hyperpriors on the batch's box,
+    written out here by hand) where the MAP, fitted before pooling, holds each
+    spectrum's own box."""
+    import functools
+
+    import jax
+    from numpyro.infer.util import log_density
+    from scipy import stats
+
+    from gaussmix.inference.map.shared import fit_shared_map
+    from gaussmix.models.peaks import peak_model, peaks
+    from gaussmix.models.shared_peaks import shared_peaks
+    from gaussmix.peaks.shared import shared_site_priors
+
+    x, y = spread_series(noise=0.3)
+    options = dict(lineshapes=("gaussian",), baseline="constant")
+    model = peak_model(options["lineshapes"], options["baseline"])
+    priors = shared_site_priors(model, x, y, None, shared, None)
+    kwargs = {"priors": jax.tree.map(np.asarray, priors)}
+    rng = np.random.default_rng(len(shared) + 10 * len(pooled))
+    low, high = np.nanmin(y, axis=1), np.nanmax(y, axis=1)  # per spectrum: Y_b, A_b
+    box_c0 = 10.0 * (np.maximum(np.abs(low), np.abs(high)) + high - low)
+    for _ in range(2):
+        start = {
+            "peak0_height": rng.uniform(0.5, 3.0, 3),
+            "peak0_center": rng.uniform(4.0, 6.0, 3),
+            "peak0_sigma": rng.uniform(0.5, 1.5),
+            "baseline_c0": rng.uniform(0.0, 0.5, 3),
+            "sigma": rng.uniform(0.1, 0.6, 3),
+        }
+        program = functools.partial(peaks, **options)
+        result = fit_shared_map(program, x, y, start, shared, model_kwargs=kwargs, max_iter=1)
+        assert result.started
+        values = {
+            name: result.shared_params[name] if name in shared else result.params[name]
+            for name in model.site_names
+        }
+        expected = -result.objective
+        if pooled:
+            population = {}
+            for name in pooled:
+                value = values[name]
+                mu, tau = rng.normal(value.mean(), 0.1), rng.uniform(0.1, 1.0)
+                population[name + "_mu"], population[name + "_tau"] = mu, tau
+                if name == "peak0_center":  # the box: x's range; each spectrum's too
+                    a, b = 0.0, 10.0
+                    own = np.full(3, -np.log(10.0))
+                else:  # baseline_c0: +-10(A + Y) on the batch's y, and on each spectrum's
+                    bound = 10.0 * (max(abs(y.min()), abs(y.max())) + y.max() - y.min())
+                    a, b = -bound, bound
+                    own = -np.log(2.0 * box_c0)
+                expected += (
+                    np.sum(stats.norm.logpdf(value, mu, tau))
+                    - np.sum(own)
+                    + stats.norm.logpdf(mu, (a + b) / 2, (b - a) / 2)
+                    + stats.halfnorm.logpdf(tau, scale=(b - a) / 4)
+                )
+            values.update(population)
+        joint = functools.partial(shared_peaks, **options, shared=shared, pooled=pooled,
+                                  centered=pooled)  # fmt: skip
+        density, _ = log_density(joint, (x, y), {}, values)
+        assert float(density) == pytest.approx(expected, rel=1e-11, abs=1e-9)
