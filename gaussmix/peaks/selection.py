@@ -72,8 +72,9 @@ def select_peaks(
         >>> x = np.linspace(0, 10, 200)
         >>> y = (np.exp(-0.5 * (x - 3) ** 2 / 0.3) + np.exp(-0.5 * (x - 7) ** 2 / 0.3)
         ...      + 0.02 * np.random.default_rng(0).normal(size=200))
-        >>> select_peaks(x, y, 3).n_peaks
-        2
+        >>> selection = select_peaks(x, y, 3, min_peaks=2)  # two peaks, or three?
+        >>> selection.n_peaks, selection.candidates.tolist()
+        (2, [2, 3])
     """
     defaults = inspect.signature(fit_peaks).parameters
     for old_name, new_name in (("max_iterations", "max_iter"), ("tolerance", "tol")):
