@@ -11,10 +11,13 @@ is a symbolic link, is owned by someone else or is writable by group or others;
 ``/tmp``) is ever used: without a home folder the cache is :class:`Unavailable`.
 """
 
+import contextlib
 import io
 import os
 import stat
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "cache_root",
     "check_file",
     "check_folder",
+    "claim",
     "private_folder",
     "trim",
     "write_private",
@@ -195,3 +199,50 @@ def trim(folder: Path, suffix: str, max_bytes: int) -> None:
             total -= size
         except OSError:
             pass
+
+
+#: Lock files of a folder (``.lock-00`` ... ``.lock-ff``): a file's lock is chosen by the
+#: first two characters of its name (a hexadecimal key), so two files share a lock rarely.
+LOCK_PREFIX = ".lock-"
+
+
+@contextlib.contextmanager
+def claim(path: Path, wait: float = 600.0) -> Iterator[bool]:
+    """Hold the lock of ``path`` (one of 256 lock files in its folder) while the block runs.
+
+    A process about to build a file that another process is building waits for it, then
+    finds it built (test workers and their subprocesses that compile the same program at
+    the same time compile it once). The lock file is created with mode 0600 and never
+    followed if it is a symbolic link. Waits ``wait`` seconds at most (a process stopped
+    while holding it) and goes on without where there is no ``flock`` or the lock file
+    cannot be opened.
+
+    Yields:
+        Whether the lock is held.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield False
+        return
+    lock = path.parent / f"{LOCK_PREFIX}{path.name[:2]}"
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(lock, flags, 0o600)
+    except OSError:
+        yield False
+        return
+    try:
+        deadline = time.monotonic() + wait
+        held = False
+        while not held:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        yield held
+    finally:
+        os.close(descriptor)  # releases the lock

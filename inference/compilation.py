@@ -602,22 +602,22 @@ def _load_or_compile(
             text = canonical_text(lowered.as_text())
             key = _key("lowered", text, repr(sorted(options.items())))
         path = folder / f"{key}{SUFFIX}"
-        compiled = _load(path)
-        if compiled is not None:
-            _counts["disk"] += 1
-            return compiled
-        lowered = lowered if lowered is not None else lower()
-        compiled = compile_(lowered)
-        if _host_callbacks(lowered):  # not loadable by another process: kept in memory
-            _counts["uncacheable"] += 1
-        else:
-            _store(path, compiled)
+        with cache_folder.claim(path):  # another process compiling it: wait, then load it
+            compiled = _load(path)
+            if compiled is not None:
+                _counts["disk"] += 1
+                return compiled
+            lowered = lowered if lowered is not None else lower()
+            compiled = compile_(lowered)
+            if _host_callbacks(lowered):  # not loadable by another process: kept in memory
+                _counts["uncacheable"] += 1
+            else:
+                _store(path, compiled)
     return compiled
 
 
 def _host_callbacks(lowered: jax.stages.Lowered) -> bool:
-    """Whether the program calls back into this Python process (a progress bar, a debug
-    print): such a program cannot run in another one."""
+    """Whether the program calls back into this process (a progress bar): not loadable."""
     arguments = getattr(getattr(lowered, "_lowering", None), "compile_args", None)
     if isinstance(arguments, dict) and "host_callbacks" in arguments:
         return bool(arguments["host_callbacks"])

@@ -268,6 +268,55 @@ def test_a_program_is_loaded_onto_the_devices_it_was_compiled_for(tmp_path):
     assert second["rows"] == first["rows"] == {"3": 0, "1": 2}
 
 
+def test_a_program_being_compiled_elsewhere_is_waited_for_then_loaded(cache_dir):
+    """While another process holds the lock of a program's file (here: another open file
+    of this process, which flock treats alike), a call waits instead of compiling it too,
+    then loads what the other one stored."""
+    import fcntl
+    import threading
+
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    values, extra = np.arange(5.0), {"shift": np.asarray(1.0)}
+    expected = float(program(values, extra, power=2))  # compiled and stored
+    (path,) = programs(cache_dir)
+    compilation.clear_memory()
+    before = compilation.statistics()
+    lock = os.open(path.parent / f".lock-{path.name[:2]}", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    results = []
+    waiting = threading.Thread(target=lambda: results.append(program(values, extra, power=2)))
+    try:
+        waiting.start()
+        waiting.join(2.0)
+        assert waiting.is_alive() and not results, "it did not wait for the lock"
+    finally:
+        os.close(lock)  # releases it
+    waiting.join()
+    assert float(results[0]) == expected == float(powered_sum(values, extra, 2))
+    after = compilation.statistics()
+    assert after["disk"] == before["disk"] + 1 and after["compiled"] == before["compiled"]
+    assert stat.S_IMODE(os.stat(path.parent / f".lock-{path.name[:2]}").st_mode) == 0o600
+
+
+def test_a_lock_held_too_long_or_unusable_is_done_without(tmp_path):
+    import fcntl
+
+    from gaussmix.inference import cache_folder
+
+    path = tmp_path / "ab12.gaussmix-program"
+    with cache_folder.claim(path) as held:
+        assert held
+        with cache_folder.claim(path, wait=0.0) as again:  # another open file: refused
+            assert not again
+    lock = os.open(tmp_path / ".lock-ab", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the block ended
+    os.close(lock)
+    (tmp_path / ".lock-cd").symlink_to(tmp_path / "elsewhere")
+    with cache_folder.claim(tmp_path / "cd34.gaussmix-program") as held:
+        assert not held  # a symbolic link is never followed
+    assert not (tmp_path / "elsewhere").exists()
+
+
 # ---------------------------------------------------------------------------------------
 # Damaged, foreign and planted files; unsafe folders
 # ---------------------------------------------------------------------------------------
@@ -369,7 +418,8 @@ def test_a_full_disk_warns_once_leaves_nothing_half_written_and_still_computes(
         warnings.simplefilter("error")
         assert float(program(jnp.arange(4.0), {"shift": 0.0}, power=1)) == 6.0
     monkeypatch.setattr(compilation.os, "replace", real_replace)
-    assert list((cache_dir / "programs").iterdir()) == []  # no partial file left
+    left = [path.name for path in (cache_dir / "programs").iterdir()]
+    assert [name for name in left if not name.startswith(".lock-")] == []  # no partial file
 
 
 def test_the_folder_is_trimmed_oldest_first_and_nothing_else_is_touched(cache_dir, monkeypatch):
