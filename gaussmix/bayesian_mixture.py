@@ -110,15 +110,21 @@ class BayesianGaussianMixture(EstimatorBase):
         verbose_interval: iterations between messages.
 
     Attributes:
-        weights_: (K,) posterior mean weights. means_: (K, D).
+        weights_: (K,) posterior mean weights.
+        means_: (K, D) posterior means.
         covariances_, precisions_, precisions_cholesky_: scikit-learn's layouts, the
             covariance being :math:`(\\nu_k W_k)^{-1}`.
         weight_concentration_: Dirichlet (K,) or the process's pair of (K,) arrays.
-        mean_precision_: (K,). degrees_of_freedom_: (K,) (tied: a float).
-        weight_concentration_prior_, mean_precision_prior_, mean_prior_,
-            degrees_of_freedom_prior_, covariance_prior_: the priors used.
-        converged_, n_iter_, lower_bound_, lower_bounds_ (each iteration's, of the best
-            initialization), n_features_in_, feature_names_in_.
+        mean_precision_: (K,).
+        degrees_of_freedom_: (K,) (tied: a float).
+        weight_concentration_prior_, mean_precision_prior_, mean_prior_: the priors used.
+        degrees_of_freedom_prior_, covariance_prior_: the priors used.
+        converged_: whether the best initialization converged.
+        n_iter_: its iterations.
+        lower_bound_: its final lower bound.
+        lower_bounds_: its lower bound after each iteration.
+        n_features_in_: D, the number of features seen by ``fit``.
+        feature_names_in_: the column names of a DataFrame ``X``, when it had them.
 
     Example:
         >>> import numpy as np
