@@ -38,6 +38,7 @@ def sample_posterior(
     progress_bar: bool | None = None,
     sample_weight: ArrayLike | None = None,
     weight_threshold: float = 0.01,
+    nuts_options=None,
 ):
     """NUTS on the estimator's Dirichlet-process (or Dirichlet) program (module docstring).
 
@@ -49,6 +50,8 @@ def sample_posterior(
             estimator's ``random_state``).
         sample_weight: (N,) non-negative weights of the rows' log-likelihoods.
         weight_threshold: ``weighted_components`` counts the weights above it.
+        nuts_options: ``target_accept_prob``, ``max_tree_depth``, ``dense_mass`` (raise
+            the first, e.g. to 0.95, when near-empty components make divergences).
 
     Returns:
         The DataTree of
@@ -104,4 +107,5 @@ def sample_posterior(
         progress_bar=progress_bar,
         init=init,
         weight_threshold=weight_threshold,
+        nuts_options=nuts_options,
     )

@@ -343,6 +343,7 @@ def sample_dirichlet_mixture(
     progress_bar: bool | None = None,
     init: Mapping[str, ArrayLike] | None = None,
     weight_threshold: float = 0.01,
+    nuts_options: Mapping[str, Any] | None = None,
 ):
     """NUTS on a Dirichlet-process (or Dirichlet) mixture; posterior of the number of
     occupied components.
@@ -355,8 +356,10 @@ def sample_dirichlet_mixture(
         concentration: :math:`\\alpha > 0`, or a prior on it (e.g. ``Gamma(1.0, 1.0)``).
         covariance_type, priors, sample_weight, prior_parameters: as in
             :func:`gaussmix.models.gaussian_mixture` (no ``priors["weights"]``).
-        num_warmup, num_samples, num_chains, seed, progress_bar, init: as in
-            :func:`~gaussmix.inference.mcmc.sample`.
+        num_warmup, num_samples, num_chains, seed, progress_bar, init, nuts_options: as
+            in :func:`~gaussmix.inference.mcmc.sample`; ``init`` may have fewer
+            components than K (:func:`pad_components` adds nearly empty ones), e.g. the
+            EM fit at BIC's choice of K.
         weight_threshold: in [0, 1): ``weighted_components`` counts the weights above it.
 
     Returns:
@@ -409,6 +412,7 @@ def sample_dirichlet_mixture(
         seed=seed,
         init=init,
         progress_bar=progress_bar,
+        nuts_options=nuts_options,
         **kwargs,
     )
     return _with_component_counts(tree, covariance_type, seed, sample_weight, threshold)

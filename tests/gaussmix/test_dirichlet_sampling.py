@@ -73,6 +73,8 @@ def test_bad_arguments_are_refused():
         sample_dirichlet_mixture(x, max_components=2, weight_threshold=1.5)
     with pytest.raises(ValueError, match="Invalid concentration"):
         sample_dirichlet_mixture(x, max_components=2, concentration=-1.0, num_warmup=1)
+    with pytest.raises(ValueError, match=r"target_accept_prob must lie in \(0, 1\)"):
+        sample_dirichlet_mixture(x, max_components=2, nuts_options={"target_accept_prob": 2.0})
     with pytest.raises(ValueError, match="x contains NaN"):
         sample_dirichlet_mixture(np.array([0.0, np.nan, 1.0]), max_components=2, num_warmup=1)
 
