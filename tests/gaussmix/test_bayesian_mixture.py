@@ -335,3 +335,28 @@ def test_statistics_summed_over_chunks_give_the_same_step(data):
     np.testing.assert_allclose(float(state.lower_bound), float(history[0]), rtol=1e-10)
     for got, want in zip(state.parameters, whole.parameters, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)
+
+
+def test_covariance_types_agree_after_one_update(data):
+    """scikit-learn's test_compare_covar_type on gaussmix's start: after the first update
+    from the same k-means responsibilities, the tied scale is the mean of the full ones,
+    diag their diagonals, spherical the mean of those (all times the degrees of freedom)."""
+    x, _ = data
+    fits = {
+        covariance_type: BayesianGaussianMixture(
+            n_components=N_COMPONENTS,
+            covariance_type=covariance_type,
+            max_iter=0,
+            random_state=0,
+        ).fit(x)
+        for covariance_type in COVARIANCE_TYPES
+    }
+    for covariance_type in COVARIANCE_TYPES:  # the same start
+        np.testing.assert_allclose(fits[covariance_type].means_, fits["full"].means_, rtol=1e-12)
+    full = fits["full"].covariances_ * fits["full"].degrees_of_freedom_[:, None, None]
+    tied = fits["tied"].covariances_ * fits["tied"].degrees_of_freedom_
+    np.testing.assert_allclose(tied, full.mean(0), rtol=1e-10)
+    diag = fits["diag"].covariances_ * fits["diag"].degrees_of_freedom_[:, None]
+    np.testing.assert_allclose(diag, np.array([np.diag(c) for c in full]), rtol=1e-10)
+    spherical = fits["spherical"].covariances_ * fits["spherical"].degrees_of_freedom_
+    np.testing.assert_allclose(spherical, diag.mean(1), rtol=1e-10)
