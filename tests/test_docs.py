@@ -429,10 +429,17 @@ def test_local_inventories_parse_and_name_installed_objects(tmp_path, monkeypatc
     assert inventory.data["py:class"]["numpy.ndarray"].uri == (
         "https://numpy.org/doc/stable/reference/generated/numpy.ndarray.html#numpy.ndarray"
     )
+    for top in gaussmix_inventories.uninstalled_packages():  # optional ones, if any
+        assert importlib.util.find_spec(top) is None and top not in mapping
     broken = {"numpy": ("https://numpy.org/doc/stable/", {"numpy.no_such_name": ("class", "x")})}
     monkeypatch.setattr(gaussmix_inventories, "INVENTORIES", broken)
     with pytest.raises(ValueError, match="no_such_name"):
         gaussmix_inventories.write_inventories(tmp_path / "again")
+    # an optional package that is not installed: no inventory, its names ignored
+    absent = {"no_such_package": ("https://example.org/", {"no_such_package.f": ("function", "x")})}
+    monkeypatch.setattr(gaussmix_inventories, "INVENTORIES", absent)
+    assert gaussmix_inventories.write_inventories(tmp_path / "absent") == {}
+    assert gaussmix_inventories.uninstalled_packages() == ["no_such_package"]
 
 
 def test_gallery_removes_the_pages_of_scripts_that_are_gone(tmp_path):

@@ -10,6 +10,7 @@ link, not a build error.
 """
 
 import importlib
+import importlib.util
 import zlib
 from pathlib import Path
 
@@ -174,6 +175,12 @@ def inventory_bytes(project: str, entries: dict[str, tuple[str, str]]) -> bytes:
         "# The remainder of this file is compressed using zlib.\n"
     )
     return header.encode() + zlib.compress(("\n".join(lines) + "\n").encode())
+
+
+def uninstalled_packages() -> list[str]:
+    """The top-level packages of INVENTORIES that are not installed (no inventory)."""
+    tops = {next(iter(entries)).split(".")[0] for _, entries in INVENTORIES.values()}
+    return sorted(top for top in tops if importlib.util.find_spec(top) is None)
 
 
 def write_inventories(folder: Path) -> dict[str, tuple[str, str]]:
