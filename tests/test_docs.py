@@ -232,7 +232,21 @@ def run_console(code: str, guide: Path) -> None:
             continue
         words = shlex.split(line[2:])
         assert words[0] == "gaussmix", f"{guide.name}: {line!r} is not a gaussmix command"
-        assert main(words[1:]) == 0, f"{guide.name}: {line!r} failed"
+        try:
+            code = main(words[1:])
+        except SystemExit as exit:  # argparse's --help and usage errors
+            code = exit.code
+        assert code == 0, f"{guide.name}: {line!r} exited with {code}"
+
+
+def test_console_blocks_run_gaussmix_commands_only(capsys):
+    guide = Path("guide.md")
+    run_console("$ gaussmix fit-mixture --help\nusage: gaussmix fit-mixture ...\n", guide)
+    assert capsys.readouterr().out.startswith("usage: gaussmix fit-mixture")
+    with pytest.raises(AssertionError, match="not a gaussmix command"):
+        run_console("$ rm -rf data\n", guide)
+    with pytest.raises(AssertionError, match="exited with 2"):
+        run_console("$ gaussmix no-such-command\n", guide)
 
 
 @pytest.mark.slow
