@@ -43,11 +43,9 @@ latent site ``concentration``.
 
 Example:
     >>> import jax, numpy as np
-    >>> from numpyro.infer import Predictive
-    >>> prior = Predictive(dirichlet_process_mixture, num_samples=2000)(
-    ...     jax.random.key(0), max_components=4, concentration=1.0, n_samples=10, n_features=1)
+    >>> draws = StickBreakingWeights(1.0, 4).sample(jax.random.key(0), (2000,))
     >>> expected = [1 / 2, 1 / 4, 1 / 8, 1 / 8]  # alpha = 1
-    >>> bool(np.allclose(prior["weights"].mean(0), expected, atol=0.03))
+    >>> bool(np.allclose(draws.mean(0), expected, atol=0.03))
     True
 """
 
@@ -322,12 +320,13 @@ def dirichlet_mixture(
     ``max_components``.
 
     Example:
-        >>> import jax
-        >>> from numpyro.infer import Predictive
-        >>> prior = Predictive(dirichlet_mixture, num_samples=3)(
-        ...     jax.random.key(0), n_components=5, concentration=0.5, n_samples=10, n_features=2)
-        >>> prior["weights"].shape
-        (3, 5)
+        >>> from numpyro.infer.util import log_density
+        >>> point = {"weights": np.full(4, 0.25), "means": np.zeros((4, 1)),
+        ...          "covariances": np.ones((4, 1, 1))}
+        >>> _, trace = log_density(dirichlet_mixture, (np.array([[0.0], [1.0]]),),
+        ...                        {"n_components": 4, "concentration": 2.0}, point)
+        >>> trace["weights"]["fn"].concentration.tolist()
+        [0.5, 0.5, 0.5, 0.5]
     """
     K = check_count("n_components", n_components)
     priors = _other_priors(priors, "dirichlet_mixture")
