@@ -96,6 +96,12 @@ _REGISTRY: dict = {}
 #: ``(module, qualified name)`` of a gaussmix program -> module that registers its hooks.
 PROVIDERS = {
     ("gaussmix.models.mixture", "gaussian_mixture"): "gaussmix.inference.mixture_sampling",
+    ("gaussmix.models.dirichlet_mixture", "dirichlet_process_mixture"): (
+        "gaussmix.inference.dirichlet_sampling"
+    ),
+    ("gaussmix.models.dirichlet_mixture", "dirichlet_mixture"): (
+        "gaussmix.inference.dirichlet_sampling"
+    ),
 }
 
 

@@ -244,7 +244,8 @@ def log_responsibilities(
     norm = jnp.where(jnp.isinf(nearest_distance[:, 0]), -jnp.inf, norm)
     # the limit far out: the nearest components (in Mahalanobis distance) share the mass
     nearest = log_distance == jnp.min(log_distance, axis=1, keepdims=True)
-    limit = jnp.where(nearest, -jnp.log(jnp.sum(nearest, axis=1, keepdims=True)), -jnp.inf)
+    ties = jnp.sum(nearest, axis=1, keepdims=True, dtype=shifted.dtype)  # not int: keeps float32
+    limit = jnp.where(nearest, -jnp.log(ties), -jnp.inf)
     overflowed = (norm == -jnp.inf)[:, None]
     return norm, jnp.where(overflowed, limit, shifted - log_total)
 

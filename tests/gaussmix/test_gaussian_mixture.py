@@ -292,7 +292,11 @@ def test_dtypes_follow_the_input():
         single = GaussianMixture(K, random_state=0, max_iter=1).fit(x.astype(np.float32))
     assert double.means_.dtype == np.float64 and single.means_.dtype == np.float32
     assert double.predict_proba(x).dtype == np.float64
-    assert np.all(np.isfinite(single.score_samples(x.astype(np.float32))))
+    single_x = x.astype(np.float32)
+    assert np.all(np.isfinite(single.score_samples(single_x)))
+    # under x64 an integer count of tied components once promoted them to float64
+    assert single.score_samples(single_x).dtype == np.float32
+    assert single.predict_proba(single_x).dtype == np.float32
 
 
 def test_pickles_and_repr():
