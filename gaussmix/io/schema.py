@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 #: Classes that can be saved: name -> (module, kind). ``estimator``: scikit-learn style
 #: (``get_params`` + fitted attributes); ``record``: a dataclass or NamedTuple result.
 CLASSES = {
+    "BayesianGaussianMixture": ("gaussmix.bayesian_mixture", "estimator"),
     "GaussianMixture": ("gaussmix.mixture", "estimator"),
     "KMeans": ("gaussmix.kmeans", "estimator"),
     "PeakFit": ("gaussmix.peaks", "record"),
@@ -33,6 +34,27 @@ CLASSES = {
 #: These are what ``fit`` and ``partial_fit`` set; :func:`~gaussmix.io.save` refuses an
 #: estimator with any other attribute, so every file it writes loads.
 FITTED_ATTRIBUTES = {
+    "BayesianGaussianMixture": {
+        "weights_": True,
+        "means_": True,
+        "covariances_": True,
+        "precisions_": True,
+        "precisions_cholesky_": True,
+        "weight_concentration_": True,
+        "mean_precision_": True,
+        "degrees_of_freedom_": True,
+        "weight_concentration_prior_": True,
+        "mean_precision_prior_": True,
+        "mean_prior_": True,
+        "degrees_of_freedom_prior_": True,
+        "covariance_prior_": True,
+        "converged_": True,
+        "n_iter_": True,
+        "lower_bound_": True,
+        "lower_bounds_": True,
+        "n_features_in_": True,
+        "feature_names_in_": False,
+    },
     "GaussianMixture": {
         "weights_": True,
         "means_": True,

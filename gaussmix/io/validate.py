@@ -382,7 +382,131 @@ def _check_kmeans(model: Any, fitted: dict) -> dict:
     return fitted
 
 
-ESTIMATOR_CHECKS = {"GaussianMixture": _check_gaussian_mixture, "KMeans": _check_kmeans}
+def _check_precisions_product(fitted: dict, covariance_type: str) -> None:
+    """``precisions_`` is the product of ``precisions_cholesky_`` (checked already)."""
+    factor = np.asarray(fitted["precisions_cholesky_"])
+    if covariance_type in ("full", "tied"):
+        expected = factor @ np.swapaxes(factor, -1, -2)
+    else:
+        expected = factor**2
+    precisions = _array(fitted["precisions_"], "fitted.precisions_", expected.shape)
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    if not np.allclose(precisions, expected, rtol=0.0, atol=_tolerance(expected) * scale):
+        raise InvalidFile("fitted.precisions_ is not the product of fitted.precisions_cholesky_")
+
+
+def _positive_array(value: Any, where: str, shape: tuple, above: float = 0.0) -> np.ndarray:
+    array = _array(value, where, shape)
+    if np.any(array <= above):
+        raise InvalidFile(f"{where} holds values <= {above:g}")
+    return array
+
+
+def _positive_number(value: Any, where: str, above: float = 0.0) -> float:
+    number = _real(value, where)
+    if not number > above:
+        raise InvalidFile(f"{where} = {number!r} must be > {above:g}")
+    return number
+
+
+def _check_weight_concentration(model: Any, fitted: dict, k: int) -> None:
+    """Dirichlet (K,) or the process's pair of (K,) Beta parameters, positive, whose
+    posterior mean weights are ``weights_``."""
+    from gaussmix.inference.em import variational
+
+    where = "fitted.weight_concentration_"
+    value = fitted["weight_concentration_"]
+    if model.weight_concentration_prior_type == "dirichlet_process":
+        if not isinstance(value, tuple) or len(value) != 2:
+            raise InvalidFile(
+                f"{where} must be the pair (a, b) of the Dirichlet process, not {describe(value)}"
+            )
+        arrays = [_positive_array(part, f"{where}[{i}]", (k,)) for i, part in enumerate(value)]
+        concentration = np.stack(arrays)
+    else:
+        concentration = _positive_array(value, where, (k,))
+    weights = np.asarray(fitted["weights_"])
+    expected = np.asarray(
+        variational.weights_of(
+            concentration.astype(np.float64), model.weight_concentration_prior_type
+        )
+    )
+    if np.max(np.abs(weights - expected)) > _tolerance(weights):
+        raise InvalidFile(f"fitted.weights_ are not the posterior mean weights of {where}")
+
+
+def _check_history(fitted: dict) -> None:
+    """``lower_bounds_``: one finite bound per iteration, the last ``lower_bound_``."""
+    _boolean(fitted["converged_"], "fitted.converged_")
+    n_iter = _integer(fitted["n_iter_"], "fitted.n_iter_", 0)
+    bound = _real(fitted["lower_bound_"], "fitted.lower_bound_", finite=False)
+    bounds = fitted["lower_bounds_"]
+    if not isinstance(bounds, list) or len(bounds) != n_iter:
+        raise InvalidFile(
+            f"fitted.lower_bounds_ must be a list of n_iter_ = {n_iter} numbers, not "
+            f"{describe(bounds)}"
+        )
+    bounds = [_real(b, f"fitted.lower_bounds_[{i}]") for i, b in enumerate(bounds)]
+    if bound == math.inf or (bounds and bound != bounds[-1]):
+        raise InvalidFile(
+            f"fitted.lower_bound_ = {bound!r} is not the last of fitted.lower_bounds_"
+        )
+    fitted["lower_bounds_"] = bounds
+
+
+def _check_variational_priors(fitted: dict, covariance_type: str, d: int) -> None:
+    """The ``*_prior_`` hyperparameters the fit used (scikit-learn's constraints)."""
+    for name in ("weight_concentration_prior_", "mean_precision_prior_"):
+        fitted[name] = _positive_number(fitted[name], f"fitted.{name}")
+    fitted["degrees_of_freedom_prior_"] = _positive_number(
+        fitted["degrees_of_freedom_prior_"], "fitted.degrees_of_freedom_prior_", d - 1.0
+    )
+    _array(fitted["mean_prior_"], "fitted.mean_prior_", (d,))
+    where = "fitted.covariance_prior_"
+    if covariance_type == "spherical":
+        fitted["covariance_prior_"] = _positive_number(fitted["covariance_prior_"], where)
+    elif covariance_type == "diag":
+        _positive_array(fitted["covariance_prior_"], where, (d,))
+    else:
+        _check_positive_definite(_array(fitted["covariance_prior_"], where, (d, d)), where)
+
+
+def _check_bayesian_mixture(model: Any, fitted: dict) -> dict:
+    """A fitted BayesianGaussianMixture: GaussianMixture's checks of the mixture (shapes,
+    weights summing to 1, SPD covariances, the precision factors), positive
+    concentrations and mean precisions, degrees of freedom > D - 1, the priors, and one
+    lower bound per iteration."""
+    from gaussmix.inference.em import variational
+
+    covariance_type = _run_check("hyperparameters", model._check_parameters)
+    _check_random_state(model.random_state)
+    covariance_type = variational.variational_layout(covariance_type)
+    k = int(model.n_components)
+    d = _integer(fitted["n_features_in_"], "fitted.n_features_in_", 1)
+    names = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+    _check_mixture_parameters(fitted, "fitted.", names, covariance_type, k, d)
+    _check_precisions_product(fitted, covariance_type)
+    _check_weight_concentration(model, fitted, k)
+    _positive_array(fitted["mean_precision_"], "fitted.mean_precision_", (k,))
+    where = "fitted.degrees_of_freedom_"
+    if covariance_type == "tied":
+        fitted["degrees_of_freedom_"] = _positive_number(
+            fitted["degrees_of_freedom_"], where, d - 1.0
+        )
+    else:
+        _positive_array(fitted["degrees_of_freedom_"], where, (k,), d - 1.0)
+    _check_variational_priors(fitted, covariance_type, d)
+    _check_history(fitted)
+    if "feature_names_in_" in fitted:
+        fitted["feature_names_in_"] = _check_feature_names(fitted["feature_names_in_"], d)
+    return fitted
+
+
+ESTIMATOR_CHECKS = {
+    "BayesianGaussianMixture": _check_bayesian_mixture,
+    "GaussianMixture": _check_gaussian_mixture,
+    "KMeans": _check_kmeans,
+}
 
 
 def check_estimator_keys(cls: type, name: str, state: dict) -> None:

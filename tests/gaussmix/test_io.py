@@ -621,7 +621,8 @@ def test_batched_peak_fit_with_model_options_round_trips(tmp_path):
 
 def test_every_savable_class_round_trips():
     # The round-trip tests above cover each class of CLASSES.
-    covered = {"GaussianMixture", "KMeans", "PeakFit"}
+    covered = {"BayesianGaussianMixture", "GaussianMixture", "KMeans", "PeakFit"}
+    # BayesianGaussianMixture: tests/gaussmix/test_bayesian_mixture.py
     assert set(CLASSES) == covered
 
 
