@@ -30,8 +30,11 @@ from gaussmix._base import (
     seed_from_random_state,
     validate_data,
 )
+from gaussmix._mixture_streaming import check_rereadable, chunk_source, reads_by_chunks
 from gaussmix.inference import compilation, em
 from gaussmix.inference.em import variational
+from gaussmix.inference.streaming import DEFAULT_INIT_ROWS
+from gaussmix.inference.streaming import variational as chunked
 
 __all__ = ["BayesianGaussianMixture"]
 
@@ -108,6 +111,8 @@ class BayesianGaussianMixture(EstimatorBase):
         verbose: 0 silent, 1 each initialization, 2 also every ``verbose_interval``
             iterations.
         verbose_interval: iterations between messages.
+        chunk_size: rows per chunk when :meth:`fit` reads an array by chunks (None:
+            about 16 MiB per chunk for memmaps and ``.npy`` paths, in memory for arrays).
 
     Attributes:
         weights_: (K,) posterior mean weights.
@@ -156,6 +161,7 @@ class BayesianGaussianMixture(EstimatorBase):
         warm_start: bool = False,
         verbose: int = 0,
         verbose_interval: int = 10,
+        chunk_size: int | None = None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -174,6 +180,7 @@ class BayesianGaussianMixture(EstimatorBase):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.chunk_size = chunk_size
 
     def __sklearn_tags__(self):
         tags = scikit_learn_tags("density_estimator")
@@ -192,6 +199,8 @@ class BayesianGaussianMixture(EstimatorBase):
         check_parameter("n_init", self.n_init, "int", 1, name)
         check_parameter("verbose", self.verbose, "int", 0, name)
         check_parameter("verbose_interval", self.verbose_interval, "int", 1, name)
+        if self.chunk_size is not None:
+            check_parameter("chunk_size", self.chunk_size, "int", 1, name)
         layout = variational.variational_layout(self.covariance_type)
         if self.init_params not in INIT_PARAMS:
             raise ValueError(
@@ -217,10 +226,10 @@ class BayesianGaussianMixture(EstimatorBase):
             )
         return layout
 
-    def _check_priors(self, X: np.ndarray, weight, config) -> variational.VariationalPrior:
-        """The hyperparameters (scikit-learn's ``_check_parameters(X)``), stored as the
-        ``*_prior_`` attributes."""
-        n_features = X.shape[1]
+    def _check_priors(self, moments, dtype, config) -> variational.VariationalPrior:
+        """The hyperparameters (scikit-learn's ``_check_parameters(X)``) of data of these
+        (mean, covariance) ``moments``, stored as the ``*_prior_`` attributes."""
+        n_features = np.shape(moments[0])[0]
         layout = config.covariance_type
         mean_prior = None
         if self.mean_prior is not None:
@@ -240,10 +249,10 @@ class BayesianGaussianMixture(EstimatorBase):
         covariance_prior = None
         if self.covariance_prior is not None:
             covariance_prior = _checked_covariance_prior(self.covariance_prior, layout, n_features)
-        prior = variational.default_prior(
-            X,
+        prior = variational.moment_prior(
+            *moments,
             config,
-            weight,
+            dtype,
             weight_concentration=self.weight_concentration_prior,
             mean_precision=self.mean_precision_prior,
             mean=mean_prior,
@@ -287,10 +296,19 @@ class BayesianGaussianMixture(EstimatorBase):
     def fit(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None):
         """Fit the variational posterior, keeping the best of ``n_init`` initializations.
 
+        Data that need not fit in memory is read by chunks, one pass per iteration (the
+        in-memory fit up to the order of floating-point sums; see
+        :mod:`gaussmix.inference.streaming.variational`): an ``np.memmap``, a ``.npy``
+        path, a list of (n, D) chunks or ``(x, w)`` tuples, a callable returning an
+        iterator of those, or any array with ``chunk_size`` set. The initialization then
+        runs on a uniform sample of at most 100,000 rows (the whole data, in order, when
+        it has no more: the in-memory start).
+
         Args:
-            X: (N, D) data.
+            X: (N, D) data, or chunks as above.
             y: ignored.
-            sample_weight: (N,) non-negative weights (a weight of 2 counts a row twice).
+            sample_weight: (N,) non-negative weights (a weight of 2 counts a row twice);
+                an array, memmap or ``.npy`` path alongside array data read by chunks.
 
         Returns:
             self.
@@ -298,12 +316,20 @@ class BayesianGaussianMixture(EstimatorBase):
         Warns:
             ConvergenceWarning: the best initialization reached ``max_iter``.
         """
-        self._fit(X, sample_weight)
+        if reads_by_chunks(X, self.chunk_size):
+            self._fit_chunks(X, sample_weight)
+        else:
+            self._fit(X, sample_weight)
         return self
 
     def fit_predict(self, X: ArrayLike, y=None, sample_weight: ArrayLike | None = None):
         """Fit, then the labels of ``X`` under the fitted posterior (N,), as
-        ``fit(X).predict(X)``."""
+        ``fit(X).predict(X)`` (chunk by chunk for data read by chunks)."""
+        if reads_by_chunks(X, self.chunk_size):
+            self._fit_chunks(X, sample_weight)
+            source = chunk_source(X, None, None, self.chunk_size)
+            labels = [self.predict(x) for x, _ in source if np.shape(x)[0]]
+            return np.concatenate(labels)
         X = self._fit(X, sample_weight)
         return self._log_resp(X)[1].argmax(axis=1)
 
@@ -318,42 +344,112 @@ class BayesianGaussianMixture(EstimatorBase):
                 f"but got n_components = {self.n_components}, n_samples = {n_samples}"
             )
         weight = self._check_sample_weight(sample_weight, n_samples, X.dtype)
-        config = variational.VariationalConfig(
+        config = self._config(layout)
+        prior = self._check_priors(variational.data_moments(X, weight), X.dtype, config)
+        reg_covar, seed = float(self.reg_covar), self._seed()
+
+        def start(restart):
+            return variational.restart_start(
+                seed, X, weight, prior, reg_covar, config, self.init_params, restart
+            )
+
+        def run(start, bound0):
+            state, converged, history = variational.fit(
+                start,
+                X,
+                weight,
+                prior,
+                reg_covar,
+                float(self.tol),
+                config,
+                max_iter=int(self.max_iter),
+                lower_bound0=bound0,
+            )
+            history = [float(b) for b in np.asarray(history)[: int(state.n_iter)]]
+            return state.parameters, history, bool(converged)
+
+        self._fit_restarts(start, run, X.dtype)
+        return X
+
+    def _fit_chunks(self, X, sample_weight) -> None:
+        """The fit of data read by chunks: one pass for the priors and the
+        initialization sample, then one pass per iteration."""
+        layout = self._check_parameters()
+        check_rereadable(X)
+        source = chunk_source(X, sample_weight, None, self.chunk_size)
+        config = self._config(layout)
+        seed = self._seed()
+        first = chunked.variational_survey(
+            source, n_components=int(self.n_components), init_rows=DEFAULT_INIT_ROWS, seed=seed
+        )
+        survey = first.survey
+        if hasattr(self, "n_features_in_") and self.warm_start and hasattr(self, "converged_"):
+            if survey.n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {survey.n_features} features, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} features as input."
+                )
+        self.n_features_in_ = int(survey.n_features)
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        prior = self._check_priors((first.mean, first.covariance), survey.dtype, config)
+        reg_covar = float(self.reg_covar)
+
+        def start(restart):
+            return variational.restart_start(
+                seed,
+                survey.sample,
+                survey.sample_weight,
+                prior,
+                reg_covar,
+                config,
+                self.init_params,
+                restart,
+            )
+
+        def run(start, bound0):
+            return chunked.fit_variational_chunked(
+                source,
+                first,
+                start,
+                prior,
+                reg_covar,
+                float(self.tol),
+                config,
+                max_iter=int(self.max_iter),
+                lower_bound0=bound0,
+            )
+
+        self._fit_restarts(start, run, survey.dtype)
+
+    def _config(self, layout: str) -> variational.VariationalConfig:
+        return variational.VariationalConfig(
             int(self.n_components), layout, self.weight_concentration_prior_type
         )
-        prior = self._check_priors(X, weight, config)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
+
+    def _seed(self):
+        return seed_from_random_state(self.random_state) if self._initializes() else 0
+
+    def _initializes(self) -> bool:
+        return not (self.warm_start and hasattr(self, "converged_"))
+
+    def _fit_restarts(self, start, run, dtype) -> None:
+        """Keep the best of ``n_init`` runs: ``start(restart)`` the first posterior,
+        ``run(start, bound0)`` -> (posterior, lower bounds, converged)."""
+        do_init = self._initializes()
         n_init = int(self.n_init) if do_init else 1
-        seed = seed_from_random_state(self.random_state) if do_init else 0
-        reg_covar = float(self.reg_covar)
         best = None
         for restart in range(n_init):
             started = time.perf_counter()
             if do_init:
-                start = variational.restart_start(
-                    seed, X, weight, prior, reg_covar, config, self.init_params, restart
-                )
-                bound0 = -np.inf
+                first, bound0 = start(restart), -np.inf
             else:
-                start = self._posterior(X.dtype)
-                bound0 = self.lower_bound_
+                first, bound0 = self._posterior(dtype), self.lower_bound_
             if self.max_iter == 0:
-                result = (start, bound0, 0, False, [])
+                result = (first, bound0, 0, False, [])
             else:
-                state, converged, history = variational.fit(
-                    start,
-                    X,
-                    weight,
-                    prior,
-                    reg_covar,
-                    float(self.tol),
-                    config,
-                    max_iter=int(self.max_iter),
-                    lower_bound0=bound0,
-                )
-                n_iter = int(state.n_iter)
-                history = [float(b) for b in np.asarray(history)[:n_iter]]
-                result = (state.parameters, history[-1], n_iter, bool(converged), history)
+                parameters, history, converged = run(first, bound0)
+                result = (parameters, history[-1], len(history), converged, history)
             self._print_verbose(restart, result, time.perf_counter() - started)
             if best is None or result[1] > best[1] or best[1] == -np.inf:
                 best = result
@@ -368,9 +464,8 @@ class BayesianGaussianMixture(EstimatorBase):
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 convergence_warning_class(),
-                stacklevel=3,
+                stacklevel=4,
             )
-        return X
 
     def _print_verbose(self, restart, result, seconds) -> None:
         if self.verbose < 1:

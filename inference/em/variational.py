@@ -95,11 +95,13 @@ __all__ = [
     "VariationalParameters",
     "VariationalPrior",
     "VariationalState",
+    "data_moments",
     "default_prior",
     "estep_parameters",
     "expected_log_weights",
     "fit",
     "lower_bound",
+    "moment_prior",
     "restart_start",
     "step",
     "update",
@@ -201,6 +203,39 @@ class VariationalInfo(NamedTuple):
     converged: jax.Array
 
 
+def data_moments(x: ArrayLike, sample_weight: ArrayLike | None = None):
+    """(D,) the (weighted) mean and (D, D) covariance of ``x`` (N, D) of the default prior:
+    ``ddof=1``, or with ``sample_weight`` (N,) the covariance of frequency weights (divided
+    by :math:`\\sum w - 1`): a row of weight 2 counts as the row twice."""
+    x = np.asarray(x)
+    if sample_weight is None:
+        return x.mean(axis=0), np.atleast_2d(np.cov(x.T))
+    weight = np.asarray(sample_weight, np.float64)
+    mean = weight @ x / weight.sum()
+    centred = x - mean
+    return mean, (centred * weight[:, None]).T @ centred / (weight.sum() - 1.0)
+
+
+def moment_prior(
+    mean: ArrayLike, covariance: ArrayLike, config: VariationalConfig, dtype, /, **given
+) -> VariationalPrior:
+    """scikit-learn's default hyperparameters of data of this (D,) mean and (D, D)
+    covariance, replaced by ``given`` (any field of :class:`VariationalPrior`, not None):
+    what :func:`default_prior` computes, from moments summed over chunks or devices."""
+    full = np.atleast_2d(np.asarray(covariance, np.float64))
+    variances = np.diagonal(full).copy()
+    layout = config.covariance_type
+    values = {
+        "weight_concentration": 1.0 / config.n_components,
+        "mean_precision": 1.0,
+        "mean": mean,
+        "degrees_of_freedom": float(full.shape[0]),
+        "covariance": {"full": full, "tied": full, "diag": variances}.get(layout, variances.mean()),
+    }
+    values.update({name: value for name, value in given.items() if value is not None})
+    return VariationalPrior(**{name: np.asarray(value, dtype) for name, value in values.items()})
+
+
 def default_prior(
     x: ArrayLike, config: VariationalConfig, sample_weight: ArrayLike | None = None, **given
 ) -> VariationalPrior:
@@ -209,33 +244,11 @@ def default_prior(
     :math:`\\alpha_0 = 1/K`, :math:`\\beta_0 = 1`, :math:`m_0` the data mean,
     :math:`\\nu_0 = D`, :math:`W_0^{-1}` the sample covariance (``ddof=1``; its diagonal
     for diag, the mean of that for spherical). With ``sample_weight`` (N,) the weighted
-    mean and the covariance of frequency weights (divided by :math:`\\sum w - 1`): a row
-    of weight 2 counts as the row twice. ``given``: any field of
-    :class:`VariationalPrior`, not None.
+    mean and the covariance of frequency weights (:func:`data_moments`). ``given``: any
+    field of :class:`VariationalPrior`, not None.
     """
     x = np.asarray(x)
-    n_features = x.shape[1]
-    layout = config.covariance_type
-    if sample_weight is None:
-        mean = x.mean(axis=0)
-        full = np.atleast_2d(np.cov(x.T))
-        variances = np.var(x, axis=0, ddof=1)
-    else:
-        weight = np.asarray(sample_weight, np.float64)
-        mean = weight @ x / weight.sum()
-        centred = x - mean
-        full = (centred * weight[:, None]).T @ centred / (weight.sum() - 1.0)
-        variances = np.diagonal(full).copy()
-    covariance = {"full": full, "tied": full, "diag": variances}.get(layout, variances.mean())
-    values = {
-        "weight_concentration": 1.0 / config.n_components,
-        "mean_precision": 1.0,
-        "mean": mean,
-        "degrees_of_freedom": float(n_features),
-        "covariance": covariance,
-    }
-    values.update({name: value for name, value in given.items() if value is not None})
-    return VariationalPrior(**{name: np.asarray(value, x.dtype) for name, value in values.items()})
+    return moment_prior(*data_moments(x, sample_weight), config, x.dtype, **given)
 
 
 # -- the update (M-step) -----------------------------------------------------------------

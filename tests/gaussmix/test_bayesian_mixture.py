@@ -287,14 +287,132 @@ def test_nan_rows_and_unfitted_use_are_refused(data):
         BayesianGaussianMixture().predict(x)
 
 
-def test_save_refuses_it_naming_what_it_stores(data, tmp_path):
-    """gaussmix.save does not store this estimator yet: a clear refusal, no file."""
+SAVED_PRIORS = dict(zip(COVARIANCE_TYPES, PRIOR_TYPES * 2, strict=True))
+
+
+@pytest.fixture(scope="module")
+def saved(data, tmp_path_factory):
+    """One fit per covariance type (both weight priors among them), saved."""
     import gaussmix
 
     x, _ = data
-    model = BayesianGaussianMixture(n_components=2, random_state=0).fit(x)
-    with pytest.raises(ValueError, match=r"cannot save a BayesianGaussianMixture; gaussmix\.save"):
-        gaussmix.save(model, tmp_path / "model.npz")
+    folder = tmp_path_factory.mktemp("saved")
+    fits = {}
+    for covariance_type, prior_type in SAVED_PRIORS.items():
+        model = BayesianGaussianMixture(
+            n_components=N_COMPONENTS,
+            covariance_type=covariance_type,
+            weight_concentration_prior_type=prior_type,
+            max_iter=N_ITER,
+            tol=0.0,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(x)
+        fits[covariance_type] = (model, gaussmix.save(model, folder / f"{covariance_type}.npz"))
+    return fits
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_save_load_round_trip_predicts_exactly_and_warm_starts_alike(data, saved, covariance_type):
+    """Every fitted attribute comes back equal (its type too); predictions and scores are
+    bit-identical; a warm-started fit continues from the loaded posterior as from the
+    original one."""
+    import gaussmix
+    from gaussmix.io import FITTED_ATTRIBUTES
+
+    x, _ = data
+    model, path = saved[covariance_type]
+    loaded = gaussmix.load(path)
+    assert type(loaded) is BayesianGaussianMixture
+    assert loaded.get_params() == model.get_params()
+    attributes = set(vars(model)) - set(model.get_params())
+    allowed = FITTED_ATTRIBUTES["BayesianGaussianMixture"]
+    assert attributes == {name for name, required in allowed.items() if required}
+    for name in attributes:
+        got, want = getattr(loaded, name), getattr(model, name)
+        assert type(got) is type(want), name
+        for a, b in zip(np.atleast_1d(got), np.atleast_1d(want), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    np.testing.assert_array_equal(loaded.score_samples(x), model.score_samples(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = loaded.set_params(warm_start=True).fit(x)
+        reference = gaussmix.load(path).set_params(warm_start=True)
+        for name in attributes:  # the original object, not a second load
+            setattr(reference, name, getattr(model, name))
+        reference.fit(x)
+    np.testing.assert_array_equal(again.lower_bounds_, reference.lower_bounds_)
+    assert again.lower_bounds_[0] >= model.lower_bound_ - 1e-9 * abs(model.lower_bound_)
+
+
+def _parts(path):
+    import json
+
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "header"}
+        return json.loads(str(archive["header"])), arrays
+
+
+def _changed_file(path, out, name, change, part=None):
+    """The file with fitted attribute ``name`` (``part`` of a tuple) changed by ``change``
+    (an array in the archive, or a number of the JSON header)."""
+    import json
+
+    header, arrays = _parts(path)
+    fitted = header["state"]["fitted"]
+    node = fitted[name] if part is None else fitted[name]["__tuple__"][part]
+    if isinstance(node, dict) and "__array__" in node:
+        arrays[node["__array__"]] = change(arrays[node["__array__"]])
+    elif part is None:
+        fitted[name] = change(node)
+    with open(out, "wb") as file:
+        np.savez(file, header=np.array(json.dumps(header)), **arrays)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "name", "part", "change", "match"),
+    [
+        ("full", "weight_concentration_", 1, lambda a: -a, r"weight_concentration_\[1\] holds"),
+        ("tied", "weight_concentration_", None, lambda a: a + np.arange(4), "posterior mean"),
+        ("full", "weights_", None, lambda w: w[::-1], "posterior mean weights"),
+        ("diag", "weights_", None, lambda w: w * 0.5, "sums to"),
+        ("full", "mean_precision_", None, lambda b: -b, r"mean_precision_ holds values <= 0"),
+        ("full", "degrees_of_freedom_", None, lambda v: v * 0 + 0.5, "holds values <= 1"),
+        ("tied", "degrees_of_freedom_", None, lambda v: 1.0, r"degrees_of_freedom_ = 1.0 must"),
+        ("full", "covariances_", None, lambda c: c * [[1, 1], [1, -1]], "positive definite"),
+        ("spherical", "covariances_", None, lambda c: -c, "variances <= 0"),
+        ("full", "precisions_", None, lambda p: p * 1.01, "not the product"),
+        ("tied", "covariance_prior_", None, lambda c: -c, "covariance_prior_ is not positive"),
+        ("spherical", "covariance_prior_", None, lambda c: 0.0, "covariance_prior_ = 0.0 must"),
+        ("diag", "degrees_of_freedom_prior_", None, lambda v: 0.5, r"prior_ = 0.5 must be > 1"),
+        ("full", "mean_prior_", None, lambda m: m[:1], r"mean_prior_ has shape \(1,\)"),
+        ("diag", "lower_bounds_", None, lambda b: b[:-1], "list of n_iter_ = 6 numbers"),
+        ("diag", "lower_bound_", None, lambda b: b + 1.0, "not the last of"),
+        ("full", "means_", None, lambda m: m * np.nan, "NaN or infinite"),
+    ],
+)
+def test_damaged_files_are_refused_naming_the_attribute(
+    saved, tmp_path, covariance_type, name, part, change, match
+):
+    """A file whose fitted attribute was changed is refused (a ValueError naming the
+    file and the attribute), never loaded into a model that predicts nonsense."""
+    import gaussmix
+
+    path = _changed_file(saved[covariance_type][1], tmp_path / "changed.npz", name, change, part)
+    with pytest.raises(ValueError, match=match) as caught:
+        gaussmix.load(path)
+    assert str(path) in str(caught.value) and "save the fitted model again" in str(caught.value)
+
+
+def test_unfitted_model_is_not_saved(tmp_path):
+    import gaussmix
+
+    with pytest.raises(ValueError, match="not fitted yet; call fit"):
+        gaussmix.save(BayesianGaussianMixture(), tmp_path / "model.npz")
     assert not (tmp_path / "model.npz").exists()
 
 
@@ -360,3 +478,123 @@ def test_covariance_types_agree_after_one_update(data):
     np.testing.assert_allclose(diag, np.array([np.diag(c) for c in full]), rtol=1e-10)
     spherical = fits["spherical"].covariances_ * fits["spherical"].degrees_of_freedom_
     np.testing.assert_allclose(spherical, diag.mean(1), rtol=1e-10)
+
+
+# -- data read by chunks ---------------------------------------------------------------------
+
+
+def _chunked_inputs(x, weight, how, folder):
+    """``X`` and ``sample_weight`` for fit: the data read by chunks in one of four ways."""
+    if how == "npy":
+        np.save(folder / "x.npy", x)
+        np.save(folder / "w.npy", weight)
+        return str(folder / "x.npy"), np.load(folder / "w.npy", mmap_mode="r")
+    pieces = [(x[a:b], weight[a:b]) for a, b in ((0, 61), (61, 62), (62, 150))]
+    if how == "list":
+        return pieces, None
+    if how == "callable":
+        return (lambda: iter(pieces)), None
+    return x, weight  # chunk_size
+
+
+CHUNKED_CASES = [
+    ("full", "dirichlet_process", "npy"),
+    ("tied", "dirichlet_distribution", "list"),
+    ("diag", "dirichlet_process", "callable"),
+    ("spherical", "dirichlet_distribution", "chunk_size"),
+]
+
+
+@pytest.mark.parametrize(("covariance_type", "prior_type", "how"), CHUNKED_CASES)
+def test_chunked_fit_equals_the_in_memory_fit(data, tmp_path, covariance_type, prior_type, how):
+    """Read by chunks (a .npy path with a memmap of weights, a list of (x, w) chunks of
+    uneven sizes, one of a single row, a callable, chunk_size): the priors, the start
+    (the data has fewer rows than the initialization sample), every iteration's lower
+    bound and the posterior equal the in-memory fit's to 1e-10 in float64."""
+    x, _ = data
+    weight = np.random.default_rng(4).uniform(0.5, 2.0, len(x))
+    options = dict(
+        n_components=N_COMPONENTS,
+        covariance_type=covariance_type,
+        weight_concentration_prior_type=prior_type,
+        max_iter=N_ITER,
+        tol=0.0,
+        n_init=2,
+        random_state=0,
+    )
+    X, sample_weight = _chunked_inputs(x, weight, how, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        memory = BayesianGaussianMixture(**options).fit(x, sample_weight=weight)
+        chunked = BayesianGaussianMixture(chunk_size=40 if how == "chunk_size" else None, **options)
+        labels = chunked.fit_predict(X, sample_weight=sample_weight)
+    np.testing.assert_allclose(chunked.lower_bounds_, memory.lower_bounds_, rtol=1e-10, atol=0)
+    assert chunked.n_iter_ == memory.n_iter_ == N_ITER and chunked.n_features_in_ == 2
+    for name in (*ATTRIBUTES, "mean_prior_", "covariance_prior_", "degrees_of_freedom_prior_"):
+        np.testing.assert_allclose(
+            getattr(chunked, name), getattr(memory, name), rtol=1e-10, atol=1e-12, err_msg=name
+        )
+    np.testing.assert_allclose(
+        np.ravel(chunked.weight_concentration_), np.ravel(memory.weight_concentration_), rtol=1e-10
+    )
+    np.testing.assert_array_equal(labels, memory.predict(x))
+
+
+def test_chunked_warm_start_continues_like_the_in_memory_one(data):
+    """A warm start from a fit continues over chunks as in memory (the same bounds)."""
+    x, _ = data
+    options = dict(n_components=N_COMPONENTS, max_iter=N_ITER, tol=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        memory = BayesianGaussianMixture(**options).fit(x)
+        chunked = BayesianGaussianMixture(**options).fit(x)
+        memory.set_params(warm_start=True).fit(x)
+        chunked.set_params(warm_start=True).fit([x[:70], x[70:]])
+    np.testing.assert_allclose(chunked.lower_bounds_, memory.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(chunked.means_, memory.means_, rtol=1e-10)
+    with pytest.raises(ValueError, match="X has 3 features, but BayesianGaussianMixture is"):
+        chunked.fit([np.ones((10, 3))])
+
+
+def test_chunked_fit_from_a_sample_finds_the_clusters(data, monkeypatch):
+    """More rows than the initialization sample: the start comes from a sample, the
+    iterations read every row; the bound rises and the three clusters are found."""
+    import gaussmix.bayesian_mixture as module
+
+    x, _ = data
+    monkeypatch.setattr(module, "DEFAULT_INIT_ROWS", 30)
+    bgm = BayesianGaussianMixture(
+        n_components=N_COMPONENTS, covariance_type="diag", random_state=0, max_iter=200
+    ).fit([x[:100], x[100:]])
+    assert bgm.converged_ and np.all(np.diff(bgm.lower_bounds_) >= -1e-9)
+    means = bgm.means_[bgm.weights_ > 0.1]
+    assert means.shape == (3, 2)
+    centres = np.array([[0.0, 0.0], [5.0, 1.0], [1.0, 6.0]])
+    assert np.abs(np.sort(means, axis=0) - np.sort(centres, axis=0)).max() < 0.5
+
+
+def test_bad_chunks_are_refused_naming_the_problem(data):
+    x, _ = data
+    bgm = BayesianGaussianMixture(n_components=2, max_iter=2)
+    once = (chunk for chunk in [x[:70], x[70:]])
+    with pytest.raises(ValueError, match="can be read only once; pass a list of chunks"):
+        bgm.fit(once)
+    with pytest.raises(ValueError, match=r"chunk 1 has shape \(80, 3\); it must have shape"):
+        bgm.fit([x[:70], np.ones((80, 3))])
+    holed = x[70:].copy()
+    holed[5, 0] = np.nan
+    with pytest.raises(ValueError, match="chunk 1 contains NaN or infinity"):
+        bgm.fit([x[:70], holed])
+    with pytest.raises(ValueError, match="sample_weight applies to array data"):
+        bgm.fit([x[:70], x[70:]], sample_weight=np.ones(150))
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        BayesianGaussianMixture(n_components=5).fit([x[:2], x[2:4]])
+    with pytest.raises(ValueError, match="'chunk_size' parameter"):
+        BayesianGaussianMixture(chunk_size=0).fit(x)
+    sizes = iter([150, 149])  # a callable whose data loses a row on the second pass
+
+    def shrinking():
+        return iter([x[: next(sizes)]])
+
+    with pytest.raises(ValueError, match="The data changed between passes"):
+        bgm.fit(shrinking)
