@@ -113,6 +113,10 @@ class BayesianGaussianMixture(EstimatorBase):
         verbose_interval: iterations between messages.
         chunk_size: rows per chunk when :meth:`fit` reads an array by chunks (None:
             about 16 MiB per chunk for memmaps and ``.npy`` paths, in memory for arrays).
+        devices: None (one device), an int n (the first n of ``jax.devices()``), a list
+            of jax devices or a one-axis ``Mesh``: :meth:`fit` splits the rows of an
+            in-memory ``X`` over them and sums the statistics by ``psum`` (one process;
+            the in-memory fit up to the order of floating-point sums).
 
     Attributes:
         weights_: (K,) posterior mean weights.
@@ -162,6 +166,7 @@ class BayesianGaussianMixture(EstimatorBase):
         verbose: int = 0,
         verbose_interval: int = 10,
         chunk_size: int | None = None,
+        devices=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -181,6 +186,7 @@ class BayesianGaussianMixture(EstimatorBase):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.chunk_size = chunk_size
+        self.devices = devices
 
     def __sklearn_tags__(self):
         tags = scikit_learn_tags("density_estimator")
@@ -353,8 +359,11 @@ class BayesianGaussianMixture(EstimatorBase):
                 seed, X, weight, prior, reg_covar, config, self.init_params, restart
             )
 
+        sharded = {} if self.devices is None else {"devices": self.devices}
+        driver = variational.fit if self.devices is None else variational.fit_sharded
+
         def run(start, bound0):
-            state, converged, history = variational.fit(
+            state, converged, history = driver(
                 start,
                 X,
                 weight,
@@ -364,6 +373,7 @@ class BayesianGaussianMixture(EstimatorBase):
                 config,
                 max_iter=int(self.max_iter),
                 lower_bound0=bound0,
+                **sharded,
             )
             history = [float(b) for b in np.asarray(history)[: int(state.n_iter)]]
             return state.parameters, history, bool(converged)
@@ -375,6 +385,12 @@ class BayesianGaussianMixture(EstimatorBase):
         """The fit of data read by chunks: one pass for the priors and the
         initialization sample, then one pass per iteration."""
         layout = self._check_parameters()
+        if self.devices is not None:
+            raise ValueError(
+                f"devices={self.devices!r} splits an in-memory array over devices, but X "
+                f"({type(X).__name__}) is read by chunks; load it with np.asarray(X) to "
+                "use devices, or leave devices=None to fit it chunk by chunk."
+            )
         check_rereadable(X)
         source = chunk_source(X, sample_weight, None, self.chunk_size)
         config = self._config(layout)

@@ -480,6 +480,8 @@ def _check_bayesian_mixture(model: Any, fitted: dict) -> dict:
 
     covariance_type = _run_check("hyperparameters", model._check_parameters)
     _check_random_state(model.random_state)
+    if model.devices is not None:
+        _integer(model.devices, "hyperparameters.devices", 1)
     covariance_type = variational.variational_layout(covariance_type)
     k = int(model.n_components)
     d = _integer(fitted["n_features_in_"], "fitted.n_features_in_", 1)

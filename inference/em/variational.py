@@ -73,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy.special import betaln, digamma, gammaln
+from jax.sharding import NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from gaussmix.inference import compilation, native
@@ -85,7 +86,11 @@ from gaussmix.inference.em.parameters import (
     MixtureParameters,
     precisions_cholesky_from_covariances,
 )
-from gaussmix.inference.em.statistics import SufficientStatistics, block_statistics
+from gaussmix.inference.em.statistics import (
+    SufficientStatistics,
+    block_statistics,
+    sufficient_statistics,
+)
 from gaussmix.models.priors import COVARIANCE_ALIASES, COVARIANCE_TYPES
 
 __all__ = [
@@ -100,6 +105,7 @@ __all__ = [
     "estep_parameters",
     "expected_log_weights",
     "fit",
+    "fit_sharded",
     "lower_bound",
     "moment_prior",
     "restart_start",
@@ -519,7 +525,18 @@ def step(
 
 
 def _iterate(start, blocks, prior, reg_covar, tol, lower_bound0, config, max_iter, use_kernel):
-    dtype = blocks.x.dtype
+    def statistics_fn(parameters):
+        return variational_statistics(parameters, blocks, config, use_kernel=use_kernel)
+
+    return _loop(
+        start, statistics_fn, blocks.centre, prior, reg_covar, tol, lower_bound0, config, max_iter
+    )
+
+
+def _loop(start, statistics_fn, centre, prior, reg_covar, tol, lower_bound0, config, max_iter):
+    """The variational steps as one ``lax.while_loop``; ``statistics_fn(parameters)`` the
+    E-step statistics of all rows (moments about ``centre``)."""
+    dtype = centre.dtype
     history = jnp.full(max(max_iter, 1), jnp.nan, dtype)
     state = VariationalState(start, jnp.asarray(lower_bound0, dtype), jnp.zeros((), jnp.int32))
 
@@ -529,8 +546,8 @@ def _iterate(start, blocks, prior, reg_covar, tol, lower_bound0, config, max_ite
 
     def body(carry):
         state, _, history = carry
-        statistics = variational_statistics(state.parameters, blocks, config, use_kernel=use_kernel)
-        new_state, info = step(state, statistics, prior, blocks.centre, reg_covar, tol, config)
+        statistics = statistics_fn(state.parameters)
+        new_state, info = step(state, statistics, prior, centre, reg_covar, tol, config)
         history = history.at[state.n_iter].set(new_state.lower_bound)
         return new_state, info.converged, history
 
@@ -647,3 +664,101 @@ def fit(
         kernel=kernel,
     )
     return state, converged, history
+
+
+# -- rows split over devices ---------------------------------------------------------------
+
+
+def _sharded_program(
+    start, x, weight, prior, reg_covar, tol, lower_bound0, centre, *, mesh, config, max_iter,
+    block_rows,
+):  # fmt: skip
+    from gaussmix.inference.shard import ROW_AXIS
+
+    def per_device(x, weight, start, prior, reg_covar, tol, lower_bound0, centre):
+        def statistics_fn(parameters):
+            local = sufficient_statistics(
+                x,
+                estep_parameters(parameters, config),
+                covariance_type=config.covariance_type,
+                centre=centre,
+                sample_weight=weight,
+                block_rows=block_rows,
+                use_kernel=False,
+            )
+            return lax.psum(local, ROW_AXIS)
+
+        return _loop(
+            start, statistics_fn, centre, prior, reg_covar, tol, lower_bound0, config, max_iter
+        )
+
+    rows, replicated = PartitionSpec(ROW_AXIS), PartitionSpec()
+    return jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(rows, rows, *(replicated,) * 6),
+        out_specs=replicated,
+        check_vma=False,  # the block scan starts from unvarying zeros (as inference.shard)
+    )(x, weight, start, prior, reg_covar, tol, lower_bound0, centre)
+
+
+# A Mesh static argument is not deterministic between processes: jax.jit, as
+# inference.shard's programs.
+_sharded_jit = jax.jit(
+    _sharded_program, static_argnames=("mesh", "config", "max_iter", "block_rows")
+)
+
+
+def fit_sharded(
+    start: VariationalParameters,
+    x: ArrayLike,
+    sample_weight: ArrayLike | None,
+    prior: VariationalPrior,
+    reg_covar: float,
+    tol: float,
+    config: VariationalConfig,
+    *,
+    devices,
+    max_iter: int,
+    lower_bound0: float = -np.inf,
+) -> tuple[VariationalState, jax.Array, jax.Array]:
+    """:func:`fit` with the rows split over ``devices`` (one process): each device's
+    statistics summed by ``psum``, then the same step on every device, all iterations
+    one compiled ``lax.while_loop`` inside ``jax.shard_map``.
+
+    Args:
+        devices: as :func:`gaussmix.inference.shard.device_mesh` takes them (an int n:
+            the first n of ``jax.devices()``).
+        the others: as :func:`fit`.
+    """
+    from gaussmix.inference.shard import ROW_AXIS, device_mesh
+
+    if jax.process_count() > 1:
+        raise NotImplementedError(
+            "BayesianGaussianMixture with devices= runs in one process; under "
+            "jax.distributed fit each process's rows by chunks, or gather the data."
+        )
+    mesh = device_mesh(devices)
+    x = np.asarray(x)
+    weight = _weight(x, sample_weight)
+    centre = (weight.astype(np.float64) @ x / weight.sum(dtype=np.float64)).astype(x.dtype)
+    n_devices = mesh.devices.size
+    per_device = max(1, -(-x.shape[0] // n_devices))
+    padding = per_device * n_devices - x.shape[0]  # the centre, of zero weight
+    padded_x = np.concatenate([x, np.broadcast_to(centre, (padding, x.shape[1]))])
+    padded_w = np.concatenate([weight, np.zeros(padding, x.dtype)])
+    sharding = NamedSharding(mesh, PartitionSpec(ROW_AXIS))
+    return _sharded_jit(
+        start,
+        jax.device_put(padded_x, sharding),
+        jax.device_put(padded_w, sharding),
+        prior,
+        np.asarray(reg_covar, x.dtype),
+        np.asarray(tol, x.dtype),
+        np.asarray(lower_bound0, x.dtype),
+        centre,
+        mesh=mesh,
+        config=config,
+        max_iter=int(max_iter),
+        block_rows=_block_rows(padded_x[:per_device], config),
+    )

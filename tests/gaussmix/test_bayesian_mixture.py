@@ -598,3 +598,93 @@ def test_bad_chunks_are_refused_naming_the_problem(data):
 
     with pytest.raises(ValueError, match="The data changed between passes"):
         bgm.fit(shrinking)
+
+
+# -- rows split over devices -----------------------------------------------------------------
+
+_DEVICE_WORKER = """
+import sys, warnings
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from gaussmix import BayesianGaussianMixture
+x, weight = np.load(sys.argv[1]), np.load(sys.argv[2])
+out = {"device_count": len(jax.devices())}
+for covariance_type, prior_type in (("full", "dirichlet_process"), ("spherical", "dirichlet_distribution")):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = BayesianGaussianMixture(
+            n_components=4, covariance_type=covariance_type, weight_concentration_prior_type=prior_type,
+            max_iter=6, tol=0.0, n_init=2, random_state=0, devices=4,
+        ).fit(x, sample_weight=weight)
+    out[covariance_type + "_bounds"] = np.asarray(model.lower_bounds_)
+    out[covariance_type + "_means"] = model.means_
+    out[covariance_type + "_covariances"] = model.covariances_
+np.savez(sys.argv[3], **out)
+"""
+
+
+@pytest.mark.slow
+def test_four_devices_equal_the_in_memory_fit(data, tmp_path):
+    """On four CPU devices (a fresh interpreter: XLA_FLAGS is read when JAX starts), 151
+    weighted rows (padded to 4 x 38) give every iteration's bound and the posterior of the
+    in-memory fit to 1e-10."""
+    import os
+    import subprocess
+    import sys
+
+    x, _ = data
+    x = np.concatenate([x, x[:1] + 0.5])  # 151 rows: the last device's share is padded
+    weight = np.random.default_rng(5).uniform(0.5, 2.0, len(x))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", weight)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    arguments = [str(tmp_path / name) for name in ("x.npy", "w.npy", "out.npz")]
+    completed = subprocess.run(
+        [sys.executable, "-c", _DEVICE_WORKER, *arguments], env=env, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    out = np.load(tmp_path / "out.npz")
+    assert int(out["device_count"]) == 4
+    for covariance_type, prior_type in (
+        ("full", "dirichlet_process"),
+        ("spherical", "dirichlet_distribution"),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            memory = BayesianGaussianMixture(
+                n_components=4,
+                covariance_type=covariance_type,
+                weight_concentration_prior_type=prior_type,
+                max_iter=6,
+                tol=0.0,
+                n_init=2,
+                random_state=0,
+            ).fit(x, sample_weight=weight)
+        np.testing.assert_allclose(
+            out[f"{covariance_type}_bounds"], memory.lower_bounds_, rtol=1e-10, atol=0
+        )
+        for name in ("means", "covariances"):
+            np.testing.assert_allclose(
+                out[f"{covariance_type}_{name}"], getattr(memory, f"{name}_"), rtol=1e-10
+            )
+
+
+def test_one_device_and_bad_device_options(data):
+    """devices=1 is the in-memory fit through the sharded program; more devices than
+    exist, or devices with data read by chunks, are refused saying what to do."""
+    import jax
+
+    x, _ = data
+    options = dict(n_components=N_COMPONENTS, max_iter=N_ITER, tol=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        memory = BayesianGaussianMixture(**options).fit(x)
+        sharded = BayesianGaussianMixture(devices=1, **options).fit(x)
+    np.testing.assert_allclose(sharded.lower_bounds_, memory.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(sharded.means_, memory.means_, rtol=1e-10, atol=1e-12)
+    too_many = len(jax.devices()) + 1
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count"):
+        BayesianGaussianMixture(devices=too_many, **options).fit(x)
+    with pytest.raises(ValueError, match=r"is read by chunks; load it with np\.asarray"):
+        BayesianGaussianMixture(devices=1, **options).fit([x[:70], x[70:]])
