@@ -176,9 +176,9 @@ class ChunkedFitMixin:
                 f"({type(X).__name__}) is read by chunks; load it with np.asarray(X) to "
                 "use devices, or leave devices=None to fit it chunk by chunk."
             )
-        if self.init_params == "hc":
+        if em.hierarchical_model(self.init_params) is not None:
             raise ValueError(
-                f"init_params='hc' needs the data in memory, but X ({type(X).__name__}) "
+                f"init_params={self.init_params!r} needs the data in memory, but X ({type(X).__name__}) "
                 "is read by chunks; load it with np.asarray(X), or use init_params="
                 "'kmeans' (or 'k-means++', 'random', 'random_from_data') out of core."
             )

@@ -104,8 +104,10 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
             (mclust's start: the K groups of the model-based hierarchical clustering,
             :func:`gaussmix.inference.em.hierarchical.start_labels`, VVV criterion on
             SVD-transformed data, a random subset of 2000 rows above that; then the
-            model's M-step. With ``n_init`` > 1 the other starts are k-means. "hc" needs
-            the data in memory: not with ``devices`` nor data read by chunks).
+            model's M-step. "hc-EII", "hc-VII", "hc-EEE", "hc-VVV" name mclust's other
+            ``hcModelName`` criteria; "hc" is "hc-VVV". With ``n_init`` > 1 the other
+            starts are k-means. hc needs the data in memory: not with ``devices`` nor
+            data read by chunks).
         weights_init: (K,) initial weights. means_init: (K, D) initial means.
         precisions_init: initial precisions, (K, D, D) full, (D, D) tied, (K, D) diag,
             (K,) spherical.
@@ -280,9 +282,9 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
                 f"The 'init_params' parameter of {name} must be a str among "
                 f"{set(em.INIT_PARAMS)}. Got {self.init_params!r} instead."
             )
-        if self.init_params == "hc" and self.devices is not None:
+        if em.hierarchical_model(self.init_params) is not None and self.devices is not None:
             raise ValueError(
-                f"init_params='hc' needs the data in memory on the host, but devices="
+                f"init_params={self.init_params!r} needs the data in memory on the host, but devices="
                 f"{self.devices!r} fits it sharded; leave devices=None, or use "
                 "init_params='kmeans' with devices."
             )

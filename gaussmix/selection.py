@@ -511,7 +511,8 @@ def _padded_options(data, candidates, models, weight, parameters, auto_start) ->
     settings = GaussianMixture(**parameters).get_params()
     if any(settings[name] != value for name, value in _PADDED_DEFAULTS.items()):
         return None
-    if settings["init_params"] not in ("kmeans", "hc") or np.isnan(data).any():
+    hc_model = em.hierarchical_model(settings["init_params"])
+    if (settings["init_params"] != "kmeans" and hc_model is None) or np.isnan(data).any():
         return None
     indices = [i for i, k in enumerate(candidates) if int(k) <= data.shape[0]]
     if not indices:
@@ -533,9 +534,9 @@ def _padded_options(data, candidates, models, weight, parameters, auto_start) ->
     fit_weight = (np.ones(data.shape[0]) if weight is None else weight).astype(data.dtype)
     init_params = settings["init_params"]
     labels = None
-    if init_params == "hc":
+    if hc_model is not None:
         try:
-            hc = _hc_labels(data, counts, seed, weight)
+            hc = _hc_labels(data, counts, seed, weight, hc_model)
         except ValueError:
             if not auto_start:
                 return None  # each cell fails with the estimator's message
@@ -544,7 +545,7 @@ def _padded_options(data, candidates, models, weight, parameters, auto_start) ->
         labels = candidates_em.kmeans_labels(
             data, fit_weight, options.key, n_components=counts, n_init=options.n_init
         )
-    if init_params == "hc":
+    if init_params != "kmeans":  # hc (the k-means fallback above changed init_params)
         labels = hc[:, None] if labels is None else np.concatenate([hc[:, None], labels[:, 1:]], 1)
     return {
         "options": options,
@@ -557,7 +558,7 @@ def _padded_options(data, candidates, models, weight, parameters, auto_start) ->
     }
 
 
-def _hc_labels(data, counts, seed, weight) -> np.ndarray:
+def _hc_labels(data, counts, seed, weight, model="VVV") -> np.ndarray:
     """(C, N) mclust's hc start of each K, as the estimator's ``init_params="hc"`` draws
     it from ``seed`` (the subset of 2000 rows: ``SeedSequence([seed, 0])``, dataset 0) and
     weighs the rows (weights all 1 or None: the unweighted clustering)."""
@@ -565,7 +566,7 @@ def _hc_labels(data, counts, seed, weight) -> np.ndarray:
     if weight is not None and np.all(weight == 1.0):
         weight = None
     return start_labels_of_each(
-        np.asarray(data, np.float64), counts, seed=subset_seed, sample_weight=weight
+        np.asarray(data, np.float64), counts, model=model, seed=subset_seed, sample_weight=weight
     )
 
 

@@ -99,6 +99,7 @@ from gaussmix.inference.em.options import (
     METHODS,
     EMOptions,
     check_options,
+    hierarchical_model,
     key_of,
 )
 from gaussmix.inference.em.parameters import (
@@ -139,6 +140,7 @@ __all__ = [
     "design_matrix",
     "estimate_weighted_log_prob",
     "fit_em",
+    "hierarchical_model",
     "init",
     "initialize",
     "iterate",

@@ -26,7 +26,7 @@ from gaussmix.inference.em.core import StepConfig, init, iterate, make_context
 from gaussmix.inference.em.features import block_size, data_blocks, feature_count
 from gaussmix.inference.em.hierarchical import start_labels
 from gaussmix.inference.em.initialization import PRECISION_NDIM, check_inits, prior_parameters_of
-from gaussmix.inference.em.options import EMOptions, check_options
+from gaussmix.inference.em.options import EMOptions, check_options, hierarchical_model
 from gaussmix.inference.em.parameters import site_values
 from gaussmix.inference.em.results import EMResult, raise_on_failure
 from gaussmix.inference.em.statistics import block_statistics
@@ -139,7 +139,7 @@ def _fit_dataset(
             )
 
     def one_restart(restart):
-        if config.init_params == "hc":
+        if hierarchical_model(config.init_params) is not None:
             restart_key, index = restart
             extra = {"labels": labels, "restart": index}
         else:
@@ -157,7 +157,7 @@ def _fit_dataset(
     # hierarchical clustering and the others from k-means.
     restart_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(config.n_init))
     restarts = restart_keys
-    if config.init_params == "hc":
+    if hierarchical_model(config.init_params) is not None:
         restarts = (restart_keys, jnp.arange(config.n_init))
     states, infos, traces = _map_or_call(one_restart, restarts)
     # a static index where there is one restart (no gather per leaf in the program)
@@ -266,9 +266,11 @@ def _hc_seed(seed) -> int:
     return int(seed) % 2**63
 
 
-def _hc_labels(x: np.ndarray, n_components: int, seed, batched: bool, weight=None) -> np.ndarray:
-    """mclust's hc start (:func:`start_labels`) of each dataset, in NumPy: (N,) or (B, N)
-    int32 labels. Dataset b draws its subset (above 2000 rows) from ``(seed, b)``; a row
+def _hc_labels(
+    x: np.ndarray, n_components: int, seed, batched: bool, weight=None, model: str = "VVV"
+) -> np.ndarray:
+    """mclust's hc start (:func:`start_labels`, criterion ``model``) of each dataset, in
+    NumPy: (N,) or (B, N) int32 labels. Dataset b draws its subset (above 2000 rows) from ``(seed, b)``; a row
     of weight w counts as w coincident rows (weights all 1: the unweighted clustering)."""
     base = _hc_seed(seed)
     datasets = x if batched else x[None]
@@ -278,6 +280,7 @@ def _hc_labels(x: np.ndarray, n_components: int, seed, batched: bool, weight=Non
             start_labels(
                 np.asarray(data, np.float64),
                 n_components,
+                model=model,
                 seed=int(np.random.SeedSequence([base, index]).generate_state(1)[0]),
                 sample_weight=None if np.all(rows == 1.0) else rows,
             )
@@ -563,8 +566,9 @@ def fit_em(
         layout == "full" and native.usable(dtype) and patterns is None and measurements is None
     )
     labels = None
-    if options.init_params == "hc" and not all(value is not None for value in inits):
-        labels = _hc_labels(x, n_components, options.seed, batched, weight)
+    hc_model = hierarchical_model(options.init_params)
+    if hc_model is not None and not all(value is not None for value in inits):
+        labels = _hc_labels(x, n_components, options.seed, batched, weight, hc_model)
     config = FitConfig(
         step=StepConfig.from_options(options),
         max_iter=options.max_iter,

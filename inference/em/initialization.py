@@ -31,7 +31,7 @@ from gaussmix.inference.em.core import EMContext, StepConfig, make_context
 from gaussmix.inference.em.features import DataBlocks, block_size, data_blocks, design_matrix
 from gaussmix.inference.em.kmeans import kmeans_plusplus, lloyd
 from gaussmix.inference.em.maximization import maximization_step
-from gaussmix.inference.em.options import EMOptions, key_of
+from gaussmix.inference.em.options import EMOptions, hierarchical_model, key_of
 from gaussmix.inference.em.parameters import (
     MixtureParameters,
     covariances_from_precisions_cholesky,
@@ -205,7 +205,7 @@ def initial_statistics(
 
     if init_params == "kmeans":
         labels = kmeans_labels()
-    elif init_params == "hc":
+    elif hierarchical_model(init_params) is not None:
         if labels_given is None:
             raise ValueError(
                 "init_params='hc' needs the start's labels (start_labels of the data, "
@@ -299,9 +299,9 @@ def initialize(
     Returns:
         :class:`MixtureParameters`.
     """
-    if options.init_params == "hc":
+    if hierarchical_model(options.init_params) is not None:
         raise ValueError(
-            "init_params='hc' needs the data in memory (the hierarchical clustering of "
+            f"init_params={options.init_params!r} needs the data in memory (the hierarchical clustering of "
             "the rows): fit in memory (fit_em, GaussianMixture.fit), or use "
             "init_params='kmeans' (or 'k-means++', 'random', 'random_from_data') out of "
             "core and sharded."

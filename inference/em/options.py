@@ -29,27 +29,54 @@ from gaussmix.models.priors import (
 
 __all__ = [
     "DEFAULT_INIT_ROWS",
+    "HC_MODELS",
     "INIT_PARAMS",
     "METHODS",
     "EMOptions",
     "check_options",
     "check_priors",
+    "hierarchical_model",
     "is_conjugate",
     "key_of",
 ]
 
 #: The M-step that ran, as reported in :attr:`gaussmix.inference.em.EMResult.method`.
 METHODS = ("maximum_likelihood", "conjugate_map", "generalized_em")
+#: mclust's hierarchical clustering models (``hcModelName``) that ``init_params`` names
+#: as ``"hc-<model>"``; ``"hc"`` is ``"hc-VVV"``, mclust's default.
+HC_MODELS = ("EII", "VII", "EEE", "VVV")
 #: Initialization methods: scikit-learn's ``init_params``, and ``"hc"``, mclust's start:
 #: the K groups of the model-based hierarchical clustering
-#: (:func:`gaussmix.inference.em.hierarchical.start_labels`: VVV criterion, SVD
-#: transformation; above 2000 rows a random subset of 2000 is clustered and the other rows
-#: classified), computed on the host, then the model's own M-step. With ``n_init`` > 1,
-#: restart 0 starts from hc and the others from k-means. In-memory fits only.
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data", "hc")
+#: (:func:`gaussmix.inference.em.hierarchical.start_labels`: VVV criterion, or the
+#: model of ``"hc-EII"``, ``"hc-VII"``, ``"hc-EEE"``, ``"hc-VVV"``; SVD transformation;
+#: above 2000 rows a random subset of 2000 is clustered and the other rows classified),
+#: computed on the host, then the model's own M-step. With ``n_init`` > 1, restart 0
+#: starts from hc and the others from k-means. In-memory fits only.
+INIT_PARAMS = (
+    "kmeans",
+    "k-means++",
+    "random",
+    "random_from_data",
+    "hc",
+    *(f"hc-{model}" for model in HC_MODELS),
+)
 #: Rows of the uniform sample the initialization (k-means, ...) of out-of-core and
 #: sharded EM runs on.
 DEFAULT_INIT_ROWS = 100_000
+
+
+def hierarchical_model(init_params: str) -> str | None:
+    """mclust's hc model that ``init_params`` starts from, or None for the other starts.
+
+    Example:
+        >>> hierarchical_model("hc"), hierarchical_model("hc-EEE"), hierarchical_model("kmeans")
+        ('VVV', 'EEE', None)
+    """
+    if init_params == "hc":
+        return "VVV"
+    if isinstance(init_params, str) and init_params.startswith("hc-"):
+        return init_params[3:]
+    return None
 
 
 class EMOptions(NamedTuple):

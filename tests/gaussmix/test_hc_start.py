@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gaussmix import GaussianMixture
+from gaussmix import GaussianMixture, select_components
 from gaussmix.inference import em
 from gaussmix.inference.em.hierarchical import start_labels
 from gaussmix.inference.em.maximization import maximization_step
@@ -80,6 +80,34 @@ def test_the_start_is_the_m_step_of_the_hc_partition(blobs, model):
     np.testing.assert_allclose(fitted.means_, expected["means_init"], rtol=1e-10)
     np.testing.assert_allclose(fitted.weights_, expected["weights_init"], rtol=1e-10)
     np.testing.assert_allclose(fitted.precisions_, expected["precisions_init"], rtol=1e-8)
+
+
+@pytest.mark.parametrize("hc_model", ["EII", "VII", "EEE", "VVV"])
+def test_init_params_names_mclusts_hc_model(blobs, hc_model):
+    """init_params="hc-<model>" starts from start_labels(model=<model>) (mclust's
+    hcModelName); "hc" is "hc-VVV"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", em.ConvergenceWarning)
+        fitted = GaussianMixture(4, init_params=f"hc-{hc_model}", max_iter=0).fit(blobs)
+    expected = starting_values(blobs, start_labels(blobs, 4, model=hc_model), "full", 4)
+    np.testing.assert_allclose(fitted.means_, expected["means_init"], rtol=1e-10)
+    np.testing.assert_allclose(fitted.weights_, expected["weights_init"], rtol=1e-10)
+
+
+def test_the_hc_models_give_other_starts_and_select_components_uses_the_named_one():
+    """The criteria differ on elongated clusters (so the test above can tell them
+    apart), and a table started from "hc-EII" has the cells of the estimator's
+    "hc-EII" fits."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate(
+        [rng.normal(size=(40, 2)) * [3.0, 0.3], rng.normal(size=(40, 2)) * [0.3, 3.0] + 1.0]
+    )
+    partitions = {model: start_labels(x, 3, model=model) for model in ("EII", "VVV")}
+    assert not np.array_equal(partitions["EII"], partitions["VVV"])
+    table, best = select_components(x, [3], "full", init_params="hc-EII", seed=0)
+    assert best.init_params == "hc-EII"
+    alone = GaussianMixture(3, init_params="hc-EII", random_state=0).fit(x)
+    np.testing.assert_allclose(table.log_likelihood[0], np.sum(alone.score_samples(x)), rtol=1e-11)
 
 
 def test_the_fit_equals_em_from_the_same_user_start(blobs):
