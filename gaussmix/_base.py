@@ -27,6 +27,7 @@ __all__ = [
     "EstimatorBase",
     "NotFittedError",
     "check_is_fitted",
+    "check_mixture_parameters",
     "check_parameter",
     "convergence_warning_class",
     "feature_names_of",
@@ -192,6 +193,46 @@ def check_parameter(name: str, value, kind: str, low: float, owner: str) -> None
     if not ok:
         raise ValueError(
             f"The {name!r} parameter of {owner} must be {description}. Got {value!r} instead."
+        )
+
+
+def check_mixture_parameters(estimator, init_params: tuple[str, ...]) -> None:
+    """The constraints scikit-learn's two mixtures share, with scikit-learn's messages:
+    ``n_components`` >= 1, ``tol`` >= 0, ``reg_covar`` >= 0, ``max_iter`` >= 0,
+    ``n_init`` >= 1, ``verbose`` an int >= 0 or a bool, ``verbose_interval`` >= 1,
+    ``init_params`` among ``init_params``, ``warm_start`` a bool, ``chunk_size`` None
+    or >= 1.
+
+    Example:
+        >>> from gaussmix import GaussianMixture
+        >>> check_mixture_parameters(GaussianMixture(tol=-1.0), ("kmeans",))
+        Traceback (most recent call last):
+        ...
+        ValueError: The 'tol' parameter of GaussianMixture must be a float in the range [0.0, inf). Got -1.0 instead.
+    """
+    name = type(estimator).__name__
+    for parameter, kind, low in (
+        ("n_components", "int", 1),
+        ("tol", "float", 0.0),
+        ("reg_covar", "float", 0.0),
+        ("max_iter", "int", 0),
+        ("n_init", "int", 1),
+        ("verbose_interval", "int", 1),
+    ):
+        check_parameter(parameter, getattr(estimator, parameter), kind, low, name)
+    if not isinstance(estimator.verbose, bool | np.bool_):
+        check_parameter("verbose", estimator.verbose, "int", 0, name)
+    if estimator.chunk_size is not None:
+        check_parameter("chunk_size", estimator.chunk_size, "int", 1, name)
+    if estimator.init_params not in init_params:
+        raise ValueError(
+            f"The 'init_params' parameter of {name} must be a str among "
+            f"{set(init_params)}. Got {estimator.init_params!r} instead."
+        )
+    if not isinstance(estimator.warm_start, bool | np.bool_):
+        raise ValueError(
+            f"The 'warm_start' parameter of {name} must be an instance of 'bool'. "
+            f"Got {estimator.warm_start!r} instead."
         )
 
 

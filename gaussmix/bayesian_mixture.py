@@ -23,7 +23,7 @@ from jax.typing import ArrayLike
 from gaussmix._base import (
     EstimatorBase,
     check_is_fitted,
-    check_parameter,
+    check_mixture_parameters,
     convergence_warning_class,
     numpy_random_state,
     scikit_learn_tags,
@@ -198,21 +198,8 @@ class BayesianGaussianMixture(EstimatorBase):
     def _check_parameters(self) -> str:
         """scikit-learn's parameter constraints; returns the covariance layout."""
         name = type(self).__name__
-        check_parameter("n_components", self.n_components, "int", 1, name)
-        check_parameter("tol", self.tol, "float", 0.0, name)
-        check_parameter("reg_covar", self.reg_covar, "float", 0.0, name)
-        check_parameter("max_iter", self.max_iter, "int", 0, name)
-        check_parameter("n_init", self.n_init, "int", 1, name)
-        check_parameter("verbose", self.verbose, "int", 0, name)
-        check_parameter("verbose_interval", self.verbose_interval, "int", 1, name)
-        if self.chunk_size is not None:
-            check_parameter("chunk_size", self.chunk_size, "int", 1, name)
+        check_mixture_parameters(self, INIT_PARAMS)
         layout = variational.variational_layout(self.covariance_type)
-        if self.init_params not in INIT_PARAMS:
-            raise ValueError(
-                f"The 'init_params' parameter of {name} must be a str among "
-                f"{set(INIT_PARAMS)}. Got {self.init_params!r} instead."
-            )
         if self.weight_concentration_prior_type not in variational.PRIOR_TYPES:
             raise ValueError(
                 f"The 'weight_concentration_prior_type' parameter of {name} must be a str "
@@ -225,11 +212,6 @@ class BayesianGaussianMixture(EstimatorBase):
             "degrees_of_freedom_prior",
         ):
             _positive_or_none(parameter, getattr(self, parameter), name)
-        if not isinstance(self.warm_start, bool | np.bool_):
-            raise ValueError(
-                f"The 'warm_start' parameter of {name} must be an instance of 'bool'. "
-                f"Got {self.warm_start!r} instead."
-            )
         return layout
 
     def _check_priors(self, moments, dtype, config) -> variational.VariationalPrior:
@@ -615,6 +597,7 @@ class BayesianGaussianMixture(EstimatorBase):
         progress_bar: bool | None = None,
         sample_weight: ArrayLike | None = None,
         weight_threshold: float = 0.01,
+        nuts_options=None,
     ):
         """NUTS posterior of this model as a NumPyro program, started from the fit.
 
@@ -622,7 +605,8 @@ class BayesianGaussianMixture(EstimatorBase):
         (truncated stick-breaking) or "dirichlet_distribution"; the hyperparameters are
         the ``*_prior_`` attributes. The ``posterior`` group holds the number of occupied
         components per draw, ``occupied_components``, and ``weighted_components``
-        (weights above ``weight_threshold``); see
+        (weights above ``weight_threshold``); ``nuts_options`` (``target_accept_prob``,
+        0.95 by default here, ``max_tree_depth``, ``dense_mass``) go to NUTS; see
         :func:`gaussmix._dirichlet_posterior.sample_posterior`.
         """
         from gaussmix._dirichlet_posterior import sample_posterior
@@ -637,6 +621,7 @@ class BayesianGaussianMixture(EstimatorBase):
             progress_bar=progress_bar,
             sample_weight=sample_weight,
             weight_threshold=weight_threshold,
+            nuts_options=nuts_options,
         )
 
 

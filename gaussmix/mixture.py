@@ -32,7 +32,7 @@ from gaussmix._base import (
     EstimatorBase,
     NotFittedError,
     check_is_fitted,
-    check_parameter,
+    check_mixture_parameters,
     convergence_warning_class,
     numpy_random_state,
     scikit_learn_tags,
@@ -264,12 +264,7 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
 
     def _check_parameters(self) -> None:
         name = type(self).__name__
-        check_parameter("n_components", self.n_components, "int", 1, name)
-        check_parameter("tol", self.tol, "float", 0.0, name)
-        check_parameter("reg_covar", self.reg_covar, "float", 0.0, name)
-        check_parameter("max_iter", self.max_iter, "int", 0, name)
-        check_parameter("n_init", self.n_init, "int", 1, name)
-        check_parameter("verbose_interval", self.verbose_interval, "int", 1, name)
+        check_mixture_parameters(self, em.INIT_PARAMS)
         if not isinstance(self.covariance_type, str) or (
             self.covariance_type not in COVARIANCE_LAYOUTS
         ):
@@ -277,21 +272,11 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
                 f"The 'covariance_type' parameter of {name} must be a str among "
                 f"{set(COVARIANCE_LAYOUTS)}. Got {self.covariance_type!r} instead."
             )
-        if self.init_params not in em.INIT_PARAMS:
-            raise ValueError(
-                f"The 'init_params' parameter of {name} must be a str among "
-                f"{set(em.INIT_PARAMS)}. Got {self.init_params!r} instead."
-            )
         if em.hierarchical_model(self.init_params) is not None and self.devices is not None:
             raise ValueError(
                 f"init_params={self.init_params!r} needs the data in memory on the host, but devices="
                 f"{self.devices!r} fits it sharded; leave devices=None, or use "
                 "init_params='kmeans' with devices."
-            )
-        if not isinstance(self.warm_start, bool | np.bool_):
-            raise ValueError(
-                f"The 'warm_start' parameter of {name} must be an instance of 'bool'. "
-                f"Got {self.warm_start!r} instead."
             )
         if not (
             self.priors is None or self.priors == "default" or isinstance(self.priors, Mapping)
@@ -300,8 +285,6 @@ class GaussianMixture(ChunkedFitMixin, OnlineFitMixin, EstimatorBase):
                 f"The 'priors' parameter of {name} must be None, 'default' or a dict "
                 f"{{site: numpyro distribution}}. Got {self.priors!r} instead."
             )
-        if self.chunk_size is not None:
-            check_parameter("chunk_size", self.chunk_size, "int", 1, name)
         if not isinstance(self.nan_policy, str) or self.nan_policy not in missing.NAN_POLICIES:
             raise ValueError(
                 f"The 'nan_policy' parameter of {name} must be a str among "

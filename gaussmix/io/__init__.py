@@ -31,7 +31,8 @@ numbers, strings, lists, objects with string keys) stand for themselves.
 
 What ``state`` holds per class:
 
-* ``GaussianMixture``, ``KMeans`` (estimators): ``{"hyperparameters": get_params(),
+* ``GaussianMixture``, ``BayesianGaussianMixture``, ``KMeans`` (estimators):
+  ``{"hyperparameters": get_params(),
   "fitted": {name: value}}`` for every attribute that is not a hyperparameter: the
   fitted attributes of :data:`FITTED_ATTRIBUTES` (``weights_``, ``means_``, ... and
   private state such as ``_scales``). A ``random_state`` that is not an int or None is

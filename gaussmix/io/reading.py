@@ -30,7 +30,8 @@ def load(path: str | os.PathLike) -> Any:
         path: a file written by :func:`save`.
 
     Returns:
-        The ``GaussianMixture``, ``KMeans`` or ``PeakFit`` (with ``posterior=None``).
+        The ``GaussianMixture``, ``BayesianGaussianMixture``, ``KMeans`` or ``PeakFit``
+        (with ``posterior=None``).
 
     Raises:
         ValueError: the path is not a regular file; the file is not a gaussmix model

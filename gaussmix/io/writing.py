@@ -154,7 +154,8 @@ def _state(obj: Any, name: str, encoder: _Encoder) -> dict[str, Any]:
 
 
 def save(obj: Any, path: str | os.PathLike) -> Path:
-    """Save a fitted ``GaussianMixture``, ``KMeans`` or a ``PeakFit`` to ``path`` (.npz).
+    """Save a fitted ``GaussianMixture``, ``BayesianGaussianMixture``, ``KMeans`` or a
+    ``PeakFit`` to ``path`` (.npz).
 
     Args:
         obj: the model or fit result.
