@@ -164,12 +164,17 @@ def process_mode(spec: dict) -> dict:
         from gaussmix import GaussianMixture
 
         # This process's rows: split over every device of every process, or by chunks
-        # whose statistics are summed across the processes.
+        # whose statistics are summed across the processes; with "errors", the rows'
+        # measurement variances beside them.
+        errors = None
+        if "errors" in spec:
+            errors = np.asarray(np.load(spec["errors"], mmap_mode="r")[start:stop])
         for name, rows, options in (
             ("sharded", np.asarray(local), {"devices": jax.devices()}),
             ("chunked", local, {"chunk_size": 97}),
         ):
-            model = GaussianMixture(**options, **spec["estimator"]).fit(rows)
+            model = GaussianMixture(**options, **spec["estimator"])
+            model.fit(rows, measurement_covariances=errors)
             for attribute in ESTIMATOR_ATTRIBUTES:
                 results[f"estimator/{name}/{attribute}"] = np.asarray(getattr(model, attribute))
     jax.distributed.shutdown()

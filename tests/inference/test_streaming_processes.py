@@ -1,8 +1,10 @@
 """Two processes joined by ``jax.distributed`` fit ``GaussianMixture(background="uniform")``
 on their halves of a .npy file, with the rows sharded over all devices
-(``devices=jax.devices()``) and by chunks (``chunk_size``): the background's box is that
-of all processes' rows, so both reach the single-process fit (1e-10 in float64). Uses
-the worker of test_multiprocess (``shard_worker.py``)."""
+(``devices=jax.devices()``) and by chunks (``chunk_size``), and each row's measurement
+variances beside it (extreme deconvolution): the background's box is that of all
+processes' rows and the deconvolution statistics are summed across processes, so both
+reach the single-process fit (1e-10 in float64). Uses the worker of test_multiprocess
+(``shard_worker.py``)."""
 
 import json
 import os
@@ -34,14 +36,16 @@ def _free_port() -> int:
     "jax_cpu_collectives_implementation" not in jax.config.values,
     reason="this JAX build has no CPU collectives for multi-process computations",
 )
-def test_two_processes_fit_the_background_of_all_rows(tmp_path):
+def test_two_processes_fit_the_background_of_all_rows_with_measurement_errors(tmp_path):
     """The halves' boxes differ (the outliers lie in the second half), so a per-process
     box would give each process another volume and another fit."""
     rng = np.random.default_rng(2)
     clusters = np.concatenate([rng.normal(m, 0.6, (150, 2)) for m in (-2.0, 2.0)])
     rng.shuffle(clusters)
     x = np.concatenate([clusters, rng.uniform(-9.0, 9.0, (40, 2))])
+    variances = rng.uniform(0.01, 0.2, x.shape)  # (N, D) measurement variances
     np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "errors.npy", variances)
     estimator = {
         "n_components": 2,
         "covariance_type": "full",
@@ -58,6 +62,7 @@ def test_two_processes_fit_the_background_of_all_rows(tmp_path):
         spec = {
             "mode": "process",
             "data": str(tmp_path / "x.npy"),
+            "errors": str(tmp_path / "errors.npy"),
             "out": str(tmp_path / f"process{process_id}.npz"),
             "configs": [],
             "port": port,
@@ -89,8 +94,12 @@ def test_two_processes_fit_the_background_of_all_rows(tmp_path):
                 process.communicate()
     assert not errors, "\n".join(errors)
     # the reference sees all rows: the chunked fit's initialization sample is all of them
-    reference = GaussianMixture(**estimator, chunk_size=97).fit(x)
-    memory = GaussianMixture(**estimator).fit(x)
+    reference = GaussianMixture(**estimator, chunk_size=97).fit(
+        x, measurement_covariances=variances
+    )
+    memory = GaussianMixture(**estimator).fit(x, measurement_covariances=variances)
+    naive = GaussianMixture(**estimator).fit(x)
+    assert np.max(np.abs(naive.covariances_ - memory.covariances_)) > 1e-3  # S matters
     np.testing.assert_allclose(reference.means_, memory.means_, atol=1e-8)
     for process_id in range(2):
         out = np.load(tmp_path / f"process{process_id}.npz")
