@@ -121,7 +121,9 @@ def test_scoring_data_on_disk_reads_chunks_and_equals_in_memory(tmp_path, data, 
     X = np.load(tmp_path / "x.npy", mmap_mode="r") if kind == "memmap" else tmp_path / "x.npy"
     model = deepcopy(in_memory).set_params(chunk_size=CHUNK_ROWS)
     rows, log_resp = [], model._log_resp
-    model._log_resp = lambda chunk: rows.append(chunk.shape[0]) or log_resp(chunk)
+    model._log_resp = lambda chunk, errors=None: (
+        rows.append(chunk.shape[0]) or log_resp(chunk, errors)
+    )
     np.testing.assert_allclose(model.score_samples(X), in_memory.score_samples(x), atol=EXACT)
     assert rows == [CHUNK_ROWS] * 5 + [x.shape[0] - 5 * CHUNK_ROWS]  # one chunk at a time
     np.testing.assert_allclose(model.score(X), in_memory.score(x), rtol=EXACT)
