@@ -268,62 +268,88 @@ def _group_cost(criterion: _Criterion, counts, scatter):
     return counts * np.log((trace + criterion.offset) / counts + determinant / criterion.beta)
 
 
-def _merge_row(criterion, target, others, counts, means, scatter, costs):
+def _single_cost(criterion: _Criterion, count: float, scatter: np.ndarray, spectrum) -> float:
+    """One group's term of the criterion (:func:`_group_cost` of one group), its
+    determinant from ``spectrum`` (the scatter's eigenvalues and eigenvectors, or None)
+    where given."""
+    trace = scatter.trace()
+    if criterion.model == "EII":
+        return float(trace)
+    if criterion.model == "VII":
+        return float(count * np.log((trace + criterion.offset) / count))
+    if spectrum is not None:
+        determinant = float(np.prod(spectrum[0] / count))
+    else:
+        determinant = max(float(np.linalg.det(scatter / count)), 0.0)
+    return float(count * np.log((trace + criterion.offset) / count + determinant / criterion.beta))
+
+
+def _target_spectrum(criterion: _Criterion, count: float, scatter: np.ndarray):
+    """(eigenvalues, eigenvectors) of a VVV group's (D, D) scatter where the determinant
+    lemma of :func:`_merge_row` applies to it (more than D rows, D > 1, condition number
+    at most :data:`_RANK_ONE_CONDITION`: beyond it the lemma loses digits that LU
+    keeps), else None."""
+    n_features = scatter.shape[0]
+    if criterion.model != "VVV" or n_features == 1 or not count > n_features:
+        return None
+    eigenvalues, eigenvectors = np.linalg.eigh(scatter)
+    if not eigenvalues[0] > eigenvalues[-1] / _RANK_ONE_CONDITION:
+        return None
+    return eigenvalues, eigenvectors
+
+
+def _merge_row(criterion, target, others, counts, means, scatter, costs, traces, spectrum):
     """Cost of merging group ``target`` with each group of ``others``: (len(others),).
 
-    VVV: the merged scatter's trace from the diagonals alone, and its determinant only
-    where it can be nonzero. A union of :math:`n \\le D` rows has a scatter of rank
-    :math:`n - 1 < D`, whose determinant is 0 (LU returns rounding noise there, which
-    ``_group_cost`` clips to 0 or adds at the 1e-16 level). Where the target has more
-    than D rows and a well-conditioned scatter, a singleton joining it changes the
-    scatter by the rank-one :math:`f\\,d d^T`, so (matrix determinant lemma)
+    ``traces``: (G,) the groups' scatter traces; ``spectrum``: the target's
+    :func:`_target_spectrum`. The merged scatter's trace is
+    :math:`\\operatorname{tr} W_t + \\operatorname{tr} W_o + f \\lVert d \\rVert^2`.
+
+    VVV: the determinant only where it can be nonzero. A union of :math:`n \\le D` rows
+    has a scatter of rank :math:`n - 1 < D`, whose determinant is 0 (LU returns rounding
+    noise there). Where the target has a spectrum (more than D rows, well conditioned),
+    a singleton joining it changes the scatter by the rank-one :math:`f\\,d d^T`, so
+    (matrix determinant lemma, with :math:`W_t = V \\Lambda V^T`)
 
     .. math::
 
-        |W_t + f\\,d d^T| = |W_t|\\,(1 + f\\,d^T W_t^{-1} d),
+        |W_t + f\\,d d^T| = |W_t|\\,(1 + f\\,d^T W_t^{-1} d)
+            = \\prod_i \\lambda_i \\Big(1 + f \\sum_i (V^T d)_i^2 / \\lambda_i\\Big),
 
     one quadratic form per singleton instead of a determinant. The other unions (two
     groups with rows past D together, none a singleton next to a large target) take LU
-    determinants, as before.
+    determinants.
     """
     n_target, n_other = counts[target], counts[others]
-    merged_counts = n_target + n_other
+    merged_counts = n_other + n_target
     difference = means[others] - means[target]
     factor = n_target * n_other / merged_counts
+    distance = np.einsum("ij,ij->i", difference, difference)
     if criterion.model == "EII":
-        return factor * np.sum(difference**2, axis=1)
-    n_features = means.shape[1]
-    diagonals = np.diagonal(scatter, axis1=1, axis2=2)  # a view: (G, D)
-    merged_diagonal = (diagonals[target] + diagonals[others]) + (
-        factor[:, None] * difference
-    ) * difference
-    trace = np.sum(merged_diagonal, axis=1)
+        return factor * distance
+    trace = traces[others] + (traces[target] + factor * distance)
     if criterion.model == "VII":
         merged_costs = merged_counts * np.log((trace + criterion.offset) / merged_counts)
         return merged_costs - costs[target] - costs[others]
-    determinant = np.zeros(len(others))
-    full_rank = merged_counts > n_features
-    rank_one = np.zeros(len(others), dtype=bool)
-    if n_target > n_features and n_features > 1:
-        rank_one = full_rank & (n_other == 1)
-        inverse = _well_conditioned_inverse(scatter[target]) if rank_one.any() else None
-        if inverse is None:
-            rank_one[:] = False
+    n_features = means.shape[1]
+    if n_features == 1:
+        determinant = trace  # a (1, 1) scatter is its trace
+    else:
+        general = merged_counts > n_features
+        if spectrum is None:
+            determinant = np.zeros(len(others))
         else:
-            single = difference[rank_one]
-            quadratic = np.einsum("ni,ij,nj->n", single, inverse, single)
-            determinant[rank_one] = np.linalg.det(scatter[target]) * (
-                1.0 + factor[rank_one] * quadratic
-            )
-    general = full_rank & ~rank_one
-    if general.any():
-        chosen = difference[general]
-        merged = (
-            scatter[target]
-            + scatter[others[general]]
-            + factor[general][:, None, None] * chosen[:, :, None] * chosen[:, None, :]
-        )
-        determinant[general] = np.linalg.det(merged)
+            eigenvalues, eigenvectors = spectrum
+            single = n_other == 1
+            quadratic = ((difference @ eigenvectors) ** 2) @ (1.0 / eigenvalues)
+            determinant = np.where(single, np.prod(eigenvalues) * (1.0 + factor * quadratic), 0.0)
+            general &= ~single
+        chosen = np.flatnonzero(general)
+        if chosen.size:
+            step = difference[chosen]
+            merged = scatter[others[chosen]] + scatter[target]
+            merged += (factor[chosen, None] * step)[:, :, None] * step[:, None, :]
+            determinant[chosen] = np.linalg.det(merged)
     determinant = np.maximum(determinant / merged_counts**n_features, 0.0)
     merged_costs = merged_counts * np.log(
         (trace + criterion.offset) / merged_counts + determinant / criterion.beta
@@ -335,19 +361,26 @@ def _merge_row(criterion, target, others, counts, means, scatter, costs):
 _RANK_ONE_CONDITION = 1e8
 
 
-def _well_conditioned_inverse(scatter: np.ndarray) -> np.ndarray | None:
-    """The inverse of a (D, D) scatter, None where its condition number is above
-    :data:`_RANK_ONE_CONDITION` (there the determinant lemma loses digits that LU keeps)."""
-    eigenvalues, eigenvectors = np.linalg.eigh(scatter)
-    if not eigenvalues[0] > eigenvalues[-1] / _RANK_ONE_CONDITION:
-        return None
-    return (eigenvectors / eigenvalues) @ eigenvectors.T
-
-
 def _initial_costs(criterion, x, counts, means, scatter, costs, points):
     n_groups = len(counts)
-    pair = np.full((n_groups, n_groups), np.inf)
-    if points:
+    if points and np.all(counts == 1.0) and (x.shape[1] > 1 or criterion.model != "VVV"):
+        # singletons: f = 1/2, n_ij = 2, every cost log(a) (EII: 0), the determinant 0
+        # (rank one above one dimension); in place, no (G, G) temporaries
+        pair = np.zeros((n_groups, n_groups))
+        buffer = np.empty((n_groups, n_groups))
+        for column in means.T:
+            np.subtract(column[:, None], column[None, :], out=buffer)
+            np.square(buffer, out=buffer)
+            pair += buffer
+        pair *= 0.5
+        if criterion.model != "EII":
+            pair += criterion.offset
+            pair /= 2.0
+            np.log(pair, out=pair)
+            pair *= 2.0
+            pair -= costs[0]
+            pair -= costs[0]
+    elif points:
         # two groups without scatter (singletons, weighted rows) of counts n_i, n_j:
         # W_ij = f d d^T, f = n_i n_j / (n_i + n_j), of rank one (|W_ij / n_ij| is
         # f d^2 / n_ij in one dimension, zero above)
@@ -367,10 +400,13 @@ def _initial_costs(criterion, x, counts, means, scatter, costs, points):
             )
             pair = merged - costs[:, None] - costs[None, :]
     else:
+        pair = np.full((n_groups, n_groups), np.inf)
+        traces = np.trace(scatter, axis1=1, axis2=2)
         for target in range(n_groups - 1):
             others = np.arange(target + 1, n_groups)
+            spectrum = _target_spectrum(criterion, counts[target], scatter[target])
             pair[target, others] = _merge_row(
-                criterion, target, others, counts, means, scatter, costs
+                criterion, target, others, counts, means, scatter, costs, traces, spectrum
             )
         pair = np.minimum(pair, pair.T)
     np.fill_diagonal(pair, np.inf)
@@ -596,9 +632,10 @@ def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_w
         return HierarchicalClustering(merges, changes, labels, model)
     costs = _group_cost(criterion, counts, scatter)
     pair = _initial_costs(criterion, data, counts, means, scatter, costs, n_groups == n_rows)
-    alive = np.ones(n_groups, dtype=bool)
+    traces = np.trace(scatter, axis1=1, axis2=2)
+    members = np.arange(n_groups)  # the groups left, in increasing order
     nearest = np.argmin(pair, axis=1)
-    nearest_cost = pair[np.arange(n_groups), nearest]
+    nearest_cost = pair[members, nearest]
     for stage in range(n_merges):
         first = int(np.argmin(nearest_cost))
         second = int(nearest[first])
@@ -607,34 +644,38 @@ def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_w
         changes[stage] = pair[keep, drop]
         # the union's statistics replace group `keep`; group `drop` is gone
         n_keep, n_drop = counts[keep], counts[drop]
+        merged = n_keep + n_drop
         difference = means[drop] - means[keep]
-        scatter[keep] += scatter[drop] + (n_keep * n_drop / (n_keep + n_drop)) * np.outer(
+        scatter[keep] += scatter[drop] + (n_keep * n_drop / merged) * np.outer(
             difference, difference
         )
-        means[keep] += difference * (n_drop / (n_keep + n_drop))
-        counts[keep] = n_keep + n_drop
-        costs[keep] = _group_cost(criterion, counts[keep : keep + 1], scatter[keep : keep + 1])[0]
-        alive[drop] = False
+        means[keep] += difference * (n_drop / merged)
+        counts[keep] = merged
+        traces[keep] = scatter[keep].trace()
+        spectrum = _target_spectrum(criterion, merged, scatter[keep])
+        costs[keep] = _single_cost(criterion, merged, scatter[keep], spectrum)
         pair[drop, :] = np.inf
         pair[:, drop] = np.inf
         nearest_cost[drop] = np.inf
-        others = np.flatnonzero(alive)
-        others = others[others != keep]
-        if others.size == 0:
+        members = members[members != drop]
+        if members.size == 1:
             continue
-        row = _merge_row(criterion, keep, others, counts, means, scatter, costs)
-        pair[keep, others] = row
-        pair[others, keep] = row
+        row = _merge_row(criterion, keep, members, counts, means, scatter, costs, traces, spectrum)
+        row[np.searchsorted(members, keep)] = np.inf  # no merge with itself
+        pair[keep, members] = row
+        pair[members, keep] = row
         # rows whose nearest group was one of the two merged: search them again
-        stale_mask = (nearest[others] == keep) | (nearest[others] == drop)
-        stale = others[stale_mask]
+        nearest_of = nearest[members]
+        stale_mask = (nearest_of == keep) | (nearest_of == drop)
+        stale = members[stale_mask]
         if stale.size:
             nearest[stale] = np.argmin(pair[stale], axis=1)
             nearest_cost[stale] = pair[stale, nearest[stale]]
         # the others: the union may now be their nearest (ties to the lower index)
-        fresh, fresh_row = others[~stale_mask], row[~stale_mask]
+        fresh_mask = ~stale_mask
+        fresh, fresh_row = members[fresh_mask], row[fresh_mask]
         closer = (fresh_row < nearest_cost[fresh]) | (
-            (fresh_row == nearest_cost[fresh]) & (keep < nearest[fresh])
+            (fresh_row == nearest_cost[fresh]) & (keep < nearest_of[fresh_mask])
         )
         nearest[fresh[closer]] = keep
         nearest_cost[fresh[closer]] = fresh_row[closer]
