@@ -478,16 +478,11 @@ class PeakFit:
                 draws = {name: value[:, index] for name, value in draws.items()}
             chosen = np.linspace(0, next(iter(draws.values())).size - 1, 400).astype(int)
             values = {k: v[chosen][:, None] for k, v in draws.items()}
-            model = self.model
-            total = np.asarray(mean_curve(grid, model, values))
-            components = {}
-            for i, lineshape in enumerate(model.lineshapes):
-                arguments = [values[name] for name in model.peak_parameter_names(i)]
-                components[f"peak{i}"] = np.asarray(lineshape.profile_fn(grid, *arguments))
-            if model.baseline is not None:
-                components["baseline"] = np.broadcast_to(
-                    np.asarray(baseline_curve(grid, model, values)), total.shape
-                )
+            # (400, G) curves by the compiled programs (op by op, the draws' curves
+            # compiled a dozen programs, none of them cached across processes).
+            total = curve_on_host(grid, self.model, values)
+            curves = _components_program(grid, self.model, values)
+            components = {name: np.asarray(curve) for name, curve in curves.items()}
             label = "posterior median"
         else:
             total = self.predict(grid)

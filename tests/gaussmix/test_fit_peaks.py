@@ -596,10 +596,56 @@ def test_mcmc_from_a_complete_init_runs_no_map_fit(monkeypatch):
         assert abs(fit.params[name] - map_fit.params[name]) < bound, name
         assert fit.stderr[name] == pytest.approx(map_fit.stderr[name], rel=0.25), name
     assert {"peak0_area", "peak0_fwhm", "sigma"} <= set(fit.params)
+    _check_posterior_plot(fit, x)
     # Without sigma the init is not complete: the MAP fit starts the chains, as before.
     partial = {name: value for name, value in map_fit.params.items() if name != "sigma"}
     with pytest.raises(AssertionError, match="Levenberg-Marquardt fit ran"):
         fit_peaks(x, y, **shape, init=partial, backend="mcmc", **options)
+
+
+def _check_posterior_plot(fit, x):
+    """The plot of an MCMC fit of one Gaussian on a constant: its curves are the posterior
+    medians of the curves of 400 draws, against NumPy's, and they come from the two
+    compiled curve programs (evaluated operation by operation, the draws' curves compiled
+    a dozen programs of their own, in every process)."""
+    import logging
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    compiled = []
+
+    class Programs(logging.Handler):
+        def emit(self, record):
+            found = re.search(r"Compiling (\S+)", record.getMessage())
+            if found:
+                compiled.append(found.group(1))
+
+    handler, logger = Programs(), logging.getLogger("jax")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        with jax.log_compiles(True):
+            ax = fit.plot()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert set(compiled) <= {"jit(mean_curve)", "jit(component_curves)"}, compiled
+    posterior = fit.posterior["posterior"]
+    draws = {name: np.asarray(posterior[name]).ravel() for name in fit.parameter_names}
+    chosen = np.linspace(0, draws["peak0_height"].size - 1, 400).astype(int)
+    grid = np.linspace(x.min(), x.max(), 400)
+    height, center, width = (
+        draws[f"peak0_{p}"][chosen, None] for p in ("height", "center", "sigma")
+    )
+    peak = height * np.exp(-0.5 * ((grid - center) / width) ** 2)
+    total = peak + draws["baseline_c0"][chosen, None]
+    lines = {line.get_label(): line.get_ydata() for line in ax.lines}
+    np.testing.assert_allclose(lines["peak0"], np.median(peak, axis=0), rtol=1e-10, atol=1e-12)
+    total_line = ax.lines[-1].get_ydata()  # the total is drawn last
+    np.testing.assert_allclose(total_line, np.median(total, axis=0), rtol=1e-10)
+    matplotlib.pyplot.close(ax.figure)
 
 
 @pytest.mark.parametrize("likelihood", ["student_t", "poisson"])
