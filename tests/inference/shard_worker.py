@@ -8,10 +8,12 @@ script in fresh interpreters. One JSON argument:
   on a vmapped peak fit and on the peak MAP back end's batch function
   (:func:`gaussmix.inference.map.fit_map` with its spectra split over the devices), save
   the results to ``out`` (npz).
-- ``{"mode": "process", "data", "out", "configs", "port", "process_id",
-  "num_processes"}``: join ``jax.distributed`` on 127.0.0.1, read this process's share
-  of the rows of the .npy file ``data`` and fit every config with
-  :func:`fit_em_sharded` and :func:`fit_em_chunked` (process-local rows).
+- ``{"mode": "process", "data", "out", "configs"}``, in a process of a
+  ``jax.distributed`` group (started by ``tests/processes.py``, which joins it): read
+  this process's share of the rows of the .npy file ``data`` and fit every config with
+  :func:`fit_em_sharded` and :func:`fit_em_chunked` (process-local rows); with
+  ``"errors"``, a .npy file of the rows' measurement variances, the estimator's fits
+  take this process's rows of it beside its rows.
 
 With ``"estimator": options`` both modes also fit ``gaussmix.GaussianMixture(**options)``
 and save its fitted attributes: the devices mode with ``devices`` given as a count, a
@@ -141,15 +143,9 @@ def devices_mode(spec: dict) -> dict:
 
 
 def process_mode(spec: dict) -> dict:
-    jax.distributed.initialize(
-        f"127.0.0.1:{spec['port']}",
-        num_processes=spec["num_processes"],
-        process_id=spec["process_id"],
-        initialization_timeout=120,
-    )
     data = np.load(spec["data"], mmap_mode="r")
-    bounds = np.linspace(0, data.shape[0], spec["num_processes"] + 1).astype(int)
-    start, stop = bounds[spec["process_id"]], bounds[spec["process_id"] + 1]
+    bounds = np.linspace(0, data.shape[0], jax.process_count() + 1).astype(int)
+    start, stop = bounds[jax.process_index()], bounds[jax.process_index() + 1]
     local = data[start:stop]
     results = {
         "process_count": np.asarray(jax.process_count()),
@@ -177,7 +173,6 @@ def process_mode(spec: dict) -> dict:
             model.fit(rows, measurement_covariances=errors)
             for attribute in ESTIMATOR_ATTRIBUTES:
                 results[f"estimator/{name}/{attribute}"] = np.asarray(getattr(model, attribute))
-    jax.distributed.shutdown()
     return results
 
 

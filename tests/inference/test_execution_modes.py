@@ -11,19 +11,13 @@ with a fifth of its entries missing (``nan_policy="marginalize"``: expected stat
 from each chunk's, device's or process's own pattern table).
 
 Several devices or processes must exist before JAX starts, so those fits run in fresh
-interpreters: this file is also their worker script (``python test_execution_modes.py
-SPEC``), one subprocess for the 4 devices and one per process.
+interpreters (``tests/processes.py``, which starts JAX and joins the processes): this
+file is also their worker script, one subprocess for the 4 devices and one per process.
 """
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
-
-if __name__ == "__main__":  # a worker: set the platform up before JAX starts
-    os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax
 import numpy as np
@@ -35,15 +29,13 @@ from gaussmix.inference.em import fit_em  # noqa: E402
 from gaussmix.inference.shard import fit_em_sharded  # noqa: E402
 from gaussmix.inference.streaming import fit_em_chunked  # noqa: E402
 from gaussmix.models.priors import COVARIANCE_SITES  # noqa: E402
+from tests.processes import process_group, run_workers  # noqa: E402
 
 #: The issue's bar. Every mode adds the same float64 terms in another order (blocks,
 #: chunks, devices, processes): a relative rounding of ~1e-16 per sum, carried through
 #: the M-step's divisions and the few dozen iterations EM takes to converge here.
 EXACT = 1e-10
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-#: A hang (a process that never joins) must fail the test rather than block CI; far
-#: above the seconds the workers need.
-SUBPROCESS_TIMEOUT = 600
 CHUNK_ROWS = 50
 FIELDS = ("weights", "means", "covariances", "lower_bound", "n_iter")
 
@@ -114,34 +106,6 @@ def assert_same_fit(got: dict, expected: dict, where: str) -> None:
     assert int(expected["n_iter"]) > 1, where  # EM moved: the statistics were used
 
 
-def run_workers(specs: list[dict], env: dict) -> None:
-    """Run the worker of each spec concurrently; fail with their stderr."""
-    processes = [
-        subprocess.Popen(
-            [sys.executable, __file__, json.dumps(spec)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for spec in specs
-    ]
-    errors = []
-    try:
-        for process in processes:
-            _, stderr = process.communicate(timeout=SUBPROCESS_TIMEOUT)
-            if process.returncode != 0:
-                errors.append(stderr[-4000:])
-    except subprocess.TimeoutExpired:
-        errors.append(f"a worker did not finish in {SUBPROCESS_TIMEOUT} s")
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert not errors, "\n".join(errors)
-
-
 @pytest.fixture(scope="module")
 def in_memory() -> dict:
     fits = {}
@@ -164,8 +128,7 @@ def test_chunked_equals_in_memory(in_memory, covariance_type, holes):
 
 def test_four_devices_equal_in_memory(in_memory, tmp_path):
     out = tmp_path / "devices.npz"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    run_workers([{"mode": "devices", "out": str(out)}], env)
+    run_workers(Path(__file__), [{"mode": "devices", "out": str(out)}], devices=4)
     results = np.load(out)
     assert int(results["device_count"]) == 4
     for covariance_type, holes in CASES:
@@ -174,26 +137,15 @@ def test_four_devices_equal_in_memory(in_memory, tmp_path):
         assert_same_fit(got, in_memory[case], f"{case}, 4 devices")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.skipif(
     "jax_cpu_collectives_implementation" not in jax.config.values,
     reason="this JAX build has no CPU collectives for multi-process computations",
 )
 def test_two_processes_equal_in_memory(in_memory, tmp_path):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    port = free_port()
-    specs = [
-        {"mode": "process", "out": str(tmp_path / f"process{index}.npz"), "port": port,
-         "process_id": index, "num_processes": 2}
-        for index in range(2)
-    ]  # fmt: skip
-    run_workers(specs, env)
+    specs = process_group(
+        [{"mode": "process", "out": str(tmp_path / f"process{index}.npz")} for index in range(2)]
+    )
+    run_workers(Path(__file__), specs)
     for index, spec in enumerate(specs):
         results = np.load(spec["out"])
         assert int(results["process_count"]) == 2
@@ -218,17 +170,11 @@ def devices_worker(spec: dict) -> dict:
 
 
 def process_worker(spec: dict) -> dict:
-    jax.distributed.initialize(
-        f"127.0.0.1:{spec['port']}",
-        num_processes=spec["num_processes"],
-        process_id=spec["process_id"],
-        initialization_timeout=120,
-    )
     results = {"process_count": np.asarray(jax.process_count())}
     for covariance_type, holes in CASES:
         x, weight = data(holes)
-        bounds = np.linspace(0, x.shape[0], spec["num_processes"] + 1).astype(int)
-        rows = slice(bounds[spec["process_id"]], bounds[spec["process_id"] + 1])
+        bounds = np.linspace(0, x.shape[0], jax.process_count() + 1).astype(int)
+        rows = slice(bounds[jax.process_index()], bounds[jax.process_index() + 1])
         # the start is the whole data's, as every process is given it
         fit_options = options(x, covariance_type)
         chunked = fit_em_chunked(
@@ -238,7 +184,6 @@ def process_worker(spec: dict) -> dict:
         for method, result in (("chunked", chunked), ("sharded", sharded)):
             for name, value in summary(result, covariance_type).items():
                 results[f"{key(covariance_type, holes)}/{method}/{name}"] = value
-    jax.distributed.shutdown()
     return results
 
 
