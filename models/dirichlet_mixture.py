@@ -277,22 +277,8 @@ def dirichlet_process_mixture(
         >>> trace["weights"]["fn"].__class__.__name__, bool(np.isfinite(value))
         ('StickBreakingWeights', True)
     """
-    K = check_count("max_components", max_components)
-    priors = _other_priors(priors, "dirichlet_process_mixture")
-    alpha = _concentration(concentration)
-    priors["weights"] = StickBreakingWeights(alpha, K)
-    gaussian_mixture(
-        x,
-        n_components=K,
-        covariance_type=covariance_type,
-        priors=priors,
-        sample_weight=sample_weight,
-        prior_parameters=prior_parameters,
-        n_samples=n_samples,
-        n_features=n_features,
-        nan_policy=nan_policy,
-        missing_patterns=missing_patterns,
-        measurement_covariances=measurement_covariances,
+    _concentration_mixture(
+        "dirichlet_process_mixture", "max_components", StickBreakingWeights, locals()
     )
 
 
@@ -328,20 +314,24 @@ def dirichlet_mixture(
         >>> trace["weights"]["fn"].concentration.tolist()
         [0.5, 0.5, 0.5, 0.5]
     """
-    K = check_count("n_components", n_components)
-    priors = _other_priors(priors, "dirichlet_mixture")
-    alpha = _concentration(concentration)
-    priors["weights"] = dist.Dirichlet(jnp.full((K,), 1.0) * (alpha / K))
-    gaussian_mixture(
-        x,
-        n_components=K,
-        covariance_type=covariance_type,
-        priors=priors,
-        sample_weight=sample_weight,
-        prior_parameters=prior_parameters,
-        n_samples=n_samples,
-        n_features=n_features,
-        nan_policy=nan_policy,
-        missing_patterns=missing_patterns,
-        measurement_covariances=measurement_covariances,
-    )
+    _concentration_mixture("dirichlet_mixture", "n_components", _symmetric_dirichlet, locals())
+
+
+def _symmetric_dirichlet(alpha, K: int) -> dist.Dirichlet:
+    """:math:`\\mathrm{Dirichlet}(\\alpha/K \\mathbf 1_K)`: the total concentration split
+    over the K components."""
+    return dist.Dirichlet(jnp.full((K,), 1.0) * (alpha / K))
+
+
+def _concentration_mixture(program: str, count_name: str, weights_prior, arguments: dict) -> None:
+    """The body of both programs: ``arguments`` are the program's own (its ``locals()``
+    on entry), ``count_name`` the one that holds K, ``weights_prior(alpha, K)`` the
+    weights' distribution. Checks K, then ``priors`` (no ``weights``), then the
+    concentration (sampling the ``concentration`` site when it is a distribution), and
+    runs :func:`gaussian_mixture` with K components and those weights."""
+    options = dict(arguments)
+    K = check_count(count_name, options.pop(count_name))
+    priors = _other_priors(options.pop("priors"), program)
+    alpha = _concentration(options.pop("concentration"))
+    priors["weights"] = weights_prior(alpha, K)
+    gaussian_mixture(n_components=K, priors=priors, **options)
