@@ -155,12 +155,18 @@ def main() -> None:
             f"{median['programs']:8.0f} {median['compile']:6.2f}"
         )
     if args.baseline_site:
-        print("ratios baseline / this checkout (call time):")
+        print("ratios baseline / this checkout (call time; CPU time, the figure to read on a")
+        print("loaded machine):")
         for scenario in args.scenarios:
-            base = medians[scenario, "baseline"]["call"]
-            cold = medians[scenario, "cold"]["call"]
-            warm = medians[scenario, "warm"]["call"]
-            print(f"  {scenario:18} cold {base / cold:5.1f}x   warm {base / warm:5.1f}x")
+            ratios = [
+                medians[scenario, "baseline"][key] / medians[scenario, kind][key]
+                for key in ("call", "cpu")
+                for kind in ("cold", "warm")
+            ]
+            print(
+                f"  {scenario:18} call: cold {ratios[0]:5.1f}x  warm {ratios[1]:5.1f}x   "
+                f"CPU: cold {ratios[2]:5.1f}x  warm {ratios[3]:5.1f}x"
+            )
 
 
 if __name__ == "__main__":
