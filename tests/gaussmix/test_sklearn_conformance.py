@@ -6,54 +6,19 @@ their ``from sklearn.mixture import GaussianMixture`` swapped for
 ``from gaussmix.mixture import GaussianMixture``, and every test function is collected
 here under its own name and parameters, with the fixtures of scikit-learn's conftest
 (``global_dtype``: float64, ``global_random_seed``: 42, their defaults). JAX runs in
-float64 (``tests/conftest.py``).
+float64 (``tests/conftest.py``). The loader is ``tests/scikit_learn_tests.py``.
 
 :data:`EXPECTED_FAILURES` lists each test that fails on purpose, with the reason; it is
 a strict expected failure: one that starts to pass, or a failure not listed there, fails
 the run. The module is skipped, saying why, without scikit-learn or without the file.
 """
 
-import importlib.util
-import sys
-import types
-from pathlib import Path
+from tests import scikit_learn_tests
 
-import numpy as np
-import pytest
-
-SOURCE_NAME = "sklearn/mixture/tests/test_gaussian_mixture.py"
-ORIGINAL_IMPORT = "from sklearn.mixture import GaussianMixture\n"
-GAUSSMIX_IMPORT = "from gaussmix.mixture import GaussianMixture\n"
-
-
-def _load_scikit_learn_tests() -> types.ModuleType:
-    """scikit-learn's test module with gaussmix's ``GaussianMixture``, or a module skip."""
-    specification = importlib.util.find_spec("sklearn")
-    if specification is None or not specification.submodule_search_locations:
-        pytest.skip("scikit-learn is not installed", allow_module_level=True)
-    root = Path(next(iter(specification.submodule_search_locations))).parent
-    path = root / SOURCE_NAME
-    if not path.is_file():
-        pytest.skip(f"{path} is absent from the installed scikit-learn", allow_module_level=True)
-    source = path.read_text()
-    if source.count(ORIGINAL_IMPORT) != 1:
-        pytest.fail(f"{path} no longer imports GaussianMixture as {ORIGINAL_IMPORT.strip()!r}")
-    module = types.ModuleType("sklearn_gaussian_mixture_tests_on_gaussmix")
-    module.__file__ = str(path)
-    sys.modules[module.__name__] = module
-    exec(compile(source.replace(ORIGINAL_IMPORT, GAUSSMIX_IMPORT), str(path), "exec"), vars(module))
-    return module
-
-
-_SCIKIT_LEARN = _load_scikit_learn_tests()
-
-# Every test function of scikit-learn's module, collected here with its marks.
-globals().update(
-    {
-        name: value
-        for name, value in vars(_SCIKIT_LEARN).items()
-        if name.startswith("test_") and callable(value)
-    }
+_SCIKIT_LEARN = scikit_learn_tests.load(
+    "sklearn/mixture/tests/test_gaussian_mixture.py",
+    "from sklearn.mixture import GaussianMixture\n",
+    "from gaussmix.mixture import GaussianMixture\n",
 )
 
 #: scikit-learn tests that fail on gaussmix's GaussianMixture on purpose: test id ->
@@ -99,31 +64,13 @@ EXPECTED_FAILURES: dict[str, str] = {
 }
 
 
-@pytest.fixture
-def global_dtype():
-    """scikit-learn's conftest fixture at its default (float32 runs need an opt-in)."""
-    return np.float64
-
-
-@pytest.fixture
-def global_random_seed():
-    """scikit-learn's conftest fixture at its default seed."""
-    return 42
-
-
-@pytest.fixture(autouse=True)
-def _expected_failure(request):
-    """Mark the listed tests as strict expected failures."""
-    reason = EXPECTED_FAILURES.get(request.node.name)
-    if reason is not None:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+# Every test function of scikit-learn's module, collected here with its marks, and the
+# fixtures they need.
+globals().update(scikit_learn_tests.collected(_SCIKIT_LEARN, EXPECTED_FAILURES, not_run={}))
 
 
 def test_expected_failures_name_scikit_learns_tests():
     """Every id in EXPECTED_FAILURES names a test function of scikit-learn's module (a
     test renamed upstream is noticed, not silently dropped)."""
-    functions = {name for name in vars(_SCIKIT_LEARN) if name.startswith("test_")}
-    unknown = sorted(
-        test_id for test_id in EXPECTED_FAILURES if test_id.split("[")[0] not in functions
-    )
+    unknown = scikit_learn_tests.unknown_names(_SCIKIT_LEARN, EXPECTED_FAILURES)
     assert not unknown, unknown
