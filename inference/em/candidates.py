@@ -16,7 +16,9 @@ in ONE program whose mixtures have :math:`K_{\\max}` components, those beyond K 
 so each candidate's fit is the unpadded fit to rounding (the sums over components have
 more, zero, terms; tested against the estimator cell by cell). The candidates run one
 after another (``lax.map``), each EM to its own convergence; the restarts of each too,
-the best by its lower bound, as :func:`gaussmix.inference.em.fit_em` runs them.
+the best by its lower bound, as :func:`gaussmix.inference.em.fit_em` runs them. Their
+log-likelihoods (and ICL's assignment term) at the final parameters are a second
+program keyed by the covariance layout only, which the models of a table share.
 
 Starts are labels, an array argument: the k-means labels of every candidate and restart
 (:func:`kmeans_labels`, one program for all K, the same k-means as ``fit_em``'s start)
@@ -246,12 +248,7 @@ def _fit_candidates(x, weight, labels, tol, reg_covar, config: CandidatesConfig)
             states, infos = lax.map(lambda lab: one_restart(mask, lab), restart_labels)
         best = 0 if config.n_init == 1 else jnp.argmax(states.lower_bound)
         state, info = jax.tree.map(lambda leaf: leaf[best], (states, infos))
-        weights, means, _, factor = state.parameters
-        norm, log_resp = log_responsibilities(x, weights, means, factor, layout)
-        largest_resp = jnp.minimum(jnp.max(log_resp, axis=1), 0.0)  # z <= 1
         return (
-            jnp.sum(weight * norm),
-            jnp.sum(weight * largest_resp),
             state.lower_bound,
             info.converged,
             state.n_iter,
@@ -264,6 +261,27 @@ def _fit_candidates(x, weight, labels, tol, reg_covar, config: CandidatesConfig)
     return lax.map(one_candidate, (counts, labels))
 
 
+def _score_candidates(x, weight, weights, means, factor, layout: str):
+    """(C,) each candidate's total log-likelihood :math:`\\sum_n w_n \\log p(x_n)` and
+    ICL's :math:`\\sum_n w_n \\log z_{n, \\hat k(n)}` at its final parameters (padded:
+    the padding's weight 0 gives it no responsibility).
+
+    A program of its own, keyed by the covariance layout (full, tied, diag, spherical),
+    not the model: the 14 models of a table share 4 of them, instead of each EM
+    program carrying its own copy of this E-step (a quarter of a full-covariance EM
+    program's code, loaded and compiled 14 times)."""
+
+    def one(parameters):
+        component_weights, component_means, component_factor = parameters
+        norm, log_resp = log_responsibilities(
+            x, component_weights, component_means, component_factor, layout
+        )
+        largest_resp = jnp.minimum(jnp.max(log_resp, axis=1), 0.0)  # z <= 1
+        return jnp.sum(weight * norm), jnp.sum(weight * largest_resp)
+
+    return lax.map(one, (weights, means, factor))
+
+
 #: As :func:`gaussmix.inference.em.fit_em`'s programs: work (rows x features x K) below
 #: which compile time dominates gets fewer LLVM optimizations.
 _SMALL_WORK, _MEDIUM_WORK = 1e6, 1e8
@@ -271,6 +289,14 @@ _programs = {
     level: compilation.jit(
         _fit_candidates,
         static_argnames=("config",),
+        compiler_options=None if level is None else {"xla_backend_optimization_level": level},
+    )
+    for level in (0, 1, None)
+}
+_score_programs = {
+    level: compilation.jit(
+        _score_candidates,
+        static_argnames=("layout",),
         compiler_options=None if level is None else {"xla_backend_optimization_level": level},
     )
     for level in (0, 1, None)
@@ -301,17 +327,23 @@ def fit_candidates(
     if labels.shape != expected:
         raise ValueError(f"labels has shape {labels.shape}; expected {expected}.")
     work = x.shape[0] * x.shape[1] ** 2 * max(config.n_components)
-    program = _programs[0 if work < _SMALL_WORK else 1 if work < _MEDIUM_WORK else None]
-    outputs = program(
-        x,
-        np.asarray(sample_weight, dtype),
-        labels,
-        np.asarray(tol, dtype),
-        np.asarray(reg_covar, dtype),
-        config=config,
+    level = 0 if work < _SMALL_WORK else 1 if work < _MEDIUM_WORK else None
+    weight = np.asarray(sample_weight, dtype)
+    *fits, parameters = _programs[level](
+        x, weight, labels, np.asarray(tol, dtype), np.asarray(reg_covar, dtype), config=config
     )
-    *fits, parameters = outputs
+    final_weights, final_means, _, final_factor = parameters
+    log_likelihood, assignment = _score_programs[level](
+        x,
+        weight,
+        final_weights,
+        final_means,
+        final_factor,
+        layout=covariance_layout(config.covariance_type),
+    )
     return CandidateFits(
+        np.asarray(log_likelihood),
+        np.asarray(assignment),
         *(np.asarray(output) for output in fits),
         parameters=MixtureParameters(*(np.asarray(leaf) for leaf in parameters)),
     )

@@ -278,7 +278,7 @@ def _single_cost(criterion: _Criterion, count: float, scatter: np.ndarray, spect
     if criterion.model == "VII":
         return float(count * np.log((trace + criterion.offset) / count))
     if spectrum is not None:
-        determinant = float(np.prod(spectrum[0] / count))
+        determinant = float((spectrum[0] / count).prod())
     else:
         determinant = max(float(np.linalg.det(scatter / count)), 0.0)
     return float(count * np.log((trace + criterion.offset) / count + determinant / criterion.beta))
@@ -342,9 +342,9 @@ def _merge_row(criterion, target, others, counts, means, scatter, costs, traces,
             eigenvalues, eigenvectors = spectrum
             single = n_other == 1
             quadratic = ((difference @ eigenvectors) ** 2) @ (1.0 / eigenvalues)
-            determinant = np.where(single, np.prod(eigenvalues) * (1.0 + factor * quadratic), 0.0)
+            determinant = np.where(single, eigenvalues.prod() * (1.0 + factor * quadratic), 0.0)
             general &= ~single
-        chosen = np.flatnonzero(general)
+        chosen = general.nonzero()[0]
         if chosen.size:
             step = difference[chosen]
             merged = scatter[others[chosen]] + scatter[target]
@@ -637,7 +637,7 @@ def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_w
     nearest = np.argmin(pair, axis=1)
     nearest_cost = pair[members, nearest]
     for stage in range(n_merges):
-        first = int(np.argmin(nearest_cost))
+        first = int(nearest_cost.argmin())
         second = int(nearest[first])
         keep, drop = min(first, second), max(first, second)
         merges[stage] = keep, drop
@@ -646,9 +646,8 @@ def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_w
         n_keep, n_drop = counts[keep], counts[drop]
         merged = n_keep + n_drop
         difference = means[drop] - means[keep]
-        scatter[keep] += scatter[drop] + (n_keep * n_drop / merged) * np.outer(
-            difference, difference
-        )
+        outer = difference[:, None] * difference[None, :]
+        scatter[keep] += scatter[drop] + (n_keep * n_drop / merged) * outer
         means[keep] += difference * (n_drop / merged)
         counts[keep] = merged
         traces[keep] = scatter[keep].trace()
@@ -661,7 +660,7 @@ def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_w
         if members.size == 1:
             continue
         row = _merge_row(criterion, keep, members, counts, means, scatter, costs, traces, spectrum)
-        row[np.searchsorted(members, keep)] = np.inf  # no merge with itself
+        row[members.searchsorted(keep)] = np.inf  # no merge with itself
         pair[keep, members] = row
         pair[members, keep] = row
         # rows whose nearest group was one of the two merged: search them again
@@ -669,7 +668,7 @@ def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_w
         stale_mask = (nearest_of == keep) | (nearest_of == drop)
         stale = members[stale_mask]
         if stale.size:
-            nearest[stale] = np.argmin(pair[stale], axis=1)
+            nearest[stale] = pair[stale].argmin(axis=1)
             nearest_cost[stale] = pair[stale, nearest[stale]]
         # the others: the union may now be their nearest (ties to the lower index)
         fresh_mask = ~stale_mask
@@ -679,7 +678,7 @@ def _cluster(x, model, transform, partition, min_clusters, alpha, beta, sample_w
         )
         nearest[fresh[closer]] = keep
         nearest_cost[fresh[closer]] = fresh_row[closer]
-        nearest[keep] = int(np.argmin(pair[keep]))
+        nearest[keep] = int(pair[keep].argmin())
         nearest_cost[keep] = pair[keep, nearest[keep]]
     return HierarchicalClustering(merges, changes, labels, model)
 
