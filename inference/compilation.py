@@ -423,7 +423,6 @@ def _settings_text() -> str:
 
 @functools.cache
 def _version(package: str) -> str:
-    """An installed package's version (read once per process: 4-5 ms a lookup)."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
