@@ -483,9 +483,16 @@ def default_priors(
     reach = jnp.maximum(jnp.maximum(jnp.abs(x_low), jnp.abs(x_high)), length)
     bound = BASELINE_FACTOR * (magnitude + spread)
     zero = jnp.zeros((), dtype)
+    # One prior per kind, shared by the sites of that kind (the two peaks' heights take
+    # the same box): each trace of a program builds the priors again, so each bound is
+    # traced once, not once per site.
+    by_kind: dict[str, dist.Distribution] = {}
     priors = {}
     for name in model.free_names:
         kind = model.kind(name)
+        if kind in by_kind:
+            priors[name] = by_kind[kind]
+            continue
         if kind == "height":
             prior = dist.Uniform(zero, HEIGHT_FACTOR * spread)
         elif kind == "area":
@@ -505,18 +512,21 @@ def default_priors(
         elif kind == "baseline_offset":
             prior = dist.Uniform(-bound, bound)
         elif kind == "baseline_step":
-            prior = dist.Uniform(-STEP_BOUND / length, STEP_BOUND / length)
+            limit = STEP_BOUND / length
+            prior = dist.Uniform(-limit, limit)
         elif kind == "baseline_b":
             limit = 2.0 * TOUGAARD_C * STEP_BOUND / length
             prior = dist.Uniform(-limit, limit)
         elif kind == "baseline_amplitude":
             prior = dist.Uniform(-bound, bound)
         elif kind == "baseline_rate":
-            prior = dist.Uniform(-RATE_BOUND / reach, RATE_BOUND / reach)
+            limit = RATE_BOUND / reach
+            prior = dist.Uniform(-limit, limit)
         else:  # polynomial coefficient c_k
             degree = int(kind[len("baseline_c") :])
-            prior = dist.Uniform(-bound / reach**degree, bound / reach**degree)
-        priors[name] = prior
+            limit = bound / reach**degree
+            prior = dist.Uniform(-limit, limit)
+        priors[name] = by_kind[kind] = prior
     if model.has_noise:
         priors[NOISE_SITE] = dist.HalfNormal(spread)
     return priors
