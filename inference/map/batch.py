@@ -19,6 +19,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from gaussmix.inference import compilation
+from gaussmix.inference.map.closed_form import registered_function
 from gaussmix.inference.map.levenberg_marquardt import (
     MAPInfo,
     MAPSettings,
@@ -164,11 +165,17 @@ def finish(problem: MAPProblem, state: Finished) -> BatchOutputs:
 
 
 def _fit_batch(
-    model, sites, observed, family, n_slots,
+    model, sites, observed, family, location_jacobian, n_slots,
     x, y, mask, active, theta, noise, model_kwargs, settings,
 ):  # fmt: skip
     """Fit the ``active`` ones of B spectra through ``n_slots`` slots iterated together;
     finished slots refill. The other spectra come back as unfitted zeros.
+
+    ``location_jacobian`` (static) is the closed form registered for the program when the
+    fit is called (:func:`~gaussmix.inference.map.closed_form.registered_function`), or
+    None: the Jacobian follows the registry as it is traced, and this argument keys the
+    compiled program (in memory and on disk) by it, so that a fit after registering one
+    compiles the closed-form program instead of reusing the forward-mode one.
 
     Per spectrum and outside the loop: the priors (read from the program once, before)
     and the covariance and log-likelihood (:func:`finish`, once, after); inside it only
@@ -264,23 +271,27 @@ def _fit_batch(
 
 
 _fit_batch_jit = compilation.jit(
-    _fit_batch, static_argnames=("model", "sites", "observed", "family", "n_slots")
+    _fit_batch,
+    static_argnames=("model", "sites", "observed", "family", "location_jacobian", "n_slots"),
 )
 
 #: Compiled multi-device fits by (static arguments, mask given, devices).
 _SHARDED_FITS: dict[tuple, Callable] = {}
 
 
-def _fit_batch_sharded(devices, model, sites, observed, family, n_slots, x, y, mask, *rest):
+def _fit_batch_sharded(
+    devices, model, sites, observed, family, location_jacobian, n_slots, x, y, mask, *rest
+):
     """:func:`_fit_batch` with the spectra split over ``devices``
     (:func:`gaussmix.inference.shard.shard_batch`): each device runs its own slots and
     loop over its share, so none waits for another's slowest spectrum."""
     from gaussmix.inference.shard import BATCH_AXIS, device_mesh, shard_batch
 
     mesh = device_mesh(devices, axis_name=BATCH_AXIS)
-    key = (model, sites, observed, family, n_slots, mask is None, tuple(mesh.devices.flat))
+    statics = (model, sites, observed, family, location_jacobian, n_slots)
+    key = (*statics, mask is None, tuple(mesh.devices.flat))
     if key not in _SHARDED_FITS:
-        batch = functools.partial(_fit_batch, model, sites, observed, family, n_slots)
+        batch = functools.partial(_fit_batch, *statics)
         in_axes = (None, 0, None if mask is None else 0, 0, 0, 0, None, None)
         _SHARDED_FITS[key] = shard_batch(batch, devices=mesh, in_axes=in_axes)
     return _SHARDED_FITS[key](x, y, mask, *rest)
@@ -327,7 +338,7 @@ def fit_batch(
         :class:`BatchOutputs`.
     """
     arguments = (
-        model, sites, observed, family, n_slots,
+        model, sites, observed, family, registered_function(model), n_slots,
         x, y, mask, active, theta, noise, canonical(model_kwargs), settings,
     )  # fmt: skip
     if devices is None:

@@ -32,7 +32,7 @@ Example:
 import functools
 from collections.abc import Callable
 
-__all__ = ["location_jacobian_of", "register_location_jacobian"]
+__all__ = ["location_jacobian_of", "register_location_jacobian", "registered_function"]
 
 _REGISTRY: dict[Callable, Callable] = {}
 
@@ -41,6 +41,25 @@ def register_location_jacobian(program: Callable, location_jacobian_fn: Callable
     """Register the closed-form location and Jacobian of ``program`` (replacing any
     registered before)."""
     _REGISTRY[program] = location_jacobian_fn
+
+
+def registered_function(program: Callable) -> Callable | None:
+    """The function registered for ``program`` (for a keyword-only ``functools.partial``,
+    the one registered for the function it wraps), or None.
+
+    The very object :func:`register_location_jacobian` stored, so the same in every call
+    (the compiled fit is keyed by it: registering one after a first fit compiles anew
+    instead of reusing the forward-mode program).
+    """
+    try:
+        found = _REGISTRY.get(program)
+    except TypeError:  # an unhashable callable
+        return None
+    if found is not None:
+        return found
+    if isinstance(program, functools.partial) and not program.args:
+        return registered_function(program.func)
+    return None
 
 
 def location_jacobian_of(program: Callable) -> Callable | None:

@@ -271,20 +271,28 @@ def jacobian(problem: MAPProblem, theta: jax.Array, noise: jax.Array):
         location, columns = closed_form(values, problem.x, problem.y, **problem.model_kwargs)
         size = problem.y.shape[0]
         names = problem.sites.names
+        # Stacked parameter-major, (P, M), and transposed: XLA then stores each column
+        # contiguously, as forward mode's Jacobian is, and J^T J reads it row by row.
+        # Concatenated as (M, P) instead, the P3 fit ran 1.5x slower than forward mode.
         matrix = jnp.concatenate(
             [
                 jnp.broadcast_to(columns[names[index]], (size, *problem.sites.shapes[index]))
                 .reshape(size, -1)
                 .astype(theta.dtype)
+                .T
                 for index in problem.sites.curve
             ],
-            axis=1,
-        )
+            axis=0,
+        ).T
         evaluation = evaluation._replace(location=jnp.broadcast_to(location, problem.y.shape))
     # A barrier: the prior's scalars are computed once, not again inside every fusion
     # that reads them (XLA duplicates cheap producers into their consumers).
     prior = jax.lax.optimization_barrier(problem.prior_terms(theta, noise))
+    # The location once in memory: without the barrier XLA recomputes it from the peaks'
+    # exponentials in each of the half deviances, score, RSS and noise fusions that read it.
+    location = jax.lax.optimization_barrier(evaluation.location)
     return matrix, evaluation._replace(
+        location=location,
         log_prior=prior.log_prior,
         support=prior.support,
         prior_gradient=prior.gradient,

@@ -14,7 +14,7 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 
-from gaussmix.inference.map import closed_form, fit_map, problem
+from gaussmix.inference.map import batch, closed_form, fit_map
 from gaussmix.inference.map.families import FAMILIES
 from gaussmix.inference.map.problem import MAPProblem, Sites, jacobian
 from gaussmix.models.peaks import location_and_jacobian, peak_model, peaks
@@ -28,7 +28,9 @@ def peaks_closed_form(monkeypatch):
 
 
 def forward_mode_only(monkeypatch):
-    monkeypatch.setattr(problem, "location_jacobian_of", lambda program: None)
+    """No closed form registered: the compiled fit's key changes with it, so a fit after
+    this compiles the forward-mode program rather than reusing the closed-form one."""
+    monkeypatch.setattr(closed_form, "_REGISTRY", {})
 
 
 MODELS = [
@@ -138,6 +140,25 @@ def test_fits_are_the_same_with_and_without_the_closed_form(monkeypatch, peaks_c
     np.testing.assert_allclose(closed.rss, forward.rss, rtol=1e-12)
     for name in names:
         np.testing.assert_allclose(closed.params[name], forward.params[name], rtol=1e-8)
+
+
+def test_registering_a_closed_form_compiles_the_fit_anew(monkeypatch):
+    """The compiled fit is keyed by the registered closed form: a fit after registering
+    one does not reuse the forward-mode program of the same call (nor the reverse)."""
+    monkeypatch.setattr(closed_form, "_REGISTRY", {})
+    x = np.linspace(0.0, 10.0, 40)
+    y = 2.0 * np.exp(-0.5 * ((x - 5.0) / 0.8) ** 2) + 0.01 * np.sin(7.0 * x)
+    program = functools.partial(
+        peaks, lineshapes=("gaussian",), baseline=None, likelihood="normal", ties={}
+    )
+    init = {"peak0_height": 1.8, "peak0_center": 5.1, "peak0_sigma": 0.9, "sigma": 0.1}
+    fit_map(program, x, y, init)
+    compiled = batch._fit_batch_jit.cache_size()
+    closed_form.register_location_jacobian(peaks, location_and_jacobian)
+    fit_map(program, x, y, init)
+    assert batch._fit_batch_jit.cache_size() == compiled + 1
+    fit_map(program, x, y, init)
+    assert batch._fit_batch_jit.cache_size() == compiled + 1
 
 
 LOWERED_TEXT = textwrap.dedent(
