@@ -171,15 +171,13 @@ def test_estimator_attributes_equal_scikit_learns(data, prior_type, covariance_t
 
 def test_mclust_names_are_the_four_families(data):
     """VVV, EEE, VVI, VII fit as full, tied, diag, spherical; mclust's other models are
-    refused naming the ones that exist."""
+    refused naming the ones that exist. (The options of
+    test_estimator_attributes_equal_scikit_learns: the same compiled programs.)"""
     x, _ = data
+    options = dict(n_components=N_COMPONENTS, random_state=0, max_iter=N_ITER, tol=0.0)
     for alias, family in (("VVI", "diag"), ("VII", "spherical")):
-        a = BayesianGaussianMixture(
-            n_components=3, covariance_type=alias, random_state=0, max_iter=5, tol=0.0
-        )
-        b = BayesianGaussianMixture(
-            n_components=3, covariance_type=family, random_state=0, max_iter=5, tol=0.0
-        )
+        a = BayesianGaussianMixture(covariance_type=alias, **options)
+        b = BayesianGaussianMixture(covariance_type=family, **options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             a.fit(x), b.fit(x)
