@@ -16,20 +16,25 @@ jax.config.update("jax_enable_x64", True)
 ALIASES = {"VVV": "full", "EEE": "tied", "VVI": "diag", "VII": "spherical"}
 MCLUST_IRIS = Path(__file__).parents[1] / "references" / "mclust" / "iris.json"
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+#: The fits' options and shapes (K = 2 on 150 x 4 float64 rows) are those of the iris test
+#: below: each model's EM program is compiled once for the module, not once per test.
+K = 2
+EM_OPTIONS = {"n_init": 5, "tol": 1e-8, "max_iter": 1000, "random_state": 0}
 
 
-def data(seed=0, n=40):
+def data(seed=0, n=50):
+    """Three clusters of ``n`` rows in 4-D, linearly mixed (iris's shape at n = 50)."""
     rng = np.random.default_rng(seed)
     return np.concatenate(
-        [rng.normal(size=(n, 3)) @ rng.normal(size=(3, 3)) + 3.0 * k for k in range(3)]
+        [rng.normal(size=(n, 4)) @ rng.normal(size=(4, 4)) + 3.0 * k for k in range(3)]
     )
 
 
 @pytest.mark.parametrize("alias", list(ALIASES))
 def test_an_alias_is_its_classic_type_to_the_last_bit(alias):
     x = data()
-    a = GaussianMixture(3, covariance_type=alias, random_state=0, n_init=2).fit(x)
-    b = GaussianMixture(3, covariance_type=ALIASES[alias], random_state=0, n_init=2).fit(x)
+    a = GaussianMixture(K, covariance_type=alias, **EM_OPTIONS).fit(x)
+    b = GaussianMixture(K, covariance_type=ALIASES[alias], **EM_OPTIONS).fit(x)
     for name in FITTED:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert a.lower_bound_ == b.lower_bound_
@@ -40,21 +45,22 @@ def test_an_alias_is_its_classic_type_to_the_last_bit(alias):
 @pytest.mark.parametrize("name", ["EII", "VEI", "EVE", "VEV"])
 def test_a_constrained_model_through_the_estimator(name):
     x = data(1)
-    gm = GaussianMixture(3, covariance_type=name, random_state=0, tol=1e-8, max_iter=500)
+    gm = GaussianMixture(K, covariance_type=name, **EM_OPTIONS)
     labels = gm.fit_predict(x)
     np.testing.assert_array_equal(labels, gm.predict(x))
     n, d = x.shape
     layout = COVARIANCE_LAYOUTS[name]
-    assert gm.covariances_.shape == {"spherical": (3,), "diag": (3, d), "full": (3, d, d)}[layout]
-    # bic: -2 log L + p log n with mclust's count of the model's letters
+    assert gm.covariances_.shape == {"spherical": (K,), "diag": (K, d), "full": (K, d, d)}[layout]
+    # bic: -2 log L + p log n with mclust's count of the model's letters (I: none,
+    # E: one for all components, V: one per component), K d means and K - 1 weights
     volume, shape, orientation = name
-    per = {"I": 0, "E": 1, "V": 3}
-    p = per[volume] + per[shape] * (d - 1) + per[orientation] * d * (d - 1) // 2 + 3 * d + 2
+    per = {"I": 0, "E": 1, "V": K}
+    p = per[volume] + per[shape] * (d - 1) + per[orientation] * d * (d - 1) // 2 + K * d + K - 1
     log_likelihood = gm.score(x) * n
     np.testing.assert_allclose(gm.bic(x), -2 * log_likelihood + p * np.log(n), rtol=1e-12)
     drawn, _ = gm.sample(50)
     assert drawn.shape == (50, d) and np.all(np.isfinite(drawn))
-    map_fit = GaussianMixture(3, covariance_type=name, priors="default", random_state=0).fit(x)
+    map_fit = GaussianMixture(K, covariance_type=name, priors="default", random_state=0).fit(x)
     assert map_fit.method_ == "conjugate_map" and np.all(np.isfinite(map_fit.covariances_))
 
 
@@ -120,13 +126,11 @@ def test_iris_bic_of_the_14_models_is_mclusts_where_the_optimum_is_shared():
     x = np.asarray(reference["data"], float)
     d = x.shape[1]
     assert reference["models"] == list(MCLUST_MODELS)
-    row = reference["G"].index(2)
+    row = reference["G"].index(K)
     equal = 0
     for j, name in enumerate(MCLUST_MODELS):
-        assert n_parameters(name, 2, d) == reference["n_parameters"][row][j], name
-        gm = GaussianMixture(
-            2, covariance_type=name, n_init=5, tol=1e-8, max_iter=1000, random_state=0
-        ).fit(x)
+        assert n_parameters(name, K, d) == reference["n_parameters"][row][j], name
+        gm = GaussianMixture(K, covariance_type=name, **EM_OPTIONS).fit(x)
         ours, theirs = -gm.bic(x), reference["bic"][row][j]
         assert ours >= theirs - 1.0, (name, ours, theirs)
         equal += abs(ours - theirs) < 0.01
