@@ -238,7 +238,19 @@ def main() -> None:
     parser.add_argument("--lmfit-subset", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each side")
     parser.add_argument("--quick", action="store_true", help="1000 spectra, small subsets")
+    parser.add_argument(
+        "--closed-form",
+        action="store_true",
+        help="fit with the peak program's closed-form Jacobian registered "
+        "(gaussmix.models.peaks.location_and_jacobian) instead of forward mode",
+    )
     args = parser.parse_args()
+    if args.closed_form:
+        from gaussmix.inference.map.closed_form import register_location_jacobian
+        from gaussmix.models.peaks import location_and_jacobian, peaks
+
+        register_location_jacobian(peaks, location_and_jacobian)
+        print("closed-form Jacobian of the peak program registered")
     if args.quick:
         args.spectra, args.scipy_subset, args.lmfit_subset, args.repeat = 1000, 50, 10, 1
     if args.cores == "1":
