@@ -375,6 +375,46 @@ def test_posterior_mean_responsibilities(mixture_data, mixture_tree):
     np.testing.assert_allclose(responsibilities.sum(-1), 1.0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["full", "tied", "diag", "spherical"])
+def test_mean_responsibilities_of_each_layout_against_scipy(layout, monkeypatch):
+    """The NumPy accumulation (nothing compiled) in every covariance layout, by chunks of
+    draws as well as at once, against SciPy's densities draw by draw; a draw whose
+    covariance is singular is refused, not returned as NaN."""
+    from gaussmix.inference import mixture_sampling
+
+    rng = np.random.default_rng(1)
+    draws, components, features = 5, 3, 2
+    x = 3.0 * rng.normal(size=(30, features))
+    weights = rng.dirichlet(np.ones(components), draws)
+    means = 2.0 * rng.normal(size=(draws, components, features))
+    factors = rng.normal(size=(draws, components, features, features))
+    full = factors @ np.swapaxes(factors, -1, -2) + 0.5 * np.eye(features)
+    variances = np.exp(rng.normal(size=(draws, components, features)))
+    covariance, dense = {
+        "full": (full, full),
+        "tied": (full[:, 0], np.broadcast_to(full[:, :1], full.shape)),
+        "diag": (variances, variances[..., None] * np.eye(features)),
+        "spherical": (variances[..., 0], variances[..., 0, None, None] * np.eye(features)),
+    }[layout]
+    total = 0.0
+    for s in range(draws):
+        joint = np.stack(
+            [
+                weights[s, k] * stats.multivariate_normal(means[s, k], dense[s, k]).pdf(x)
+                for k in range(components)
+            ],
+            axis=-1,
+        )
+        total = total + joint / joint.sum(-1, keepdims=True)
+    for chunk in (mixture_sampling._RESPONSIBILITY_CHUNK, 1):  # all draws, one by one
+        monkeypatch.setattr(mixture_sampling, "_RESPONSIBILITY_CHUNK", chunk)
+        found = mixture_sampling._mean_responsibilities(x, weights, means, covariance, layout)
+        np.testing.assert_allclose(found, total / draws, atol=1e-12)
+    singular = np.zeros_like(covariance)
+    with pytest.raises(ValueError, match="not positive definite"):
+        mixture_sampling._mean_responsibilities(x, weights, means, singular, layout)
+
+
 def test_sample_of_the_mixture_program_relabels_too(mixture_data, mixture_tree):
     """``sample(gaussian_mixture, ...)`` is the same run as ``sample_mixture``."""
     tree = sample(
