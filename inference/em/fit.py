@@ -573,7 +573,8 @@ def fit_em(
         step=StepConfig.from_options(options),
         max_iter=options.max_iter,
         n_init=int(n_init),
-        init_params=options.init_params,
+        # the hc models differ only in the labels, an array argument: one program for all
+        init_params="hc" if hc_model is not None else options.init_params,
         block_rows=block,
         batched=batched,
         cache_design=block == n_samples and not (use_kernel and not batched) and patterns is None,

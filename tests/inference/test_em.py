@@ -430,6 +430,23 @@ def test_restart_zero_is_the_single_fit_to_the_last_bit(covariance_type):
         assert float(many.lower_bound) >= float(one.lower_bound)
 
 
+def test_every_hc_model_start_is_one_compiled_fit():
+    """The hc models differ only in the start's labels, an array argument: after the
+    first, the other three starts neither compile nor load a fit program (one program
+    each before; tests/gaussmix/test_hc_start.py checks each starts from its labels)."""
+    from gaussmix.inference import compilation
+
+    x = three_clusters()
+    fit_em(x, n_components=K, init_params="hc-EII", max_iter=3)
+    before = compilation.statistics()
+    for model in ("VII", "EEE", "VVV"):
+        fit_em(x, n_components=K, init_params=f"hc-{model}", max_iter=3)
+    after = compilation.statistics()
+    assert after["compiled"] - before["compiled"] == 0
+    assert after["disk"] - before["disk"] == 0
+    assert after["memory"] - before["memory"] >= 3
+
+
 @pytest.fixture(scope="module")
 def maximum_likelihood_of_three_clusters():
     """scikit-learn's EM started from the true partition and run to its fixed point: the
