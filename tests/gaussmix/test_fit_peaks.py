@@ -548,10 +548,12 @@ def test_fit_peaks_old_keyword_spellings_warn_and_give_the_same_fit(reference, o
 
 
 def test_select_peaks_old_keyword_spelling_warns_once_and_gives_the_same_selection():
-    selection = select_peaks(X, Y, 1, max_iter=2)
+    # Two peaks only: the reference fit's program (two Gaussians on the ten points; the
+    # iteration limit is an argument, not a constant of the program), no new compilation.
+    selection = select_peaks(X, Y, 2, min_peaks=2, max_iter=2)
     assert selection.fits[0].n_iter == 2  # the value travelled (unlimited: more steps)
     with pytest.warns(FutureWarning) as record:
-        deprecated = select_peaks(X, Y, 1, max_iterations=2)
+        deprecated = select_peaks(X, Y, 2, min_peaks=2, max_iterations=2)
     assert future_warnings(record) == [
         "select_peaks: 'max_iterations' is deprecated and will be removed in a future "
         "release; use 'max_iter' instead."
