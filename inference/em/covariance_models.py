@@ -96,6 +96,7 @@ __all__ = [
     "COVARIANCE_MODELS",
     "MAX_ITERATIONS",
     "CovarianceModel",
+    "StartOrWarm",
     "constrained_objective",
     "iteration_tolerance",
     "n_covariance_parameters",
@@ -126,7 +127,8 @@ class CovarianceModel(NamedTuple):
             component regularized sample covariances :math:`S_k` in ``layout``'s shape
             ((K, D, D) full, (K, D) diag: the diagonals, (K,) spherical: the mean
             variances), the (K,) weights :math:`n_k`, and the previous EM step's
-            covariances (a warm start) or None; None for the classic four, whose
+            covariances (a warm start), None, or a :class:`StartOrWarm` choosing
+            between the two at run time; None for the classic four, whose
             functions are in :mod:`gaussmix.inference.em.maximization`.
         n_parameters_fn: ``(K, D) -> free covariance parameters`` (mclust's counts).
     """
@@ -135,6 +137,27 @@ class CovarianceModel(NamedTuple):
     layout: str
     covariance_fn: Callable | None
     n_parameters_fn: Callable[[int, int], float]
+
+
+class StartOrWarm(NamedTuple):
+    """``previous`` of an M-step that is either a start or a warm-started step, decided
+    at run time (one M-step in a program for both, :mod:`gaussmix.inference.em.
+    candidates`): ``start`` (a () bool array) True gives exactly the start's result
+    (``previous`` None), False the warm start from ``covariances``."""
+
+    covariances: jax.Array
+    start: jax.Array
+
+
+def _warm_start(previous, cold_fn, warm_fn):
+    """An iterative M-step's starting point: ``cold_fn()`` without ``previous``,
+    ``warm_fn(covariances)`` from the previous step's covariances, or either one by
+    :class:`StartOrWarm`'s flag (the other computed and discarded)."""
+    if previous is None:
+        return cold_fn()
+    if isinstance(previous, StartOrWarm):
+        return jnp.where(previous.start, cold_fn(), warm_fn(previous.covariances))
+    return warm_fn(previous)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -253,10 +276,11 @@ def _mean_of_fitted(values, counts):
 def _vei(sample_variances, counts, previous):
     """VEI: :math:`\\lambda_k B`, alternating :math:`\\lambda_k = \\sum_j s_{kj} / (d
     b_j)` and :math:`B \\propto \\sum_k n_k S_k / \\lambda_k`, :math:`|B| = 1`."""
-    if previous is None:
-        shape = counts @ sample_variances  # EEI's
-    else:
-        shape = _mean_of_fitted(previous / _geometric_mean(previous)[:, None], counts)
+    shape = _warm_start(
+        previous,
+        lambda: counts @ sample_variances,  # EEI's
+        lambda previous: _mean_of_fitted(previous / _geometric_mean(previous)[:, None], counts),
+    )
     return _varying_volumes_common_shape(sample_variances, counts, shape / _geometric_mean(shape))
 
 
@@ -289,10 +313,11 @@ def _vee(sample_covariances, counts, previous):
     \\operatorname{tr}(C^{-1} S_k) / d` and :math:`C \\propto \\sum_k n_k S_k /
     \\lambda_k`, :math:`|C| = 1`."""
     n_features = sample_covariances.shape[-1]
-    if previous is None:
-        shape = jnp.einsum("k,kij->ij", counts, sample_covariances)  # EEE's
-    else:
-        shape = _mean_of_fitted(_unit_determinant(previous), counts)
+    shape = _warm_start(
+        previous,
+        lambda: jnp.einsum("k,kij->ij", counts, sample_covariances),  # EEE's
+        lambda previous: _mean_of_fitted(_unit_determinant(previous), counts),
+    )
     shape = _unit_determinant(shape)
 
     def volumes_of(shape):
@@ -332,10 +357,11 @@ def _vev(sample_covariances, counts, previous):
     (d a_j)` and :math:`A \\propto \\sum_k n_k \\omega_k / \\lambda_k`, :math:`|A| = 1`."""
     values, vectors = _descending_eigh(sample_covariances)
     n_features = values.shape[-1]
-    if previous is None:
-        volumes = _geometric_mean(values)  # EVV's
-    else:
-        volumes = jnp.exp(_log_det(previous) / n_features)
+    volumes = _warm_start(
+        previous,
+        lambda: _geometric_mean(values),  # EVV's
+        lambda previous: jnp.exp(_log_det(previous) / n_features),
+    )
     shape = (counts / volumes) @ values
     shape = shape / _geometric_mean(shape)
     return _rotate(vectors, _varying_volumes_common_shape(values, counts, shape))
@@ -356,10 +382,11 @@ def _common_orientation(sample_covariances, counts, previous, eigenvalues_fn):
     :math:`D`, alternating ``eigenvalues_fn(E, counts)`` on :math:`E_k =
     \\mathrm{diag}(D^T S_k D)` and two majorize-minimize steps on :math:`D`."""
     n_features = sample_covariances.shape[-1]
-    if previous is None:  # EEE's orientation
-        pooled = jnp.einsum("k,kij->ij", counts, sample_covariances)
-    else:
-        pooled = jnp.sum(jnp.where(_fitted(counts, previous), previous, 0.0), axis=0)
+    pooled = _warm_start(
+        previous,
+        lambda: jnp.einsum("k,kij->ij", counts, sample_covariances),  # EEE's orientation
+        lambda previous: jnp.sum(jnp.where(_fitted(counts, previous), previous, 0.0), axis=0),
+    )
     _, orientation = _descending_eigh(pooled)
     weighted = counts[:, None, None] * sample_covariances
     # largest eigenvalue of each n_k S_k (the majorization's constant)
