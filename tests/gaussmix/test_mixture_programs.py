@@ -115,9 +115,14 @@ def test_predict_and_scores_share_one_program(programs):
 
 
 def test_bic_sweep_is_one_padded_program_and_the_best_refit(programs):
-    # every K in one program (mixtures padded to the largest K, the criterion computed
-    # inside it), then the best cell's estimator fitted alone: no program per candidate
-    assert programs["bic_sweep"] == ["jit(_fit_candidates)", "jit(_fit_program)"]
+    # every K in one program (mixtures padded to the largest K), their log-likelihood and
+    # criterion in one scoring program per covariance layout, then the best cell's
+    # estimator fitted alone: no program per candidate
+    assert programs["bic_sweep"] == [
+        "jit(_fit_candidates)",
+        "jit(_score_candidates)",
+        "jit(_fit_program)",
+    ]
 
 
 LOWER_SCRIPT = r"""
