@@ -47,6 +47,14 @@ def register_location_jacobian(program: Callable, location_jacobian_fn: Callable
     _REGISTRY[program] = location_jacobian_fn
 
 
+def _lookup(program: Callable) -> Callable | None:
+    """The function registered for ``program`` itself, or None."""
+    try:
+        return _REGISTRY.get(program)
+    except TypeError:  # an unhashable callable
+        return None
+
+
 def registered_function(program: Callable) -> Callable | None:
     """The function registered for ``program`` (for a keyword-only ``functools.partial``,
     the one registered for the function it wraps), or None.
@@ -55,15 +63,10 @@ def registered_function(program: Callable) -> Callable | None:
     (the compiled fit is keyed by it: registering one after a first fit compiles anew
     instead of reusing the forward-mode program).
     """
-    try:
-        found = _REGISTRY.get(program)
-    except TypeError:  # an unhashable callable
-        return None
-    if found is not None:
-        return found
-    if isinstance(program, functools.partial) and not program.args:
-        return registered_function(program.func)
-    return None
+    found = _lookup(program)
+    if found is None and isinstance(program, functools.partial) and not program.args:
+        found = registered_function(program.func)
+    return found
 
 
 def location_jacobian_of(program: Callable) -> Callable | None:
@@ -73,14 +76,8 @@ def location_jacobian_of(program: Callable) -> Callable | None:
     A ``functools.partial`` of a registered function gets that function's, with the
     partial's keywords bound (a partial with positional arguments gets None).
     """
-    try:
-        found = _REGISTRY.get(program)
-    except TypeError:  # an unhashable callable
-        return None
-    if found is not None:
-        return found
-    if isinstance(program, functools.partial) and not program.args:
+    found = _lookup(program)
+    if found is None and isinstance(program, functools.partial) and not program.args:
         inner = location_jacobian_of(program.func)
-        if inner is not None:
-            return functools.partial(inner, **program.keywords)
-    return None
+        found = None if inner is None else functools.partial(inner, **program.keywords)
+    return found
