@@ -97,12 +97,12 @@ __all__ = [
     "canonical_text",
     "clear_memory",
     "compile_keyed",
-    "compile_lowered",
     "enabled",
     "fingerprint",
     "jit",
     "mapping_count",
     "mapping_limit",
+    "programs_by_optimization_level",
     "register_release",
     "set_enabled",
     "statistics",
@@ -661,29 +661,6 @@ def compile_keyed(
     return _load_or_compile(counted, key, compiler_options), bool(calls)
 
 
-def compile_lowered(
-    lowered: jax.stages.Lowered, compiler_options: dict[str, Any] | None = None
-) -> jax.stages.Compiled:
-    """Compile ``lowered``, or load the same program compiled by an earlier process (keyed
-    by its lowered text and XLA options).
-
-    Args:
-        lowered: from ``jax.jit(f).lower(...)`` (without ``compiler_options``: give them
-            here, so that they are part of the key).
-        compiler_options: XLA options for the compilation.
-
-    Returns:
-        The compiled program (``compiled(*dynamic_arguments)`` runs it).
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> compiled = compile_lowered(jax.jit(jnp.cumsum).lower(jnp.ones(3)))
-        >>> compiled(jnp.ones(3)).tolist()
-        [1.0, 2.0, 3.0]
-    """
-    return _load_or_compile(lambda: lowered, None, compiler_options)
-
-
 # jit ----------------------------------------------------------------------------------
 
 
@@ -892,3 +869,17 @@ def jit(
             jit, static_argnames=static_argnames, compiler_options=compiler_options
         )
     return CachedFunction(fun, tuple(static_argnames), compiler_options)
+
+
+def programs_by_optimization_level(
+    fun: Callable, *, static_argnames: Sequence[str] = ()
+) -> Callable[[float], CachedFunction]:
+    """Programs of one function by optimization level: ``program_for(work)`` is :func:`jit`
+    of ``fun`` with XLA's ``xla_backend_optimization_level`` 0 for ``work`` (e.g. rows x
+    features x components) below 1e6, 1 below 1e8, XLA's default above: compile time, not
+    run time, dominates a small problem, and fewer LLVM optimizations roughly halve it."""
+    levels = ({"xla_backend_optimization_level": 0}, {"xla_backend_optimization_level": 1}, None)
+    programs = [
+        jit(fun, static_argnames=static_argnames, compiler_options=options) for options in levels
+    ]
+    return lambda work: programs[(work >= 1e6) + (work >= 1e8)]

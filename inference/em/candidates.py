@@ -306,25 +306,13 @@ def _score_candidates(x, weight, weights, means, factor, layout: str):
     return lax.map(one, (weights, means, factor))
 
 
-#: As :func:`gaussmix.inference.em.fit_em`'s programs: work (rows x features x K) below
-#: which compile time dominates gets fewer LLVM optimizations.
-_SMALL_WORK, _MEDIUM_WORK = 1e6, 1e8
-_programs = {
-    level: compilation.jit(
-        _fit_candidates,
-        static_argnames=("config",),
-        compiler_options=None if level is None else {"xla_backend_optimization_level": level},
-    )
-    for level in (0, 1, None)
-}
-_score_programs = {
-    level: compilation.jit(
-        _score_candidates,
-        static_argnames=("layout",),
-        compiler_options=None if level is None else {"xla_backend_optimization_level": level},
-    )
-    for level in (0, 1, None)
-}
+#: As :func:`gaussmix.inference.em.fit_em`'s programs, by work (rows x features x K).
+_program_for = compilation.programs_by_optimization_level(
+    _fit_candidates, static_argnames=("config",)
+)
+_score_program_for = compilation.programs_by_optimization_level(
+    _score_candidates, static_argnames=("layout",)
+)
 
 
 def fit_candidates(
@@ -351,13 +339,12 @@ def fit_candidates(
     if labels.shape != expected:
         raise ValueError(f"labels has shape {labels.shape}; expected {expected}.")
     work = x.shape[0] * x.shape[1] ** 2 * max(config.n_components)
-    level = 0 if work < _SMALL_WORK else 1 if work < _MEDIUM_WORK else None
     weight = np.asarray(sample_weight, dtype)
-    *fits, parameters = _programs[level](
+    *fits, parameters = _program_for(work)(
         x, weight, labels, np.asarray(tol, dtype), np.asarray(reg_covar, dtype), config=config
     )
     final_weights, final_means, _, final_factor = parameters
-    log_likelihood, assignment = _score_programs[level](
+    log_likelihood, assignment = _score_program_for(work)(
         x,
         weight,
         final_weights,

@@ -233,27 +233,11 @@ def _map_or_call(fn, keys):
     return lax.map(fn, keys)
 
 
-#: Work (rows x features x components x restarts x datasets) below which compile time,
-#: not run time, dominates a fit; such fits get fewer LLVM optimizations (XLA
-#: ``xla_backend_optimization_level``), which roughly halves compile time on CPU.
-_SMALL_WORK, _MEDIUM_WORK = 1e6, 1e8
-_fit_programs = {
-    level: compilation.jit(
-        _fit_program,
-        static_argnames=("config",),
-        compiler_options=None if level is None else {"xla_backend_optimization_level": level},
-    )
-    for level in (0, 1, None)
-}
-
-
-def _fit_program_for(work: float):
-    """The compiled fit for a problem of this size (see ``_SMALL_WORK``)."""
-    if work < _SMALL_WORK:
-        return _fit_programs[0]
-    if work < _MEDIUM_WORK:
-        return _fit_programs[1]
-    return _fit_programs[None]
+#: The compiled fit for a problem of this work (rows x features x components x restarts
+#: x datasets): fewer LLVM optimizations where compile time, not run time, dominates.
+_fit_program_for = compilation.programs_by_optimization_level(
+    _fit_program, static_argnames=("config",)
+)
 
 
 def _hc_seed(seed) -> int:

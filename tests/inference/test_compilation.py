@@ -471,6 +471,23 @@ def test_compiler_options_are_part_of_the_key(cache_dir):
     assert len(programs(cache_dir)) == 2
 
 
+def test_programs_by_optimization_level_choose_the_level_by_work(cache_dir):
+    """Level 0 below 1e6 of work, 1 below 1e8, XLA's default above; one program per
+    level (the same object for the same level), each computing what the function does."""
+    program_for = compilation.programs_by_optimization_level(
+        powered_sum, static_argnames=("power",)
+    )
+    levels = {
+        work: program_for(work).compiler_options.get("xla_backend_optimization_level")
+        for work in (0, 999_999, 1e6, 99_999_999, 1e8, 1e12)
+    }
+    assert levels == {0: 0, 999_999: 0, 1e6: 1, 99_999_999: 1, 1e8: None, 1e12: None}
+    assert program_for(10) is program_for(20) and program_for(1e6) is not program_for(10)
+    values, extra = jnp.arange(3.0), {"shift": 0.0}
+    assert {float(program_for(work)(values, extra, power=2)) for work in (1, 1e6, 1e8)} == {5.0}
+    assert len(programs(cache_dir)) == 3  # one stored program per level
+
+
 def counted_sum(values):
     jax.debug.callback(lambda total: None, jnp.sum(values))
     return jnp.sum(values)
