@@ -58,7 +58,10 @@ Numerics (mclust redraws a replicate whose statistic is NA, and keeps negative o
 All ``n_boot`` replicates of one g are one compiled program (or a few, for data past
 :data:`BATCH_BYTES`): the datasets are drawn inside it, and their fits run through
 :func:`pool_fit`, a ``lax.while_loop`` of :func:`gaussmix.inference.em.step` vmapped over
-:data:`SLOTS` lanes, each lane taking the next replicate when its fit ends. The observed
+:data:`SLOTS` lanes, each lane taking the next replicate when its fit ends; on the CPU
+its E-step is one call of a compiled kernel for all lanes
+(:func:`gaussmix.inference.native.lane_statistics`; XLA where the kernel is off or
+absent, the same fits to rounding). The observed
 fits of every K (1 .. G + 1) are one compiled program as well
 (:mod:`gaussmix.inference.em.candidates`, k-means starts: the fits
 :class:`~gaussmix.GaussianMixture` makes one K at a time; other ``init_params`` fit one K
@@ -85,7 +88,7 @@ from gaussmix._base import seed_from_random_state, validate_data
 from gaussmix.inference import compilation, em
 from gaussmix.inference.em import candidates as candidates_em
 from gaussmix.inference.em.features import block_size
-from gaussmix.inference.em.pool import pool_fit
+from gaussmix.inference.em.pool import kernel_serves, pool_fit
 from gaussmix.inference.em.results import raise_on_failure
 from gaussmix.mixture import GaussianMixture
 from gaussmix.models.priors import (
@@ -221,6 +224,10 @@ class ReplicateConfig(NamedTuple):
     max_iter: int
     slots: int
     refit: bool
+    #: the E-step through the compiled CPU kernel (:func:`gaussmix.inference.em.pool_fit`)
+    use_kernel: bool = False
+    #: the key folded with the test's number first
+    fold: bool = False
 
 
 def _cholesky_factor(covariances, layout):
@@ -294,8 +301,11 @@ def ill_conditioned(parameters: em.MixtureParameters, layout: str) -> jax.Array:
     return jnp.any(bad) | ~jnp.all(jnp.isfinite(parameters.precisions_cholesky))
 
 
-def _replicate_batch(null, alternative, key, first, rtol, reg_covar, config: ReplicateConfig):
-    """Fits of replicates ``first .. first + batch - 1`` of one test (compiled once)."""
+def _replicate_batch(null, alternative, key, test, first, rtol, reg_covar, config: ReplicateConfig):
+    """Fits of replicates ``first .. first + batch - 1`` of one test (compiled once); the
+    test's key is ``fold_in(key, test)`` where ``config.fold``."""
+    if config.fold:  # here rather than on the host, where it compiles two small programs
+        key = jax.random.fold_in(key, test)
     layout = covariance_layout(config.covariance_type)
     null_config = em.StepConfig(config.n_components, config.covariance_type)
     alternative_config = em.StepConfig(config.n_components + 1, config.covariance_type)
@@ -316,6 +326,7 @@ def _replicate_batch(null, alternative, key, first, rtol, reg_covar, config: Rep
             step_config,
             config.max_iter,
             config.slots,
+            config.use_kernel,
         )
         bad = jax.vmap(ill_conditioned, in_axes=(0, None))(fits.parameters, layout)
         failed = fits.collapsed | bad | ~jnp.isfinite(fits.log_likelihood)
@@ -383,15 +394,18 @@ def replicate_fits(
     batch_size: int | None = None,
     slots: int | None = None,
     refit_negative: bool = False,
+    test: int | None = None,
 ) -> ReplicateFits:
     """The fits of ``n_boot`` datasets of ``n_samples`` rows drawn from ``null``: g
     components from ``null``, g + 1 from ``alternative`` (and from the split g fit where
     needed), in batches of ``batch_size`` replicates, each one compiled call.
 
-    Replicate b uses ``fold_in(key, b)``: the answer does not depend on ``batch_size``
-    or ``slots`` (lanes of :func:`pool_fit`, default :data:`SLOTS`). ``tol`` is mclust's
-    relative tolerance on the log-likelihood. ``refit_negative``: rerun the (g + 1)
-    fit from the split g fit where the first one failed or ended below the g fit.
+    Replicate b uses ``fold_in(key, b)``, or ``fold_in(fold_in(key, test), b)`` when
+    ``test`` is given (folded inside the compiled program): the answer does not depend on
+    ``batch_size`` or ``slots`` (lanes of :func:`pool_fit`, default :data:`SLOTS`).
+    ``tol`` is mclust's relative tolerance on the log-likelihood. ``refit_negative``:
+    rerun the (g + 1) fit from the split g fit where the first one failed or ended below
+    the g fit.
 
     Returns:
         :class:`ReplicateFits` of (n_boot,) NumPy arrays.
@@ -413,17 +427,21 @@ def replicate_fits(
         max_iter=int(max_iter),
         slots=min(batch_size, SLOTS if slots is None else _check_int("slots", slots, 1)),
         refit=bool(refit_negative),
+        use_kernel=kernel_serves(covariance_type, int(n_components) + 1, dtype),
+        fold=test is not None,
     )
     null, alternative = (
         em.MixtureParameters(*(np.asarray(leaf, dtype) for leaf in parameters))
         for parameters in (null, alternative)
     )
+    test_index = np.asarray(0 if test is None else _check_int("test", test, 0), np.int32)
     batches = []
     for first in range(0, n_boot, batch_size):
         fits = _replicate_program(
             null,
             alternative,
             key,
+            test_index,
             np.asarray(first, np.int32),
             np.asarray(tol, dtype),
             np.asarray(reg_covar, dtype),
@@ -704,7 +722,8 @@ def bootstrap_likelihood_ratio(
                 covariance_type=covariance_type,
                 n_samples=n_samples,
                 n_boot=n_boot,
-                key=jax.random.fold_in(key, g),
+                key=key,
+                test=g,
                 tol=tol,
                 reg_covar=reg_covar,
                 max_iter=max_iter,

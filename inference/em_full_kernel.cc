@@ -44,6 +44,7 @@ template <>
 struct Lanes<double> {
   typedef double Vector __attribute__((vector_size(32)));
   typedef int64_t Integers __attribute__((vector_size(32)));
+  typedef uint64_t Unsigned __attribute__((vector_size(32)));
   static constexpr int count = 4;
   static constexpr int64_t shifter_bits = 0x4338000000000000LL;  // bits of 1.5 * 2^52
   static constexpr int mantissa_bits = 52;
@@ -56,6 +57,7 @@ template <>
 struct Lanes<float> {
   typedef float Vector __attribute__((vector_size(32)));
   typedef int32_t Integers __attribute__((vector_size(32)));
+  typedef uint32_t Unsigned __attribute__((vector_size(32)));
   static constexpr int count = 8;
   static constexpr int32_t shifter_bits = 0x4B400000;  // bits of 1.5 * 2^23
   static constexpr int mantissa_bits = 23;
@@ -436,6 +438,245 @@ ffi::Error statistics(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x, ffi::Bu
   return ffi::Error::Success();
 }
 
+
+// ---- Many small datasets side by side (gaussmix.inference.em.pool's lanes) -------------
+//
+// The same statistics, with unit weights, for each of B small datasets under its own
+// natural parameters: x (B, D, n) with each dataset's rows on the minor axis (so a vector
+// holds one feature of consecutive rows and is loaded straight from the input), natural
+// (B, F, K), packed (B, K, F), log_likelihood (B,). The quadratic features follow the
+// covariance layout: x_i x_j (i <= j) for "full" (0), x_i^2 for "diag" (1), sum_i x_i^2
+// for "spherical" (2); then x and 1.
+//
+// One dataset is one pass over its rows, in one thread, vector of rows by vector of rows:
+// the features, the K log-probabilities, the softmax and the K x F weighted sums stay in
+// registers and L1 (a few hundred bytes), so nothing of size (K, n) is written. The
+// log-likelihood sum_n log sum_k exp(l_nk) is sum_n max_k l_nk plus the log of the product
+// of the normalizers sum_k exp(l_nk - max_k l_nk), each in [1, K], kept as a mantissa in
+// [1, 2) and a sum of binary exponents (one log per vector lane instead of one per row).
+// Datasets are shared among threads whole, each summed in a fixed order, so the result
+// does not depend on the number of threads.
+
+// exponential<T>(x) with the polynomial evaluated by Estrin's scheme: the same reduction
+// and coefficients, a dependency chain of 5 multiply-adds instead of Horner's 13 (the lane
+// kernel has few independent rows in flight; 5-15 % faster there).
+template <typename T>
+inline Vector<T> short_chain_exponential(Vector<T> x) {
+  using Integers = typename Lanes<T>::Integers;
+  constexpr int degree = Lanes<T>::exp_degree;
+  const Vector<T> lowest = broadcast(T(Lanes<T>::exp_lowest));
+  const Vector<T> shifter = broadcast(T(Lanes<T>::shifter));
+  const Vector<T> clamped = x < lowest ? lowest : x;
+  const Vector<T> shifted = clamped * broadcast(T(1.4426950408889634)) + shifter;
+  const Vector<T> k = shifted - shifter;
+  const Vector<T> r = clamped - k * broadcast(T(0.693145751953125)) -
+                      k * broadcast(T(1.4286068203094173e-06));
+  T coefficient[degree + 2] = {};  // 1 / i!, and a 0 that pads an odd count
+  coefficient[0] = 1;
+  for (int i = 1; i <= degree; ++i) coefficient[i] = coefficient[i - 1] / T(i);
+  // pairs c_2i + c_2i+1 r, then pairs of pairs with r^2, r^4, r^8
+  constexpr int n_pairs = (degree + 2) / 2;
+  Vector<T> level[n_pairs];
+  for (int i = 0; i < n_pairs; ++i) {
+    level[i] = broadcast(coefficient[2 * i + 1]) * r + broadcast(coefficient[2 * i]);
+  }
+  Vector<T> power = r * r;
+  int count = n_pairs;
+  while (count > 1) {
+    for (int i = 0; i < count / 2; ++i) level[i] = level[2 * i + 1] * power + level[2 * i];
+    if (count % 2) level[count / 2] = level[count - 1];
+    count = (count + 1) / 2;
+    if (count > 1) power = power * power;
+  }
+  Integers bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  const Integers scale_bits = (bits - Lanes<T>::shifter_bits + Lanes<T>::exponent_bias)
+                              << Lanes<T>::mantissa_bits;
+  Vector<T> scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  const Vector<T> result = level[0] * scale;
+  return x < lowest ? broadcast(T(0)) : result;
+}
+
+template <typename T>
+struct LaneProblem {
+  const T* x;
+  const T* natural;
+  T* packed;
+  T* log_likelihood;
+  int64_t n_features, n_rows, n_columns, n_components;
+  int64_t layout;  // 0 full, 1 diag, 2 spherical
+};
+
+// One dataset's pass over its rows, K components known at compile time (so that the K
+// log-probabilities, exponentials and responsibilities of a vector of rows stay in
+// registers and the K exponentials' dependency chains interleave).
+template <typename T, int K>
+void lane_dataset(const LaneProblem<T>& problem, int64_t dataset, std::vector<Vector<T>>& scratch) {
+  using Integers = typename Lanes<T>::Integers;
+  using Unsigned = typename Lanes<T>::Unsigned;
+  constexpr int L = Lanes<T>::count;
+  const int64_t d = problem.n_features, n = problem.n_rows, f_all = problem.n_columns;
+  const T* x = problem.x + dataset * d * n;
+  const T* eta = problem.natural + dataset * f_all * K;
+  Vector<T>* natural = scratch.data();        // (F, K), broadcast
+  Vector<T>* total = natural + f_all * K;     // (K, F) accumulators
+  Vector<T>* feature = total + K * f_all;     // (F,)
+  Vector<T>* row = feature + f_all;           // (D,)
+  for (int64_t i = 0; i < f_all * K; ++i) natural[i] = broadcast(eta[i]);
+  for (int64_t i = 0; i < K * f_all; ++i) total[i] = Vector<T>{};
+  const Vector<T> zero{}, one = broadcast(T(1));
+  const Integers mantissa_mask = ((Integers{} + 1) << Lanes<T>::mantissa_bits) - 1;
+  const Integers exponent_one = (Integers{} + Lanes<T>::exponent_bias) << Lanes<T>::mantissa_bits;
+  Vector<T> largest_sum{}, mantissa = one;
+  Integers exponent_sum{};
+  for (int64_t r = 0; r < n; r += L) {
+    const int64_t valid = std::min<int64_t>(L, n - r);
+    Vector<T> weight = one;
+    if (valid == L) {
+      for (int64_t i = 0; i < d; ++i) row[i] = load(x + i * n + r);
+    } else {  // the last rows: zero rows of weight 0 pad the vector
+      for (int64_t i = 0; i < d; ++i) {
+        row[i] = zero;
+        std::memcpy(&row[i], x + i * n + r, valid * sizeof(T));
+      }
+      for (int lane = int(valid); lane < L; ++lane) weight[lane] = 0;
+    }
+    int64_t c = 0;
+    if (problem.layout == 0) {
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = i; j < d; ++j) feature[c++] = row[i] * row[j];
+    } else if (problem.layout == 1) {
+      for (int64_t i = 0; i < d; ++i) feature[c++] = row[i] * row[i];
+    } else {
+      Vector<T> squares = row[0] * row[0];
+      for (int64_t i = 1; i < d; ++i) squares += row[i] * row[i];
+      feature[c++] = squares;
+    }
+    for (int64_t i = 0; i < d; ++i) feature[c++] = row[i];
+    feature[c] = one;
+    Vector<T> value[K] = {};  // log-probabilities, then exponentials
+    for (int64_t f = 0; f < f_all; ++f) {
+      const Vector<T> phi = feature[f];
+#pragma GCC unroll 16
+      for (int k = 0; k < K; ++k) value[k] += natural[f * K + k] * phi;
+    }
+    Vector<T> largest = value[0];
+    for (int k = 1; k < K; ++k) largest = value[k] > largest ? value[k] : largest;
+#pragma GCC unroll 16
+    for (int k = 0; k < K; ++k) value[k] = short_chain_exponential<T>(value[k] - largest);
+    Vector<T> normalizer = value[0];
+    for (int k = 1; k < K; ++k) normalizer += value[k];
+    const Vector<T> scale = weight / normalizer;
+    for (int k = 0; k < K; ++k) value[k] *= scale;  // responsibilities
+    for (int64_t f = 0; f < f_all; ++f) {
+      const Vector<T> phi = feature[f];
+#pragma GCC unroll 16
+      for (int k = 0; k < K; ++k) total[k * f_all + f] += value[k] * phi;
+    }
+    // normalizer - normalizer is NaN where the normalizer is not finite: kept in the sum
+    largest_sum += weight > zero ? largest + (normalizer - normalizer) : zero;
+    mantissa *= weight > zero ? normalizer : one;
+    Integers bits;  // mantissa = m 2^e: e to the sum, m in [1, 2) kept
+    std::memcpy(&bits, &mantissa, sizeof bits);
+    // (a logical shift: AVX2 has no arithmetic shift of 64-bit lanes)
+    exponent_sum += Integers(Unsigned(bits) >> Lanes<T>::mantissa_bits) - Lanes<T>::exponent_bias;
+    bits = (bits & mantissa_mask) | exponent_one;
+    std::memcpy(&mantissa, &bits, sizeof bits);
+  }
+  T* packed = problem.packed + dataset * K * f_all;
+  for (int64_t i = 0; i < K * f_all; ++i) packed[i] = horizontal_sum<T>(total[i]);
+  double log_likelihood = 0;
+  for (int lane = 0; lane < L; ++lane) {
+    log_likelihood += double(largest_sum[lane]) + std::log(double(mantissa[lane])) +
+                      double(exponent_sum[lane]) * 0.6931471805599453;
+  }
+  problem.log_likelihood[dataset] = T(log_likelihood);
+}
+
+// The most components the lane kernel takes (gaussmix.inference.native.LANE_COMPONENTS).
+constexpr int64_t kLaneComponents = 10;
+
+template <typename T, int K = 1>
+void lane_dataset_of(const LaneProblem<T>& problem, int64_t dataset,
+                     std::vector<Vector<T>>& scratch) {
+  if constexpr (K < kLaneComponents) {
+    if (problem.n_components != K) return lane_dataset_of<T, K + 1>(problem, dataset, scratch);
+  }
+  lane_dataset<T, K>(problem, dataset, scratch);
+}
+
+template <typename T>
+struct LaneWork {
+  LaneProblem<T> problem;
+  int64_t n_datasets;
+  std::atomic<int64_t> next{0};
+  std::mutex mutex;
+  std::condition_variable finished;
+  int64_t done = 0;
+
+  void run() {
+    const LaneProblem<T>& p = problem;
+    std::vector<Vector<T>> scratch;
+    int64_t mine = 0;
+    for (int64_t dataset; (dataset = next.fetch_add(1)) < n_datasets; ++mine) {
+      if (scratch.empty()) {  // natural, total, feature, row (see lane_dataset)
+        scratch.resize(2 * p.n_columns * p.n_components + p.n_columns + p.n_features);
+      }
+      lane_dataset_of(p, dataset, scratch);
+    }
+    if (mine == 0) return;
+    std::lock_guard<std::mutex> lock(mutex);
+    done += mine;
+    if (done == n_datasets) finished.notify_all();
+  }
+};
+
+// Datasets per thread at least before helper threads are asked (a task costs a few us).
+constexpr int64_t kLaneDatasetsPerThread = 8;
+
+template <ffi::DataType dtype>
+ffi::Error lane_statistics(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x,
+                           ffi::Buffer<dtype> natural, ffi::ResultBuffer<dtype> packed,
+                           ffi::ResultBuffer<dtype> log_likelihood, int64_t layout) {
+  using T = ffi::NativeType<dtype>;
+  const auto x_shape = x.dimensions();
+  const auto natural_shape = natural.dimensions();
+  const int64_t rank = x_shape.size();
+  if (rank < 2 || natural_shape.size() != x_shape.size() || layout < 0 || layout > 2) {
+    return ffi::Error::InvalidArgument(
+        "em_lane_statistics: expected x (..., D, n), natural (..., F, K), layout 0, 1 or 2");
+  }
+  int64_t n_datasets = 1;
+  for (int64_t axis = 0; axis < rank - 2; ++axis) {
+    if (x_shape[axis] != natural_shape[axis]) {
+      return ffi::Error::InvalidArgument("em_lane_statistics: batch axes differ");
+    }
+    n_datasets *= x_shape[axis];
+  }
+  const int64_t n_features = x_shape[rank - 2], n_rows = x_shape[rank - 1];
+  const int64_t n_columns = natural_shape[rank - 2], n_components = natural_shape[rank - 1];
+  const int64_t n_quadratic =
+      layout == 0 ? n_features * (n_features + 1) / 2 : (layout == 1 ? n_features : 1);
+  if (n_features < 1 || n_components < 1 || n_components > kLaneComponents ||
+      n_columns != n_quadratic + n_features + 1) {
+    return ffi::Error::InvalidArgument("em_lane_statistics: inconsistent shapes");
+  }
+  if (n_datasets == 0) return ffi::Error::Success();
+  auto work = std::make_shared<LaneWork<T>>();
+  work->problem = LaneProblem<T>{x.typed_data(), natural.typed_data(), packed->typed_data(),
+                                 log_likelihood->typed_data(), n_features, n_rows, n_columns,
+                                 n_components, layout};
+  work->n_datasets = n_datasets;
+  const int64_t helpers =
+      std::min<int64_t>(thread_pool.num_threads(), n_datasets / kLaneDatasetsPerThread) - 1;
+  for (int64_t i = 0; i < helpers; ++i) thread_pool.Schedule([work] { work->run(); });
+  work->run();
+  std::unique_lock<std::mutex> lock(work->mutex);
+  work->finished.wait(lock, [&] { return work->done == work->n_datasets; });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define GAUSSMIX_BIND(dtype)                          \
@@ -451,3 +692,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmFullStatisticsF64, statistics<ffi::F64>,
                               GAUSSMIX_BIND(ffi::F64));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmFullStatisticsF32, statistics<ffi::F32>,
                               GAUSSMIX_BIND(ffi::F32));
+
+#define GAUSSMIX_LANE_BIND(dtype)                                \
+  ffi::Ffi::Bind()                                               \
+      .Ctx<ffi::ThreadPool>()                                    \
+      .Arg<ffi::Buffer<dtype>>() /* x (..., D, n) */             \
+      .Arg<ffi::Buffer<dtype>>() /* natural (..., F, K) */       \
+      .Ret<ffi::Buffer<dtype>>() /* packed (..., K, F) */        \
+      .Ret<ffi::Buffer<dtype>>() /* log-likelihood (...) */      \
+      .Attr<int64_t>("layout")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmLaneStatisticsF64, lane_statistics<ffi::F64>,
+                              GAUSSMIX_LANE_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmLaneStatisticsF32, lane_statistics<ffi::F32>,
+                              GAUSSMIX_LANE_BIND(ffi::F32));

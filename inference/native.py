@@ -12,11 +12,17 @@ responsibilities times the features, on all of XLA's CPU threads; the result doe
 depend on the number of threads. On E1 (N = 100 000, D = 32, K = 16, float64) it is
 1.6-2.5x faster than XLA on a 2-core AMD EPYC and 9.4x on a 16-core Xeon (BENCHMARKS.md).
 
+**Many small datasets.** The same library holds :func:`lane_statistics`, the E-step of
+:func:`gaussmix.inference.em.pool_fit` (the bootstrap's replicates): B datasets of a few
+hundred rows, each under its own parameters, in one call per EM step; each dataset is one
+pass over its rows with the features, K log-probabilities, softmax and K x F sums in
+registers (layouts "full", "diag" and "spherical", K up to :data:`LANE_COMPONENTS`).
+
 **Build.** The kernel is compiled from its C++ source on first use with the system's C++
 compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) against the FFI headers that
 jaxlib ships, and cached, named by the hash of source, compiler, flags and jaxlib version,
 in the user's cache folder: ``$GAUSSMIX_CACHE_DIR``, default ``$XDG_CACHE_HOME/gaussmix``
-or ``~/.cache/gaussmix``. A build takes about 5 seconds, once per machine, compiler and
+or ``~/.cache/gaussmix``. A build takes about 7 seconds, once per machine, compiler and
 jaxlib. Without a compiler, with ``GAUSSMIX_NATIVE=0`` or after ``set_enabled(False)``, EM
 uses XLA's blocks instead (the same statistics to rounding, slower). Accelerators always
 use XLA.
@@ -94,6 +100,14 @@ _TARGETS = {
     np.dtype(np.float64): ("gaussmix_em_full_statistics_f64", "GaussmixEmFullStatisticsF64"),
     np.dtype(np.float32): ("gaussmix_em_full_statistics_f32", "GaussmixEmFullStatisticsF32"),
 }
+# the same library's kernel for many small datasets side by side (pool_fit's lanes)
+_LANE_TARGETS = {
+    np.dtype(np.float64): ("gaussmix_em_lane_statistics_f64", "GaussmixEmLaneStatisticsF64"),
+    np.dtype(np.float32): ("gaussmix_em_lane_statistics_f32", "GaussmixEmLaneStatisticsF32"),
+}
+_LANE_LAYOUTS = {"full": 0, "diag": 1, "spherical": 2}
+#: The most components :func:`lane_statistics` takes (its kernel is compiled for each K).
+LANE_COMPONENTS = 10
 _OFF = ("0", "false", "no", "off")
 
 _lock = threading.Lock()
@@ -279,7 +293,10 @@ def _register(library: ctypes.CDLL, path: Path) -> Path:
     """Register the kernel's FFI targets with XLA once per process; the path of the
     library whose handlers XLA calls (a later load, from a changed cache folder, is the
     same source, compiler and flags, and keeps the first handlers)."""
-    handlers = {target: getattr(library, symbol) for target, symbol in _TARGETS.values()}
+    handlers = {
+        target: getattr(library, symbol)
+        for target, symbol in (*_TARGETS.values(), *_LANE_TARGETS.values())
+    }
     if not _registered:
         for target, handler in handlers.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
@@ -320,6 +337,16 @@ def usable(dtype) -> bool:
     )
 
 
+def _require_library() -> None:
+    """Build or load the library (registering its handlers with XLA) before a kernel is
+    called; a clear error where it is unavailable."""
+    if _load() is None:
+        raise RuntimeError(
+            f"gaussmix's compiled CPU kernel is unavailable: {_state['reason']}; call it "
+            "only where gaussmix.inference.native.usable() is true"
+        )
+
+
 def full_statistics(x: jax.Array, weight: jax.Array, natural: jax.Array):
     """Packed statistics and log-likelihood of rows of a full-covariance mixture.
 
@@ -349,9 +376,61 @@ def full_statistics(x: jax.Array, weight: jax.Array, natural: jax.Array):
         >>> packed[:, -1].tolist(), round(float(log_likelihood), 5)  # counts; 3 log 2
         ([1.5, 1.5], 2.07944)
     """
+    _require_library()
     target, _ = _TARGETS[np.dtype(x.dtype)]
     shapes = (
         jax.ShapeDtypeStruct((natural.shape[1], natural.shape[0]), x.dtype),
         jax.ShapeDtypeStruct((), x.dtype),
     )
     return jax.ffi.ffi_call(target, shapes, vmap_method="sequential")(x, weight, natural)
+
+
+def lane_statistics(x_rows: jax.Array, natural: jax.Array, layout: str):
+    """Packed statistics and log-likelihoods of many small datasets with unit weights,
+    each under its own natural parameters (:func:`gaussmix.inference.em.pool_fit`'s lanes).
+
+    .. math::
+
+        \\text{packed}_{bk} = \\sum_n r_{bnk} \\phi(x_{bn}),\\qquad
+        \\log L_b = \\sum_n \\log \\sum_k e^{\\ell_{bnk}},\\qquad
+        \\ell_{bnk} = \\phi(x_{bn})^T \\eta_{bk}
+
+    with the features :math:`\\phi(x) = [q(x), x, 1]` of the covariance layout: q(x) the
+    products :math:`x_i x_j\\ (i \\le j)` for "full", the squares :math:`x_i^2` for "diag",
+    :math:`\\sum_i x_i^2` for "spherical" (the order of
+    :func:`gaussmix.inference.em.pool.lane_statistics`). One pass over each dataset's rows
+    with everything in registers; the datasets are shared among XLA's CPU threads, each
+    summed in a fixed order (the result does not depend on the threads). Call only where
+    :func:`usable` is true (traceable; under ``vmap`` the batch axes are added to the
+    leading ones).
+
+    Args:
+        x_rows: (..., D, n) datasets, rows on the minor axis, float32 or float64.
+        natural: (..., F, K) their natural parameters (the same leading axes), K at most
+            :data:`LANE_COMPONENTS`.
+        layout: "full", "diag" or "spherical".
+
+    Returns:
+        packed (..., K, F) and the log-likelihoods (...), in x's dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x_rows, natural = jnp.zeros((1, 2, 3)), jnp.zeros((1, 6, 2))  # two equal components
+        >>> packed, log_likelihood = lane_statistics(x_rows, natural, "full")  # where usable
+        >>> packed[0, :, -1].tolist(), log_likelihood.round(5).tolist()  # counts; 3 log 2
+        ([1.5, 1.5], [2.07944])
+    """
+    if not 1 <= natural.shape[-1] <= LANE_COMPONENTS:
+        raise ValueError(
+            f"lane_statistics takes 1 to {LANE_COMPONENTS} components, not "
+            f"{natural.shape[-1]}; use gaussmix.inference.em.pool.lane_statistics (XLA)"
+        )
+    _require_library()
+    target, _ = _LANE_TARGETS[np.dtype(x_rows.dtype)]
+    batch = x_rows.shape[:-2]
+    shapes = (
+        jax.ShapeDtypeStruct((*batch, natural.shape[-1], natural.shape[-2]), x_rows.dtype),
+        jax.ShapeDtypeStruct(batch, x_rows.dtype),
+    )
+    call = jax.ffi.ffi_call(target, shapes, vmap_method="broadcast_all")
+    return call(x_rows, natural, layout=np.int64(_LANE_LAYOUTS[layout]))

@@ -36,8 +36,8 @@ from gaussmix.bootstrap import (
     replicate_statistics,
     split_heaviest,
 )
-from gaussmix.inference import em
-from gaussmix.inference.em.pool import lane_statistics, pool_fit
+from gaussmix.inference import em, native
+from gaussmix.inference.em.pool import kernel_serves, lane_statistics, pool_fit
 from gaussmix.models.priors import covariance_layout
 
 REFERENCES = Path(__file__).resolve().parents[1] / "references" / "mclust"
@@ -317,6 +317,136 @@ def test_pool_fit_equals_separate_fits_for_any_number_of_lanes():
     assert np.all(np.isneginf(np.asarray(masked.log_likelihood)[[1, 3]]))
     np.testing.assert_allclose(
         np.asarray(masked.log_likelihood)[[0, 2, 4]], expected[::2], rtol=1e-9
+    )
+
+
+def layout_start(layout: str) -> em.MixtureParameters:
+    """Two components at (-1, 0) and (1, 0.5), unit covariances, in a layout."""
+    covariances = {
+        "full": np.stack([np.eye(2), np.eye(2)]),
+        "diag": np.ones((2, 2)),
+        "spherical": np.ones(2),
+    }[layout]
+    return em.MixtureParameters(
+        jnp.array([0.4, 0.6]),
+        jnp.array([[-1.0, 0.0], [1.0, 0.5]]),
+        jnp.asarray(covariances),
+        em.precisions_cholesky_from_covariances(jnp.asarray(covariances), layout),
+    )
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_pool_fit_through_the_kernel_equals_xla(covariance_type):
+    """pool_fit's E-step through the compiled lane kernel and through XLA: the same fits
+    to rounding (log-likelihoods, parameters) and the same steps, convergence and
+    collapse flags per dataset, with one lane and with several; a fit whose component
+    gets no rows collapses (reg_covar 0) in both."""
+    if not kernel_serves(covariance_type, 2, np.float64):
+        pytest.skip(f"the compiled kernel is not in use: {native.status()}")
+    x, _ = datasets_and_start(6, 60)
+    centre = x.mean(axis=1)
+    x_rows = jnp.asarray(np.swapaxes(x - centre[:, None], 1, 2))
+    # one start per dataset; the last one's second component, far from every row with a
+    # tiny covariance, gets no rows: its covariance is 0 (reg_covar 0), the fit collapses
+    starts = jax.tree.map(lambda leaf: np.stack([leaf] * 6), layout_start(covariance_type))
+    starts.means[5, 1] = [1e4, 1e4]
+    starts.covariances[5, 1] *= 1e-4
+    starts.precisions_cholesky[5, 1] *= 1e2
+    arguments = (
+        x_rows,
+        jnp.asarray(centre),
+        jax.tree.map(jnp.asarray, starts),
+        jnp.ones(len(x), bool),
+        jnp.asarray(1e-10),
+        jnp.asarray(0.0),
+        em.StepConfig(2, covariance_type),
+        300,
+    )
+    layout = covariance_layout(covariance_type)
+
+    def failed(fits):  # the bootstrap's failure test
+        bad = jax.vmap(ill_conditioned, in_axes=(0, None))(fits.parameters, layout)
+        return np.asarray(fits.collapsed | bad | ~jnp.isfinite(fits.log_likelihood))
+
+    for slots in (1, 4):
+        xla = pool_fit(*arguments, slots, use_kernel=False)
+        kernel = pool_fit(*arguments, slots, use_kernel=True)
+        assert np.array_equal(failed(xla), [False] * 5 + [True])
+        assert bool(xla.collapsed[5]) and bool(kernel.collapsed[5])
+        assert np.array_equal(failed(kernel), failed(xla))
+        fitted = ~failed(xla)
+        for name in ("n_iter", "converged", "collapsed"):
+            assert np.array_equal(
+                np.asarray(getattr(kernel, name))[fitted], np.asarray(getattr(xla, name))[fitted]
+            ), name
+        np.testing.assert_allclose(
+            np.asarray(kernel.log_likelihood)[fitted],
+            np.asarray(xla.log_likelihood)[fitted],
+            rtol=1e-11,
+        )
+        for name in ("weights", "means", "covariances"):
+            np.testing.assert_allclose(
+                np.asarray(getattr(kernel.parameters, name))[fitted],
+                np.asarray(getattr(xla.parameters, name))[fitted],
+                rtol=1e-8,
+                atol=1e-10,
+                err_msg=name,
+            )
+
+
+def test_replicates_through_the_kernel_equal_xla():
+    """replicate_fits with the kernel and with GAUSSMIX_NATIVE's switch off
+    (set_enabled(False)): the same failure and refit flags, statistics to rounding, and
+    the same steps and convergence per fitted replicate."""
+    if not kernel_serves("VVV", 2, np.float64):
+        pytest.skip(f"the compiled kernel is not in use: {native.status()}")
+    x, start = datasets_and_start(1, 80)
+    covariance = np.cov(x[0].T)[None]
+    null = em.MixtureParameters(
+        jnp.array([1.0]),
+        jnp.asarray(x[0].mean(0, keepdims=True)),
+        jnp.asarray(covariance),
+        em.precisions_cholesky_from_covariances(jnp.asarray(covariance), "full"),
+    )
+    keywords = dict(
+        covariance_type="VVV",
+        n_samples=80,
+        n_boot=40,
+        key=jax.random.key(7),
+        tol=1e-5,
+        reg_covar=0.0,
+        max_iter=500,
+        refit_negative=True,
+    )
+    kernel = replicate_fits(null, start, **keywords)
+    native.set_enabled(False)
+    try:
+        xla = replicate_fits(null, start, **keywords)
+    finally:
+        native.set_enabled(None)
+    for name in ("failed0", "failed1", "failed_split", "refit"):
+        assert np.array_equal(getattr(kernel, name), getattr(xla, name)), name
+    # where a fit fails (a component collapsing), its last step and log-likelihood are
+    # those of a degenerate mixture and are not compared: the flag is what counts
+    for fit, suffix in ((0, "0"), (1, "1"), (2, "_split")):
+        fitted = ~getattr(xla, f"failed{suffix}")
+        if suffix == "_split":
+            fitted &= xla.refit
+        assert np.array_equal(kernel.n_iter[fitted, fit], xla.n_iter[fitted, fit]), suffix
+        assert np.array_equal(
+            getattr(kernel, f"converged{suffix}")[fitted],
+            getattr(xla, f"converged{suffix}")[fitted],
+        )
+        np.testing.assert_allclose(
+            getattr(kernel, f"log_likelihood{suffix}")[fitted],
+            getattr(xla, f"log_likelihood{suffix}")[fitted],
+            rtol=1e-10,
+        )
+    np.testing.assert_allclose(
+        replicate_statistics(kernel).statistics,
+        replicate_statistics(xla).statistics,
+        rtol=1e-8,
+        atol=1e-8,
     )
 
 

@@ -4,6 +4,10 @@ Layers: the kernel against a NumPy float64 reference written from the definition
 softmax, weighted sums), over shapes that exercise every tile remainder and the padding of
 the last block of rows; extreme log-probability gaps (exponentials that underflow); vmap;
 bit-identical repeated calls; a whole EM fit through the kernel against XLA's blocks. The
+lane kernel (many small datasets, pool_fit's E-step) the same way: every K it is compiled
+for, the three layouts, float32 and float64, rows not a multiple of a vector; each dataset
+alone and in a batch shared among threads bit for bit; vmap and leading axes; underflow,
+weight-0 components and NaN parameters. The
 build: cache reuse, a damaged cached library, folders created 0700; safety: a planted
 library (whose constructor leaves a marker) with the right name in a cache folder that is
 writable by group or others, owned by another uid, a symbolic link, or reached through a
@@ -141,6 +145,142 @@ def test_fit_em_through_the_kernel_equals_xla(kernel, monkeypatch):
         np.testing.assert_allclose(
             with_kernel.params[name], with_xla.params[name], rtol=1e-8, atol=1e-10
         )
+
+
+# -- the lane kernel: many small datasets side by side (gaussmix.inference.em.pool) ---------
+
+
+def lane_features(x_rows, layout):
+    """(n, F) features [q(x), x, 1] of one (D, n) dataset for a layout."""
+    x = x_rows.T
+    if layout == "full":
+        quadratic = features(x)[:, : -x.shape[1] - 1]
+    elif layout == "diag":
+        quadratic = x * x
+    else:
+        quadratic = np.sum(x * x, axis=1, keepdims=True)
+    return np.concatenate([quadratic, x, np.ones((len(x), 1))], axis=1)
+
+
+def lane_reference(x_rows, natural, layout):
+    """(packed (B, K, F), log-likelihoods (B,)) from the definitions, in float64."""
+    packed, log_likelihood = [], []
+    arrays = (np.asarray(x_rows, np.float64), np.asarray(natural, np.float64))
+    for rows, eta in zip(*arrays, strict=True):
+        phi = lane_features(rows, layout)
+        with np.errstate(invalid="ignore"):  # a weight-0 component: -inf log-probabilities
+            log_prob = phi @ eta
+        norm = logsumexp(log_prob, axis=1)
+        packed.append(np.exp(log_prob - norm[:, None]).T @ phi)
+        log_likelihood.append(norm.sum())
+    return np.array(packed), np.array(log_likelihood)
+
+
+def lane_problem(n_datasets, n_features, n_rows, n_components, layout, seed=0, spread=3.0):
+    rng = np.random.default_rng(seed)
+    x_rows = rng.normal(size=(n_datasets, n_features, n_rows))
+    n_quadratic = {
+        "full": n_features * (n_features + 1) // 2,
+        "diag": n_features,
+        "spherical": 1,
+    }[layout]
+    n_columns = n_quadratic + n_features + 1
+    natural = spread * rng.normal(size=(n_datasets, n_columns, n_components))
+    natural[:, :n_quadratic] = -np.abs(natural[:, :n_quadratic])  # bounded log-probabilities
+    return x_rows, natural
+
+
+def lane_run(x_rows, natural, layout, dtype):
+    arrays = (jnp.asarray(a, dtype) for a in (x_rows, natural))
+    packed, log_likelihood = jax.jit(native.lane_statistics, static_argnums=2)(*arrays, layout)
+    assert packed.dtype == dtype and log_likelihood.dtype == dtype
+    return np.asarray(packed, np.float64), np.asarray(log_likelihood, np.float64)
+
+
+# (B, D, n, K): one dataset of one row; rows not a multiple of a vector (4 or 8 rows);
+# the bootstrap's 272 x 2; every K from 1 to LANE_COMPONENTS appears
+LANE_SHAPES = [
+    (1, 1, 1, 1),
+    (3, 2, 7, 2),
+    (13, 2, 272, 3),
+    (5, 3, 37, 4),
+    (2, 5, 61, 5),
+    (4, 2, 9, 6),
+    (2, 4, 50, 7),
+    (3, 1, 16, 8),
+    (2, 3, 33, 9),
+    (6, 2, 100, 10),
+]
+
+
+@pytest.mark.parametrize("shape", LANE_SHAPES)
+@pytest.mark.parametrize("layout", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lane_kernel_matches_the_definitions(kernel, shape, layout, dtype):
+    x_rows, natural = lane_problem(*shape, layout)
+    expected_packed, expected_log_likelihood = lane_reference(x_rows, natural, layout)
+    packed, log_likelihood = lane_run(x_rows, natural, layout, dtype)
+    tolerance = 1e-12 if dtype == np.float64 else 2e-5
+    scale = np.abs(expected_packed).max()
+    np.testing.assert_allclose(packed, expected_packed, rtol=0, atol=tolerance * scale)
+    np.testing.assert_allclose(log_likelihood, expected_log_likelihood, rtol=tolerance)
+
+
+def test_lane_kernel_each_dataset_alone_is_bit_identical(kernel):
+    """Each dataset is summed whole by one thread in a fixed order: the same bits alone, in
+    a batch of 64 (shared among XLA's threads), and on every repeated call."""
+    x_rows, natural = lane_problem(64, 2, 272, 4, "full", seed=1)
+    packed, log_likelihood = lane_run(x_rows, natural, "full", np.float64)
+    for _ in range(3):
+        again = lane_run(x_rows, natural, "full", np.float64)
+        assert np.array_equal(packed, again[0]) and np.array_equal(log_likelihood, again[1])
+    for index in (0, 17, 63):
+        alone = lane_run(x_rows[index : index + 1], natural[index : index + 1], "full", np.float64)
+        assert np.array_equal(alone[0][0], packed[index])
+        assert alone[1][0] == log_likelihood[index]
+
+
+def test_lane_kernel_vmap_and_leading_axes(kernel):
+    x_rows, natural = lane_problem(6, 3, 40, 3, "diag", seed=2)
+    expected = lane_run(x_rows, natural, "diag", np.float64)
+    shaped = jax.jit(native.lane_statistics, static_argnums=2)(
+        jnp.asarray(x_rows.reshape(2, 3, 3, 40)), jnp.asarray(natural.reshape(2, 3, 7, 3)), "diag"
+    )
+    mapped = jax.jit(jax.vmap(native.lane_statistics, in_axes=(0, 0, None)), static_argnums=2)(
+        jnp.asarray(x_rows), jnp.asarray(natural), "diag"
+    )
+    shared = jax.jit(jax.vmap(native.lane_statistics, in_axes=(None, 0, None)), static_argnums=2)(
+        jnp.asarray(x_rows[:1]), jnp.asarray(natural[:, None]), "diag"
+    )
+    for got in (shaped, mapped):
+        assert np.array_equal(np.asarray(got[0]).reshape(expected[0].shape), expected[0])
+        assert np.array_equal(np.asarray(got[1]).reshape(-1), expected[1])
+    # one dataset under six parameter sets (the dataset broadcast to the batch)
+    reference_shared = lane_reference(np.repeat(x_rows[:1], 6, axis=0), natural, "diag")
+    np.testing.assert_allclose(np.asarray(shared[0])[:, 0], reference_shared[0], rtol=1e-12)
+
+
+def test_lane_kernel_underflow_nan_and_empty_components(kernel):
+    """A component far below the others gets zero responsibilities (its exponentials
+    flushed to 0); a component of weight 0 (log-probability -inf) too; NaN parameters give
+    NaN statistics and log-likelihood (the fit is flagged as failed), never a finite
+    number."""
+    x_rows, natural = lane_problem(3, 2, 30, 3, "full", seed=3)
+    natural[0, -1] = [0.0, -800.0, -2000.0]
+    natural[1, -1, 2] = -np.inf
+    natural[2, 0, 1] = np.nan
+    packed, log_likelihood = lane_run(x_rows, natural, "full", np.float64)
+    expected_packed, expected_log_likelihood = lane_reference(x_rows[:2], natural[:2], "full")
+    np.testing.assert_allclose(packed[:2], expected_packed, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(log_likelihood[:2], expected_log_likelihood, rtol=1e-12)
+    assert np.all(packed[0, 1:] == 0) and np.all(packed[1, 2] == 0)
+    assert np.isnan(log_likelihood[2]) and np.isnan(packed[2]).any()
+
+
+def test_lane_kernel_refuses_too_many_components(kernel):
+    x_rows, natural = lane_problem(1, 2, 10, native.LANE_COMPONENTS + 1, "full")
+    with pytest.raises(ValueError, match="components"):
+        native.lane_statistics(jnp.asarray(x_rows), jnp.asarray(natural), "full")
 
 
 def test_status_names_the_library_in_use(kernel):
