@@ -28,6 +28,13 @@ function. Every hook is optional; the driver calls them in this order:
    for the draws returned by ``postprocess_fn`` and the observed sites; by default
    ArviZ's ``infer_dims`` reads them from the program's plates.
 
+``potential_fn_gen``, when given, replaces NumPyro's potential energy of the program in
+the preparation and the chains: ``potential_fn_gen(*args, **kwargs)`` (the traced
+arguments) returns :math:`U` of the dict of unconstrained site values. It must be the
+same function, in the same unconstrained coordinates (a closed form that compiles to a
+smaller program); everything else (starting point, log-likelihood, constrained draws)
+still reads the program.
+
 The mixture program's hooks (EM start, relabeling, dimension names) live in
 :mod:`gaussmix.inference.mixture_sampling`. Models may not import inference code, so a
 program provided by gaussmix is mapped here to the module that registers its hooks
@@ -82,12 +89,16 @@ class SamplingHooks(NamedTuple):
             the values of ``initial_values_fn``.
         postprocess_fn: ``(samples, start, source) -> PostprocessedDraws``.
         dims_fn: ``(samples, observed) -> {site: [dimension names]}``.
+        potential_fn_gen: ``(*args, **kwargs) -> potential``, the program's potential
+            energy of its unconstrained site values in closed form (used in place of
+            NumPyro's by the preparation and the chains).
     """
 
     initial_values_fn: Callable[[int], Mapping[str, Any] | None] | None = None
     initial_values_label: str = "hooks"
     postprocess_fn: Callable[[dict, Mapping, str], PostprocessedDraws] | None = None
     dims_fn: Callable[[Mapping, tuple], dict] | None = None
+    potential_fn_gen: Callable[..., Callable] | None = None
 
 
 #: program -> hooks function ``(args, kwargs) -> SamplingHooks``.

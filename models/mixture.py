@@ -111,6 +111,7 @@ __all__ = [
     "check_priors",
     "component_distribution",
     "component_log_density",
+    "full_covariance_potential",
     "gaussian_mixture",
     "prior_site_names",
 ]
@@ -209,18 +210,8 @@ def _component_log_density_by_row(
     constant = 0.5 * n_features * math.log(2.0 * math.pi)
     if covariance_type in ("full", "tied"):
         cholesky = jnp.linalg.cholesky(covariance)
-        identity = jnp.broadcast_to(jnp.eye(n_features, dtype=cholesky.dtype), cholesky.shape)
-        inverse = jax.scipy.linalg.solve_triangular(cholesky, identity, lower=True)
-        log_determinant = jnp.sum(jnp.log(jnp.diagonal(cholesky, axis1=-2, axis2=-1)), axis=-1)
-        if covariance_type == "tied":  # one projection of the data serves every component
-            projected = (inverse @ x.T)[None]  # (1, D, N)
-            projected_means = means @ inverse.T  # (K, D)
-        else:  # rows k * D + i of the stacked inverses: one matrix product for all k
-            stacked = inverse.reshape((-1, n_features))
-            projected = (stacked @ x.T).reshape((means.shape[0], n_features, x.shape[0]))
-            projected_means = jnp.einsum("kij,kj->ki", inverse, means)
-        squared = jnp.sum((projected - projected_means[..., None]) ** 2, axis=1)
-        return -0.5 * squared - (log_determinant + constant)[..., None]
+        inverse, log_determinant = _inverse_cholesky(cholesky)
+        return _projected_log_density(x, means, inverse, log_determinant, covariance_type)
     if covariance_type == "diag":
         variances = covariance
     else:
@@ -228,6 +219,40 @@ def _component_log_density_by_row(
     squared = jnp.sum((x.T - means[..., None]) ** 2 / variances[..., None], axis=1)
     log_determinant = 0.5 * jnp.sum(jnp.log(variances), axis=-1)
     return -0.5 * squared - (log_determinant + constant)[:, None]
+
+
+def _inverse_cholesky(cholesky: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(L^{-1}, sum_d log L_dd)`` of lower Cholesky factors (..., D, D)."""
+    identity = jnp.broadcast_to(jnp.eye(cholesky.shape[-1], dtype=cholesky.dtype), cholesky.shape)
+    inverse = jax.scipy.linalg.solve_triangular(cholesky, identity, lower=True)
+    log_determinant = jnp.sum(jnp.log(jnp.diagonal(cholesky, axis1=-2, axis2=-1)), axis=-1)
+    return inverse, log_determinant
+
+
+def _projected_log_density(x, means, inverse, log_determinant, covariance_type: str):
+    """(K, N) Gaussian log densities of (N, D) points from the inverse Cholesky factors
+    :math:`L_k^{-1}` ((K, D, D) full, (D, D) tied) and :math:`\\sum_d \\log (L_k)_{dd}`."""
+    n_features = means.shape[-1]
+    constant = 0.5 * n_features * math.log(2.0 * math.pi)
+    if covariance_type == "tied":  # one projection of the data serves every component
+        projected = (inverse @ x.T)[None]  # (1, D, N)
+        projected_means = means @ inverse.T  # (K, D)
+    else:  # rows k * D + i of the stacked inverses: one matrix product for all k
+        stacked = inverse.reshape((-1, n_features))
+        projected = (stacked @ x.T).reshape((means.shape[0], n_features, x.shape[0]))
+        projected_means = jnp.einsum("kij,kj->ki", inverse, means)
+    squared = jnp.sum((projected - projected_means[..., None]) ** 2, axis=1)
+    return -0.5 * squared - (log_determinant + constant)[..., None]
+
+
+def _mixture_log_likelihood(weights, component_log_densities):
+    """(N,) :math:`\\log \\sum_k \\pi_k p_k(x_n)` of (K, N) component log densities;
+    components of zero weight contribute nothing (and no gradient)."""
+    safe = jnp.where(weights > 0, weights, 1.0)
+    log_weights = jnp.where(weights > 0, jnp.log(safe), -jnp.inf)
+    joint = log_weights[:, None] + component_log_densities
+    joint = jnp.where(jnp.isneginf(joint), -jnp.inf, joint)
+    return jax.nn.logsumexp(joint, axis=0)
 
 
 class GaussianMixtureDistribution(dist.Distribution):
@@ -280,15 +305,11 @@ class GaussianMixtureDistribution(dist.Distribution):
 
     def log_prob(self, value):
         value = jnp.asarray(value)
-        safe = jnp.where(self.weights > 0, self.weights, 1.0)
-        log_weights = jnp.where(self.weights > 0, jnp.log(safe), -jnp.inf)
         flat = value.reshape((-1, value.shape[-1]))
-        joint = log_weights[:, None] + _component_log_density_by_row(
+        component = _component_log_density_by_row(
             flat, self.means, self.covariance, self.covariance_type
         )
-        # value-preserving: no gradient flows into components of zero weight
-        joint = jnp.where(jnp.isneginf(joint), -jnp.inf, joint)
-        return jax.nn.logsumexp(joint, axis=0).reshape(value.shape[:-1])
+        return _mixture_log_likelihood(self.weights, component).reshape(value.shape[:-1])
 
     def sample(self, key, sample_shape=()):
         mixture = dist.MixtureSameFamily(
@@ -755,3 +776,119 @@ def gaussian_mixture(
         mixture = GaussianMixtureDistribution(weights, means, covariance, layout)
     with numpyro.plate("data", n_samples), _weighting(sample_weight):
         numpyro.sample("x", mixture, obs=x)
+
+
+def _default_scalar_hyperparameters(n_features: int) -> tuple[float, float, float]:
+    """:math:`(\\alpha, \\kappa_0, \\nu_0)` of
+    :func:`~gaussmix.models.priors.default_prior_parameters`, as Python numbers
+    (``tests/inference/test_mcmc_potential.py`` checks that they are its values)."""
+    return 1.0, 1.0, float(n_features)
+
+
+def _normalizing_constant(p, n_components: int, n_features: int):
+    """:math:`\\log \\Gamma(\\sum_k \\alpha_k) - \\sum_k \\log \\Gamma(\\alpha_k)
+    + K [\\tfrac{D}{2}(2 - \\nu_0) \\log 2 - \\log \\Gamma_D(\\nu_0 / 2)]`: by SciPy
+    when :math:`\\alpha, \\nu_0` are concrete numbers, else in the program (its log-gamma
+    is a large piece of code)."""
+    alpha, nu = p.weight_concentration, p.degrees_of_freedom
+    concrete = not isinstance(alpha, jax.core.Tracer) and not isinstance(nu, jax.core.Tracer)
+    if concrete:
+        import scipy.special as special
+
+        alpha, nu = float(np.asarray(alpha)), float(np.asarray(nu))
+    else:
+        special, alpha, nu = jax.scipy.special, jnp.asarray(alpha), jnp.asarray(nu)
+    constant = (
+        special.gammaln(n_components * alpha)
+        - n_components * special.gammaln(alpha)
+        + n_components
+        * (n_features * (1 - nu / 2) * math.log(2.0) - special.multigammaln(nu / 2, n_features))
+    )
+    return float(constant) if concrete else constant  # a Python number keeps x's precision
+
+
+def full_covariance_potential(
+    x: ArrayLike,
+    n_components: int,
+    prior_parameters: MixturePriorParameters | None = None,
+):
+    """The potential energy of :func:`gaussian_mixture` with full covariances and its
+    default priors (complete, unweighted data), in closed form.
+
+    It is the function NumPyro derives from the program (``potential_energy``), in the
+    same unconstrained coordinates (NumPyro's ``biject_to`` of each site's support):
+    ``weights`` :math:`v \\in \\mathbb{R}^{K-1}` by stick breaking, ``covariances``
+    :math:`u_k \\in \\mathbb{R}^{D(D+1)/2}` to the Cholesky factor :math:`L_k` (strict lower
+    entries as they are, diagonal :math:`e^{u_{k,dd}}`) and :math:`\\Sigma_k = L_k
+    L_k^\\top`, ``means`` unchanged:
+
+    .. math::
+
+        -U = \\log \\mathrm{Dir}(\\pi \\mid \\alpha) + \\log |J_{\\mathrm{SB}}(v)|
+            + \\sum_k \\Big[\\log p_{\\mathcal{W}^{-1}}(L_k \\mid \\nu_0, \\Psi_0)
+            + \\sum_d u_{k,dd}
+            + \\log \\mathcal{N}(\\mu_k \\mid m_0, L_k L_k^\\top / \\kappa_0)\\Big]
+            + \\sum_n \\log \\sum_k \\pi_k \\mathcal{N}(x_n \\mid \\mu_k, L_k L_k^\\top),
+
+    :math:`p_{\\mathcal{W}^{-1}}(L)` the density of the Cholesky factor of an inverse
+    Wishart matrix (NumPyro's ``InverseWishartCholesky``): the Jacobian of
+    :math:`L \\mapsto L L^\\top` that NumPyro's potential adds (the transform) and removes
+    (the inverse Wishart's density of :math:`\\Sigma`) cancels. Every term is computed
+    from :math:`L_k^{-1}` (one triangular solve), where NumPyro's potential factors
+    :math:`L_k L_k^\\top` again for each of the three densities that read
+    :math:`\\Sigma_k`: the values agree to rounding, and the program that evaluates it
+    and its gradient is smaller and compiles faster.
+
+    Args:
+        x: (N, D) data, or (N,) read as D = 1.
+        n_components: K.
+        prior_parameters: the prior's hyperparameters; by default those of
+            :func:`gaussmix.models.priors.default_prior_parameters` of ``x`` (as the
+            program's).
+
+    Returns:
+        ``potential(sites) -> U``, ``sites`` the dict of unconstrained values
+        ``{"weights": (K-1,), "covariances": (K, D(D+1)/2), "means": (K, D)}``.
+    """
+    x = jnp.asarray(x)
+    x = x[:, None] if x.ndim == 1 else x
+    n_features = x.shape[-1]
+    p = prior_parameters
+    if p is None:  # the default's scalars as Python numbers: no log-gamma compiled
+        alpha, kappa, nu = _default_scalar_hyperparameters(n_features)
+        p = default_prior_parameters(x, "full", n_features=n_features)._replace(
+            weight_concentration=alpha, mean_precision=kappa, degrees_of_freedom=nu
+        )
+    # What does not depend on the sites, computed once (outside the sampler's loops).
+    concentration = jnp.full((n_components,), p.weight_concentration)
+    degrees_of_freedom = jnp.asarray(p.degrees_of_freedom)
+    mean_precision = jnp.asarray(p.mean_precision)
+    prior_cholesky = jnp.linalg.cholesky(jnp.asarray(p.covariance_prior))
+    constant = _normalizing_constant(p, n_components, n_features) + n_components * (
+        degrees_of_freedom * jnp.sum(jnp.log(jnp.diagonal(prior_cholesky)))
+        + 0.5 * n_features * jnp.log(mean_precision / (2.0 * math.pi))
+    )
+    stick_breaking = dist.transforms.StickBreakingTransform()
+    lower_cholesky = dist.transforms.LowerCholeskyTransform()
+    # the power of (L_k)_dd in the inverse Wishart density of L_k (that of the means'
+    # prior, -1, and of the transform's Jacobian, +1, cancel)
+    diagonal_power = -(degrees_of_freedom + 1 + jnp.arange(n_features))
+
+    def potential(sites: Mapping[str, jax.Array]) -> jax.Array:
+        free_weights, free_covariances = sites["weights"], sites["covariances"]
+        means = sites["means"]
+        weights = stick_breaking(free_weights)
+        log_density = jnp.sum(jax.scipy.special.xlogy(concentration - 1, weights))
+        log_density += stick_breaking.log_abs_det_jacobian(free_weights, weights)
+        cholesky = lower_cholesky(free_covariances)  # (K, D, D)
+        log_diagonal = free_covariances[..., -n_features:]  # log (L_k)_dd
+        inverse, log_determinant = _inverse_cholesky(cholesky)
+        log_density += jnp.sum(diagonal_power * log_diagonal)
+        log_density -= 0.5 * jnp.sum((inverse @ prior_cholesky) ** 2)
+        standardized = jnp.einsum("kij,kj->ki", inverse, means - p.mean_prior)
+        log_density -= 0.5 * mean_precision * jnp.sum(standardized**2)
+        component = _projected_log_density(x, means, inverse, log_determinant, "full")
+        log_density += jnp.sum(_mixture_log_likelihood(weights, component))
+        return -(log_density + constant)
+
+    return potential

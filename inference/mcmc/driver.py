@@ -189,8 +189,10 @@ def sample(
     except TRACING_ERRORS:
         if not program.dynamic:
             raise
-        # The program needs concrete argument values: close over them instead.
+        # The program needs concrete argument values: close over them instead (the
+        # hooks' potential reads the arguments: NumPyro's, closed over, is used).
         concrete = bind(ConcreteProgram(model, args, kwargs), (), {})
+        hooks = None if hooks is None else hooks._replace(potential_fn_gen=None)
         return _sample(
             concrete, init, source, num_chains, options, seed_argument, hooks, posterior_predictive
         )
@@ -238,12 +240,16 @@ def _sample(
     if init_values is not None and source == "init":  # the hooks' values are trusted
         _check_init_names(program, init_values)
 
+    # The hooks' closed form of the potential, if any, in place of NumPyro's (the function
+    # is part of the keys: a user's, without a fingerprint, keys the program by its text).
+    potential_fn_gen = None if hooks is None else hooks.potential_fn_gen
+
     # 1. Initial point, mode, Laplace fit, the keys of the later programs.
     prepare, found, seconds = compiled(
         "prepare",
         program,
-        (num_chains, signature(init_values), signature(seed)),
-        build_prepare(program, num_chains, init_values is not None),
+        (num_chains, signature(init_values), signature(seed), potential_fn_gen),
+        build_prepare(program, num_chains, init_values is not None, potential_fn_gen),
         init_values,
         seed,
         needs_found=True,
@@ -252,6 +258,8 @@ def _sample(
     )
     compile_time += seconds
     structure = found["structure"]
+    if potential_fn_gen is not None:
+        structure = structure._replace(potential_fn_gen=potential_fn_gen)
     prepared = prepare(program.dynamic, init_values, seed)
     checks = jax.device_get(
         {name: prepared[name] for name in ("valid", "map_accepted", "laplace_valid")}
@@ -304,7 +312,7 @@ def _sample(
     sampler, _, seconds = compiled(
         "nuts",
         program,
-        (settings, devices, options["progress"], signature(arguments)),
+        (settings, devices, options["progress"], signature(arguments), potential_fn_gen),
         build_sampler(program, structure, settings, devices, options["progress"]),
         *arguments,
         compiler_options=compiler_options(

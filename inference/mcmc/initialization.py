@@ -44,7 +44,9 @@ _MAP_MAX_ITERATIONS = 200
 _MAP_RESTARTS = 10
 
 
-def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable:
+def build_prepare(
+    program: Program, num_chains: int, has_init: bool, potential_fn_gen: Callable | None = None
+) -> Callable:
     """``build(found)`` of the preparation program, for :func:`~.program.compiled`.
 
     The compiled ``prepare(dynamic, init_values, seed)`` (``seed``: an integer scalar or
@@ -60,6 +62,9 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
     and the program evaluates the potential in one place only, the Laplace fit's loop
     (NumPyro's ``initialize_model`` runs in an abstract trace, for the structure): the
     gradient, most of the program, is compiled once.
+
+    ``potential_fn_gen`` (the sampling hooks' closed form) replaces the structure's
+    potential in the search of the mode and the Laplace fit.
     """
 
     def build(found: dict):
@@ -89,7 +94,7 @@ def build_prepare(program: Program, num_chains: int, has_init: bool) -> Callable
                 _, start, start_energy, start_valid = _initialize(
                     program, found, has_init, dynamic, init_values, init_key
                 )
-            potential = structure.potential_fn_gen(*args, **kwargs)
+            potential = (potential_fn_gen or structure.potential_fn_gen)(*args, **kwargs)
 
             def flat_potential(flat):
                 return potential(structure.unravel(flat))
