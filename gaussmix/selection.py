@@ -29,10 +29,12 @@ estimator, draws in its labelling) and scores it by PSIS-LOO on the deviance sca
 better); the posteriors are kept for :func:`gaussmix.compare`.
 """
 
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from jax.typing import ArrayLike
 
@@ -429,8 +431,12 @@ def _select_table(X, candidates, models, criterion, sample_weight, parameters, a
     cells = [(i, j) for i in range(shape[0]) for j in range(shape[1])]
     if padded is not None:  # every K of a model in one program
         total = float(data.shape[0] if weight is None else weight.sum())
+        # every model's programs dispatched before the first is waited for: loading
+        # model j + 1's program overlaps model j's EM (XLA's threads, not Python's)
+        started = [_start_column(data, model, padded) for model in models]
         for j, model in enumerate(models):
-            _padded_column(data, weight, total, j, model, padded, criterion, n_parameters)
+            fits = started[j]()
+            _padded_column(data, total, j, model, padded, criterion, n_parameters, fits)
         rows = padded["rows"]
         for j in range(shape[1]):
             for i, value in rows[j].items():
@@ -535,12 +541,22 @@ def _padded_options(data, candidates, models, weight, parameters, auto_start) ->
     init_params = settings["init_params"]
     labels = None
     if hc_model is not None:
+        # the models' programs are loaded by a thread while the clustering computes
+        # their start (loading and XLA's compilation run mostly outside Python's lock)
+        preload = threading.Thread(
+            target=_preload_columns,
+            args=(data, fit_weight, models, options, counts, jax.config.jax_enable_x64),
+            daemon=True,
+        )
+        preload.start()
         try:
             hc = _hc_labels(data, counts, seed, weight, hc_model)
         except ValueError:
             if not auto_start:
                 return None  # each cell fails with the estimator's message
             init_params = "kmeans"
+        finally:
+            preload.join()
     if init_params == "kmeans" or options.n_init > 1:  # k-means starts restarts 1, 2, ...
         labels = candidates_em.kmeans_labels(
             data, fit_weight, options.key, n_components=counts, n_init=options.n_init
@@ -570,12 +586,9 @@ def _hc_labels(data, counts, seed, weight, model="VVV") -> np.ndarray:
     )
 
 
-def _padded_column(data, weight, total, column, model, padded, criterion, n_parameters):
-    """One model's cells from its padded program: ``padded["rows"][column]`` maps each
-    row to (criterion, log-likelihood, converged), or to the failure's message."""
-    options = padded["options"]
-    counts = padded["counts"]
-    config = candidates_em.CandidatesConfig(
+def _column_config(data, model, options, counts) -> candidates_em.CandidatesConfig:
+    """The padded program of one model (every K of ``counts``)."""
+    return candidates_em.CandidatesConfig(
         covariance_type=priors.canonical_covariance_type(model),
         n_components=counts,
         max_iter=int(options.max_iter),
@@ -584,14 +597,45 @@ def _padded_column(data, weight, total, column, model, padded, criterion, n_para
             data.shape[0], data.shape[1], max(counts), model, data.dtype.itemsize, None
         ),
     )
-    fits = candidates_em.fit_candidates(
+
+
+def _preload_columns(data, weight, models, options, counts, x64: bool) -> None:
+    """Load every model's padded programs (:func:`candidates_em.preload_candidates`), in a
+    thread while the hierarchical clustering computes their start. Skipped where this
+    thread's JAX settings differ from the caller's (``jax.enable_x64`` is per thread):
+    the programs would not be the caller's. A failure here is the fit's to meet again
+    and report, so it ends the preloading quietly."""
+    if jax.config.jax_enable_x64 != x64:
+        return
+    for model in models:
+        config = _column_config(data, model, options, counts)
+        try:
+            candidates_em.preload_candidates(
+                data, weight, tol=options.tol, reg_covar=options.reg_covar, config=config
+            )
+        except Exception:  # the fit in the caller's thread meets it again and raises it
+            return
+
+
+def _start_column(data, model, padded):
+    """One model's padded program started (:func:`candidates_em.start_candidates`): the
+    answer's call waits for its :class:`~gaussmix.inference.em.candidates.CandidateFits`."""
+    options = padded["options"]
+    return candidates_em.start_candidates(
         data,
         padded["weight"],
         padded["labels"],
         tol=options.tol,
         reg_covar=options.reg_covar,
-        config=config,
+        config=_column_config(data, model, options, padded["counts"]),
     )
+
+
+def _padded_column(data, total, column, model, padded, criterion, n_parameters, fits):
+    """One model's cells from its padded program's ``fits``: ``padded["rows"][column]``
+    maps each row to (criterion, log-likelihood, converged), or to the failure's message."""
+    options = padded["options"]
+    counts = padded["counts"]
     rows = {}
     for position, i in enumerate(padded["indices"]):
         try:
@@ -644,7 +688,8 @@ def _select_one_padded(X, candidates, model, criterion, sample_weight, parameter
         [[em.n_parameters(model, int(k), int(data.shape[1]))] for k in candidates]
     )
     total = float(data.shape[0] if weight is None else weight.sum())
-    _padded_column(data, weight, total, 0, model, padded, criterion, n_parameters)
+    fits = _start_column(data, model, padded)()
+    _padded_column(data, total, 0, model, padded, criterion, n_parameters, fits)
     rows = [padded["rows"][0][i] for i in range(len(candidates))]
     for row in rows:
         if isinstance(row, str):

@@ -443,14 +443,11 @@ def _environment() -> str:
 
 @functools.cache
 def _runtime_ready() -> bool:
-    """Whether programs may be loaded without being lowered first in this process.
-
-    Lowering a program that calls LAPACK (Cholesky, triangular solves) is what points
-    jaxlib's CPU kernels at SciPy's LAPACK; an executable loaded without it crashes. JAX
-    does the same before it runs a deserialized program (``jax.export``). Where this
-    cannot be done, programs are keyed by their lowered text instead (lowering then does
-    it).
-    """
+    """Whether programs may be loaded without being lowered first in this process:
+    lowering a program that calls LAPACK (Cholesky, triangular solves) points jaxlib's CPU
+    kernels at SciPy's LAPACK, without which a loaded executable crashes (JAX does the same
+    before it runs a deserialized program, ``jax.export``); else programs are keyed by
+    their lowered text (lowering does it)."""
     try:
         from jax._src.lax.linalg import initialize_lapack
 
@@ -771,6 +768,25 @@ class CachedFunction:
 
     def __call__(self, *args, **kwargs):
         values = self._bind(args, kwargs)
+        found = self._program(values)
+        if found is None:  # an unhashable static argument: jax.jit says so
+            return self.jitted(*values)
+        compiled, dynamic = found
+        if compiled is None:
+            _counts["uncacheable"] += 1
+            return self._fallback(values)
+        return compiled(*dynamic)
+
+    def preload(self, *args, **kwargs) -> jax.stages.Compiled | None:
+        """Load (or compile) and hold, unrun, the program of a call with arguments of these
+        shapes, dtypes and static values (array values unread), mostly outside Python's
+        lock: a thread can. The program; None for an uncached call (traced, sharded)."""
+        found = self._program(self._bind(args, kwargs))
+        return None if found is None else found[0]
+
+    def _program(self, values):
+        """(program, dynamic arguments), loaded or compiled where not held; (None, dynamic)
+        for an uncached call; None for an unhashable static argument."""
         static = tuple(values[i] for i in self.static_positions)
         dynamic = tuple(v for i, v in enumerate(values) if i not in self.static_positions)
         leaves, treedef = jax.tree.flatten(dynamic)
@@ -779,11 +795,10 @@ class CachedFunction:
         try:
             memory_key = (static, treedef, shapes, jax.config.jax_enable_x64)
             hash(memory_key)
-        except TypeError:  # an unhashable static argument: jax.jit says so
-            return self.jitted(*values)
+        except TypeError:
+            return None
         if None in shapes:
-            _counts["uncacheable"] += 1
-            return self._fallback(values)
+            return None, dynamic
         held = (self.serial, memory_key)
         compiled = _programs.get(held)
         if compiled is None:
@@ -798,7 +813,7 @@ class CachedFunction:
                 _programs.move_to_end(held)
             except KeyError:  # released meanwhile by another thread
                 pass
-        return compiled(*dynamic)
+        return compiled, dynamic
 
     def _compile(self, values, static, treedef, shapes) -> jax.stages.Compiled:
         """Load or compile the program; keyed by its signature when every part of it has a
@@ -879,7 +894,6 @@ def programs_by_optimization_level(
     features x components) below 1e6, 1 below 1e8, XLA's default above: compile time, not
     run time, dominates a small problem, and fewer LLVM optimizations roughly halve it."""
     levels = ({"xla_backend_optimization_level": 0}, {"xla_backend_optimization_level": 1}, None)
-    programs = [
-        jit(fun, static_argnames=static_argnames, compiler_options=options) for options in levels
-    ]
+    program = functools.partial(jit, fun, static_argnames=static_argnames)
+    programs = [program(compiler_options=options) for options in levels]
     return lambda work: programs[(work >= 1e6) + (work >= 1e8)]

@@ -40,6 +40,7 @@ Example:
     1
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -62,7 +63,14 @@ from gaussmix.inference.em.statistics import (
 )
 from gaussmix.models.priors import covariance_layout
 
-__all__ = ["CandidateFits", "CandidatesConfig", "fit_candidates", "kmeans_labels"]
+__all__ = [
+    "CandidateFits",
+    "CandidatesConfig",
+    "fit_candidates",
+    "kmeans_labels",
+    "preload_candidates",
+    "start_candidates",
+]
 
 
 class CandidatesConfig(NamedTuple):
@@ -332,6 +340,43 @@ def fit_candidates(
     Returns:
         :class:`CandidateFits`.
     """
+    return start_candidates(x, sample_weight, labels, tol=tol, reg_covar=reg_covar, config=config)()
+
+
+def preload_candidates(
+    x, sample_weight, *, tol: float, reg_covar: float, config: CandidatesConfig
+) -> None:
+    """Load (or compile) the two programs of :func:`fit_candidates` (same arguments but
+    the labels) and hold them, without running them: mostly outside Python's lock, so
+    that a thread can load a table's programs while mclust's hierarchical clustering
+    computes their start."""
+    x = np.asarray(x)
+    dtype = x.dtype
+    work = x.shape[0] * x.shape[1] ** 2 * max(config.n_components)
+    weight = np.asarray(sample_weight, dtype)
+    labels = np.zeros((len(config.n_components), config.n_init, x.shape[0]), np.int32)
+    program = _program_for(work).preload(
+        x, weight, labels, np.asarray(tol, dtype), np.asarray(reg_covar, dtype), config=config
+    )
+    if program is None:
+        return
+    final_weights, final_means, _, final_factor = program.out_info[-1]
+    _score_program_for(work).preload(
+        x,
+        weight,
+        *(np.zeros(leaf.shape, leaf.dtype) for leaf in (final_weights, final_means, final_factor)),
+        layout=covariance_layout(config.covariance_type),
+    )
+
+
+def start_candidates(
+    x, sample_weight, labels, *, tol: float, reg_covar: float, config: CandidatesConfig
+) -> Callable[[], CandidateFits]:
+    """:func:`fit_candidates` (same arguments) started: its two programs are loaded and
+    dispatched, and XLA runs them on its own threads, without Python's lock, while the
+    caller goes on; ``finish()`` waits for them and answers the :class:`CandidateFits`.
+    A table starts every model's fit before it waits for the first, so that loading the
+    next model's program overlaps this one's EM."""
     x = np.asarray(x)
     dtype = x.dtype
     labels = np.asarray(labels, np.int32)
@@ -352,9 +397,13 @@ def fit_candidates(
         final_factor,
         layout=covariance_layout(config.covariance_type),
     )
-    return CandidateFits(
-        np.asarray(log_likelihood),
-        np.asarray(assignment),
-        *(np.asarray(output) for output in fits),
-        parameters=MixtureParameters(*(np.asarray(leaf) for leaf in parameters)),
-    )
+
+    def finish() -> CandidateFits:
+        return CandidateFits(
+            np.asarray(log_likelihood),
+            np.asarray(assignment),
+            *(np.asarray(output) for output in fits),
+            parameters=MixtureParameters(*(np.asarray(leaf) for leaf in parameters)),
+        )
+
+    return finish

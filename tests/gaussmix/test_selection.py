@@ -291,6 +291,24 @@ def test_the_table_plot_has_a_line_per_model_and_stars_the_best():
         plot_criterion_table(table._replace(criterion=np.full((4, 3), np.nan)))
 
 
+def test_the_programs_load_once_while_the_clustering_runs():
+    """The hc start: a thread loads the models' padded programs while the clustering
+    computes their start, and the fits find them in memory: each program loaded once
+    (fails without the preloading: the fits' own loads, no program found in memory)."""
+    from gaussmix.inference import compilation
+
+    x = three_blobs()
+    select_components(x, [1, 2, 3], ["diag", "spherical"], seed=0)  # stored, if new
+    compilation.clear_memory()
+    before = compilation.statistics()
+    select_components(x, [1, 2, 3], ["diag", "spherical"], seed=0)
+    after = compilation.statistics()
+    made = {name: after[name] - before[name] for name in after}
+    # two EM and two scoring programs (one per layout) preloaded, then the best's refit
+    assert made["disk"] + made["compiled"] == 5
+    assert made["memory"] == 4
+
+
 def test_a_table_is_one_program_per_model_and_one_refit(monkeypatch):
     """The k-means start, maximum likelihood: every K of a model is one padded fit
     (gaussmix.inference.em.candidates), the estimator fitted once more for the best
@@ -298,9 +316,9 @@ def test_a_table_is_one_program_per_model_and_one_refit(monkeypatch):
     from gaussmix.inference.em import candidates
 
     fits, refits = [], []
-    fit_candidates = candidates.fit_candidates
+    start_candidates = candidates.start_candidates
     monkeypatch.setattr(
-        candidates, "fit_candidates", lambda *a, **k: fits.append(1) or fit_candidates(*a, **k)
+        candidates, "start_candidates", lambda *a, **k: fits.append(1) or start_candidates(*a, **k)
     )
     fit = GaussianMixture.fit
     monkeypatch.setattr(

@@ -488,6 +488,24 @@ def test_programs_by_optimization_level_choose_the_level_by_work(cache_dir):
     assert len(programs(cache_dir)) == 3  # one stored program per level
 
 
+def test_preload_holds_the_program_that_the_call_then_finds(cache_dir):
+    """preload loads or compiles without running (placeholder values will do); the call
+    of the same shapes then finds the program in memory and computes with its own
+    values."""
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    extra = {"shift": 0.0}
+    before = compilation.statistics()
+    compiled = program.preload(jnp.zeros(3), extra, power=2)
+    after_preload = compilation.statistics()
+    assert after_preload["compiled"] - before["compiled"] == 1
+    assert compiled.out_info.shape == ()
+    assert float(program(jnp.arange(3.0), extra, power=2)) == 5.0
+    after_call = compilation.statistics()
+    assert after_call["compiled"] == after_preload["compiled"]
+    assert after_call["memory"] - after_preload["memory"] == 1
+    assert program.cache_size() == 1
+
+
 def counted_sum(values):
     jax.debug.callback(lambda total: None, jnp.sum(values))
     return jnp.sum(values)
