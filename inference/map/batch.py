@@ -257,8 +257,14 @@ def _fit_batch(
         return (carry.next_index < n_active) | jnp.any(carry.slots.index >= 0)
 
     n_slots = min(n_slots, n_spectra)
-    zeros = jnp.zeros((n_slots,), jnp.int32)
-    slots = Slots(jnp.full((n_slots,), -1, jnp.int32), jax.vmap(start)(zeros), data[zeros])
+    # Empty slots hold zeros until the first refill fills them (a packed start of their
+    # own cost XLA a kernel per field); a slot no spectrum fills steps on them, unread.
+    state_size = pack(first_state).shape[0]
+    slots = Slots(
+        jnp.full((n_slots,), -1, jnp.int32),
+        jnp.zeros((n_slots, state_size), data.dtype),
+        jnp.zeros((n_slots, data.shape[1]), data.dtype),
+    )
     record_size = pack(Finished.from_step(first_state, no_info)).shape[0]
     finals = jnp.zeros((n_spectra, record_size), data.dtype)
     carry = Carry(slots, jnp.asarray(0, jnp.int32), finals)
