@@ -9,7 +9,11 @@ Run from the repository root::
 Each measurement is one fresh Python process that imports gaussmix and runs one scenario;
 the time is that of the call (imports apart, printed too; its CPU time too, the steadier
 figure on a shared machine), the compilations are counted
-from JAX's ``backend_compile_duration`` events (programs, and seconds XLA spent):
+from JAX's ``backend_compile_duration`` events (programs, and seconds XLA spent). Two
+figures do not depend on the load: ``kernels``, the fusions of the programs the call
+compiled or loaded (XLA compiles each as a kernel of its own, at a roughly fixed cost, so
+the compile time follows their count; "-" for a version without gaussmix's program
+cache), and ``cache kB``, the programs the cold run stored, which the warm run loads:
 
 - ``fit_peaks``: one 300-point spectrum, two Gaussians on a linear baseline, float64;
 - ``mixture``: ``GaussianMixture(2).fit`` on 300 points of two blobs (JAX's float32);
@@ -54,6 +58,11 @@ if scenario == "fit_peaks":
     jax.config.update("jax_enable_x64", True)
 import numpy as np
 import gaussmix
+try:  # gaussmix's compiled programs, where this version keeps them (not before issue 17)
+    from gaussmix.inference import compilation
+    held = set(compilation._programs)
+except (ImportError, AttributeError):
+    compilation = None
 imported = time.perf_counter()
 rng = np.random.default_rng(0)
 if scenario == "fit_peaks":
@@ -71,13 +80,20 @@ else:
     if scenario == "sample_posterior":
         begin, cpu = time.perf_counter(), time.process_time()
         compiles.clear()
+        held = set(compilation._programs) if compilation else set()
         tree = model.sample_posterior(X, num_warmup=200, num_samples=200, num_chains=1,
                                       progress_bar=False)
         check = float(tree.posterior["means"].mean())
 end, cpu = time.perf_counter(), time.process_time() - cpu
+# XLA compiles each fusion of a program as a kernel of its own, at a roughly fixed cost
+# (10-20 ms of CPU): their count follows the compile time, free of the machine's load.
+kernels = -1
+if compilation is not None:
+    kernels = sum(program.as_text().count(" fusion(")
+                  for key, program in list(compilation._programs.items()) if key not in held)
 print(json.dumps({"import": imported - start, "call": end - begin, "cpu": cpu,
                   "programs": len(compiles),
-                  "compile": sum(compiles), "check": check}))
+                  "compile": sum(compiles), "kernels": kernels, "check": check}))
 """
 
 SCENARIOS = ("fit_peaks", "mixture", "sample_posterior")
@@ -117,6 +133,12 @@ def fresh_cache(root: Path) -> Path:
     return folder
 
 
+def program_bytes(cache: Path) -> int:
+    """Bytes of the compiled programs a run left in gaussmix's cache folder (what a
+    warm run loads)."""
+    return sum(path.stat().st_size for path in cache.glob("programs/*.gaussmix-program"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-site", help="folder holding the baseline gaussmix")
@@ -136,23 +158,28 @@ def main() -> None:
             for scenario in args.scenarios:
                 if args.baseline_site:
                     cache = fresh_cache(root)
-                    rows.setdefault((scenario, "baseline"), []).append(
-                        run(scenario, cache, args.baseline_site)
-                    )
+                    baseline = run(scenario, cache, args.baseline_site)
+                    baseline["kB"] = program_bytes(cache) / 1024
+                    rows.setdefault((scenario, "baseline"), []).append(baseline)
                 cache = fresh_cache(root)
-                rows.setdefault((scenario, "cold"), []).append(run(scenario, cache, args.site))
-                rows.setdefault((scenario, "warm"), []).append(run(scenario, cache, args.site))
+                cold = run(scenario, cache, args.site)
+                cold["kB"] = program_bytes(cache) / 1024
+                rows.setdefault((scenario, "cold"), []).append(cold)
+                warm = run(scenario, cache, args.site)
+                warm["kB"] = cold["kB"]  # what the warm run loaded
+                rows.setdefault((scenario, "warm"), []).append(warm)
     print(
         f"{'scenario':18} {'run':9} {'call s':>7} {'CPU s':>6} {'import s':>8} {'programs':>8} "
-        f"{'XLA s':>6}"
+        f"{'XLA s':>6} {'kernels':>7} {'cache kB':>8}"
     )
     medians = {}
     for (scenario, kind), results in rows.items():
         median = {key: statistics.median(r[key] for r in results) for key in results[0]}
         medians[scenario, kind] = median
+        kernels = "-" if median["kernels"] < 0 else f"{median['kernels']:.0f}"
         print(
             f"{scenario:18} {kind:9} {median['call']:7.2f} {median['cpu']:6.2f} {median['import']:8.2f} "
-            f"{median['programs']:8.0f} {median['compile']:6.2f}"
+            f"{median['programs']:8.0f} {median['compile']:6.2f} {kernels:>7} {median['kB']:8.0f}"
         )
     if args.baseline_site:
         print("ratios baseline / this checkout (call time; CPU time, the figure to read on a")
