@@ -12,8 +12,8 @@ figure on a shared machine), the compilations are counted
 from JAX's ``backend_compile_duration`` events (programs, and seconds XLA spent). Two
 figures do not depend on the load: ``kernels``, the fusions of the programs the call
 compiled or loaded (XLA compiles each as a kernel of its own, at a roughly fixed cost, so
-the compile time follows their count; "-" for a version without gaussmix's program
-cache), and ``cache kB``, the programs the cold run stored, which the warm run loads:
+the compile time follows their count; "-" for a version whose programs are not held by
+gaussmix's program cache), and ``cache kB``, the programs the cold run stored, which the warm run loads:
 
 - ``fit_peaks``: one 300-point spectrum, two Gaussians on a linear baseline, float64;
 - ``mixture``: ``GaussianMixture(2).fit`` on 300 points of two blobs (JAX's float32);
@@ -87,10 +87,10 @@ else:
 end, cpu = time.perf_counter(), time.process_time() - cpu
 # XLA compiles each fusion of a program as a kernel of its own, at a roughly fixed cost
 # (10-20 ms of CPU): their count follows the compile time, free of the machine's load.
-kernels = -1
-if compilation is not None:
-    kernels = sum(program.as_text().count(" fusion(")
-                  for key, program in list(compilation._programs.items()) if key not in held)
+new = [] if compilation is None else [
+    program for key, program in list(compilation._programs.items()) if key not in held]
+# -1 (unknown) where the call compiled programs that gaussmix's cache does not hold
+kernels = sum(program.as_text().count(" fusion(") for program in new) if new or not compiles else -1
 print(json.dumps({"import": imported - start, "call": end - begin, "cpu": cpu,
                   "programs": len(compiles),
                   "compile": sum(compiles), "kernels": kernels, "check": check}))
