@@ -325,7 +325,6 @@ def _demo_selection(run: Run, data: dict, sweep: tuple[int, int], seed: int) -> 
             "bic",
             n_init=_DEMO_RESTARTS,
             seed=seed,
-            progress_bar=False,
         )
     result = selection_report(run, rows, "bic", f"K for {name}", "selection")
     truth = int(labels.max()) + 1

@@ -150,30 +150,32 @@ def sweep_components(
     *,
     n_init: int,
     seed: int,
-    progress_bar: bool,
 ) -> tuple[list[dict[str, Any]], Any]:
-    """Fit every K by EM (:func:`gaussmix.select_components`, one K at a time for the
-    progress bar); rows with BIC, AIC, log-likelihood, convergence; the best by
-    ``criterion`` (the smallest K among ties)."""
+    """Fit every K by EM in one call of :func:`gaussmix.select_components` (every K of the
+    model in one compiled program, where it was one program per K); rows with BIC, AIC,
+    log-likelihood, convergence; the fit of the best by ``criterion`` (the smallest K
+    among ties), fitted once more alone from the same start."""
     from gaussmix import select_components
+    from gaussmix.inference.em import n_parameters
 
-    rows, fitted = [], []
-    for k in progress(components, "K sweep", progress_bar):
-        table, estimator = select_components(
-            x, [k], covariance_type, criterion, n_init=n_init, seed=seed
-        )
+    table, best = select_components(
+        x, list(components), covariance_type, criterion, n_init=n_init, seed=seed
+    )
+    rows = []
+    for k, log_likelihood, converged in zip(
+        table.n_components, table.log_likelihood, table.converged, strict=True
+    ):
+        count = n_parameters(covariance_type, int(k), x.shape[1])
         rows.append(
             {
                 "n_components": int(k),
-                "bic": float(estimator.bic(x)),
-                "aic": float(estimator.aic(x)),
-                "log_likelihood": float(table.log_likelihood[0]),
-                "converged": bool(table.converged[0]),
+                "bic": float(-2.0 * log_likelihood + count * np.log(x.shape[0])),
+                "aic": float(-2.0 * log_likelihood + 2.0 * count),
+                "log_likelihood": float(log_likelihood),
+                "converged": bool(converged),
             }
         )
-        fitted.append(estimator)
-    best = min(range(len(rows)), key=lambda i: (rows[i][criterion], rows[i]["n_components"]))
-    return rows, fitted[best]
+    return rows, best
 
 
 def sample_mixture(model: Any, x: np.ndarray, settings: dict[str, int], seed: int, progress_bar):
@@ -196,7 +198,6 @@ def _select_components(
             args.criterion,
             n_init=args.n_init,
             seed=args.seed,
-            progress_bar=progress_bar,
         )
     run.results["selection"] = selection_report(
         run, rows, args.criterion, "Model selection", "selection"
