@@ -1068,3 +1068,22 @@ def test_fit_peaks_joint_nuts_writes_one_posterior(capsys, tmp_path):
     written = {entry["name"] for entry in manifest["files"]}
     assert written == set(fit_peaks.peak_files(args, ["a", "b"]))
     assert "posterior-joint.nc" in written
+
+
+def test_k_sweep_rows_equal_each_k_fitted_alone():
+    """The K sweep fits every K in one call (one compiled program): its BIC and AIC rows
+    are those of each K's estimator fitted alone, and the model it returns is the best K
+    by the criterion (the smallest among ties)."""
+    from gaussmix import select_components
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(m, 0.7, (80, 2)) for m in (-3.0, 0.0, 3.0)])
+    rows, best = fit_mixture.sweep_components(x, range(1, 5), "diag", "aic", n_init=2, seed=0)
+    assert [row["n_components"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:
+        _, alone = select_components(x, [row["n_components"]], "diag", n_init=2, seed=0)
+        np.testing.assert_allclose(row["bic"], alone.bic(x), rtol=1e-9)
+        np.testing.assert_allclose(row["aic"], alone.aic(x), rtol=1e-9)
+        assert row["converged"]
+    chosen = min(rows, key=lambda row: (row["aic"], row["n_components"]))
+    assert best.n_components == chosen["n_components"] == 3
