@@ -103,9 +103,13 @@ inline T horizontal_sum(Vector<T> value) {
 
 // exp(x) for x <= 0, lane by lane: x = k ln 2 + r with |r| <= ln(2)/2 (ln 2 in two parts,
 // the first exact in k ln 2), exp(r) by its Taylor polynomial, 2^k through the exponent bits.
-template <typename T>
+// The polynomial by Horner's rule, or with short_chain by Estrin's scheme: the same
+// coefficients, a dependency chain of 5 multiply-adds instead of 13 (the lane kernel has
+// few independent rows in flight; 5-15 % faster there).
+template <typename T, bool short_chain = false>
 inline Vector<T> exponential(Vector<T> x) {
   using Integers = typename Lanes<T>::Integers;
+  constexpr int degree = Lanes<T>::exp_degree;
   const Vector<T> lowest = broadcast(T(Lanes<T>::exp_lowest));
   const Vector<T> shifter = broadcast(T(Lanes<T>::shifter));
   const Vector<T> clamped = x < lowest ? lowest : x;
@@ -113,13 +117,34 @@ inline Vector<T> exponential(Vector<T> x) {
   const Vector<T> k = shifted - shifter;
   const Vector<T> r = clamped - k * broadcast(T(0.693145751953125)) -
                       k * broadcast(T(1.4286068203094173e-06));
-  constexpr int degree = Lanes<T>::exp_degree;
-  T coefficient = 1;  // 1 / degree!
-  for (int i = 2; i <= degree; ++i) coefficient /= T(i);
-  Vector<T> polynomial = broadcast(coefficient);
-  for (int i = degree - 1; i >= 0; --i) {
-    coefficient *= T(i + 1);  // 1 / i!
-    polynomial = polynomial * r + broadcast(coefficient);
+  Vector<T> polynomial;
+  if constexpr (short_chain) {
+    T coefficient[degree + 2] = {};  // 1 / i!, and a 0 that pads an odd count
+    coefficient[0] = 1;
+    for (int i = 1; i <= degree; ++i) coefficient[i] = coefficient[i - 1] / T(i);
+    // pairs c_2i + c_2i+1 r, then pairs of pairs with r^2, r^4, r^8
+    constexpr int n_pairs = (degree + 2) / 2;
+    Vector<T> level[n_pairs];
+    for (int i = 0; i < n_pairs; ++i) {
+      level[i] = broadcast(coefficient[2 * i + 1]) * r + broadcast(coefficient[2 * i]);
+    }
+    Vector<T> power = r * r;
+    int count = n_pairs;
+    while (count > 1) {
+      for (int i = 0; i < count / 2; ++i) level[i] = level[2 * i + 1] * power + level[2 * i];
+      if (count % 2) level[count / 2] = level[count - 1];
+      count = (count + 1) / 2;
+      if (count > 1) power = power * power;
+    }
+    polynomial = level[0];
+  } else {
+    T coefficient = 1;  // 1 / degree!
+    for (int i = 2; i <= degree; ++i) coefficient /= T(i);
+    polynomial = broadcast(coefficient);
+    for (int i = degree - 1; i >= 0; --i) {
+      coefficient *= T(i + 1);  // 1 / i!
+      polynomial = polynomial * r + broadcast(coefficient);
+    }
   }
   Integers bits;
   std::memcpy(&bits, &shifted, sizeof bits);
@@ -457,47 +482,6 @@ ffi::Error statistics(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x, ffi::Bu
 // Datasets are shared among threads whole, each summed in a fixed order, so the result
 // does not depend on the number of threads.
 
-// exponential<T>(x) with the polynomial evaluated by Estrin's scheme: the same reduction
-// and coefficients, a dependency chain of 5 multiply-adds instead of Horner's 13 (the lane
-// kernel has few independent rows in flight; 5-15 % faster there).
-template <typename T>
-inline Vector<T> short_chain_exponential(Vector<T> x) {
-  using Integers = typename Lanes<T>::Integers;
-  constexpr int degree = Lanes<T>::exp_degree;
-  const Vector<T> lowest = broadcast(T(Lanes<T>::exp_lowest));
-  const Vector<T> shifter = broadcast(T(Lanes<T>::shifter));
-  const Vector<T> clamped = x < lowest ? lowest : x;
-  const Vector<T> shifted = clamped * broadcast(T(1.4426950408889634)) + shifter;
-  const Vector<T> k = shifted - shifter;
-  const Vector<T> r = clamped - k * broadcast(T(0.693145751953125)) -
-                      k * broadcast(T(1.4286068203094173e-06));
-  T coefficient[degree + 2] = {};  // 1 / i!, and a 0 that pads an odd count
-  coefficient[0] = 1;
-  for (int i = 1; i <= degree; ++i) coefficient[i] = coefficient[i - 1] / T(i);
-  // pairs c_2i + c_2i+1 r, then pairs of pairs with r^2, r^4, r^8
-  constexpr int n_pairs = (degree + 2) / 2;
-  Vector<T> level[n_pairs];
-  for (int i = 0; i < n_pairs; ++i) {
-    level[i] = broadcast(coefficient[2 * i + 1]) * r + broadcast(coefficient[2 * i]);
-  }
-  Vector<T> power = r * r;
-  int count = n_pairs;
-  while (count > 1) {
-    for (int i = 0; i < count / 2; ++i) level[i] = level[2 * i + 1] * power + level[2 * i];
-    if (count % 2) level[count / 2] = level[count - 1];
-    count = (count + 1) / 2;
-    if (count > 1) power = power * power;
-  }
-  Integers bits;
-  std::memcpy(&bits, &shifted, sizeof bits);
-  const Integers scale_bits = (bits - Lanes<T>::shifter_bits + Lanes<T>::exponent_bias)
-                              << Lanes<T>::mantissa_bits;
-  Vector<T> scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  const Vector<T> result = level[0] * scale;
-  return x < lowest ? broadcast(T(0)) : result;
-}
-
 template <typename T>
 struct LaneProblem {
   const T* x;
@@ -564,7 +548,7 @@ void lane_dataset(const LaneProblem<T>& problem, int64_t dataset, std::vector<Ve
     Vector<T> largest = value[0];
     for (int k = 1; k < K; ++k) largest = value[k] > largest ? value[k] : largest;
 #pragma GCC unroll 16
-    for (int k = 0; k < K; ++k) value[k] = short_chain_exponential<T>(value[k] - largest);
+    for (int k = 0; k < K; ++k) value[k] = exponential<T, true>(value[k] - largest);
     Vector<T> normalizer = value[0];
     for (int k = 1; k < K; ++k) normalizer += value[k];
     const Vector<T> scale = weight / normalizer;
