@@ -249,8 +249,13 @@ def dirichlet_sampling_hooks(program, args: tuple, kwargs: dict):
         relabeled = {name: np.asarray(value) for name, value in relabeled.items()}
         return PostprocessedDraws(relabeled, attrs, {"mixture": group})
 
+    # NumPyro's potential of this program: the finite mixture's closed form has another
+    # prior on the weights (a symmetric Dirichlet(1), no concentration, no stick breaking)
     return hooks._replace(
-        initial_values_fn=initial_values, postprocess_fn=postprocess, dims_fn=dims
+        initial_values_fn=initial_values,
+        postprocess_fn=postprocess,
+        dims_fn=dims,
+        potential_fn_gen=None,
     )
 
 

@@ -87,6 +87,21 @@ def test_the_mixture_hooks_offer_the_closed_form_only_where_it_is_the_programs(k
     assert (hooks.potential_fn_gen is not None) == closed
 
 
+@pytest.mark.parametrize("prior_type", ["dirichlet_process", "dirichlet_distribution"])
+def test_the_dirichlet_programs_keep_numpyros_potential(prior_type):
+    """The Dirichlet programs reuse the mixture's hooks, but their weights have another
+    prior (stick breaking, or a Dirichlet with its concentration): the finite mixture's
+    closed form would sample another posterior."""
+    from gaussmix.inference.dirichlet_sampling import _COUNT_ARGUMENT, WEIGHT_PRIOR_TYPES
+    from gaussmix.inference.sampling_hooks import sampling_hooks
+
+    program = WEIGHT_PRIOR_TYPES[prior_type]
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    arguments = {_COUNT_ARGUMENT[program]: 3, "covariance_type": "full", "concentration": 0.5}
+    assert mixture_sampling_hooks((x,), {"n_components": 3}).potential_fn_gen is not None
+    assert sampling_hooks(program, (x,), arguments).potential_fn_gen is None
+
+
 def shifted_location(y):
     loc = numpyro.sample("loc", dist.Normal(0.0, 10.0))
     with numpyro.plate("data", y.shape[0]):
