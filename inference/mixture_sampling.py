@@ -157,11 +157,20 @@ def _closed_form_potential(covariance_type: str, kwargs: dict):
     covariances under the default priors on complete, unweighted data (the first
     ``sample_posterior``'s programs compile faster with it), else None."""
     given = {name for name, value in kwargs.items() if value is not None}
+    p = kwargs.get("prior_parameters")
     if (
         canonical_covariance_type(covariance_type) != "full"
         or given - _CLOSED_FORM_ARGUMENTS
         or kwargs.get("priors")
         or kwargs.get("nan_policy", "raise") != "raise"
+        # the closed form's constants take the scalar hyperparameters the prior documents
+        or (
+            p is not None
+            and any(
+                np.ndim(value)
+                for value in (p.weight_concentration, p.mean_precision, p.degrees_of_freedom)
+            )
+        )
     ):
         return None
     return _full_covariance_potential_fn_gen

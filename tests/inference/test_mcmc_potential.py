@@ -78,6 +78,18 @@ def test_full_covariance_potential_equals_numpyros(
         ({"priors": {"weights": dist.Dirichlet(jnp.ones(2))}}, False),
         ({"nan_policy": "marginalize"}, False),
         ({"background_log_density": np.asarray(-3.0)}, False),
+        (  # a concentration per component: the program takes it, the closed form does not
+            {
+                "prior_parameters": MixturePriorParameters(
+                    np.array([1.0, 2.0]), np.zeros(2), 1.0, 2.0, np.eye(2)
+                )
+            },
+            False,
+        ),
+        (
+            {"prior_parameters": MixturePriorParameters(2.0, np.zeros(2), 0.5, 4.0, np.eye(2))},
+            True,
+        ),
     ],
 )
 def test_the_mixture_hooks_offer_the_closed_form_only_where_it_is_the_programs(kwargs, closed):
