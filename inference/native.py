@@ -13,7 +13,7 @@ depend on the number of threads. On E1 (N = 100 000, D = 32, K = 16, float64) it
 1.6-2.5x faster than XLA on a 2-core AMD EPYC and 9.4x on a 16-core Xeon (BENCHMARKS.md).
 
 **Many small datasets.** The same library holds :func:`lane_statistics`, the E-step of
-:func:`gaussmix.inference.em.pool_fit` (the bootstrap's replicates): B datasets of a few
+``gaussmix.inference.em.pool.pool_fit`` (the bootstrap's replicates): B datasets of a few
 hundred rows, each under its own parameters, in one call per EM step; each dataset is one
 pass over its rows with the features, K log-probabilities, softmax and K x F sums in
 registers (layouts "full", "diag" and "spherical", K up to :data:`LANE_COMPONENTS`).
@@ -387,7 +387,7 @@ def full_statistics(x: jax.Array, weight: jax.Array, natural: jax.Array):
 
 def lane_statistics(x_rows: jax.Array, natural: jax.Array, layout: str):
     """Packed statistics and log-likelihoods of many small datasets with unit weights,
-    each under its own natural parameters (:func:`gaussmix.inference.em.pool_fit`'s lanes).
+    each under its own natural parameters (``gaussmix.inference.em.pool.pool_fit``'s lanes).
 
     .. math::
 
