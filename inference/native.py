@@ -398,7 +398,7 @@ def lane_statistics(x_rows: jax.Array, natural: jax.Array, layout: str):
     with the features :math:`\\phi(x) = [q(x), x, 1]` of the covariance layout: q(x) the
     products :math:`x_i x_j\\ (i \\le j)` for "full", the squares :math:`x_i^2` for "diag",
     :math:`\\sum_i x_i^2` for "spherical" (the order of
-    :func:`gaussmix.inference.em.pool.lane_statistics`). One pass over each dataset's rows
+    ``gaussmix.inference.em.pool.lane_statistics``). One pass over each dataset's rows
     with everything in registers; the datasets are shared among XLA's CPU threads, each
     summed in a fixed order (the result does not depend on the threads). Call only where
     :func:`usable` is true (traceable; under ``vmap`` the batch axes are added to the
