@@ -394,6 +394,17 @@ def test_pool_fit_through_the_kernel_equals_xla(covariance_type):
             )
 
 
+def single_gaussian(rows: np.ndarray) -> em.MixtureParameters:
+    """The one-component full-covariance fit of ``rows`` (its mean and covariance)."""
+    covariance = jnp.asarray(np.cov(rows.T)[None])
+    return em.MixtureParameters(
+        jnp.array([1.0]),
+        jnp.asarray(rows.mean(0, keepdims=True)),
+        covariance,
+        em.precisions_cholesky_from_covariances(covariance, "full"),
+    )
+
+
 def test_replicates_through_the_kernel_equal_xla():
     """replicate_fits with the kernel and with GAUSSMIX_NATIVE's switch off
     (set_enabled(False)): the same failure and refit flags, statistics to rounding, and
@@ -401,13 +412,7 @@ def test_replicates_through_the_kernel_equal_xla():
     if not kernel_serves("VVV", 2, np.float64):
         pytest.skip(f"the compiled kernel is not in use: {native.status()}")
     x, start = datasets_and_start(1, 80)
-    covariance = np.cov(x[0].T)[None]
-    null = em.MixtureParameters(
-        jnp.array([1.0]),
-        jnp.asarray(x[0].mean(0, keepdims=True)),
-        jnp.asarray(covariance),
-        em.precisions_cholesky_from_covariances(jnp.asarray(covariance), "full"),
-    )
+    null = single_gaussian(x[0])
     keywords = dict(
         covariance_type="VVV",
         n_samples=80,
@@ -453,12 +458,7 @@ def test_replicates_through_the_kernel_equal_xla():
 @pytest.mark.slow
 def test_replicates_do_not_depend_on_batches_or_lanes():
     x, start = datasets_and_start(1, 80)
-    null = em.MixtureParameters(
-        jnp.array([1.0]),
-        jnp.asarray(x[0].mean(0, keepdims=True)),
-        jnp.asarray(np.cov(x[0].T)[None]),
-        em.precisions_cholesky_from_covariances(jnp.asarray(np.cov(x[0].T)[None]), "full"),
-    )
+    null = single_gaussian(x[0])
     keywords = dict(
         covariance_type="VVV",
         n_samples=80,
