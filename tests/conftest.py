@@ -2,6 +2,7 @@
 
 import gc
 import os
+import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -65,6 +66,21 @@ def _release_compiled_programs():
     jax.clear_caches()
     compilation.clear_memory()
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every matplotlib figure a test left open.
+
+    pyplot keeps figures alive until they are closed: a test that draws without closing
+    would leak them into the next test of the worker (pytest-randomly's order changes
+    which), and a test that counts figures would see them. pyplot is not imported here
+    for tests that never draw.
+    """
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close("all")
 
 
 #: Reference data shared by the project (not copied into the repository).

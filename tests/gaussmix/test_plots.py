@@ -23,12 +23,6 @@ scipy_distance = pytest.importorskip("scipy.spatial.distance")
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
 @pytest.fixture(scope="module")
 def blobs():
     return datasets.blobs(n_samples=200, seed=1)[0]
@@ -332,10 +326,10 @@ def test_saved_figure_is_a_non_blank_png(tmp_path, blobs):
 
 def test_given_axes_are_drawn_on_and_returned(blobs):
     fit = sklearn_mixture.GaussianMixture(2, random_state=0).fit(blobs)
-    _, axes = plt.subplots(1, 2)
+    figure, axes = plt.subplots(1, 2)
     assert plots.plot_mixture(fit, blobs, ax=axes[1]) is axes[1]
     assert not axes[0].collections and axes[1].collections
-    assert len(plt.get_fignums()) == 1
+    assert plt.get_fignums() == [figure.number]  # no figure of its own
     # Axes sharing both x and y get equal aspect by box (datalim would fail at draw time).
     _, shared = plt.subplots(1, 2, sharex=True, sharey=True)
     plots.plot_mixture(fit, blobs, ax=shared[0])
