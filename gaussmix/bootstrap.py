@@ -58,14 +58,16 @@ Numerics (mclust redraws a replicate whose statistic is NA, and keeps negative o
 All ``n_boot`` replicates of one g are one compiled program (or a few, for data past
 :data:`BATCH_BYTES`): the datasets are drawn inside it, and their fits run through
 :func:`pool_fit`, a ``lax.while_loop`` of :func:`gaussmix.inference.em.step` vmapped over
-:data:`SLOTS` lanes, each lane taking the next replicate when its fit ends; on the CPU
-its E-step is one call of a compiled kernel for all lanes
-(:func:`gaussmix.inference.native.lane_statistics`; XLA where the kernel is off or
-absent, the same fits to rounding). The observed
+:data:`SLOTS` lanes, each lane taking the next replicate when its fit ends. On the CPU,
+VVV, VVI and VII fit each replicate to the end in a compiled kernel instead
+(:func:`gaussmix.inference.native.pool_fit`: E-step, M-step and stopping rule in C++,
+one call for all replicates), and the other models' E-step is one call of a compiled
+kernel for all lanes (:func:`gaussmix.inference.native.lane_statistics`); XLA where the
+kernel is off or absent (the same fits to rounding). The observed
 fits of every K (1 .. G + 1) are one compiled program as well
 (:mod:`gaussmix.inference.em.candidates`, k-means starts: the fits
 :class:`~gaussmix.GaussianMixture` makes one K at a time; other ``init_params`` fit one K
-at a time).
+at a time), and a thread loads the tests' replicate programs meanwhile.
 
 Example:
     >>> import numpy as np
@@ -76,6 +78,7 @@ Example:
     [0.05]
 """
 
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -86,10 +89,8 @@ from jax.typing import ArrayLike
 
 from gaussmix._base import seed_from_random_state, validate_data
 from gaussmix.inference import compilation, em
-from gaussmix.inference.em import candidates as candidates_em
-from gaussmix.inference.em.features import block_size
-from gaussmix.inference.em.pool import kernel_serves, pool_fit
-from gaussmix.inference.em.results import raise_on_failure
+from gaussmix.inference.em import sweep
+from gaussmix.inference.em.pool import fit_kernel_serves, kernel_serves, pool_fit
 from gaussmix.mixture import GaussianMixture
 from gaussmix.models.priors import (
     canonical_covariance_type,
@@ -226,6 +227,8 @@ class ReplicateConfig(NamedTuple):
     refit: bool
     #: the E-step through the compiled CPU kernel (:func:`gaussmix.inference.em.pool_fit`)
     use_kernel: bool = False
+    #: each fit to the end in the compiled CPU kernel (pool_fit's ``whole_fit``)
+    whole_fit: bool = False
     #: the key folded with the test's number first
     fold: bool = False
 
@@ -327,6 +330,7 @@ def _replicate_batch(null, alternative, key, test, first, rtol, reg_covar, confi
             config.max_iter,
             config.slots,
             config.use_kernel,
+            config.whole_fit,
         )
         bad = jax.vmap(ill_conditioned, in_axes=(0, None))(fits.parameters, layout)
         failed = fits.collapsed | bad | ~jnp.isfinite(fits.log_likelihood)
@@ -410,24 +414,18 @@ def replicate_fits(
     Returns:
         :class:`ReplicateFits` of (n_boot,) NumPy arrays.
     """
-    covariance_type = canonical_covariance_type(covariance_type)
     means = np.asarray(null.means)
     dtype = means.dtype
-    n_components, n_features = means.shape
-    if batch_size is None:
-        width = n_features + 2 * (n_features * (n_features + 3) // 2 + 2 * n_components + 4)
-        per_replicate = max(1, n_samples * width * dtype.itemsize)
-        batch_size = max(1, min(n_boot, BATCH_BYTES // per_replicate))
-    batch_size = min(_check_int("batch_size", batch_size, 1), n_boot)
-    config = ReplicateConfig(
-        n_components=int(n_components),
+    config = _replicate_config(
+        means.shape,
+        dtype,
         covariance_type=covariance_type,
-        n_samples=int(n_samples),
-        batch=int(batch_size),
-        max_iter=int(max_iter),
-        slots=min(batch_size, SLOTS if slots is None else _check_int("slots", slots, 1)),
-        refit=bool(refit_negative),
-        use_kernel=kernel_serves(covariance_type, int(n_components) + 1, dtype),
+        n_samples=n_samples,
+        n_boot=n_boot,
+        max_iter=max_iter,
+        batch_size=batch_size,
+        slots=slots,
+        refit_negative=refit_negative,
         fold=test is not None,
     )
     null, alternative = (
@@ -436,7 +434,7 @@ def replicate_fits(
     )
     test_index = np.asarray(0 if test is None else _check_int("test", test, 0), np.int32)
     batches = []
-    for first in range(0, n_boot, batch_size):
+    for first in range(0, n_boot, config.batch):
         fits = _replicate_program(
             null,
             alternative,
@@ -449,6 +447,98 @@ def replicate_fits(
         )
         batches.append(jax.tree.map(np.asarray, fits))
     return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n_boot], *batches)
+
+
+def _replicate_config(
+    shape,
+    dtype,
+    *,
+    covariance_type,
+    n_samples,
+    n_boot,
+    max_iter,
+    batch_size=None,
+    slots=None,
+    refit_negative=False,
+    fold=False,
+) -> ReplicateConfig:
+    """The :class:`ReplicateConfig` of a test whose null has means of ``shape`` (g, D):
+    the batch size (default: as many replicates as fit in :data:`BATCH_BYTES`) and the
+    kernel's part, decided on the host."""
+    covariance_type = canonical_covariance_type(covariance_type)
+    dtype = np.dtype(dtype)
+    n_components, n_features = shape
+    if batch_size is None:
+        width = n_features + 2 * (n_features * (n_features + 3) // 2 + 2 * n_components + 4)
+        per_replicate = max(1, n_samples * width * dtype.itemsize)
+        batch_size = max(1, min(n_boot, BATCH_BYTES // per_replicate))
+    batch_size = min(_check_int("batch_size", batch_size, 1), n_boot)
+    return ReplicateConfig(
+        n_components=int(n_components),
+        covariance_type=covariance_type,
+        n_samples=int(n_samples),
+        batch=int(batch_size),
+        max_iter=int(max_iter),
+        slots=min(batch_size, SLOTS if slots is None else _check_int("slots", slots, 1)),
+        refit=bool(refit_negative),
+        use_kernel=kernel_serves(covariance_type, int(n_components) + 1, dtype),
+        whole_fit=fit_kernel_serves(covariance_type, int(n_components) + 1, n_features, dtype),
+        fold=fold,
+    )
+
+
+def _mixture_like(n_components: int, n_features: int, layout: str, dtype) -> em.MixtureParameters:
+    """Zero :class:`MixtureParameters` of these shapes (a program's signature)."""
+    covariance_shape = {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[layout]
+    return em.MixtureParameters(
+        np.zeros(n_components, dtype),
+        np.zeros((n_components, n_features), dtype),
+        np.zeros(covariance_shape, dtype),
+        np.zeros(covariance_shape, dtype),
+    )
+
+
+def _preload(data, observed, tests, key, ready, x64: bool, **keywords) -> None:
+    """Load and hold the observed fits' programs (``observed``: the arguments of
+    :func:`gaussmix.inference.em.sweep.fit_sweep`, or None), then ``ready[0].set()``, and the replicate
+    programs of the tests of g = ``tests`` (as :func:`replicate_fits` calls them, array
+    values unread), ``ready[g].set()`` after each: in a thread while k-means, the
+    observed fits and the first tests run (XLA's programs run without Python's lock).
+    Every event is set at the end. Skipped where this thread's JAX settings differ from
+    the caller's (``jax.enable_x64`` is per thread); a failure is the caller's to meet
+    again and report."""
+    n_features, dtype = data.shape[1], data.dtype
+    layout = covariance_layout(keywords["covariance_type"])
+    scalar = np.zeros((), dtype)
+    try:
+        if jax.config.jax_enable_x64 != x64:
+            return
+        if observed is not None:
+            sweep.preload_sweep(data, **observed)
+        ready[0].set()
+        for g in tests:
+            config = _replicate_config((g, n_features), dtype, fold=True, **keywords)
+            _replicate_program.preload(
+                _mixture_like(g, n_features, layout, dtype),
+                _mixture_like(g + 1, n_features, layout, dtype),
+                key,
+                np.zeros((), np.int32),
+                np.zeros((), np.int32),
+                scalar,
+                scalar,
+                config=config,
+            )
+            ready[g].set()
+    except Exception:  # the caller's thread meets it again
+        return
+    finally:
+        for event in ready:
+            event.set()
 
 
 class ReplicateStatistics(NamedTuple):
@@ -506,83 +596,6 @@ def _precisions_of(parameters: em.MixtureParameters, layout: str) -> np.ndarray:
     if layout in ("full", "tied"):
         return factor @ np.swapaxes(factor, -1, -2)
     return factor * factor
-
-
-def _single_gaussian_log_likelihood(data: np.ndarray, layout: str, reg_covar: float) -> float:
-    """The log-likelihood of one Gaussian fitted by maximum likelihood (every model's
-    K = 1 fit: its layout's sample covariance, ``reg_covar`` on the diagonal)."""
-    n_samples, n_features = data.shape
-    centred = data - data.mean(axis=0)
-    sample = centred.T @ centred / n_samples
-    if layout in ("full", "tied"):
-        covariance = sample + reg_covar * np.eye(n_features)
-        _, log_determinant = np.linalg.slogdet(covariance)
-        quadratic = np.trace(np.linalg.solve(covariance, sample))
-    elif layout == "diag":
-        variances = np.diag(sample) + reg_covar
-        log_determinant = np.sum(np.log(variances))
-        quadratic = np.sum(np.diag(sample) / variances)
-    else:
-        variance = np.trace(sample) / n_features + reg_covar
-        log_determinant = n_features * np.log(variance)
-        quadratic = np.trace(sample) / variance
-    return float(-0.5 * n_samples * (n_features * np.log(2 * np.pi) + log_determinant + quadratic))
-
-
-def _observed_fits(data, covariance_type, counts, *, tol, reg_covar, max_iter, n_init, seed):
-    """[(parameters, log-likelihood)] of each K of ``counts`` from k-means starts, every K
-    in one compiled program (:mod:`gaussmix.inference.em.candidates`): the fits
-    :class:`gaussmix.GaussianMixture` makes with these options one K at a time."""
-    options = em.check_options(
-        n_components=max(counts),
-        covariance_type=covariance_type,
-        max_iter=max_iter,
-        tol=tol,
-        reg_covar=reg_covar,
-        n_init=n_init,
-        seed=seed,
-    )
-    n_samples, n_features = data.shape
-    weight = np.ones(n_samples, data.dtype)
-    labels = candidates_em.kmeans_labels(
-        data, weight, options.key, n_components=counts, n_init=options.n_init
-    )
-    config = candidates_em.CandidatesConfig(
-        covariance_type=covariance_type,
-        n_components=counts,
-        max_iter=int(options.max_iter),
-        n_init=int(options.n_init),
-        block_rows=block_size(
-            n_samples, n_features, max(counts), covariance_type, data.dtype.itemsize, None
-        ),
-    )
-    fits = candidates_em.fit_candidates(
-        data, weight, labels, tol=options.tol, reg_covar=options.reg_covar, config=config
-    )
-    layout = covariance_layout(covariance_type)
-    observed = []
-    for position, count in enumerate(counts):
-        raise_on_failure(
-            fits.collapsed[position][None],
-            fits.n_iters[position][None],
-            fits.lower_bound[position],
-            False,
-            covariance_type,
-            data.dtype,
-        )
-        if not fits.converged[position]:
-            warnings.warn(
-                f"The observed fit of {count} components did not converge in max_iter = "
-                f"{max_iter} iterations; increase max_iter.",
-                em.ConvergenceWarning,
-                stacklevel=3,
-            )
-        weights, means, covariances, factor = (leaf[position] for leaf in fits.parameters)
-        if layout != "tied":
-            covariances, factor = covariances[:count], factor[:count]
-        parameters = em.MixtureParameters(weights[:count], means[:count], covariances, factor)
-        observed.append((parameters, float(fits.log_likelihood[position])))
-    return observed
 
 
 def bootstrap_likelihood_ratio(
@@ -681,21 +694,45 @@ def bootstrap_likelihood_ratio(
         return _parameters_of(estimator), log_likelihood
 
     # mclust's relative tolerance as GaussianMixture's absolute one on the mean
-    single = _single_gaussian_log_likelihood(np.asarray(data, np.float64), layout, reg_covar)
+    single = sweep.single_gaussian_log_likelihood(data, layout, reg_covar)
     options["tol"] = tol * (1.0 / n_samples + abs(single) / n_samples)
-    if init_params == "kmeans":  # every K in one program
-        observed = _observed_fits(
+    observed_options = {
+        "covariance_type": canonical_covariance_type(covariance_type),
+        "counts": tuple(range(1, largest + 2)),
+        "tol": options["tol"],
+        "reg_covar": reg_covar,
+        "max_iter": max_iter,
+        "n_init": n_init,
+        "seed": seed,
+    }
+    # a thread loads the observed fits' and the replicates' programs while k-means, the
+    # observed fits and the first tests run (every test of a given G; the first two of a
+    # sequential test, which may stop there)
+    ready = [threading.Event() for _ in range(largest + 1)]
+    preload = threading.Thread(
+        target=_preload,
+        args=(
             data,
-            canonical_covariance_type(covariance_type),
-            tuple(range(1, largest + 2)),
-            tol=options["tol"],
-            reg_covar=reg_covar,
-            max_iter=max_iter,
-            n_init=n_init,
-            seed=seed,
-        )
-    else:
-        observed = None
+            observed_options if init_params == "kmeans" else None,
+            range(1, min(largest, 2) + 1) if sequential else range(1, largest + 1),
+            key,
+            ready,
+            jax.config.jax_enable_x64,
+        ),
+        kwargs={
+            "covariance_type": covariance_type,
+            "n_samples": n_samples,
+            "n_boot": n_boot,
+            "max_iter": max_iter,
+            "batch_size": batch_size,
+            "refit_negative": refit_negative,
+        },
+        daemon=True,
+    )
+    preload.start()
+    observed = None
+    if init_params == "kmeans":  # every K in one program
+        observed = sweep.fit_sweep(data, ready=ready[0], **observed_options)
     fits = [observed[0] if observed else fit(1)]
     rows = []
     for g in range(1, largest + 1):
@@ -715,6 +752,7 @@ def bootstrap_likelihood_ratio(
             )
         fits.append((alternative, log_likelihood1))
         statistic = max(2.0 * (log_likelihood1 - log_likelihood0), 0.0)
+        ready[g].wait()
         replicates = replicate_statistics(
             replicate_fits(
                 null,
@@ -751,6 +789,7 @@ def bootstrap_likelihood_ratio(
             )
         if sequential and p_value > level:
             break
+    preload.join()
     selected = next((row[0] for row in rows if row[2] > level), rows[-1][0] + 1)
     replicate_rows = [row[3] for row in rows]
     return BootstrapLRT(

@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <type_traits>
@@ -661,6 +662,358 @@ ffi::Error lane_statistics(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x,
   return ffi::Error::Success();
 }
 
+// ---- Whole EM fits of many small datasets (gaussmix.inference.em.pool.pool_fit) --------
+//
+// Each dataset fitted to the end in one thread: the E-step above (lane_dataset), then the
+// maximum-likelihood M-step of the unconstrained models (full, diag, spherical: mclust's
+// VVV, VVI, VII) as gaussmix.inference.em.maximization writes it, collapse detection and
+// mclust's convergence test as pool_fit's XLA loop does, step after step, in registers and
+// a few hundred bytes of scratch. No XLA loop, refill or thread-pool round trip per step:
+// the datasets are shared among XLA's threads whole, so the result does not depend on the
+// number of threads.
+//
+// Inputs: x (B, D, n) rows minor, centred at centre (B, D); the starts weights (B, K), means
+// (B, K, D), precision factors (B, K, D, D) | (B, K, D) | (B, K) (scikit-learn's upper
+// factor U, P = U U^T); mask (B,) int (fit where non-zero); rtol, reg_covar (). Outputs:
+// weights, means, covariances, factors of the last M-step (means about the origin), the
+// log-likelihood of the parameters that entered the last step, converged, collapsed and
+// n_iter (B,); a dataset not fitted gets zeros, -inf and 0.
+
+template <typename T>
+struct FitProblem {
+  const T *x, *centre, *weights, *means, *factor;
+  const int32_t* mask;
+  T rtol, reg_covar;
+  T *out_weights, *out_means, *out_covariances, *out_factor, *out_log_likelihood;
+  int32_t *out_converged, *out_collapsed, *out_n_iter;
+  int64_t n_features, n_rows, n_columns, n_components, layout, max_iter, covariance_size;
+};
+
+// eta (F, K) of gaussmix.inference.em.features.natural_parameters (centre 0) from weights,
+// centred means and precision factors; precision: (K, D, D) scratch for "full".
+template <typename T>
+void natural_of(const FitProblem<T>& p, const T* weights, const T* means, const T* factor,
+                T* precision, T* eta) {
+  const int64_t d = p.n_features, K = p.n_components;
+  for (int64_t k = 0; k < K; ++k) {
+    const T* m = means + k * d;
+    T half_log_det = 0, quadratic_form = 0;
+    int64_t c = 0;
+    if (p.layout == 0) {
+      const T* u = factor + k * d * d;
+      T* prec = precision + k * d * d;
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = 0; j < d; ++j) {
+          T sum = 0;
+          for (int64_t l = 0; l < d; ++l) sum += u[i * d + l] * u[j * d + l];
+          prec[i * d + j] = sum;
+        }
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = i; j < d; ++j) {
+          eta[(c++) * K + k] = prec[i * d + j] * T(i == j ? -0.5 : -1.0);
+        }
+      for (int64_t i = 0; i < d; ++i) {
+        T linear = 0;
+        for (int64_t j = 0; j < d; ++j) linear += prec[i * d + j] * m[j];
+        eta[(c++) * K + k] = linear;
+        quadratic_form += m[i] * linear;
+        half_log_det += std::log(u[i * d + i]);
+      }
+    } else if (p.layout == 1) {
+      const T* u = factor + k * d;
+      for (int64_t i = 0; i < d; ++i) eta[(c++) * K + k] = T(-0.5) * (u[i] * u[i]);
+      for (int64_t i = 0; i < d; ++i) {
+        const T linear = (u[i] * u[i]) * m[i];
+        eta[(c++) * K + k] = linear;
+        quadratic_form += m[i] * linear;
+        half_log_det += std::log(u[i]);
+      }
+    } else {
+      const T precision_k = factor[k] * factor[k];
+      eta[(c++) * K + k] = T(-0.5) * precision_k;
+      for (int64_t i = 0; i < d; ++i) {
+        const T linear = precision_k * m[i];
+        eta[(c++) * K + k] = linear;
+        quadratic_form += m[i] * linear;
+      }
+      half_log_det = T(d) * std::log(factor[k]);
+    }
+    eta[c * K + k] = std::log(weights[k]) - T(0.5) * quadratic_form + half_log_det -
+                     T(0.5) * T(d) * T(1.8378770664093453);  // log(2 pi)
+  }
+}
+
+// The M-step from packed (K, F) sums: weights, centred means, covariances and factors
+// (NaN factors where a covariance is not positive definite); whether a component collapsed.
+template <typename T>
+bool maximize_of(const FitProblem<T>& p, const T* packed, T* weights, T* means, T* covariances,
+                 T* factor) {
+  const int64_t d = p.n_features, K = p.n_components, F = p.n_columns;
+  const int64_t n_quadratic = F - d - 1;
+  const T tiny = T(10) * std::numeric_limits<T>::epsilon();
+  T total = 0;
+  for (int64_t k = 0; k < K; ++k) total += packed[k * F + F - 1] + tiny;
+  bool collapsed = false;
+  for (int64_t k = 0; k < K; ++k) {
+    const T* s = packed + k * F;
+    const T count = s[F - 1], regularized = count + tiny;
+    weights[k] = regularized / total;
+    T* m = means + k * d;
+    for (int64_t i = 0; i < d; ++i) m[i] = s[n_quadratic + i] / regularized;
+    if (p.layout == 0) {
+      T* cov = covariances + k * d * d;
+      int64_t c = 0;
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = i; j < d; ++j, ++c) {
+          const T first_i = s[n_quadratic + i], first_j = s[n_quadratic + j];
+          const T scatter = s[c] - first_i * m[j] - m[i] * first_j + count * m[i] * m[j];
+          cov[i * d + j] = cov[j * d + i] = scatter / regularized + (i == j ? p.reg_covar : T(0));
+        }
+      // Cholesky L L^T = cov, then U = L^{-T} by forward substitution (NaN if not PD)
+      T* u = factor + k * d * d;
+      T lower[64];
+      bool positive = true;
+      for (int64_t i = 0; i < d && positive; ++i)
+        for (int64_t j = 0; j <= i; ++j) {
+          T sum = cov[i * d + j];
+          for (int64_t l = 0; l < j; ++l) sum -= lower[i * d + l] * lower[j * d + l];
+          if (i == j) {
+            if (!(sum > 0)) {
+              positive = false;
+              break;
+            }
+            lower[i * d + i] = std::sqrt(sum);
+          } else {
+            lower[i * d + j] = sum / lower[j * d + j];
+          }
+        }
+      if (!positive) {
+        for (int64_t i = 0; i < d * d; ++i) u[i] = std::numeric_limits<T>::quiet_NaN();
+        collapsed = true;
+        continue;
+      }
+      T inverse[64];  // L^{-1}, lower
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = 0; j < d; ++j) {
+          if (j > i) {
+            inverse[i * d + j] = 0;
+            continue;
+          }
+          T sum = i == j ? T(1) : T(0);
+          for (int64_t l = j; l < i; ++l) sum -= lower[i * d + l] * inverse[l * d + j];
+          inverse[i * d + j] = sum / lower[i * d + i];
+        }
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = 0; j < d; ++j) u[i * d + j] = inverse[j * d + i];
+      for (int64_t i = 0; i < d; ++i) {
+        if (!(u[i * d + i] > 0) || !std::isfinite(u[i * d + i])) collapsed = true;
+      }
+    } else if (p.layout == 1) {
+      T* cov = covariances + k * d;
+      T* u = factor + k * d;
+      for (int64_t i = 0; i < d; ++i) {
+        cov[i] = s[i] / regularized - m[i] * m[i] + p.reg_covar;
+        u[i] = T(1) / std::sqrt(cov[i]);
+        if (!std::isfinite(u[i]) || !(cov[i] > 0)) collapsed = true;
+      }
+    } else {
+      T squares = 0;
+      for (int64_t i = 0; i < d; ++i) squares += m[i] * m[i];
+      covariances[k] = (s[0] / regularized - squares) / T(d) + p.reg_covar;
+      factor[k] = T(1) / std::sqrt(covariances[k]);
+      if (!std::isfinite(factor[k]) || !(covariances[k] > 0)) collapsed = true;
+    }
+  }
+  return collapsed;
+}
+
+// Scratch of one thread: (K, D) means, covariances and factors twice (current, new), eta
+// (F, K), packed (K, F), (K, D, D) precisions, and the lane kernel's vectors.
+template <typename T>
+struct FitScratch {
+  std::vector<T> weights, means, covariances, factor, eta, packed, precision;
+  std::vector<Vector<T>> lanes;
+};
+
+template <typename T, int K>
+void fit_dataset(const FitProblem<T>& p, int64_t dataset, FitScratch<T>& s) {
+  const int64_t d = p.n_features, n = p.n_rows, F = p.n_columns, size = p.covariance_size;
+  T* out_weights = p.out_weights + dataset * K;
+  T* out_means = p.out_means + dataset * K * d;
+  T* out_covariances = p.out_covariances + dataset * K * size;
+  T* out_factor = p.out_factor + dataset * K * size;
+  if (!p.mask[dataset]) {
+    std::fill(out_weights, out_weights + K, T(0));
+    std::fill(out_means, out_means + K * d, T(0));
+    std::fill(out_covariances, out_covariances + K * size, T(0));
+    std::fill(out_factor, out_factor + K * size, T(0));
+    p.out_log_likelihood[dataset] = -std::numeric_limits<T>::infinity();
+    p.out_converged[dataset] = p.out_collapsed[dataset] = p.out_n_iter[dataset] = 0;
+    return;
+  }
+  const T* centre = p.centre + dataset * d;
+  T* weights = s.weights.data();
+  T* means = s.means.data();
+  T* factor = s.factor.data();
+  std::copy(p.weights + dataset * K, p.weights + (dataset + 1) * K, weights);
+  std::copy(p.factor + dataset * K * size, p.factor + (dataset + 1) * K * size, factor);
+  for (int64_t k = 0; k < K; ++k) {  // the means about the dataset's centre, as its rows
+    for (int64_t i = 0; i < d; ++i) {
+      means[k * d + i] = p.means[(dataset * K + k) * d + i] - centre[i];
+    }
+  }
+  T log_likelihood = 0;
+  LaneProblem<T> lane{p.x + dataset * d * n, s.eta.data(), s.packed.data(), &log_likelihood,
+                      d, n, F, K, p.layout};
+  T previous = -std::numeric_limits<T>::infinity();
+  int32_t n_iter = 0;
+  while (true) {
+    natural_of(p, weights, means, factor, s.precision.data(), s.eta.data());
+    lane_dataset<T, K>(lane, 0, s.lanes);
+    const T bound = log_likelihood / T(n);
+    const bool collapsed =
+        maximize_of(p, s.packed.data(), out_weights, out_means, out_covariances, out_factor);
+    // mclust's |L_t - L_{t-1}| < rtol (1 + |L_t|) on totals, here on means (as pool_fit)
+    const T magnitude = std::isfinite(previous) ? std::abs(previous) : T(0);
+    const T tolerance = p.rtol * (T(1) / T(n) + magnitude);
+    const bool converged = std::abs(bound - previous) < tolerance;
+    ++n_iter;
+    if (converged || collapsed || n_iter >= p.max_iter) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < d; ++i) out_means[k * d + i] += centre[i];
+      p.out_log_likelihood[dataset] = bound * T(n);
+      p.out_converged[dataset] = converged;
+      p.out_collapsed[dataset] = collapsed;
+      p.out_n_iter[dataset] = n_iter;
+      return;
+    }
+    previous = bound;
+    std::copy(out_weights, out_weights + K, weights);
+    std::copy(out_means, out_means + K * d, means);
+    std::copy(out_factor, out_factor + K * size, factor);
+  }
+}
+
+template <typename T, int K = 1>
+void fit_dataset_of(const FitProblem<T>& p, int64_t dataset, FitScratch<T>& s) {
+  if constexpr (K < kLaneComponents) {
+    if (p.n_components != K) return fit_dataset_of<T, K + 1>(p, dataset, s);
+  }
+  fit_dataset<T, K>(p, dataset, s);
+}
+
+template <typename T>
+struct FitWork {
+  FitProblem<T> problem;
+  int64_t n_datasets;
+  std::atomic<int64_t> next{0};
+  std::mutex mutex;
+  std::condition_variable finished;
+  int64_t done = 0;
+
+  void run() {
+    const FitProblem<T>& p = problem;
+    FitScratch<T> s;
+    int64_t mine = 0;
+    for (int64_t dataset; (dataset = next.fetch_add(1)) < n_datasets; ++mine) {
+      if (s.lanes.empty()) {
+        const int64_t K = p.n_components, d = p.n_features, F = p.n_columns;
+        s.weights.resize(K);
+        s.means.resize(K * d);
+        s.factor.resize(K * p.covariance_size);
+        s.eta.resize(F * K);
+        s.packed.resize(K * F);
+        s.precision.resize(K * d * d);
+        s.lanes.resize(2 * F * K + F + d);
+      }
+      fit_dataset_of(p, dataset, s);
+    }
+    if (mine == 0) return;
+    std::lock_guard<std::mutex> lock(mutex);
+    done += mine;
+    if (done == n_datasets) finished.notify_all();
+  }
+};
+
+// The most features of a "full" fit (its Cholesky factors live in 64-element arrays).
+constexpr int64_t kFitFeatures = 8;
+
+template <ffi::DataType dtype>
+ffi::Error pool_fit(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x, ffi::Buffer<dtype> centre,
+                    ffi::Buffer<dtype> weights, ffi::Buffer<dtype> means,
+                    ffi::Buffer<dtype> factor, ffi::Buffer<ffi::S32> mask,
+                    ffi::Buffer<dtype> rtol, ffi::Buffer<dtype> reg_covar,
+                    ffi::ResultBuffer<dtype> out_weights, ffi::ResultBuffer<dtype> out_means,
+                    ffi::ResultBuffer<dtype> out_covariances, ffi::ResultBuffer<dtype> out_factor,
+                    ffi::ResultBuffer<dtype> out_log_likelihood,
+                    ffi::ResultBuffer<ffi::S32> out_converged,
+                    ffi::ResultBuffer<ffi::S32> out_collapsed,
+                    ffi::ResultBuffer<ffi::S32> out_n_iter, int64_t layout, int64_t max_iter) {
+  using T = ffi::NativeType<dtype>;
+  const auto x_shape = x.dimensions();
+  const auto means_shape = means.dimensions();
+  const auto factor_shape = factor.dimensions();
+  if (x_shape.size() != 3 || means_shape.size() != 3 || layout < 0 || layout > 2) {
+    return ffi::Error::InvalidArgument(
+        "em_pool_fit: expected x (B, D, n), means (B, K, D), layout 0, 1 or 2");
+  }
+  const int64_t n_datasets = x_shape[0], n_features = x_shape[1], n_rows = x_shape[2];
+  const int64_t n_components = means_shape[1];
+  const int64_t covariance_size =
+      layout == 0 ? n_features * n_features : (layout == 1 ? n_features : 1);
+  const size_t factor_rank = layout == 0 ? 4 : (layout == 1 ? 3 : 2);
+  int64_t factor_elements = 1;
+  for (auto extent : factor_shape) factor_elements *= extent;
+  if (means_shape[0] != n_datasets || means_shape[2] != n_features ||
+      centre.element_count() != n_datasets * n_features ||
+      weights.element_count() != n_datasets * n_components ||
+      mask.element_count() != n_datasets || factor_shape.size() != factor_rank ||
+      factor_elements != n_datasets * n_components * covariance_size ||
+      rtol.element_count() != 1 || reg_covar.element_count() != 1) {
+    return ffi::Error::InvalidArgument("em_pool_fit: inconsistent shapes");
+  }
+  if (n_components < 1 || n_components > kLaneComponents || n_features < 1 || n_rows < 1 ||
+      (layout == 0 && n_features > kFitFeatures) || max_iter < 0) {
+    return ffi::Error::InvalidArgument(
+        "em_pool_fit: takes 1 to 10 components, at least one row and one feature, at most 8 "
+        "features with full covariances, and max_iter >= 0");
+  }
+  if (n_datasets == 0) return ffi::Error::Success();
+  const int64_t n_quadratic =
+      layout == 0 ? n_features * (n_features + 1) / 2 : (layout == 1 ? n_features : 1);
+  auto work = std::make_shared<FitWork<T>>();
+  work->problem = FitProblem<T>{x.typed_data(),
+                                centre.typed_data(),
+                                weights.typed_data(),
+                                means.typed_data(),
+                                factor.typed_data(),
+                                mask.typed_data(),
+                                rtol.typed_data()[0],
+                                reg_covar.typed_data()[0],
+                                out_weights->typed_data(),
+                                out_means->typed_data(),
+                                out_covariances->typed_data(),
+                                out_factor->typed_data(),
+                                out_log_likelihood->typed_data(),
+                                out_converged->typed_data(),
+                                out_collapsed->typed_data(),
+                                out_n_iter->typed_data(),
+                                n_features,
+                                n_rows,
+                                n_quadratic + n_features + 1,
+                                n_components,
+                                layout,
+                                max_iter,
+                                covariance_size};
+  work->n_datasets = n_datasets;
+  const int64_t helpers = std::min<int64_t>(thread_pool.num_threads(), n_datasets) - 1;
+  for (int64_t i = 0; i < helpers; ++i) thread_pool.Schedule([work] { work->run(); });
+  work->run();
+  std::unique_lock<std::mutex> lock(work->mutex);
+  work->finished.wait(lock, [&] { return work->done == work->n_datasets; });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define GAUSSMIX_BIND(dtype)                          \
@@ -690,3 +1043,30 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmLaneStatisticsF64, lane_statistics<ffi::
                               GAUSSMIX_LANE_BIND(ffi::F64));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmLaneStatisticsF32, lane_statistics<ffi::F32>,
                               GAUSSMIX_LANE_BIND(ffi::F32));
+
+#define GAUSSMIX_FIT_BIND(dtype)                                       \
+  ffi::Ffi::Bind()                                                     \
+      .Ctx<ffi::ThreadPool>()                                          \
+      .Arg<ffi::Buffer<dtype>>()     /* x (B, D, n) */                 \
+      .Arg<ffi::Buffer<dtype>>()     /* centre (B, D) */               \
+      .Arg<ffi::Buffer<dtype>>()     /* weights (B, K) */              \
+      .Arg<ffi::Buffer<dtype>>()     /* means (B, K, D) */             \
+      .Arg<ffi::Buffer<dtype>>()     /* factors (B, K, ...) */         \
+      .Arg<ffi::Buffer<ffi::S32>>()  /* mask (B,) */                   \
+      .Arg<ffi::Buffer<dtype>>()     /* rtol () */                     \
+      .Arg<ffi::Buffer<dtype>>()     /* reg_covar () */                \
+      .Ret<ffi::Buffer<dtype>>()     /* weights */                     \
+      .Ret<ffi::Buffer<dtype>>()     /* means */                       \
+      .Ret<ffi::Buffer<dtype>>()     /* covariances */                 \
+      .Ret<ffi::Buffer<dtype>>()     /* factors */                     \
+      .Ret<ffi::Buffer<dtype>>()     /* log-likelihood (B,) */         \
+      .Ret<ffi::Buffer<ffi::S32>>()  /* converged (B,) */              \
+      .Ret<ffi::Buffer<ffi::S32>>()  /* collapsed (B,) */              \
+      .Ret<ffi::Buffer<ffi::S32>>()  /* n_iter (B,) */                 \
+      .Attr<int64_t>("layout")                                         \
+      .Attr<int64_t>("max_iter")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmPoolFitF64, pool_fit<ffi::F64>,
+                              GAUSSMIX_FIT_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GaussmixEmPoolFitF32, pool_fit<ffi::F32>,
+                              GAUSSMIX_FIT_BIND(ffi::F32));

@@ -106,6 +106,13 @@ _LANE_TARGETS = {
     np.dtype(np.float32): ("gaussmix_em_lane_statistics_f32", "GaussmixEmLaneStatisticsF32"),
 }
 _LANE_LAYOUTS = {"full": 0, "diag": 1, "spherical": 2}
+# whole EM fits of many small datasets (pool_fit's unconstrained models)
+_FIT_TARGETS = {
+    np.dtype(np.float64): ("gaussmix_em_pool_fit_f64", "GaussmixEmPoolFitF64"),
+    np.dtype(np.float32): ("gaussmix_em_pool_fit_f32", "GaussmixEmPoolFitF32"),
+}
+#: The most features :func:`pool_fit` takes with full covariances.
+FIT_FEATURES = 8
 #: The most components :func:`lane_statistics` takes (its kernel is compiled for each K).
 LANE_COMPONENTS = 10
 _OFF = ("0", "false", "no", "off")
@@ -295,7 +302,7 @@ def _register(library: ctypes.CDLL, path: Path) -> Path:
     same source, compiler and flags, and keeps the first handlers)."""
     handlers = {
         target: getattr(library, symbol)
-        for target, symbol in (*_TARGETS.values(), *_LANE_TARGETS.values())
+        for target, symbol in (*_TARGETS.values(), *_LANE_TARGETS.values(), *_FIT_TARGETS.values())
     }
     if not _registered:
         for target, handler in handlers.items():
@@ -434,3 +441,92 @@ def lane_statistics(x_rows: jax.Array, natural: jax.Array, layout: str):
     )
     call = jax.ffi.ffi_call(target, shapes, vmap_method="broadcast_all")
     return call(x_rows, natural, layout=np.int64(_LANE_LAYOUTS[layout]))
+
+
+def pool_fit(
+    x_rows: jax.Array,
+    centre: jax.Array,
+    starts,
+    mask: jax.Array,
+    rtol: jax.Array,
+    reg_covar: jax.Array,
+    layout: str,
+    max_iter: int,
+):
+    """Maximum-likelihood EM of many small datasets to the end, one compiled call
+    (``gaussmix.inference.em.pool.pool_fit``'s fits of the unconstrained models: mclust's
+    VVV, VVI and VII).
+
+    Each dataset is fitted by one thread, step after step: the E-step of
+    :func:`lane_statistics`, the M-step of ``gaussmix.inference.em.maximization``
+    (:math:`\\pi_k = \\tilde N_k / \\sum_j \\tilde N_j`, :math:`\\mu_k = S_k / \\tilde N_k`,
+    :math:`\\Sigma_k = (Q_k - S_k \\mu_k^T - \\mu_k S_k^T + N_k \\mu_k \\mu_k^T) / \\tilde N_k
+    + \\text{reg}\\, I` in its layout, :math:`\\tilde N_k = N_k + 10 \\epsilon`), the
+    precision factor :math:`U = L^{-T}` of the Cholesky factor (NaN where the covariance is
+    not positive definite: a collapse ends the fit), and mclust's convergence test
+    :math:`|\\mathcal{L}_t - \\mathcal{L}_{t-1}| < \\mathrm{rtol}\\,(1/n + |\\mathcal{L}_{t-1}|)`
+    on the mean log-likelihood :math:`\\mathcal{L}`; at most ``max_iter`` steps (one at
+    least). The datasets are shared among XLA's CPU threads whole (the result does not
+    depend on the threads). Call only where :func:`usable` is true.
+
+    Args:
+        x_rows: (B, D, n) datasets centred at ``centre``, rows on the minor axis.
+        centre: (B, D) their centres.
+        starts: ``(weights (B, K), means (B, K, D), precision factors (B, K, D, D) |
+            (B, K, D) | (B, K))``, scikit-learn's upper factors; K at most
+            :data:`LANE_COMPONENTS`, D at most :data:`FIT_FEATURES` for "full".
+        mask: (B,) bool, the datasets to fit.
+        rtol, reg_covar: () scalars in x's dtype.
+        layout: "full", "diag" or "spherical".
+        max_iter: steps at most.
+
+    Returns:
+        weights, means, covariances, precision factors (of the last M-step; zeros where
+        not fitted), the log-likelihood of the parameters that entered the last step
+        (-inf where not fitted), converged, collapsed (bool) and n_iter (int32), each
+        with a leading (B,) axis.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[[-1.0, 1.0, -2.0, 2.0]]])  # one dataset, D = 1, n = 4
+        >>> starts = (jnp.ones((1, 1)), jnp.zeros((1, 1, 1)), jnp.ones((1, 1, 1, 1)))
+        >>> fits = pool_fit(x, jnp.zeros((1, 1)), starts, jnp.ones(1, bool), jnp.asarray(1e-5),
+        ...                 jnp.asarray(0.0), "full", 100)  # where usable
+        >>> # step 2 reaches the optimum, step 3 sees no change in the log-likelihood
+        >>> fits[2].ravel().round(6).tolist(), fits[7].tolist()  # variance 2.5, 3 steps
+        ([2.5], [3])
+    """
+    weights, means, factor = starts
+    n_datasets, n_features, _ = x_rows.shape
+    n_components = means.shape[-2]
+    if not 1 <= n_components <= LANE_COMPONENTS or (layout == "full" and n_features > FIT_FEATURES):
+        raise ValueError(
+            f"pool_fit takes 1 to {LANE_COMPONENTS} components and, with full covariances, "
+            f"at most {FIT_FEATURES} features, not {n_components} and {n_features}; use "
+            "gaussmix.inference.em.pool.pool_fit without use_kernel (XLA)"
+        )
+    _require_library()
+    target, _ = _FIT_TARGETS[np.dtype(x_rows.dtype)]
+    dtype = x_rows.dtype
+    shapes = (
+        jax.ShapeDtypeStruct(weights.shape, dtype),
+        jax.ShapeDtypeStruct(means.shape, dtype),
+        jax.ShapeDtypeStruct(factor.shape, dtype),
+        jax.ShapeDtypeStruct(factor.shape, dtype),
+        jax.ShapeDtypeStruct((n_datasets,), dtype),
+        *(jax.ShapeDtypeStruct((n_datasets,), np.int32) for _ in range(3)),
+    )
+    call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
+    *parameters, log_likelihood, converged, collapsed, n_iter = call(
+        x_rows,
+        centre,
+        weights,
+        means,
+        factor,
+        mask.astype(np.int32),
+        rtol,
+        reg_covar,
+        layout=np.int64(_LANE_LAYOUTS[layout]),
+        max_iter=np.int64(max_iter),
+    )
+    return (*parameters, log_likelihood, converged != 0, collapsed != 0, n_iter)

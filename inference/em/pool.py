@@ -8,7 +8,10 @@ under ``vmap``, or on the CPU :func:`kernel_statistics`, one call of the compile
 :func:`gaussmix.inference.native.lane_statistics` for all lanes (one pass over each
 dataset's rows with everything in registers: 1.7-2.6x faster per EM step (K = 4 to 1) than
 XLA's passes over (K, n, lanes) arrays on 272 x 2 data); its loop is :func:`pool_fit`, one
-``lax.while_loop`` over ``slots`` lanes.
+``lax.while_loop`` over ``slots`` lanes. For the unconstrained models (full, diag,
+spherical: mclust's VVV, VVI, VII) on the CPU, ``pool_fit(..., whole_fit=True)`` runs each
+fit to the end in the compiled kernel instead (:func:`gaussmix.inference.native.pool_fit`:
+the same steps in C++, no XLA loop around them).
 """
 
 from typing import NamedTuple
@@ -20,12 +23,20 @@ from jax import lax
 
 from gaussmix.inference import native
 from gaussmix.inference.em.core import EMContext, StepConfig, init, step
+from gaussmix.inference.em.covariance_models import COVARIANCE_MODELS
 from gaussmix.inference.em.features import natural_parameters, upper_triangle
 from gaussmix.inference.em.parameters import MixtureParameters
 from gaussmix.inference.em.statistics import SufficientStatistics
 from gaussmix.models.priors import covariance_layout
 
-__all__ = ["PoolFits", "kernel_serves", "kernel_statistics", "lane_statistics", "pool_fit"]
+__all__ = [
+    "PoolFits",
+    "fit_kernel_serves",
+    "kernel_serves",
+    "kernel_statistics",
+    "lane_statistics",
+    "pool_fit",
+]
 
 #: Covariance layouts whose statistics the compiled lane kernel computes.
 KERNEL_LAYOUTS = ("full", "diag", "spherical")
@@ -40,6 +51,21 @@ def kernel_serves(covariance_type: str, n_components: int, dtype) -> bool:
         covariance_layout(covariance_type) in KERNEL_LAYOUTS
         and n_components <= native.LANE_COMPONENTS
         and native.usable(dtype)
+    )
+
+
+def fit_kernel_serves(covariance_type: str, n_components: int, n_features: int, dtype) -> bool:
+    """Whether :func:`pool_fit` with ``whole_fit`` may run each fit to the end in the
+    compiled CPU kernel (:func:`gaussmix.inference.native.pool_fit`): maximum likelihood of
+    an unconstrained model of :data:`KERNEL_LAYOUTS` (full, diag, spherical: mclust's VVV,
+    VVI, VII), at most :data:`gaussmix.inference.native.LANE_COMPONENTS` components and,
+    full, :data:`gaussmix.inference.native.FIT_FEATURES` features, where
+    :func:`kernel_serves`."""
+    model = COVARIANCE_MODELS[covariance_type]
+    return (
+        model.covariance_fn is None
+        and (model.layout != "full" or n_features <= native.FIT_FEATURES)
+        and kernel_serves(covariance_type, n_components, dtype)
     )
 
 
@@ -166,6 +192,7 @@ def pool_fit(
     max_iter: int,
     slots: int,
     use_kernel: bool = False,
+    whole_fit: bool = False,
 ) -> PoolFits:
     """EM on the datasets of ``x_rows`` where ``mask`` holds, through ``slots`` lanes.
 
@@ -192,10 +219,16 @@ def pool_fit(
             (:func:`kernel_statistics`), else :func:`lane_statistics` in XLA. Only
             where :func:`kernel_serves` says so (the caller decides on the host, where
             the choice can be part of the compiled program's key).
+        whole_fit: each fit to the end in the compiled CPU kernel
+            (:func:`gaussmix.inference.native.pool_fit`: the same E-step, M-step,
+            collapse and convergence tests, to rounding, without XLA's loop; ``slots``
+            unused). Only where :func:`fit_kernel_serves` says so (maximum likelihood).
 
     Returns:
         :class:`PoolFits`.
     """
+    if whole_fit:
+        return _native_pool_fit(x_rows, centre, starts, mask, rtol, reg_covar, config, max_iter)
     n_datasets, _, n_rows = x_rows.shape
     dtype = x_rows.dtype
     shared = starts.means.ndim == 2
@@ -289,3 +322,39 @@ def pool_fit(
         outputs,
     )
     return lax.while_loop(cond, body, carry)[4]
+
+
+def _native_pool_fit(x_rows, centre, starts, mask, rtol, reg_covar, config, max_iter) -> PoolFits:
+    """:func:`pool_fit` through :func:`gaussmix.inference.native.pool_fit`."""
+    if config.method != "maximum_likelihood" or config.background:
+        raise ValueError(
+            "pool_fit's whole_fit (the compiled kernel) is maximum likelihood without a "
+            f"background; this step is {config.method!r}: use whole_fit=False"
+        )
+    n_datasets = x_rows.shape[0]
+    dtype = x_rows.dtype
+    if starts.means.ndim == 2:  # one start for every dataset
+
+        def broadcast(leaf):
+            return jnp.broadcast_to(leaf, (n_datasets, *leaf.shape))
+
+        starts = jax.tree.map(broadcast, starts)
+    weights, means, covariances, factor, log_likelihood, converged, collapsed, n_iter = (
+        native.pool_fit(
+            x_rows,
+            centre,
+            (starts.weights, starts.means, starts.precisions_cholesky),
+            mask,
+            jnp.asarray(rtol, dtype),
+            jnp.asarray(reg_covar, dtype),
+            covariance_layout(config.covariance_type),
+            max_iter,
+        )
+    )
+    return PoolFits(
+        MixtureParameters(weights, means, covariances, factor),
+        log_likelihood,
+        converged,
+        collapsed,
+        n_iter,
+    )

@@ -37,7 +37,12 @@ from gaussmix.bootstrap import (
     split_heaviest,
 )
 from gaussmix.inference import em, native
-from gaussmix.inference.em.pool import kernel_serves, lane_statistics, pool_fit
+from gaussmix.inference.em.pool import (
+    fit_kernel_serves,
+    kernel_serves,
+    lane_statistics,
+    pool_fit,
+)
 from gaussmix.models.priors import covariance_layout
 
 REFERENCES = Path(__file__).resolve().parents[1] / "references" / "mclust"
@@ -335,13 +340,15 @@ def layout_start(layout: str) -> em.MixtureParameters:
     )
 
 
+@pytest.mark.parametrize("kernel_mode", ["use_kernel", "whole_fit"])
 @pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
-def test_pool_fit_through_the_kernel_equals_xla(covariance_type):
-    """pool_fit's E-step through the compiled lane kernel and through XLA: the same fits
-    to rounding (log-likelihoods, parameters) and the same steps, convergence and
-    collapse flags per dataset, with one lane and with several; a fit whose component
-    gets no rows collapses (reg_covar 0) in both."""
-    if not kernel_serves(covariance_type, 2, np.float64):
+def test_pool_fit_through_the_kernel_equals_xla(covariance_type, kernel_mode):
+    """pool_fit's E-step through the compiled lane kernel (use_kernel), or each whole fit
+    in the compiled kernel (whole_fit: E-step, M-step, collapse and convergence tests in
+    C++), and through XLA: the same fits to rounding (log-likelihoods, parameters) and
+    the same steps, convergence and collapse flags per dataset, with one lane and with
+    several; a fit whose component gets no rows collapses (reg_covar 0) in both."""
+    if not fit_kernel_serves(covariance_type, 2, 2, np.float64):
         pytest.skip(f"the compiled kernel is not in use: {native.status()}")
     x, _ = datasets_and_start(6, 60)
     centre = x.mean(axis=1)
@@ -370,7 +377,7 @@ def test_pool_fit_through_the_kernel_equals_xla(covariance_type):
 
     for slots in (1, 4):
         xla = pool_fit(*arguments, slots, use_kernel=False)
-        kernel = pool_fit(*arguments, slots, use_kernel=True)
+        kernel = pool_fit(*arguments, slots, **{kernel_mode: True})
         assert np.array_equal(failed(xla), [False] * 5 + [True])
         assert bool(xla.collapsed[5]) and bool(kernel.collapsed[5])
         assert np.array_equal(failed(kernel), failed(xla))

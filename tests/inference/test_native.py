@@ -7,7 +7,11 @@ bit-identical repeated calls; a whole EM fit through the kernel against XLA's bl
 lane kernel (many small datasets, pool_fit's E-step) the same way: every K it is compiled
 for, the three layouts, float32 and float64, rows not a multiple of a vector; each dataset
 alone and in a batch shared among threads bit for bit; vmap and leading axes; underflow,
-weight-0 components and NaN parameters. The
+weight-0 components and NaN parameters. The whole
+fits (native.pool_fit: E-step, M-step, collapse and convergence tests in C++) against a
+NumPy EM written from the textbook, step for step (the same steps and flags, the same
+parameters to 1e-9), for every K, the three layouts and float32; each dataset alone and in
+a batch bit for bit; masks, max_iter, a collapse; clear errors on bad shapes. The
 build: cache reuse, a damaged cached library, folders created 0700; safety: a planted
 library (whose constructor leaves a marker) with the right name in a cache folder that is
 writable by group or others, owned by another uid, a symbolic link, or reached through a
@@ -281,6 +285,212 @@ def test_lane_kernel_refuses_too_many_components(kernel):
     x_rows, natural = lane_problem(1, 2, 10, native.LANE_COMPONENTS + 1, "full")
     with pytest.raises(ValueError, match="components"):
         native.lane_statistics(jnp.asarray(x_rows), jnp.asarray(natural), "full")
+
+
+# -- whole EM fits of many small datasets (native.pool_fit) ---------------------------------
+
+
+def reference_em(x, weights, means, covariances, layout, rtol, reg_covar, max_iter):
+    """A maximum-likelihood EM fit of one (n, D) dataset in float64 from the textbook
+    (densities by scipy's logsumexp, covariances about the new means), with mclust's
+    stopping rule: |L_t - L_{t-1}| < rtol (1/n + |L_{t-1}|) on the mean log-likelihood
+    L_t of the parameters entering step t, a collapse (a covariance not positive
+    definite), or max_iter steps. (weights, means, covariances, log-likelihood,
+    converged, collapsed, n_iter)."""
+    n, d = x.shape
+    previous, n_iter = -np.inf, 0
+    while n_iter < max_iter:
+        n_iter += 1
+        if layout == "full":
+            dense = covariances
+        elif layout == "diag":
+            dense = np.stack([np.diag(c) for c in covariances])
+        else:
+            dense = covariances[:, None, None] * np.eye(d)
+        log_prob = np.stack(
+            [
+                np.log(w) + gaussian_log_density(x, m, c)
+                for w, m, c in zip(weights, means, dense, strict=True)
+            ],
+            axis=1,
+        )
+        norm = logsumexp(log_prob, axis=1)
+        bound = norm.sum() / n
+        r = np.exp(log_prob - norm[:, None])
+        counts = r.sum(0) + 10 * np.finfo(np.float64).eps
+        weights = counts / counts.sum()
+        means = r.T @ x / counts[:, None]
+        centred = x[None] - means[:, None]
+        scatter = np.einsum("nk,kni,knj->kij", r, centred, centred) / counts[:, None, None]
+        if layout == "full":
+            covariances = scatter + reg_covar * np.eye(d)
+            collapsed = any(np.linalg.eigvalsh(c)[0] <= 0 for c in covariances)
+        elif layout == "diag":
+            covariances = np.diagonal(scatter, axis1=1, axis2=2) + reg_covar
+            collapsed = bool(np.any(covariances <= 0))
+        else:
+            covariances = np.trace(scatter, axis1=1, axis2=2) / d + reg_covar
+            collapsed = bool(np.any(covariances <= 0))
+        tolerance = rtol * (1 / n + (abs(previous) if np.isfinite(previous) else 0))
+        converged = abs(bound - previous) < tolerance
+        if converged or collapsed:
+            break
+        previous = bound
+    return weights, means, covariances, bound * n, converged, collapsed, n_iter
+
+
+def gaussian_log_density(x, mean, covariance):
+    """(n,) log N(x | mean, covariance) through the Cholesky factor."""
+    lower = np.linalg.cholesky(covariance)
+    z = np.linalg.solve(lower, (x - mean).T)
+    return (
+        -0.5 * (z * z).sum(0) - np.log(np.diag(lower)).sum() - 0.5 * len(mean) * np.log(2 * np.pi)
+    )
+
+
+def fit_problem(n_datasets, n_features, n_rows, n_components, layout, seed=0):
+    """Datasets of K clusters each and a start near (not at) their centres, in a layout."""
+    rng = np.random.default_rng(seed)
+    centres = 4 * rng.normal(size=(n_components, n_features))
+    labels = rng.integers(0, n_components, size=(n_datasets, n_rows))
+    x = centres[labels] + rng.normal(size=(n_datasets, n_rows, n_features))
+    weights = np.full(n_components, 1 / n_components)
+    means = centres + 0.5 * rng.normal(size=centres.shape)
+    covariances = {
+        "full": np.stack([np.eye(n_features)] * n_components),
+        "diag": np.ones((n_components, n_features)),
+        "spherical": np.ones(n_components),
+    }[layout]
+    return x, weights, means, covariances
+
+
+def fit_run(
+    x,
+    weights,
+    means,
+    covariances,
+    layout,
+    dtype,
+    rtol=1e-8,
+    reg_covar=1e-6,
+    max_iter=500,
+    mask=None,
+):
+    """native.pool_fit of the (B, n, D) datasets from one start (jitted), as NumPy."""
+    n_datasets = len(x)
+    centre = x.mean(axis=1)
+    x_rows = np.swapaxes(x - centre[:, None], 1, 2)
+    factor = np.asarray(em.precisions_cholesky_from_covariances(jnp.asarray(covariances), layout))
+    starts = tuple(np.stack([leaf] * n_datasets) for leaf in (weights, means, factor))
+    mask = np.ones(n_datasets, bool) if mask is None else mask
+
+    def call(x_rows, centre, starts, mask, rtol, reg_covar):
+        return native.pool_fit(x_rows, centre, starts, mask, rtol, reg_covar, layout, max_iter)
+
+    arrays = [jnp.asarray(a, dtype) for a in (x_rows, centre)]
+    starts = tuple(jnp.asarray(a, dtype) for a in starts)
+    fits = jax.jit(call)(
+        *arrays, starts, jnp.asarray(mask), *(jnp.asarray(v, dtype) for v in (rtol, reg_covar))
+    )
+    return [np.asarray(a) for a in fits]
+
+
+# (B, D, n, K): the bootstrap's 272 x 2; every K from 1 to LANE_COMPONENTS
+FIT_SHAPES = [
+    (3, 2, 272, 1),
+    (4, 2, 272, 2),
+    (3, 3, 150, 3),
+    (2, 1, 90, 4),
+    (2, 4, 300, 5),
+    (2, 2, 400, 7),
+    (2, 3, 500, 10),
+]
+
+
+@pytest.mark.parametrize("shape", FIT_SHAPES)
+@pytest.mark.parametrize("layout", ["full", "diag", "spherical"])
+def test_pool_fit_kernel_matches_a_textbook_em(kernel, shape, layout):
+    """Each dataset's fit equals a NumPy EM written from the definitions: the same number
+    of steps, flags, and parameters and log-likelihood to 1e-9 (float64)."""
+    n_datasets, n_components = shape[0], shape[3]
+    x, weights, means, covariances = fit_problem(*shape, layout, seed=n_components)
+    got = fit_run(x, weights, means, covariances, layout, np.float64)
+    for b in range(n_datasets):
+        expected = reference_em(x[b], weights, means, covariances, layout, 1e-8, 1e-6, 500)
+        assert (got[5][b], got[6][b], got[7][b]) == expected[4:], b  # converged, collapsed, n_iter
+        for have, want, name in zip(
+            got[:3], expected[:3], ("weights", "means", "covariances"), strict=True
+        ):
+            np.testing.assert_allclose(have[b], want, rtol=1e-9, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(got[4][b], expected[3], rtol=1e-12)
+        precisions = np.asarray(
+            em.precisions_cholesky_from_covariances(jnp.asarray(got[2][b]), layout)
+        )
+        np.testing.assert_allclose(got[3][b], precisions, rtol=1e-9)
+
+
+def test_pool_fit_kernel_float32(kernel):
+    x, weights, means, covariances = fit_problem(3, 2, 272, 3, "full", seed=4)
+    wide = fit_run(x, weights, means, covariances, "full", np.float64, rtol=1e-5)
+    narrow = fit_run(x, weights, means, covariances, "full", np.float32, rtol=1e-5)
+    assert narrow[0].dtype == np.float32 and narrow[7].dtype == np.int32
+    assert np.all(narrow[5])
+    np.testing.assert_allclose(narrow[1], wide[1], atol=1e-3)
+    np.testing.assert_allclose(narrow[4], wide[4], rtol=1e-5)
+
+
+def test_pool_fit_kernel_each_dataset_alone_is_bit_identical(kernel):
+    """Each fit runs whole in one thread: the same bits alone, in a batch of 64 (shared
+    among XLA's threads), and on repeated calls."""
+    problem = fit_problem(64, 2, 272, 3, "full", seed=5)
+    batch = fit_run(*problem, "full", np.float64)
+    again = fit_run(*problem, "full", np.float64)
+    assert all(np.array_equal(a, b) for a, b in zip(batch, again, strict=True))
+    x, *start = problem
+    for index in (0, 31, 63):
+        alone = fit_run(x[index : index + 1], *start, "full", np.float64)
+        assert all(np.array_equal(a[0], b[index]) for a, b in zip(alone, batch, strict=True))
+
+
+def test_pool_fit_kernel_mask_collapse_and_max_iter(kernel):
+    x, weights, means, covariances = fit_problem(3, 2, 60, 2, "diag", seed=6)
+    masked = fit_run(
+        x, weights, means, covariances, "diag", np.float64, mask=np.array([True, False, True])
+    )
+    assert np.isneginf(masked[4][1]) and masked[7][1] == 0 and not masked[5][1]
+    assert np.all(masked[0][1] == 0) and np.all(masked[3][1] == 0)
+    assert np.isfinite(masked[4][[0, 2]]).all()
+    # max_iter: the fit stops there, not converged
+    short = fit_run(x, weights, means, covariances, "diag", np.float64, rtol=0.0, max_iter=3)
+    assert np.all(short[7] == 3) and not short[5].any()
+    # a component far from every row gets none: its variance is 0 (reg_covar 0), it collapses
+    far = means.copy()
+    far[1] = 1e4
+    collapsed = fit_run(x, weights, far, covariances, "diag", np.float64, reg_covar=0.0)
+    assert np.all(collapsed[6]) and np.all(collapsed[7] == 1) and not collapsed[5].any()
+
+
+def test_pool_fit_kernel_refuses_bad_shapes(kernel):
+    x = jnp.zeros((2, 2, 10))
+    centre = jnp.zeros((2, 2))
+    scalars = (jnp.asarray(1e-5), jnp.asarray(0.0))
+
+    def starts(k, d=2):
+        return (jnp.ones((2, k)) / k, jnp.zeros((2, k, d)), jnp.ones((2, k, d, d)))
+
+    with pytest.raises(ValueError, match="components"):
+        native.pool_fit(
+            x, centre, starts(native.LANE_COMPONENTS + 1), jnp.ones(2, bool), *scalars, "full", 10
+        )
+    wide = jnp.zeros((2, native.FIT_FEATURES + 1, 10))
+    with pytest.raises(ValueError, match="features"):
+        native.pool_fit(
+            wide, jnp.zeros((2, 9)), starts(2, 9), jnp.ones(2, bool), *scalars, "full", 10
+        )
+    with pytest.raises(Exception, match="em_pool_fit: inconsistent shapes"):  # a mask of 3
+        native.pool_fit(x, centre, starts(2), jnp.ones(3, bool), *scalars, "full", 10)
+    with pytest.raises(Exception, match="em_pool_fit: inconsistent shapes"):  # diag factors
+        native.pool_fit(x, centre, starts(2), jnp.ones(2, bool), *scalars, "diag", 10)
 
 
 def test_status_names_the_library_in_use(kernel):
