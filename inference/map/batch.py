@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
@@ -207,9 +208,19 @@ def _fit_batch(
     def pack(tree):
         return ravel_pytree(tree)[0]
 
+    # A fresh packed state is a constant (map_init's zeros, inf and True, folded by XLA)
+    # plus the start's (theta, noise), which ravel first: one fused kernel per refill,
+    # not a broadcast per field of the state.
+    fresh_template = pack(
+        map_init(
+            jnp.zeros_like(theta[0]), jnp.zeros_like(noise[0]), problem_for(first[0], first[1])
+        )
+    )
+    n_start = theta.shape[1] + 1
+
     def start(index):
-        y_one, mask_one, _ = unpack_data(data[index])
-        return pack(map_init(theta[index], noise[index], problem_for(y_one, mask_one)))
+        values = jnp.concatenate([theta[index], noise[index][None]])
+        return fresh_template + jnp.pad(values, (0, fresh_template.shape[0] - n_start))
 
     class Slots(NamedTuple):
         index: jax.Array  # (S,) spectrum index, -1 when empty
@@ -236,12 +247,24 @@ def _fit_batch(
         n_taken = jnp.sum(take, dtype=jnp.int32)
         return carry._replace(slots=merged, next_index=carry.next_index + n_taken)
 
+    # Where the Finished record's fields from the state lie in the packed state: the
+    # record is then one gather from it (its fields packed anew cost a kernel each).
+    leaves, structure = jax.tree.flatten(first_state)
+    offsets = np.cumsum([0] + [int(np.size(leaf)) for leaf in leaves])
+    marked = Finished.from_step(jax.tree.unflatten(structure, range(len(leaves))), no_info)
+    from_state = np.concatenate(
+        [np.arange(offsets[leaf], offsets[leaf + 1]) for leaf in marked[:-3]]
+    ).astype(np.int32)
+
     def one(packed_state, packed_data):
         y_one, mask_one, priors_one = unpack_data(packed_data)
         state, info = map_step(
             unpack_state(packed_state), problem_for(y_one, mask_one, priors_one), settings
         )
-        return pack(state), pack(Finished.from_step(state, info)), info.done
+        packed = pack(state)
+        flags = jnp.concatenate([info.converged[None], info.started[None], info.support])
+        record = jnp.concatenate([packed[from_state], flags.astype(packed.dtype)])
+        return packed, record, info.done
 
     def body(carry: Carry) -> Carry:
         carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)

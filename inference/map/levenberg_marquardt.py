@@ -173,6 +173,13 @@ def cholesky_solve(factor: jax.Array, vector: jax.Array) -> jax.Array:
     return jax.scipy.linalg.solve_triangular(factor, lower, lower=True, trans="T")
 
 
+def row_sums(*rows: jax.Array) -> jax.Array:
+    """The sums of equally long vectors (booleans count their True), as one reduction:
+    XLA CPU compiles each reduction as a kernel of its own."""
+    dtype = jnp.result_type(*(row for row in rows if row.dtype != bool))
+    return jnp.sum(jnp.stack([row.astype(dtype) for row in rows]), axis=1)
+
+
 def inverse_positive_definite(matrix: jax.Array) -> jax.Array:
     """Inverse of a symmetric positive definite matrix (Jacobi-scaled Cholesky); NaN when
     it is not positive definite."""
@@ -276,15 +283,16 @@ def trust_region_step(
     scaling = point.scaling
     tiny = jnp.finfo(gradient.dtype).tiny
     scaled_gradient = gradient / scaling
-    full_rank = jnp.all(jnp.isfinite(gauss_newton))
-    norm = jnp.linalg.norm(gauss_newton)
+    # Sums over the parameters as one reduction (XLA CPU compiles each as a kernel).
+    sums = row_sums(gauss_newton**2, scaled_gradient**2, ~jnp.isfinite(gauss_newton))
+    norm, gradient_norm = jnp.sqrt(sums[:2])
+    full_rank = sums[2] == 0
     excess = jnp.where(full_rank, norm - radius, jnp.inf)
     use_gauss_newton = excess <= 0.1 * radius
     # MINPACK's ||L^{-1} q / ||q|| ||^2: minus the slope of ||q(lambda)|| times ||q||.
     slope = jnp.sum(solve_lower(factor, gauss_newton / norm) ** 2)
     lower = jnp.where(full_rank, excess / radius / slope, 0.0)
     lower = jnp.where(jnp.isfinite(lower), lower, 0.0)
-    gradient_norm = jnp.linalg.norm(scaled_gradient)
     upper = gradient_norm / radius
     upper = jnp.where(upper == 0, tiny / jnp.minimum(radius, 0.1), upper)
     start = jnp.minimum(jnp.maximum(damping, lower), upper)
@@ -296,48 +304,51 @@ def trust_region_step(
         full_rank, factor @ factor.T, point.curvature / jnp.outer(scaling, scaling)
     )
 
-    class Carry(NamedTuple):
-        iteration: jax.Array
-        damping: jax.Array
-        lower: jax.Array
-        upper: jax.Array
-        excess: jax.Array
-        step: jax.Array
-        done: jax.Array
+    # The loop carries one vector, [damping, lower, upper, excess, iteration, done,
+    # step...]: XLA CPU compiles each loop-carried value as a kernel of its own, one
+    # vector is one kernel.
+    size = gradient.shape[0]
+    (DAMPING, LOWER, UPPER, EXCESS, ITERATION, DONE), STEP = range(6), 6
 
-    def body(carry: Carry) -> Carry:
-        iteration = carry.iteration + 1
+    def body(carry: jax.Array) -> jax.Array:
+        iteration = carry[ITERATION] + 1
+        previous_damping, previous_lower, previous_excess = (
+            carry[DAMPING],
+            carry[LOWER],
+            carry[EXCESS],
+        )
         damping = jnp.where(
-            carry.damping == 0, jnp.maximum(tiny, 0.001 * carry.upper), carry.damping
+            previous_damping == 0, jnp.maximum(tiny, 0.001 * carry[UPPER]), previous_damping
         )
         damped_factor = cholesky(curvature + damping * identity)
         step = -cholesky_solve(damped_factor, scaled_gradient)
-        norm = jnp.linalg.norm(step)
+        norm, n_not_finite = row_sums(step**2, ~jnp.isfinite(step))
+        norm = jnp.sqrt(norm)
         excess = norm - radius
         done = (
             (jnp.abs(excess) <= 0.1 * radius)
-            | ((carry.lower == 0) & (excess <= carry.excess) & (carry.excess < 0))
+            | ((previous_lower == 0) & (excess <= previous_excess) & (previous_excess < 0))
             | (iteration == LMPAR_ITERATIONS)
-            | ~jnp.all(jnp.isfinite(step))
+            | (n_not_finite > 0)
         )
         slope = jnp.sum(solve_lower(damped_factor, step / norm) ** 2)
         correction = excess / radius / slope
-        lower = jnp.where(excess > 0, jnp.maximum(carry.lower, damping), carry.lower)
-        upper = jnp.where(excess < 0, jnp.minimum(carry.upper, damping), carry.upper)
+        lower = jnp.where(excess > 0, jnp.maximum(previous_lower, damping), previous_lower)
+        upper = jnp.where(excess < 0, jnp.minimum(carry[UPPER], damping), carry[UPPER])
         new_damping = jnp.where(done, damping, jnp.maximum(lower, damping + correction))
-        return Carry(iteration, new_damping, lower, upper, excess, step, done)
+        scalars = jnp.stack([new_damping, lower, upper, excess, iteration, done.astype(step.dtype)])
+        return jnp.concatenate([scalars, step])
 
-    initial = Carry(
-        jnp.asarray(0, jnp.int32),
-        start,
-        lower,
-        upper,
-        excess,
-        jnp.where(full_rank, gauss_newton, 0.0),
-        use_gauss_newton,
-    )
-    final = lax.while_loop(lambda carry: ~carry.done, body, initial)
-    return final.step / scaling, jnp.where(use_gauss_newton, 0.0, final.damping)
+    initial = jnp.concatenate(
+        [
+            jnp.stack([start, lower, upper, excess, jnp.zeros_like(start),
+                       use_gauss_newton.astype(start.dtype)]),
+            jnp.where(full_rank, gauss_newton, 0.0),
+        ]
+    )  # fmt: skip
+    final = lax.while_loop(lambda carry: carry[DONE] == 0, body, initial)
+    final_step, final_damping = final[STEP : STEP + size], final[DAMPING]
+    return final_step / scaling, jnp.where(use_gauss_newton, 0.0, final_damping)
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,15 +444,20 @@ def map_step(
     reference = jnp.where(current.objective > 0, current.objective, unit * 0.5 * problem.y.shape[0])
     valid = jnp.all(evaluation.support) & jnp.isfinite(decrease) & jnp.all(jnp.isfinite(step))
     small_enough = valid & (current.objective - decrease < 100.0 * reference)
-    actual = jnp.where(small_enough, decrease / reference, -1.0)
     quadratic = jnp.dot(step, current.curvature @ step)
     damped = damping * step_norm**2
-    predicted = (quadratic + 2.0 * damped) / (2.0 * reference)
-    directional = -(quadratic + damped) / (2.0 * reference)
-    ratio = jnp.where(predicted != 0, actual / predicted, 0.0)
-
+    # The quotients of one level as one vector: XLA CPU compiles each divide that has
+    # several users as a kernel of its own.
+    numerators = jnp.stack([decrease, quadratic + 2.0 * damped, -(quadratic + damped)])
+    denominators = jnp.stack([reference, 2.0 * reference, 2.0 * reference])
+    actual, predicted, directional = numerators / denominators
+    actual = jnp.where(small_enough, actual, -1.0)
     # MINPACK's update of the trust radius and of the damping.
-    shrink = jnp.where(actual >= 0, 0.5, 0.5 * directional / (directional + 0.5 * actual))
+    numerators = jnp.stack([actual, 0.5 * directional])
+    denominators = jnp.stack([predicted, directional + 0.5 * actual])
+    ratio, shrink = numerators / denominators
+    ratio = jnp.where(predicted != 0, ratio, 0.0)
+    shrink = jnp.where(actual >= 0, 0.5, shrink)
     shrink = jnp.where(~small_enough | (shrink < 0.1) | ~jnp.isfinite(shrink), 0.1, shrink)
     poor = ratio <= 0.25
     good = ~poor & ((damping == 0) | (ratio >= 0.75))
