@@ -80,6 +80,7 @@ Example:
 
 import threading
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -414,28 +415,40 @@ def replicate_fits(
     Returns:
         :class:`ReplicateFits` of (n_boot,) NumPy arrays.
     """
-    means = np.asarray(null.means)
-    dtype = means.dtype
-    config = _replicate_config(
-        means.shape,
-        dtype,
+    return _start_replicate_fits(
+        null,
+        alternative,
         covariance_type=covariance_type,
         n_samples=n_samples,
         n_boot=n_boot,
+        key=key,
+        tol=tol,
+        reg_covar=reg_covar,
         max_iter=max_iter,
         batch_size=batch_size,
         slots=slots,
         refit_negative=refit_negative,
-        fold=test is not None,
-    )
+        test=test,
+    )()
+
+
+def _start_replicate_fits(
+    null, alternative, *, n_boot, key, tol, reg_covar, test, **keywords
+) -> Callable[[], ReplicateFits]:
+    """:func:`replicate_fits` (same arguments) started: its first batch is dispatched and
+    XLA runs it on its own threads while the caller goes on; ``finish()`` runs the other
+    batches and answers the :class:`ReplicateFits`."""
+    means = np.asarray(null.means)
+    dtype = means.dtype
+    config = _replicate_config(means.shape, dtype, n_boot=n_boot, fold=test is not None, **keywords)
     null, alternative = (
         em.MixtureParameters(*(np.asarray(leaf, dtype) for leaf in parameters))
         for parameters in (null, alternative)
     )
     test_index = np.asarray(0 if test is None else _check_int("test", test, 0), np.int32)
-    batches = []
-    for first in range(0, n_boot, config.batch):
-        fits = _replicate_program(
+
+    def batch(first):
+        return _replicate_program(
             null,
             alternative,
             key,
@@ -445,8 +458,16 @@ def replicate_fits(
             np.asarray(reg_covar, dtype),
             config=config,
         )
-        batches.append(jax.tree.map(np.asarray, fits))
-    return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n_boot], *batches)
+
+    started = batch(0)
+
+    def finish() -> ReplicateFits:
+        batches = [jax.tree.map(np.asarray, started)]
+        for first in range(config.batch, n_boot, config.batch):
+            batches.append(jax.tree.map(np.asarray, batch(first)))
+        return jax.tree.map(lambda *leaves: np.concatenate(leaves)[:n_boot], *batches)
+
+    return finish
 
 
 def _replicate_config(
@@ -598,6 +619,30 @@ def _precisions_of(parameters: em.MixtureParameters, layout: str) -> np.ndarray:
     return factor * factor
 
 
+def _finished_test(g, statistic, finish, covariance_type, max_iter) -> tuple:
+    """(g, statistic, p-value, :class:`ReplicateStatistics`) of a started test; an error
+    where every replicate failed, a warning where some failed or stopped at max_iter."""
+    replicates = replicate_statistics(finish())
+    n_boot = replicates.statistics.size
+    if replicates.n_failed == n_boot:
+        raise ValueError(
+            f"Every one of the {n_boot} bootstrap replicates of the test of {g} "
+            f"against {g + 1} components failed (a covariance became singular): the "
+            f"{covariance_type} model with {g + 1} components cannot be fitted to "
+            f"data like X; increase reg_covar, or test fewer components."
+        )
+    if replicates.n_failed or replicates.n_not_converged:
+        warnings.warn(
+            f"test of {g} against {g + 1} components: {replicates.n_failed} of "
+            f"{n_boot} replicates failed (left out of the p-value) and "
+            f"{replicates.n_not_converged} stopped at max_iter = {max_iter} "
+            "(kept); increase max_iter or reg_covar.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return g, statistic, bootstrap_p_value(statistic, replicates.statistics), replicates
+
+
 def bootstrap_likelihood_ratio(
     X: ArrayLike,
     covariance_type: str = "VVV",
@@ -734,7 +779,7 @@ def bootstrap_likelihood_ratio(
     if init_params == "kmeans":  # every K in one program
         observed = sweep.fit_sweep(data, ready=ready[0], **observed_options)
     fits = [observed[0] if observed else fit(1)]
-    rows = []
+    rows, started = [], []
     for g in range(1, largest + 1):
         null, log_likelihood0 = fits[-1]
         alternative, log_likelihood1 = observed[g] if observed else fit(g + 1)
@@ -753,42 +798,33 @@ def bootstrap_likelihood_ratio(
         fits.append((alternative, log_likelihood1))
         statistic = max(2.0 * (log_likelihood1 - log_likelihood0), 0.0)
         ready[g].wait()
-        replicates = replicate_statistics(
-            replicate_fits(
-                null,
-                alternative,
-                covariance_type=covariance_type,
-                n_samples=n_samples,
-                n_boot=n_boot,
-                key=key,
-                test=g,
-                tol=tol,
-                reg_covar=reg_covar,
-                max_iter=max_iter,
-                batch_size=batch_size,
-                refit_negative=refit_negative,
+        started.append(
+            (
+                g,
+                statistic,
+                _start_replicate_fits(
+                    null,
+                    alternative,
+                    covariance_type=covariance_type,
+                    n_samples=n_samples,
+                    n_boot=n_boot,
+                    key=key,
+                    test=g,
+                    tol=tol,
+                    reg_covar=reg_covar,
+                    max_iter=max_iter,
+                    batch_size=batch_size,
+                    refit_negative=refit_negative,
+                ),
             )
         )
-        if replicates.n_failed == n_boot:
-            raise ValueError(
-                f"Every one of the {n_boot} bootstrap replicates of the test of {g} "
-                f"against {g + 1} components failed (a covariance became singular): the "
-                f"{covariance_type} model with {g + 1} components cannot be fitted to "
-                f"data like X; increase reg_covar, or test fewer components."
-            )
-        p_value = bootstrap_p_value(statistic, replicates.statistics)
-        rows.append((g, statistic, p_value, replicates))
-        if replicates.n_failed or replicates.n_not_converged:
-            warnings.warn(
-                f"test of {g} against {g + 1} components: {replicates.n_failed} of "
-                f"{n_boot} replicates failed (left out of the p-value) and "
-                f"{replicates.n_not_converged} stopped at max_iter = {max_iter} "
-                "(kept); increase max_iter or reg_covar.",
-                UserWarning,
-                stacklevel=2,
-            )
-        if sequential and p_value > level:
-            break
+        # a sequential test needs each p-value before the next test; otherwise the next
+        # test's replicates run while this one's finish (two tests in flight at most)
+        if sequential or len(started) == 2:
+            rows.append(_finished_test(*started.pop(0), covariance_type, max_iter))
+            if sequential and rows[-1][2] > level:
+                break
+    rows.extend(_finished_test(*test, covariance_type, max_iter) for test in started)
     preload.join()
     selected = next((row[0] for row in rows if row[2] > level), rows[-1][0] + 1)
     replicate_rows = [row[3] for row in rows]
