@@ -42,11 +42,15 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from gaussmix.models.lineshapes import ACTIVE_BASELINE_PARAMETERS, Lineshape, integrate_profile
+from gaussmix.models.lineshapes import (
+    ACTIVE_BASELINE_PARAMETERS,
+    Lineshape,
+    gauss_legendre,
+    integrate_profile,
+)
 
 __all__ = [
     "ACTIVE_BACKGROUNDS",
@@ -64,7 +68,8 @@ ACTIVE_BACKGROUNDS = ACTIVE_BASELINE_PARAMETERS
 #: C of the universal cross-section, in eV^2 (Tougaard 1989).
 TOUGAARD_C = 1643.0
 
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(128)
+#: Nodes of the Gauss-Legendre rule of the Tougaard response.
+TOUGAARD_NODES = 128
 
 Peaks = Sequence[tuple[Lineshape, Sequence[ArrayLike]]]
 
@@ -128,12 +133,13 @@ def tougaard_response(x: ArrayLike, lineshape: Lineshape, parameters, c: float =
     low = jnp.full_like(x, -math.pi / 2.0)
     high = jnp.arctan((x - center) / half_width)
     middle, radius = 0.5 * (high + low), 0.5 * (high - low)
-    angles = middle[..., None] + radius[..., None] * jnp.asarray(_NODES, x.dtype)
+    nodes, weights = gauss_legendre(TOUGAARD_NODES)
+    angles = middle[..., None] + radius[..., None] * jnp.asarray(nodes, x.dtype)
     sources = center + half_width * jnp.tan(angles)
     values = lineshape.profile_fn(sources, *parameters)
     jacobian = half_width / jnp.cos(angles) ** 2
     kernel = tougaard_kernel(x[..., None] - sources, 1.0, c)
-    weights = jnp.asarray(_WEIGHTS, x.dtype)
+    weights = jnp.asarray(weights, x.dtype)
     return radius * jnp.sum(weights * kernel * values * jacobian, axis=-1)
 
 

@@ -48,6 +48,7 @@ cn`` (:math:`\\sum_k c_k x^k`), ``"exponential"`` is :math:`a\\,e^{-r x}` with p
 ``offset, b``): their :class:`Baseline` only names them, the peak model computes them.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -79,6 +80,7 @@ __all__ = [
     "doniach_sunjic",
     "exponential",
     "faddeeva",
+    "gauss_legendre",
     "gaussian",
     "get_lineshape",
     "integrate_profile",
@@ -653,8 +655,11 @@ def get_lineshape(name: str) -> Lineshape:
     return LINESHAPES[name]
 
 
-# Gauss-Legendre nodes on [-1, 1] for the quadrature of profiles without closed form.
-_LEGENDRE_NODES, _LEGENDRE_WEIGHTS = np.polynomial.legendre.leggauss(128)
+@functools.cache
+def gauss_legendre(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (NumPy's ``leggauss``), computed once, on
+    first use: 128 nodes take 15 ms, which a fit whose program is cached need not spend."""
+    return np.polynomial.legendre.leggauss(n_nodes)
 
 
 def integrate_profile(
@@ -690,8 +695,7 @@ def integrate_profile(
     half_width = lax.stop_gradient(0.5 * lineshape.fwhm_fn(*parameters))
     angle_low = jnp.arctan((a - center) / half_width)
     angle_high = jnp.arctan((b - center) / half_width)
-    nodes = jnp.asarray(_LEGENDRE_NODES, a.dtype)
-    weights = jnp.asarray(_LEGENDRE_WEIGHTS, a.dtype)
+    nodes, weights = (jnp.asarray(v, a.dtype) for v in gauss_legendre(128))
     middle = 0.5 * (angle_high + angle_low)
     radius = 0.5 * (angle_high - angle_low)
     angles = middle[..., None] + radius[..., None] * nodes
