@@ -12,10 +12,8 @@ use live in :mod:`gaussmix.models.lineshapes`, :mod:`gaussmix.models.priors` and
 modules ``mixture`` and ``peaks``.
 """
 
+import importlib
 import sys
-
-import numpyro
-import numpyro.distributions
 
 
 def _reattach_numpyro_submodules() -> None:
@@ -36,11 +34,33 @@ def _reattach_numpyro_submodules() -> None:
             setattr(parent, child, module)
 
 
-_reattach_numpyro_submodules()
-del numpyro
+def load_numpyro():
+    """``numpyro``, imported and repaired (:func:`_reattach_numpyro_submodules`).
 
-# Imported after the repair above: both modules use numpyro.distributions.
-from gaussmix.models.mixture import gaussian_mixture  # noqa: E402
+    gaussmix imports NumPyro where it builds or reads a NumPyro object (a program's trace,
+    a prior), not when it is imported: a fit whose compiled program is found in the
+    cache needs none, and NumPyro's import (SciPy's, mostly) would be a third of its time.
+    """
+    import numpyro
+    import numpyro.distributions
+
+    _reattach_numpyro_submodules()
+    return numpyro
+
+
+if "numpyro" in sys.modules:  # imported already (by the user, or lazily by ArviZ)
+    load_numpyro()
+
+# The peak program's module imports NumPyro only when a program runs; the mixture's
+# imports it with the module, on first use of the name (PEP 562).
 from gaussmix.models.peaks import peaks  # noqa: E402
 
 __all__ = ["gaussian_mixture", "peaks"]
+
+
+def __getattr__(name: str):
+    if name == "gaussian_mixture":
+        program = importlib.import_module("gaussmix.models.mixture").gaussian_mixture
+        load_numpyro()
+        return program
+    raise AttributeError(f"module 'gaussmix.models' has no attribute {name!r}")

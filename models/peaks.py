@@ -61,17 +61,14 @@ ValueError before computing, values compared where they are concrete (not JAX tr
 """
 
 import contextlib
+import functools
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 from jax.typing import ArrayLike
-from numpyro import handlers
-from numpyro.distributions import constraints
 
 from gaussmix.models.backgrounds import TOUGAARD_C, active_background
 from gaussmix.models.lineshape_derivatives import (
@@ -79,7 +76,6 @@ from gaussmix.models.lineshape_derivatives import (
     lineshape_value_and_jacobian,
 )
 from gaussmix.models.lineshapes import Baseline, Lineshape, baseline_model, get_lineshape
-from gaussmix.models.priors import check_prior_parameters, check_prior_support
 
 __all__ = [
     "LIKELIHOODS",
@@ -445,8 +441,8 @@ def program_priors(
     model: PeakModel,
     x_range: tuple[ArrayLike, ArrayLike],
     y_range: tuple[ArrayLike, ArrayLike],
-    priors: Mapping[str, dist.Distribution],
-) -> dict[str, dist.Distribution]:
+    priors: Mapping[str, Any],
+) -> dict[str, Any]:
     """The prior of every latent site as a peak program uses it: the user's ``priors``
     (checked, :func:`check_priors`), else the default (:func:`default_priors`) on these
     ranges."""
@@ -459,8 +455,10 @@ def default_priors(
     model: PeakModel,
     x_range: tuple[ArrayLike, ArrayLike],
     y_range: tuple[ArrayLike, ArrayLike],
-) -> dict[str, dist.Distribution]:
-    """The default prior of every latent site (see the module docstring), by site name.
+) -> dict[str, Any]:
+    """The default prior of every latent site (see the module docstring), by site name:
+    NumPyro distributions (:func:`gaussmix.peaks.checks.default_priors_on_host` gives their
+    bounds in NumPy, without NumPyro).
 
     Args:
         model: the :class:`PeakModel`.
@@ -472,6 +470,8 @@ def default_priors(
         >>> float(priors["peak0_center"].high), float(priors["peak0_sigma"].high)
         (10.0, 10.0)
     """
+    import numpyro.distributions as dist
+
     dtype = jnp.result_type(float, *x_range, *y_range)
     x_low, x_high = (jnp.asarray(v, dtype) for v in x_range)
     y_low, y_high = (jnp.asarray(v, dtype) for v in y_range)
@@ -483,10 +483,9 @@ def default_priors(
     reach = jnp.maximum(jnp.maximum(jnp.abs(x_low), jnp.abs(x_high)), length)
     bound = BASELINE_FACTOR * (magnitude + spread)
     zero = jnp.zeros((), dtype)
-    # One prior per kind, shared by the sites of that kind (the two peaks' heights take
-    # the same box): each trace of a program builds the priors again, so each bound is
-    # traced once, not once per site.
-    by_kind: dict[str, dist.Distribution] = {}
+    # One prior per kind, shared by its sites (the two peaks' heights take the same box):
+    # each trace builds the priors again, so each bound is traced once, not once per site.
+    by_kind = {}
     priors = {}
     for name in model.free_names:
         kind = model.kind(name)
@@ -536,21 +535,24 @@ def default_priors(
 # Supports: what each site may take, and the checks of priors, fixed values and options
 # ---------------------------------------------------------------------------------------
 
-#: Support of each parameter kind (and of the noise scale ``sigma``). Heights and areas
-#: take either sign (absorption lines, dips, a basis of Gaussians with signed
-#: coefficients); their default priors keep them positive.
+#: Constraint (numpyro's, by name) of each parameter kind and of the noise scale ``sigma``.
+#: Heights and areas take either sign (absorption lines, dips, a basis of Gaussians with
+#: signed coefficients); their default priors keep them positive.
 KIND_SUPPORTS = {
-    "height": constraints.real,
-    "area": constraints.real,
-    "width": constraints.positive,
-    "fraction": constraints.unit_interval,
-    "center": constraints.real,
-    "shape": constraints.real,
-    "exponent": constraints.greater_than(0.5),
-    "asymmetry": constraints.interval(0.0, 1.0),
-    "baseline": constraints.real,
-    "noise": constraints.positive,
-}
+    "height": "real", "area": "real", "center": "real", "shape": "real", "baseline": "real",
+    "width": "positive", "noise": "positive", "fraction": "unit_interval",
+    "exponent": "greater_than(0.5)", "asymmetry": "interval(0.0, 1.0)",
+}  # fmt: skip
+
+
+@functools.cache
+def _constraint(name: str):
+    """numpyro's constraint of that name (one object per name; NumPyro imported here)."""
+    from numpyro.distributions import constraints
+
+    kind, _, argument = name.partition("(")
+    factory = getattr(constraints, kind)
+    return factory(*(float(v) for v in argument.rstrip(")").split(","))) if argument else factory
 
 
 def _kind_of_site(model: PeakModel, name: str) -> str:
@@ -560,7 +562,7 @@ def _kind_of_site(model: PeakModel, name: str) -> str:
     return "baseline" if kind.startswith("baseline_") else kind
 
 
-def site_support(model: PeakModel, name: str) -> constraints.Constraint:
+def site_support(model: PeakModel, name: str) -> Any:
     """The support of a parameter or of the noise site ``sigma``.
 
     ==================================  ==========================
@@ -588,30 +590,27 @@ def site_support(model: PeakModel, name: str) -> constraints.Constraint:
         >>> site_support(peak_model("gaussian"), "peak0_sigma")
         Positive(lower_bound=0.0)
     """
-    return KIND_SUPPORTS[_kind_of_site(model, name)]
+    return _constraint(KIND_SUPPORTS[_kind_of_site(model, name)])
 
 
 #: Where a site of each support lives and which priors fit it, for error messages.
 _SUPPORT_HELP = {
-    id(constraints.positive): (
-        "the positive reals",
-        "use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b)",
-    ),
-    id(constraints.unit_interval): ("the interval [0, 1]", "use Beta or Uniform(a >= 0, b <= 1)"),
-    id(KIND_SUPPORTS["exponent"]): (
-        "(1/2, infinity) (the Pearson VII area is finite only there)",
-        "use Uniform(a >= 0.5, b) or a shifted positive prior",
-    ),
-    id(KIND_SUPPORTS["asymmetry"]): (
-        "[0, 1) (alpha = 1 is no peak)",
-        "use Beta or Uniform(a >= 0, b <= 1)",
-    ),
-    id(constraints.real): ("the real numbers", "use a continuous prior such as Normal"),
-}
+    "positive": ("the positive reals",
+                 "use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b)"),
+    "unit_interval": ("the interval [0, 1]", "use Beta or Uniform(a >= 0, b <= 1)"),
+    "greater_than(0.5)": ("(1/2, infinity) (the Pearson VII area is finite only there)",
+                          "use Uniform(a >= 0.5, b) or a shifted positive prior"),
+    "interval(0.0, 1.0)": ("[0, 1) (alpha = 1 is no peak)",
+                           "use Beta or Uniform(a >= 0, b <= 1)"),
+    "real": ("the real numbers", "use a continuous prior such as Normal"),
+}  # fmt: skip
 
 
-def _check_prior(name: str, prior: dist.Distribution, support: constraints.Constraint) -> None:
-    lives_on, advice = _SUPPORT_HELP[id(support)]
+def _check_prior(name: str, prior, model: PeakModel) -> None:
+    from gaussmix.models.priors import check_prior_parameters, check_prior_support
+
+    lives_on, advice = _SUPPORT_HELP[KIND_SUPPORTS[_kind_of_site(model, name)]]
+    support = site_support(model, name)
     check_prior_support(prior, name, support, where=f"{name} lives on {lives_on}", advice=advice)
     check_prior_parameters(prior, name)
 
@@ -626,14 +625,17 @@ def check_priors(priors, model: PeakModel) -> dict:
         ValueError: naming the site, the prior's support and the support expected.
 
     Example:
+        >>> import numpyro.distributions as dist
         >>> model = peak_model("gaussian")
         >>> check_priors({"peak0_sigma": dist.Normal(1.0, 1.0)}, model)
         Traceback (most recent call last):
         ...
         ValueError: priors['peak0_sigma'] is Normal with support real, but peak0_sigma lives on the positive reals; use HalfNormal, Gamma, LogNormal, Exponential or Uniform(a >= 0, b).
     """
-    if priors is None:
-        return {}
+    if priors is None or (isinstance(priors, Mapping) and not priors):
+        return {}  # no user priors: NumPyro is not needed (nor imported)
+    import numpyro.distributions as dist
+
     if not isinstance(priors, Mapping):
         raise ValueError(
             "priors must be a dict mapping a site name to a numpyro distribution, "
@@ -655,7 +657,7 @@ def check_priors(priors, model: PeakModel) -> dict:
                 f"priors[{name!r}] must be a scalar distribution, got batch shape "
                 f"{prior.batch_shape} and event shape {prior.event_shape}."
             )
-        _check_prior(name, prior, site_support(model, name))
+        _check_prior(name, prior, model)
     return dict(priors)
 
 
@@ -666,7 +668,7 @@ def _in_support(kind: str, value: np.ndarray) -> np.ndarray:
         return (value >= 0) & (value < 1)
     if kind == "exponent":
         return value > 0.5
-    if KIND_SUPPORTS[kind] is constraints.positive:
+    if KIND_SUPPORTS[kind] == "positive":
         return value > 0
     return np.isfinite(value)
 
@@ -824,7 +826,7 @@ def peaks(
     baseline: str | int | None = None,
     likelihood: str = "normal",
     degrees_of_freedom: ArrayLike = 4.0,
-    priors: Mapping[str, dist.Distribution] | None = None,
+    priors: Mapping[str, Any] | None = None,
     ties: Mapping[str, str] | None = None,
     fixed: Mapping[str, ArrayLike] | None = None,
     mask: ArrayLike | None = None,
@@ -857,6 +859,10 @@ def peaks(
         >>> draws["y"].shape, draws["peak1_fwhm"].shape
         ((4, 50), (4,))
     """
+    from gaussmix.models import load_numpyro
+
+    numpyro = load_numpyro()  # NumPyro is imported where a program runs
+    dist, handlers = numpyro.distributions, numpyro.handlers
     model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
     x, y, mask, user_priors = check_program_inputs(
         model, x, y, mask, priors=priors, fixed=fixed,

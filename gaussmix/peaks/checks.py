@@ -4,10 +4,10 @@ a prior bound, failed fits), with messages that say what to do."""
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
 from gaussmix.models.backgrounds import TOUGAARD_C
@@ -26,6 +26,8 @@ from gaussmix.peaks.result import PeakFit, PeakFitWarning, to_numpy
 
 __all__ = [
     "NAN_POLICIES",
+    "HalfNormalPrior",
+    "UniformPrior",
     "bound_hits",
     "check_data",
     "check_init_support",
@@ -34,9 +36,72 @@ __all__ = [
     "default_priors_on_host",
     "describe_spectra",
     "priors_of_sites",
+    "uniform_bounds",
 ]
 
 NAN_POLICIES = ("raise", "omit")
+
+
+class UniformPrior(NamedTuple):
+    """A default prior on the host: uniform on the box [low, high] (NumPy arrays; (B,) for
+    per-spectrum boxes), as ``numpyro.distributions.Uniform(low, high)`` without NumPyro.
+
+    Attributes:
+        low: lower bound.
+        high: upper bound.
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+
+    def support(self, value: ArrayLike) -> np.ndarray:
+        """Whether ``value`` lies in [low, high] (NumPyro's ``interval`` constraint)."""
+        return (value >= self.low) & (value <= self.high)
+
+    def describe(self) -> str:
+        return f"[{self.low}, {self.high}]"
+
+    def distribution(self) -> Any:
+        """The NumPyro distribution (imports NumPyro)."""
+        import numpyro.distributions as dist
+
+        return dist.Uniform(self.low, self.high)
+
+
+class HalfNormalPrior(NamedTuple):
+    """The default prior of the noise scale on the host, as
+    ``numpyro.distributions.HalfNormal(scale)`` without NumPyro.
+
+    Attributes:
+        scale: the scale (a NumPy array).
+    """
+
+    scale: np.ndarray
+
+    def support(self, value: ArrayLike) -> np.ndarray:
+        """Whether ``value`` is > 0 (NumPyro's ``positive`` constraint)."""
+        return np.asarray(value) > 0
+
+    def describe(self) -> str:
+        return "(0, inf)"
+
+    def distribution(self) -> Any:
+        """The NumPyro distribution (imports NumPyro)."""
+        import numpyro.distributions as dist
+
+        return dist.HalfNormal(self.scale)
+
+
+def uniform_bounds(prior: Any) -> tuple | None:
+    """(low, high) of a uniform prior, a default one (:class:`UniformPrior`) or a user's
+    ``numpyro.distributions.Uniform``; None for any other prior (or none)."""
+    if isinstance(prior, UniformPrior):
+        return prior.low, prior.high
+    if prior is None or isinstance(prior, HalfNormalPrior):
+        return None
+    import numpyro.distributions as dist  # a user's prior: NumPyro is imported already
+
+    return (prior.low, prior.high) if isinstance(prior, dist.Uniform) else None
 
 
 def _numeric(name: str, value: ArrayLike) -> np.ndarray:
@@ -125,11 +190,14 @@ def check_init_support(given: Mapping, site_priors: Mapping) -> None:
     """Starting values given by the user inside their priors' supports (per spectrum),
     checked before anything is compiled."""
     for name, value in given.items():
-        inside = np.asarray(site_priors[name].support(np.asarray(value)), bool)
+        prior = site_priors[name]
+        inside = np.asarray(prior.support(np.asarray(value)), bool)
         if not inside.all():
+            default = isinstance(prior, UniformPrior | HalfNormalPrior)
+            support = prior.describe() if default else prior.support
             raise ValueError(
                 f"init[{name!r}] = {np.asarray(value).tolist()} lies outside the support of "
-                f"its prior {site_priors[name].support}; start inside it or widen the prior."
+                f"its prior {support}; start inside it or widen the prior."
             )
 
 
@@ -150,12 +218,13 @@ def _integer_power(base: np.ndarray, exponent: int) -> np.ndarray:
 
 def default_priors_on_host(
     model: PeakModel, x_range: tuple[ArrayLike, ArrayLike], y_range: tuple[ArrayLike, ArrayLike]
-) -> dict[str, dist.Distribution]:
+) -> dict[str, UniformPrior | HalfNormalPrior]:
     """:func:`gaussmix.models.peaks.default_priors` in NumPy: the same boxes by the same
-    arithmetic in the same dtype, with NumPy parameters, so that the host-side checks of
-    a fit (its starting values, its prior bounds) compile no program. A test holds the
-    two equal for every kind of parameter (to the last bit but where XLA divides an array
-    by a scalar through the scalar's reciprocal)."""
+    arithmetic in the same dtype, as NumPy numbers (:class:`UniformPrior`,
+    :class:`HalfNormalPrior`), so that the host-side checks of a fit (its starting values,
+    its prior bounds) compile no program and need no NumPyro. A test holds the two equal
+    for every kind of parameter (to the last bit but where XLA divides an array by a scalar
+    through the scalar's reciprocal)."""
     dtype = np.dtype(jnp.result_type(float, *x_range, *y_range))
     x_low, x_high = (np.asarray(value, dtype) for value in x_range)
     y_low, y_high = (np.asarray(value, dtype) for value in y_range)
@@ -202,16 +271,16 @@ def default_priors_on_host(
         else:  # polynomial coefficient c_k
             power = _integer_power(reach, int(kind[len("baseline_c") :]))
             low, high = -bound / power, bound / power
-        priors[name] = dist.Uniform(np.asarray(low, dtype), np.asarray(high, dtype))
+        priors[name] = UniformPrior(np.asarray(low, dtype), np.asarray(high, dtype))
     if model.has_noise:
-        priors[NOISE_SITE] = dist.HalfNormal(np.asarray(spread, dtype))
+        priors[NOISE_SITE] = HalfNormalPrior(np.asarray(spread, dtype))
     return priors
 
 
 def priors_of_sites(model: PeakModel, x, y, mask, priors) -> dict:
     """The prior of every latent site as the program sets it for this data (per spectrum
     bounds for a batch): the defaults (:func:`default_priors_on_host`), replaced by the
-    user's."""
+    user's (NumPyro distributions)."""
     values = y if mask is None else np.where(mask, y, np.nan)
     y_range = (np.nanmin(values, axis=-1), np.nanmax(values, axis=-1))
     site_priors = default_priors_on_host(model, (float(x.min()), float(x.max())), y_range)
@@ -225,10 +294,10 @@ def bound_hits(params: Mapping, priors: Mapping, names: Sequence[str]) -> dict:
     relative = max(1e-6, 1e3 * float(jnp.finfo(jnp.result_type(float)).eps))
     hits = {}
     for name in names:
-        prior, value = priors.get(name), params[name]
-        if not isinstance(prior, dist.Uniform):
+        bounds, value = uniform_bounds(priors.get(name)), params[name]
+        if bounds is None:
             continue
-        low, high = np.asarray(prior.low), np.asarray(prior.high)
+        low, high = (np.asarray(bound) for bound in bounds)
         margin = relative * (high - low)
         value = np.asarray(value)
         hits[name] = (value <= low + margin) | (value >= high - margin)

@@ -19,11 +19,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from jax.typing import ArrayLike
 
 from gaussmix.inference.deprecation import UNSET, renamed_keyword
 from gaussmix.inference.map import fit_map
+from gaussmix.inference.map.families import FAMILIES
 from gaussmix.models.peaks import (
     NOISE_SITE,
     PeakModel,
@@ -85,7 +85,7 @@ def fit_peaks(
     *,
     init: str | Mapping[str, ArrayLike] = "auto",
     backend: str = "map",
-    priors: Mapping[str, dist.Distribution] | None = None,
+    priors: Mapping[str, Any] | None = None,
     ties: Mapping[str, str] | None = None,
     fixed: Mapping[str, float] | None = None,
     likelihood: str = "normal",
@@ -379,6 +379,7 @@ def _fit_map(
         step_tol=tol,
         batch_size=batch_size,
         devices=devices,
+        _structure=map_structure(model),
     )
     result = fit_spectra(start)
     site_priors = priors_of_sites(model, x, y, mask, priors)
@@ -394,6 +395,15 @@ def _fit_map(
     _statistics(fit, result, model)
     check_result(fit, model, site_priors, result.started, max_iter)
     return fit
+
+
+def map_structure(model: PeakModel) -> tuple:
+    """What :func:`gaussmix.inference.map.fit.probe_program` finds by tracing this model's
+    program, read from the :class:`PeakModel` (a test holds them equal): its latent sites
+    (name, shape) in program order, its observed site ``y`` and its family. fit_map then
+    traces nothing and needs no NumPyro where the compiled fit is cached."""
+    latent = tuple((name, ()) for name in model.site_names)
+    return latent, "y", FAMILIES[model.likelihood]
 
 
 def _given_start(model: PeakModel, x, y, mask, start, priors, fixed, degrees_of_freedom):

@@ -19,7 +19,6 @@ import numpy as np
 
 from gaussmix.inference.map.shared import fit_shared_map
 from gaussmix.models.peaks import NOISE_SITE, PeakModel
-from gaussmix.models.shared_peaks import batch_priors, check_pooled_support, shared_peaks
 from gaussmix.peaks.checks import (
     check_result,
     default_priors_on_host,
@@ -92,7 +91,10 @@ def check_pooled(model: PeakModel, pooled, shared: tuple, n_spectra: int | None)
         raise ValueError(f"{both} are both shared and pooled: choose one for each.")
     if NOISE_SITE in pooled:
         raise ValueError("pooled cannot name the noise 'sigma'; share it, or leave it free.")
-    check_pooled_support(model, pooled)
+    if pooled:  # the joint program's module imports NumPyro: only for a joint fit
+        from gaussmix.models.shared_peaks import check_pooled_support
+
+        check_pooled_support(model, pooled)
     return pooled
 
 
@@ -108,10 +110,16 @@ def shared_site_priors(model: PeakModel, x, y, mask, shared: tuple[str, ...], pr
         shared: checked names (:func:`check_shared`).
         priors: the user's priors, or None.
     """
+    from gaussmix.models.shared_peaks import batch_priors
+
     values = y if mask is None else np.where(mask, y, np.nan)
     y_range = (np.nanmin(values, axis=-1), np.nanmax(values, axis=-1))
     x_range = (float(x.min()), float(x.max()))
-    batch = batch_priors(model, x_range, y_range, dict(priors or {}), default_priors_on_host)
+
+    def default_priors(*ranges) -> dict:  # the host's boxes, as the program's distributions
+        return {n: p.distribution() for n, p in default_priors_on_host(*ranges).items()}
+
+    batch = batch_priors(model, x_range, y_range, dict(priors or {}), default_priors)
     return {**(priors or {}), **{name: batch[name] for name in shared}}
 
 
@@ -299,6 +307,8 @@ def add_population(fit: PeakFit, pooled: tuple[str, ...]) -> None:
 @functools.lru_cache(maxsize=32)
 def _joint_program(lineshapes, baseline, likelihood, ties, shared, pooled, centered):
     """One function object per structure, so compiled samplers are reused."""
+    from gaussmix.models.shared_peaks import shared_peaks
+
     return functools.partial(
         shared_peaks, lineshapes=lineshapes, baseline=baseline, likelihood=likelihood,
         ties=dict(ties), shared=shared, pooled=pooled, centered=centered,

@@ -13,12 +13,11 @@ import functools
 import math
 
 import numpy as np
-import numpyro.distributions as dist
 
 from gaussmix.models.backgrounds import TOUGAARD_C
 from gaussmix.models.lineshapes import GAUSSIAN_FWHM
 from gaussmix.models.peaks import NOISE_SITE, PeakModel, mean_curve, resolve_parameters
-from gaussmix.peaks.checks import bound_hits, default_priors_on_host
+from gaussmix.peaks.checks import bound_hits, default_priors_on_host, uniform_bounds
 from gaussmix.peaks.result import to_numpy
 
 __all__ = ["auto_init", "noise_start", "reseed_lost_peaks"]
@@ -175,12 +174,13 @@ def _auto_start(x: np.ndarray, y: np.ndarray, keep: np.ndarray, model: PeakModel
     return values
 
 
-def _inside(prior: dist.Distribution, value: float, row: int) -> float:
+def _inside(prior, value: float, row: int) -> float:
     """``value`` moved strictly inside a uniform prior's box (that of spectrum ``row``
     for per-spectrum bounds); other priors leave it as it is."""
-    if not isinstance(prior, dist.Uniform):
+    bounds = uniform_bounds(prior)
+    if bounds is None:
         return value
-    low, high = (float(np.ravel(bound)[row % np.size(bound)]) for bound in (prior.low, prior.high))
+    low, high = (float(np.ravel(bound)[row % np.size(bound)]) for bound in bounds)
     margin = 1e-6 * (high - low)
     return float(np.clip(value, low + margin, high - margin))
 
@@ -269,7 +269,7 @@ def reseed_lost_peaks(model: PeakModel, x, y, mask, params, fixed, site_priors):
                     if name in values:
                         values[name][row] = _inside(site_priors[name], value, row)
         for name in model.site_names:  # uniform priors: _inside keeps the values inside
-            if not isinstance(site_priors[name], dist.Uniform):
+            if uniform_bounds(site_priors[name]) is None:
                 active[rows] &= np.asarray(site_priors[name].support(values[name][rows]), bool)
     if np.ndim(y) == 1:
         return {name: value[0] for name, value in values.items()}, active[0]

@@ -10,15 +10,17 @@ Fisher information of the location :math:`\\mu_m` of one observation:
     \\sigma^2 \\frac{\\partial \\log p(y \\mid \\mu, \\sigma)}{\\partial \\mu}, \\qquad
     \\sigma^2 I(\\mu).
 
-A new family is one :class:`ObservationFamily` row in :data:`FAMILIES`.
+A new family is one :class:`ObservationFamily` row in :data:`FAMILIES`, keyed by its name,
+and its NumPyro class in :func:`family_of`. NumPyro is imported where a distribution is
+built or read (in a trace), not with this module: a fit whose compiled program is cached
+needs none.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpyro.distributions as dist
 
 __all__ = [
     "FAMILIES",
@@ -72,37 +74,57 @@ def _student_t_score(y, location, scale, df):
 
 
 def _student_t_noise_loss(y, location, mask, df):
+    import numpyro.distributions as dist
+
     return lambda scale: -jnp.sum(mask * dist.StudentT(df, location, scale).log_prob(y))
+
+
+def _normal_log_prob(y, loc, scale, extra):
+    import numpyro.distributions as dist
+
+    return dist.Normal(loc, scale).log_prob(y)
+
+
+def _student_t_log_prob(y, loc, scale, df):
+    import numpyro.distributions as dist
+
+    return dist.StudentT(df, loc, scale).log_prob(y)
+
+
+def _poisson_log_prob(y, rate, scale, extra):
+    import numpyro.distributions as dist
+
+    return dist.Poisson(rate).log_prob(y)
 
 
 def _poisson_half_deviance(y, rate, scale, extra):
     return jax.scipy.special.xlogy(y, y) - jax.scipy.special.xlogy(y, rate) - y + rate
 
 
-#: Distribution class of the observed site -> its family.
+#: Family name -> the family (:func:`family_of` reads it from a distribution).
 FAMILIES = {
-    dist.Normal: ObservationFamily(
+    "normal": ObservationFamily(
         "normal",
         lambda fn: (fn.loc, fn.scale, ()),
-        lambda y, loc, scale, extra: dist.Normal(loc, scale).log_prob(y),
+        _normal_log_prob,
         lambda y, loc, scale, extra: 0.5 * (y - loc) ** 2,
         lambda y, loc, scale, extra: y - loc,
         lambda loc, scale, extra: jnp.ones_like(loc),
         _normal_noise_loss,
     ),
-    dist.StudentT: ObservationFamily(
+    "student_t": ObservationFamily(
         "student_t",
         lambda fn: (fn.loc, fn.scale, fn.df),
-        lambda y, loc, scale, df: dist.StudentT(df, loc, scale).log_prob(y),
+        _student_t_log_prob,
         _student_t_half_deviance,
         _student_t_score,
         lambda loc, scale, df: jnp.broadcast_to((df + 1.0) / (df + 3.0), loc.shape),
         _student_t_noise_loss,
     ),
-    dist.Poisson: ObservationFamily(
+    "poisson": ObservationFamily(
         "poisson",
         lambda fn: (fn.rate, None, ()),
-        lambda y, rate, scale, extra: dist.Poisson(rate).log_prob(y),
+        _poisson_log_prob,
         _poisson_half_deviance,
         lambda y, rate, scale, extra: y / rate - 1.0,
         lambda rate, scale, extra: 1.0 / rate,
@@ -111,15 +133,17 @@ FAMILIES = {
 }
 
 
-def base_distribution(fn: dist.Distribution) -> dist.Distribution:
+def base_distribution(fn: Any) -> Any:
     """The distribution under numpyro's wrappers (masks, expanded or independent batches)."""
     while hasattr(fn, "base_dist"):
         fn = fn.base_dist
     return fn
 
 
-def distribution_mask(fn: dist.Distribution):
+def distribution_mask(fn: Any):
     """The mask of numpyro's ``handlers.mask`` (a MaskedDistribution wrapper), or None."""
+    import numpyro.distributions as dist
+
     mask = None
     while hasattr(fn, "base_dist"):
         if isinstance(fn, dist.MaskedDistribution) and not isinstance(fn._mask, bool):
@@ -130,7 +154,7 @@ def distribution_mask(fn: dist.Distribution):
     return mask
 
 
-def family_of(fn: dist.Distribution) -> ObservationFamily:
+def family_of(fn: Any) -> ObservationFamily:
     """The family of an observed site's distribution.
 
     Raises:
@@ -141,10 +165,12 @@ def family_of(fn: dist.Distribution) -> ObservationFamily:
         >>> family_of(dist.StudentT(4.0, 0.0, 1.0)).name
         'student_t'
     """
+    import numpyro.distributions as dist
+
     base = base_distribution(fn)
-    for kind, family in FAMILIES.items():
-        if type(base) is kind:
-            return family
+    kinds = {dist.Normal: "normal", dist.StudentT: "student_t", dist.Poisson: "poisson"}
+    if type(base) in kinds:
+        return FAMILIES[kinds[type(base)]]
     raise ValueError(
         "The MAP back end fits Normal, StudentT or Poisson observations; the observed site "
         f"has a {type(base).__name__} distribution."

@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro import handlers
 
 from gaussmix.inference.map.closed_form import location_jacobian_of
 from gaussmix.inference.map.families import ObservationFamily, base_distribution, distribution_mask
@@ -163,6 +162,8 @@ class MAPProblem(NamedTuple):
 
     def trace(self, theta: jax.Array, noise: jax.Array):
         """A NumPyro trace of the program with the latent sites set to (theta, noise)."""
+        from numpyro import handlers  # imported when a program is traced, not when loaded
+
         params = self.sites.unravel(theta, noise)
         return handlers.trace(handlers.substitute(self.model, data=params)).get_trace(
             self.x, self.y, **self.model_kwargs

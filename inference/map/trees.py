@@ -6,13 +6,14 @@ from one process to the next. Priors carried through a compiled loop, or passed 
 then give a differently ordered program in every process, and a persistent compilation
 cache keyed by the program never hits. :class:`CanonicalDistribution` wraps a
 distribution and flattens its fields sorted by name; :func:`canonical` wraps every
-distribution of a pytree and :func:`plain` unwraps them.
+distribution of a pytree and :func:`plain` unwraps them. Neither imports NumPyro: a tree
+holds a distribution only once the caller has imported it.
 """
 
+import sys
 from typing import Any
 
 import jax
-from numpyro.distributions import Distribution
 
 __all__ = ["CanonicalDistribution", "canonical", "plain"]
 
@@ -25,7 +26,7 @@ class CanonicalDistribution:
         distribution: the wrapped distribution.
     """
 
-    def __init__(self, distribution: Distribution):
+    def __init__(self, distribution: Any):
         self.distribution = distribution
 
     def tree_flatten(self) -> tuple[tuple, tuple]:
@@ -47,8 +48,13 @@ class CanonicalDistribution:
         return cls(kind.tree_unflatten(aux_in_order, values))
 
 
+def _is_distribution(value: Any) -> bool:
+    distributions = sys.modules.get("numpyro.distributions")
+    return distributions is not None and isinstance(value, distributions.Distribution)
+
+
 def _wrap(value: Any) -> Any:
-    return CanonicalDistribution(value) if isinstance(value, Distribution) else value
+    return CanonicalDistribution(value) if _is_distribution(value) else value
 
 
 def _unwrap(value: Any) -> Any:
@@ -66,7 +72,7 @@ def canonical(tree: Any) -> Any:
         >>> [float(leaf) for leaf in jax.tree.leaves(tree)]
         [0.0, 2.0, 2.0, 0.0]
     """
-    return jax.tree.map(_wrap, tree, is_leaf=lambda node: isinstance(node, Distribution))
+    return jax.tree.map(_wrap, tree, is_leaf=_is_distribution)
 
 
 def plain(tree: Any) -> Any:

@@ -246,7 +246,7 @@ def test_default_priors_on_host_are_the_programs(x64, lineshapes, baseline):
     import numpyro.distributions as dist
 
     from gaussmix.models.peaks import default_priors, peak_model
-    from gaussmix.peaks.checks import default_priors_on_host
+    from gaussmix.peaks.checks import HalfNormalPrior, UniformPrior, default_priors_on_host
 
     model = peak_model(lineshapes, baseline)
     ranges = [
@@ -260,7 +260,10 @@ def test_default_priors_on_host_are_the_programs(x64, lineshapes, baseline):
             got = default_priors_on_host(model, x_range, y_range)
             assert list(got) == list(expected)
             for name, prior in expected.items():
-                assert type(got[name]) is type(prior)
+                host = UniformPrior if isinstance(prior, dist.Uniform) else HalfNormalPrior
+                assert type(got[name]) is host
+                # the host's numbers, as NumPyro's distribution (shared fits' programs)
+                assert type(got[name].distribution()) is type(prior)
                 fields = ("low", "high") if isinstance(prior, dist.Uniform) else ("scale",)
                 for field in fields:
                     want = np.asarray(getattr(prior, field))
