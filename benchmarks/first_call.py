@@ -13,7 +13,10 @@ from JAX's ``backend_compile_duration`` events (programs, and seconds XLA spent)
 figures do not depend on the load: ``kernels``, the fusions of the programs the call
 compiled or loaded (XLA compiles each as a kernel of its own, at a roughly fixed cost, so
 the compile time follows their count; "-" for a version whose programs are not held by
-gaussmix's program cache), and ``cache kB``, the programs the cold run stored, which the warm run loads:
+gaussmix's program cache), and ``cache kB``, the programs the cold run stored, which the warm run loads;
+``NumPyro`` says whether the process had imported NumPyro after the call (its import is
+a third of a warm fit_peaks; a warm fit_peaks needs none). The load average is printed
+before and after:
 
 - ``fit_peaks``: one 300-point spectrum, two Gaussians on a linear baseline, float64;
 - ``mixture``: ``GaussianMixture(2).fit`` on 300 points of two blobs (JAX's float32);
@@ -93,7 +96,8 @@ new = [] if compilation is None else [
 kernels = sum(program.as_text().count(" fusion(") for program in new) if new or not compiles else -1
 print(json.dumps({"import": imported - start, "call": end - begin, "cpu": cpu,
                   "programs": len(compiles),
-                  "compile": sum(compiles), "kernels": kernels, "check": check}))
+                  "compile": sum(compiles), "kernels": kernels, "check": check,
+                  "numpyro": float("numpyro" in sys.modules)}))
 """
 
 SCENARIOS = ("fit_peaks", "mixture", "sample_posterior")
@@ -150,7 +154,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, repeats {args.repeat}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, repeats {args.repeat}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     rows: dict[tuple, list] = {}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -170,17 +177,20 @@ def main() -> None:
                 rows.setdefault((scenario, "warm"), []).append(warm)
     print(
         f"{'scenario':18} {'run':9} {'call s':>7} {'CPU s':>6} {'import s':>8} {'programs':>8} "
-        f"{'XLA s':>6} {'kernels':>7} {'cache kB':>8}"
+        f"{'XLA s':>6} {'kernels':>7} {'cache kB':>8} {'NumPyro':>7}"
     )
     medians = {}
     for (scenario, kind), results in rows.items():
         median = {key: statistics.median(r[key] for r in results) for key in results[0]}
         medians[scenario, kind] = median
         kernels = "-" if median["kernels"] < 0 else f"{median['kernels']:.0f}"
+        imported = {0.0: "no", 1.0: "yes"}.get(median.get("numpyro", -1.0), "some")
         print(
             f"{scenario:18} {kind:9} {median['call']:7.2f} {median['cpu']:6.2f} {median['import']:8.2f} "
-            f"{median['programs']:8.0f} {median['compile']:6.2f} {kernels:>7} {median['kB']:8.0f}"
+            f"{median['programs']:8.0f} {median['compile']:6.2f} {kernels:>7} {median['kB']:8.0f} "
+            f"{imported:>7}"
         )
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.baseline_site:
         print("ratios baseline / this checkout (call time; CPU time, the figure to read on a")
         print("loaded machine):")
