@@ -18,7 +18,9 @@ Every measurement is a fresh process: mclust's is the ``system.time`` of the cal
 (elapsed and CPU), gaussmix's the time of the call (imports apart), "cold" with an empty
 gaussmix cache folder (``GAUSSMIX_CACHE_DIR``), "warm" in a second process on that
 folder. Repeats are interleaved (mclust, cold, warm, ...) and medians printed, with the
-ratios mclust / gaussmix (wall and CPU) and each tool's statistics and p-values.
+ratios mclust / gaussmix (wall and CPU), each tool's statistics and p-values, and the
+load average at the start and the end (on a shared machine the CPU ratio moves least with
+the load; wall time needs an idle machine: gaussmix's replicate fits use every core).
 """
 
 import argparse
@@ -95,6 +97,7 @@ def main() -> None:
     script.write_text(R_SCRIPT)
     arguments = [str(data), args.model, str(args.max_g), str(args.nboot)]
     rows = {"mclust": [], "cold": [], "warm": []}
+    load = os.getloadavg()
     try:
         for _ in range(args.repeats):
             rows["mclust"].append(run_json(["Rscript", str(script), *arguments]))
@@ -125,6 +128,7 @@ def main() -> None:
             f"{cpu_reference / cpu:10.1f}  {numbers}"
         )
     print("(ratio: mclust's median time divided by the row's)")
+    print(f"load average (1, 5, 15 min) at the start {load}, at the end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

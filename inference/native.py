@@ -16,7 +16,10 @@ depend on the number of threads. On E1 (N = 100 000, D = 32, K = 16, float64) it
 ``gaussmix.inference.em.pool.pool_fit`` (the bootstrap's replicates): B datasets of a few
 hundred rows, each under its own parameters, in one call per EM step; each dataset is one
 pass over its rows with the features, K log-probabilities, softmax and K x F sums in
-registers (layouts "full", "diag" and "spherical", K up to :data:`LANE_COMPONENTS`).
+registers (layouts "full", "diag" and "spherical", K up to :data:`LANE_COMPONENTS`). Its
+``pool_fit`` runs each dataset's whole maximum-likelihood fit (that E-step, the M-step of
+the unconstrained models VVV, VVI and VII, collapse and mclust's stopping rule) in one
+thread, one call for all datasets: no XLA loop around the steps.
 
 **Build.** The kernel is compiled from its C++ source on first use with the system's C++
 compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) against the FFI headers that

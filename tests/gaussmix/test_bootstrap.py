@@ -401,6 +401,21 @@ def test_pool_fit_through_the_kernel_equals_xla(covariance_type, kernel_mode):
             )
 
 
+def test_whole_fits_in_the_kernel_only_for_unconstrained_models():
+    """The C++ M-step is maximum likelihood of VVV, VVI and VII: the constrained models
+    (their M-steps in XLA) and tied keep XLA's loop, full covariances past FIT_FEATURES
+    and more than LANE_COMPONENTS components too."""
+    if not kernel_serves("VVV", 2, np.float64):
+        pytest.skip(f"the compiled kernel is not in use: {native.status()}")
+    for covariance_type in ("full", "diag", "spherical"):
+        assert fit_kernel_serves(covariance_type, native.LANE_COMPONENTS, 3, np.float64)
+    for covariance_type in ("EEI", "VEI", "EII", "EEE", "tied", "VVE", "EVV"):
+        assert not fit_kernel_serves(covariance_type, 2, 2, np.float64), covariance_type
+    assert not fit_kernel_serves("full", 2, native.FIT_FEATURES + 1, np.float64)
+    assert fit_kernel_serves("diag", 2, native.FIT_FEATURES + 1, np.float64)
+    assert not fit_kernel_serves("full", native.LANE_COMPONENTS + 1, 2, np.float64)
+
+
 def single_gaussian(rows: np.ndarray) -> em.MixtureParameters:
     """The one-component full-covariance fit of ``rows`` (its mean and covariance)."""
     covariance = jnp.asarray(np.cov(rows.T)[None])
