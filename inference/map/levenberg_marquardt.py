@@ -431,7 +431,12 @@ def map_step(
     step, damping = trust_region_step(current, state.radius, state.damping)
     step = jnp.where(fresh, 0.0, step)
     damping = jnp.where(fresh, 0.0, damping)
-    step_norm = jnp.linalg.norm(scaling * step)
+    # ||D step||^2, the model's quadratic step^T H step and the non-finite entries of the
+    # step as one reduction.
+    squared_norm, quadratic, n_not_finite = row_sums(
+        (scaling * step) ** 2, step * (current.curvature @ step), ~jnp.isfinite(step)
+    )
+    step_norm = jnp.sqrt(squared_norm)
     radius = jnp.where(state.n_accepted == 0, jnp.minimum(state.radius, step_norm), state.radius)
     trial = current.params + step
     jacobian_matrix, evaluation = jacobian(problem, trial, current.noise)
@@ -442,9 +447,8 @@ def map_step(
         evaluation.log_prior - current.log_prior
     )
     reference = jnp.where(current.objective > 0, current.objective, unit * 0.5 * problem.y.shape[0])
-    valid = jnp.all(evaluation.support) & jnp.isfinite(decrease) & jnp.all(jnp.isfinite(step))
+    valid = jnp.all(evaluation.support) & jnp.isfinite(decrease) & (n_not_finite == 0)
     small_enough = valid & (current.objective - decrease < 100.0 * reference)
-    quadratic = jnp.dot(step, current.curvature @ step)
     damped = damping * step_norm**2
     # The quotients of one level as one vector: XLA CPU compiles each divide that has
     # several users as a kernel of its own.
