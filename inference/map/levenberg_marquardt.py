@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
@@ -186,7 +187,7 @@ def inverse_positive_definite(matrix: jax.Array) -> jax.Array:
     diagonal = jnp.diag(matrix)
     scaling = jnp.where(diagonal > 0, jnp.sqrt(jnp.abs(diagonal)), jnp.nan)
     factor = cholesky(matrix / jnp.outer(scaling, scaling))
-    identity = jnp.eye(matrix.shape[0], dtype=matrix.dtype)
+    identity = np.eye(matrix.shape[0], dtype=matrix.dtype)  # a literal, not a kernel
     return cholesky_solve(factor, identity) / jnp.outer(scaling, scaling)
 
 
@@ -299,7 +300,7 @@ def trust_region_step(
     start = jnp.where(
         (start == 0) & full_rank, gradient_norm / jnp.where(norm > 0, norm, 1.0), start
     )
-    identity = jnp.eye(gradient.shape[0], dtype=gradient.dtype)
+    identity = np.eye(gradient.shape[0], dtype=gradient.dtype)  # a literal, not a kernel
     curvature = jnp.where(
         full_rank, factor @ factor.T, point.curvature / jnp.outer(scaling, scaling)
     )
