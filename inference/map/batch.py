@@ -32,7 +32,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
 from gaussmix.inference.map.problem import MAPProblem, batch_problems
 from gaussmix.inference.map.trees import canonical, plain
 
-__all__ = ["BatchOutputs", "Finished", "finish", "fit_batch"]
+__all__ = ["BatchOutputs", "Finished", "finish", "fit_batch", "packed_record"]
 
 
 class Finished(NamedTuple):
@@ -78,6 +78,28 @@ class Finished(NamedTuple):
             started=info.started,
             support=info.support,
         )
+
+
+def packed_record(state: MAPState) -> Callable[[jax.Array, MAPInfo], jax.Array]:
+    """``record(packed_state, info)``: ``ravel_pytree(Finished.from_step(state, info))[0]``
+    from the raveled state, by one gather from it (the record's fields raveled anew cost
+    XLA CPU a kernel each). ``state`` gives the shapes only.
+    """
+    # The record's fields from the state first, then the three from the info.
+    assert Finished._fields[-3:] == ("converged", "started", "support")
+    leaves, structure = jax.tree.flatten(state)
+    offsets = np.cumsum([0] + [int(np.size(leaf)) for leaf in leaves])
+    no_info = MAPInfo(*(None,) * 5)
+    marked = Finished.from_step(jax.tree.unflatten(structure, range(len(leaves))), no_info)
+    from_state = np.concatenate(
+        [np.arange(offsets[leaf], offsets[leaf + 1]) for leaf in marked[:-3]]
+    ).astype(np.int32)
+
+    def record(packed_state: jax.Array, info: MAPInfo) -> jax.Array:
+        flags = jnp.concatenate([info.converged[None], info.started[None], info.support])
+        return jnp.concatenate([packed_state[from_state], flags.astype(packed_state.dtype)])
+
+    return record
 
 
 class BatchOutputs(NamedTuple):
@@ -247,14 +269,7 @@ def _fit_batch(
         n_taken = jnp.sum(take, dtype=jnp.int32)
         return carry._replace(slots=merged, next_index=carry.next_index + n_taken)
 
-    # Where the Finished record's fields from the state lie in the packed state: the
-    # record is then one gather from it (its fields packed anew cost a kernel each).
-    leaves, structure = jax.tree.flatten(first_state)
-    offsets = np.cumsum([0] + [int(np.size(leaf)) for leaf in leaves])
-    marked = Finished.from_step(jax.tree.unflatten(structure, range(len(leaves))), no_info)
-    from_state = np.concatenate(
-        [np.arange(offsets[leaf], offsets[leaf + 1]) for leaf in marked[:-3]]
-    ).astype(np.int32)
+    record_of = packed_record(first_state)
 
     def one(packed_state, packed_data):
         y_one, mask_one, priors_one = unpack_data(packed_data)
@@ -262,9 +277,7 @@ def _fit_batch(
             unpack_state(packed_state), problem_for(y_one, mask_one, priors_one), settings
         )
         packed = pack(state)
-        flags = jnp.concatenate([info.converged[None], info.started[None], info.support])
-        record = jnp.concatenate([packed[from_state], flags.astype(packed.dtype)])
-        return packed, record, info.done
+        return packed, record_of(packed, info), info.done
 
     def body(carry: Carry) -> Carry:
         carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)
