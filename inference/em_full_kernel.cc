@@ -356,41 +356,48 @@ void maximization_product(const Problem<T>& problem, const Scratch<T>& scratch, 
   });
 }
 
-// Shared by the calling thread and the tasks it schedules; a task that starts after every
-// chunk was taken finds nothing to do, and only touches this state (kept alive by it).
-template <typename T>
-struct Work {
-  Problem<T> problem;
-  int64_t n_chunks, blocks_per_chunk_floor, blocks_remainder;
-  std::vector<T> packed;                 // (n_chunks, n_components, n_columns)
-  std::vector<double> log_likelihood;    // (n_chunks,)
-  std::atomic<int64_t> next_chunk{0};
-  std::mutex mutex;
-  std::condition_variable finished;
-  int64_t chunks_done = 0;
+// Runs task(index, scratch) for every index in [0, n_tasks) on the calling thread and
+// up to n_threads - 1 of XLA's threads, each index whole in one thread (a result does not
+// depend on the number of threads), and returns when every task is done. A thread makes
+// its scratch (new_scratch(): a std::unique_ptr) before its first task. The state is
+// shared with the scheduled threads and kept alive by them: one that starts after every
+// task was taken touches only the counter and returns.
+template <typename NewScratch, typename Task>
+void share_tasks(ffi::ThreadPool& thread_pool, int64_t n_tasks, int64_t n_threads,
+                 NewScratch new_scratch, Task task) {
+  struct Shared {
+    Shared(NewScratch new_scratch, Task task, int64_t n_tasks)
+        : new_scratch(std::move(new_scratch)), task(std::move(task)), n_tasks(n_tasks) {}
+    NewScratch new_scratch;
+    Task task;
+    int64_t n_tasks;
+    std::atomic<int64_t> next{0};
+    std::mutex mutex;
+    std::condition_variable finished;
+    int64_t done = 0;
 
-  void run() {
-    std::unique_ptr<Scratch<T>> scratch;
-    const int64_t size = problem.n_components * problem.n_columns;
-    for (int64_t chunk; (chunk = next_chunk.fetch_add(1)) < n_chunks;) {
-      if (!scratch) scratch = std::make_unique<Scratch<T>>(problem);
-      // chunk c holds blocks [first, last): the first `remainder` chunks one block more
-      const int64_t first = chunk * blocks_per_chunk_floor + std::min(chunk, blocks_remainder);
-      const int64_t last = first + blocks_per_chunk_floor + (chunk < blocks_remainder ? 1 : 0);
-      T* chunk_packed = packed.data() + chunk * size;
-      double chunk_log_likelihood = 0;
-      for (int64_t block = first; block < last; ++block) {
-        load_rows(problem, *scratch, block * problem.block_rows);
-        expectation_product(problem, *scratch);
-        chunk_log_likelihood += softmax(problem, *scratch);
-        maximization_product(problem, *scratch, chunk_packed);
+    void run() {
+      decltype(new_scratch()) scratch;
+      int64_t mine = 0;
+      for (int64_t index; (index = next.fetch_add(1)) < n_tasks; ++mine) {
+        if (!scratch) scratch = new_scratch();
+        task(index, *scratch);
       }
-      log_likelihood[chunk] = chunk_log_likelihood;
+      if (mine == 0) return;
       std::lock_guard<std::mutex> lock(mutex);
-      if (++chunks_done == n_chunks) finished.notify_all();
+      done += mine;
+      if (done == n_tasks) finished.notify_all();
     }
+  };
+  if (n_tasks <= 0) return;
+  auto shared = std::make_shared<Shared>(std::move(new_scratch), std::move(task), n_tasks);
+  for (int64_t i = 1; i < std::min(n_threads, n_tasks); ++i) {
+    thread_pool.Schedule([shared] { shared->run(); });
   }
-};
+  shared->run();
+  std::unique_lock<std::mutex> lock(shared->mutex);
+  shared->finished.wait(lock, [&] { return shared->done == shared->n_tasks; });
+}
 
 // Rows are cut into this many chunks at most (fewer when there are fewer blocks): enough
 // that threads starting late or running slower even out (16 threads get 4 chunks each);
@@ -437,28 +444,36 @@ ffi::Error statistics(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x, ffi::Bu
   block_rows = std::clamp<int64_t>(block_rows / (2 * L) * (2 * L), 2 * L, 256);
   const int64_t n_blocks = (n_rows + block_rows - 1) / block_rows;
 
-  auto work = std::make_shared<Work<T>>();
-  work->problem = Problem<T>{x.typed_data(), weight.typed_data(), panels.data(),
-                             n_rows, n_features, n_components, n_columns, block_rows};
-  work->n_chunks = std::min(kMaxChunks, n_blocks);
-  work->blocks_per_chunk_floor = n_blocks / work->n_chunks;
-  work->blocks_remainder = n_blocks % work->n_chunks;
-  work->packed.assign(work->n_chunks * size, T(0));
-  work->log_likelihood.assign(work->n_chunks, 0.0);
-
-  const int64_t helpers = std::min<int64_t>(thread_pool.num_threads(), work->n_chunks) - 1;
-  for (int64_t i = 0; i < helpers; ++i) thread_pool.Schedule([work] { work->run(); });
-  work->run();
-  {
-    std::unique_lock<std::mutex> lock(work->mutex);
-    work->finished.wait(lock, [&] { return work->chunks_done == work->n_chunks; });
-  }
+  const Problem<T> problem{x.typed_data(), weight.typed_data(), panels.data(),
+                           n_rows, n_features, n_components, n_columns, block_rows};
+  const int64_t n_chunks = std::min(kMaxChunks, n_blocks);
+  const int64_t blocks_per_chunk_floor = n_blocks / n_chunks;
+  const int64_t blocks_remainder = n_blocks % n_chunks;
+  std::vector<T> chunks_packed(n_chunks * size, T(0));  // (n_chunks, n_components, n_columns)
+  std::vector<double> chunks_log_likelihood(n_chunks, 0.0);
+  share_tasks(
+      thread_pool, n_chunks, thread_pool.num_threads(),
+      [&problem] { return std::make_unique<Scratch<T>>(problem); },
+      [&](int64_t chunk, Scratch<T>& scratch) {
+        // chunk c holds blocks [first, last): the first `remainder` chunks one block more
+        const int64_t first = chunk * blocks_per_chunk_floor + std::min(chunk, blocks_remainder);
+        const int64_t last = first + blocks_per_chunk_floor + (chunk < blocks_remainder ? 1 : 0);
+        T* chunk_packed = chunks_packed.data() + chunk * size;
+        double chunk_log_likelihood = 0;
+        for (int64_t block = first; block < last; ++block) {
+          load_rows(problem, scratch, block * problem.block_rows);
+          expectation_product(problem, scratch);
+          chunk_log_likelihood += softmax(problem, scratch);
+          maximization_product(problem, scratch, chunk_packed);
+        }
+        chunks_log_likelihood[chunk] = chunk_log_likelihood;
+      });
   std::fill(packed_out, packed_out + size, T(0));
   double total = 0;
-  for (int64_t chunk = 0; chunk < work->n_chunks; ++chunk) {
-    const T* chunk_packed = work->packed.data() + chunk * size;
+  for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+    const T* chunk_packed = chunks_packed.data() + chunk * size;
     for (int64_t i = 0; i < size; ++i) packed_out[i] += chunk_packed[i];
-    total += work->log_likelihood[chunk];
+    total += chunks_log_likelihood[chunk];
   }
   *log_likelihood->typed_data() = T(total);
   return ffi::Error::Success();
@@ -591,32 +606,6 @@ void lane_dataset_of(const LaneProblem<T>& problem, int64_t dataset,
   lane_dataset<T, K>(problem, dataset, scratch);
 }
 
-template <typename T>
-struct LaneWork {
-  LaneProblem<T> problem;
-  int64_t n_datasets;
-  std::atomic<int64_t> next{0};
-  std::mutex mutex;
-  std::condition_variable finished;
-  int64_t done = 0;
-
-  void run() {
-    const LaneProblem<T>& p = problem;
-    std::vector<Vector<T>> scratch;
-    int64_t mine = 0;
-    for (int64_t dataset; (dataset = next.fetch_add(1)) < n_datasets; ++mine) {
-      if (scratch.empty()) {  // natural, total, feature, row (see lane_dataset)
-        scratch.resize(2 * p.n_columns * p.n_components + p.n_columns + p.n_features);
-      }
-      lane_dataset_of(p, dataset, scratch);
-    }
-    if (mine == 0) return;
-    std::lock_guard<std::mutex> lock(mutex);
-    done += mine;
-    if (done == n_datasets) finished.notify_all();
-  }
-};
-
 // Datasets per thread at least before helper threads are asked (a task costs a few us).
 constexpr int64_t kLaneDatasetsPerThread = 8;
 
@@ -648,17 +637,20 @@ ffi::Error lane_statistics(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x,
     return ffi::Error::InvalidArgument("em_lane_statistics: inconsistent shapes");
   }
   if (n_datasets == 0) return ffi::Error::Success();
-  auto work = std::make_shared<LaneWork<T>>();
-  work->problem = LaneProblem<T>{x.typed_data(), natural.typed_data(), packed->typed_data(),
-                                 log_likelihood->typed_data(), n_features, n_rows, n_columns,
-                                 n_components, layout};
-  work->n_datasets = n_datasets;
-  const int64_t helpers =
-      std::min<int64_t>(thread_pool.num_threads(), n_datasets / kLaneDatasetsPerThread) - 1;
-  for (int64_t i = 0; i < helpers; ++i) thread_pool.Schedule([work] { work->run(); });
-  work->run();
-  std::unique_lock<std::mutex> lock(work->mutex);
-  work->finished.wait(lock, [&] { return work->done == work->n_datasets; });
+  const LaneProblem<T> problem{x.typed_data(), natural.typed_data(), packed->typed_data(),
+                               log_likelihood->typed_data(), n_features, n_rows, n_columns,
+                               n_components, layout};
+  share_tasks(
+      thread_pool, n_datasets,
+      std::min<int64_t>(thread_pool.num_threads(), n_datasets / kLaneDatasetsPerThread),
+      [&problem] {  // natural, total, feature, row (see lane_dataset)
+        return std::make_unique<std::vector<Vector<T>>>(
+            2 * problem.n_columns * problem.n_components + problem.n_columns +
+            problem.n_features);
+      },
+      [&problem](int64_t dataset, std::vector<Vector<T>>& scratch) {
+        lane_dataset_of(problem, dataset, scratch);
+      });
   return ffi::Error::Success();
 }
 
@@ -831,8 +823,16 @@ bool maximize_of(const FitProblem<T>& p, const T* packed, T* weights, T* means, 
 // (F, K), packed (K, F), (K, D, D) precisions, and the lane kernel's vectors.
 template <typename T>
 struct FitScratch {
-  std::vector<T> weights, means, covariances, factor, eta, packed, precision;
+  std::vector<T> weights, means, factor, eta, packed, precision;
   std::vector<Vector<T>> lanes;
+  explicit FitScratch(const FitProblem<T>& p)
+      : weights(p.n_components),
+        means(p.n_components * p.n_features),
+        factor(p.n_components * p.covariance_size),
+        eta(p.n_columns * p.n_components),
+        packed(p.n_components * p.n_columns),
+        precision(p.n_components * p.n_features * p.n_features),
+        lanes(2 * p.n_columns * p.n_components + p.n_columns + p.n_features) {}
 };
 
 template <typename T, int K>
@@ -902,39 +902,6 @@ void fit_dataset_of(const FitProblem<T>& p, int64_t dataset, FitScratch<T>& s) {
   fit_dataset<T, K>(p, dataset, s);
 }
 
-template <typename T>
-struct FitWork {
-  FitProblem<T> problem;
-  int64_t n_datasets;
-  std::atomic<int64_t> next{0};
-  std::mutex mutex;
-  std::condition_variable finished;
-  int64_t done = 0;
-
-  void run() {
-    const FitProblem<T>& p = problem;
-    FitScratch<T> s;
-    int64_t mine = 0;
-    for (int64_t dataset; (dataset = next.fetch_add(1)) < n_datasets; ++mine) {
-      if (s.lanes.empty()) {
-        const int64_t K = p.n_components, d = p.n_features, F = p.n_columns;
-        s.weights.resize(K);
-        s.means.resize(K * d);
-        s.factor.resize(K * p.covariance_size);
-        s.eta.resize(F * K);
-        s.packed.resize(K * F);
-        s.precision.resize(K * d * d);
-        s.lanes.resize(2 * F * K + F + d);
-      }
-      fit_dataset_of(p, dataset, s);
-    }
-    if (mine == 0) return;
-    std::lock_guard<std::mutex> lock(mutex);
-    done += mine;
-    if (done == n_datasets) finished.notify_all();
-  }
-};
-
 // The most features of a "full" fit (its Cholesky factors live in 64-element arrays).
 constexpr int64_t kFitFeatures = 8;
 
@@ -981,36 +948,35 @@ ffi::Error pool_fit(ffi::ThreadPool thread_pool, ffi::Buffer<dtype> x, ffi::Buff
   if (n_datasets == 0) return ffi::Error::Success();
   const int64_t n_quadratic =
       layout == 0 ? n_features * (n_features + 1) / 2 : (layout == 1 ? n_features : 1);
-  auto work = std::make_shared<FitWork<T>>();
-  work->problem = FitProblem<T>{x.typed_data(),
-                                centre.typed_data(),
-                                weights.typed_data(),
-                                means.typed_data(),
-                                factor.typed_data(),
-                                mask.typed_data(),
-                                rtol.typed_data()[0],
-                                reg_covar.typed_data()[0],
-                                out_weights->typed_data(),
-                                out_means->typed_data(),
-                                out_covariances->typed_data(),
-                                out_factor->typed_data(),
-                                out_log_likelihood->typed_data(),
-                                out_converged->typed_data(),
-                                out_collapsed->typed_data(),
-                                out_n_iter->typed_data(),
-                                n_features,
-                                n_rows,
-                                n_quadratic + n_features + 1,
-                                n_components,
-                                layout,
-                                max_iter,
-                                covariance_size};
-  work->n_datasets = n_datasets;
-  const int64_t helpers = std::min<int64_t>(thread_pool.num_threads(), n_datasets) - 1;
-  for (int64_t i = 0; i < helpers; ++i) thread_pool.Schedule([work] { work->run(); });
-  work->run();
-  std::unique_lock<std::mutex> lock(work->mutex);
-  work->finished.wait(lock, [&] { return work->done == work->n_datasets; });
+  const FitProblem<T> problem{x.typed_data(),
+                              centre.typed_data(),
+                              weights.typed_data(),
+                              means.typed_data(),
+                              factor.typed_data(),
+                              mask.typed_data(),
+                              rtol.typed_data()[0],
+                              reg_covar.typed_data()[0],
+                              out_weights->typed_data(),
+                              out_means->typed_data(),
+                              out_covariances->typed_data(),
+                              out_factor->typed_data(),
+                              out_log_likelihood->typed_data(),
+                              out_converged->typed_data(),
+                              out_collapsed->typed_data(),
+                              out_n_iter->typed_data(),
+                              n_features,
+                              n_rows,
+                              n_quadratic + n_features + 1,
+                              n_components,
+                              layout,
+                              max_iter,
+                              covariance_size};
+  share_tasks(
+      thread_pool, n_datasets, thread_pool.num_threads(),
+      [&problem] { return std::make_unique<FitScratch<T>>(problem); },
+      [&problem](int64_t dataset, FitScratch<T>& scratch) {
+        fit_dataset_of(problem, dataset, scratch);
+      });
   return ffi::Error::Success();
 }
 
