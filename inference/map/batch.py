@@ -80,6 +80,37 @@ class Finished(NamedTuple):
         )
 
 
+def _stack_for_xla(scalars: list) -> jax.Array:
+    """``jnp.stack(scalars)``, as stacks of at most 8 (XLA CPU fuses a concatenate of at
+    most 8 operands; beyond that each operand becomes a kernel of its own)."""
+    if len(scalars) <= 8:
+        return jnp.stack(scalars)
+    padding = [jnp.zeros_like(scalars[0])] * (-len(scalars) % 8)
+    padded = [*scalars, *padding]
+    groups = [_stack_for_xla(padded[i : i + 8]) for i in range(0, len(padded), 8)]
+    return _stack_for_xla(groups).reshape(-1, *jnp.shape(scalars[0]))[: len(scalars)]
+
+
+def ravel_for_xla(tree) -> jax.Array:
+    """``ravel_pytree(tree)[0]``, its runs of scalar leaves stacked by
+    :func:`_stack_for_xla` (the priors of a spectrum are dozens of scalars)."""
+    leaves = jax.tree.leaves(tree)
+    dtype = ravel_pytree(tree)[0].dtype
+    parts, run = [], []
+    for leaf in leaves:
+        leaf = jnp.asarray(leaf).astype(dtype)
+        if leaf.ndim == 0:
+            run.append(leaf)
+            continue
+        if run:
+            parts.append(_stack_for_xla(run))
+            run = []
+        parts.append(jnp.ravel(leaf))
+    if run:
+        parts.append(_stack_for_xla(run))
+    return jnp.concatenate(parts)
+
+
 def packed_record(state: MAPState) -> Callable[[jax.Array, MAPInfo], jax.Array]:
     """``record(packed_state, info)``: ``ravel_pytree(Finished.from_step(state, info))[0]``
     from the raveled state, by one gather from it (the record's fields raveled anew cost
@@ -220,7 +251,7 @@ def _fit_batch(
     # moves them all (a separate one per leaf made XLA compile hundreds of small kernels).
     first = jax.tree.map(lambda leaf: leaf[0], (y, mask, priors))
     _, unpack_data = ravel_pytree(first)
-    data = jax.vmap(lambda *row: ravel_pytree(row)[0])(y, mask, priors)
+    data = jax.vmap(lambda *row: ravel_for_xla(row))(y, mask, priors)
     first_state = map_init(theta[0], noise[0], problem_for(first[0], first[1]))
     _, unpack_state = ravel_pytree(first_state)
     n_sites = len(sites.names)

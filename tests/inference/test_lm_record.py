@@ -1,13 +1,15 @@
-"""The batch loop's record of a finished spectrum, gathered from the packed state
-(:func:`gaussmix.inference.map.batch.packed_record`), against the record raveled field by
-field."""
+"""The batch loop's flat layouts against ``ravel_pytree``: the record of a finished
+spectrum gathered from the packed state (:func:`gaussmix.inference.map.batch.packed_record`),
+and a spectrum's data row with its scalars stacked by eights
+(:func:`gaussmix.inference.map.batch.ravel_for_xla`)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.flatten_util import ravel_pytree
 
-from gaussmix.inference.map.batch import Finished, packed_record
+from gaussmix.inference.map.batch import Finished, packed_record, ravel_for_xla
 from gaussmix.inference.map.levenberg_marquardt import MAPInfo, map_init
 from gaussmix.inference.map.problem import MAPProblem, Sites
 
@@ -40,3 +42,20 @@ def test_the_gathered_record_is_the_raveled_record():
     expected = ravel_pytree(Finished.from_step(state, info))[0]
     assert record.shape == expected.shape
     np.testing.assert_array_equal(np.asarray(record), np.asarray(expected))
+
+
+@pytest.mark.parametrize("n_scalars", [1, 8, 9, 17, 64, 65, 95, 600])
+def test_ravel_for_xla_is_ravel_pytree(n_scalars):
+    """Runs of scalar leaves of every length (one stack, stacks of stacks, padding), between
+    vectors, a matrix and a boolean: the same vector as ravel_pytree, element for element."""
+    scalars = [jnp.asarray(0.5 * i) for i in range(n_scalars)]
+    tree = (
+        jnp.arange(5.0),
+        scalars,
+        {"matrix": jnp.ones((2, 3)), "more": [jnp.asarray(-1.0 - i) for i in range(n_scalars)]},
+        jnp.asarray(True),
+    )
+    expected = ravel_pytree(tree)[0]
+    raveled = ravel_for_xla(tree)
+    assert raveled.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(raveled), np.asarray(expected))
