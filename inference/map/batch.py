@@ -29,7 +29,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
     map_init,
     map_step,
 )
-from gaussmix.inference.map.problem import MAPProblem, batch_problems
+from gaussmix.inference.map.problem import MAPProblem, batch_problems, stack_for_xla
 from gaussmix.inference.map.trees import canonical, plain
 
 __all__ = ["BatchOutputs", "Finished", "finish", "fit_batch", "packed_record"]
@@ -80,20 +80,9 @@ class Finished(NamedTuple):
         )
 
 
-def _stack_for_xla(scalars: list) -> jax.Array:
-    """``jnp.stack(scalars)``, as stacks of at most 8 (XLA CPU fuses a concatenate of at
-    most 8 operands; beyond that each operand becomes a kernel of its own)."""
-    if len(scalars) <= 8:
-        return jnp.stack(scalars)
-    padding = [jnp.zeros_like(scalars[0])] * (-len(scalars) % 8)
-    padded = [*scalars, *padding]
-    groups = [_stack_for_xla(padded[i : i + 8]) for i in range(0, len(padded), 8)]
-    return _stack_for_xla(groups).reshape(-1, *jnp.shape(scalars[0]))[: len(scalars)]
-
-
 def ravel_for_xla(tree) -> jax.Array:
     """``ravel_pytree(tree)[0]``, its runs of scalar leaves stacked by
-    :func:`_stack_for_xla` (the priors of a spectrum are dozens of scalars)."""
+    ``problem.stack_for_xla`` (the priors of a spectrum are dozens of scalars)."""
     leaves = jax.tree.leaves(tree)
     dtype = ravel_pytree(tree)[0].dtype
     parts, run = [], []
@@ -103,11 +92,11 @@ def ravel_for_xla(tree) -> jax.Array:
             run.append(leaf)
             continue
         if run:
-            parts.append(_stack_for_xla(run))
+            parts.append(stack_for_xla(run))
             run = []
         parts.append(jnp.ravel(leaf))
     if run:
-        parts.append(_stack_for_xla(run))
+        parts.append(stack_for_xla(run))
     return jnp.concatenate(parts)
 
 

@@ -125,6 +125,17 @@ def site_derivatives(prior, value: jax.Array) -> tuple[jax.Array, jax.Array, jax
     return total, gradient, jax.hessian(log_prob)(flat)
 
 
+def stack_for_xla(scalars: list) -> jax.Array:
+    """``jnp.stack(scalars)``, as stacks of at most 8 (XLA CPU fuses a concatenate of at
+    most 8 operands; beyond that each operand becomes a kernel of its own)."""
+    if len(scalars) <= 8:
+        return jnp.stack(scalars)
+    padding = [jnp.zeros_like(scalars[0])] * (-len(scalars) % 8)
+    padded = [*scalars, *padding]
+    groups = [stack_for_xla(padded[i : i + 8]) for i in range(0, len(padded), 8)]
+    return stack_for_xla(groups).reshape(-1, *jnp.shape(scalars[0]))[: len(scalars)]
+
+
 class MAPProblem(NamedTuple):
     """One spectrum: the program, its data, the priors of its sites and its family.
 
@@ -206,7 +217,7 @@ class MAPProblem(NamedTuple):
             hessian = jnp.diag(jnp.concatenate([block[0] for block in blocks]))
         else:
             hessian = jax.scipy.linalg.block_diag(*blocks)
-        return PriorTerms(log_prior, jnp.stack(support), jnp.concatenate(gradients), hessian)
+        return PriorTerms(log_prior, stack_for_xla(support), jnp.concatenate(gradients), hessian)
 
     @property
     def has_noise(self) -> bool:
