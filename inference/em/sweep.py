@@ -42,19 +42,44 @@ def single_gaussian_log_likelihood(data: np.ndarray, layout: str, reg_covar: flo
     n_samples, n_features = data.shape
     centred = data - data.mean(axis=0)
     sample = centred.T @ centred / n_samples
+    constant = np.flatnonzero(np.diag(sample) + reg_covar <= 0)
     if layout in ("full", "tied"):
         covariance = sample + reg_covar * np.eye(n_features)
+        try:
+            factor = np.linalg.cholesky(covariance) if constant.size == 0 else None
+        except np.linalg.LinAlgError:
+            factor = None
+        if factor is None or not np.all(np.diag(factor) > 0):
+            _raise_singular(constant, "the features are linearly dependent")
         _, log_determinant = np.linalg.slogdet(covariance)
         quadratic = np.trace(np.linalg.solve(covariance, sample))
     elif layout == "diag":
+        if constant.size:
+            _raise_singular(constant, "")
         variances = np.diag(sample) + reg_covar
         log_determinant = np.sum(np.log(variances))
         quadratic = np.sum(np.diag(sample) / variances)
     else:
         variance = np.trace(sample) / n_features + reg_covar
+        if not variance > 0:
+            _raise_singular(constant, "")
         log_determinant = n_features * np.log(variance)
         quadratic = np.trace(sample) / variance
     return float(-0.5 * n_samples * (n_features * np.log(2 * np.pi) + log_determinant + quadratic))
+
+
+def _raise_singular(constant: np.ndarray, otherwise: str) -> None:
+    """The one-Gaussian fit has a singular covariance: say which features and the fix."""
+    cause = (
+        f"feature(s) {constant.tolist()} are constant (zero variance)"
+        if constant.size
+        else otherwise
+    )
+    raise ValueError(
+        f"The one-component fit's covariance is singular: {cause}, so the likelihood is "
+        "unbounded. Drop constant or duplicated features, or pass reg_covar > 0 (added to "
+        "the covariances' diagonal)."
+    )
 
 
 def sweep_setup(

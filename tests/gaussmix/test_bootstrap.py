@@ -683,6 +683,24 @@ def test_nan_in_data_is_named():
         bootstrap_likelihood_ratio(x, "VVV")
 
 
+@pytest.mark.parametrize(
+    ("covariance_type", "column", "message"),
+    [
+        ("VVV", "constant", r"feature\(s\) \[1\] are constant"),
+        ("VVI", "constant", r"feature\(s\) \[1\] are constant"),
+        ("EEE", "duplicated", "linearly dependent"),
+    ],
+)
+def test_a_singular_one_component_fit_is_named(covariance_type, column, message):
+    """A constant or duplicated feature makes the K = 1 likelihood unbounded (reg_covar 0,
+    mclust's default): a clear error naming it and the fix, not NumPy's LinAlgError or a
+    silent infinite statistic."""
+    first = np.random.default_rng(0).normal(size=40)
+    x = np.c_[first, np.ones(40) if column == "constant" else first]
+    with pytest.raises(ValueError, match=message + ".*reg_covar > 0"):
+        bootstrap_likelihood_ratio(x, covariance_type, max_components=1, n_boot=9)
+
+
 # ---- live: R's mclust ------------------------------------------------------------
 
 
