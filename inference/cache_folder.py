@@ -212,7 +212,9 @@ def claim(path: Path, wait: float = 600.0) -> Iterator[bool]:
 
     A process about to build a file that another process is building waits for it, then
     finds it built (test workers and their subprocesses that compile the same program at
-    the same time compile it once). The lock file is created with mode 0600 and never
+    the same time compile it once); so does a thread of the same process (each claim opens
+    the lock file anew: ``flock`` locks an open file, not a process), while threads on
+    files of other locks go on together. The lock file is created with mode 0600 and never
     followed if it is a symbolic link. Waits ``wait`` seconds at most (a process stopped
     while holding it) and goes on without where there is no ``flock`` or the lock file
     cannot be opened.

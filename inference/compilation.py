@@ -142,7 +142,6 @@ MAPPING_LIMIT: int | None = None
 _MAPPINGS_PER_PROGRAM = 512
 
 _switch: bool | None = None
-_lock = threading.Lock()
 _state: dict = {}  # "folder": Path | None once looked up, "reason": why not; "warned"
 _programs: OrderedDict = OrderedDict()  # (function's serial, call) -> program, LRU first
 _serials = itertools.count()
@@ -589,24 +588,23 @@ def _load_or_compile(
     _guard_mappings()
     if folder is None:
         return compile_(lower())
-    with _lock:
-        lowered = None
-        if key is None:
-            lowered = lower()
-            text = canonical_text(lowered.as_text())
-            key = _key("lowered", text, repr(sorted(options.items())))
-        path = folder / f"{key}{SUFFIX}"
-        with cache_folder.claim(path):  # another process compiling it: wait, then load it
-            compiled = _load(path)
-            if compiled is not None:
-                _counts["disk"] += 1
-                return compiled
-            lowered = lowered if lowered is not None else lower()
-            compiled = compile_(lowered)
-            if _host_callbacks(lowered):  # not loadable by another process: kept in memory
-                _counts["uncacheable"] += 1
-            else:
-                _store(path, compiled)
+    lowered = None
+    if key is None:
+        lowered = lower()
+        text = canonical_text(lowered.as_text())
+        key = _key("lowered", text, repr(sorted(options.items())))
+    path = folder / f"{key}{SUFFIX}"
+    with cache_folder.claim(path):  # another process or thread on it: wait, then load it
+        compiled = _load(path)
+        if compiled is not None:
+            _counts["disk"] += 1
+            return compiled
+        lowered = lowered if lowered is not None else lower()
+        compiled = compile_(lowered)
+        if _host_callbacks(lowered):  # not loadable by another process: kept in memory
+            _counts["uncacheable"] += 1
+        else:
+            _store(path, compiled)
     return compiled
 
 

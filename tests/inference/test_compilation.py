@@ -298,6 +298,49 @@ def test_a_program_being_compiled_elsewhere_is_waited_for_then_loaded(cache_dir)
     assert stat.S_IMODE(os.stat(path.parent / f".lock-{path.name[:2]}").st_mode) == 0o600
 
 
+def test_a_program_waited_for_does_not_hold_up_another_threads_program(cache_dir):
+    """Loads and compiles of different programs go on in parallel threads (a thread
+    loads the next programs while the caller computes): while one thread waits for the
+    lock of program A's file, another thread loads program B of another lock file."""
+    import fcntl
+    import threading
+
+    program = compilation.jit(powered_sum, static_argnames=("power",))
+    values, extra = np.arange(5.0), {"shift": np.asarray(1.0)}
+    stored = {}
+    for power in range(2, 12):  # two programs whose files have different locks
+        before = set(programs(cache_dir))
+        program(values, extra, power=power)
+        (stored[power],) = set(programs(cache_dir)) - before
+        buckets = {path.name[:2]: power for power, path in stored.items()}
+        if len(buckets) == 2:
+            break
+    (first, second) = buckets.values()
+    compilation.clear_memory()
+    lock = os.open(stored[first].parent / f".lock-{stored[first].name[:2]}", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    results = {}
+
+    def call(power):
+        results[power] = float(program(values, extra, power=power))
+
+    waiting = threading.Thread(target=call, args=(first,))
+    other = threading.Thread(target=call, args=(second,))
+    try:
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive(), "it did not wait for the lock"
+        other.start()
+        other.join(120.0)
+        assert not other.is_alive() and second in results, "held up by the other's wait"
+        assert waiting.is_alive() and first not in results
+    finally:
+        os.close(lock)
+    waiting.join()
+    for power in (first, second):
+        assert results[power] == float(powered_sum(values, extra, power))
+
+
 def test_a_lock_held_too_long_or_unusable_is_done_without(tmp_path):
     import fcntl
 
