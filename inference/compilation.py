@@ -79,7 +79,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -94,6 +94,7 @@ __all__ = [
     "MAX_PROGRAMS",
     "CachedFunction",
     "CompilationCacheWarning",
+    "ProgramsByOptimizationLevel",
     "canonical_text",
     "clear_memory",
     "compile_keyed",
@@ -836,9 +837,8 @@ class CachedFunction:
         positional = self.positional
 
         def lower() -> jax.stages.Lowered:
-            # Through a jax.jit of a new function: JAX's caches of traced, lowered and
-            # compiled programs are keyed by the function (weakly), so they let go of
-            # this program when gaussmix drops it (self.jitted's would keep it for good).
+            # Through a jax.jit of a new function: JAX's caches, keyed by the function
+            # (weakly), let go of it when gaussmix does (self.jitted's would keep it).
             program = functools.wraps(positional)(lambda *arguments: positional(*arguments))
             return jax.jit(program, static_argnums=self.static_positions).lower(*values)
 
@@ -852,11 +852,9 @@ class CachedFunction:
         ):
             return self.jitted(*values)
         if self.options_jitted is None:
-            self.options_jitted = jax.jit(
-                self.fun,
-                static_argnums=self.static_positions,
-                compiler_options=self.compiler_options,
-            )
+            options = {"static_argnums": self.static_positions}
+            options["compiler_options"] = self.compiler_options
+            self.options_jitted = jax.jit(self.fun, **options)
         return self.options_jitted(*values)
 
 
@@ -866,17 +864,10 @@ def jit(
     static_argnames: Sequence[str] = (),
     compiler_options: dict[str, Any] | None = None,
 ):
-    """``jax.jit`` with gaussmix's persistent compilation cache (a decorator, too).
-
-    Args:
-        fun: the function to compile.
-        static_argnames: parameters passed as static arguments (hashable; part of the
-            key, so they should be plain data or gaussmix's own functions).
-        compiler_options: XLA options, as ``jax.jit`` takes them (part of the key).
-
-    Returns:
-        A :class:`CachedFunction`.
-    """
+    """``jax.jit`` with gaussmix's persistent compilation cache (a decorator, too): a
+    :class:`CachedFunction`. ``static_argnames`` (hashable) and ``compiler_options``
+    (XLA's, as ``jax.jit`` takes them) are part of the key: plain data or gaussmix's own
+    functions as static arguments."""
     if fun is None:
         return functools.partial(
             jit, static_argnames=static_argnames, compiler_options=compiler_options
@@ -884,14 +875,25 @@ def jit(
     return CachedFunction(fun, tuple(static_argnames), compiler_options)
 
 
+class ProgramsByOptimizationLevel(NamedTuple):
+    """One function's programs, :func:`jit` with XLA's ``xla_backend_optimization_level``
+    0, 1 and XLA's default; ``programs(work)`` is the one for ``work`` (e.g. rows x features
+    x components) below 1e6, below 1e8, above: compile time dominates a small problem."""
+
+    programs: tuple[CachedFunction, CachedFunction, CachedFunction]
+
+    def __call__(self, work: float) -> CachedFunction:
+        return self.programs[(work >= 1e6) + (work >= 1e8)]
+
+    def cache_size(self) -> int:
+        """Programs of the function held in this process, at every level."""
+        return sum(program.cache_size() for program in self.programs)
+
+
 def programs_by_optimization_level(
     fun: Callable, *, static_argnames: Sequence[str] = ()
-) -> Callable[[float], CachedFunction]:
-    """Programs of one function by optimization level: ``program_for(work)`` is :func:`jit`
-    of ``fun`` with XLA's ``xla_backend_optimization_level`` 0 for ``work`` (e.g. rows x
-    features x components) below 1e6, 1 below 1e8, XLA's default above: compile time, not
-    run time, dominates a small problem, and fewer LLVM optimizations roughly halve it."""
+) -> ProgramsByOptimizationLevel:
+    """:class:`ProgramsByOptimizationLevel` of ``fun``."""
     levels = ({"xla_backend_optimization_level": 0}, {"xla_backend_optimization_level": 1}, None)
     program = functools.partial(jit, fun, static_argnames=static_argnames)
-    programs = [program(compiler_options=options) for options in levels]
-    return lambda work: programs[(work >= 1e6) + (work >= 1e8)]
+    return ProgramsByOptimizationLevel(tuple(program(compiler_options=o) for o in levels))

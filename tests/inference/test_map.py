@@ -176,17 +176,17 @@ def test_batched_fit_equals_one_by_one_and_does_not_recompile(batch):
         for name in result.params:
             assert float(one.params[name]) == pytest.approx(float(result.params[name][i]), rel=1e-9)
         assert float(one.rss) == pytest.approx(float(result.rss[i]), rel=1e-12)
-    compiled = map_batch._fit_batch_jit.cache_size()
+    compiled = map_batch._fit_batch_program_for.cache_size()
     fit_map(THREE_ON_A_LINE, x, y + 0.01, init, batch_size=2)
-    assert map_batch._fit_batch_jit.cache_size() == compiled
+    assert map_batch._fit_batch_program_for.cache_size() == compiled
 
 
 def test_active_spectra_alone_are_fitted_through_the_same_compilation(batch):
     x, y, init, result = batch
     active = np.array([False, True, False, True, True])
-    compiled = map_batch._fit_batch_jit.cache_size()
+    compiled = map_batch._fit_batch_program_for.cache_size()
     subset = fit_map(THREE_ON_A_LINE, x, y, init, batch_size=2, active=active)
-    assert map_batch._fit_batch_jit.cache_size() == compiled
+    assert map_batch._fit_batch_program_for.cache_size() == compiled
     for name, values in subset.params.items():
         np.testing.assert_allclose(
             np.asarray(values)[active], np.asarray(result.params[name])[active], rtol=1e-12

@@ -151,12 +151,12 @@ def test_registering_a_closed_form_compiles_the_fit_anew(monkeypatch):
     )
     init = {"peak0_height": 1.8, "peak0_center": 5.1, "peak0_sigma": 0.9, "sigma": 0.1}
     fit_map(program, x, y, init)
-    compiled = batch._fit_batch_jit.cache_size()
+    compiled = batch._fit_batch_program_for.cache_size()
     closed_form.register_location_jacobian(peaks, location_and_jacobian)
     fit_map(program, x, y, init)
-    assert batch._fit_batch_jit.cache_size() == compiled + 1
+    assert batch._fit_batch_program_for.cache_size() == compiled + 1
     fit_map(program, x, y, init)
-    assert batch._fit_batch_jit.cache_size() == compiled + 1
+    assert batch._fit_batch_program_for.cache_size() == compiled + 1
 
 
 LOWERED_TEXT = textwrap.dedent(
@@ -170,14 +170,18 @@ LOWERED_TEXT = textwrap.dedent(
     from gaussmix.inference.map import batch
 
     texts = []
-    program = batch._fit_batch_jit  # the one jitted program of the MAP fit
+    programs = batch._fit_batch_program_for  # the MAP fit's jitted program, by work
 
-    class Spy:
-        def __call__(self, *arguments):
+    def spy(work):
+        program = programs(work)
+
+        def lowered_and_run(*arguments):
             texts.append(program.lower(*arguments).as_text())
             return program(*arguments)
 
-    batch._fit_batch_jit = Spy()
+        return lowered_and_run
+
+    batch._fit_batch_program_for = spy
     x = np.linspace(0.0, 10.0, 60)
     y = 3.0 * np.exp(-0.5 * ((x - 4.0) / 0.7) ** 2) + 0.1 * x
     y = y + np.random.default_rng(0).normal(0.0, 0.05, x.size)
