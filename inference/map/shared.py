@@ -545,7 +545,8 @@ def _finish(point, state, started, support, family, sites, local, shared, weight
     }
 
 
-_fit_shared_jit = compilation.jit(
+#: The compiled joint fit by work (spectra x points x parameters), as the batch fit is.
+_fit_shared_program_for = compilation.programs_by_optimization_level(
     _fit_shared,
     static_argnames=("model", "sites", "observed", "family", "shared_index", "shared_noise"),
 )
@@ -677,7 +678,7 @@ def fit_shared_map(
         step_tol=np.asarray(default_step if step_tol is None else step_tol, dtype),
         max_iter=np.asarray(max_iter, np.int32),
     )
-    outputs = _fit_shared_jit(
+    outputs = _fit_shared_program_for(y.size * theta.shape[1])(
         model, sites, observed, family, shared_index, bool(shared_noise),
         x, y, mask, theta, noise_start, canonical(model_kwargs), settings,
     )  # fmt: skip
