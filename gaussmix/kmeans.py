@@ -27,7 +27,6 @@ from gaussmix.inference import compilation, em
 __all__ = ["KMeans"]
 
 
-@compilation.jit(static_argnames=("n_clusters", "n_init", "init", "max_iter"))
 def _fit_kmeans(x, weight, key, tol, initial_centers, *, n_clusters, n_init, init, max_iter):
     centre = weight @ x / jnp.sum(weight)
     centred = x - centre
@@ -52,6 +51,14 @@ def _fit_kmeans(x, weight, key, tol, initial_centers, *, n_clusters, n_init, ini
     best = jnp.argmin(results.inertia)
     result = jax.tree.map(lambda leaf: leaf[best], results)
     return result._replace(centers=result.centers + centre)
+
+
+#: The compiled fit by work (points x features x clusters x restarts): fewer LLVM
+#: optimizations where compiling, not running, is the cost (1 000 x 2 points, 4 clusters:
+#: 0.6 s to compile instead of 1.1 s; 5 ms to run instead of 1.5 ms).
+_fit_kmeans_program_for = compilation.programs_by_optimization_level(
+    _fit_kmeans, static_argnames=("n_clusters", "n_init", "init", "max_iter")
+)
 
 
 @compilation.jit
@@ -160,7 +167,8 @@ class KMeans(EstimatorBase):
             if not np.all(np.isfinite(weight)) or np.any(weight < 0) or weight.sum() <= 0:
                 raise ValueError("sample_weight must be finite, non-negative and not all zero.")
         # NumPy in: jnp.asarray would compile a program per argument
-        result = _fit_kmeans(
+        work = n_samples * n_features * int(self.n_clusters) * n_init
+        result = _fit_kmeans_program_for(work)(
             X,
             weight,
             em.key_of(seed_from_random_state(self.random_state)),

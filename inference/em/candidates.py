@@ -141,7 +141,10 @@ def _kmeans_labels(x, weight, key, n_components, n_init):
     return jnp.stack([of(count) for count in n_components])
 
 
-_kmeans_labels_program = compilation.jit(_kmeans_labels, static_argnames=("n_components", "n_init"))
+#: The k-means starts by work (points x features x candidate components x restarts).
+_kmeans_labels_program_for = compilation.programs_by_optimization_level(
+    _kmeans_labels, static_argnames=("n_components", "n_init")
+)
 
 
 def kmeans_labels(x, sample_weight, seed, *, n_components: tuple, n_init: int) -> np.ndarray:
@@ -154,12 +157,14 @@ def kmeans_labels(x, sample_weight, seed, *, n_components: tuple, n_init: int) -
         n_components: the candidate K. n_init: restarts.
     """
     x = np.asarray(x)
+    n_components = tuple(int(k) for k in n_components)
+    work = x.size * sum(n_components) * int(n_init)
     return np.asarray(
-        _kmeans_labels_program(
+        _kmeans_labels_program_for(work)(
             x,
             np.asarray(sample_weight, x.dtype),
             key_of(seed),
-            n_components=tuple(int(k) for k in n_components),
+            n_components=n_components,
             n_init=int(n_init),
         )
     )

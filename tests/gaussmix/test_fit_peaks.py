@@ -437,10 +437,17 @@ def test_batch_split_over_four_cpu_devices_equals_one_device(tmp_path):
     names = [key.split("/")[-1] for key in results if key.startswith("one/params/")]
     assert len(names) == 4
     for one, split in (("one", "split"), ("lost_one", "lost_split")):
-        for key in [f"params/{name}" for name in names] + ["rss", "covariance", "bic"]:
+        for key in [f"params/{name}" for name in names] + ["rss", "bic"]:
             np.testing.assert_allclose(
                 results[f"{split}/{key}"], results[f"{one}/{key}"], rtol=1e-12
             )
+        # Covariances in units of sqrt(C_ii C_jj): a near-zero entry (1e-11 beside 1e-4 on
+        # the diagonal) carries the rounding of the larger ones, and the one-device fit of
+        # a small batch is compiled with fewer optimizations than the split one.
+        expected, got = results[f"{one}/covariance"], results[f"{split}/covariance"]
+        scale = np.sqrt(np.einsum("bii->bi", expected))
+        scale = scale[:, :, None] * scale[:, None, :]
+        np.testing.assert_allclose(got / scale, expected / scale, rtol=0, atol=1e-12)
         for key in ("converged", "n_iter", "n_points"):
             np.testing.assert_array_equal(results[f"{split}/{key}"], results[f"{one}/{key}"])
         assert results[f"{one}/converged"].all() and results[f"{one}/n_points"][3] == 60
