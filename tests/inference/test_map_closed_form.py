@@ -99,6 +99,23 @@ def test_closed_form_jacobian_matches_forward_mode(
         )
 
 
+def test_the_peak_program_comes_with_its_closed_form():
+    """Registered by default, for the program itself and for fit_peaks' partials of it;
+    None unregisters it (forward mode), and registering it again restores it."""
+    program = functools.partial(
+        peaks, lineshapes=("gaussian",) * 3, baseline="linear", likelihood="normal", ties={}
+    )
+    assert closed_form.registered_function(peaks) is location_and_jacobian
+    assert closed_form.registered_function(program) is location_and_jacobian
+    try:
+        closed_form.register_location_jacobian(peaks, None)
+        assert closed_form.registered_function(program) is None
+        assert closed_form.location_jacobian_of(program) is None
+    finally:
+        closed_form.register_location_jacobian(peaks, location_and_jacobian)
+    assert closed_form.registered_function(program) is location_and_jacobian
+
+
 def test_a_user_program_without_a_closed_form_uses_forward_mode(monkeypatch):
     monkeypatch.setattr(closed_form, "_REGISTRY", {})
 
