@@ -422,13 +422,29 @@ def test_any_input_fits_or_is_a_value_error(problem):
 
 
 def test_a_residual_sum_of_squares_of_zero_is_said_not_a_divide_by_zero():
-    """y = 1e-300 everywhere (found by the property test above): the squared residuals
-    underflow, the RSS is exactly 0 and log(RSS) would be -inf with a RuntimeWarning. The
-    fit says so in one PeakFitWarning; its log-likelihood is +inf and AIC/BIC -inf."""
+    """A spectrum of zeros: the curve goes through every point, the RSS is exactly 0 and
+    log(RSS) would be -inf with a RuntimeWarning. The fit says so in one PeakFitWarning;
+    its log-likelihood is +inf and AIC/BIC -inf."""
     with pytest.warns(PeakFitWarning, match="residual sum of squares of the spectrum is 0"):
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)
-            fit = fit_peaks(X, np.full(X.shape, 1e-300), peaks=("gaussian",))
+            fit = fit_peaks(X, np.zeros(X.shape), peaks=("gaussian",))
     assert float(fit.rss) == 0.0
     assert float(fit.log_likelihood) == np.inf
     assert float(fit.aic) == -np.inf and float(fit.bic) == -np.inf
+
+
+def test_a_spectrum_whose_squares_underflow_gives_no_nan_and_no_runtime_warning():
+    """y = 1e-300 everywhere (found by the property test above): squared residuals
+    underflow. Whether the fit ends with an RSS of exactly 0 (then said, as above) or
+    tiny (rounding decides: XLA's optimization level changes it), nothing is NaN, NumPy
+    warns of nothing, and the log-likelihood is +inf exactly when the RSS is 0."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", RuntimeWarning)
+        fit = fit_peaks(X, np.full(X.shape, 1e-300), peaks=("gaussian",))
+    assert all(issubclass(warning.category, PeakFitWarning) for warning in caught)
+    rss, log_likelihood = float(fit.rss), float(fit.log_likelihood)
+    assert np.isfinite(rss) and rss >= 0.0 and not np.isnan(log_likelihood)
+    assert (log_likelihood == np.inf) == (rss == 0.0)
+    assert all(not np.isnan(float(np.asarray(value))) for value in fit.params.values())
