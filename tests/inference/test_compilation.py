@@ -529,6 +529,7 @@ def test_programs_by_optimization_level_choose_the_level_by_work(cache_dir):
     values, extra = jnp.arange(3.0), {"shift": 0.0}
     assert {float(program_for(work)(values, extra, power=2)) for work in (1, 1e6, 1e8)} == {5.0}
     assert len(programs(cache_dir)) == 3  # one stored program per level
+    assert program_for.cache_size() == 3
 
 
 def test_preload_holds_the_program_that_the_call_then_finds(cache_dir):

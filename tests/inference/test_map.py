@@ -181,6 +181,24 @@ def test_batched_fit_equals_one_by_one_and_does_not_recompile(batch):
     assert map_batch._fit_batch_program_for.cache_size() == compiled
 
 
+def test_a_batch_of_little_work_runs_the_program_compiled_with_fewer_optimizations(
+    batch, monkeypatch
+):
+    """Spectra x points x parameters below 1e6: compile time, not run time, is the cost,
+    so the fit runs the program compiled at XLA optimization level 0."""
+    x, y, init, result = batch
+    programs, chosen = map_batch._fit_batch_program_for, []
+
+    def spy(work):
+        chosen.append((work, programs(work).compiler_options))
+        return programs(work)
+
+    monkeypatch.setattr(map_batch, "_fit_batch_program_for", spy)
+    again = fit_map(THREE_ON_A_LINE, x, y, init, batch_size=2)
+    assert chosen == [(y.size * 11, {"xla_backend_optimization_level": 0})]
+    np.testing.assert_array_equal(np.asarray(again.rss), np.asarray(result.rss))
+
+
 def test_active_spectra_alone_are_fitted_through_the_same_compilation(batch):
     x, y, init, result = batch
     active = np.array([False, True, False, True, True])
