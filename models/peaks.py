@@ -432,14 +432,11 @@ def data_ranges(x: jax.Array, y: jax.Array | None, mask, y_range):
     if y_range is not None:
         y_low, y_high = (jnp.asarray(value, x.dtype) for value in y_range)
     else:
-        # NumPy's nanmin and nanmax (NaN where no point counts) as min and max over the
-        # points that count: XLA CPU takes 10.7 us per 1 000-point spectrum for
-        # jnp.nanmin and jnp.nanmax, 2.1 us for these (most of the P3 fit's priors read).
+        # NumPy's nanmin, nanmax over the points that count (jnp's: 5x slower on XLA CPU)
         counts = ~jnp.isnan(y) if mask is None else jnp.asarray(mask, bool) & ~jnp.isnan(y)
-        y_low = jnp.min(jnp.where(counts, y, jnp.inf), axis=-1)
-        y_high = jnp.max(jnp.where(counts, y, -jnp.inf), axis=-1)
-        empty = y_low > y_high  # inf > -inf: no point counts
-        y_low, y_high = (jnp.where(empty, jnp.nan, value) for value in (y_low, y_high))
+        low = jnp.min(jnp.where(counts, y, jnp.inf), axis=-1)
+        high = jnp.max(jnp.where(counts, y, -jnp.inf), axis=-1)
+        y_low, y_high = (jnp.where(low > high, jnp.nan, v) for v in (low, high))  # none counts
     return x_low, x_high, y_low, y_high
 
 
