@@ -852,9 +852,8 @@ class CachedFunction:
         ):
             return self.jitted(*values)
         if self.options_jitted is None:
-            options = {"static_argnums": self.static_positions}
-            options["compiler_options"] = self.compiler_options
-            self.options_jitted = jax.jit(self.fun, **options)
+            self.options_jitted = jax.jit(self.fun, static_argnums=self.static_positions,
+                                          compiler_options=self.compiler_options)  # fmt: skip
         return self.options_jitted(*values)
 
 

@@ -195,7 +195,7 @@ def test_a_batch_of_little_work_runs_the_program_compiled_with_fewer_optimizatio
 
     monkeypatch.setattr(map_batch, "_fit_batch_program_for", spy)
     again = fit_map(THREE_ON_A_LINE, x, y, init, batch_size=2)
-    assert chosen == [(y.size * 11, {"xla_backend_optimization_level": 0})]
+    assert chosen == [(y.size * 11, {"xla_backend_optimization_level": 0})]  # 11 curve sites
     np.testing.assert_array_equal(np.asarray(again.rss), np.asarray(result.rss))
 
 
