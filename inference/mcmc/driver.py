@@ -20,6 +20,7 @@ import numpy as np
 import numpyro
 from jax.typing import ArrayLike
 from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
 
 from gaussmix.inference.diagnostics import SamplingWarning
 from gaussmix.inference.mcmc.chain import (
@@ -222,6 +223,47 @@ def _check_init_names(program: Program, init_values: Mapping) -> None:
         )
 
 
+def _describe_invalid_init(program: Program, init_values: Mapping) -> str:
+    """Where an initial point fails, as a clause for the error: the sites whose value is
+    off its distribution's support or whose log density is not finite there (one eager
+    trace of the model at the given values, run only on this error's path)."""
+    args, kwargs = program.arguments()
+    try:
+        with numpyro.validation_enabled(False):
+            model = handlers.substitute(handlers.seed(program.model, 0), data=init_values)
+            sites = handlers.trace(model).get_trace(*args, **kwargs)
+    except Exception as error:  # the clause is a courtesy: the error stands without it
+        return f" (tracing the model there failed too: {error!r})"
+    problems = []
+    for name, site in sites.items():
+        if site["type"] != "sample":
+            continue
+        value = site["value"]
+        support = getattr(site["fn"], "support", None)
+        try:
+            inside = bool(np.all(np.asarray(support(value)))) if support is not None else True
+            finite = inside and bool(np.all(np.isfinite(np.asarray(site["fn"].log_prob(value)))))
+            interior = site["is_observed"] or not finite or support is None
+            if not interior:  # NUTS moves in the unconstrained space: a bound is infinity
+                image = biject_to(support).inv(value)
+                interior = bool(np.all(np.isfinite(np.asarray(image))))
+        except Exception:  # a site this check cannot evaluate: say nothing of it
+            continue
+        shown = np.asarray(value)
+        shown = float(shown) if shown.size == 1 else f"an array of shape {shown.shape}"
+        if not inside and site["is_observed"]:
+            problems.append(f"the observed {name} has values off the support {support}")
+        elif not inside:
+            problems.append(f"{name} = {shown} is off the support {support}")
+        elif not finite:
+            problems.append(f"the log density of {name} is not finite")
+        elif not interior:
+            problems.append(f"{name} = {shown} is on the boundary of the support {support}")
+    if not problems:
+        return " (every site's log density is finite there: its gradient is not)"
+    return ": " + "; ".join(problems)
+
+
 def _sample(
     program: Program,
     init: Mapping | None,
@@ -268,7 +310,8 @@ def _sample(
         if init_values is not None:
             raise ValueError(
                 "The log density or its gradient is not finite at the values given in init "
-                "(or by the program's sampling hooks, e.g. EM); pass values inside the "
+                "(or by the program's sampling hooks, e.g. EM)"
+                f"{_describe_invalid_init(program, init_values)}; pass values inside the "
                 "supports of the priors."
             )
         raise ValueError(

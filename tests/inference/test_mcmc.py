@@ -209,6 +209,39 @@ def test_no_valid_initial_point_is_a_clear_error():
 
 
 @pytest.mark.parametrize(
+    ("init", "message"),
+    [
+        # rate = -1 is off Gamma's support: the error names the site and the support.
+        ({"loc": 2.0, "rate": -1.0}, r"rate = -1\.0 is off the support"),
+        # A count of -1 is off the Poisson's support at any init: the observed site.
+        ({"loc": 2.0, "rate": 3.0}, "the observed counts has values off the support"),
+    ],
+)
+def test_init_off_the_support_names_the_site(init, message):
+    y, counts = data(0)
+    if "observed" in message:
+        counts[3] = -1.0
+    with pytest.raises(ValueError, match="not finite at the values given in init") as error:
+        sample(conjugate, y, counts, num_chains=1, num_warmup=10, num_samples=10, init=init)
+    assert re.search(message, str(error.value))
+    assert "loc" not in str(error.value).split("(or by")[1]  # the valid site is not named
+
+
+def test_init_on_a_bound_of_the_support_names_the_site():
+    """A value on a closed bound (inside the support, finite log density) is infinity in
+    the unconstrained space NUTS moves in: the error says so."""
+
+    def bounded(y):
+        scale = numpyro.sample("scale", dist.Uniform(0.5, 9.0))
+        numpyro.sample("y", dist.Normal(0.0, scale), obs=y)
+
+    with pytest.raises(ValueError, match=r"scale = 9\.0 is on the boundary of the support"):
+        sample(
+            bounded, np.ones(3), init={"scale": 9.0}, num_chains=1, num_warmup=10, num_samples=10
+        )
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"num_samples": 0}, "num_samples"),
