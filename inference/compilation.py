@@ -8,8 +8,9 @@ milliseconds. It leaves JAX's global configuration and the user's own programs a
 only gaussmix's programs go through it, serialized with
 :mod:`jax.experimental.serialize_executable` into gaussmix's own cache folder.
 
-Keys. A program is found again by a SHA-256 over the environment (JAX, jaxlib and NumPyro
-versions, backend, device kind and count, ``XLA_FLAGS``, JAX's configuration) and either
+Keys (:mod:`gaussmix.inference.program_keys`). A program is found again by a SHA-256 over
+the environment (JAX, jaxlib and NumPyro versions, backend, device kind and count, the
+host's processor, ``XLA_FLAGS``, JAX's configuration) and either
 
 - its **signature** — the function's module, qualified name and closure, its static
   arguments, the tree structure, shapes and dtypes of its array arguments, and a hash of
@@ -61,12 +62,10 @@ Example:
     14.0
 """
 
-import enum
+import contextlib
 import functools
 import gc
 import hashlib
-import importlib.metadata
-import importlib.util
 import inspect
 import itertools
 import logging
@@ -74,7 +73,6 @@ import os
 import pickle
 import re
 import threading
-import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -85,7 +83,8 @@ import jax
 import numpy as np
 from jax.experimental import serialize_executable
 
-from gaussmix.inference import cache_folder
+from gaussmix.inference import cache_folder, program_keys
+from gaussmix.inference.program_keys import fingerprint
 
 __all__ = [
     "GUARD_SHARE",
@@ -97,6 +96,7 @@ __all__ = [
     "ProgramsByOptimizationLevel",
     "canonical_text",
     "clear_memory",
+    "collection_paused",
     "compile_keyed",
     "enabled",
     "fingerprint",
@@ -117,19 +117,7 @@ MAX_BYTES = 2 * 1024**3
 #: First bytes of every cached program file (format version included).
 MAGIC = b"gaussmix-program-2\n"
 SUFFIX = ".gaussmix-program"
-#: Modules whose functions and classes are named rather than hashed: their source is in
-#: the key (gaussmix) or their version is (jax, jaxlib, numpyro, numpy).
-TRUSTED_MODULES = ("gaussmix", "jax", "jaxlib", "numpyro", "numpy")
 _OFF = ("0", "false", "no", "off")
-# JAX settings that do not change a program (logging, caches, tracebacks).
-_IGNORED_SETTINGS = (
-    "log_compiles",
-    "explain_cache_misses",
-    "compilation_cache",
-    "persistent_cache",
-    "traceback",
-    "logging",
-)
 
 #: Compiled programs of :func:`jit` held in this process at most (least recently used
 #: dropped first; about 320 memory mappings each for an EM fit, 64 of them about 20 000).
@@ -296,175 +284,6 @@ def statistics() -> dict[str, int]:
     return dict(_counts)
 
 
-# Keys ---------------------------------------------------------------------------------
-
-
-def _trusted(module: str | None) -> bool:
-    return bool(module) and module.split(".")[0] in TRUSTED_MODULES
-
-
-def fingerprint(value: Any) -> str | None:
-    """A text that names ``value`` the same way in every process, or None.
-
-    Plain data (None, booleans, numbers, strings, bytes, tuples, lists, dicts with string
-    keys, NumPy dtypes, enums, NamedTuples and frozen dataclasses of those) is written
-    out; functions, classes and ``functools.partial`` objects of gaussmix, JAX, NumPyro or
-    NumPy are named by module, qualified name and first line, with their closures,
-    defaults and arguments. Anything else — a user's function, an object whose only name
-    is its address — has no fingerprint: the program is then keyed by its lowered text.
-
-    Example:
-        >>> fingerprint(("normal", 3, {"ties": None}))
-        "tuple(str:'normal',int:3,dict('ties':NoneType:None),)"
-        >>> scale = eval("lambda x: 2 * x", {"__name__": "my_analysis"})  # a user's code
-        >>> fingerprint(scale) is None
-        True
-    """
-    try:
-        return _fingerprint(value, 0)
-    except _NoFingerprint:
-        return None
-
-
-class _NoFingerprint(Exception):
-    pass
-
-
-def _fingerprint(value: Any, depth: int) -> str:
-    if depth > 50:
-        raise _NoFingerprint
-    depth += 1
-    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
-        return f"{type(value).__name__}:{value!r}"
-    if isinstance(value, np.dtype):
-        return f"dtype:{value.str}"
-    if isinstance(value, type):
-        if not _trusted(value.__module__):
-            raise _NoFingerprint
-        return f"class:{value.__module__}.{value.__qualname__}"
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
-        cls = type(value)
-        fields = ",".join(_fingerprint(item, depth) for item in value)
-        return f"{_fingerprint(cls, depth)}({fields})"
-    if isinstance(value, tuple | list):
-        return f"{type(value).__name__}({','.join(_fingerprint(v, depth) for v in value)},)"
-    if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            raise _NoFingerprint
-        items = ",".join(f"{key!r}:{_fingerprint(value[key], depth)}" for key in sorted(value))
-        return f"dict({items})"
-    if isinstance(value, frozenset):
-        return f"frozenset({','.join(sorted(_fingerprint(v, depth) for v in value))})"
-    if isinstance(value, functools.partial):
-        keywords = _fingerprint(dict(value.keywords), depth)
-        return f"partial({_fingerprint(value.func, depth)},{_fingerprint(value.args, depth)},{keywords})"
-    if isinstance(value, types.FunctionType):
-        if not _trusted(value.__module__):
-            raise _NoFingerprint
-        code = value.__code__
-        cells = tuple(cell.cell_contents for cell in value.__closure__ or ())
-        parts = (cells, value.__defaults__, value.__kwdefaults__)
-        return (
-            f"function:{value.__module__}.{value.__qualname__}@{code.co_firstlineno}"
-            f"{_fingerprint(parts, depth)}"
-        )
-    if isinstance(value, types.MethodType):
-        return f"method:{_fingerprint(value.__func__, depth)}/{_fingerprint(value.__self__, depth)}"
-    if hasattr(value, "__dataclass_fields__") and getattr(
-        value.__dataclass_params__, "frozen", False
-    ):
-        fields = {name: getattr(value, name) for name in value.__dataclass_fields__}
-        return f"{_fingerprint(type(value), depth)}{_fingerprint(fields, depth)}"
-    if isinstance(value, enum.Enum):
-        return f"{_fingerprint(type(value), depth)}.{value.name}"
-    if callable(value):
-        module = getattr(value, "__module__", None)
-        qualname = getattr(value, "__qualname__", None)
-        # jax.numpy's functions, builtins and other named callables of trusted modules
-        if qualname and _trusted(module) and not getattr(value, "__self__", None):
-            return f"callable:{module}.{qualname}"
-    raise _NoFingerprint
-
-
-@functools.cache
-def _source_hash() -> str:
-    """SHA-256 of gaussmix's own source (every .py and .cc file of its packages)."""
-    digest = hashlib.sha256()
-    roots = {}
-    for name in ("gaussmix", "gaussmix.inference", "gaussmix.models"):
-        spec = importlib.util.find_spec(name)  # the package's folder, nothing imported
-        roots[name] = Path(next(iter(spec.submodule_search_locations)))
-    for name, root in sorted(roots.items()):
-        for path in sorted(root.rglob("*")):
-            if path.suffix in (".py", ".cc") and "__pycache__" not in path.parts:
-                relative = path.relative_to(root).as_posix()
-                if name == "gaussmix" and relative.split("/")[0] in ("inference", "models"):
-                    continue
-                digest.update(f"{name}/{relative}\0".encode())
-                digest.update(path.read_bytes())
-                digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _settings_text() -> str:
-    """JAX's configuration, but for the settings that change no program."""
-    items = []
-    for name, value in sorted(jax.config.values.items()):
-        if any(part in name for part in _IGNORED_SETTINGS):
-            continue
-        if value is None or isinstance(value, bool | int | float | str):
-            items.append(f"{name}={value!r}")
-        else:  # enums and other settings objects: their class and value
-            items.append(f"{name}={type(value).__name__}:{getattr(value, 'value', value)!s}")
-    return ";".join(items)
-
-
-@functools.cache
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def _environment() -> str:
-    device = jax.devices()[0]
-    return "\n".join(
-        [
-            f"jax {jax.__version__} jaxlib {_version('jaxlib')} numpyro {_version('numpyro')}",
-            f"numpy {np.__version__}",
-            f"backend {device.platform} {device.client.platform_version} {device.device_kind}",
-            f"devices {jax.device_count()} local {jax.local_device_count()}",
-            f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '')}",
-            _settings_text(),
-        ]
-    )
-
-
-@functools.cache
-def _runtime_ready() -> bool:
-    """Whether programs may be loaded without being lowered first in this process:
-    lowering a program that calls LAPACK (Cholesky, triangular solves) points jaxlib's CPU
-    kernels at SciPy's LAPACK, without which a loaded executable crashes (JAX does the same
-    before it runs a deserialized program, ``jax.export``); else programs are keyed by
-    their lowered text (lowering does it)."""
-    try:
-        from jax._src.lax.linalg import initialize_lapack
-
-        initialize_lapack()
-    except Exception:  # another jaxlib: lower before loading
-        return False
-    return True
-
-
-def _key(*parts: str) -> str:
-    digest = hashlib.sha256()
-    for part in (_environment(), *parts):
-        digest.update(part.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 # The folder ---------------------------------------------------------------------------
 
 
@@ -572,6 +391,22 @@ def canonical_text(text: str) -> str:
     return _SYMBOL.sub(lambda match: symbols.setdefault(match[0], f"@{len(symbols)}"), text)
 
 
+@contextlib.contextmanager
+def collection_paused():
+    """Python's cyclic garbage collector paused while a program is traced, lowered and
+    compiled (and on again after, if it was on): tracing makes millions of short-lived
+    objects, which start collections that walk every object of the process, JAX's
+    included; none of them frees a cycle worth keeping the compiler waiting for (a cold
+    single-spectrum ``fit_peaks``: 62 collections, 0.13 of its 2.0 s)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _load_or_compile(
     lower: Callable[[], jax.stages.Lowered],
     key: str | None,
@@ -588,20 +423,23 @@ def _load_or_compile(
     folder = _folder() if enabled() else None
     _guard_mappings()
     if folder is None:
-        return compile_(lower())
+        with collection_paused():
+            return compile_(lower())
     lowered = None
     if key is None:
-        lowered = lower()
+        with collection_paused():
+            lowered = lower()
         text = canonical_text(lowered.as_text())
-        key = _key("lowered", text, repr(sorted(options.items())))
+        key = program_keys.key("lowered", text, repr(sorted(options.items())))
     path = folder / f"{key}{SUFFIX}"
     with cache_folder.claim(path):  # another process or thread on it: wait, then load it
         compiled = _load(path)
         if compiled is not None:
             _counts["disk"] += 1
             return compiled
-        lowered = lowered if lowered is not None else lower()
-        compiled = compile_(lowered)
+        with collection_paused():
+            lowered = lowered if lowered is not None else lower()
+            compiled = compile_(lowered)
         if _host_callbacks(lowered):  # not loadable by another process: kept in memory
             _counts["uncacheable"] += 1
         else:
@@ -650,10 +488,10 @@ def compile_keyed(
         calls.append(True)
         return lower()
 
-    printed = fingerprint(parts) if _runtime_ready() else None
+    printed = fingerprint(parts) if program_keys.runtime_ready() else None
     key = None
     if printed is not None and " at 0x" not in printed:  # an address is no key
-        key = _key("parts", _source_hash(), printed)
+        key = program_keys.key("parts", program_keys.source_hash(), printed)
     return _load_or_compile(counted, key, compiler_options), bool(calls)
 
 
@@ -821,14 +659,14 @@ class CachedFunction:
         static_fingerprint = fingerprint(static)
         structure = str(treedef)
         if (
-            _runtime_ready()
+            program_keys.runtime_ready()
             and self.function_fingerprint is not None
             and static_fingerprint is not None
             and " at 0x" not in structure  # a node whose text is its address: no key
         ):
-            key = _key(
+            key = program_keys.key(
                 "signature",
-                _source_hash(),
+                program_keys.source_hash(),
                 self.function_fingerprint,
                 static_fingerprint,
                 structure,

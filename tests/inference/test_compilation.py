@@ -9,8 +9,10 @@ the switches).
 
 import errno
 import functools
+import gc
 import json
 import os
+import platform
 import shutil
 import stat
 import subprocess
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gaussmix.inference import compilation
+from gaussmix.inference import compilation, program_keys
 from gaussmix.inference.compilation import CompilationCacheWarning, fingerprint
 from gaussmix.inference.map.levenberg_marquardt import inverse_positive_definite
 
@@ -591,11 +593,40 @@ def test_another_gaussmix_source_is_another_program(cache_dir, monkeypatch):
     compilation.jit(inverse_positive_definite)(matrix)
     compilation.jit(inverse_positive_definite)(matrix)
     assert len(programs(cache_dir)) == 1
-    monkeypatch.setattr(compilation, "_source_hash", lambda: "an edited gaussmix")
+    monkeypatch.setattr(program_keys, "source_hash", lambda: "an edited gaussmix")
     before = compilation.statistics()["compiled"]
     compilation.jit(inverse_positive_definite)(matrix)
     assert compilation.statistics()["compiled"] == before + 1
     assert len(programs(cache_dir)) == 2
+
+
+def test_another_processor_is_another_program(cache_dir, monkeypatch):
+    """XLA compiles for the processor it runs on: a cache folder shared by two kinds of
+    machine (a home folder on a cluster) holds a program for each, never one machine's
+    code loaded on the other."""
+    matrix = np.array([[2.0, 0.3], [0.3, 1.0]])
+    compilation.jit(inverse_positive_definite)(matrix)
+    assert len(programs(cache_dir)) == 1
+    other = "x86_64 Another CPU fpu sse sse2"
+    assert program_keys.host_processor() != other
+    monkeypatch.setattr(program_keys, "host_processor", lambda: other)
+    before = compilation.statistics()["compiled"]
+    compilation.jit(inverse_positive_definite)(matrix)
+    assert compilation.statistics()["compiled"] == before + 1
+    assert len(programs(cache_dir)) == 2
+
+
+def test_the_processor_is_read_from_the_system():
+    """Linux's /proc/cpuinfo names the model and its instruction sets; elsewhere (or
+    without that file) Python's platform module answers."""
+    text = program_keys.host_processor()
+    assert text.startswith(platform.machine())
+    if Path("/proc/cpuinfo").exists():
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        flags = next(
+            line for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
+        )
+        assert flags.split(":", 1)[1].strip() in text
 
 
 END_TO_END = textwrap.dedent(
@@ -682,3 +713,27 @@ def test_a_program_that_calls_the_kernel_is_not_loaded_where_the_kernel_is_off(t
     assert again["stats"]["compiled"] == 0
     np.testing.assert_allclose(without["means"], with_kernel["means"], rtol=1e-4)
     assert again["means"] == with_kernel["means"]
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_programs_compile_with_the_garbage_collector_paused(cache_dir, collecting):
+    """Tracing makes millions of short-lived objects and their collections walk the whole
+    process: they are paused while a program is traced, lowered and compiled, and left as
+    the user had them after (on, or off if the user had switched them off)."""
+    seen = []
+
+    def scaled(values):
+        seen.append(gc.isenabled())  # while traced
+        return values * 2.0
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if collecting else gc.disable()
+        compilation.jit(scaled)(jnp.arange(3.0))
+        assert seen == [False]
+        assert gc.isenabled() == collecting
+        with pytest.raises(RuntimeError), compilation.collection_paused():
+            raise RuntimeError("a program that fails to compile")
+        assert gc.isenabled() == collecting  # an error does not leave it paused
+    finally:
+        gc.enable() if was else gc.disable()
