@@ -413,8 +413,10 @@ def test_gallery_reports_a_failed_claim_and_a_clean_early_exit(tmp_path):
 
     failing = tmp_path / "failing.py"
     failing.write_text('"""Fails."""\nprint("before")\nassert 1 == 2, "a claim"\n')
-    with pytest.raises(ExtensionError, match=r"failing\.py --quick failed.*a claim"):
+    with pytest.raises(ExtensionError, match=r"failing\.py --quick failed.*a claim") as error:
         gaussmix_gallery.run_example(failing, tmp_path)
+    assert "before" in str(error.value)  # what it printed
+    assert f'File "{failing}", line 3' in str(error.value)  # and where it failed
     early = tmp_path / "early.py"
     early.write_text('"""Needs data."""\nimport sys\nprint("data absent")\nsys.exit(0)\n')
     printed, note, _ = gaussmix_gallery.run_example(early, tmp_path)

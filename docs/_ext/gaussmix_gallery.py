@@ -25,6 +25,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import traceback
 from pathlib import Path
 
 from sphinx.errors import ExtensionError
@@ -71,8 +72,11 @@ def run_example(script: Path, out: Path) -> tuple[str, str | None, float]:
             ) from None
         note = "The script stopped early (status 0): an optional requirement is missing."
     except Exception as error:
+        # Where it failed, too: Sphinx's own report keeps only the extension's frames.
+        where = "".join(traceback.format_exception(error))[-3000:]
         raise ExtensionError(
-            f"gallery: {script.name} --quick failed: {error!r}\n{printed.getvalue()[-3000:]}"
+            f"gallery: {script.name} --quick failed: {error!r}\n"
+            f"{printed.getvalue()[-3000:]}\n{where}"
         ) from error
     finally:
         sys.argv = argv
