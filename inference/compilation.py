@@ -657,7 +657,7 @@ class CachedFunction:
         fingerprint, else by its lowered text."""
         key = None
         static_fingerprint = fingerprint(static)
-        structure = str(treedef)
+        structure = program_keys.tree_structure(treedef)
         if (
             program_keys.runtime_ready()
             and self.function_fingerprint is not None

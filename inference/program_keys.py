@@ -34,6 +34,7 @@ __all__ = [
     "key",
     "runtime_ready",
     "source_hash",
+    "tree_structure",
 ]
 
 #: Modules whose functions and classes are named rather than hashed: their source is in
@@ -239,3 +240,33 @@ def key(*parts: str) -> str:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def tree_structure(treedef: Any) -> str:
+    """The text of a tree structure for a key: ``str(treedef)``, then, for each node whose
+    class orders its children per process, that order.
+
+    A NumPyro distribution flattens its fields in the order of a Python ``set``
+    (``gather_pytree_data_fields``), which follows the string hash seed of the process:
+    ``Uniform(low, high)`` flattens as ``(_support, high, low)`` in one process and
+    ``(_support, low, high)`` in another, with the same ``str(treedef)``. A program
+    compiled in the first and loaded by that text in the second would read ``high`` as
+    ``low``; the field names in the key make them two programs.
+
+    Example:
+        >>> import jax
+        >>> tree_structure(jax.tree.structure({"a": (1.0, 2.0)}))
+        "PyTreeDef({'a': (*, *)})"
+    """
+    orders = set()
+    pending = [treedef]
+    while pending:
+        node = pending.pop()
+        data = node.node_data()
+        gather = getattr(data[0], "gather_pytree_data_fields", None) if data else None
+        if callable(gather):
+            kind = data[0]
+            aux = kind.gather_pytree_aux_fields()
+            orders.add(f"{kind.__module__}.{kind.__qualname__}{tuple(gather())}{tuple(aux)}")
+        pending.extend(node.children())
+    return str(treedef) + "".join(f"|{order}" for order in sorted(orders))

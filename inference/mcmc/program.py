@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import numpyro
 
-from gaussmix.inference import compilation
+from gaussmix.inference import compilation, program_keys
+from gaussmix.inference.map.trees import canonical, plain
 
 __all__ = [
     "CACHE_SIZE",
@@ -95,7 +96,7 @@ class Program(NamedTuple):
             self.dynamic_index, self.dynamic if dynamic is None else dynamic, strict=True
         ):
             leaves[index] = value
-        return jax.tree.unflatten(self.treedef, leaves)
+        return plain(jax.tree.unflatten(self.treedef, leaves))
 
 
 def bind(model: Callable, args: tuple, kwargs: dict) -> Program:
@@ -107,7 +108,9 @@ def bind(model: Callable, args: tuple, kwargs: dict) -> Program:
         >>> [value.shape for value in program.dynamic], program.arguments()[1]
         ([(3,)], {'sep': ','})
     """
-    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
+    # Distributions flattened sorted by field name: NumPyro's own order changes from one
+    # process to the next (gaussmix.inference.map.trees), and so would the programs.
+    leaves, treedef = jax.tree.flatten(canonical((tuple(args), dict(kwargs))))
     dynamic_index = tuple(
         i
         for i, leaf in enumerate(leaves)
@@ -192,7 +195,8 @@ def compiled(
     parts = None
     if key is not None:
         shapes = signature((program.dynamic, example))
-        parts = ("gaussmix.inference.mcmc", name, program.model, str(program.treedef))
+        structure = program_keys.tree_structure(program.treedef)
+        parts = ("gaussmix.inference.mcmc", name, program.model, structure)
         parts += (program.static_leaves, program.dynamic_index, extra_key, shapes)
 
     def lower() -> jax.stages.Lowered:

@@ -737,3 +737,23 @@ def test_programs_compile_with_the_garbage_collector_paused(cache_dir, collectin
         assert gc.isenabled() == collecting  # an error does not leave it paused
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_a_tree_whose_fields_another_process_orders_otherwise_has_another_key(monkeypatch):
+    """NumPyro orders a distribution's fields by a Python set (the process's string hash
+    seed): ``str(treedef)`` reads the same whether ``low`` or ``high`` comes first. The
+    key's text names the order (here another process is played by a patched order)."""
+    import numpyro.distributions as dist
+
+    prior = {"scale": dist.Uniform(0.5, 9.0)}
+    order = dist.Uniform.gather_pytree_data_fields()
+    treedef = jax.tree.structure(prior)
+    here = program_keys.tree_structure(treedef)
+    leaves = jax.tree.leaves(prior)
+    swapped = tuple({"low": "high", "high": "low"}.get(name, name) for name in order)
+    monkeypatch.setattr(dist.Uniform, "gather_pytree_data_fields", classmethod(lambda cls: swapped))
+    other = jax.tree.structure(prior)
+    assert str(other) == str(treedef)  # low and high are both a leaf, *
+    assert jax.tree.leaves(prior) != leaves  # the same leaves, low and high swapped
+    assert program_keys.tree_structure(other) != here
+    assert here.startswith(str(treedef))

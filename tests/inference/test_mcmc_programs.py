@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 #: The lines that record what a fresh process compiles (``compiled``).
@@ -264,3 +265,59 @@ def test_a_loaded_preparation_is_not_traced_again(tmp_path):
     assert runs[0]["laplace_traced"] == 1
     assert runs[1]["laplace_traced"] == 0
     assert runs[1]["draws"] == runs[0]["draws"]
+
+
+#: gaussmix's peak program (keyed by its signature, traced only where compiled) with a
+#: prior of the user's: a NumPyro distribution, which NumPyro flattens in an order that
+#: follows the string hash seed of the process.
+PRIOR_PROCESS = r"""
+import json
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import numpyro.distributions as dist
+import gaussmix
+from gaussmix.inference import compilation
+
+x = np.arange(10.0)
+y = np.array([0.0, 1, 2, 3, 4, 5, 4, 3, 2, 1])
+fit = gaussmix.fit_peaks(x, y, peaks=("gaussian",), backend="mcmc",
+                         priors={"peak0_sigma": dist.Uniform(0.5, 9.0)},
+                         num_warmup=50, num_samples=50, num_chains=1, progress_bar=False)
+draws = np.asarray(fit.posterior["posterior"]["peak0_sigma"]).ravel()
+print(json.dumps({"order": dist.Uniform.gather_pytree_data_fields(),
+                  "statistics": compilation.statistics(),
+                  "draws": draws.tolist()}))
+"""
+
+
+def test_a_prior_flattened_in_another_order_by_another_process_is_read_right(tmp_path):
+    """NumPyro flattens ``Uniform(low, high)`` as ``(_support, high, low)`` under string
+    hash seed 0 and ``(_support, low, high)`` under seed 4, with the same tree text: the
+    chains' programs stored by the first process, loaded by the second, read ``high`` as
+    ``low`` there (a gradient that is NaN at every start: "not finite at the values given
+    in init"). The arguments' distributions are now flattened sorted by field name, and
+    the field order of any other is in the key: the second process loads the first's
+    programs and draws the same chain."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    runs = []
+    for seed in ("0", "4"):
+        environment = dict(os.environ, GAUSSMIX_CACHE_DIR=str(cache), PYTHONHASHSEED=seed)
+        for name in ("GAUSSMIX_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR"):
+            environment.pop(name, None)
+        result = subprocess.run(
+            [sys.executable, "-c", PRIOR_PROCESS],
+            capture_output=True,
+            text=True,
+            env=environment,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    # The premise: the two processes order Uniform's fields differently.
+    assert runs[0]["order"] != runs[1]["order"]
+    assert runs[1]["statistics"]["compiled"] == 0  # every program loaded
+    draws = np.array([run["draws"] for run in runs])
+    assert np.all((draws > 0.5) & (draws < 9.0))
+    np.testing.assert_array_equal(draws[1], draws[0])
