@@ -241,27 +241,27 @@ print(json.dumps({"laplace_traced": len(traced),
 """
 
 
+def run_with_cache(script: str, cache: Path, **variables: str) -> dict:
+    """Run ``script`` in a fresh process with gaussmix's cache in ``cache`` (made, owner
+    only, if absent) and these environment variables; the JSON of its last line."""
+    cache.mkdir(mode=0o700, exist_ok=True)
+    environment = dict(os.environ, GAUSSMIX_CACHE_DIR=str(cache), **variables)
+    for name in ("GAUSSMIX_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR"):
+        environment.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_a_loaded_preparation_is_not_traced_again(tmp_path):
     """A second process loads the preparation from the persistent cache and reads the
     program's structure from an abstract trace of NumPyro's initialization alone: the
     Laplace fit (the potential, its gradient, the Newton loop) is not traced again; the
     draws are the first process's, to the last bit."""
     cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
-    environment = dict(os.environ, GAUSSMIX_NATIVE="0", GAUSSMIX_CACHE_DIR=str(cache))
-    for name in ("GAUSSMIX_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR"):
-        environment.pop(name, None)
-    runs = []
-    for _ in range(2):
-        result = subprocess.run(
-            [sys.executable, "-c", WARM_PROCESS],
-            capture_output=True,
-            text=True,
-            env=environment,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    runs = [run_with_cache(WARM_PROCESS, cache, GAUSSMIX_NATIVE="0") for _ in range(2)]
     assert runs[0]["laplace_traced"] == 1
     assert runs[1]["laplace_traced"] == 0
     assert runs[1]["draws"] == runs[0]["draws"]
@@ -300,21 +300,7 @@ def test_a_prior_flattened_in_another_order_by_another_process_is_read_right(tmp
     the field order of any other is in the key: the second process loads the first's
     programs and draws the same chain."""
     cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
-    runs = []
-    for seed in ("0", "4"):
-        environment = dict(os.environ, GAUSSMIX_CACHE_DIR=str(cache), PYTHONHASHSEED=seed)
-        for name in ("GAUSSMIX_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR"):
-            environment.pop(name, None)
-        result = subprocess.run(
-            [sys.executable, "-c", PRIOR_PROCESS],
-            capture_output=True,
-            text=True,
-            env=environment,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    runs = [run_with_cache(PRIOR_PROCESS, cache, PYTHONHASHSEED=seed) for seed in ("0", "4")]
     # The premise: the two processes order Uniform's fields differently.
     assert runs[0]["order"] != runs[1]["order"]
     assert runs[1]["statistics"]["compiled"] == 0  # every program loaded
