@@ -182,9 +182,10 @@ def _version(package: str) -> str:
 @functools.cache
 def host_processor() -> str:
     """The host's processor: its model and instruction-set flags (Linux), else what
-    :mod:`platform` knows. XLA compiles CPU programs for the processor it runs on, so a
-    cache folder shared by several machines (a home folder on a cluster) keeps one program
-    per kind of processor instead of handing one machine's code to another.
+    Python's ``platform`` module knows. XLA compiles CPU programs for the processor it
+    runs on, so a cache folder shared by several machines (a home folder on a cluster)
+    keeps one program per kind of processor instead of handing one machine's code to
+    another.
 
     Example:
         >>> host_processor() == host_processor() != ""
