@@ -307,3 +307,40 @@ def test_a_prior_flattened_in_another_order_by_another_process_is_read_right(tmp
     draws = np.array([run["draws"] for run in runs])
     assert np.all((draws > 0.5) & (draws < 9.0))
     np.testing.assert_array_equal(draws[1], draws[0])
+
+
+#: A user's model (keyed by its lowered text: it has no fingerprint) with a distribution
+#: argument.
+USER_PRIOR_PROCESS = r"""
+import json
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from gaussmix.inference import compilation
+from gaussmix.inference.mcmc import sample
+
+def model(y, prior):
+    scale = numpyro.sample("scale", prior)
+    numpyro.sample("y", dist.Normal(0.0, scale), obs=y)
+
+y = np.random.default_rng(0).normal(0.0, 2.0, 30)
+tree = sample(model, y, dist.Uniform(0.5, 9.0), num_warmup=50, num_samples=50,
+              num_chains=1, init={"scale": 2.0}, progress_bar=False)
+print(json.dumps({"order": dist.Uniform.gather_pytree_data_fields(),
+                  "statistics": compilation.statistics(),
+                  "draws": np.asarray(tree.posterior["scale"]).ravel().tolist()}))
+"""
+
+
+def test_a_users_model_with_a_prior_argument_is_right_in_another_process(tmp_path):
+    """The same two hash seeds with a user's model, whose programs are keyed by their
+    lowered text: the second process loads the programs whose text is the same and
+    compiles the one whose text NumPyro's own flattening inside the chains changes;
+    nothing is loaded wrong (a swapped prior fails at the start or draws off its
+    support)."""
+    cache = tmp_path / "cache"
+    runs = [run_with_cache(USER_PRIOR_PROCESS, cache, PYTHONHASHSEED=seed) for seed in "04"]
+    assert runs[0]["order"] != runs[1]["order"]
+    assert runs[1]["statistics"]["disk"] >= 1  # something was loaded
+    draws = np.array([run["draws"] for run in runs])
+    assert np.all((draws > 0.5) & (draws < 9.0))
