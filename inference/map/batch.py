@@ -153,14 +153,40 @@ class BatchOutputs(NamedTuple):
     support: jax.Array
     started: jax.Array
 
+    @classmethod
+    def from_rows(cls, rows, n_params: int, n_sites: int) -> "BatchOutputs":
+        """The outputs from the (B, K) rows of :func:`finish` (NumPy or JAX arrays: the
+        fields are slices of them, and no program runs for NumPy rows)."""
+        shapes = {"theta": (n_params,), "covariance": (n_params, n_params), "support": (n_sites,)}
+        fields, begin = {}, 0
+        for name in _ROW_FIELDS:
+            shape = shapes.get(name, ())
+            end = begin + int(np.prod(shape))
+            field = rows[:, begin:end].reshape(rows.shape[0], *shape)
+            if name == "n_iter":
+                field = field.astype(np.int32)
+            elif name in ("converged", "support", "started"):
+                field = field > 0
+            fields[name], begin = field, end
+        return cls(**fields)
 
-def finish(problem: MAPProblem, state: Finished) -> BatchOutputs:
-    """Results of a finished spectrum: the Laplace covariance from its curvature, and the
-    log-likelihood at the MAP (evaluated here once rather than at every step).
+
+#: The order of :func:`finish`'s row: the fields a failed start leaves unknown (NaN) first.
+_ROW_FIELDS = (
+    "theta", "noise", "covariance", "objective", "log_likelihood", "rss", "decrement",
+    "n_points", "converged", "n_iter", "support", "started",
+)  # fmt: skip
+
+
+def finish(problem: MAPProblem, state: Finished) -> jax.Array:
+    """The results of a finished spectrum as one row (:meth:`BatchOutputs.from_rows`
+    names its fields): the Laplace covariance from its curvature, and the log-likelihood
+    at the MAP (evaluated here once rather than at every step).
 
     A spectrum that failed at its start gives NaN for all it could not compute; one whose
-    optimum has a non-finite objective, rss or covariance is not converged. (Unbatched:
-    the fields of the returned :class:`BatchOutputs` have no leading axis.)
+    optimum has a non-finite objective, rss or covariance is not converged. One row, made
+    NaN by one select: XLA CPU compiles each output of a program, and each select of one,
+    as a kernel of its own (the single-spectrum fit had a dozen for these fields).
     """
     unit = problem.unit(state.noise)
     if problem.family.name == "normal" and problem.has_noise:
@@ -178,32 +204,25 @@ def finish(problem: MAPProblem, state: Finished) -> BatchOutputs:
         -log_likelihood - state.log_prior - problem.noise_log_prior(state.params, state.noise)
     )
     started = state.started
-
-    def known(value):
-        return jnp.where(started, value, jnp.nan)
-
-    objective, log_likelihood, rss = known(objective), known(log_likelihood), known(state.rss)
-    covariance = known(covariance)
-    theta, noise = known(state.params), known(state.noise)
     finite = (
         jnp.isfinite(objective)
-        & jnp.isfinite(rss)
-        & jnp.all(jnp.isfinite(theta))
+        & jnp.isfinite(state.rss)
+        & jnp.all(jnp.isfinite(state.params))
         & jnp.all(jnp.isfinite(covariance))
     )
-    return BatchOutputs(
-        theta,
-        noise,
-        covariance,
-        objective,
-        log_likelihood,
-        rss,
-        jnp.sum(evaluation.mask),
-        known(state.decrement),
-        state.converged & started & finite,
-        state.n_iter,
-        state.support,
-        started,
+    dtype = state.params.dtype
+    scalars = [objective, log_likelihood, state.rss, state.decrement]
+    computed = jnp.concatenate(
+        [state.params, state.noise[None], covariance.ravel(), jnp.stack(scalars).astype(dtype)]
+    )
+    flags = [jnp.sum(evaluation.mask), state.converged & started & finite, state.n_iter]
+    return jnp.concatenate(
+        [
+            jnp.where(started, computed, jnp.nan),
+            jnp.stack([flag.astype(dtype) for flag in flags]),
+            state.support.astype(dtype),
+            started.astype(dtype)[None],
+        ]
     )
 
 
@@ -299,8 +318,15 @@ def _fit_batch(
         packed = pack(state)
         return packed, record_of(packed, info), info.done
 
+    n_slots = min(n_slots, n_spectra)
+    # Every spectrum has a slot of its own (a single spectrum, a small batch): the slots
+    # are filled once, before the loop, and the loop holds no refill (a conditional and
+    # its gathers, a tenth of the single-spectrum program's kernels).
+    refills = n_slots < n_spectra
+
     def body(carry: Carry) -> Carry:
-        carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)
+        if refills:
+            carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)
         slots = carry.slots
         state, record, done = jax.vmap(one)(slots.state, slots.data)
         done = (slots.index >= 0) & done
@@ -312,7 +338,6 @@ def _fit_batch(
     def running(carry: Carry) -> jax.Array:
         return (carry.next_index < n_active) | jnp.any(carry.slots.index >= 0)
 
-    n_slots = min(n_slots, n_spectra)
     # Empty slots hold zeros until the first refill fills them (a packed start of their
     # own cost XLA a kernel per field); a slot no spectrum fills steps on them, unread.
     state_size = pack(first_state).shape[0]
@@ -324,6 +349,8 @@ def _fit_batch(
     record_size = pack(Finished.from_step(first_state, no_info)).shape[0]
     finals = jnp.zeros((n_spectra, record_size), data.dtype)
     carry = Carry(slots, jnp.asarray(0, jnp.int32), finals)
+    if not refills:
+        carry = refill(carry)
     finals = lax.while_loop(running, body, carry).finals
 
     def finish_one(record, y_one, mask_one, priors_one):
@@ -408,5 +435,8 @@ def fit_batch(
         x, y, mask, active, theta, noise, canonical(model_kwargs), settings,
     )  # fmt: skip
     if devices is None:
-        return _fit_batch_program_for(y.size * theta.shape[-1])(*arguments)
-    return _fit_batch_sharded(devices, *arguments)
+        # The rows to the host, their fields sliced there (NumPy: no program).
+        rows = np.asarray(_fit_batch_program_for(y.size * theta.shape[-1])(*arguments))
+    else:
+        rows = _fit_batch_sharded(devices, *arguments)
+    return BatchOutputs.from_rows(rows, theta.shape[-1], len(sites.names))

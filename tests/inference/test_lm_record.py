@@ -1,7 +1,8 @@
 """The batch loop's flat layouts against ``ravel_pytree``: the record of a finished
 spectrum gathered from the packed state (:func:`gaussmix.inference.map.batch.packed_record`),
 and a spectrum's data row with its scalars stacked by eights
-(:func:`gaussmix.inference.map.batch.ravel_for_xla`)."""
+(:func:`gaussmix.inference.map.batch.ravel_for_xla`), and the row of a finished spectrum's
+results (:func:`gaussmix.inference.map.batch.finish`) read back field by field."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,14 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from gaussmix.inference.map.batch import Finished, packed_record, ravel_for_xla
+from gaussmix.inference.map.batch import (
+    BatchOutputs,
+    Finished,
+    finish,
+    packed_record,
+    ravel_for_xla,
+)
+from gaussmix.inference.map.families import FAMILIES
 from gaussmix.inference.map.levenberg_marquardt import MAPInfo, map_init
 from gaussmix.inference.map.problem import MAPProblem, Sites
 
@@ -59,3 +67,61 @@ def test_ravel_for_xla_is_ravel_pytree(n_scalars):
     raveled = ravel_for_xla(tree)
     assert raveled.dtype == expected.dtype
     np.testing.assert_array_equal(np.asarray(raveled), np.asarray(expected))
+
+
+def line(x, y=None):
+    """y = slope x + Normal(0, noise): one curve parameter and a noise site."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    slope = numpyro.sample("slope", dist.Normal(0.0, 10.0))
+    noise = numpyro.sample("noise", dist.HalfNormal(1.0))
+    numpyro.sample("y", dist.Normal(slope * x, noise), obs=y)
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_the_finished_row_names_every_field(started):
+    """finish's row read back by BatchOutputs.from_rows: each field where it was written
+    (the flags and counts as they were, the rest NaN after a failed start), whichever
+    order BatchOutputs lists its fields in."""
+    x = jnp.linspace(0.0, 1.0, 5)
+    y = 2.0 * x + jnp.asarray([0.1, -0.1, 0.05, 0.0, -0.05])
+    sites = Sites(("slope", "noise"), ((), ()), 1)
+    family = FAMILIES["normal"]
+    problem = MAPProblem(line, sites, "y", family, x, y, {}).with_priors(jnp.ones(1), jnp.ones(()))
+    template = map_init(jnp.ones(1), jnp.ones(()), problem)
+    curvature = jnp.asarray([[4.0]])
+    state = Finished.from_step(
+        template._replace(
+            point=template.point._replace(
+                params=jnp.asarray([2.0]), noise=jnp.asarray(0.5), curvature=curvature,
+                prior_hessian=jnp.asarray([[-0.01]]),
+                rss=jnp.asarray(0.03), n_points=jnp.asarray(5.0), decrement=jnp.asarray(1e-9),
+            ),
+            n_iter=jnp.asarray(7, jnp.int32),
+        ),
+        MAPInfo(*(jnp.asarray(True),) * 3, jnp.asarray(started), jnp.asarray([True, False])),
+    )  # fmt: skip
+    row = np.asarray(finish(problem, state))[None]
+    outputs = BatchOutputs.from_rows(row, n_params=1, n_sites=2)
+    assert sorted(outputs._fields) == sorted(BatchOutputs._fields)
+    assert outputs.n_iter.tolist() == [7] and outputs.n_iter.dtype == np.int32
+    assert outputs.support.tolist() == [[True, False]]
+    assert outputs.started.tolist() == [started]
+    assert outputs.converged.tolist() == [started]
+    assert outputs.n_points.tolist() == [5.0]
+    unknown = (outputs.theta, outputs.noise, outputs.covariance, outputs.objective,
+               outputs.log_likelihood, outputs.rss, outputs.decrement)  # fmt: skip
+    if not started:
+        assert all(np.isnan(field).all() for field in unknown)
+        return
+    assert outputs.theta.tolist() == [[2.0]] and outputs.noise.tolist() == [0.5]
+    assert outputs.rss.tolist() == [0.03] and outputs.decrement.tolist() == [1e-9]
+    # curve_fit's pcov, s^2 (J^T J - s^2 prior Hessian)^{-1} with s^2 = RSS / (n - p) and
+    # J^T J = curvature + sigma^2 prior Hessian
+    variance = 0.03 / (5 - 1)
+    expected = variance / (4.0 + 0.25 * -0.01 - variance * -0.01)
+    np.testing.assert_allclose(outputs.covariance[0, 0, 0], expected, rtol=1e-12)
+    log_likelihood = np.sum(-0.5 * ((np.asarray(y) - 2.0 * np.asarray(x)) / 0.5) ** 2
+                            - np.log(0.5) - 0.5 * np.log(2 * np.pi))  # fmt: skip
+    np.testing.assert_allclose(outputs.log_likelihood[0], log_likelihood, rtol=1e-6)
