@@ -70,12 +70,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from gaussmix.models.backgrounds import TOUGAARD_C, active_background
+from gaussmix.models.backgrounds import active_background
 from gaussmix.models.lineshape_derivatives import (
     baseline_value_and_jacobian,
     lineshape_value_and_jacobian,
 )
 from gaussmix.models.lineshapes import Baseline, Lineshape, baseline_model, get_lineshape
+from gaussmix.models.peak_priors import (
+    data_ranges,
+    default_prior_boxes,
+    default_priors,
+    program_priors,
+)
 
 __all__ = [
     "LIKELIHOODS",
@@ -88,9 +94,11 @@ __all__ = [
     "data_ranges",
     "default_priors",
     "derived_quantities",
+    "latent_priors",
     "location_and_jacobian",
     "mean_and_jacobian",
     "mean_curve",
+    "observed_parts",
     "peak_curves",
     "peak_model",
     "peaks",
@@ -379,11 +387,7 @@ def location_and_jacobian(
         >>> location.tolist(), {name: column.tolist() for name, column in columns.items()}
         ([3.0], {'peak0_height': [1.0], 'peak0_center': [0.0], 'peak0_sigma': [0.0], 'baseline_c0': [1.0]})
     """
-    model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
-    x = jnp.asarray(x)
-    x = x.astype(jnp.result_type(float, x))
-    fixed_values = {name: jnp.asarray((fixed or {})[name], x.dtype) for name in model.fixed}
-    params = resolve_parameters(model, values, fixed_values)
+    model, x, params = _program_parameters(values, x, lineshapes, baseline, likelihood, ties, fixed)
     mean, columns = mean_and_jacobian(x, model, params)
     free = {name: columns[name] for name in model.free_names}
     for name, target in model.ties:
@@ -395,6 +399,101 @@ def location_and_jacobian(
         factor = jnp.where(mean > tiny, 1.0, jnp.where(mean == tiny, 0.5, 0.0))
         return jnp.maximum(mean, tiny), {name: factor * c for name, c in free.items()}
     return mean, free
+
+
+def _program_parameters(values, x, lineshapes, baseline, likelihood, ties, fixed):
+    """(model, x, every curve parameter) as :func:`peaks` sets them from its arguments
+    and the free sites' ``values``."""
+    model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
+    x = jnp.asarray(x)
+    x = x.astype(jnp.result_type(float, x))
+    fixed_values = {name: jnp.asarray((fixed or {})[name], x.dtype) for name in model.fixed}
+    return model, x, resolve_parameters(model, values, fixed_values)
+
+
+def observed_parts(
+    values: Mapping[str, ArrayLike],
+    x: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    lineshapes: str | tuple[str, ...] = ("gaussian",),
+    baseline: str | int | None = None,
+    likelihood: str = "normal",
+    degrees_of_freedom: ArrayLike = 4.0,
+    ties: Mapping[str, str] | None = None,
+    fixed: Mapping[str, ArrayLike] | None = None,
+    mask: ArrayLike | None = None,
+    **other_options,
+) -> tuple[jax.Array, Any, Any, jax.Array | None]:
+    """The observed site ``y`` of :func:`peaks` at the sites' ``values``, without tracing
+    the program: the parameters of its distribution as the program computes them.
+
+    Args:
+        values: site name -> value of every free curve parameter (and ``sigma``).
+        x, y, lineshapes, baseline, likelihood, degrees_of_freedom, ties, fixed, mask: as
+            for :func:`peaks`.
+        other_options: :func:`peaks`' other keywords, unused.
+
+    Returns:
+        (location, scale, extra, mask): the (M,) mean curve (Poisson: its rate, clipped
+        at the smallest positive number), the noise ``sigma`` (None for Poisson), the
+        StudentT degrees of freedom (else ``()``), and the mask as booleans (or None).
+
+    Example:
+        >>> parts = observed_parts({"peak0_height": 2.0, "peak0_center": 0.0,
+        ...                         "peak0_sigma": 1.0, "sigma": 0.5}, np.zeros(1))
+        >>> parts[0].tolist(), parts[1:]
+        ([2.0], (0.5, (), None))
+    """
+    model, x, params = _program_parameters(values, x, lineshapes, baseline, likelihood, ties, fixed)
+    mean = mean_curve(x, model, params)
+    mask = None if mask is None else jnp.asarray(mask, bool)
+    if model.likelihood == "normal":
+        return mean, values[NOISE_SITE], (), mask
+    if model.likelihood == "student_t":
+        return mean, values[NOISE_SITE], jnp.asarray(degrees_of_freedom, x.dtype), mask
+    return jnp.maximum(mean, jnp.finfo(x.dtype).tiny), None, (), mask
+
+
+def latent_priors(
+    x: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    lineshapes: str | tuple[str, ...] = ("gaussian",),
+    baseline: str | int | None = None,
+    likelihood: str = "normal",
+    priors: Mapping[str, Any] | None = None,
+    ties: Mapping[str, str] | None = None,
+    fixed: Mapping[str, ArrayLike] | None = None,
+    mask: ArrayLike | None = None,
+    y_range: tuple[ArrayLike, ArrayLike] | None = None,
+    **other_options,
+) -> dict[str, Any] | None:
+    """The prior of every latent site of :func:`peaks`, without tracing the program or
+    importing NumPyro: the default priors on the data's ranges as
+    :func:`gaussmix.models.peak_priors.default_prior_boxes` gives them (their
+    ``log_prob`` and ``support`` NumPyro's, bit for bit), or None when the caller gave
+    ``priors`` of its own (NumPyro distributions: read them from a trace).
+
+    Args:
+        x, y, lineshapes, baseline, likelihood, priors, ties, fixed, mask, y_range: as for
+            :func:`peaks`.
+        other_options: :func:`peaks`' other keywords, unused.
+
+    Example:
+        >>> boxes = latent_priors(np.linspace(0.0, 10.0, 5), np.array([0, 1, 2, 1, 0.0]))
+        >>> float(boxes["peak0_height"].high), float(boxes["sigma"].scale)
+        (20.0, 2.0)
+    """
+    if priors:
+        return None
+    model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
+    x = jnp.asarray(x)
+    x = x.astype(jnp.result_type(float, x))
+    y = None if y is None else jnp.asarray(y, x.dtype)
+    mask = None if mask is None else jnp.asarray(mask, bool)
+    x_low, x_high, y_low, y_high = data_ranges(x, y, mask, y_range)
+    return default_prior_boxes(model, (x_low, x_high), (y_low, y_high))
 
 
 def derived_quantities(model: PeakModel, params: Mapping[str, ArrayLike]) -> dict[str, jax.Array]:
@@ -411,127 +510,6 @@ def derived_quantities(model: PeakModel, params: Mapping[str, ArrayLike]) -> dic
             if quantity not in lineshape.parameters and function is not None:
                 derived[f"peak{index}_{quantity}"] = jnp.asarray(function(*arguments))
     return derived
-
-
-# Widths of the default prior boxes, relative to the data ranges.
-HEIGHT_FACTOR = 10.0
-BASELINE_FACTOR = 10.0
-RATE_BOUND = 20.0
-SKEW_BOUND = 20.0
-EXPONENT_BOUND = 50.0
-ASYMMETRY_BOUND = 0.9
-#: Bound of the Shirley step per unit of peak area, times the x range.
-STEP_BOUND = 1000.0
-
-
-def data_ranges(x: jax.Array, y: jax.Array | None, mask, y_range):
-    """(x_low, x_high, y_low, y_high) that scale the default priors: x's range, and y's
-    (along its last axis: (B,) lows and highs for a batch (B, M)), points masked out left
-    out, or ``y_range`` (low, high) when given."""
-    x_low, x_high = jnp.min(x), jnp.max(x)
-    if y_range is not None:
-        y_low, y_high = (jnp.asarray(value, x.dtype) for value in y_range)
-    else:
-        # NumPy's nanmin, nanmax over the points that count (jnp's: 5x slower on XLA CPU)
-        counts = ~jnp.isnan(y) if mask is None else jnp.asarray(mask, bool) & ~jnp.isnan(y)
-        low = jnp.min(jnp.where(counts, y, jnp.inf), axis=-1)
-        high = jnp.max(jnp.where(counts, y, -jnp.inf), axis=-1)
-        y_low, y_high = (jnp.where(low > high, jnp.nan, v) for v in (low, high))  # none counts
-    return x_low, x_high, y_low, y_high
-
-
-def program_priors(
-    model: PeakModel,
-    x_range: tuple[ArrayLike, ArrayLike],
-    y_range: tuple[ArrayLike, ArrayLike],
-    priors: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The prior of every latent site as a peak program uses it: the user's ``priors``
-    (checked, :func:`check_priors`), else the default (:func:`default_priors`) on these
-    ranges."""
-    site_priors = default_priors(model, x_range, y_range)
-    site_priors.update(priors)
-    return site_priors
-
-
-def default_priors(
-    model: PeakModel,
-    x_range: tuple[ArrayLike, ArrayLike],
-    y_range: tuple[ArrayLike, ArrayLike],
-) -> dict[str, Any]:
-    """The default prior of every latent site (see the module docstring), by site name:
-    NumPyro distributions (:func:`gaussmix.peaks.checks.default_priors_on_host` gives their
-    bounds in NumPy, without NumPyro).
-
-    Args:
-        model: the :class:`PeakModel`.
-        x_range: (low, high) of x.
-        y_range: (low, high) of y.
-
-    Example:
-        >>> priors = default_priors(peak_model("gaussian"), (0.0, 10.0), (0.0, 2.0))
-        >>> float(priors["peak0_center"].high), float(priors["peak0_sigma"].high)
-        (10.0, 10.0)
-    """
-    import numpyro.distributions as dist
-
-    dtype = jnp.result_type(float, *x_range, *y_range)
-    x_low, x_high = (jnp.asarray(v, dtype) for v in x_range)
-    y_low, y_high = (jnp.asarray(v, dtype) for v in y_range)
-    magnitude = jnp.maximum(jnp.abs(y_low), jnp.abs(y_high))
-    spread = y_high - y_low
-    spread = jnp.where(spread > 0, spread, jnp.maximum(magnitude, 1.0))
-    length = x_high - x_low
-    length = jnp.where(length > 0, length, 1.0)
-    reach = jnp.maximum(jnp.maximum(jnp.abs(x_low), jnp.abs(x_high)), length)
-    bound = BASELINE_FACTOR * (magnitude + spread)
-    zero = jnp.zeros((), dtype)
-    # One prior per kind, shared by its sites (the two peaks' heights take the same box):
-    # each trace builds the priors again, so each bound is traced once, not once per site.
-    by_kind = {}
-    priors = {}
-    for name in model.free_names:
-        kind = model.kind(name)
-        if kind in by_kind:
-            priors[name] = by_kind[kind]
-            continue
-        if kind == "height":
-            prior = dist.Uniform(zero, HEIGHT_FACTOR * spread)
-        elif kind == "area":
-            prior = dist.Uniform(zero, HEIGHT_FACTOR * spread * length)
-        elif kind == "center":
-            prior = dist.Uniform(x_low, x_high)
-        elif kind == "width":
-            prior = dist.Uniform(zero, length)
-        elif kind == "fraction":
-            prior = dist.Uniform(zero, jnp.ones((), dtype))
-        elif kind == "shape":
-            prior = dist.Uniform(-SKEW_BOUND + zero, SKEW_BOUND + zero)
-        elif kind == "exponent":
-            prior = dist.Uniform(0.5 + zero, EXPONENT_BOUND + zero)
-        elif kind == "asymmetry":
-            prior = dist.Uniform(zero, ASYMMETRY_BOUND + zero)
-        elif kind == "baseline_offset":
-            prior = dist.Uniform(-bound, bound)
-        elif kind == "baseline_step":
-            limit = STEP_BOUND / length
-            prior = dist.Uniform(-limit, limit)
-        elif kind == "baseline_b":
-            limit = 2.0 * TOUGAARD_C * STEP_BOUND / length
-            prior = dist.Uniform(-limit, limit)
-        elif kind == "baseline_amplitude":
-            prior = dist.Uniform(-bound, bound)
-        elif kind == "baseline_rate":
-            limit = RATE_BOUND / reach
-            prior = dist.Uniform(-limit, limit)
-        else:  # polynomial coefficient c_k
-            degree = int(kind[len("baseline_c") :])
-            limit = bound / reach**degree
-            prior = dist.Uniform(-limit, limit)
-        priors[name] = by_kind[kind] = prior
-    if model.has_noise:
-        priors[NOISE_SITE] = dist.HalfNormal(spread)
-    return priors
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,24 +4,14 @@ a prior bound, failed fits), with messages that say what to do."""
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from gaussmix.models.backgrounds import TOUGAARD_C
-from gaussmix.models.peaks import (
-    ASYMMETRY_BOUND,
-    BASELINE_FACTOR,
-    EXPONENT_BOUND,
-    HEIGHT_FACTOR,
-    NOISE_SITE,
-    RATE_BOUND,
-    SKEW_BOUND,
-    STEP_BOUND,
-    PeakModel,
-)
+from gaussmix.models.peak_priors import HalfNormalPrior, UniformPrior, default_prior_boxes
+from gaussmix.models.peaks import NOISE_SITE, PeakModel
 from gaussmix.peaks.result import PeakFit, PeakFitWarning, to_numpy
 
 __all__ = [
@@ -40,56 +30,6 @@ __all__ = [
 ]
 
 NAN_POLICIES = ("raise", "omit")
-
-
-class UniformPrior(NamedTuple):
-    """A default prior on the host: uniform on the box [low, high] (NumPy arrays; (B,) for
-    per-spectrum boxes), as ``numpyro.distributions.Uniform(low, high)`` without NumPyro.
-
-    Attributes:
-        low: lower bound.
-        high: upper bound.
-    """
-
-    low: np.ndarray
-    high: np.ndarray
-
-    def support(self, value: ArrayLike) -> np.ndarray:
-        """Whether ``value`` lies in [low, high] (NumPyro's ``interval`` constraint)."""
-        return (value >= self.low) & (value <= self.high)
-
-    def describe(self) -> str:
-        return f"[{self.low}, {self.high}]"
-
-    def distribution(self) -> Any:
-        """The NumPyro distribution (imports NumPyro)."""
-        import numpyro.distributions as dist
-
-        return dist.Uniform(self.low, self.high)
-
-
-class HalfNormalPrior(NamedTuple):
-    """The default prior of the noise scale on the host, as
-    ``numpyro.distributions.HalfNormal(scale)`` without NumPyro.
-
-    Attributes:
-        scale: the scale (a NumPy array).
-    """
-
-    scale: np.ndarray
-
-    def support(self, value: ArrayLike) -> np.ndarray:
-        """Whether ``value`` is > 0 (NumPyro's ``positive`` constraint)."""
-        return np.asarray(value) > 0
-
-    def describe(self) -> str:
-        return "(0, inf)"
-
-    def distribution(self) -> Any:
-        """The NumPyro distribution (imports NumPyro)."""
-        import numpyro.distributions as dist
-
-        return dist.HalfNormal(self.scale)
 
 
 def uniform_bounds(prior: Any) -> tuple | None:
@@ -201,80 +141,17 @@ def check_init_support(given: Mapping, site_priors: Mapping) -> None:
             )
 
 
-def _integer_power(base: np.ndarray, exponent: int) -> np.ndarray:
-    """``base ** exponent`` by binary powering, as ``jax.lax.integer_pow`` computes it (so
-    bit for bit the same; NumPy's ``**`` calls the C library's ``pow``)."""
-    if exponent == 0:
-        return np.ones_like(base)
-    result = None
-    while exponent > 0:
-        if exponent & 1:
-            result = base if result is None else result * base
-        exponent >>= 1
-        if exponent > 0:
-            base = base * base
-    return result
-
-
 def default_priors_on_host(
     model: PeakModel, x_range: tuple[ArrayLike, ArrayLike], y_range: tuple[ArrayLike, ArrayLike]
 ) -> dict[str, UniformPrior | HalfNormalPrior]:
     """:func:`gaussmix.models.peaks.default_priors` in NumPy: the same boxes by the same
-    arithmetic in the same dtype, as NumPy numbers (:class:`UniformPrior`,
-    :class:`HalfNormalPrior`), so that the host-side checks of a fit (its starting values,
-    its prior bounds) compile no program and need no NumPyro. A test holds the two equal
-    for every kind of parameter (to the last bit but where XLA divides an array by a scalar
-    through the scalar's reciprocal)."""
-    dtype = np.dtype(jnp.result_type(float, *x_range, *y_range))
-    x_low, x_high = (np.asarray(value, dtype) for value in x_range)
-    y_low, y_high = (np.asarray(value, dtype) for value in y_range)
-    magnitude = np.maximum(np.abs(y_low), np.abs(y_high))
-    spread = y_high - y_low
-    spread = np.where(spread > 0, spread, np.maximum(magnitude, dtype.type(1.0)))
-    length = x_high - x_low
-    length = np.where(length > 0, length, dtype.type(1.0))
-    reach = np.maximum(np.maximum(np.abs(x_low), np.abs(x_high)), length)
-    bound = dtype.type(BASELINE_FACTOR) * (magnitude + spread)
-    zero = np.zeros((), dtype)
-
-    def scaled(factor: float, value: np.ndarray) -> np.ndarray:
-        return dtype.type(factor) * value
-
-    priors = {}
-    for name in model.free_names:
-        kind = model.kind(name)
-        if kind == "height":
-            low, high = zero, scaled(HEIGHT_FACTOR, spread)
-        elif kind == "area":
-            low, high = zero, scaled(HEIGHT_FACTOR, spread) * length
-        elif kind == "center":
-            low, high = x_low, x_high
-        elif kind == "width":
-            low, high = zero, length
-        elif kind == "fraction":
-            low, high = zero, np.ones((), dtype)
-        elif kind == "shape":
-            low, high = dtype.type(-SKEW_BOUND) + zero, dtype.type(SKEW_BOUND) + zero
-        elif kind == "baseline_amplitude":
-            low, high = -bound, bound
-        elif kind == "baseline_rate":
-            low, high = dtype.type(-RATE_BOUND) / reach, dtype.type(RATE_BOUND) / reach
-        elif kind == "exponent":
-            low, high = dtype.type(0.5) + zero, dtype.type(EXPONENT_BOUND) + zero
-        elif kind == "asymmetry":
-            low, high = zero, dtype.type(ASYMMETRY_BOUND) + zero
-        elif kind == "baseline_offset":
-            low, high = -bound, bound
-        elif kind in ("baseline_step", "baseline_b"):
-            factor = STEP_BOUND if kind == "baseline_step" else 2.0 * TOUGAARD_C * STEP_BOUND
-            low, high = dtype.type(-factor) / length, dtype.type(factor) / length
-        else:  # polynomial coefficient c_k
-            power = _integer_power(reach, int(kind[len("baseline_c") :]))
-            low, high = -bound / power, bound / power
-        priors[name] = UniformPrior(np.asarray(low, dtype), np.asarray(high, dtype))
-    if model.has_noise:
-        priors[NOISE_SITE] = HalfNormalPrior(np.asarray(spread, dtype))
-    return priors
+    arithmetic in the same dtype (:func:`gaussmix.models.peak_priors.default_prior_boxes`
+    with NumPy), as NumPy numbers (:class:`UniformPrior`, :class:`HalfNormalPrior`), so
+    that the host-side checks of a fit (its starting values, its prior bounds) compile no
+    program and need no NumPyro. A test holds the two equal for every kind of parameter
+    (to the last bit but where XLA divides an array by a scalar through the scalar's
+    reciprocal)."""
+    return default_prior_boxes(model, x_range, y_range, xp=np)
 
 
 def priors_of_sites(model: PeakModel, x, y, mask, priors) -> dict:
