@@ -11,9 +11,10 @@ Fisher information of the location :math:`\\mu_m` of one observation:
     \\sigma^2 I(\\mu).
 
 A new family is one :class:`ObservationFamily` row in :data:`FAMILIES`, keyed by its name,
-and its NumPyro class in :func:`family_of`. NumPyro is imported where a distribution is
-built or read (in a trace), not with this module: a fit whose compiled program is cached
-needs none.
+and its NumPyro class in :func:`family_of`. The log densities are written out as NumPyro
+computes them (bit for bit), so NumPyro is imported only where a distribution is read from
+a trace (``split_fn``, :func:`family_of`, :func:`distribution_mask`): a fit of a program
+with a registered closed form (:mod:`gaussmix.inference.map.closed_form`) needs none.
 """
 
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import gammaln, xlogy
 
 __all__ = [
     "FAMILIES",
@@ -74,27 +76,57 @@ def _student_t_score(y, location, scale, df):
 
 
 def _student_t_noise_loss(y, location, mask, df):
-    import numpyro.distributions as dist
+    return lambda scale: -jnp.sum(mask * _student_t_log_prob(y, location, scale, df))
 
-    return lambda scale: -jnp.sum(mask * dist.StudentT(df, location, scale).log_prob(y))
+
+# The log densities as NumPyro's Normal, StudentT and Poisson compute them, operation for
+# operation (so bit for bit; a test holds them equal), without importing NumPyro: with
+# NumPyro's default validation, -inf where y is outside the support.
+
+
+def _real(value):
+    """NumPyro's ``real`` constraint: neither NaN nor infinite."""
+    return (value == value) & (value != float("inf")) & (value != float("-inf"))
+
+
+def _promote_shapes(*args):
+    """The arguments reshaped to their broadcast rank by leading ones, as NumPyro's
+    ``promote_shapes`` does: the derivatives by a scalar scale then sum their terms as
+    NumPyro's do (a () scale rather than a (1,) one changes their last bit)."""
+    shapes = [jnp.shape(arg) for arg in args]
+    rank = len(jnp.broadcast_shapes(*shapes))
+    return [
+        jnp.reshape(arg, (1,) * (rank - len(shape)) + shape) if len(shape) < rank else arg
+        for arg, shape in zip(args, shapes, strict=True)
+    ]
 
 
 def _normal_log_prob(y, loc, scale, extra):
-    import numpyro.distributions as dist
-
-    return dist.Normal(loc, scale).log_prob(y)
+    loc, scale = _promote_shapes(loc, scale)
+    normalize_term = jnp.log(jnp.sqrt(2 * jnp.pi) * scale)
+    value_scaled = (y - loc) / scale
+    return jnp.where(_real(y), -0.5 * value_scaled**2 - normalize_term, -jnp.inf)
 
 
 def _student_t_log_prob(y, loc, scale, df):
-    import numpyro.distributions as dist
-
-    return dist.StudentT(df, loc, scale).log_prob(y)
+    df, loc, scale = _promote_shapes(df, loc, scale)
+    value_scaled = (y - loc) / scale
+    normalize_term = (
+        jnp.log(scale)
+        + 0.5 * jnp.log(df)
+        + 0.5 * jnp.log(jnp.pi)
+        + gammaln(0.5 * df)
+        - gammaln(0.5 * (df + 1.0))
+    )
+    log_prob = -0.5 * (df + 1.0) * jnp.log1p(value_scaled**2.0 / df) - normalize_term
+    return jnp.where(_real(y), log_prob, -jnp.inf)
 
 
 def _poisson_log_prob(y, rate, scale, extra):
-    import numpyro.distributions as dist
-
-    return dist.Poisson(rate).log_prob(y)
+    dtype = jnp.result_type(float)  # NumPyro's cast of the rate and the counts
+    rate, counts = jnp.astype(rate, dtype), jnp.astype(y, dtype)
+    log_prob = xlogy(counts, rate) - gammaln(counts + 1.0) - rate
+    return jnp.where((jnp.mod(y, 1) == 0) & (y >= 0), log_prob, -jnp.inf)
 
 
 def _poisson_half_deviance(y, rate, scale, extra):

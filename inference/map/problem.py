@@ -5,6 +5,8 @@ the location (and scale, mask) of its observed site at given curve parameters
 :math:`\\theta` and noise :math:`\\sigma`, the log prior of :math:`\\theta` with its
 derivatives, and the half deviances in units of :math:`\\sigma^2` that the
 Levenberg-Marquardt step (:mod:`gaussmix.inference.map.levenberg_marquardt`) minimizes.
+It reads them from a trace of the program, or from the closed forms the program registered
+(:mod:`gaussmix.inference.map.closed_form`): then without NumPyro.
 """
 
 from collections.abc import Callable
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gaussmix.inference.map.closed_form import location_jacobian_of
+from gaussmix.inference.map.closed_form import closed_form_of, location_jacobian_of
 from gaussmix.inference.map.families import ObservationFamily, base_distribution, distribution_mask
 from gaussmix.inference.map.trees import canonical, plain
 
@@ -152,9 +154,9 @@ class MAPProblem(NamedTuple):
         x: (M,) abscissae.
         y: (M,) observations (0 where masked).
         model_kwargs: further keyword arguments of the program (``mask`` included).
-        priors: site name -> prior distribution, read once from a trace of the program
-            (:meth:`with_priors`); the priors may depend on the data but not on other
-            latent sites. None until read.
+        priors: site name -> prior distribution (or a closed form's pytree with its
+            ``log_prob`` and ``support``), read once (:meth:`with_priors`); the priors may
+            depend on the data but not on other latent sites. None until read.
     """
 
     model: Callable
@@ -167,9 +169,17 @@ class MAPProblem(NamedTuple):
     priors: dict | None = None
 
     def with_priors(self, theta: jax.Array, noise: jax.Array) -> "MAPProblem":
-        """The problem with each latent site's prior read from a trace at (theta, noise)."""
-        trace = self.trace(theta, noise)
-        return self._replace(priors={name: trace[name]["fn"] for name in self.sites.names})
+        """The problem with each latent site's prior: the program's registered closed form
+        (:class:`~gaussmix.inference.map.closed_form.ClosedForm`), else read from a trace
+        at (theta, noise)."""
+        closed_form = closed_form_of(self.model)
+        priors = None
+        if closed_form is not None and closed_form.priors is not None:
+            priors = closed_form.priors(self.x, self.y, **self.model_kwargs)
+        if priors is None:
+            trace = self.trace(theta, noise)
+            priors = {name: trace[name]["fn"] for name in self.sites.names}
+        return self._replace(priors={name: priors[name] for name in self.sites.names})
 
     def trace(self, theta: jax.Array, noise: jax.Array):
         """A NumPyro trace of the program with the latent sites set to (theta, noise)."""
@@ -181,13 +191,21 @@ class MAPProblem(NamedTuple):
         )
 
     def observe(self, theta: jax.Array, noise: jax.Array) -> Evaluation:
-        """The observed site only (prior fields left empty): cheap to differentiate."""
-        observed = self.trace(theta, noise)[self.observed]
-        location, scale, extra = self.family.split_fn(base_distribution(observed["fn"]))
+        """The observed site only (prior fields left empty): cheap to differentiate. From
+        the program's registered closed form, else from a trace."""
+        closed_form = closed_form_of(self.model)
+        if closed_form is not None and closed_form.observation is not None:
+            values = self.sites.unravel(theta, noise)
+            location, scale, extra, mask = closed_form.observation(
+                values, self.x, self.y, **self.model_kwargs
+            )
+        else:
+            observed = self.trace(theta, noise)[self.observed]
+            location, scale, extra = self.family.split_fn(base_distribution(observed["fn"]))
+            mask = distribution_mask(observed["fn"])
         location = jnp.broadcast_to(location, self.y.shape)
         if scale is not None:
             scale = jnp.broadcast_to(scale, self.y.shape)
-        mask = distribution_mask(observed["fn"])
         mask = jnp.ones_like(self.y) if mask is None else jnp.broadcast_to(mask, self.y.shape)
         empty = jnp.zeros((), location.dtype)
         support = jnp.ones((len(self.sites.names),), bool)

@@ -100,20 +100,45 @@ def test_closed_form_jacobian_matches_forward_mode(
 
 
 def test_the_peak_program_comes_with_its_closed_form():
-    """Registered by default, for the program itself and for fit_peaks' partials of it;
-    None unregisters it (forward mode), and registering it again restores it."""
+    """Registered by default, for the program itself and for fit_peaks' partials of it,
+    with a fingerprint that names it in every process (the compiled fit's key); None
+    unregisters its location and Jacobian only (forward mode; the priors and observation
+    stay), and registering it again restores the very closed form."""
+    from gaussmix.inference.program_keys import fingerprint
+    from gaussmix.models.peaks import latent_priors, observed_parts
+
     program = functools.partial(
         peaks, lineshapes=("gaussian",) * 3, baseline="linear", likelihood="normal", ties={}
     )
-    assert closed_form.registered_function(peaks) is location_and_jacobian
-    assert closed_form.registered_function(program) is location_and_jacobian
+    registered = closed_form.PEAKS_CLOSED_FORM
+    assert registered == (location_and_jacobian, latent_priors, observed_parts)
+    assert closed_form.registered_function(peaks) is registered
+    assert closed_form.registered_function(program) is registered
+    text = fingerprint(registered)
+    assert text is not None and "0x" not in text  # named, not by an address
+    assert "gaussmix.models.peaks.latent_priors" in text
     try:
         closed_form.register_location_jacobian(peaks, None)
-        assert closed_form.registered_function(program) is None
+        assert closed_form.registered_function(program) == registered._replace(
+            location_jacobian=None
+        )
         assert closed_form.location_jacobian_of(program) is None
+        assert closed_form.closed_form_of(program).priors.func is latent_priors
     finally:
         closed_form.register_location_jacobian(peaks, location_and_jacobian)
-    assert closed_form.registered_function(program) is location_and_jacobian
+    assert closed_form.registered_function(program) == registered
+    assert hash(closed_form.registered_function(program)) == hash(registered)
+
+
+def test_a_closed_form_without_parts_unregisters_the_program(monkeypatch):
+    monkeypatch.setattr(closed_form, "_REGISTRY", {})
+    closed_form.register_closed_form(peaks, closed_form.PEAKS_CLOSED_FORM)
+    assert closed_form.registered_function(peaks) == closed_form.PEAKS_CLOSED_FORM
+    closed_form.register_closed_form(peaks, closed_form.ClosedForm())
+    assert closed_form.registered_function(peaks) is None
+    closed_form.register_location_jacobian(peaks, location_and_jacobian)
+    closed_form.register_location_jacobian(peaks, None)
+    assert closed_form.registered_function(peaks) is None
 
 
 def test_a_user_program_without_a_closed_form_uses_forward_mode(monkeypatch):
