@@ -1,12 +1,16 @@
-"""A fit_peaks whose compiled program is cached runs none of NumPyro's code (issue 17).
+"""A fit_peaks with the default priors runs none of NumPyro's code, whether its compiled
+program is cached or not (issue 17).
 
 NumPyro's import (SciPy's special, linalg and fft modules, mostly) took a third of a warm
 first fit. fit_peaks reads the program's sites, observed site and family from its
 :class:`~gaussmix.models.peaks.PeakModel` (:func:`gaussmix.peaks.fit.map_structure`)
 instead of tracing the program, keeps the default priors' bounds as NumPy numbers, and
-the modules on its path import NumPyro where a program is traced. The first test holds
-that reading equal to the trace for every kind of model; the second runs a cold and a
-warm fit in fresh processes.
+the modules on its path import NumPyro where a program is traced. Compiling the fit traces
+no NumPyro either: the peak program's registered closed form
+(:data:`gaussmix.inference.map.closed_form.PEAKS_CLOSED_FORM`) gives its priors and
+observed site (tested equal to the trace in ``tests/inference/test_map_without_numpyro.py``).
+The first test holds the structure equal to the trace for every kind of model; the second
+runs a cold and a warm fit in fresh processes.
 """
 
 import json
@@ -91,10 +95,9 @@ def _spectrum() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("likelihood", ["normal", "student_t"])
-def test_a_warm_fit_in_a_fresh_process_imports_no_numpyro(tmp_path, likelihood):
-    """A fresh process with an empty cache compiles the fit (tracing the program through
-    NumPyro); a second one loads it and never imports NumPyro; both give this process's
-    fit, bit for bit."""
+def test_a_cold_and_a_warm_fit_in_fresh_processes_import_no_numpyro(tmp_path, likelihood):
+    """A fresh process with an empty cache compiles the fit, a second one loads it:
+    neither imports NumPyro, and both give this process's fit, bit for bit."""
     x, y = _spectrum()
     environment = {**os.environ, "GAUSSMIX_CACHE_DIR": str(tmp_path / "cache")}
     environment.pop("GAUSSMIX_COMPILATION_CACHE", None)
@@ -107,7 +110,8 @@ def test_a_warm_fit_in_a_fresh_process_imports_no_numpyro(tmp_path, likelihood):
         assert done.returncode == 0, done.stderr[-3000:]
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     cold, warm = runs
-    assert cold["counts"]["compiled"] >= 1 and cold["numpyro"]  # the program was traced
+    assert cold["counts"]["compiled"] >= 1, cold["counts"]
+    assert not cold["numpyro"], "a cold fit_peaks (compiling its program) imported numpyro"
     assert warm["counts"]["compiled"] == 0, warm["counts"]
     assert not warm["numpyro"], "a warm fit_peaks imported numpyro"
     assert jax.config.jax_enable_x64  # the children's precision, as the suite's conftest
