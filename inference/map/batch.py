@@ -227,17 +227,18 @@ def finish(problem: MAPProblem, state: Finished) -> jax.Array:
 
 
 def _fit_batch(
-    model, sites, observed, family, location_jacobian, n_slots,
+    model, sites, observed, family, closed_form, n_slots,
     x, y, mask, active, theta, noise, model_kwargs, settings,
 ):  # fmt: skip
     """Fit the ``active`` ones of B spectra through ``n_slots`` slots iterated together;
     finished slots refill. The other spectra come back as unfitted zeros.
 
-    ``location_jacobian`` (static) is the closed form registered for the program when the
-    fit is called (:func:`~gaussmix.inference.map.closed_form.registered_function`), or
-    None: the Jacobian follows the registry as it is traced, and this argument keys the
-    compiled program (in memory and on disk) by it, so that a fit after registering one
-    compiles the closed-form program instead of reusing the forward-mode one.
+    ``closed_form`` (static) is what is registered for the program when the fit is called
+    (:func:`~gaussmix.inference.map.closed_form.registered_function`: its location and
+    Jacobian, priors and observed site), or None: the problem follows the registry as it
+    is traced, and this argument keys the compiled program (in memory and on disk) by it,
+    so that a fit after registering one compiles the closed-form program instead of
+    reusing the traced one.
 
     Per spectrum and outside the loop: the priors (read from the program once, before)
     and the covariance and log-likelihood (:func:`finish`, once, after); inside it only
@@ -365,7 +366,7 @@ def _fit_batch(
 #: 2 000 P3 spectra run 4x slower at level 0, as fast at level 1).
 _fit_batch_program_for = compilation.programs_by_optimization_level(
     _fit_batch,
-    static_argnames=("model", "sites", "observed", "family", "location_jacobian", "n_slots"),
+    static_argnames=("model", "sites", "observed", "family", "closed_form", "n_slots"),
 )
 
 #: Compiled multi-device fits by (static arguments, mask given, devices).
@@ -373,7 +374,7 @@ _SHARDED_FITS: dict[tuple, Callable] = {}
 
 
 def _fit_batch_sharded(
-    devices, model, sites, observed, family, location_jacobian, n_slots, x, y, mask, *rest
+    devices, model, sites, observed, family, closed_form, n_slots, x, y, mask, *rest
 ):
     """:func:`_fit_batch` with the spectra split over ``devices``
     (:func:`gaussmix.inference.shard.shard_batch`): each device runs its own slots and
@@ -381,7 +382,7 @@ def _fit_batch_sharded(
     from gaussmix.inference.shard import BATCH_AXIS, device_mesh, shard_batch
 
     mesh = device_mesh(devices, axis_name=BATCH_AXIS)
-    statics = (model, sites, observed, family, location_jacobian, n_slots)
+    statics = (model, sites, observed, family, closed_form, n_slots)
     key = (*statics, mask is None, tuple(mesh.devices.flat))
     if key not in _SHARDED_FITS:
         batch = functools.partial(_fit_batch, *statics)

@@ -15,8 +15,9 @@ Curve parameters take Levenberg-Marquardt steps on :math:`\\sigma^2 F` at fixed
     \\tilde H = J^\\top \\tilde W J - \\sigma^2 \\nabla^2 \\log p(\\theta), \\qquad
     \\tilde g = \\sigma^2 \\nabla_\\theta F,
 
-and after each accepted step :math:`\\sigma` takes Newton steps on :math:`\\log\\sigma`
-(:func:`gaussmix.inference.map.problem.update_noise`). The damping :math:`\\lambda`, the
+and at each trial point :math:`\\sigma` is updated at fixed :math:`\\theta`
+(:func:`gaussmix.inference.map.problem.update_noise`: its maximum in closed form for a
+Normal likelihood under a half-normal prior, else Newton steps on :math:`\\log\\sigma`). The damping :math:`\\lambda`, the
 scaling :math:`D` and the trust radius follow MINPACK (Moré 1978) step for step.
 """
 
@@ -28,7 +29,13 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from gaussmix.inference.map.problem import Evaluation, MAPProblem, jacobian, update_noise
+from gaussmix.inference.map.problem import (
+    Evaluation,
+    MAPProblem,
+    jacobian,
+    row_sums,
+    update_noise,
+)
 
 __all__ = [
     "MAPInfo",
@@ -48,7 +55,7 @@ __all__ = [
 # MINPACK's constants: initial trust radius factor, inner iterations of lmpar.
 RADIUS_FACTOR = 100.0
 LMPAR_ITERATIONS = 10
-#: Newton steps on log(sigma) at each evaluated point.
+#: Newton steps on log(sigma) at each evaluated point (where sigma has no closed form).
 NOISE_STEPS = 2
 
 
@@ -189,13 +196,6 @@ def cholesky_solve(factor: jax.Array, vector: jax.Array) -> jax.Array:
     return jax.scipy.linalg.solve_triangular(factor, lower, lower=True, trans="T")
 
 
-def row_sums(*rows: jax.Array) -> jax.Array:
-    """The sums of equally long vectors (booleans count their True), as one reduction:
-    XLA CPU compiles each reduction as a kernel of its own."""
-    dtype = jnp.result_type(*(row for row in rows if row.dtype != bool))
-    return jnp.sum(jnp.stack([row.astype(dtype) for row in rows]), axis=1)
-
-
 def inverse_positive_definite(matrix: jax.Array) -> jax.Array:
     """Inverse of a symmetric positive definite matrix (Jacobi-scaled Cholesky); NaN when
     it is not positive definite."""
@@ -243,7 +243,8 @@ def evaluate_point(
     gradient = -(jacobian.T @ score) - unit * prior_gradient
     curvature = jacobian.T @ (fisher[:, None] * jacobian) - unit * prior_hessian
     half_deviances = problem.half_deviances(evaluation, noise)
-    objective = jnp.sum(half_deviances) - unit * evaluation.log_prior
+    deviance_sum, rss, n_points = problem.point_sums(evaluation, noise)
+    objective = deviance_sum - unit * evaluation.log_prior
     scaling = jnp.maximum(scaling, jnp.sqrt(jnp.maximum(jnp.diag(curvature), 0.0)))
     scaling = jnp.where(scaling > 0, scaling, 1.0)
     factor = cholesky(curvature / jnp.outer(scaling, scaling))
@@ -251,8 +252,6 @@ def evaluate_point(
     gauss_newton = -cholesky_solve(factor, scaled_gradient)
     decrement = -jnp.dot(scaled_gradient, gauss_newton) / unit
     decrement = jnp.where(jnp.isfinite(decrement) & (decrement >= 0), decrement, jnp.inf)
-    residuals = problem.y - location
-    mask = evaluation.mask
     return MAPPoint(
         params=theta,
         noise=noise,
@@ -266,8 +265,8 @@ def evaluate_point(
         factor=factor,
         gauss_newton=gauss_newton,
         decrement=decrement,
-        rss=jnp.dot(mask * residuals, residuals),
-        n_points=jnp.sum(mask),
+        rss=rss,
+        n_points=n_points,
     )
 
 
@@ -463,7 +462,9 @@ def map_step(
             evaluation.log_prior - current.log_prior
         )
     else:
-        decrease = current.objective - (jnp.sum(half_deviances) - unit * evaluation.log_prior)
+        # The sum as evaluate_point takes it (MAPProblem.point_sums: computed once).
+        deviance_sum = problem.point_sums(evaluation, current.noise)[0]
+        decrease = current.objective - (deviance_sum - unit * evaluation.log_prior)
     reference = jnp.where(current.objective > 0, current.objective, unit * 0.5 * problem.y.shape[0])
     valid = jnp.all(evaluation.support) & jnp.isfinite(decrease) & (n_not_finite == 0)
     small_enough = valid & (current.objective - decrease < 100.0 * reference)
