@@ -315,9 +315,7 @@ def trust_region_step(
         (start == 0) & full_rank, gradient_norm / jnp.where(norm > 0, norm, 1.0), start
     )
     identity = np.eye(gradient.shape[0], dtype=gradient.dtype)  # a literal, not a kernel
-    curvature = jnp.where(
-        full_rank, factor @ factor.T, point.curvature / jnp.outer(scaling, scaling)
-    )
+    curvature = point.curvature / jnp.outer(scaling, scaling)
 
     # The loop carries one vector, [damping, lower, upper, excess, iteration, done,
     # step...]: XLA CPU compiles each loop-carried value as a kernel of its own, one
