@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.flatten_util import ravel_pytree
 
 from gaussmix.inference.map.problem import (
     Evaluation,
@@ -198,12 +197,22 @@ def cholesky_solve(factor: jax.Array, vector: jax.Array) -> jax.Array:
 
 def inverse_positive_definite(matrix: jax.Array) -> jax.Array:
     """Inverse of a symmetric positive definite matrix (Jacobi-scaled Cholesky); NaN when
-    it is not positive definite."""
+    it is not positive definite, or singular to working precision.
+
+    The scaled matrix :math:`S = D^{-1} A D^{-1}` has a unit diagonal; its Cholesky
+    factor's pivots :math:`L_{kk}^2` are the Schur complements, each at most 1. A pivot
+    below :math:`n\\epsilon` leaves a matrix that rounding alone made positive definite
+    (a rank-deficient :math:`J^\\top J`: parameters the data cannot tell apart): whether
+    LAPACK then fails or returns an "inverse" of size :math:`1/\\epsilon^k` depends on the
+    order of the operations that formed it, so such a matrix counts as singular.
+    """
     diagonal = jnp.diag(matrix)
     scaling = jnp.where(diagonal > 0, jnp.sqrt(jnp.abs(diagonal)), jnp.nan)
     factor = cholesky(matrix / jnp.outer(scaling, scaling))
     identity = np.eye(matrix.shape[0], dtype=matrix.dtype)  # a literal, not a kernel
-    return cholesky_solve(factor, identity) / jnp.outer(scaling, scaling)
+    inverse = cholesky_solve(factor, identity) / jnp.outer(scaling, scaling)
+    singular = jnp.min(jnp.diag(factor) ** 2) < matrix.shape[0] * jnp.finfo(matrix.dtype).eps
+    return jnp.where(singular, jnp.nan, inverse)
 
 
 # ---------------------------------------------------------------------------------------
@@ -519,10 +528,11 @@ def map_step(
         | (accept & (local.decrement <= tol))
     )
     n_iter = state.n_iter + (~fresh).astype(state.n_iter.dtype)
-    # The accepted point by one select over the raveled points, not one per field: the
-    # compiled fit is 12 % smaller (HLO text), its stored executable 9 %.
-    raveled, unravel = ravel_pytree(local)
-    point = unravel(jnp.where(accept, raveled, ravel_pytree(current)[0]))
+    # The accepted point field by field. Its raveled form, one select over the raveled
+    # points, made the single-spectrum program (traced without vmap) ravel the current
+    # point anew from the slices of the packed state: a kernel per field, nine more in
+    # all; batched fits compile two kernels more this way.
+    point = jax.tree.map(lambda new, old: jnp.where(accept, new, old), local, current)
     failed = (fresh & ~accept) | ~jnp.isfinite(new_radius)
     new_state = MAPState(
         point=point,
