@@ -29,7 +29,12 @@ from gaussmix.inference.map.levenberg_marquardt import (
     map_init,
     map_step,
 )
-from gaussmix.inference.map.problem import MAPProblem, batch_problems, stack_for_xla
+from gaussmix.inference.map.problem import (
+    MAPProblem,
+    batch_problems,
+    stack_for_xla,
+    vmap_unless_one,
+)
 from gaussmix.inference.map.trees import canonical, plain
 
 __all__ = ["BatchOutputs", "Finished", "finish", "fit_batch", "packed_record"]
@@ -117,7 +122,10 @@ def packed_record(state: MAPState) -> Callable[[jax.Array, MAPInfo], jax.Array]:
 
     def record(packed_state: jax.Array, info: MAPInfo) -> jax.Array:
         flags = jnp.concatenate([info.converged[None], info.started[None], info.support])
-        return jnp.concatenate([packed_state[from_state], flags.astype(packed_state.dtype)])
+        # Indices XLA cannot see: a gather with constant indices, unbatched, is rewritten
+        # as a slice per run of them and a concatenate, a kernel each.
+        indices = lax.optimization_barrier(jnp.asarray(from_state))
+        return jnp.concatenate([packed_state[indices], flags.astype(packed_state.dtype)])
 
     return record
 
@@ -260,7 +268,7 @@ def _fit_batch(
     # moves them all (a separate one per leaf made XLA compile hundreds of small kernels).
     first = jax.tree.map(lambda leaf: leaf[0], (y, mask, priors))
     _, unpack_data = ravel_pytree(first)
-    data = jax.vmap(lambda *row: ravel_for_xla(row))(y, mask, priors)
+    data = vmap_unless_one(lambda *row: ravel_for_xla(row))(y, mask, priors)
     first_state = map_init(theta[0], noise[0], problem_for(first[0], first[1]))
     _, unpack_state = ravel_pytree(first_state)
     n_sites = len(sites.names)
@@ -303,7 +311,7 @@ def _fit_batch(
         candidate = order[jnp.clip(candidate, 0, n_spectra - 1)]
         merged = Slots(
             jnp.where(take, candidate, slots.index),
-            jnp.where(take[:, None], jax.vmap(start)(candidate), slots.state),
+            jnp.where(take[:, None], vmap_unless_one(start)(candidate), slots.state),
             jnp.where(take[:, None], data[candidate], slots.data),
         )
         n_taken = jnp.sum(take, dtype=jnp.int32)
@@ -329,7 +337,7 @@ def _fit_batch(
         if refills:
             carry = lax.cond(jnp.any(carry.slots.index < 0), refill, lambda carry: carry, carry)
         slots = carry.slots
-        state, record, done = jax.vmap(one)(slots.state, slots.data)
+        state, record, done = vmap_unless_one(one)(slots.state, slots.data)
         done = (slots.index >= 0) & done
         target = jnp.where(done, slots.index, jnp.int32(n_spectra))
         finals = carry.finals.at[target].set(record, mode="drop")
@@ -357,7 +365,7 @@ def _fit_batch(
     def finish_one(record, y_one, mask_one, priors_one):
         return finish(problem_for(y_one, mask_one, priors_one), unpack_finished(record))
 
-    return jax.vmap(finish_one)(finals, y, mask, priors)
+    return vmap_unless_one(finish_one)(finals, y, mask, priors)
 
 
 #: The compiled fit for a batch of this work (spectra x points x curve parameters): XLA's

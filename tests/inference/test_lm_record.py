@@ -2,7 +2,8 @@
 spectrum gathered from the packed state (:func:`gaussmix.inference.map.batch.packed_record`),
 and a spectrum's data row with its scalars stacked by eights
 (:func:`gaussmix.inference.map.batch.ravel_for_xla`), and the row of a finished spectrum's
-results (:func:`gaussmix.inference.map.batch.finish`) read back field by field."""
+results (:func:`gaussmix.inference.map.batch.finish`) read back field by field; a batch of one
+traced without vmap (:func:`gaussmix.inference.map.problem.vmap_unless_one`)."""
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,7 @@ from gaussmix.inference.map.batch import (
 )
 from gaussmix.inference.map.families import FAMILIES
 from gaussmix.inference.map.levenberg_marquardt import MAPInfo, map_init
-from gaussmix.inference.map.problem import MAPProblem, Sites
+from gaussmix.inference.map.problem import MAPProblem, Sites, vmap_unless_one
 
 
 def random_like(leaf, rng):
@@ -125,3 +126,23 @@ def test_the_finished_row_names_every_field(started):
     log_likelihood = np.sum(-0.5 * ((np.asarray(y) - 2.0 * np.asarray(x)) / 0.5) ** 2
                             - np.log(0.5) - 0.5 * np.log(2 * np.pi))  # fmt: skip
     np.testing.assert_allclose(outputs.log_likelihood[0], log_likelihood, rtol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 3])
+def test_vmap_unless_one_is_vmap(length):
+    """A batch of one traced without vmap gives what vmap gives, shapes and values, with
+    a None argument and a tuple of outputs; a longer batch is vmap's."""
+
+    def fn(matrix, vector, nothing):
+        assert nothing is None
+        return matrix @ vector, {"total": jnp.sum(vector), "flag": vector[0] > 0}
+
+    rng = np.random.default_rng(length)
+    matrix = jnp.asarray(rng.normal(size=(length, 3, 2)))
+    vector = jnp.asarray(rng.normal(size=(length, 2)))
+    expected = jax.vmap(fn)(matrix, vector, None)
+    got = vmap_unless_one(fn)(matrix, vector, None)
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
