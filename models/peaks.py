@@ -401,12 +401,17 @@ def location_and_jacobian(
     return mean, free
 
 
+def _program_model(x, lineshapes, baseline, likelihood, ties, fixed):
+    """(model, x as floats) as :func:`peaks` sets them from its arguments."""
+    model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
+    x = jnp.asarray(x)
+    return model, x.astype(jnp.result_type(float, x))
+
+
 def _program_parameters(values, x, lineshapes, baseline, likelihood, ties, fixed):
     """(model, x, every curve parameter) as :func:`peaks` sets them from its arguments
     and the free sites' ``values``."""
-    model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
-    x = jnp.asarray(x)
-    x = x.astype(jnp.result_type(float, x))
+    model, x = _program_model(x, lineshapes, baseline, likelihood, ties, fixed)
     fixed_values = {name: jnp.asarray((fixed or {})[name], x.dtype) for name in model.fixed}
     return model, x, resolve_parameters(model, values, fixed_values)
 
@@ -487,9 +492,7 @@ def latent_priors(
     """
     if priors:
         return None
-    model = peak_model(lineshapes, baseline, likelihood, ties, fixed or {})
-    x = jnp.asarray(x)
-    x = x.astype(jnp.result_type(float, x))
+    model, x = _program_model(x, lineshapes, baseline, likelihood, ties, fixed)
     y = None if y is None else jnp.asarray(y, x.dtype)
     mask = None if mask is None else jnp.asarray(mask, bool)
     x_low, x_high, y_low, y_high = data_ranges(x, y, mask, y_range)
