@@ -336,6 +336,8 @@ def _load(path: Path) -> jax.stages.Compiled | None:
         return None
     try:
         serialized, in_tree, out_tree, ids = pickle.loads(payload)
+        if not program_keys.prepare_to_load(serialized):
+            return None
         local = {device.id: device for device in jax.local_devices()}
         devices = [local[index] for index in ids]  # KeyError: not a device of this process
         compiled = serialize_executable.deserialize_and_load(

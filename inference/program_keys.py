@@ -32,6 +32,7 @@ __all__ = [
     "fingerprint",
     "host_processor",
     "key",
+    "prepare_to_load",
     "runtime_ready",
     "source_hash",
     "tree_structure",
@@ -221,16 +222,37 @@ def environment() -> str:
 
 @functools.cache
 def runtime_ready() -> bool:
-    """Whether programs may be loaded without being lowered first in this process:
-    lowering a program that calls LAPACK (Cholesky, triangular solves) points jaxlib's CPU
-    kernels at SciPy's LAPACK, without which a loaded executable crashes (JAX does the same
-    before it runs a deserialized program, ``jax.export``); else programs are keyed by
-    their lowered text (lowering does it)."""
+    """Whether programs may be loaded without being lowered first in this process: a
+    program that calls LAPACK (Cholesky, triangular solves) needs jaxlib's CPU kernels
+    pointed at SciPy's LAPACK first, which lowering such a program does and
+    :func:`prepare_to_load` does before loading one (JAX does the same before it runs a
+    deserialized program, ``jax.export``); without that set-up in this jaxlib, programs
+    are keyed by their lowered text (lowering does it)."""
+    try:
+        from jax._src.lax.linalg import initialize_lapack  # noqa: F401
+    except ImportError:  # another jaxlib: lower before loading
+        return False
+    return True
+
+
+#: The prefix of jaxlib's CPU kernels that call SciPy's LAPACK (``lapack_dpotrf_ffi``, ...;
+#: ``jaxlib.cpu._lapack.registrations()``): a serialized program names each kernel it calls.
+LAPACK_KERNEL_PREFIX = b"lapack_"
+
+
+def prepare_to_load(serialized: bytes) -> bool:
+    """Make this process ready to run the serialized program: when it calls LAPACK, point
+    jaxlib's CPU kernels at SciPy's LAPACK (importing ``scipy.linalg``: 0.1 s, only for
+    the programs that need it; gaussmix's peak fits do not). False when that set-up
+    failed (no SciPy): the program must be compiled again, whose lowering raises JAX's
+    own error."""
+    if LAPACK_KERNEL_PREFIX not in serialized:
+        return True
     try:
         from jax._src.lax.linalg import initialize_lapack
 
         initialize_lapack()
-    except Exception:  # another jaxlib: lower before loading
+    except Exception:  # any failure: compile again rather than crash
         return False
     return True
 

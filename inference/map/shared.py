@@ -65,8 +65,8 @@ from gaussmix.inference.map.fit import TOLERANCES, probe_program
 from gaussmix.inference.map.levenberg_marquardt import (
     NOISE_STEPS,
     MAPSettings,
-    cholesky,
     cholesky_solve,
+    inverse_cholesky,
 )
 from gaussmix.inference.map.problem import (
     Sites,
@@ -182,17 +182,17 @@ def _schur_solve(gradient, curvature, damping, scaling_local, scaling_shared, lo
     def eliminate(a_b, c_b, g_b):
         scale = jnp.sqrt(jnp.abs(jnp.diag(a_b)))
         scale = jnp.where(scale > 0, scale, 1.0)
-        factor = cholesky(a_b / jnp.outer(scale, scale))
+        inverse_factor = inverse_cholesky(a_b / jnp.outer(scale, scale))
         right = jnp.concatenate([g_b[:, None], c_b], axis=1) / scale[:, None]
-        return cholesky_solve(factor, right) / scale[:, None]
+        return cholesky_solve(inverse_factor, right) / scale[:, None]
 
     solves = jax.vmap(eliminate)(a, c, g_local)  # (B, p, 1 + s)
     schur = d_total - jnp.einsum("bps,bpt->st", c, solves[:, :, 1:])
     rhs = -jnp.sum(g_shared, axis=0) + jnp.einsum("bps,bp->s", c, solves[:, :, 0])
     scale = jnp.sqrt(jnp.abs(jnp.diag(schur)))
     scale = jnp.where(scale > 0, scale, 1.0)
-    factor = cholesky(schur / jnp.outer(scale, scale))
-    delta_shared = cholesky_solve(factor, rhs / scale) / scale
+    inverse_factor = inverse_cholesky(schur / jnp.outer(scale, scale))
+    delta_shared = cholesky_solve(inverse_factor, rhs / scale) / scale
     delta_local = -(solves[:, :, 0] + jnp.einsum("bps,s->bp", solves[:, :, 1:], delta_shared))
     return delta_local, delta_shared, schur, solves
 
@@ -483,17 +483,17 @@ def _finish(point, state, started, support, family, sites, local, shared, weight
     )
     scale = jnp.sqrt(jnp.abs(jnp.diag(schur)))
     scale = jnp.where(scale > 0, scale, 1.0)
-    factor = cholesky(schur / jnp.outer(scale, scale))
-    shared_covariance = cholesky_solve(factor, jnp.eye(n_shared, dtype=schur.dtype)) / jnp.outer(
-        scale, scale
-    )
+    inverse_factor = inverse_cholesky(schur / jnp.outer(scale, scale))
+    shared_covariance = cholesky_solve(
+        inverse_factor, jnp.eye(n_shared, dtype=schur.dtype)
+    ) / jnp.outer(scale, scale)
 
     def blocks(curvature_one, solve_one):
         a = curvature_one[local][:, local]
         a_scale = jnp.sqrt(jnp.abs(jnp.diag(a)))
         a_scale = jnp.where(a_scale > 0, a_scale, 1.0)
-        a_factor = cholesky(a / jnp.outer(a_scale, a_scale))
-        a_inverse = cholesky_solve(a_factor, jnp.eye(n_local, dtype=a.dtype)) / jnp.outer(
+        a_inverse_factor = inverse_cholesky(a / jnp.outer(a_scale, a_scale))
+        a_inverse = cholesky_solve(a_inverse_factor, jnp.eye(n_local, dtype=a.dtype)) / jnp.outer(
             a_scale, a_scale
         )
         coupling = solve_one[:, 1:]  # A^{-1} C

@@ -11,6 +11,11 @@ no NumPyro either: the peak program's registered closed form
 observed site (tested equal to the trace in ``tests/inference/test_map_without_numpyro.py``).
 The first test holds the structure equal to the trace for every kind of model; the second
 runs a cold and a warm fit in fresh processes.
+
+Nor does it import ``scipy.linalg``: the fit factors its curvature without LAPACK
+(:func:`gaussmix.inference.map.levenberg_marquardt.inverse_cholesky`), so neither lowering
+its program nor loading it sets up JAX's LAPACK kernels, whose set-up imports SciPy's
+linear algebra (0.1 s, half a warm first fit).
 """
 
 import json
@@ -83,6 +88,7 @@ fit = gaussmix.fit_peaks(x, y, ("gaussian", "lorentzian"), baseline="linear",
 values = {name: float(np.asarray(v)).hex() for name, v in fit.params.items()}
 values["covariance"] = [float(v).hex() for v in np.ravel(fit.covariance)]
 print(json.dumps({"values": values, "numpyro": "numpyro" in sys.modules,
+                  "scipy.linalg": "scipy.linalg" in sys.modules,
                   "counts": compilation.statistics()}))
 """
 
@@ -97,7 +103,8 @@ def _spectrum() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("likelihood", ["normal", "student_t"])
 def test_a_cold_and_a_warm_fit_in_fresh_processes_import_no_numpyro(tmp_path, likelihood):
     """A fresh process with an empty cache compiles the fit, a second one loads it:
-    neither imports NumPyro, and both give this process's fit, bit for bit."""
+    neither imports NumPyro or SciPy's linear algebra, and both give this process's fit,
+    bit for bit."""
     x, y = _spectrum()
     environment = {**os.environ, "GAUSSMIX_CACHE_DIR": str(tmp_path / "cache")}
     environment.pop("GAUSSMIX_COMPILATION_CACHE", None)
@@ -114,6 +121,8 @@ def test_a_cold_and_a_warm_fit_in_fresh_processes_import_no_numpyro(tmp_path, li
     assert not cold["numpyro"], "a cold fit_peaks (compiling its program) imported numpyro"
     assert warm["counts"]["compiled"] == 0, warm["counts"]
     assert not warm["numpyro"], "a warm fit_peaks imported numpyro"
+    for run, name in ((cold, "cold"), (warm, "warm")):
+        assert not run["scipy.linalg"], f"a {name} fit_peaks set up LAPACK (scipy.linalg)"
     assert jax.config.jax_enable_x64  # the children's precision, as the suite's conftest
     fit = fit_peaks(x, y, ("gaussian", "lorentzian"), baseline="linear", likelihood=likelihood)
     here = {name: float(np.asarray(v)).hex() for name, v in fit.params.items()}

@@ -1,18 +1,85 @@
-"""The MAP back end's covariance inverse
-(:func:`gaussmix.inference.map.levenberg_marquardt.inverse_positive_definite`) against
-NumPy: an inverse where the matrix is positive definite, however badly scaled, and NaN
-where it is singular to working precision, however rounding formed it."""
+"""The MAP back end's linear algebra against NumPy: the inverse Cholesky factor and its
+solves (:func:`~gaussmix.inference.map.levenberg_marquardt.inverse_cholesky`, what every
+Levenberg-Marquardt step factors with, written without LAPACK), and the covariance
+inverse (:func:`~gaussmix.inference.map.levenberg_marquardt.inverse_positive_definite`):
+an inverse where the matrix is positive definite, however badly scaled, and NaN where it
+is singular to working precision, however rounding formed it."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gaussmix.inference.map.levenberg_marquardt import inverse_positive_definite
+from gaussmix.inference.map.levenberg_marquardt import (
+    cholesky_solve,
+    inverse_cholesky,
+    inverse_positive_definite,
+)
 
 
 def gram(design: np.ndarray) -> np.ndarray:
     return design.T @ design
+
+
+def positive_definite(size: int, seed: int, condition: float = 10.0) -> np.ndarray:
+    """A random symmetric matrix with eigenvalues from 1 to ``condition``."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(size, size)))
+    return (rotation * np.geomspace(1.0, condition, size)) @ rotation.T
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 11, 24])
+def test_the_inverse_factor_is_numpys_inverse_cholesky_factor(size):
+    matrix = positive_definite(size, seed=size)
+    inverse_factor = np.asarray(inverse_cholesky(jnp.asarray(matrix)))
+    expected = np.linalg.inv(np.linalg.cholesky(matrix))
+    assert np.array_equal(np.triu(inverse_factor, 1), np.zeros((size, size)))
+    np.testing.assert_allclose(inverse_factor, expected, rtol=1e-12, atol=1e-13)
+
+
+def test_solves_with_the_inverse_factor_are_numpys_solves():
+    """One right-hand side and several, a condition number of 1e8: the forward error is
+    the Cholesky solve's, kappa eps, relative."""
+    matrix = positive_definite(9, seed=3, condition=1e8)
+    rng = np.random.default_rng(4)
+    vector, several = rng.normal(size=9), rng.normal(size=(9, 3))
+    inverse_factor = inverse_cholesky(jnp.asarray(matrix))
+    for right in (vector, several):
+        got = np.asarray(cholesky_solve(inverse_factor, jnp.asarray(right)))
+        expected = np.linalg.solve(matrix, right)
+        assert np.max(np.abs(got - expected)) <= 1e-6 * np.max(np.abs(expected))
+
+
+def test_the_inverse_factor_under_vmap_is_the_factor_of_each_matrix():
+    matrices = np.stack([positive_definite(6, seed) for seed in range(4)])
+    batched = np.asarray(jax.vmap(inverse_cholesky)(jnp.asarray(matrices)))
+    for matrix, got in zip(matrices, batched, strict=True):
+        np.testing.assert_allclose(got, np.linalg.inv(np.linalg.cholesky(matrix)), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        [[1.0, 2.0], [2.0, 1.0]],  # indefinite: the second pivot is negative
+        [[1.0, 0.0], [0.0, 0.0]],  # a zero pivot
+        [[-1.0, 0.0], [0.0, 1.0]],  # a negative first pivot
+        [[1.0, np.nan], [np.nan, 1.0]],
+    ],
+    ids=["indefinite", "zero pivot", "negative pivot", "nan"],
+)
+def test_the_inverse_factor_of_a_matrix_that_is_not_positive_definite_is_nan(matrix):
+    """As LAPACK's factor is in JAX: NaN, every entry (the fit reads a NaN step as a
+    singular curvature)."""
+    assert np.all(np.isnan(np.asarray(inverse_cholesky(jnp.asarray(matrix)))))
+
+
+def test_the_inverse_factor_keeps_float32():
+    matrix = positive_definite(5, seed=7)
+    with jax.enable_x64(False):
+        inverse_factor = inverse_cholesky(jnp.asarray(matrix, jnp.float32))
+        assert inverse_factor.dtype == jnp.float32
+    expected = np.linalg.inv(np.linalg.cholesky(matrix))
+    np.testing.assert_allclose(np.asarray(inverse_factor), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_badly_scaled_but_well_posed_matrix_is_inverted():
