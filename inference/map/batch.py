@@ -27,7 +27,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
     MAPState,
     inverse_positive_definite,
     map_init,
-    map_step,
+    map_propose,
 )
 from gaussmix.inference.map.problem import (
     MAPProblem,
@@ -318,13 +318,18 @@ def _fit_batch(
         return carry._replace(slots=merged, next_index=carry.next_index + n_taken)
 
     record_of = packed_record(first_state)
+    # The point leads the raveled state (MAPState's first field): the step's trial point
+    # is kept or the current one restored there, by one select over the raveled states
+    # (map_step's select per field of the point compiles a kernel each).
+    assert MAPState._fields[0] == "point"
+    in_point = np.arange(pack(first_state).shape[0]) < pack(first_state.point).shape[0]
 
     def one(packed_state, packed_data):
         y_one, mask_one, priors_one = unpack_data(packed_data)
-        state, info = map_step(
+        proposed, info = map_propose(
             unpack_state(packed_state), problem_for(y_one, mask_one, priors_one), settings
         )
-        packed = pack(state)
+        packed = jnp.where(in_point & ~info.accepted, packed_state, pack(proposed))
         return packed, record_of(packed, info), info.done
 
     n_slots = min(n_slots, n_spectra)

@@ -45,8 +45,10 @@ __all__ = [
     "evaluate_point",
     "inverse_cholesky",
     "inverse_positive_definite",
+    "keep_accepted",
     "keeps_half_deviances",
     "map_init",
+    "map_propose",
     "map_step",
     "trust_region_step",
 ]
@@ -478,6 +480,39 @@ def map_step(
 ) -> tuple[MAPState, MAPInfo]:
     """One step of MINPACK's lmder (pure): propose, evaluate, accept or reject.
 
+    :func:`map_propose`, then :func:`keep_accepted`: the next state holds the trial
+    point where it was accepted, else the current one.
+
+    Args:
+        state: from :func:`map_init` or the previous step.
+        problem: the spectrum, its priors read (:meth:`MAPProblem.with_priors`).
+        settings: the stopping rules.
+
+    Returns:
+        The next state and the step's :class:`MAPInfo`.
+    """
+    proposed, info = map_propose(state, problem, settings)
+    return keep_accepted(proposed, state, info), info
+
+
+def keep_accepted(proposed: MAPState, state: MAPState, info: MAPInfo) -> MAPState:
+    """``proposed`` (from :func:`map_propose`) with the point of ``state`` where the trial
+    point was not accepted."""
+    point = jax.tree.map(
+        lambda new, old: jnp.where(info.accepted, new, old), proposed.point, state.point
+    )
+    return proposed._replace(point=point)
+
+
+def map_propose(
+    state: MAPState, problem: MAPProblem, settings: MAPSettings
+) -> tuple[MAPState, MAPInfo]:
+    """:func:`map_step` but for its last part: the next state with the trial point
+    evaluated in place of the current one, whether or not it was accepted
+    (``info.accepted``; :func:`keep_accepted` completes the step). A driver that keeps
+    its states raveled selects the point there, in one operation (XLA CPU compiles a
+    select per field of the point as a kernel of its own: 17 of them).
+
     A ``fresh`` state evaluates its starting point instead and sets up MINPACK's scaling
     and trust radius there. With :math:`\\rho` the ratio of actual to predicted decrease
     of :math:`\\sigma^2 F`, a step is accepted when :math:`\\rho \\ge 10^{-4}`; the
@@ -574,14 +609,9 @@ def map_step(
         | (accept & (local.decrement <= tol))
     )
     n_iter = state.n_iter + (~fresh).astype(state.n_iter.dtype)
-    # The accepted point field by field. Its raveled form, one select over the raveled
-    # points, made the single-spectrum program (traced without vmap) ravel the current
-    # point anew from the slices of the packed state: a kernel per field, nine more in
-    # all; batched fits compile two kernels more this way.
-    point = jax.tree.map(lambda new, old: jnp.where(accept, new, old), local, current)
     failed = (fresh & ~accept) | ~jnp.isfinite(new_radius)
     new_state = MAPState(
-        point=point,
+        point=local,
         radius=new_radius,
         damping=new_damping,
         parameter_norm=parameter_norm,

@@ -3,7 +3,11 @@ spectrum gathered from the packed state (:func:`gaussmix.inference.map.batch.pac
 and a spectrum's data row with its scalars stacked by eights
 (:func:`gaussmix.inference.map.batch.ravel_for_xla`), and the row of a finished spectrum's
 results (:func:`gaussmix.inference.map.batch.finish`) read back field by field; a batch of one
-traced without vmap (:func:`gaussmix.inference.map.problem.vmap_unless_one`)."""
+traced without vmap (:func:`gaussmix.inference.map.problem.vmap_unless_one`); the accepted
+point selected in the raveled state, as :func:`~gaussmix.inference.map.levenberg_marquardt.map_step`
+selects it field by field."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,16 +15,19 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from gaussmix.inference.map import levenberg_marquardt as lm
 from gaussmix.inference.map.batch import (
     BatchOutputs,
     Finished,
     finish,
+    fit_batch,
     packed_record,
     ravel_for_xla,
 )
 from gaussmix.inference.map.families import FAMILIES
 from gaussmix.inference.map.levenberg_marquardt import MAPInfo, map_init
 from gaussmix.inference.map.problem import MAPProblem, Sites, vmap_unless_one
+from gaussmix.models.peaks import peak_model, peaks
 
 
 def random_like(leaf, rng):
@@ -146,3 +153,53 @@ def test_vmap_unless_one_is_vmap(length):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_batch_keeps_the_points_map_step_keeps():
+    """fit_batch selects the accepted point in the raveled state (map_propose, then one
+    select); a plain loop of map_step (keep_accepted, a select per field) takes the same
+    steps from the same starts: the same trial and accepted steps, parameters and RSS, on
+    spectra whose fits reject steps (starts 30 % off) and with slots refilled."""
+    model = peak_model(("gaussian",) * 2, "linear")
+    program = functools.partial(
+        peaks, lineshapes=("gaussian",) * 2, baseline="linear", likelihood="normal", ties={}
+    )
+    noise_index = model.site_names.index("sigma")
+    sites = Sites(model.site_names, tuple(() for _ in model.site_names), noise_index)
+    rng = np.random.default_rng(2)
+    x = np.linspace(0.0, 10.0, 120)
+    truth = np.column_stack(
+        [rng.uniform(2, 4, 5), rng.uniform(2, 4, 5), rng.uniform(0.4, 0.8, 5),
+         rng.uniform(2, 4, 5), rng.uniform(6, 8, 5), rng.uniform(0.4, 0.8, 5),
+         rng.uniform(0, 1, 5), rng.uniform(-0.1, 0.1, 5)]
+    )  # fmt: skip
+    y = truth[:, 6:7] + truth[:, 7:8] * x
+    for k in range(2):
+        h, c, w = (truth[:, 3 * k + i, None] for i in range(3))
+        y = y + h * np.exp(-0.5 * ((x - c) / w) ** 2)
+    y = y + 0.05 * rng.normal(size=y.shape)
+    start = truth * (1 + rng.uniform(-0.3, 0.3, truth.shape))
+    noise = np.full(5, 0.2)
+    settings = lm.MAPSettings(np.asarray(1e-10), np.asarray(1e-10), np.asarray(100, np.int32))
+    family = FAMILIES["normal"]
+    batch = fit_batch(None, program, sites, "y", family, 2, x, y, None, np.ones(5, bool),
+                      start, noise, {}, settings)  # fmt: skip
+
+    def one(y_one, theta, noise_one):
+        problem = MAPProblem(program, sites, "y", family, jnp.asarray(x), y_one, {})
+        problem = problem.with_priors(theta, noise_one)
+
+        def body(carry):
+            state, _ = carry
+            state, info = lm.map_step(state, problem, settings)
+            return state, info.done
+
+        initial = (lm.map_init(theta, noise_one, problem), False)
+        state, _ = jax.lax.while_loop(lambda carry: ~carry[1], body, initial)
+        return state.point.params, state.point.rss, state.n_iter, state.n_accepted
+
+    params, rss, n_iter, n_accepted = jax.jit(jax.vmap(one))(y, start, noise)
+    assert np.sum(np.asarray(n_accepted) < np.asarray(n_iter)) >= 2  # steps were rejected
+    np.testing.assert_array_equal(batch.n_iter, np.asarray(n_iter))
+    np.testing.assert_allclose(batch.theta, np.asarray(params), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(batch.rss, np.asarray(rss), rtol=1e-10)
