@@ -538,8 +538,14 @@ def _delta(model: PeakModel, names: tuple, quantity: tuple, free, covariance, fi
     return one(free, covariance) if free.ndim == 1 else jax.vmap(one)(free, covariance)
 
 
-#: The one program of the delta method, compiled per model, quantity and shapes.
-_delta_program = compilation.jit(_delta, static_argnames=("model", "names", "quantity"))
+#: The one program of the delta method, compiled per model, quantity and shapes, without
+#: XLA's LLVM optimizations: a few small kernels, whose compile time (27 instead of 34 ms)
+#: is all a first fit spends on them.
+_delta_program = compilation.jit(
+    _delta,
+    static_argnames=("model", "names", "quantity"),
+    compiler_options={"xla_backend_optimization_level": 0},
+)
 
 
 def _on_device(value, dtype) -> jax.Array:
