@@ -60,7 +60,8 @@ Modules, one concern each:
 * :mod:`~gaussmix.inference.map.problem`: one spectrum (:class:`MAPProblem`): the
   program's sites, priors and observed site.
 * :mod:`~gaussmix.inference.map.levenberg_marquardt`: the pure step,
-  ``map_step(state, problem, settings) -> (state, info)``, and ``map_init``.
+  ``map_step(state, problem, settings) -> (state, info)`` (``map_propose``, then
+  ``keep_accepted``), ``map_init``, and the linear algebra (``inverse_cholesky``).
 * :mod:`~gaussmix.inference.map.batch`: the compiled loop over slots of spectra, on one
   device or several, and the covariance after it.
 * :mod:`~gaussmix.inference.map.fit`: :func:`fit_map`, the entry point.

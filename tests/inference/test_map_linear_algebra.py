@@ -14,6 +14,7 @@ from gaussmix.inference.map.levenberg_marquardt import (
     cholesky_solve,
     inverse_cholesky,
     inverse_positive_definite,
+    solve_positive_definite,
 )
 
 
@@ -71,6 +72,55 @@ def test_the_inverse_factor_of_a_matrix_that_is_not_positive_definite_is_nan(mat
     """As LAPACK's factor is in JAX: NaN, every entry (the fit reads a NaN step as a
     singular curvature)."""
     assert np.all(np.isnan(np.asarray(inverse_cholesky(jnp.asarray(matrix)))))
+
+
+def solve_reference(matrix, vector):
+    solution = np.linalg.solve(matrix, vector)
+    return solution, solution @ np.linalg.solve(matrix, solution)
+
+
+@pytest.mark.parametrize("size", [1, 4, 11])
+def test_the_step_solve_is_numpys_for_one_matrix_and_under_vmap(size):
+    """solve_positive_definite: x = A^-1 b and x^T A^-1 x, by the elimination for one
+    matrix and by LAPACK under vmap (matrices and vectors batched, or either one alone)."""
+    rng = np.random.default_rng(size)
+    matrices = np.stack([positive_definite(size, seed, condition=1e4) for seed in range(3)])
+    vectors = rng.normal(size=(3, size))
+    for matrix, vector in zip(matrices, vectors, strict=True):
+        solution, curvature = solve_positive_definite(jnp.asarray(matrix), jnp.asarray(vector))
+        expected, expected_curvature = solve_reference(matrix, vector)
+        np.testing.assert_allclose(solution, expected, rtol=1e-9)
+        np.testing.assert_allclose(curvature, expected_curvature, rtol=1e-9)
+    batched = [
+        jax.vmap(solve_positive_definite)(jnp.asarray(matrices), jnp.asarray(vectors)),
+        jax.vmap(solve_positive_definite, in_axes=(None, 0))(jnp.asarray(matrices[0]), vectors),
+        jax.vmap(solve_positive_definite, in_axes=(0, None))(matrices, jnp.asarray(vectors[0])),
+    ]
+    pairs = [
+        list(zip(matrices, vectors, strict=True)),
+        [(matrices[0], vector) for vector in vectors],
+        [(matrix, vectors[0]) for matrix in matrices],
+    ]
+    for (solutions, curvatures), cases in zip(batched, pairs, strict=True):
+        for index, (matrix, vector) in enumerate(cases):
+            expected, expected_curvature = solve_reference(matrix, vector)
+            np.testing.assert_allclose(solutions[index], expected, rtol=1e-9)
+            np.testing.assert_allclose(curvatures[index], expected_curvature, rtol=1e-9)
+
+
+def test_the_step_solve_of_a_matrix_that_is_not_positive_definite_is_nan():
+    """Alone and in a batch beside a positive definite matrix, whose solve is unharmed."""
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])
+    vector = np.array([1.0, -1.0])
+    solution, curvature = solve_positive_definite(jnp.asarray(indefinite), jnp.asarray(vector))
+    assert np.all(np.isnan(np.asarray(solution))) and np.isnan(float(curvature))
+    matrices = jnp.asarray(np.stack([indefinite, np.eye(2)]))
+    solutions, curvatures = jax.vmap(solve_positive_definite, in_axes=(0, None))(
+        matrices, jnp.asarray(vector)
+    )
+    assert np.all(np.isnan(np.asarray(solutions[0]))) and np.isnan(float(curvatures[0]))
+    np.testing.assert_allclose(solutions[1], vector, rtol=1e-15)
+    assert float(curvatures[1]) == pytest.approx(2.0, rel=1e-15)
 
 
 def test_the_inverse_factor_keeps_float32():
