@@ -530,15 +530,8 @@ def map_step(
     """One step of MINPACK's lmder (pure): propose, evaluate, accept or reject.
 
     :func:`map_propose`, then :func:`keep_accepted`: the next state holds the trial
-    point where it was accepted, else the current one.
-
-    Args:
-        state: from :func:`map_init` or the previous step.
-        problem: the spectrum, its priors read (:meth:`MAPProblem.with_priors`).
-        settings: the stopping rules.
-
-    Returns:
-        The next state and the step's :class:`MAPInfo`.
+    point where it was accepted, else the current one. Arguments and results as
+    :func:`map_propose`'s.
     """
     proposed, info = map_propose(state, problem, settings)
     return keep_accepted(proposed, state, info), info
@@ -574,7 +567,8 @@ def map_propose(
         settings: the stopping rules.
 
     Returns:
-        The next state and the step's :class:`MAPInfo`.
+        The next state (its point the trial point, accepted or not) and the step's
+        :class:`MAPInfo`.
     """
     current = state.point
     epsilon = jnp.finfo(current.params.dtype).eps
