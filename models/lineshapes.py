@@ -148,9 +148,17 @@ def _weideman(z: jax.Array) -> jax.Array:
     return 2.0 * polynomial_value / denominator**2 + (1.0 / SQRT_PI) / denominator
 
 
-def _continued_fraction(z: jax.Array) -> jax.Array:
-    """Laplace's continued fraction; near the real axis it lacks the exponentially small
-    :math:`e^{-z^2}` (the real part there), which is added back."""
+def _continued_fraction(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Laplace's continued fraction :math:`w = (i/\\sqrt\\pi)/(z - R)`,
+    :math:`R = \\tfrac12/(z - 1/(z - \\tfrac32/(z - \\dots)))`, and its derivative
+    :math:`w' = -2Rw`; near the real axis it lacks the exponentially small
+    :math:`e^{-z^2}` (the real part there), which is added back, with its derivative.
+
+    :math:`w' = -2zw + 2i/\\sqrt\\pi` cancels for large :math:`|z|`: its two terms are
+    :math:`|z|^2` times their sum, whose relative error :math:`|z|^2\\epsilon` then reached
+    the Voigt FWHM's derivative in sigma at sigma << gamma (30 % at sigma/gamma = 1e-4).
+    :math:`-2Rw` is as accurate as w.
+    """
     depth = _CONTINUED_FRACTION_DEPTH
     remainder = lax.fori_loop(
         0, depth, lambda i, remainder: ((depth - i) / 2.0) / (z - remainder), jnp.zeros_like(z)
@@ -158,7 +166,8 @@ def _continued_fraction(z: jax.Array) -> jax.Array:
     value = (1j / SQRT_PI) / (z - remainder)
     near_axis = z.imag < _CONTINUED_FRACTION_AXIS
     safe = jnp.where(near_axis, z, 0.0)
-    return value + jnp.where(near_axis, jnp.exp(-(safe**2)), 0.0)
+    gaussian = jnp.where(near_axis, jnp.exp(-(safe**2)), 0.0)
+    return value + gaussian, -2.0 * remainder * value - 2.0 * z * gaussian
 
 
 def _taylor_about_real_axis(z: jax.Array) -> jax.Array:
@@ -192,7 +201,8 @@ def faddeeva(z: ArrayLike) -> jax.Array:
     ``scipy.special.wofz`` is below 1e-13 for :math:`w` and for its real part on the
     tested grid (:math:`10^{-3} \\le |\\operatorname{Re} z| \\le 10^{3}`,
     :math:`0 \\le \\operatorname{Im} z \\le 10^{3}`). The derivative is the analytic
-    :math:`w'(z) = -2 z w(z) + 2i/\\sqrt{\\pi}`.
+    :math:`w'(z) = -2 z w(z) + 2i/\\sqrt{\\pi}`, and :math:`-2Rw` from the continued
+    fraction for :math:`|z| > 6`, where the former cancels.
 
     Args:
         z: complex array, any shape, with non-negative imaginary part (the lower half
@@ -216,14 +226,18 @@ def faddeeva(z: ArrayLike) -> jax.Array:
     safe_axis = jnp.where(near_axis, z, 0.0 + 0j)
     value = _weideman(z)
     value = jnp.where(near_axis, _taylor_about_real_axis(safe_axis), value)
-    return jnp.where(far, _continued_fraction(safe_far), value)
+    return jnp.where(far, _continued_fraction(safe_far)[0], value)
 
 
 @faddeeva.defjvp
 def _faddeeva_jvp(primals, tangents):
     (z,), (z_dot,) = primals, tangents
     value = faddeeva(z)
-    derivative = -2.0 * jnp.asarray(z) * value + 2j / SQRT_PI
+    z = jnp.asarray(z, value.dtype)
+    derivative = -2.0 * z * value + 2j / SQRT_PI
+    far = jnp.abs(z) > _CONTINUED_FRACTION_RADIUS  # there the identity cancels
+    safe_far = jnp.where(far, z, _CONTINUED_FRACTION_RADIUS + 1.0 + 0j)
+    derivative = jnp.where(far, _continued_fraction(safe_far)[1], derivative)
     return value, derivative * jnp.asarray(z_dot, value.dtype)
 
 
