@@ -322,7 +322,11 @@ def _fit_batch(
     # is kept or the current one restored there, by one select over the raveled states
     # (map_step's select per field of the point compiles a kernel each).
     assert MAPState._fields[0] == "point"
-    in_point = np.arange(pack(first_state).shape[0]) < pack(first_state.point).shape[0]
+    state_size, point_size = (
+        sum(int(np.size(leaf)) for leaf in jax.tree.leaves(tree))
+        for tree in (first_state, first_state.point)
+    )
+    in_point = np.arange(state_size) < point_size
 
     def one(packed_state, packed_data):
         y_one, mask_one, priors_one = unpack_data(packed_data)
@@ -354,7 +358,6 @@ def _fit_batch(
 
     # Empty slots hold zeros until the first refill fills them (a packed start of their
     # own cost XLA a kernel per field); a slot no spectrum fills steps on them, unread.
-    state_size = pack(first_state).shape[0]
     slots = Slots(
         jnp.full((n_slots,), -1, jnp.int32),
         jnp.zeros((n_slots, state_size), data.dtype),
